@@ -1,0 +1,289 @@
+//! Reading a credstash table: one paginated (optionally parallel) Scan for
+//! everything, or one consistent Query for one name's latest version.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::AttributeValue;
+use futures::stream::{self, StreamExt};
+
+use super::crypto;
+use super::error::{ItemError, TableError};
+use super::item::{ItemId, SealedItem, attr};
+use super::kms::KeyService;
+use crate::value::SecretValue;
+
+type Attributes = HashMap<String, AttributeValue>;
+
+/// How a [`TableReader`] reads.
+#[derive(Debug, Clone)]
+pub struct ReaderOptions {
+    /// Parallel Scan segments (1 = a plain paginated Scan).
+    pub scan_segments: u32,
+    /// KMS Decrypt calls in flight at once.
+    pub decrypt_concurrency: usize,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        Self { scan_segments: 4, decrypt_concurrency: 32 }
+    }
+}
+
+/// The latest version of one credstash name and what opening it gave.
+#[derive(Debug)]
+pub struct Entry {
+    pub id: ItemId,
+    pub value: Result<SecretValue, ItemError>,
+}
+
+/// The result of a full read: every name's latest version, opened or failed.
+#[derive(Debug, Default)]
+pub struct TableRead {
+    /// By credstash name.
+    pub entries: BTreeMap<String, Entry>,
+    /// Items whose name or version could not even be read (outside `entries`).
+    pub unnamed_failures: Vec<ItemError>,
+    /// Whether every Scan page was read. When false, `error` says why and
+    /// `entries` holds only what was read: never prune on an incomplete read.
+    pub complete: bool,
+    pub error: Option<TableError>,
+}
+
+impl TableRead {
+    /// Entries that opened, by name.
+    pub fn values(&self) -> impl Iterator<Item = (&str, &SecretValue)> {
+        self.entries.iter().filter_map(|(name, e)| e.value.as_ref().ok().map(|v| (name.as_str(), v)))
+    }
+
+    /// Entries that failed, by name.
+    pub fn failures(&self) -> impl Iterator<Item = (&Entry, &ItemError)> {
+        self.entries.values().filter_map(|e| e.value.as_ref().err().map(|err| (e, err)))
+    }
+}
+
+/// Counters of the DynamoDB and KMS work a reader has done.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReadStats {
+    pub dynamodb_calls: u64,
+    pub kms_decrypt_calls: u64,
+    pub kms_cache_hits: u64,
+}
+
+/// Reads and opens the items of one credstash table.
+pub struct TableReader {
+    dynamodb: aws_sdk_dynamodb::Client,
+    table: String,
+    keys: KeyService,
+    options: ReaderOptions,
+    dynamodb_calls: AtomicU64,
+}
+
+impl TableReader {
+    /// A reader of `table` whose data keys `keys` unwraps.
+    pub fn new(
+        dynamodb: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        keys: KeyService,
+        options: ReaderOptions,
+    ) -> Self {
+        Self { dynamodb, table: table.into(), keys, options, dynamodb_calls: AtomicU64::new(0) }
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// Work done since the reader was made.
+    pub fn stats(&self) -> ReadStats {
+        let kms = self.keys.counters();
+        ReadStats {
+            dynamodb_calls: self.dynamodb_calls.load(Ordering::Relaxed),
+            kms_decrypt_calls: kms.decrypt_calls.load(Ordering::Relaxed),
+            kms_cache_hits: kms.cache_hits.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Reads every name's latest version and opens it. One bad item never
+    /// stops the others; a failed Scan page makes the read incomplete.
+    pub async fn read_all(&self) -> TableRead {
+        let scan = self.scan(None).await;
+        let complete = scan.error.is_none();
+        let sealed: Vec<(ItemId, Result<SealedItem, ItemError>)> = scan
+            .latest
+            .into_values()
+            .map(|(id, attributes)| (id.clone(), SealedItem::from_attributes(id, &attributes)))
+            .collect();
+        if complete {
+            let live: HashSet<&[u8]> =
+                sealed.iter().filter_map(|(_, s)| s.as_ref().ok()).map(|s| s.wrapped_key.as_slice()).collect();
+            self.keys.cache().retain(&live);
+        }
+        let entries = stream::iter(sealed)
+            .map(|(id, sealed)| async move {
+                let value = match sealed {
+                    Ok(sealed) => self.open_sealed(&sealed).await,
+                    Err(err) => Err(err),
+                };
+                (id.name.clone(), Entry { id, value })
+            })
+            .buffer_unordered(self.options.decrypt_concurrency.max(1))
+            .collect()
+            .await;
+        TableRead { entries, unnamed_failures: scan.unnamed_failures, complete, error: scan.error }
+    }
+
+    /// Reads and opens the latest version of `name` with one consistent Query
+    /// (as credstash does); `None` when no version exists.
+    pub async fn read_latest(&self, name: &str) -> Result<Option<Entry>, TableError> {
+        self.count_call();
+        let output = self
+            .dynamodb
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#n = :name")
+            .expression_attribute_names("#n", attr::NAME)
+            .expression_attribute_values(":name", AttributeValue::S(name.to_owned()))
+            .scan_index_forward(false)
+            .limit(1)
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| self.query_error(name, DisplayErrorContext(err)))?;
+        match output.items.unwrap_or_default().into_iter().next() {
+            Some(item) => Ok(Some(self.open_attributes(item).await)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads and opens one version of `name`. Versions shorter than 19
+    /// characters are zero-padded, as `credstash get -v` does.
+    pub async fn read_version(&self, name: &str, version: &str) -> Result<Option<Entry>, TableError> {
+        let padded = format!("{version:0>19}");
+        self.count_call();
+        let output = self
+            .dynamodb
+            .get_item()
+            .table_name(&self.table)
+            .key(attr::NAME, AttributeValue::S(name.to_owned()))
+            .key(attr::VERSION, AttributeValue::S(padded))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|err| self.query_error(name, DisplayErrorContext(err)))?;
+        match output.item {
+            Some(item) => Ok(Some(self.open_attributes(item).await)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every name with its latest version, without decrypting anything.
+    pub async fn list_latest(&self) -> Result<Vec<ItemId>, TableError> {
+        let scan = self.scan(Some("#n, version")).await;
+        match scan.error {
+            Some(err) => Err(err),
+            None => {
+                let mut ids: Vec<ItemId> = scan.latest.into_values().map(|(id, _)| id).collect();
+                ids.sort();
+                Ok(ids)
+            }
+        }
+    }
+
+    async fn open_attributes(&self, attributes: Attributes) -> Entry {
+        let id = match ItemId::from_attributes(&attributes) {
+            Ok(id) => id,
+            Err(err) => return Entry { id: ItemId { name: String::new(), version: String::new() }, value: Err(err) },
+        };
+        let value = match SealedItem::from_attributes(id.clone(), &attributes) {
+            Ok(sealed) => self.open_sealed(&sealed).await,
+            Err(err) => Err(err),
+        };
+        Entry { id, value }
+    }
+
+    async fn open_sealed(&self, sealed: &SealedItem) -> Result<SecretValue, ItemError> {
+        let data_key = self.keys.unwrap_key(&sealed.wrapped_key).await?;
+        Ok(crypto::open(&data_key, sealed.digest, &sealed.ciphertext, &sealed.hmac)?)
+    }
+
+    /// Scans all segments concurrently and keeps each name's latest version.
+    async fn scan(&self, projection: Option<&str>) -> ScanResult {
+        let segments = self.options.scan_segments.max(1);
+        let pages = futures::future::join_all((0..segments).map(|segment| self.scan_segment(segment, segments, projection))).await;
+        let mut result = ScanResult::default();
+        for (items, error) in pages {
+            result.error = result.error.or(error);
+            for item in items {
+                result.keep_if_latest(item);
+            }
+        }
+        result
+    }
+
+    async fn scan_segment(&self, segment: u32, total: u32, projection: Option<&str>) -> (Vec<Attributes>, Option<TableError>) {
+        let mut items = Vec::new();
+        let mut start_key: Option<Attributes> = None;
+        loop {
+            let mut request = self
+                .dynamodb
+                .scan()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start_key.take());
+            if total > 1 {
+                request = request.segment(segment as i32).total_segments(total as i32);
+            }
+            if let Some(projection) = projection {
+                request = request.projection_expression(projection).expression_attribute_names("#n", attr::NAME);
+            }
+            self.count_call();
+            match request.send().await {
+                Ok(page) => {
+                    items.extend(page.items.unwrap_or_default());
+                    match page.last_evaluated_key {
+                        Some(key) if !key.is_empty() => start_key = Some(key),
+                        _ => return (items, None),
+                    }
+                }
+                Err(err) => {
+                    let cause = DisplayErrorContext(err).to_string();
+                    return (items, Some(TableError::Scan { table: self.table.clone(), cause }));
+                }
+            }
+        }
+    }
+
+    fn count_call(&self) {
+        self.dynamodb_calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn query_error(&self, name: &str, cause: impl std::fmt::Display) -> TableError {
+        TableError::Query { table: self.table.clone(), name: name.to_owned(), cause: cause.to_string() }
+    }
+}
+
+/// Each name's latest item seen by a Scan.
+#[derive(Default)]
+struct ScanResult {
+    latest: HashMap<String, (ItemId, Attributes)>,
+    unnamed_failures: Vec<ItemError>,
+    error: Option<TableError>,
+}
+
+impl ScanResult {
+    fn keep_if_latest(&mut self, attributes: Attributes) {
+        let id = match ItemId::from_attributes(&attributes) {
+            Ok(id) => id,
+            Err(err) => return self.unnamed_failures.push(err),
+        };
+        match self.latest.get(&id.name) {
+            Some((current, _)) if !id.is_newer_than(current) => {}
+            _ => {
+                self.latest.insert(id.name.clone(), (id, attributes));
+            }
+        }
+    }
+}

@@ -1,0 +1,7 @@
+//! kubestash: keeps Kubernetes Secrets in step with a credstash table.
+//!
+//! Data flows one way: read the table ([`credstash`]) -> desired state
+//! ([`mapping`]) -> plan and apply ([`secrets`]) -> status ([`controller`]).
+
+pub mod credstash;
+pub mod value;
