@@ -3,5 +3,6 @@
 //! Data flows one way: read the table ([`credstash`]) -> desired state
 //! ([`mapping`]) -> plan and apply ([`secrets`]) -> status ([`controller`]).
 
+pub mod cli;
 pub mod credstash;
 pub mod value;

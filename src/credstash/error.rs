@@ -9,7 +9,10 @@ pub enum ItemError {
     #[error("attribute {0:?} is missing")]
     MissingAttribute(&'static str),
     #[error("attribute {attribute:?} is malformed: {problem}")]
-    Malformed { attribute: &'static str, problem: String },
+    Malformed {
+        attribute: &'static str,
+        problem: String,
+    },
     #[error(transparent)]
     Crypto(#[from] CryptoError),
     #[error("KMS refused to decrypt the data key: {0}")]
@@ -18,7 +21,10 @@ pub enum ItemError {
 
 impl ItemError {
     pub(crate) fn malformed(attribute: &'static str, problem: impl Into<String>) -> Self {
-        ItemError::Malformed { attribute, problem: problem.into() }
+        ItemError::Malformed {
+            attribute,
+            problem: problem.into(),
+        }
     }
 
     pub(crate) fn wrong_type(attribute: &'static str, expected: &str) -> Self {
@@ -58,5 +64,9 @@ pub enum TableError {
     #[error("scanning table {table:?} failed: {cause}")]
     Scan { table: String, cause: String },
     #[error("querying table {table:?} for {name:?} failed: {cause}")]
-    Query { table: String, name: String, cause: String },
+    Query {
+        table: String,
+        name: String,
+        cause: String,
+    },
 }

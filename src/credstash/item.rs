@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use base64::Engine;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use base64::Engine;
 
 use super::crypto::Digest;
 use super::error::ItemError;
@@ -121,7 +121,11 @@ fn hmac_attr(item: &HashMap<String, AttributeValue>) -> Result<Vec<u8>, ItemErro
         Some(_) => return Err(ItemError::wrong_type(attr::HMAC, "binary or a string")),
         None => return Err(ItemError::MissingAttribute(attr::HMAC)),
     };
-    let compact: Vec<u8> = hex_text.iter().copied().filter(|b| !b.is_ascii_whitespace()).collect();
+    let compact: Vec<u8> = hex_text
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
     hex::decode(compact).map_err(|e| ItemError::malformed(attr::HMAC, format!("invalid hex: {e}")))
 }
 
@@ -135,7 +139,10 @@ mod tests {
     }
 
     fn item(pairs: &[(&str, AttributeValue)]) -> HashMap<String, AttributeValue> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.clone())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect()
     }
 
     fn full_item(hmac: AttributeValue) -> HashMap<String, AttributeValue> {
@@ -156,9 +163,14 @@ mod tests {
 
     #[test]
     fn hmac_as_binary_wire_bytes_from_the_vectors() {
-        let line = include_str!("../../tests/data/credstash-vectors.jsonl").lines().next().unwrap();
+        let line = include_str!("../../tests/data/credstash-vectors.jsonl")
+            .lines()
+            .next()
+            .unwrap();
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        let wire = BASE64.decode(v["hmac_attr_B_wire_b64"].as_str().unwrap()).unwrap();
+        let wire = BASE64
+            .decode(v["hmac_attr_B_wire_b64"].as_str().unwrap())
+            .unwrap();
         let parsed = parse(&full_item(AttributeValue::B(Blob::new(wire)))).unwrap();
         assert_eq!(hex::encode(parsed.hmac), v["hmac_hex"].as_str().unwrap());
     }
@@ -190,14 +202,32 @@ mod tests {
     #[test]
     fn each_malformed_attribute_is_named() {
         let mut it = full_item(s("zz"));
-        assert!(matches!(parse(&it), Err(ItemError::Malformed { attribute: "hmac", .. })));
+        assert!(matches!(
+            parse(&it),
+            Err(ItemError::Malformed {
+                attribute: "hmac",
+                ..
+            })
+        ));
         it.insert("hmac".into(), s("00"));
         it.insert("key".into(), s("not base64!"));
-        assert!(matches!(parse(&it), Err(ItemError::Malformed { attribute: "key", .. })));
+        assert!(matches!(
+            parse(&it),
+            Err(ItemError::Malformed {
+                attribute: "key",
+                ..
+            })
+        ));
         it.remove("key");
         assert_eq!(parse(&it).err(), Some(ItemError::MissingAttribute("key")));
         it.insert("key".into(), AttributeValue::N("1".into()));
-        assert!(matches!(parse(&it), Err(ItemError::Malformed { attribute: "key", .. })));
+        assert!(matches!(
+            parse(&it),
+            Err(ItemError::Malformed {
+                attribute: "key",
+                ..
+            })
+        ));
     }
 
     #[test]
@@ -210,7 +240,10 @@ mod tests {
 
     #[test]
     fn latest_version_is_the_bytewise_greatest_like_credstash() {
-        let id = |v: &str| ItemId { name: "n".into(), version: v.into() };
+        let id = |v: &str| ItemId {
+            name: "n".into(),
+            version: v.into(),
+        };
         assert!(id("0000000000000000002").is_newer_than(&id("0000000000000000001")));
         assert!(id("0000000000000000010").is_newer_than(&id("0000000000000000009")));
         // credstash issue #133: a legacy unpadded version sorts above padded ones.

@@ -1,8 +1,8 @@
 //! Unwrapping data keys with KMS, with a cache so unchanged items cost no call.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_kms::operation::decrypt::DecryptError;
@@ -50,7 +50,9 @@ impl DataKeyCache {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Vec<u8>, Zeroizing<Vec<u8>>>> {
         // A poisoned lock only means another thread panicked mid-insert; the
         // map itself is still a valid cache.
-        self.keys.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.keys
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -74,7 +76,12 @@ pub struct KeyService {
 impl KeyService {
     /// A key service for items sealed under `context`.
     pub fn new(kms: aws_sdk_kms::Client, context: EncryptionContext) -> Self {
-        Self { kms, context, cache: DataKeyCache::default(), counters: KmsCounters::default() }
+        Self {
+            kms,
+            context,
+            cache: DataKeyCache::default(),
+            counters: KmsCounters::default(),
+        }
     }
 
     /// The 64-byte data key wrapped in `wrapped`.
@@ -88,7 +95,9 @@ impl KeyService {
         match &result {
             Ok(key) => self.cache.insert(wrapped.to_vec(), key.clone()),
             Err(_) => {
-                self.counters.decrypt_failures.fetch_add(1, Ordering::Relaxed);
+                self.counters
+                    .decrypt_failures
+                    .fetch_add(1, Ordering::Relaxed);
             }
         }
         result
@@ -99,7 +108,10 @@ impl KeyService {
         for (key, value) in &self.context {
             request = request.encryption_context(key, value);
         }
-        let output = request.send().await.map_err(|err| classify(err.into_service_error()))?;
+        let output = request
+            .send()
+            .await
+            .map_err(|err| classify(err.into_service_error()))?;
         let plaintext = output
             .plaintext
             .ok_or_else(|| KmsError::Other("KMS returned no plaintext".into()))?;

@@ -13,7 +13,7 @@ pub use item::ItemId;
 pub use kms::{EncryptionContext, KeyService};
 pub use table::{Entry, ReadStats, ReaderOptions, TableRead, TableReader};
 
-use aws_config::{BehaviorVersion, Region, retry::RetryConfig};
+use aws_config::{retry::RetryConfig, BehaviorVersion, Region};
 
 /// Where a credstash table and its KMS key live.
 #[derive(Debug, Clone, Default)]
@@ -34,8 +34,18 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// (credentials chain, `AWS_ENDPOINT_URL`, profiles).
 pub async fn connect(location: &TableLocation, options: ReaderOptions) -> TableReader {
     let shared = aws_sdk_config(location.region.as_deref()).await;
-    let dynamodb = aws_sdk_dynamodb::Client::new(&shared);
-    let mut kms_config = aws_sdk_kms::config::Builder::from(&shared);
+    connect_with(&shared, location, options)
+}
+
+/// Builds a reader for `location` from an AWS configuration made elsewhere
+/// (`location.region` is ignored; `kms_region` still applies).
+pub fn connect_with(
+    shared: &aws_config::SdkConfig,
+    location: &TableLocation,
+    options: ReaderOptions,
+) -> TableReader {
+    let dynamodb = aws_sdk_dynamodb::Client::new(shared);
+    let mut kms_config = aws_sdk_kms::config::Builder::from(shared);
     if let Some(kms_region) = &location.kms_region {
         kms_config = kms_config.region(Region::new(kms_region.clone()));
     }
@@ -56,5 +66,8 @@ pub async fn aws_sdk_config(region: Option<&str>) -> aws_config::SdkConfig {
     if config.region().is_some() {
         return config;
     }
-    config.into_builder().region(Region::new(DEFAULT_REGION)).build()
+    config
+        .into_builder()
+        .region(Region::new(DEFAULT_REGION))
+        .build()
 }

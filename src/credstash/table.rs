@@ -10,7 +10,7 @@ use futures::stream::{self, StreamExt};
 
 use super::crypto;
 use super::error::{ItemError, TableError};
-use super::item::{ItemId, SealedItem, attr};
+use super::item::{attr, ItemId, SealedItem};
 use super::kms::KeyService;
 use crate::value::SecretValue;
 
@@ -27,7 +27,10 @@ pub struct ReaderOptions {
 
 impl Default for ReaderOptions {
     fn default() -> Self {
-        Self { scan_segments: 4, decrypt_concurrency: 32 }
+        Self {
+            scan_segments: 4,
+            decrypt_concurrency: 32,
+        }
     }
 }
 
@@ -54,12 +57,16 @@ pub struct TableRead {
 impl TableRead {
     /// Entries that opened, by name.
     pub fn values(&self) -> impl Iterator<Item = (&str, &SecretValue)> {
-        self.entries.iter().filter_map(|(name, e)| e.value.as_ref().ok().map(|v| (name.as_str(), v)))
+        self.entries
+            .iter()
+            .filter_map(|(name, e)| e.value.as_ref().ok().map(|v| (name.as_str(), v)))
     }
 
     /// Entries that failed, by name.
     pub fn failures(&self) -> impl Iterator<Item = (&Entry, &ItemError)> {
-        self.entries.values().filter_map(|e| e.value.as_ref().err().map(|err| (e, err)))
+        self.entries
+            .values()
+            .filter_map(|e| e.value.as_ref().err().map(|err| (e, err)))
     }
 }
 
@@ -88,7 +95,13 @@ impl TableReader {
         keys: KeyService,
         options: ReaderOptions,
     ) -> Self {
-        Self { dynamodb, table: table.into(), keys, options, dynamodb_calls: AtomicU64::new(0) }
+        Self {
+            dynamodb,
+            table: table.into(),
+            keys,
+            options,
+            dynamodb_calls: AtomicU64::new(0),
+        }
     }
 
     /// The table's name.
@@ -117,8 +130,11 @@ impl TableReader {
             .map(|(id, attributes)| (id.clone(), SealedItem::from_attributes(id, &attributes)))
             .collect();
         if complete {
-            let live: HashSet<&[u8]> =
-                sealed.iter().filter_map(|(_, s)| s.as_ref().ok()).map(|s| s.wrapped_key.as_slice()).collect();
+            let live: HashSet<&[u8]> = sealed
+                .iter()
+                .filter_map(|(_, s)| s.as_ref().ok())
+                .map(|s| s.wrapped_key.as_slice())
+                .collect();
             self.keys.cache().retain(&live);
         }
         let entries = stream::iter(sealed)
@@ -132,7 +148,12 @@ impl TableReader {
             .buffer_unordered(self.options.decrypt_concurrency.max(1))
             .collect()
             .await;
-        TableRead { entries, unnamed_failures: scan.unnamed_failures, complete, error: scan.error }
+        TableRead {
+            entries,
+            unnamed_failures: scan.unnamed_failures,
+            complete,
+            error: scan.error,
+        }
     }
 
     /// Reads and opens the latest version of `name` with one consistent Query
@@ -160,7 +181,11 @@ impl TableReader {
 
     /// Reads and opens one version of `name`. Versions shorter than 19
     /// characters are zero-padded, as `credstash get -v` does.
-    pub async fn read_version(&self, name: &str, version: &str) -> Result<Option<Entry>, TableError> {
+    pub async fn read_version(
+        &self,
+        name: &str,
+        version: &str,
+    ) -> Result<Option<Entry>, TableError> {
         let padded = format!("{version:0>19}");
         self.count_call();
         let output = self
@@ -195,7 +220,15 @@ impl TableReader {
     async fn open_attributes(&self, attributes: Attributes) -> Entry {
         let id = match ItemId::from_attributes(&attributes) {
             Ok(id) => id,
-            Err(err) => return Entry { id: ItemId { name: String::new(), version: String::new() }, value: Err(err) },
+            Err(err) => {
+                return Entry {
+                    id: ItemId {
+                        name: String::new(),
+                        version: String::new(),
+                    },
+                    value: Err(err),
+                }
+            }
         };
         let value = match SealedItem::from_attributes(id.clone(), &attributes) {
             Ok(sealed) => self.open_sealed(&sealed).await,
@@ -206,13 +239,21 @@ impl TableReader {
 
     async fn open_sealed(&self, sealed: &SealedItem) -> Result<SecretValue, ItemError> {
         let data_key = self.keys.unwrap_key(&sealed.wrapped_key).await?;
-        Ok(crypto::open(&data_key, sealed.digest, &sealed.ciphertext, &sealed.hmac)?)
+        Ok(crypto::open(
+            &data_key,
+            sealed.digest,
+            &sealed.ciphertext,
+            &sealed.hmac,
+        )?)
     }
 
     /// Scans all segments concurrently and keeps each name's latest version.
     async fn scan(&self, projection: Option<&str>) -> ScanResult {
         let segments = self.options.scan_segments.max(1);
-        let pages = futures::future::join_all((0..segments).map(|segment| self.scan_segment(segment, segments, projection))).await;
+        let pages = futures::future::join_all(
+            (0..segments).map(|segment| self.scan_segment(segment, segments, projection)),
+        )
+        .await;
         let mut result = ScanResult::default();
         for (items, error) in pages {
             result.error = result.error.or(error);
@@ -223,7 +264,12 @@ impl TableReader {
         result
     }
 
-    async fn scan_segment(&self, segment: u32, total: u32, projection: Option<&str>) -> (Vec<Attributes>, Option<TableError>) {
+    async fn scan_segment(
+        &self,
+        segment: u32,
+        total: u32,
+        projection: Option<&str>,
+    ) -> (Vec<Attributes>, Option<TableError>) {
         let mut items = Vec::new();
         let mut start_key: Option<Attributes> = None;
         loop {
@@ -237,7 +283,9 @@ impl TableReader {
                 request = request.segment(segment as i32).total_segments(total as i32);
             }
             if let Some(projection) = projection {
-                request = request.projection_expression(projection).expression_attribute_names("#n", attr::NAME);
+                request = request
+                    .projection_expression(projection)
+                    .expression_attribute_names("#n", attr::NAME);
             }
             self.count_call();
             match request.send().await {
@@ -250,7 +298,13 @@ impl TableReader {
                 }
                 Err(err) => {
                     let cause = DisplayErrorContext(err).to_string();
-                    return (items, Some(TableError::Scan { table: self.table.clone(), cause }));
+                    return (
+                        items,
+                        Some(TableError::Scan {
+                            table: self.table.clone(),
+                            cause,
+                        }),
+                    );
                 }
             }
         }
@@ -261,7 +315,11 @@ impl TableReader {
     }
 
     fn query_error(&self, name: &str, cause: impl std::fmt::Display) -> TableError {
-        TableError::Query { table: self.table.clone(), name: name.to_owned(), cause: cause.to_string() }
+        TableError::Query {
+            table: self.table.clone(),
+            name: name.to_owned(),
+            cause: cause.to_string(),
+        }
     }
 }
 

@@ -1,0 +1,324 @@
+//! The `kubestash` command line: subcommands and their exit codes.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::credstash::{self, EncryptionContext, ReaderOptions, TableLocation, TableRead};
+use crate::value::SecretValue;
+
+/// Exit code: everything was read.
+pub const EXIT_OK: u8 = 0;
+/// Exit code: the table (or the named item) could not be read.
+pub const EXIT_TABLE_FAILED: u8 = 1;
+/// Exit code: some items failed; the good ones were still printed.
+pub const EXIT_ITEMS_FAILED: u8 = 2;
+
+/// Keeps Kubernetes Secrets in step with a credstash table.
+#[derive(Debug, Parser)]
+#[command(name = "kubestash", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// List credstash names with their latest versions.
+    List(TableArgs),
+    /// Print the plaintext of one credstash name.
+    Get(GetArgs),
+    /// Print every name's latest plaintext, like `credstash getall`.
+    Getall(GetallArgs),
+}
+
+/// Where the table is, as credstash's flags say it.
+#[derive(Debug, Clone, Args)]
+pub struct TableArgs {
+    /// The credstash table.
+    #[arg(
+        long,
+        short = 't',
+        env = "KUBESTASH_TABLE",
+        default_value = "credential-store"
+    )]
+    pub table: String,
+    /// AWS region of the table (default: the SDK's chain, then us-east-1).
+    #[arg(long, short = 'r')]
+    pub region: Option<String>,
+    /// AWS region of the KMS key, when it differs from the table's.
+    #[arg(long)]
+    pub kms_region: Option<String>,
+    /// KMS encryption context, `key=value`; repeat for several.
+    #[arg(long = "encryption-context", value_name = "KEY=VALUE", value_parser = parse_context_pair)]
+    pub encryption_context: Vec<(String, String)>,
+    /// Parallel Scan segments for full reads.
+    #[arg(long, default_value_t = ReaderOptions::default().scan_segments)]
+    pub scan_segments: u32,
+    /// KMS Decrypt calls in flight at once.
+    #[arg(long, default_value_t = ReaderOptions::default().decrypt_concurrency)]
+    pub decrypt_concurrency: usize,
+}
+
+impl TableArgs {
+    /// The table's location and encryption context.
+    pub fn location(&self) -> TableLocation {
+        TableLocation {
+            table: self.table.clone(),
+            region: self.region.clone(),
+            kms_region: self.kms_region.clone(),
+            encryption_context: self
+                .encryption_context
+                .iter()
+                .cloned()
+                .collect::<EncryptionContext>(),
+        }
+    }
+
+    fn reader_options(&self) -> ReaderOptions {
+        ReaderOptions {
+            scan_segments: self.scan_segments,
+            decrypt_concurrency: self.decrypt_concurrency,
+        }
+    }
+}
+
+/// `kubestash get`.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The credstash name.
+    pub name: String,
+    /// A specific version (zero-padded like credstash does); default: the latest.
+    #[arg(long, short = 'v')]
+    pub version: Option<String>,
+    /// Do not print a newline after the value.
+    #[arg(long, short = 'n')]
+    pub no_newline: bool,
+    #[command(flatten)]
+    pub table: TableArgs,
+}
+
+/// `kubestash getall`.
+#[derive(Debug, Args)]
+pub struct GetallArgs {
+    /// Output format.
+    #[arg(long, short = 'f', value_enum, default_value_t = OutputFormat::Json)]
+    pub format: OutputFormat,
+    #[command(flatten)]
+    pub table: TableArgs,
+}
+
+/// Output formats of `getall`, as credstash names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Json,
+    Yaml,
+    Dotenv,
+}
+
+fn parse_context_pair(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((key, value)) if !key.is_empty() => Ok((key.to_owned(), value.to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {text:?}")),
+    }
+}
+
+/// Runs the parsed command line and returns the process exit code.
+pub async fn run(cli: Cli) -> ExitCode {
+    let code = match cli.command {
+        Command::List(args) => list(&args).await,
+        Command::Get(args) => get(&args).await,
+        Command::Getall(args) => getall(&args).await,
+    };
+    ExitCode::from(code)
+}
+
+async fn list(args: &TableArgs) -> u8 {
+    let reader = credstash::connect(&args.location(), args.reader_options()).await;
+    match reader.list_latest().await {
+        Ok(ids) => {
+            let width = ids.iter().map(|id| id.name.len()).max().unwrap_or(0);
+            let mut out = String::new();
+            for id in ids {
+                out.push_str(&format!("{:width$} -- version {}\n", id.name, id.version));
+            }
+            print_stdout(out.as_bytes())
+        }
+        Err(err) => fail(&err),
+    }
+}
+
+async fn get(args: &GetArgs) -> u8 {
+    let reader = credstash::connect(&args.table.location(), args.table.reader_options()).await;
+    let found = match &args.version {
+        Some(version) => reader.read_version(&args.name, version).await,
+        None => reader.read_latest(&args.name).await,
+    };
+    match found {
+        Ok(Some(entry)) => match entry.value {
+            Ok(value) => {
+                let mut bytes = value.expose().to_vec();
+                if !args.no_newline {
+                    bytes.push(b'\n');
+                }
+                print_stdout(&bytes)
+            }
+            Err(err) => {
+                eprintln!("kubestash: {}: {err}", entry.id);
+                EXIT_ITEMS_FAILED
+            }
+        },
+        Ok(None) => {
+            let version = args
+                .version
+                .as_deref()
+                .map(|v| format!(" version {v:?}"))
+                .unwrap_or_default();
+            eprintln!(
+                "kubestash: {:?}{version} not found in table {:?}",
+                args.name, args.table.table
+            );
+            EXIT_TABLE_FAILED
+        }
+        Err(err) => fail(&err),
+    }
+}
+
+async fn getall(args: &GetallArgs) -> u8 {
+    let reader = credstash::connect(&args.table.location(), args.table.reader_options()).await;
+    let read = reader.read_all().await;
+    let (texts, failures) = printable_values(&read);
+    for failure in &failures {
+        eprintln!("kubestash: {failure}");
+    }
+    let rendered = match render(&texts, args.format) {
+        Ok(text) => text,
+        Err(err) => return fail(&err),
+    };
+    let printed = print_stdout(rendered.as_bytes());
+    if let Some(err) = &read.error {
+        eprintln!("kubestash: the read is incomplete: {err}");
+        return EXIT_TABLE_FAILED;
+    }
+    if printed != EXIT_OK {
+        return printed;
+    }
+    if failures.is_empty() {
+        EXIT_OK
+    } else {
+        EXIT_ITEMS_FAILED
+    }
+}
+
+/// The UTF-8 values of a read by name, and one line per item that failed
+/// (name and cause, never a value).
+pub fn printable_values(read: &TableRead) -> (BTreeMap<&str, &str>, Vec<String>) {
+    let mut texts = BTreeMap::new();
+    let mut failures: Vec<String> = read
+        .unnamed_failures
+        .iter()
+        .map(|err| format!("unreadable item: {err}"))
+        .collect();
+    for (name, entry) in &read.entries {
+        match entry
+            .value
+            .as_ref()
+            .map(SecretValue::expose)
+            .map(std::str::from_utf8)
+        {
+            Ok(Ok(text)) => {
+                texts.insert(name.as_str(), text);
+            }
+            Ok(Err(_)) => failures.push(format!(
+                "{}: the value is not UTF-8 text; `kubestash get` prints its raw bytes",
+                entry.id
+            )),
+            Err(err) => failures.push(format!("{}: {err}", entry.id)),
+        }
+    }
+    (texts, failures)
+}
+
+/// Renders name -> value the way `credstash getall -f FORMAT` does.
+pub fn render(values: &BTreeMap<&str, &str>, format: OutputFormat) -> Result<String, RenderError> {
+    match format {
+        OutputFormat::Json => {
+            let mut out = Vec::new();
+            let formatter = serde_json::ser::PrettyFormatter::with_indent(b"    ");
+            let mut serializer = serde_json::Serializer::with_formatter(&mut out, formatter);
+            serde::Serialize::serialize(values, &mut serializer)?;
+            out.push(b'\n');
+            String::from_utf8(out).map_err(|_| RenderError::NotUtf8)
+        }
+        OutputFormat::Yaml => Ok(serde_yaml::to_string(values)?),
+        OutputFormat::Dotenv => Ok(values
+            .iter()
+            .map(|(name, value)| format!("{}='{}'\n", name.to_uppercase(), value))
+            .collect()),
+    }
+}
+
+/// Rendering output failed (should not happen for string maps).
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("rendering JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("rendering YAML: {0}")]
+    Yaml(#[from] serde_yaml::Error),
+    #[error("rendered output is not UTF-8")]
+    NotUtf8,
+}
+
+fn print_stdout(bytes: &[u8]) -> u8 {
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Ok(()) => EXIT_OK,
+        // A closed pipe (`| head`) is not the table's fault, but the output is short.
+        Err(err) => {
+            eprintln!("kubestash: writing output: {err}");
+            EXIT_TABLE_FAILED
+        }
+    }
+}
+
+fn fail(err: &dyn std::fmt::Display) -> u8 {
+    eprintln!("kubestash: {err}");
+    EXIT_TABLE_FAILED
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encryption_context_pairs_parse_and_reject_garbage() {
+        assert_eq!(
+            parse_context_pair("app=web").unwrap(),
+            ("app".into(), "web".into())
+        );
+        assert_eq!(
+            parse_context_pair("k=a=b").unwrap(),
+            ("k".into(), "a=b".into())
+        );
+        assert!(parse_context_pair("novalue").is_err());
+        assert!(parse_context_pair("=v").is_err());
+    }
+
+    #[test]
+    fn renders_like_credstash_getall() {
+        let values: BTreeMap<&str, &str> = [("b.name", "two"), ("a", "it's")].into_iter().collect();
+        let json = render(&values, OutputFormat::Json).unwrap();
+        assert_eq!(
+            json,
+            "{\n    \"a\": \"it's\",\n    \"b.name\": \"two\"\n}\n"
+        );
+        let dotenv = render(&values, OutputFormat::Dotenv).unwrap();
+        assert_eq!(dotenv, "A='it's'\nB.NAME='two'\n");
+        let yaml: BTreeMap<String, String> =
+            serde_yaml::from_str(&render(&values, OutputFormat::Yaml).unwrap()).unwrap();
+        assert_eq!(yaml.get("b.name").map(String::as_str), Some("two"));
+    }
+}

@@ -1,0 +1,106 @@
+"""Seeds a moto-backed credstash table for kubestash's tests.
+
+Good items come from credstash itself (its library: the same code path as the
+CLI); legacy and broken items are written with boto3 the way old credstash
+versions and ports wrote them. Run with the .venv python and AWS_ENDPOINT_URL
+pointing at moto.
+
+  fixture.py init TABLE [TABLE...]     KMS key alias/credstash + credstash tables
+  fixture.py legacy TABLE              items only old credstash versions/ports write
+  fixture.py bad TABLE                 a tampered item and one with the wrong context
+  fixture.py bulk TABLE COUNT PREFIX   COUNT secrets named PREFIX/sN/KEY (benchmarks)
+"""
+import base64
+import codecs
+import sys
+from concurrent.futures import ThreadPoolExecutor
+
+import boto3
+import credstash
+
+
+def kms():
+    return boto3.client("kms")
+
+
+def table(name):
+    return boto3.resource("dynamodb").Table(name)
+
+
+def init(tables):
+    client = kms()
+    aliases = [a["AliasName"] for a in client.list_aliases()["Aliases"]]
+    if "alias/credstash" not in aliases:
+        key_id = client.create_key(Description="credstash")["KeyMetadata"]["KeyId"]
+        client.create_alias(AliasName="alias/credstash", TargetKeyId=key_id)
+    for name in tables:
+        credstash.createDdbTable(table=name)
+
+
+def sealed(value, context=None, digest="SHA256"):
+    service = credstash.KeyService(kms(), "alias/credstash", context or {})
+    return credstash.seal_aes_ctr_legacy(service, value, digest_method=digest)
+
+
+def put_raw(table_name, name, version, material, **overrides):
+    item = {"name": name, "version": version, **material, **overrides}
+    item = {k: v for k, v in item.items() if v is not None}
+    table(table_name).put_item(Item=item)
+
+
+def wrap60(text):
+    return "\n".join(text[i:i + 60] for i in range(0, len(text), 60))
+
+
+def legacy(table_name):
+    # hmac stored as an (upper-case) String, as credstash < 1.13.1 and ports did.
+    m = sealed("hmac stored as a string")
+    put_raw(table_name, "legacy/hmac-string/KEY", credstash.paddedInt(1), m,
+            hmac=m["hmac"].decode("ascii").upper())
+    # No digest attribute: SHA256 by default.
+    m = sealed("no digest attribute")
+    put_raw(table_name, "legacy/no-digest/KEY", credstash.paddedInt(1), m, digest=None)
+    # Base64 wrapped at 60 characters (Ruby ports).
+    m = sealed("wrapped base64 " * 10)
+    put_raw(table_name, "legacy/wrapped-base64/KEY", credstash.paddedInt(1), m,
+            key=wrap60(m["key"]), contents=wrap60(m["contents"]))
+    # Padded versions 1..7, then an unpadded "4" that sorts above all of them.
+    for version in range(1, 8):
+        credstash.putSecret("legacy/unpadded/KEY", "padded %d" % version, version=version, table=table_name)
+    put_raw(table_name, "legacy/unpadded/KEY", "4", sealed("unpadded 4 wins"))
+
+
+def bad(table_name):
+    m = sealed("tampered secret value")
+    raw = bytearray(base64.b64decode(m["contents"]))
+    raw[0] ^= 0x01
+    put_raw(table_name, "bad/tampered/KEY", credstash.paddedInt(1), m,
+            contents=base64.b64encode(bytes(raw)).decode("ascii"))
+    credstash.putSecret("bad/context/KEY", "wrong context secret value", table=table_name,
+                        context={"app": "someone-else"})
+
+
+def bulk(table_name, count, prefix):
+    def put(i):
+        credstash.putSecret("%s/s%d/KEY_%d" % (prefix, i // 10, i), "value-%d" % i,
+                            version=1, table=table_name)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, range(count)))
+
+
+def main(argv):
+    command, args = argv[1], argv[2:]
+    if command == "init":
+        init(args)
+    elif command == "legacy":
+        legacy(args[0])
+    elif command == "bad":
+        bad(args[0])
+    elif command == "bulk":
+        bulk(args[0], int(args[1]), args[2])
+    else:
+        sys.exit("unknown command %r" % command)
+
+
+if __name__ == "__main__":
+    main(sys.argv)
