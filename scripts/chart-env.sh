@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what scripts/test-chart.sh needs, idempotently:
+#  - Debian: Go 1.19 with sprig v3 and yaml.v3 (for testing/helm-render, an
+#    offline Helm renderer; Helm itself is not installable here);
+#  - PyPI, into .venv: kubernetes-validate (Kubernetes JSON schemas, and
+#    jsonschema + PyYAML for the values schema and CR checks).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+KUBERNETES_VALIDATE_VERSION=1.37.0
+GOPKGS=(golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev)
+
+missing=()
+for p in "${GOPKGS[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" -eq 0 ] || SUDO=sudo
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$KUBERNETES_VALIDATE_VERSION')" 2>/dev/null; then
+  .venv/bin/pip install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+fi
