@@ -4,5 +4,7 @@
 //! ([`mapping`]) -> plan and apply ([`secrets`]) -> status ([`controller`]).
 
 pub mod cli;
+pub mod crd;
 pub mod credstash;
+pub mod duration;
 pub mod value;

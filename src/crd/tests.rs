@@ -1,0 +1,293 @@
+use super::*;
+use serde_json::{json, Value};
+
+fn crd_json() -> Value {
+    serde_json::to_value(CredstashSync::crd()).unwrap()
+}
+
+fn spec_schema() -> Value {
+    crd_json()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+}
+
+fn status_schema() -> Value {
+    crd_json()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"].clone()
+}
+
+#[test]
+fn crd_identity_scope_and_names() {
+    let crd = crd_json();
+    assert_eq!(crd["metadata"]["name"], "credstashsyncs.kubestash.io");
+    assert_eq!(crd["spec"]["group"], API_GROUP);
+    assert_eq!(crd["spec"]["scope"], "Cluster");
+    assert_eq!(crd["spec"]["names"]["kind"], KIND);
+    assert_eq!(crd["spec"]["names"]["shortNames"], json!(["css"]));
+    let version = &crd["spec"]["versions"][0];
+    assert_eq!(version["name"], API_VERSION);
+    assert_eq!(version["subresources"]["status"], json!({}));
+}
+
+#[test]
+fn schema_carries_documented_defaults() {
+    let props = &spec_schema()["properties"];
+    assert_eq!(props["waitTime"]["default"], "10s");
+    assert_eq!(props["schedule"]["default"], "0 */3 * * *");
+    assert_eq!(props["dryRun"]["default"], true);
+    assert_eq!(props["syncTimeout"]["default"], "5m");
+    assert_eq!(props["minResyncInterval"]["default"], "10m");
+    assert_eq!(props["prune"]["default"], false);
+    assert_eq!(
+        props["excludedNamespaces"]["default"],
+        json!(["kube-system", "kube-public", "kube-node-lease"])
+    );
+    assert_eq!(spec_schema()["required"], json!(["table"]));
+    let doc = props["excludedNamespaces"]["description"].as_str().unwrap();
+    assert!(doc.contains("own namespace"), "{doc}");
+}
+
+#[test]
+fn schema_validates_shapes_at_admission() {
+    let props = &spec_schema()["properties"];
+    for field in ["waitTime", "syncTimeout", "minResyncInterval"] {
+        assert_eq!(props[field]["pattern"], DURATION_PATTERN, "{field}");
+    }
+    assert_eq!(props["schedule"]["pattern"], SCHEDULE_PATTERN);
+    assert_eq!(props["table"]["pattern"], TABLE_PATTERN);
+    assert_eq!(
+        props["encryptionContext"]["additionalProperties"]["type"],
+        "string"
+    );
+}
+
+#[test]
+fn schema_is_structural() {
+    // No anyOf/oneOf/allOf without a type (what kube rejects as non-structural),
+    // no $ref, and every property has a type.
+    fn walk(path: &str, v: &Value) {
+        if let Some(obj) = v.as_object() {
+            assert!(!obj.contains_key("$ref"), "$ref at {path}");
+            for key in ["anyOf", "oneOf", "allOf"] {
+                assert!(!obj.contains_key(key), "{key} at {path}");
+            }
+            if let Some(props) = obj.get("properties").and_then(Value::as_object) {
+                for (name, prop) in props {
+                    let p = format!("{path}.{name}");
+                    assert!(
+                        prop.get("type").is_some()
+                            || prop.get("x-kubernetes-int-or-string").is_some()
+                            || prop.get("x-kubernetes-preserve-unknown-fields").is_some(),
+                        "no type at {p}"
+                    );
+                    walk(&p, prop);
+                }
+            }
+            for key in ["items", "additionalProperties"] {
+                if let Some(sub) = obj.get(key) {
+                    walk(&format!("{path}.{key}"), sub);
+                }
+            }
+        }
+    }
+    walk(
+        "",
+        &crd_json()["spec"]["versions"][0]["schema"]["openAPIV3Schema"],
+    );
+}
+
+#[test]
+fn conditions_are_a_list_map_keyed_by_type() {
+    let conditions = &status_schema()["properties"]["conditions"];
+    assert_eq!(conditions["x-kubernetes-list-type"], "map");
+    assert_eq!(conditions["x-kubernetes-list-map-keys"], json!(["type"]));
+}
+
+#[test]
+fn printer_columns_answer_is_it_working() {
+    let crd = crd_json();
+    let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .clone();
+    let by_name = |name: &str| {
+        columns
+            .iter()
+            .find(|c| c["name"] == name)
+            .unwrap_or_else(|| panic!("no column {name}"))
+            .clone()
+    };
+    assert_eq!(by_name("Table")["jsonPath"], ".spec.table");
+    assert_eq!(by_name("Dry-Run")["jsonPath"], ".spec.dryRun");
+    assert_eq!(
+        by_name("Ready")["jsonPath"],
+        r#".status.conditions[?(@.type=="Ready")].status"#
+    );
+    assert_eq!(by_name("Secrets")["jsonPath"], ".status.secrets.managed");
+    assert_eq!(by_name("Keys-Failed")["jsonPath"], ".status.keys.failed");
+    assert_eq!(by_name("Last-Sync")["jsonPath"], ".status.lastSyncTime");
+    assert_eq!(by_name("Last-Sync")["type"], "date");
+    assert_eq!(by_name("Age")["type"], "date");
+    let names: Vec<_> = columns.iter().map(|c| c["name"].clone()).collect();
+    assert_eq!(
+        names,
+        json!([
+            "Table",
+            "Dry-Run",
+            "Ready",
+            "Reason",
+            "Secrets",
+            "Keys-Failed",
+            "Last-Sync",
+            "Age"
+        ])
+        .as_array()
+        .unwrap()
+        .clone()
+    );
+    // Every status path used by a column exists in the schema.
+    let status = status_schema();
+    assert!(status["properties"]["secrets"]["properties"]["managed"].is_object());
+    assert!(status["properties"]["keys"]["properties"]["failed"].is_object());
+    assert!(status["properties"]["lastSyncTime"].is_object());
+}
+
+#[test]
+fn minimal_object_deserializes_with_defaults() {
+    let obj: CredstashSync = serde_json::from_value(json!({
+        "apiVersion": "kubestash.io/v1alpha1",
+        "kind": "CredstashSync",
+        "metadata": {"name": "prod"},
+        "spec": {"table": "credential-store"}
+    }))
+    .unwrap();
+    assert_eq!(obj.spec, CredstashSyncSpec::new("credential-store"));
+    let valid = obj.spec.validate().unwrap();
+    assert_eq!(valid.wait_time, Duration::from_secs(10));
+    assert_eq!(valid.sync_timeout, Duration::from_secs(300));
+    assert_eq!(valid.min_resync_interval, Duration::from_secs(600));
+    assert!(valid.dry_run);
+    assert!(!valid.prune);
+    assert_eq!(valid.schedule.expression(), "0 */3 * * *");
+    assert!(valid.is_excluded("kube-system"));
+    assert!(!valid.is_excluded("kubestash"));
+    assert!(valid
+        .with_operator_namespace("kubestash")
+        .is_excluded("kubestash"));
+}
+
+#[test]
+fn spec_serializes_camel_case_without_unset_options() {
+    let mut spec = CredstashSyncSpec::new("t-1");
+    spec.kms_region = Some("eu-west-1".into());
+    let v = serde_json::to_value(&spec).unwrap();
+    assert_eq!(v["kmsRegion"], "eu-west-1");
+    assert!(v.get("region").is_none());
+    assert!(v.get("streamArn").is_none());
+    assert!(v.get("encryptionContext").is_none());
+    assert_eq!(v["minResyncInterval"], "10m");
+}
+
+#[test]
+fn validate_parses_durations_and_regions() {
+    let mut spec = CredstashSyncSpec::new("credential-store");
+    spec.wait_time = "500ms".into();
+    spec.sync_timeout = "1h30m".into();
+    spec.min_resync_interval = "0s".into();
+    spec.region = Some("eu-west-1".into());
+    let valid = spec.validate().unwrap();
+    assert_eq!(valid.wait_time, Duration::from_millis(500));
+    assert_eq!(valid.sync_timeout, Duration::from_secs(5400));
+    assert_eq!(valid.min_resync_interval, Duration::ZERO);
+    assert_eq!(valid.kms_region.as_deref(), Some("eu-west-1"));
+}
+
+#[test]
+fn validate_reports_every_problem() {
+    let mut spec = CredstashSyncSpec::new("x");
+    spec.wait_time = "10".into();
+    spec.sync_timeout = "0s".into();
+    spec.min_resync_interval = "1d".into();
+    spec.schedule = "0 */3 * *".into();
+    spec.stream_arn = Some("stream-1".into());
+    let err = spec.validate().unwrap_err();
+    let fields: Vec<_> = err.problems.iter().map(|p| p.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "table",
+            "streamArn",
+            "waitTime",
+            "syncTimeout",
+            "minResyncInterval",
+            "schedule"
+        ]
+    );
+    let msg = err.to_string();
+    assert!(msg.contains("spec.waitTime: "), "{msg}");
+    assert!(
+        msg.contains("spec.syncTimeout: must be more than 0s"),
+        "{msg}"
+    );
+    assert!(msg.contains("expected 5 fields"), "{msg}");
+}
+
+#[test]
+fn validate_rejects_cron_the_schema_lets_through() {
+    let mut spec = CredstashSyncSpec::new("credential-store");
+    spec.schedule = "99 * * * *".into();
+    let err = spec.validate().unwrap_err();
+    assert_eq!(err.problems.len(), 1);
+    assert_eq!(err.problems[0].field, "schedule");
+}
+
+#[test]
+fn field_manager_is_per_credstashsync() {
+    assert_eq!(field_manager("prod"), "kubestash/prod");
+}
+
+#[test]
+fn status_omits_unset_fields() {
+    let status = CredstashSyncStatus {
+        observed_generation: Some(2),
+        ..Default::default()
+    };
+    assert_eq!(
+        serde_json::to_value(&status).unwrap(),
+        json!({"observedGeneration": 2})
+    );
+    let full = CredstashSyncStatus {
+        keys: Some(KeyCounts {
+            waiting_for_namespace: 1,
+            ..Default::default()
+        }),
+        stream: Some(StreamStatus {
+            shards: Some(2),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let v = serde_json::to_value(&full).unwrap();
+    assert_eq!(v["keys"]["waitingForNamespace"], 1);
+    assert_eq!(v["stream"], json!({"shards": 2}));
+}
+
+#[test]
+fn plan_is_capped_with_a_summary_line() {
+    let short: Vec<String> = (0..PLAN_MAX_LINES).map(|i| format!("l{i}")).collect();
+    assert_eq!(cap_plan(short.clone()), short);
+
+    let long: Vec<String> = (0..PLAN_MAX_LINES + 5).map(|i| format!("l{i}")).collect();
+    let capped = cap_plan(long);
+    assert_eq!(capped.len(), PLAN_MAX_LINES);
+    assert_eq!(
+        capped[PLAN_MAX_LINES - 2],
+        format!("l{}", PLAN_MAX_LINES - 2)
+    );
+    assert_eq!(capped[PLAN_MAX_LINES - 1], "... and 6 more");
+}
+
+#[test]
+fn crd_yaml_has_header_and_round_trips() {
+    let yaml = crd_yaml().unwrap();
+    assert!(yaml.starts_with("# Generated by kubestash crd; do not edit.\n"));
+    let parsed: Value = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(parsed, crd_json());
+}
