@@ -168,6 +168,14 @@ for k in ("ServiceMonitor", "PrometheusRule", "CredstashSync", "ConfigMap", "Rol
     check(k in kinds, f"full values render no {k}")
 if crd_schema is None:
     print("note: no CRD in charts/kubestash/crds yet: CredstashSync objects checked structurally only")
+else:
+    # examples/*.yaml against the CRD schema (tests/chart.rs applies them to the fake API server)
+    for p in sorted(glob.glob("examples/*.yaml")):
+        docs = objects(p)
+        check(docs and all(d["kind"] == "CredstashSync" for d in docs), f"{p}: only CredstashSync objects expected")
+        for d in docs:
+            for e in jsonschema.Draft7Validator(crd_schema).iter_errors(d):
+                failures.append(f"{p}: {d['metadata']['name']}: {'/'.join(map(str, e.path))}: {e.message}")
 
 # generated deploy/ files
 rules_text = open(f"{out}/rules.yaml").read()
