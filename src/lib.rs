@@ -7,4 +7,5 @@ pub mod cli;
 pub mod crd;
 pub mod credstash;
 pub mod duration;
+pub mod metrics;
 pub mod value;
