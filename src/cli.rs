@@ -33,6 +33,8 @@ pub enum Command {
     Get(GetArgs),
     /// Print every name's latest plaintext, like `credstash getall`.
     Getall(GetallArgs),
+    /// Print the CredstashSync CustomResourceDefinition as YAML.
+    Crd,
 }
 
 /// Where the table is, as credstash's flags say it.
@@ -132,8 +134,16 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::List(args) => list(&args).await,
         Command::Get(args) => get(&args).await,
         Command::Getall(args) => getall(&args).await,
+        Command::Crd => print_crd(),
     };
     ExitCode::from(code)
+}
+
+fn print_crd() -> u8 {
+    match crate::crd::crd_yaml() {
+        Ok(yaml) => print_stdout(yaml.as_bytes()),
+        Err(err) => fail(&err),
+    }
 }
 
 async fn list(args: &TableArgs) -> u8 {

@@ -8,4 +8,6 @@ pub mod crd;
 pub mod credstash;
 pub mod duration;
 pub mod metrics;
+pub mod server;
+pub mod telemetry;
 pub mod value;
