@@ -9,5 +9,6 @@ pub mod credstash;
 pub mod duration;
 pub mod metrics;
 pub mod server;
+pub mod server;
 pub mod telemetry;
 pub mod value;
