@@ -9,6 +9,5 @@ pub mod credstash;
 pub mod duration;
 pub mod metrics;
 pub mod server;
-pub mod server;
 pub mod telemetry;
 pub mod value;
