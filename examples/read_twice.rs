@@ -14,7 +14,10 @@ async fn main() {
         eprintln!("usage: read_twice TABLE");
         std::process::exit(2);
     };
-    let location = TableLocation { table, ..Default::default() };
+    let location = TableLocation {
+        table,
+        ..Default::default()
+    };
     let reader = credstash::connect(&location, ReaderOptions::default()).await;
     let mut reads = Vec::new();
     let mut before = reader.stats();
