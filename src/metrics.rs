@@ -33,15 +33,17 @@ const TABLE_READ_BUCKETS: &[f64] = &[
     0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
 ];
 
-/// Why a sync ran (label `trigger`).
+/// Why a full sync ran (label `trigger`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncTrigger {
     /// First sync after the operator started.
     Startup,
     /// The CredstashSync was created or its spec changed.
     SpecChange,
-    /// Stream records touched some names.
-    Stream,
+    /// Stream data was trimmed or lost; a full sync closes the gap
+    /// (ordinary stream records are counted by
+    /// [`Metrics::record_stream_apply`], not as syncs).
+    StreamGap,
     /// The cron schedule fired.
     Schedule,
     /// The resync annotation changed.
@@ -58,7 +60,7 @@ impl SyncTrigger {
         match self {
             Self::Startup => "startup",
             Self::SpecChange => "spec_change",
-            Self::Stream => "stream",
+            Self::StreamGap => "stream_gap",
             Self::Schedule => "schedule",
             Self::Manual => "manual",
             Self::Namespace => "namespace",
@@ -67,7 +69,7 @@ impl SyncTrigger {
     }
 }
 
-/// Outcome of a sync or a stream apply (label `result`).
+/// Outcome of a full sync or a stream apply (label `result`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncResult {
     /// Everything was applied (or planned, in dry run).
@@ -117,7 +119,8 @@ impl SecretOperation {
     }
 }
 
-/// The kind of a DynamoDB stream record (label `event`).
+/// The kind of a DynamoDB stream record (label `event`, DynamoDB's
+/// `eventName`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamEvent {
     /// `INSERT`.
@@ -132,9 +135,9 @@ impl StreamEvent {
     /// The label value.
     pub fn as_str(self) -> &'static str {
         match self {
-            Self::Insert => "insert",
-            Self::Modify => "modify",
-            Self::Remove => "remove",
+            Self::Insert => "INSERT",
+            Self::Modify => "MODIFY",
+            Self::Remove => "REMOVE",
         }
     }
 }
@@ -201,13 +204,13 @@ impl Metrics {
             sync_total: counter_vec(
                 &registry,
                 "kubestash_sync_total",
-                "Syncs by CredstashSync, trigger and result.",
+                "Full syncs by CredstashSync, trigger and result.",
                 &[CSS, "trigger", "result"],
             )?,
             sync_duration: histogram_vec(
                 &registry,
                 "kubestash_sync_duration_seconds",
-                "Duration of syncs.",
+                "Duration of full syncs (read, decrypt, plan, apply).",
                 SYNC_BUCKETS,
             )?,
             last_success: gauge_vec(
@@ -296,7 +299,7 @@ impl Metrics {
         })
     }
 
-    /// Counts a finished sync and observes its duration.
+    /// Counts a finished full sync and observes its duration.
     pub fn record_sync(
         &self,
         css: &str,
@@ -813,6 +816,26 @@ mod tests {
                 &[("verb", "patch"), ("code", "200")]
             ),
             Some(1.0)
+        );
+        let prod = ("credstashsync", "prod");
+        let records = [prod, ("event", "MODIFY")];
+        assert_eq!(
+            value(&t, "kubestash_stream_records_total", &records),
+            Some(1.0)
+        );
+        let applies = [prod, ("result", "success")];
+        assert_eq!(
+            value(&t, "kubestash_stream_apply_total", &applies),
+            Some(1.0)
+        );
+        let writes = [prod, ("operation", "update")];
+        assert_eq!(
+            value(&t, "kubestash_secret_writes_total", &writes),
+            Some(1.0)
+        );
+        assert_eq!(
+            value(&t, "kubestash_stream_lag_seconds", &[prod]),
+            Some(2.0)
         );
         assert_eq!(value(&t, "kubestash_kms_cache_hits_total", &[]), Some(1.0));
     }
