@@ -4,9 +4,11 @@
 //! ([`mapping`]) -> plan and apply ([`secrets`]) -> status ([`controller`]).
 
 pub mod cli;
+pub mod controller;
 pub mod crd;
 pub mod credstash;
 pub mod duration;
+pub mod kube_client;
 pub mod metrics;
 pub mod server;
 pub mod telemetry;

@@ -1,0 +1,3 @@
+//! The operator: reconciles CredstashSyncs into Secrets.
+
+pub mod triggers;

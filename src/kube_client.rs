@@ -1,0 +1,128 @@
+//! The Kubernetes client: kubeconfig or in-cluster config, with every API
+//! request counted in `kubestash_kube_api_requests_total{verb,code}`.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use kube::client::{Body, ClientBuilder};
+use tower::{Layer, Service};
+
+use crate::metrics::Metrics;
+
+/// Builds a client from the usual configuration chain (`KUBECONFIG`,
+/// `~/.kube/config`, in-cluster service account).
+pub async fn client(metrics: Metrics) -> Result<kube::Client, kube::Error> {
+    let config = kube::Config::infer()
+        .await
+        .map_err(kube::Error::InferConfig)?;
+    let builder = ClientBuilder::try_from(config)?;
+    Ok(builder.with_layer(&CountRequestsLayer { metrics }).build())
+}
+
+/// The verb of a request as the apiserver names it, close enough for a metric:
+/// `watch` for watches, otherwise the HTTP method in lower case.
+pub fn verb_of<B>(request: &Request<B>) -> &'static str {
+    let is_watch = request.uri().query().is_some_and(|q| {
+        q.split('&')
+            .any(|pair| pair == "watch=true" || pair == "watch=1")
+    });
+    match *request.method() {
+        http::Method::GET if is_watch => "watch",
+        http::Method::GET => "get",
+        http::Method::POST => "create",
+        http::Method::PUT => "update",
+        http::Method::PATCH => "patch",
+        http::Method::DELETE => "delete",
+        _ => "other",
+    }
+}
+
+/// A tower layer counting requests by verb and response code.
+#[derive(Clone)]
+pub struct CountRequestsLayer {
+    metrics: Metrics,
+}
+
+impl<S> Layer<S> for CountRequestsLayer {
+    type Service = CountRequests<S>;
+
+    fn layer(&self, inner: S) -> Self::Service {
+        CountRequests {
+            inner,
+            metrics: self.metrics.clone(),
+        }
+    }
+}
+
+/// The service [`CountRequestsLayer`] makes.
+#[derive(Clone)]
+pub struct CountRequests<S> {
+    inner: S,
+    metrics: Metrics,
+}
+
+impl<S, B> Service<Request<Body>> for CountRequests<S>
+where
+    S: Service<Request<Body>, Response = Response<B>>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Body>) -> Self::Future {
+        let verb = verb_of(&request);
+        let metrics = self.metrics.clone();
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let result = response.await;
+            let code = result.as_ref().ok().map(|r| r.status().as_u16());
+            metrics.record_kube_request(verb, code);
+            result
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(method: &str, uri: &str) -> Request<()> {
+        Request::builder().method(method).uri(uri).body(()).unwrap()
+    }
+
+    #[test]
+    fn verbs_follow_the_apiserver_names() {
+        assert_eq!(
+            verb_of(&request(
+                "GET",
+                "/api/v1/secrets?&watch=true&timeoutSeconds=290"
+            )),
+            "watch"
+        );
+        assert_eq!(
+            verb_of(&request("GET", "/api/v1/namespaces/a/secrets/b")),
+            "get"
+        );
+        assert_eq!(
+            verb_of(&request(
+                "PATCH",
+                "/api/v1/namespaces/a/secrets/b?fieldManager=x"
+            )),
+            "patch"
+        );
+        assert_eq!(
+            verb_of(&request(
+                "POST",
+                "/apis/events.k8s.io/v1/namespaces/default/events"
+            )),
+            "create"
+        );
+    }
+}
