@@ -1,3 +1,4 @@
 //! The operator: reconciles CredstashSyncs into Secrets.
 
+pub mod report;
 pub mod triggers;

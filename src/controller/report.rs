@@ -1,0 +1,509 @@
+//! What a sync tells the world: the CredstashSync's status and its events.
+//! Pure: built from a [`SyncOutcome`], never from secret values.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::crd::{
+    cap_plan, condition_type, reason, set_condition, to_time, ConditionStatus, CredstashSyncStatus,
+    KeyCounts, SecretCounts,
+};
+use crate::metrics::{SyncResult, SyncTrigger};
+
+/// At most this many names are listed in one event or condition message.
+const MAX_LISTED: usize = 10;
+
+/// Everything a finished full sync reports. Holds names, never values.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOutcome {
+    pub trigger: Option<SyncTrigger>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration: Duration,
+    pub dry_run: bool,
+    /// The table could not be read completely (nothing was pruned).
+    pub table_error: Option<String>,
+    pub secrets: SecretCounts,
+    pub keys: KeyCounts,
+    /// `name: cause` of each item that failed to decrypt.
+    pub key_failures: Vec<String>,
+    /// Normalisation conflicts and keys claimed by another CredstashSync.
+    pub conflicts: Vec<String>,
+    /// Names not of the form namespace/secret/KEY, with the reason.
+    pub invalid_names: Vec<String>,
+    /// `namespace/name: cause` of each Secret that could not be written.
+    pub write_failures: Vec<String>,
+    /// Secrets not written, with the reason (non-Opaque type...).
+    pub skipped: Vec<String>,
+    /// Secrets created and updated (`namespace/name`).
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    /// One line per Secret (action, name, key names).
+    pub plan: Vec<String>,
+}
+
+impl SyncOutcome {
+    /// Success, partial failure (some keys or Secrets failed), or failure
+    /// (the table could not be read).
+    pub fn result(&self) -> SyncResult {
+        if self.table_error.is_some() {
+            SyncResult::Failure
+        } else if self.key_failures.is_empty()
+            && self.write_failures.is_empty()
+            && self.conflicts.is_empty()
+        {
+            SyncResult::Success
+        } else {
+            SyncResult::PartialFailure
+        }
+    }
+
+    /// A one-line summary for the Ready/Synced message and logs.
+    pub fn summary(&self) -> String {
+        let s = &self.secrets;
+        let k = &self.keys;
+        let verb = if self.dry_run { "would be " } else { "" };
+        let mut text = format!(
+            "{} keys in {} Secrets: {} {verb}created, {} {verb}updated, {} unchanged, {} skipped",
+            k.total - k.invalid,
+            s.managed,
+            s.created,
+            s.updated,
+            s.unchanged,
+            s.skipped
+        );
+        for (count, what) in [
+            (k.failed, "keys failed to decrypt"),
+            (k.conflicting, "conflicting keys"),
+            (k.invalid, "invalid names"),
+            (k.waiting_for_namespace, "keys waiting for their namespace"),
+            (self.write_failures.len() as i64, "Secrets failed to write"),
+        ] {
+            if count > 0 {
+                text.push_str(&format!("; {count} {what}"));
+            }
+        }
+        text
+    }
+}
+
+/// The status after a full sync, merged over `previous` (conditions keep
+/// their transition times; the stream state is kept).
+pub fn status_after_sync(
+    previous: &CredstashSyncStatus,
+    outcome: &SyncOutcome,
+    generation: Option<i64>,
+    resync_handled: Option<&str>,
+    now: DateTime<Utc>,
+) -> CredstashSyncStatus {
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    status.last_sync_time = Some(to_time(now));
+    if outcome.result() == SyncResult::Success {
+        status.last_successful_sync_time = Some(to_time(now));
+    }
+    if let Some(handled) = resync_handled {
+        status.last_resync_request = Some(handled.to_owned());
+    }
+    if outcome.table_error.is_none() {
+        status.secrets = Some(outcome.secrets.clone());
+        status.keys = Some(outcome.keys.clone());
+    }
+    status.plan = outcome.dry_run.then(|| cap_plan(outcome.plan.clone()));
+    let (ready, why, message) = sync_condition(outcome);
+    for type_ in [condition_type::READY, condition_type::SYNCED] {
+        set_condition(
+            &mut status.conditions,
+            type_,
+            ready,
+            why,
+            &message,
+            generation,
+            now,
+        );
+    }
+    set_dry_run_condition(&mut status, outcome.dry_run, generation, now);
+    status
+}
+
+/// The status of a CredstashSync whose spec does not validate.
+pub fn status_invalid_spec(
+    previous: &CredstashSyncStatus,
+    problem: &str,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> CredstashSyncStatus {
+    let mut status = previous.clone();
+    status.observed_generation = generation;
+    let message = format!("{problem}; nothing is synced until the spec is fixed");
+    set_condition(
+        &mut status.conditions,
+        condition_type::READY,
+        ConditionStatus::False,
+        reason::INVALID_SPEC,
+        &message,
+        generation,
+        now,
+    );
+    status
+}
+
+/// The status after a sync that ran past `syncTimeout` and was cancelled.
+pub fn status_timed_out(
+    previous: &CredstashSyncStatus,
+    timeout: Duration,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) -> CredstashSyncStatus {
+    let mut status = previous.clone();
+    status.last_sync_time = Some(to_time(now));
+    let message = format!(
+        "the sync did not finish within syncTimeout ({}s) and was cancelled; it is retried with backoff. Check AWS throttling and network reachability of DynamoDB and KMS",
+        timeout.as_secs()
+    );
+    for type_ in [condition_type::READY, condition_type::SYNCED] {
+        set_condition(
+            &mut status.conditions,
+            type_,
+            ConditionStatus::False,
+            reason::SYNC_TIMEOUT,
+            &message,
+            generation,
+            now,
+        );
+    }
+    status
+}
+
+fn set_dry_run_condition(
+    status: &mut CredstashSyncStatus,
+    dry_run: bool,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let (state, why, message) = if dry_run {
+        (ConditionStatus::True, reason::DRY_RUN, "dry run: nothing is written; the plan is in status.plan. Set spec.dryRun: false to write Secrets")
+    } else {
+        (
+            ConditionStatus::False,
+            reason::DRY_RUN_DISABLED,
+            "Secrets are written",
+        )
+    };
+    set_condition(
+        &mut status.conditions,
+        condition_type::DRY_RUN,
+        state,
+        why,
+        message,
+        generation,
+        now,
+    );
+}
+
+fn sync_condition(outcome: &SyncOutcome) -> (ConditionStatus, &'static str, String) {
+    match outcome.result() {
+        SyncResult::Success => (ConditionStatus::True, reason::SYNCED, outcome.summary()),
+        SyncResult::Failure => (
+            ConditionStatus::False,
+            reason::SYNC_FAILED,
+            format!(
+                "{}; no Secret was changed from this read. Check the table name and region, and the operator's IAM permissions",
+                outcome.table_error.as_deref().unwrap_or("the table could not be read")
+            ),
+        ),
+        _ => (ConditionStatus::False, reason::PARTIAL_FAILURE, partial_failure_message(outcome)),
+    }
+}
+
+fn partial_failure_message(outcome: &SyncOutcome) -> String {
+    let mut parts = vec![outcome.summary()];
+    if !outcome.key_failures.is_empty() {
+        parts.push(format!(
+            "failed keys keep their last good value: {}",
+            listed(&outcome.key_failures)
+        ));
+    }
+    if !outcome.conflicts.is_empty() {
+        parts.push(format!(
+            "conflicts (not written): {}",
+            listed(&outcome.conflicts)
+        ));
+    }
+    if !outcome.write_failures.is_empty() {
+        parts.push(format!(
+            "write failures: {}",
+            listed(&outcome.write_failures)
+        ));
+    }
+    parts.join(". ")
+}
+
+/// Joins at most [`MAX_LISTED`] items, then says how many more there are.
+pub fn listed(items: &[String]) -> String {
+    let mut text = items
+        .iter()
+        .take(MAX_LISTED)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if items.len() > MAX_LISTED {
+        text.push_str(&format!(" and {} more", items.len() - MAX_LISTED));
+    }
+    text
+}
+
+/// Severity of a [`Notice`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Normal,
+    Warning,
+}
+
+/// A Kubernetes Event to publish on the CredstashSync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    pub severity: Severity,
+    pub reason: &'static str,
+    pub action: &'static str,
+    pub note: String,
+}
+
+impl Notice {
+    fn normal(reason: &'static str, action: &'static str, note: String) -> Self {
+        Self {
+            severity: Severity::Normal,
+            reason,
+            action,
+            note,
+        }
+    }
+
+    fn warning(reason: &'static str, action: &'static str, note: String) -> Self {
+        Self {
+            severity: Severity::Warning,
+            reason,
+            action,
+            note,
+        }
+    }
+}
+
+/// The events of a finished full sync: creates, updates, failures,
+/// conflicts, and the plan in dry run.
+pub fn sync_notices(outcome: &SyncOutcome) -> Vec<Notice> {
+    let mut notices = Vec::new();
+    if let Some(error) = &outcome.table_error {
+        notices.push(Notice::warning("SyncFailed", "ReadTable", error.clone()));
+        return notices;
+    }
+    if outcome.dry_run {
+        let note = format!("dry run, nothing written: {}", outcome.summary());
+        notices.push(Notice::normal("DryRunPlan", "Plan", note));
+    } else {
+        if !outcome.created.is_empty() {
+            notices.push(Notice::normal(
+                "Created",
+                "Sync",
+                format!("created Secrets {}", listed(&outcome.created)),
+            ));
+        }
+        if !outcome.updated.is_empty() {
+            notices.push(Notice::normal(
+                "Updated",
+                "Sync",
+                format!("updated Secrets {}", listed(&outcome.updated)),
+            ));
+        }
+    }
+    if !outcome.key_failures.is_empty() {
+        let note = format!(
+            "keys keep their last good value: {}",
+            listed(&outcome.key_failures)
+        );
+        notices.push(Notice::warning("DecryptFailed", "Sync", note));
+    }
+    if !outcome.conflicts.is_empty() {
+        notices.push(Notice::warning(
+            "KeyConflict",
+            "Sync",
+            format!("not written: {}", listed(&outcome.conflicts)),
+        ));
+    }
+    if !outcome.write_failures.is_empty() {
+        notices.push(Notice::warning(
+            "UpdateFailed",
+            "Sync",
+            listed(&outcome.write_failures),
+        ));
+    }
+    if !outcome.skipped.is_empty() {
+        notices.push(Notice::warning(
+            "SecretSkipped",
+            "Sync",
+            listed(&outcome.skipped),
+        ));
+    }
+    if !outcome.invalid_names.is_empty() {
+        notices.push(Notice::warning(
+            "InvalidName",
+            "Sync",
+            listed(&outcome.invalid_names),
+        ));
+    }
+    notices
+}
+
+/// The event for a manual resync deferred by `minResyncInterval`.
+pub fn deferred_notice(until: DateTime<Utc>) -> Notice {
+    Notice::normal(
+        reason::RESYNC_DEFERRED,
+        "Resync",
+        format!(
+            "manual resync requested sooner than minResyncInterval; it will run at {}",
+            until.to_rfc3339()
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::find_condition;
+    use chrono::TimeZone;
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, 10, 0, 0).unwrap()
+    }
+
+    fn clean() -> SyncOutcome {
+        SyncOutcome {
+            secrets: SecretCounts {
+                created: 1,
+                updated: 1,
+                unchanged: 3,
+                skipped: 0,
+                managed: 5,
+            },
+            keys: KeyCounts {
+                total: 12,
+                ..Default::default()
+            },
+            created: vec!["a/one".into()],
+            updated: vec!["b/two".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_clean_sync_is_ready_and_counts_as_successful() {
+        let status = status_after_sync(&Default::default(), &clean(), Some(4), Some("123"), now());
+        let ready = find_condition(&status.conditions, condition_type::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("True", reason::SYNCED)
+        );
+        assert!(
+            ready.message.contains("12 keys in 5 Secrets"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(status.observed_generation, Some(4));
+        assert_eq!(status.last_resync_request.as_deref(), Some("123"));
+        assert!(status.last_successful_sync_time.is_some());
+        assert_eq!(status.plan, None);
+        let dry = find_condition(&status.conditions, condition_type::DRY_RUN).unwrap();
+        assert_eq!(dry.status, "False");
+    }
+
+    #[test]
+    fn failed_keys_make_a_partial_failure_that_names_them() {
+        let outcome = SyncOutcome {
+            key_failures: vec!["ns/s/K: integrity check failed".into()],
+            ..clean()
+        };
+        assert_eq!(outcome.result(), SyncResult::PartialFailure);
+        let status = status_after_sync(&Default::default(), &outcome, Some(1), None, now());
+        let ready = find_condition(&status.conditions, condition_type::READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", reason::PARTIAL_FAILURE)
+        );
+        assert!(ready.message.contains("ns/s/K: integrity check failed"));
+        assert!(status.last_successful_sync_time.is_none());
+        assert!(sync_notices(&outcome)
+            .iter()
+            .any(|n| n.reason == "DecryptFailed" && n.severity == Severity::Warning));
+    }
+
+    #[test]
+    fn an_unreadable_table_keeps_the_previous_counts() {
+        let previous = status_after_sync(&Default::default(), &clean(), Some(1), None, now());
+        let outcome = SyncOutcome {
+            table_error: Some("scanning table \"t\" failed: throttled".into()),
+            ..Default::default()
+        };
+        let status = status_after_sync(&previous, &outcome, Some(1), None, now());
+        assert_eq!(status.secrets, previous.secrets);
+        let ready = find_condition(&status.conditions, condition_type::READY).unwrap();
+        assert_eq!(ready.reason, reason::SYNC_FAILED);
+        assert!(ready.message.contains("throttled"));
+        assert_eq!(sync_notices(&outcome).len(), 1);
+    }
+
+    #[test]
+    fn dry_run_shows_the_plan_and_says_would_be() {
+        let outcome = SyncOutcome {
+            dry_run: true,
+            plan: vec!["create a/one (keys: A)".into()],
+            ..clean()
+        };
+        let status = status_after_sync(&Default::default(), &outcome, Some(1), None, now());
+        assert_eq!(
+            status.plan,
+            Some(vec!["create a/one (keys: A)".to_string()])
+        );
+        assert!(outcome.summary().contains("would be created"));
+        let notices = sync_notices(&outcome);
+        assert!(
+            notices.iter().all(|n| n.reason != "Created"),
+            "dry run creates nothing"
+        );
+        let dry = find_condition(&status.conditions, condition_type::DRY_RUN).unwrap();
+        assert_eq!(
+            (dry.status.as_str(), dry.reason.as_str()),
+            ("True", reason::DRY_RUN)
+        );
+    }
+
+    #[test]
+    fn long_lists_are_capped() {
+        let names: Vec<String> = (0..25).map(|i| format!("ns/s{i}")).collect();
+        let text = listed(&names);
+        assert!(
+            text.ends_with("and 15 more") && text.contains("ns/s9") && !text.contains("ns/s10")
+        );
+    }
+
+    #[test]
+    fn invalid_spec_and_timeout_say_what_to_do() {
+        let status = status_invalid_spec(
+            &Default::default(),
+            "spec.waitTime: invalid duration",
+            Some(2),
+            now(),
+        );
+        let ready = find_condition(&status.conditions, condition_type::READY).unwrap();
+        assert_eq!(ready.reason, reason::INVALID_SPEC);
+        assert!(ready.message.contains("spec.waitTime"));
+        let status = status_timed_out(
+            &Default::default(),
+            Duration::from_secs(300),
+            Some(2),
+            now(),
+        );
+        let synced = find_condition(&status.conditions, condition_type::SYNCED).unwrap();
+        assert_eq!(synced.reason, reason::SYNC_TIMEOUT);
+        assert!(synced.message.contains("300s"));
+    }
+}
