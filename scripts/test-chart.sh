@@ -72,8 +72,34 @@ def merge(a, b):
             a[k] = v
     return a
 
-# values.schema.json against both values files
-schema = json.load(open(f"{chart}/values.schema.json"))
+# values.schema.json: credstashSyncs[].spec is the CRD's spec schema (kept in
+# step by --update), so Helm rejects a bad spec before anything is applied.
+def crd_spec_schema():
+    for p in sorted(glob.glob(f"{chart}/crds/*.yaml")):
+        for d in yaml.safe_load_all(open(p)):
+            if d and d.get("kind") == "CustomResourceDefinition" and d["spec"]["names"]["kind"] == "CredstashSync":
+                for ver in d["spec"]["versions"]:
+                    if ver["name"] == "v1alpha1":
+                        return ver["schema"]["openAPIV3Schema"]["properties"]["spec"]
+def to_json_schema(node):
+    if isinstance(node, dict):
+        return {k: to_json_schema(v) for k, v in node.items() if k != "nullable" and not k.startswith("x-kubernetes-")}
+    if isinstance(node, list):
+        return [to_json_schema(v) for v in node]
+    return node
+schema_path = f"{chart}/values.schema.json"
+schema_text = open(schema_path).read()
+schema = json.loads(schema_text)
+spec_schema = crd_spec_schema()
+if spec_schema is not None:
+    spec_json = to_json_schema(spec_schema)
+    spec_json["additionalProperties"] = False  # the API server would silently prune a misspelt field
+    schema["properties"]["credstashSyncs"]["items"]["properties"]["spec"] = spec_json
+    want = json.dumps(schema, indent=2) + "\n"
+    if update:
+        open(schema_path, "w").write(want)
+    elif want != schema_text:
+        failures.append(f"{schema_path}: credstashSyncs[].spec differs from the CRD's spec schema: run scripts/test-chart.sh --update")
 jsonschema.Draft7Validator.check_schema(schema)
 base = yaml.safe_load(open(f"{chart}/values.yaml"))
 full = merge(copy.deepcopy(base), yaml.safe_load(open(f"{chart}/ci/full-values.yaml")))

@@ -343,7 +343,7 @@ func render(chartDir, name, namespace, kubeVersion string, valueFiles, apis []st
 	var docs []doc
 	for _, n := range names {
 		base := path.Base(n)
-		if strings.HasPrefix(base, "_") || strings.HasSuffix(base, "NOTES.txt") {
+		if strings.HasPrefix(base, "_") {
 			continue
 		}
 		data := map[string]interface{}{}
@@ -356,6 +356,9 @@ func render(chartDir, name, namespace, kubeVersion string, valueFiles, apis []st
 		var buf bytes.Buffer
 		if err := root.ExecuteTemplate(&buf, n, data); err != nil {
 			return "", err
+		}
+		if strings.HasSuffix(base, "NOTES.txt") {
+			continue // rendered (so its errors show), not part of the manifests
 		}
 		out := strings.ReplaceAll(buf.String(), "<no value>", "")
 		// Split into documents as Helm does, drop empty ones.
