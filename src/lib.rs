@@ -11,5 +11,6 @@ pub mod duration;
 pub mod kube_client;
 pub mod metrics;
 pub mod server;
+pub mod stream;
 pub mod telemetry;
 pub mod value;
