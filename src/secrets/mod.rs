@@ -1,0 +1,52 @@
+//! Writing Secrets: what the cluster has ([`observed`]) and what to send
+//! ([`plan`]). Pure: no I/O here; the controller applies the plan.
+//!
+//! Writes are server-side apply with one field manager per CredstashSync
+//! (`kubestash/<name>`), `force = true`, and a body that lists every key the
+//! manager should still own (SSA removes owned fields a body omits).
+
+pub mod observed;
+pub mod plan;
+
+pub use observed::{observe_all, ObservedSecret};
+pub use plan::{
+    plan, plan_secret, ApplySecret, ChangeScope, KeepReason, KeyChange, KeyChangeKind, Plan,
+    PlanCounts, PlanOptions, SecretAction, SecretPlan, SkipReason,
+};
+
+/// Label put on every Secret kubestash writes.
+pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
+/// Value of [`MANAGED_BY_LABEL`].
+pub const MANAGED_BY_VALUE: &str = "kubestash";
+/// Annotation: when the data last changed (RFC 3339, UTC).
+pub const SYNCED_AT_ANNOTATION: &str = "kubestash.io/synced-at";
+/// Annotation: `<CredstashSync name>/<table>`.
+pub const SOURCE_ANNOTATION: &str = "kubestash.io/source";
+/// Prefix of every kubestash field manager.
+pub const MANAGER_PREFIX: &str = "kubestash/";
+/// The only Secret type kubestash writes.
+pub const OPAQUE: &str = "Opaque";
+
+/// The field manager of a CredstashSync: `kubestash/<name>`.
+pub fn field_manager(sync_name: &str) -> String {
+    format!("{MANAGER_PREFIX}{sync_name}")
+}
+
+/// The value of [`SOURCE_ANNOTATION`]: `<CredstashSync name>/<table>`.
+pub fn source_annotation(sync_name: &str, table: &str) -> String {
+    format!("{sync_name}/{table}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn manager_and_source_names() {
+        assert_eq!(field_manager("prod"), "kubestash/prod");
+        assert_eq!(
+            source_annotation("prod", "credential-store"),
+            "prod/credential-store"
+        );
+    }
+}

@@ -1,0 +1,246 @@
+//! What the cluster has: a live Secret reduced to what the plan needs,
+//! including which data keys each field manager owns (from `managedFields`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
+
+use super::{MANAGER_PREFIX, OPAQUE};
+use crate::mapping::SecretRef;
+use crate::value::SecretValue;
+
+/// A live Secret as the plan sees it. `Debug` shows key names and value
+/// lengths only.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ObservedSecret {
+    /// The Secret type (`Opaque` when absent).
+    pub type_: String,
+    /// Whether the Secret is immutable (its data cannot be changed).
+    pub immutable: bool,
+    /// The data, by key.
+    pub data: BTreeMap<String, SecretValue>,
+    /// Data keys our field manager owns through server-side apply.
+    pub owned_keys: BTreeSet<String>,
+    /// Data keys owned by another `kubestash/*` manager, with that manager
+    /// (the lexicographically first one when several own a key).
+    pub other_kubestash_owners: BTreeMap<String, String>,
+    /// The Secret's labels.
+    pub labels: BTreeMap<String, String>,
+    /// The Secret's annotations.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ObservedSecret {
+    /// Reduces a live Secret; `our_manager` is `kubestash/<name>`.
+    ///
+    /// A key is ours when an `Apply` entry of `our_manager` lists it under
+    /// `f:data`; it belongs to another CredstashSync when any entry of another
+    /// `kubestash/*` manager lists it. Entries that are not `FieldsV1` or do
+    /// not parse are ignored. `stringData` is write-only and never read.
+    pub fn from_secret(secret: &Secret, our_manager: &str) -> Self {
+        let meta = &secret.metadata;
+        let mut observed = ObservedSecret {
+            type_: secret.type_.clone().unwrap_or_else(|| OPAQUE.to_owned()),
+            immutable: secret.immutable.unwrap_or(false),
+            data: secret
+                .data
+                .iter()
+                .flatten()
+                .map(|(key, bytes)| (key.clone(), SecretValue::from(bytes.0.as_slice())))
+                .collect(),
+            labels: meta.labels.clone().unwrap_or_default(),
+            annotations: meta.annotations.clone().unwrap_or_default(),
+            ..Default::default()
+        };
+        for entry in meta.managed_fields.iter().flatten() {
+            observed.add_managed_entry(entry, our_manager);
+        }
+        observed
+    }
+
+    /// Records the data keys one `managedFields` entry owns.
+    fn add_managed_entry(&mut self, entry: &ManagedFieldsEntry, our_manager: &str) {
+        let Some(manager) = entry.manager.as_deref() else {
+            return;
+        };
+        let keys = managed_data_keys(entry);
+        if manager == our_manager {
+            if entry.operation.as_deref() == Some("Apply") {
+                self.owned_keys.extend(keys);
+            }
+        } else if manager.starts_with(MANAGER_PREFIX) {
+            for key in keys {
+                self.other_kubestash_owners
+                    .entry(key)
+                    .and_modify(|owner| {
+                        if manager < owner.as_str() {
+                            *owner = manager.to_owned();
+                        }
+                    })
+                    .or_insert_with(|| manager.to_owned());
+            }
+        }
+    }
+
+    /// Whether this Secret is `Opaque` (the only type kubestash writes).
+    pub fn is_opaque(&self) -> bool {
+        self.type_ == OPAQUE
+    }
+}
+
+/// The data keys listed under `f:data` in a `FieldsV1` managed-fields entry.
+pub fn managed_data_keys(entry: &ManagedFieldsEntry) -> Vec<String> {
+    if entry
+        .fields_type
+        .as_deref()
+        .is_some_and(|kind| kind != "FieldsV1")
+    {
+        return Vec::new();
+    }
+    let Some(data) = entry
+        .fields_v1
+        .as_ref()
+        .and_then(|fields| fields.0.get("f:data"))
+        .and_then(|data| data.as_object())
+    else {
+        return Vec::new();
+    };
+    data.keys()
+        .filter_map(|field| field.strip_prefix("f:"))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The reference of a live Secret (`None` without a name or namespace).
+pub fn secret_ref(secret: &Secret) -> Option<SecretRef> {
+    let meta = &secret.metadata;
+    Some(SecretRef::new(meta.namespace.clone()?, meta.name.clone()?))
+}
+
+/// Reduces many live Secrets (e.g. a watch cache) by reference. Secrets
+/// without a name or namespace are left out.
+pub fn observe_all<'a, I>(secrets: I, our_manager: &str) -> BTreeMap<SecretRef, ObservedSecret>
+where
+    I: IntoIterator<Item = &'a Secret>,
+{
+    secrets
+        .into_iter()
+        .filter_map(|secret| {
+            let reference = secret_ref(secret)?;
+            Some((reference, ObservedSecret::from_secret(secret, our_manager)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const OURS: &str = "kubestash/prod";
+
+    fn secret(value: serde_json::Value) -> Secret {
+        serde_json::from_value(value).expect("test Secret")
+    }
+
+    fn entry(manager: &str, operation: &str, keys: &[&str]) -> serde_json::Value {
+        let data: serde_json::Map<String, serde_json::Value> =
+            keys.iter().map(|k| (format!("f:{k}"), json!({}))).collect();
+        json!({
+            "manager": manager,
+            "operation": operation,
+            "apiVersion": "v1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": {"f:data": data, "f:metadata": {"f:labels": {"f:app.kubernetes.io/managed-by": {}}}}
+        })
+    }
+
+    fn names(set: &BTreeSet<String>) -> Vec<&str> {
+        set.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn reads_type_data_labels_and_annotations() {
+        let s = secret(json!({
+            "metadata": {"name": "s", "namespace": "ns",
+                "labels": {"a": "1"}, "annotations": {"b": "2"}},
+            "type": "kubernetes.io/tls",
+            "immutable": true,
+            "data": {"tls.crt": "Y2VydA=="}
+        }));
+        let o = ObservedSecret::from_secret(&s, OURS);
+        assert_eq!(o.type_, "kubernetes.io/tls");
+        assert!(!o.is_opaque());
+        assert!(o.immutable);
+        assert_eq!(o.data["tls.crt"].expose(), b"cert");
+        assert_eq!(o.labels["a"], "1");
+        assert_eq!(o.annotations["b"], "2");
+        assert_eq!(secret_ref(&s), Some(SecretRef::new("ns", "s")));
+    }
+
+    #[test]
+    fn absent_type_means_opaque_and_absent_fields_are_empty() {
+        let o = ObservedSecret::from_secret(&secret(json!({"metadata": {"name": "s"}})), OURS);
+        assert_eq!(o.type_, "Opaque");
+        assert!(o.is_opaque());
+        assert!(!o.immutable);
+        assert!(o.data.is_empty() && o.owned_keys.is_empty() && o.labels.is_empty());
+    }
+
+    #[test]
+    fn ownership_comes_from_managed_fields() {
+        let s = secret(json!({
+            "metadata": {"name": "s", "namespace": "ns", "managedFields": [
+                entry(OURS, "Apply", &["A", "B"]),
+                entry(OURS, "Update", &["FROM_UPDATE"]),
+                entry("kubectl-edit", "Update", &["HAND"]),
+                entry("kubestash/other", "Apply", &["B", "C"]),
+                entry("kubestash/aaa", "Apply", &["C"]),
+                entry("kubestash-not-ours", "Apply", &["D"]),
+                {"manager": OURS, "operation": "Apply", "fieldsType": "FieldsV2",
+                 "fieldsV1": {"f:data": {"f:WRONG_TYPE": {}}}},
+                {"manager": OURS, "operation": "Apply", "fieldsType": "FieldsV1",
+                 "fieldsV1": {"f:data": "not an object"}},
+                {"operation": "Apply", "fieldsV1": {"f:data": {"f:NO_MANAGER": {}}}},
+                {"manager": OURS, "operation": "Apply",
+                 "fieldsV1": {"f:data": {"f:E": {}, ".": {}}}},
+            ]},
+            "data": {"A": "YQ==", "B": "Yg==", "C": "Yw==", "HAND": "aA=="}
+        }));
+        let o = ObservedSecret::from_secret(&s, OURS);
+        assert_eq!(names(&o.owned_keys), vec!["A", "B", "E"]);
+        assert_eq!(
+            o.other_kubestash_owners,
+            BTreeMap::from([
+                ("B".to_owned(), "kubestash/other".to_owned()),
+                ("C".to_owned(), "kubestash/aaa".to_owned()),
+            ])
+        );
+    }
+
+    #[test]
+    fn observe_all_keys_by_reference_and_skips_unnamed() {
+        let secrets = [
+            secret(json!({"metadata": {"name": "a", "namespace": "ns"}})),
+            secret(json!({"metadata": {"name": "b"}})),
+            secret(json!({"metadata": {"name": "c", "namespace": "other"}})),
+        ];
+        let all = observe_all(&secrets, OURS);
+        assert_eq!(
+            all.keys().cloned().collect::<Vec<_>>(),
+            vec![SecretRef::new("ns", "a"), SecretRef::new("other", "c")]
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_value() {
+        let s = secret(json!({"metadata": {"name": "s"}, "data": {"K": "aHVudGVyMi1zM2NyM3Q="}}));
+        let printed = format!("{:?}", ObservedSecret::from_secret(&s, OURS));
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("aHVudGVy"),
+            "{printed}"
+        );
+        assert!(printed.contains("\"K\""));
+    }
+}

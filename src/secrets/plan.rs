@@ -1,0 +1,1330 @@
+//! Desired + observed -> what to write. Pure.
+//!
+//! Per key (in the change scope), with `live` the current value, `owned`
+//! whether our manager owns it (by server-side apply) and `other` another
+//! `kubestash/*` manager owning it:
+//!
+//! | desired        | situation                      | change            | in apply body |
+//! |----------------|--------------------------------|-------------------|---------------|
+//! | any / none     | `other` and (desired or owned) | Keep(OwnedByOther)| live if owned |
+//! | value          | live == value                  | Unchanged         | value         |
+//! | value          | no live value                  | Add               | value         |
+//! | value          | live differs (even by hand)    | Change            | value         |
+//! | failed         |                                | Keep(Failed)      | live if owned |
+//! | conflict       |                                | Keep(Conflict)    | live if owned |
+//! | none           | owned, prune and complete read | Remove            | -             |
+//! | none           | owned, otherwise               | Keep(NotPruned)   | live          |
+//! | none           | not owned (hand key)           | not listed        | -             |
+//!
+//! Keys outside the change scope are not listed and, when owned, carried in
+//! the body with their live value. The body lists every key our manager
+//! should keep owning, because server-side apply deletes owned fields that a
+//! body omits.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+use base64::Engine as _;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
+
+use super::observed::ObservedSecret;
+use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OPAQUE, SOURCE_ANNOTATION, SYNCED_AT_ANNOTATION};
+use crate::mapping::{parse_name, DesiredKey, DesiredSecret, KeyRef, ParsedName, SecretRef};
+use crate::value::SecretValue;
+
+/// Which keys a sync may change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeScope {
+    /// A full sync: every key of every planned Secret.
+    Full,
+    /// An incremental sync: only these keys; every other key is carried as
+    /// it is.
+    Names(BTreeSet<KeyRef>),
+}
+
+impl ChangeScope {
+    /// The scope of the credstash names touched by a change. Names that do
+    /// not map to a key (ignored or invalid) are left out.
+    pub fn from_names<'a, I>(names: I) -> Self
+    where
+        I: IntoIterator<Item = &'a str>,
+    {
+        ChangeScope::Names(
+            names
+                .into_iter()
+                .filter_map(|name| match parse_name(name) {
+                    ParsedName::Key(key) => Some(key),
+                    _ => None,
+                })
+                .collect(),
+        )
+    }
+
+    /// Whether `key` of `secret` may change.
+    pub fn includes(&self, secret: &SecretRef, key: &str) -> bool {
+        match self {
+            ChangeScope::Full => true,
+            ChangeScope::Names(keys) => keys
+                .range(key_range_start(secret)..)
+                .take_while(|k| &k.secret == secret)
+                .any(|k| k.key == key),
+        }
+    }
+
+    /// Whether any key of `secret` may change.
+    pub fn touches(&self, secret: &SecretRef) -> bool {
+        match self {
+            ChangeScope::Full => true,
+            ChangeScope::Names(keys) => keys
+                .range(key_range_start(secret)..)
+                .next()
+                .is_some_and(|k| &k.secret == secret),
+        }
+    }
+}
+
+/// The smallest [`KeyRef`] of `secret` (keys sort after the empty string).
+fn key_range_start(secret: &SecretRef) -> KeyRef {
+    KeyRef {
+        secret: secret.clone(),
+        key: String::new(),
+    }
+}
+
+/// How to plan.
+#[derive(Debug, Clone)]
+pub struct PlanOptions {
+    /// Our field manager, `kubestash/<CredstashSync name>`.
+    pub manager: String,
+    /// Value of the `kubestash.io/source` annotation (`<name>/<table>`).
+    pub source: String,
+    /// `spec.prune`: remove keys that vanished from the table.
+    pub prune: bool,
+    /// The read behind the desired state was complete and error-free.
+    /// Nothing is pruned otherwise.
+    pub read_complete: bool,
+    /// The timestamp for `kubestash.io/synced-at` when data changes.
+    pub now: DateTime<Utc>,
+    /// Which keys may change.
+    pub scope: ChangeScope,
+    /// Namespaces never written (Secrets there are skipped).
+    pub excluded_namespaces: BTreeSet<String>,
+}
+
+impl PlanOptions {
+    /// Whether vanished keys are removed.
+    fn prunes(&self) -> bool {
+        self.prune && self.read_complete
+    }
+}
+
+/// Why a key we would otherwise write or remove is left as it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeepReason {
+    /// The item failed to open: the last good value stays.
+    Failed,
+    /// Several names normalise to this key.
+    Conflict,
+    /// Another CredstashSync (this manager) owns the key.
+    OwnedByOther(String),
+    /// Gone from the table, but pruning is off or the read was incomplete.
+    NotPruned,
+}
+
+impl fmt::Display for KeepReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeepReason::Failed => f.write_str("failed"),
+            KeepReason::Conflict => f.write_str("conflict"),
+            KeepReason::OwnedByOther(manager) => write!(f, "owned by {manager}"),
+            KeepReason::NotPruned => f.write_str("not pruned"),
+        }
+    }
+}
+
+/// What happens to one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyChangeKind {
+    /// New key.
+    Add,
+    /// New value (also when taking over a hand-written value).
+    Change,
+    /// Removed (prune).
+    Remove,
+    /// Left as it is, and why.
+    Keep(KeepReason),
+    /// Already has the desired value.
+    Unchanged,
+}
+
+impl KeyChangeKind {
+    /// Whether this changes the Secret's data.
+    pub fn changes_data(&self) -> bool {
+        matches!(
+            self,
+            KeyChangeKind::Add | KeyChangeKind::Change | KeyChangeKind::Remove
+        )
+    }
+}
+
+/// One key of a planned Secret (name only, never a value).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyChange {
+    /// The data key.
+    pub key: String,
+    /// What happens to it.
+    pub change: KeyChangeKind,
+}
+
+/// Why a Secret is not written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// A Secret of another type has this name.
+    NotOpaque(String),
+    /// The Secret is immutable and its data would change.
+    Immutable,
+    /// The Secret does not exist and no key can be written (all failed or
+    /// conflicting): no empty Secret is created.
+    NothingToWrite,
+    /// The namespace is excluded.
+    ExcludedNamespace,
+}
+
+impl fmt::Display for SkipReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SkipReason::NotOpaque(kind) => write!(f, "not Opaque ({kind})"),
+            SkipReason::Immutable => f.write_str("immutable"),
+            SkipReason::NothingToWrite => f.write_str("no key to write"),
+            SkipReason::ExcludedNamespace => f.write_str("excluded namespace"),
+        }
+    }
+}
+
+/// What happens to one Secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SecretAction {
+    /// The Secret does not exist: apply creates it.
+    Create,
+    /// Apply changes it.
+    Update,
+    /// Nothing to write.
+    Unchanged,
+    /// Left alone, and why.
+    Skip(SkipReason),
+}
+
+/// What the caller sends with server-side apply
+/// (`PatchParams::apply(field_manager).force()`). `Debug` is redacted; the
+/// body from [`ApplySecret::to_apply_body`] holds the values and must never
+/// be logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApplySecret {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+    /// The field manager to apply as.
+    pub field_manager: String,
+    /// Every key our manager should own after the apply.
+    pub data: BTreeMap<String, SecretValue>,
+    /// Labels we own.
+    pub labels: BTreeMap<String, String>,
+    /// Annotations we own.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl ApplySecret {
+    /// The Secret type written (always `Opaque`).
+    pub fn secret_type(&self) -> &'static str {
+        OPAQUE
+    }
+
+    /// The server-side apply body: a v1 Secret with base64 data. Holds values.
+    pub fn to_apply_body(&self) -> serde_json::Value {
+        let engine = base64::engine::general_purpose::STANDARD;
+        let data: serde_json::Map<String, serde_json::Value> = self
+            .data
+            .iter()
+            .map(|(key, value)| (key.clone(), json!(engine.encode(value.expose()))))
+            .collect();
+        json!({
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {
+                "name": self.name,
+                "namespace": self.namespace,
+                "labels": self.labels,
+                "annotations": self.annotations,
+            },
+            "type": OPAQUE,
+            "data": data,
+        })
+    }
+}
+
+/// The plan for one Secret. Printable (key names only).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretPlan {
+    /// The Secret.
+    pub secret: SecretRef,
+    /// What happens to it.
+    pub action: SecretAction,
+    /// Keys in the change scope that we write, keep or remove, sorted.
+    /// Hand-added keys we do not touch are not listed.
+    pub keys: Vec<KeyChange>,
+    /// What to apply, for Create and Update only.
+    pub apply: Option<ApplySecret>,
+}
+
+impl SecretPlan {
+    /// One line for status, events and logs, e.g.
+    /// `create test/mysecret (keys: A, B)` or
+    /// `update ns/s (add: A; change: B; remove: C; keep: D (failed))`.
+    pub fn summary(&self) -> String {
+        let (verb, reason) = match &self.action {
+            SecretAction::Create => ("create", String::new()),
+            SecretAction::Update => ("update", String::new()),
+            SecretAction::Unchanged => ("unchanged", String::new()),
+            SecretAction::Skip(reason) => ("skip", format!(": {reason}")),
+        };
+        let groups = self.key_groups();
+        let details = if groups.is_empty() && self.action == SecretAction::Update {
+            " (labels and annotations)".to_owned()
+        } else if groups.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", groups.join("; "))
+        };
+        format!("{verb} {}{reason}{details}", self.secret)
+    }
+
+    /// `label: KEY, KEY` groups of the listed keys (unchanged keys are not
+    /// listed).
+    fn key_groups(&self) -> Vec<String> {
+        let add_label = if self.action == SecretAction::Create {
+            "keys"
+        } else {
+            "add"
+        };
+        let mut groups = Vec::new();
+        for (label, kind) in [
+            (add_label, KeyChangeKind::Add),
+            ("change", KeyChangeKind::Change),
+            ("remove", KeyChangeKind::Remove),
+        ] {
+            let keys: Vec<&str> = self
+                .keys
+                .iter()
+                .filter(|k| k.change == kind)
+                .map(|k| k.key.as_str())
+                .collect();
+            if !keys.is_empty() {
+                groups.push(format!("{label}: {}", keys.join(", ")));
+            }
+        }
+        let kept: Vec<String> = self
+            .keys
+            .iter()
+            .filter_map(|k| match &k.change {
+                KeyChangeKind::Keep(reason) => Some(format!("{} ({reason})", k.key)),
+                _ => None,
+            })
+            .collect();
+        if !kept.is_empty() {
+            groups.push(format!("keep: {}", kept.join(", ")));
+        }
+        groups
+    }
+
+    /// Whether this Secret is written.
+    pub fn writes(&self) -> bool {
+        self.apply.is_some()
+    }
+}
+
+impl fmt::Display for SecretPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.summary())
+    }
+}
+
+/// How many Secrets and keys a plan touches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PlanCounts {
+    /// Secrets created.
+    pub created: usize,
+    /// Secrets updated.
+    pub updated: usize,
+    /// Secrets unchanged.
+    pub unchanged: usize,
+    /// Secrets skipped.
+    pub skipped: usize,
+    /// Keys added (in written Secrets).
+    pub keys_added: usize,
+    /// Keys whose value changes (in written Secrets).
+    pub keys_changed: usize,
+    /// Keys removed (in written Secrets).
+    pub keys_removed: usize,
+    /// Keys kept because they failed to open.
+    pub keys_failed: usize,
+    /// Keys kept because of a normalisation conflict.
+    pub keys_conflicting: usize,
+    /// Keys kept because another CredstashSync owns them.
+    pub keys_owned_by_other: usize,
+    /// Keys kept because pruning is off or the read was incomplete.
+    pub keys_not_pruned: usize,
+}
+
+impl PlanCounts {
+    /// Keys added, changed or removed.
+    pub fn keys_written(&self) -> usize {
+        self.keys_added + self.keys_changed + self.keys_removed
+    }
+
+    fn add(&mut self, plan: &SecretPlan) {
+        match plan.action {
+            SecretAction::Create => self.created += 1,
+            SecretAction::Update => self.updated += 1,
+            SecretAction::Unchanged => self.unchanged += 1,
+            SecretAction::Skip(_) => self.skipped += 1,
+        }
+        for key in &plan.keys {
+            let counter = match (&key.change, plan.writes()) {
+                (KeyChangeKind::Add, true) => &mut self.keys_added,
+                (KeyChangeKind::Change, true) => &mut self.keys_changed,
+                (KeyChangeKind::Remove, true) => &mut self.keys_removed,
+                (KeyChangeKind::Keep(KeepReason::Failed), _) => &mut self.keys_failed,
+                (KeyChangeKind::Keep(KeepReason::Conflict), _) => &mut self.keys_conflicting,
+                (KeyChangeKind::Keep(KeepReason::OwnedByOther(_)), _) => {
+                    &mut self.keys_owned_by_other
+                }
+                (KeyChangeKind::Keep(KeepReason::NotPruned), _) => &mut self.keys_not_pruned,
+                _ => continue,
+            };
+            *counter += 1;
+        }
+    }
+}
+
+/// The plan of a sync: one entry per Secret considered, sorted by Secret.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Plan {
+    /// Per Secret.
+    pub secrets: Vec<SecretPlan>,
+}
+
+impl Plan {
+    /// Counts of Secrets by action and of keys by change.
+    pub fn counts(&self) -> PlanCounts {
+        let mut counts = PlanCounts::default();
+        for secret in &self.secrets {
+            counts.add(secret);
+        }
+        counts
+    }
+
+    /// One line per Secret (see [`SecretPlan::summary`]).
+    pub fn summary(&self) -> Vec<String> {
+        self.secrets.iter().map(SecretPlan::summary).collect()
+    }
+
+    /// What to apply, in order.
+    pub fn applies(&self) -> impl Iterator<Item = &ApplySecret> {
+        self.secrets.iter().filter_map(|s| s.apply.as_ref())
+    }
+
+    /// Keys another CredstashSync owns, as `namespace/name:KEY owned by manager`.
+    pub fn ownership_conflicts(&self) -> Vec<String> {
+        self.secrets
+            .iter()
+            .flat_map(|plan| {
+                plan.keys.iter().filter_map(move |k| match &k.change {
+                    KeyChangeKind::Keep(KeepReason::OwnedByOther(manager)) => {
+                        Some(format!("{}:{} owned by {manager}", plan.secret, k.key))
+                    }
+                    _ => None,
+                })
+            })
+            .collect()
+    }
+}
+
+impl fmt::Display for Plan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, secret) in self.secrets.iter().enumerate() {
+            if i > 0 {
+                f.write_str("\n")?;
+            }
+            write!(f, "{secret}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Plans every desired Secret and every observed Secret where our manager
+/// owns keys (those may need pruning), limited to Secrets the change scope
+/// touches. `observed` holds the live Secrets by reference; a missing entry
+/// means the Secret does not exist.
+pub fn plan(
+    desired: &BTreeMap<SecretRef, DesiredSecret>,
+    observed: &BTreeMap<SecretRef, ObservedSecret>,
+    options: &PlanOptions,
+) -> Plan {
+    let managed = observed
+        .iter()
+        .filter(|(secret, live)| !live.owned_keys.is_empty() && options.scope.touches(secret))
+        .map(|(secret, _)| secret);
+    let candidates: BTreeSet<&SecretRef> = desired.keys().chain(managed).collect();
+    Plan {
+        secrets: candidates
+            .into_iter()
+            .filter_map(|secret| {
+                plan_secret(secret, desired.get(secret), observed.get(secret), options)
+            })
+            .collect(),
+    }
+}
+
+/// Plans one Secret; `None` when there is nothing to consider (neither
+/// desired nor observed).
+pub fn plan_secret(
+    secret: &SecretRef,
+    desired: Option<&DesiredSecret>,
+    observed: Option<&ObservedSecret>,
+    options: &PlanOptions,
+) -> Option<SecretPlan> {
+    if desired.is_none() && observed.is_none() {
+        return None;
+    }
+    let (keys, data) = plan_keys(secret, desired, observed, options);
+    let data_changed = keys.iter().any(|k| k.change.changes_data());
+    let action = decide(options, secret, observed, &data, data_changed);
+    let apply =
+        matches!(action, SecretAction::Create | SecretAction::Update).then(|| ApplySecret {
+            namespace: secret.namespace.clone(),
+            name: secret.name.clone(),
+            field_manager: options.manager.clone(),
+            labels: BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())]),
+            annotations: annotations(options, observed, data_changed),
+            data,
+        });
+    Some(SecretPlan {
+        secret: secret.clone(),
+        action,
+        keys,
+        apply,
+    })
+}
+
+/// The Secret's action from its key changes and live state.
+fn decide(
+    options: &PlanOptions,
+    secret: &SecretRef,
+    observed: Option<&ObservedSecret>,
+    data: &BTreeMap<String, SecretValue>,
+    data_changed: bool,
+) -> SecretAction {
+    if options.excluded_namespaces.contains(&secret.namespace) {
+        return SecretAction::Skip(SkipReason::ExcludedNamespace);
+    }
+    let Some(live) = observed else {
+        return if data.is_empty() {
+            SecretAction::Skip(SkipReason::NothingToWrite)
+        } else {
+            SecretAction::Create
+        };
+    };
+    if !live.is_opaque() {
+        SecretAction::Skip(SkipReason::NotOpaque(live.type_.clone()))
+    } else if data_changed && live.immutable {
+        SecretAction::Skip(SkipReason::Immutable)
+    } else if data_changed || (!data.is_empty() && lacks_our_metadata(live)) {
+        SecretAction::Update
+    } else {
+        SecretAction::Unchanged
+    }
+}
+
+/// Whether a Secret lacks our label or source annotation (e.g. adopted).
+/// A source annotation of another CredstashSync counts as present, so two
+/// CredstashSyncs sharing a Secret do not rewrite it back and forth.
+fn lacks_our_metadata(live: &ObservedSecret) -> bool {
+    live.labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY_VALUE)
+        || !live.annotations.contains_key(SOURCE_ANNOTATION)
+}
+
+/// Our annotations: `synced-at` is `now` when the data changes (or there is
+/// none yet), else the live one, so a metadata-only update keeps it.
+fn annotations(
+    options: &PlanOptions,
+    observed: Option<&ObservedSecret>,
+    data_changed: bool,
+) -> BTreeMap<String, String> {
+    let live_synced_at = observed.and_then(|live| live.annotations.get(SYNCED_AT_ANNOTATION));
+    let synced_at = match live_synced_at {
+        Some(at) if !data_changed => at.clone(),
+        _ => options.now.to_rfc3339_opts(SecondsFormat::Secs, true),
+    };
+    BTreeMap::from([
+        (SOURCE_ANNOTATION.to_owned(), options.source.clone()),
+        (SYNCED_AT_ANNOTATION.to_owned(), synced_at),
+    ])
+}
+
+/// The listed key changes and the apply body's data.
+fn plan_keys(
+    secret: &SecretRef,
+    desired: Option<&DesiredSecret>,
+    observed: Option<&ObservedSecret>,
+    options: &PlanOptions,
+) -> (Vec<KeyChange>, BTreeMap<String, SecretValue>) {
+    let no_keys = BTreeMap::new();
+    let desired_keys = desired.map_or(&no_keys, |d| &d.keys);
+    let owned = observed.map(owned_live_keys).unwrap_or_default();
+    let all_keys: BTreeSet<&str> = desired_keys
+        .keys()
+        .map(String::as_str)
+        .chain(owned.iter().copied())
+        .collect();
+    let mut changes = Vec::new();
+    let mut data = BTreeMap::new();
+    for key in all_keys {
+        let input = KeyInput {
+            desired: desired_keys.get(key),
+            live: observed.and_then(|o| o.data.get(key)),
+            owned: owned.contains(key),
+            other: observed.and_then(|o| o.other_kubestash_owners.get(key)),
+        };
+        let (change, body) = if options.scope.includes(secret, key) {
+            plan_key(&input, options.prunes())
+        } else {
+            (None, input.owned.then_some(input.live).flatten())
+        };
+        if let Some(change) = change {
+            changes.push(KeyChange {
+                key: key.to_owned(),
+                change,
+            });
+        }
+        if let Some(value) = body {
+            data.insert(key.to_owned(), value.clone());
+        }
+    }
+    (changes, data)
+}
+
+/// Keys our manager owns that the Secret actually has.
+fn owned_live_keys(live: &ObservedSecret) -> BTreeSet<&str> {
+    live.owned_keys
+        .iter()
+        .filter(|key| live.data.contains_key(*key))
+        .map(String::as_str)
+        .collect()
+}
+
+/// What is known about one key.
+struct KeyInput<'a> {
+    desired: Option<&'a DesiredKey>,
+    live: Option<&'a SecretValue>,
+    /// Our manager owns it and the Secret has it.
+    owned: bool,
+    other: Option<&'a String>,
+}
+
+/// One in-scope key: its listed change (`None`: not ours, not listed) and
+/// the value the apply body carries for it (`None`: left out).
+fn plan_key<'a>(
+    input: &KeyInput<'a>,
+    prunes: bool,
+) -> (Option<KeyChangeKind>, Option<&'a SecretValue>) {
+    let carried = if input.owned { input.live } else { None };
+    if let Some(other) = input.other {
+        if input.desired.is_some() || input.owned {
+            let reason = KeepReason::OwnedByOther(other.clone());
+            return (Some(KeyChangeKind::Keep(reason)), carried);
+        }
+    }
+    match input.desired {
+        Some(DesiredKey::Value { value, .. }) => {
+            let change = match input.live {
+                None => KeyChangeKind::Add,
+                Some(live) if live == value => KeyChangeKind::Unchanged,
+                Some(_) => KeyChangeKind::Change,
+            };
+            (Some(change), Some(value))
+        }
+        Some(DesiredKey::Failed { .. }) => (Some(KeyChangeKind::Keep(KeepReason::Failed)), carried),
+        Some(DesiredKey::Conflict { .. }) => {
+            (Some(KeyChangeKind::Keep(KeepReason::Conflict)), carried)
+        }
+        None if input.owned && prunes => (Some(KeyChangeKind::Remove), None),
+        None if input.owned => (Some(KeyChangeKind::Keep(KeepReason::NotPruned)), carried),
+        None => (None, None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    const OURS: &str = "kubestash/prod";
+    const SOURCE: &str = "prod/credential-store";
+    const NOW: &str = "2024-05-06T07:08:09Z";
+    const BEFORE: &str = "2020-01-01T00:00:00Z";
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2024, 5, 6, 7, 8, 9)
+            .single()
+            .expect("valid time")
+    }
+
+    fn opts() -> PlanOptions {
+        PlanOptions {
+            manager: OURS.into(),
+            source: SOURCE.into(),
+            prune: false,
+            read_complete: true,
+            now: now(),
+            scope: ChangeScope::Full,
+            excluded_namespaces: BTreeSet::new(),
+        }
+    }
+
+    fn sv(text: &str) -> SecretValue {
+        SecretValue::from(text.as_bytes())
+    }
+
+    fn val(text: &str) -> DesiredKey {
+        DesiredKey::Value {
+            source: "ns/s/x".into(),
+            value: sv(text),
+        }
+    }
+
+    fn failed() -> DesiredKey {
+        DesiredKey::Failed {
+            source: "ns/s/x".into(),
+            reason: "integrity check failed".into(),
+        }
+    }
+
+    fn conflict() -> DesiredKey {
+        DesiredKey::Conflict {
+            sources: vec!["ns/s/a.b".into(), "ns/s/a-b".into()],
+        }
+    }
+
+    fn sref() -> SecretRef {
+        SecretRef::new("ns", "s")
+    }
+
+    fn desired(keys: Vec<(&str, DesiredKey)>) -> DesiredSecret {
+        DesiredSecret {
+            keys: keys.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+        }
+    }
+
+    /// A live Secret we have written before: our label and annotations.
+    fn live(data: &[(&str, &str)], owned: &[&str]) -> ObservedSecret {
+        ObservedSecret {
+            type_: OPAQUE.into(),
+            data: data.iter().map(|(k, v)| ((*k).to_owned(), sv(v))).collect(),
+            owned_keys: owned.iter().map(|k| (*k).to_owned()).collect(),
+            labels: [(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())].into(),
+            annotations: [
+                (SOURCE_ANNOTATION.to_owned(), SOURCE.to_owned()),
+                (SYNCED_AT_ANNOTATION.to_owned(), BEFORE.to_owned()),
+            ]
+            .into(),
+            ..Default::default()
+        }
+    }
+
+    /// A live Secret written by someone else (no label or annotations).
+    fn foreign(data: &[(&str, &str)]) -> ObservedSecret {
+        ObservedSecret {
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            ..live(data, &[])
+        }
+    }
+
+    fn one(
+        d: Option<DesiredSecret>,
+        o: Option<ObservedSecret>,
+        options: &PlanOptions,
+    ) -> SecretPlan {
+        plan_secret(&sref(), d.as_ref(), o.as_ref(), options).expect("a plan")
+    }
+
+    fn changes(plan: &SecretPlan) -> Vec<(&str, KeyChangeKind)> {
+        plan.keys
+            .iter()
+            .map(|k| (k.key.as_str(), k.change.clone()))
+            .collect()
+    }
+
+    /// The apply body's data as text.
+    fn body(plan: &SecretPlan) -> Vec<(String, String)> {
+        plan.apply
+            .as_ref()
+            .expect("an apply")
+            .data
+            .iter()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v.expose()).into_owned()))
+            .collect()
+    }
+
+    fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
+        items
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn synced_at(plan: &SecretPlan) -> &str {
+        plan.apply.as_ref().expect("an apply").annotations[SYNCED_AT_ANNOTATION].as_str()
+    }
+
+    use KeyChangeKind::*;
+
+    #[test]
+    fn a_missing_secret_is_created_with_label_and_annotations() {
+        let p = one(
+            Some(desired(vec![("A", val("1")), ("B", val("2"))])),
+            None,
+            &opts(),
+        );
+        assert_eq!(p.action, SecretAction::Create);
+        assert_eq!(changes(&p), vec![("A", Add), ("B", Add)]);
+        assert_eq!(body(&p), pairs(&[("A", "1"), ("B", "2")]));
+        let apply = p.apply.as_ref().expect("apply");
+        assert_eq!(apply.field_manager, OURS);
+        assert_eq!(
+            apply.labels,
+            BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), "kubestash".to_owned())])
+        );
+        assert_eq!(apply.annotations[SOURCE_ANNOTATION], SOURCE);
+        assert_eq!(synced_at(&p), NOW);
+        assert_eq!(p.summary(), "create ns/s (keys: A, B)");
+    }
+
+    #[test]
+    fn unchanged_data_writes_nothing() {
+        let p = one(
+            Some(desired(vec![("A", val("1"))])),
+            Some(live(&[("A", "1"), ("HAND", "h")], &["A"])),
+            &opts(),
+        );
+        assert_eq!(p.action, SecretAction::Unchanged);
+        assert_eq!(p.apply, None);
+        assert_eq!(changes(&p), vec![("A", Unchanged)]);
+        assert_eq!(p.summary(), "unchanged ns/s");
+    }
+
+    #[test]
+    fn synced_at_changes_only_when_data_changes() {
+        // (observed, expected action, expected synced-at)
+        let no_label = ObservedSecret {
+            labels: BTreeMap::new(),
+            ..live(&[("A", "1")], &["A"])
+        };
+        let no_source = ObservedSecret {
+            annotations: [(SYNCED_AT_ANNOTATION.to_owned(), BEFORE.to_owned())].into(),
+            ..live(&[("A", "1")], &["A"])
+        };
+        let cases = [
+            (
+                live(&[("A", "old")], &["A"]),
+                SecretAction::Update,
+                Some(NOW),
+            ),
+            (no_label, SecretAction::Update, Some(BEFORE)),
+            (no_source, SecretAction::Update, Some(BEFORE)),
+            (foreign(&[("A", "1")]), SecretAction::Update, Some(NOW)),
+            (live(&[("A", "1")], &["A"]), SecretAction::Unchanged, None),
+        ];
+        for (observed, action, at) in cases {
+            let p = one(
+                Some(desired(vec![("A", val("1"))])),
+                Some(observed),
+                &opts(),
+            );
+            assert_eq!(p.action, action);
+            assert_eq!(p.apply.as_ref().map(|_| synced_at(&p)), at);
+            if let Some(apply) = &p.apply {
+                assert_eq!(apply.annotations[SOURCE_ANNOTATION], SOURCE);
+                assert_eq!(apply.labels[MANAGED_BY_LABEL], MANAGED_BY_VALUE);
+            }
+        }
+    }
+
+    #[test]
+    fn metadata_alone_is_not_a_reason_to_write_when_nothing_is_ours() {
+        // A foreign Secret whose only desired key failed: no write at all.
+        let p = one(
+            Some(desired(vec![("A", failed())])),
+            Some(foreign(&[("A", "hand")])),
+            &opts(),
+        );
+        assert_eq!(p.action, SecretAction::Unchanged);
+        assert_eq!(p.apply, None);
+        // Another CredstashSync's source annotation is not rewritten when
+        // the data is unchanged (no back-and-forth between two syncs).
+        let mut shared = live(&[("A", "1")], &["A"]);
+        shared
+            .annotations
+            .insert(SOURCE_ANNOTATION.into(), "other/table".into());
+        let p = one(Some(desired(vec![("A", val("1"))])), Some(shared), &opts());
+        assert_eq!(p.action, SecretAction::Unchanged);
+    }
+
+    #[test]
+    fn a_table_key_replaces_a_hand_written_value_and_hand_keys_stay() {
+        let p = one(
+            Some(desired(vec![("A", val("table"))])),
+            Some(live(&[("A", "by hand"), ("HAND", "h")], &[])),
+            &opts(),
+        );
+        assert_eq!(p.action, SecretAction::Update);
+        assert_eq!(changes(&p), vec![("A", Change)]);
+        assert_eq!(body(&p), pairs(&[("A", "table")]));
+        assert_eq!(p.summary(), "update ns/s (change: A)");
+    }
+
+    #[test]
+    fn keys_of_another_credstashsync_are_never_taken_over() {
+        let mut observed = live(&[("A", "1"), ("SHARED", "theirs")], &["A"]);
+        observed
+            .other_kubestash_owners
+            .insert("SHARED".into(), "kubestash/other".into());
+        let p = one(
+            Some(desired(vec![("A", val("1")), ("SHARED", val("ours"))])),
+            Some(observed.clone()),
+            &opts(),
+        );
+        let kept = Keep(KeepReason::OwnedByOther("kubestash/other".into()));
+        assert_eq!(
+            changes(&p),
+            vec![("A", Unchanged), ("SHARED", kept.clone())]
+        );
+        assert_eq!(p.action, SecretAction::Unchanged);
+        let plan = Plan {
+            secrets: vec![p.clone()],
+        };
+        assert_eq!(
+            plan.ownership_conflicts(),
+            vec!["ns/s:SHARED owned by kubestash/other"]
+        );
+        assert_eq!(plan.counts().keys_owned_by_other, 1);
+        // Co-owned with another sync: carried as it is, never changed.
+        observed.owned_keys.insert("SHARED".into());
+        let p = one(
+            Some(desired(vec![("A", val("2")), ("SHARED", val("ours"))])),
+            Some(observed),
+            &PlanOptions {
+                prune: true,
+                ..opts()
+            },
+        );
+        assert_eq!(changes(&p), vec![("A", Change), ("SHARED", kept)]);
+        assert_eq!(body(&p), pairs(&[("A", "2"), ("SHARED", "theirs")]));
+    }
+
+    #[test]
+    fn failed_and_conflicting_keys_keep_their_last_good_value() {
+        for (state, reason) in [
+            (failed(), KeepReason::Failed),
+            (conflict(), KeepReason::Conflict),
+        ] {
+            // owned: carried with its live value so SSA does not delete it
+            let p = one(
+                Some(desired(vec![("A", state.clone()), ("B", val("new"))])),
+                Some(live(&[("A", "good"), ("B", "old")], &["A", "B"])),
+                &PlanOptions {
+                    prune: true,
+                    ..opts()
+                },
+            );
+            assert_eq!(p.action, SecretAction::Update);
+            assert_eq!(
+                changes(&p),
+                vec![("A", Keep(reason.clone())), ("B", Change)]
+            );
+            assert_eq!(body(&p), pairs(&[("A", "good"), ("B", "new")]));
+            // hand-written: left to its owner, not claimed with its old value
+            let p = one(
+                Some(desired(vec![("A", state.clone()), ("B", val("new"))])),
+                Some(live(&[("A", "hand"), ("B", "old")], &["B"])),
+                &opts(),
+            );
+            assert_eq!(body(&p), pairs(&[("B", "new")]));
+            // nothing else to write: unchanged, no write
+            let p = one(
+                Some(desired(vec![("A", state.clone())])),
+                Some(live(&[("A", "good")], &["A"])),
+                &opts(),
+            );
+            assert_eq!(p.action, SecretAction::Unchanged);
+            assert_eq!(changes(&p), vec![("A", Keep(reason.clone()))]);
+            // missing Secret with nothing writable: never an empty create
+            let p = one(Some(desired(vec![("A", state)])), None, &opts());
+            assert_eq!(p.action, SecretAction::Skip(SkipReason::NothingToWrite));
+            assert_eq!(p.apply, None);
+        }
+    }
+
+    #[test]
+    fn a_new_secret_is_created_with_the_keys_that_opened() {
+        let p = one(
+            Some(desired(vec![
+                ("A", val("1")),
+                ("B", failed()),
+                ("C", conflict()),
+            ])),
+            None,
+            &opts(),
+        );
+        assert_eq!(p.action, SecretAction::Create);
+        assert_eq!(body(&p), pairs(&[("A", "1")]));
+        assert_eq!(
+            p.summary(),
+            "create ns/s (keys: A; keep: B (failed), C (conflict))"
+        );
+    }
+
+    #[test]
+    fn vanished_keys_are_pruned_only_with_prune_and_a_complete_read() {
+        for (prune, complete, removed) in [
+            (false, true, false),
+            (false, false, false),
+            (true, false, false),
+            (true, true, true),
+        ] {
+            let options = PlanOptions {
+                prune,
+                read_complete: complete,
+                ..opts()
+            };
+            let p = one(
+                Some(desired(vec![("A", val("1"))])),
+                Some(live(
+                    &[("A", "1"), ("GONE", "g"), ("HAND", "h")],
+                    &["A", "GONE"],
+                )),
+                &options,
+            );
+            let case = format!("prune={prune} complete={complete}");
+            if removed {
+                assert_eq!(p.action, SecretAction::Update, "{case}");
+                assert_eq!(
+                    changes(&p),
+                    vec![("A", Unchanged), ("GONE", Remove)],
+                    "{case}"
+                );
+                assert_eq!(body(&p), pairs(&[("A", "1")]), "{case}");
+                assert_eq!(synced_at(&p), NOW);
+            } else {
+                assert_eq!(p.action, SecretAction::Unchanged, "{case}");
+                assert_eq!(
+                    changes(&p),
+                    vec![("A", Unchanged), ("GONE", Keep(KeepReason::NotPruned))],
+                    "{case}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn not_pruned_keys_are_carried_when_something_else_changes() {
+        let p = one(
+            Some(desired(vec![("A", val("2"))])),
+            Some(live(&[("A", "1"), ("GONE", "g")], &["A", "GONE"])),
+            &opts(),
+        );
+        assert_eq!(p.action, SecretAction::Update);
+        assert_eq!(body(&p), pairs(&[("A", "2"), ("GONE", "g")]));
+    }
+
+    #[test]
+    fn managed_secrets_gone_from_the_table() {
+        let observed = BTreeMap::from([
+            (sref(), live(&[("A", "1"), ("HAND", "h")], &["A"])),
+            // not ours: never planned
+            (SecretRef::new("ns", "foreign"), foreign(&[("A", "1")])),
+        ]);
+        let none = BTreeMap::new();
+        let kept = plan(&none, &observed, &opts());
+        assert_eq!(kept.secrets.len(), 1);
+        assert_eq!(kept.secrets[0].action, SecretAction::Unchanged);
+        assert_eq!(
+            changes(&kept.secrets[0]),
+            vec![("A", Keep(KeepReason::NotPruned))]
+        );
+        let pruned = plan(
+            &none,
+            &observed,
+            &PlanOptions {
+                prune: true,
+                ..opts()
+            },
+        );
+        let p = &pruned.secrets[0];
+        assert_eq!(p.action, SecretAction::Update);
+        assert_eq!(changes(p), vec![("A", Remove)]);
+        // only our label and annotations remain ours: SSA deletes key A
+        assert!(body(p).is_empty());
+        assert_eq!(synced_at(p), NOW);
+        assert_eq!(p.summary(), "update ns/s (remove: A)");
+    }
+
+    #[test]
+    fn incremental_scope_changes_only_touched_keys() {
+        let options = PlanOptions {
+            prune: true,
+            scope: ChangeScope::from_names(["ns/s/a", "ns/s/deleted", "other-app", "Bad/s/x"]),
+            ..opts()
+        };
+        let desired_map = BTreeMap::from([(
+            sref(),
+            // B is out of scope even though it was read and differs
+            desired(vec![("A", val("new")), ("B", val("new"))]),
+        )]);
+        let observed = BTreeMap::from([
+            (
+                sref(),
+                live(
+                    &[("A", "old"), ("B", "old"), ("C", "c"), ("DELETED", "d")],
+                    &["A", "B", "C", "DELETED"],
+                ),
+            ),
+            // managed, but untouched by the change: not planned
+            (
+                SecretRef::new("ns", "untouched"),
+                live(&[("X", "x")], &["X"]),
+            ),
+        ]);
+        let result = plan(&desired_map, &observed, &options);
+        assert_eq!(result.secrets.len(), 1);
+        let p = &result.secrets[0];
+        assert_eq!(p.action, SecretAction::Update);
+        assert_eq!(changes(p), vec![("A", Change), ("DELETED", Remove)]);
+        assert_eq!(body(p), pairs(&[("A", "new"), ("B", "old"), ("C", "c")]));
+    }
+
+    #[test]
+    fn change_scope_from_names_normalises_and_drops_foreign_names() {
+        let scope = ChangeScope::from_names(["ns/s/a.b", "plain", "ns/S/x", "ns/t/c"]);
+        assert!(scope.includes(&sref(), "A_B"));
+        assert!(!scope.includes(&sref(), "C"));
+        assert!(scope.touches(&SecretRef::new("ns", "t")));
+        assert!(!scope.touches(&SecretRef::new("ns", "u")));
+        assert!(!scope.touches(&SecretRef::new("n", "s")));
+        assert!(ChangeScope::Full.includes(&sref(), "ANY"));
+        assert_eq!(
+            scope,
+            ChangeScope::Names(
+                [
+                    KeyRef {
+                        secret: sref(),
+                        key: "A_B".into()
+                    },
+                    KeyRef {
+                        secret: SecretRef::new("ns", "t"),
+                        key: "C".into()
+                    }
+                ]
+                .into()
+            )
+        );
+    }
+
+    #[test]
+    fn only_opaque_secrets_are_written() {
+        for (type_, skipped) in [
+            ("kubernetes.io/tls", true),
+            ("kubernetes.io/dockerconfigjson", true),
+            (OPAQUE, false),
+        ] {
+            let observed = ObservedSecret {
+                type_: type_.into(),
+                ..foreign(&[("tls.crt", "c")])
+            };
+            let p = one(
+                Some(desired(vec![("A", val("1"))])),
+                Some(observed),
+                &opts(),
+            );
+            if skipped {
+                assert_eq!(
+                    p.action,
+                    SecretAction::Skip(SkipReason::NotOpaque(type_.into()))
+                );
+                assert_eq!(p.apply, None);
+                assert!(p
+                    .summary()
+                    .starts_with(&format!("skip ns/s: not Opaque ({type_})")));
+            } else {
+                assert_eq!(p.action, SecretAction::Update);
+            }
+        }
+    }
+
+    #[test]
+    fn immutable_secrets_are_skipped_when_data_would_change() {
+        let observed = ObservedSecret {
+            immutable: true,
+            ..live(&[("A", "1")], &["A"])
+        };
+        let p = one(
+            Some(desired(vec![("A", val("2"))])),
+            Some(observed.clone()),
+            &opts(),
+        );
+        assert_eq!(p.action, SecretAction::Skip(SkipReason::Immutable));
+        assert_eq!(p.apply, None);
+        let p = one(
+            Some(desired(vec![("A", val("1"))])),
+            Some(observed),
+            &opts(),
+        );
+        assert_eq!(p.action, SecretAction::Unchanged);
+    }
+
+    #[test]
+    fn excluded_namespaces_are_skipped() {
+        let observed = BTreeMap::from([(sref(), live(&[("A", "1")], &["A"]))]);
+        let options = PlanOptions {
+            prune: true,
+            excluded_namespaces: ["ns".to_owned()].into(),
+            ..opts()
+        };
+        let result = plan(&BTreeMap::new(), &observed, &options);
+        assert_eq!(
+            result.secrets[0].action,
+            SecretAction::Skip(SkipReason::ExcludedNamespace)
+        );
+        assert_eq!(result.applies().count(), 0);
+    }
+
+    #[test]
+    fn apply_body_is_an_opaque_v1_secret_with_base64_data() {
+        let p = one(
+            Some(desired(vec![("A", val("hello")), ("EMPTY", val(""))])),
+            None,
+            &opts(),
+        );
+        let body = p.apply.as_ref().expect("apply").to_apply_body();
+        assert_eq!(
+            body,
+            json!({
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "metadata": {
+                    "name": "s",
+                    "namespace": "ns",
+                    "labels": {"app.kubernetes.io/managed-by": "kubestash"},
+                    "annotations": {
+                        "kubestash.io/source": SOURCE,
+                        "kubestash.io/synced-at": NOW,
+                    },
+                },
+                "type": "Opaque",
+                "data": {"A": "aGVsbG8=", "EMPTY": ""},
+            })
+        );
+    }
+
+    #[test]
+    fn counts_and_summary_lines() {
+        let desired_map = BTreeMap::from([
+            (
+                SecretRef::new("ns", "new"),
+                desired(vec![("A", val("1")), ("B", failed())]),
+            ),
+            (SecretRef::new("ns", "same"), desired(vec![("A", val("1"))])),
+            (
+                SecretRef::new("ns", "upd"),
+                desired(vec![("A", val("2")), ("C", conflict())]),
+            ),
+            (SecretRef::new("ns", "tls"), desired(vec![("A", val("1"))])),
+        ]);
+        let observed = BTreeMap::from([
+            (SecretRef::new("ns", "same"), live(&[("A", "1")], &["A"])),
+            (
+                SecretRef::new("ns", "upd"),
+                live(&[("A", "1"), ("GONE", "g")], &["A", "GONE"]),
+            ),
+            (
+                SecretRef::new("ns", "tls"),
+                ObservedSecret {
+                    type_: "kubernetes.io/tls".into(),
+                    ..foreign(&[])
+                },
+            ),
+        ]);
+        let result = plan(&desired_map, &observed, &opts());
+        assert_eq!(
+            result.counts(),
+            PlanCounts {
+                created: 1,
+                updated: 1,
+                unchanged: 1,
+                skipped: 1,
+                keys_added: 1,
+                keys_changed: 1,
+                keys_removed: 0,
+                keys_failed: 1,
+                keys_conflicting: 1,
+                keys_owned_by_other: 0,
+                keys_not_pruned: 1,
+            }
+        );
+        assert_eq!(result.counts().keys_written(), 2);
+        assert_eq!(
+            result.summary(),
+            vec![
+                "create ns/new (keys: A; keep: B (failed))",
+                "unchanged ns/same",
+                "skip ns/tls: not Opaque (kubernetes.io/tls) (add: A)",
+                "update ns/upd (change: A; keep: C (conflict), GONE (not pruned))",
+            ]
+        );
+        assert_eq!(result.to_string(), result.summary().join("\n"));
+    }
+
+    #[test]
+    fn no_value_in_any_printed_plan() {
+        const SECRET: &str = "hunter2-Sup3rSecret";
+        const OLD: &str = "0ld-hunter2-value";
+        let desired_map = BTreeMap::from([
+            (sref(), desired(vec![("A", val(SECRET)), ("B", failed())])),
+            (
+                SecretRef::new("ns", "new"),
+                desired(vec![("A", val(SECRET))]),
+            ),
+        ]);
+        let observed = BTreeMap::from([(sref(), live(&[("A", OLD), ("B", OLD)], &["A", "B"]))]);
+        let result = plan(&desired_map, &observed, &opts());
+        assert_eq!(result.applies().count(), 2);
+        let engine = base64::engine::general_purpose::STANDARD;
+        let printed = format!(
+            "{result}\n{result:?}\n{result:#?}\n{:?}\n{:?}",
+            result.summary(),
+            result.counts()
+        );
+        for needle in [
+            SECRET,
+            OLD,
+            "hunter2",
+            &engine.encode(SECRET),
+            &engine.encode(OLD),
+        ] {
+            assert!(!printed.contains(needle), "{needle} in {printed}");
+        }
+        assert!(printed.contains("update ns/s (change: A; keep: B (failed))"));
+    }
+}
