@@ -563,8 +563,11 @@ mod tests {
         SecretValue::from(text.as_bytes())
     }
 
+    /// A test entry: a name and `Ok(value)` or `Err(reason)`.
+    type Entry<'a> = (&'a str, Result<&'a str, &'a str>);
+
     /// Maps `(name, Ok(value) | Err(reason))` entries.
-    fn map(entries: &[(&str, Result<&str, &str>)], scope: &MappingScope) -> DesiredState {
+    fn map(entries: &[Entry<'_>], scope: &MappingScope) -> DesiredState {
         let values: Vec<(&str, Result<SecretValue, &str>)> = entries
             .iter()
             .map(|(name, v)| (*name, v.map(value)))
@@ -750,7 +753,7 @@ mod tests {
 
     #[test]
     fn names_normalising_to_one_key_conflict_and_write_nothing() {
-        let cases: Vec<(Vec<(&str, Result<&str, &str>)>, &str, Vec<&str>)> = vec![
+        let cases: Vec<(Vec<Entry>, &str, Vec<&str>)> = vec![
             (
                 vec![("ns/s/a.b", Ok("1")), ("ns/s/a-b", Ok("2"))],
                 "A_B",
