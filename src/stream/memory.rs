@@ -201,6 +201,31 @@ impl MemoryStreamSource {
         Some(sequence_number)
     }
 
+    /// Writes a record for `name` to the open shard `shard_id` of `table`'s
+    /// stream; `None` when there is no such open shard.
+    pub fn write_to_shard(
+        &self,
+        table: &str,
+        shard_id: &str,
+        event: EventKind,
+        name: &str,
+    ) -> Option<String> {
+        let mut inner = self.lock();
+        let arn = inner.live_arn(table)?;
+        let sequence_number = format!("{:021}", inner.next_id());
+        let shard = inner.shard_mut(&arn, shard_id)?;
+        if shard.ending_sequence_number.is_some() {
+            return None;
+        }
+        shard.records.push(StreamRecord {
+            sequence_number: sequence_number.clone(),
+            event,
+            name: Some(name.to_owned()),
+            created: Some(Utc::now()),
+        });
+        Some(sequence_number)
+    }
+
     /// An `INSERT` record for `name` (a `credstash put`).
     pub fn put(&self, table: &str, name: &str) -> Option<String> {
         self.write(table, EventKind::Insert, name)

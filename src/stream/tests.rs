@@ -257,6 +257,52 @@ async fn a_child_is_read_only_after_its_parent_is_drained() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_listed_child_waits_while_its_parent_still_has_records() {
+    let mut running = start(2).await;
+    running.source.set_records_per_call(1);
+    let shards = running.source.open_shards(TABLE);
+    let (quick, slow) = (&shards[0], &shards[1]);
+    let on = |shard: &str, name: &str| {
+        running
+            .source
+            .write_to_shard(TABLE, shard, EventKind::Insert, name)
+            .expect("open shard")
+    };
+    on(quick, "quick/s/A");
+    let slow_names: Vec<String> = (0..6).map(|i| format!("slow/s/K{i}")).collect();
+    for name in &slow_names {
+        on(slow, name);
+    }
+    // Both close; the quick one drains first, and the listing that finds its
+    // child also lists the slow one's child.
+    let children = running.source.rollover(TABLE, 1);
+    let (quick_child, slow_child) = (&children[0], &children[1]);
+    on(quick_child, "quick/child/B");
+    on(slow_child, "slow/child/C");
+    let mut expected: Vec<&str> = vec!["quick/s/A", "quick/child/B", "slow/child/C"];
+    expected.extend(slow_names.iter().map(String::as_str));
+    let batches = running.changes_until(&expected).await;
+    let order: Vec<String> = batches.iter().flat_map(|b| b.names.clone()).collect();
+    let position = |name: &str| order.iter().position(|n| n == name).expect("received");
+    assert!(
+        position("quick/child/B") < position("slow/s/K5"),
+        "{order:?}"
+    );
+    assert!(
+        position("slow/child/C") > position("slow/s/K5"),
+        "{order:?}"
+    );
+
+    let calls = running.source.calls();
+    let slow_done = last(&calls, on_shard(slow)).expect("slow read");
+    let slow_child_first = first(&calls, on_shard(slow_child)).expect("child read");
+    assert!(
+        slow_done < slow_child_first,
+        "child read before its parent was drained"
+    );
+}
+
+#[tokio::test(start_paused = true)]
 async fn children_are_found_through_a_paginated_describe_stream() {
     let mut running = start(3).await;
     running.source.set_describe_page_size(1);
@@ -364,6 +410,11 @@ async fn trimmed_data_reopens_at_latest_then_reports_a_gap() {
     running.changes_until(&["ns/s/KEPT"]).await;
     running.put("ns/s/LOST");
     running.source.trim(TABLE);
+    // The first re-open attempt fails: the gap must still wait for LATEST.
+    running.source.fail_next(
+        Operation::DescribeStream,
+        StreamError::Other("internal error".into()),
+    );
     let latest_before = latest_iterators(&running.source);
     match running.next().await {
         StreamEvent::Gap { reason } => assert!(reason.contains("trimmed"), "{reason}"),
