@@ -35,6 +35,31 @@ pub enum Command {
     Getall(GetallArgs),
     /// Print the CredstashSync CustomResourceDefinition as YAML.
     Crd,
+    /// Run the operator: reconcile CredstashSyncs into Secrets.
+    Run(RunArgs),
+}
+
+/// `kubestash run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address serving /metrics, /healthz and /readyz.
+    #[arg(long, env = "KUBESTASH_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: std::net::SocketAddr,
+    /// Log format (verbosity comes from RUST_LOG, default info).
+    #[arg(long, env = "KUBESTASH_LOG_FORMAT", value_enum, default_value_t = crate::telemetry::LogFormat::Text)]
+    pub log_format: crate::telemetry::LogFormat,
+    /// The operator's own namespace, never written (from the downward API).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "")]
+    pub namespace: String,
+    /// The pod's name, reported in events.
+    #[arg(long, env = "POD_NAME")]
+    pub instance: Option<String>,
+    /// Parallel Scan segments for full reads.
+    #[arg(long, default_value_t = ReaderOptions::default().scan_segments)]
+    pub scan_segments: u32,
+    /// KMS Decrypt calls in flight at once, per CredstashSync.
+    #[arg(long, default_value_t = ReaderOptions::default().decrypt_concurrency)]
+    pub decrypt_concurrency: usize,
 }
 
 /// Where the table is, as credstash's flags say it.
@@ -135,8 +160,28 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Get(args) => get(&args).await,
         Command::Getall(args) => getall(&args).await,
         Command::Crd => print_crd(),
+        Command::Run(args) => run_operator(args).await,
     };
     ExitCode::from(code)
+}
+
+async fn run_operator(args: RunArgs) -> u8 {
+    crate::telemetry::init(args.log_format, "info");
+    let settings = crate::controller::Settings {
+        operator_namespace: args.namespace,
+        instance: args.instance,
+        reader: ReaderOptions {
+            scan_segments: args.scan_segments,
+            decrypt_concurrency: args.decrypt_concurrency,
+        },
+    };
+    match crate::operator::run(args.listen, settings, crate::operator::shutdown_signal()).await {
+        Ok(()) => EXIT_OK,
+        Err(err) => {
+            tracing::error!(error = %err, "kubestash stopped");
+            EXIT_TABLE_FAILED
+        }
+    }
 }
 
 fn print_crd() -> u8 {

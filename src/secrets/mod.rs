@@ -5,6 +5,7 @@
 //! (`kubestash/<name>`), `force = true`, and a body that lists every key the
 //! manager should still own (SSA removes owned fields a body omits).
 
+pub mod apply;
 pub mod observed;
 pub mod plan;
 

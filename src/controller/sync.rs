@@ -1,0 +1,235 @@
+//! One full sync: read the table, map it to desired Secrets, plan against
+//! what the cluster has, apply (unless dry run), and describe the outcome.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Instant;
+
+use chrono::Utc;
+use kube::runtime::reflector::ObjectRef;
+
+use super::report::SyncOutcome;
+use super::Context;
+use crate::crd::{KeyCounts, SecretCounts, ValidSpec};
+use crate::credstash::{ReadStats, TableRead, TableReader};
+use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
+use crate::metrics::SecretOperation;
+use crate::secrets::apply::{self, WriteResult};
+use crate::secrets::{self, ChangeScope, ObservedSecret, Plan, PlanOptions, SecretAction};
+
+/// Runs one full sync of CredstashSync `name` and says what happened.
+pub(super) async fn full_sync(
+    ctx: &Context,
+    name: &str,
+    spec: &ValidSpec,
+    reader: &TableReader,
+) -> SyncOutcome {
+    let read = read_table(ctx, name, reader).await;
+    if let Some(error) = &read.error {
+        return SyncOutcome {
+            dry_run: spec.dry_run,
+            table_error: Some(error.to_string()),
+            ..Default::default()
+        };
+    }
+    let reasons: BTreeMap<&str, String> = read
+        .failures()
+        .map(|(entry, error)| (entry.id.name.as_str(), error.to_string()))
+        .collect();
+    let entries = read.entries.iter().map(|(item, entry)| {
+        let value = match &entry.value {
+            Ok(value) => TableValue::Value(value),
+            Err(_) => TableValue::Failed(
+                reasons
+                    .get(item.as_str())
+                    .map(String::as_str)
+                    .unwrap_or("unreadable"),
+            ),
+        };
+        (item.as_str(), value)
+    });
+    let scope = MappingScope {
+        excluded: spec.excluded_namespaces.clone(),
+        existing_namespaces: Some(ctx.existing_namespaces()),
+    };
+    let desired = mapping::map_table(entries, &scope);
+    ctx.with_worker(name, |w| {
+        w.waiting_namespaces = desired
+            .report
+            .waiting_for_namespace
+            .keys()
+            .cloned()
+            .collect()
+    });
+
+    let manager = secrets::field_manager(name);
+    let observed = match observe(ctx, &desired, &manager).await {
+        Ok(observed) => observed,
+        Err(error) => {
+            return SyncOutcome {
+                dry_run: spec.dry_run,
+                table_error: Some(error),
+                ..Default::default()
+            }
+        }
+    };
+    let options = PlanOptions {
+        manager,
+        source: secrets::source_annotation(name, &spec.table),
+        prune: spec.prune,
+        read_complete: read.complete && reasons.is_empty() && read.unnamed_failures.is_empty(),
+        now: Utc::now(),
+        scope: ChangeScope::Full,
+        excluded_namespaces: spec.excluded_namespaces.clone(),
+    };
+    let plan = secrets::plan(&desired.secrets, &observed, &options);
+    let writes = if spec.dry_run {
+        Vec::new()
+    } else {
+        apply::apply_all(&ctx.client, &plan.secrets).await
+    };
+    for write in writes.iter().filter(|w| w.result.is_ok()) {
+        let operation = if write.action == SecretAction::Create {
+            SecretOperation::Create
+        } else {
+            SecretOperation::Update
+        };
+        ctx.metrics.record_secret_write(name, operation);
+    }
+    describe(spec.dry_run, &desired, &plan, &writes)
+}
+
+async fn read_table(ctx: &Context, name: &str, reader: &TableReader) -> TableRead {
+    let before = reader.stats();
+    let started = Instant::now();
+    let read = reader.read_all().await;
+    ctx.metrics.observe_table_read(name, started.elapsed());
+    record_kms_calls(ctx, before, reader.stats(), &read);
+    read
+}
+
+fn record_kms_calls(ctx: &Context, before: ReadStats, after: ReadStats, read: &TableRead) {
+    let kms_failures = read
+        .failures()
+        .filter(|(_, e)| matches!(e, crate::credstash::ItemError::Kms(_)))
+        .map(|(_, e)| e.reason())
+        .collect::<Vec<_>>();
+    let calls = after
+        .kms_decrypt_calls
+        .saturating_sub(before.kms_decrypt_calls);
+    for _ in 0..calls.saturating_sub(kms_failures.len() as u64) {
+        ctx.metrics.record_kms_decrypt(Ok(()));
+    }
+    for reason in kms_failures {
+        ctx.metrics.record_kms_decrypt(Err(reason));
+    }
+    for _ in 0..after.kms_cache_hits.saturating_sub(before.kms_cache_hits) {
+        ctx.metrics.kms_cache_hit();
+    }
+}
+
+/// The live state of every Secret the plan may touch: the desired ones and
+/// those where we own keys. The managed-Secret cache answers for Secrets
+/// kubestash wrote; only the others cost a GET.
+async fn observe(
+    ctx: &Context,
+    desired: &DesiredState,
+    manager: &str,
+) -> Result<BTreeMap<SecretRef, ObservedSecret>, String> {
+    let cached = ctx.managed_secrets.state();
+    let mut observed = secrets::observe_all(cached.iter().map(|s| s.as_ref()), manager);
+    observed
+        .retain(|secret, live| !live.owned_keys.is_empty() || desired.secrets.contains_key(secret));
+    let missing: Vec<SecretRef> = desired
+        .secrets
+        .keys()
+        .filter(|secret| {
+            let key = ObjectRef::new(&secret.name).within(&secret.namespace);
+            ctx.managed_secrets.get(&key).is_none()
+        })
+        .cloned()
+        .collect();
+    let fetched = apply::fetch_secrets(&ctx.client, missing).await?;
+    observed.extend(secrets::observe_all(fetched.iter(), manager));
+    Ok(observed)
+}
+
+/// Turns the mapping report, the plan and the write results into an outcome.
+fn describe(
+    dry_run: bool,
+    desired: &DesiredState,
+    plan: &Plan,
+    writes: &[WriteResult],
+) -> SyncOutcome {
+    let report = &desired.report;
+    let counts = plan.counts();
+    let failed_writes: BTreeSet<&SecretRef> = writes
+        .iter()
+        .filter(|w| w.result.is_err())
+        .map(|w| &w.secret)
+        .collect();
+    let done = |action: SecretAction| -> Vec<String> {
+        plan.secrets
+            .iter()
+            .filter(|p| p.action == action && !failed_writes.contains(&p.secret))
+            .map(|p| p.secret.to_string())
+            .collect()
+    };
+    let mut conflicts: Vec<String> = report.conflicts.iter().map(ToString::to_string).collect();
+    conflicts.extend(plan.ownership_conflicts());
+    let secrets = SecretCounts {
+        created: counts.created as i64,
+        updated: counts.updated as i64,
+        unchanged: counts.unchanged as i64,
+        skipped: counts.skipped as i64,
+        managed: plan
+            .secrets
+            .iter()
+            .filter(|p| !matches!(p.action, SecretAction::Skip(_)))
+            .count() as i64,
+    };
+    let keys = KeyCounts {
+        total: report.total as i64,
+        invalid: report.invalid.len() as i64,
+        failed: report.failed.len() as i64,
+        conflicting: (report.conflicting_names() + counts.keys_owned_by_other) as i64,
+        waiting_for_namespace: report.waiting() as i64,
+        excluded: report.excluded as i64,
+    };
+    SyncOutcome {
+        dry_run,
+        secrets,
+        keys,
+        key_failures: report.failed.iter().map(ToString::to_string).collect(),
+        conflicts,
+        invalid_names: report.invalid.iter().map(ToString::to_string).collect(),
+        write_failures: writes
+            .iter()
+            .filter_map(|w| {
+                w.result
+                    .as_ref()
+                    .err()
+                    .map(|e| format!("{}: {e}", w.secret))
+            })
+            .collect(),
+        skipped: plan
+            .secrets
+            .iter()
+            .filter_map(|p| match &p.action {
+                SecretAction::Skip(reason) => Some(format!("{}: {reason}", p.secret)),
+                _ => None,
+            })
+            .collect(),
+        created: if dry_run {
+            Vec::new()
+        } else {
+            done(SecretAction::Create)
+        },
+        updated: if dry_run {
+            Vec::new()
+        } else {
+            done(SecretAction::Update)
+        },
+        plan: plan.summary(),
+        ..Default::default()
+    }
+}
