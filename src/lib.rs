@@ -11,6 +11,8 @@ pub mod duration;
 pub mod kube_client;
 pub mod mapping;
 pub mod secrets;
+pub mod mapping;
+pub mod secrets;
 pub mod metrics;
 pub mod operator;
 pub mod server;
