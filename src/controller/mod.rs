@@ -27,14 +27,11 @@ use kube::{Client, Resource, ResourceExt};
 use crate::crd::{CredstashSync, CredstashSyncStatus, ValidSpec, RESYNC_ANNOTATION};
 use crate::credstash::{self, ReaderOptions, TableLocation, TableReader};
 use crate::metrics::{Metrics, SyncResult, SyncTrigger};
+use crate::secrets::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::server::Health;
 use report::{Notice, Severity, SyncOutcome};
 use triggers::{Action as Next, TriggerInputs};
 
-/// Label on every Secret kubestash writes; the managed-Secret cache watches it.
-pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
-/// Value of [`MANAGED_BY_LABEL`].
-pub const MANAGED_BY_VALUE: &str = "kubestash";
 /// Finalizer that lets the operator forget a deleted CredstashSync's metrics.
 /// The Secrets themselves are left in place.
 pub const FINALIZER: &str = "kubestash.io/cleanup";

@@ -57,10 +57,6 @@ pub const PLAN_MAX_LINES: usize = 100;
 /// Schema pattern of a DynamoDB table name.
 const TABLE_PATTERN: &str = "^[a-zA-Z0-9_.-]{3,255}$";
 
-/// The server-side-apply field manager of a CredstashSync: `kubestash/<name>`.
-pub fn field_manager(name: &str) -> String {
-    format!("kubestash/{name}")
-}
 
 /// Keeps Kubernetes Secrets in step with a credstash table.
 ///

@@ -239,11 +239,6 @@ fn validate_rejects_cron_the_schema_lets_through() {
 }
 
 #[test]
-fn field_manager_is_per_credstashsync() {
-    assert_eq!(field_manager("prod"), "kubestash/prod");
-}
-
-#[test]
 fn status_omits_unset_fields() {
     let status = CredstashSyncStatus {
         observed_generation: Some(2),
