@@ -11,8 +11,6 @@ pub mod duration;
 pub mod kube_client;
 pub mod mapping;
 pub mod secrets;
-pub mod mapping;
-pub mod secrets;
 pub mod metrics;
 pub mod operator;
 pub mod server;
