@@ -1297,6 +1297,53 @@ mod tests {
     }
 
     #[test]
+    fn from_a_live_secret_with_managed_fields_to_an_apply_body() {
+        let field = |keys: &[&str]| {
+            let data: serde_json::Map<String, serde_json::Value> =
+                keys.iter().map(|k| (format!("f:{k}"), json!({}))).collect();
+            json!({"f:data": data})
+        };
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
+            "metadata": {
+                "name": "s", "namespace": "ns",
+                "labels": {"app.kubernetes.io/managed-by": "kubestash"},
+                "annotations": {"kubestash.io/source": SOURCE, "kubestash.io/synced-at": BEFORE},
+                "managedFields": [
+                    {"manager": OURS, "operation": "Apply", "fieldsType": "FieldsV1",
+                     "fieldsV1": field(&["A", "OLD"])},
+                    {"manager": "kubestash/other", "operation": "Apply", "fieldsType": "FieldsV1",
+                     "fieldsV1": field(&["B"])},
+                    {"manager": "kubectl-edit", "operation": "Update", "fieldsType": "FieldsV1",
+                     "fieldsV1": field(&["HAND"])},
+                ]
+            },
+            "data": {"A": "YQ==", "OLD": "b2xk", "B": "Yg==", "HAND": "aA=="}
+        }))
+        .expect("test Secret");
+        let observed = super::super::observe_all([&secret], OURS);
+        let desired_map = BTreeMap::from([(
+            sref(),
+            desired(vec![("A", val("a2")), ("B", val("mine")), ("C", val("c"))]),
+        )]);
+        let result = plan(&desired_map, &observed, &opts());
+        let p = &result.secrets[0];
+        assert_eq!(
+            changes(p),
+            vec![
+                ("A", Change),
+                (
+                    "B",
+                    Keep(KeepReason::OwnedByOther("kubestash/other".into()))
+                ),
+                ("C", Add),
+                ("OLD", Keep(KeepReason::NotPruned)),
+            ]
+        );
+        assert_eq!(body(p), pairs(&[("A", "a2"), ("C", "c"), ("OLD", "old")]));
+        assert_eq!(synced_at(p), NOW);
+    }
+
+    #[test]
     fn no_value_in_any_printed_plan() {
         const SECRET: &str = "hunter2-Sup3rSecret";
         const OLD: &str = "0ld-hunter2-value";
