@@ -9,6 +9,7 @@ pointing at moto.
   fixture.py legacy TABLE              items only old credstash versions/ports write
   fixture.py bad TABLE                 a tampered item and one with the wrong context
   fixture.py bulk TABLE COUNT PREFIX   COUNT secrets named PREFIX/sN/KEY (benchmarks)
+  fixture.py enable-stream TABLE [VIEW_TYPE]   a DynamoDB stream (default NEW_IMAGE)
 """
 import base64
 import codecs
@@ -88,6 +89,13 @@ def bulk(table_name, count, prefix):
         list(pool.map(put, range(count)))
 
 
+def enable_stream(table_name, view_type="NEW_IMAGE"):
+    boto3.client("dynamodb").update_table(
+        TableName=table_name,
+        StreamSpecification={"StreamEnabled": True, "StreamViewType": view_type},
+    )
+
+
 def main(argv):
     command, args = argv[1], argv[2:]
     if command == "init":
@@ -98,6 +106,8 @@ def main(argv):
         bad(args[0])
     elif command == "bulk":
         bulk(args[0], int(args[1]), args[2])
+    elif command == "enable-stream":
+        enable_stream(*args[:2])
     else:
         sys.exit("unknown command %r" % command)
 

@@ -190,3 +190,47 @@ pub fn temp_file(dir: &Path, name: &str, contents: &[u8]) -> PathBuf {
     std::fs::write(&path, contents).expect("write temp file");
     path
 }
+
+impl Moto {
+    /// moto's API call counts by operation (`GET /_counts`); with `reset`,
+    /// `POST /_counts`: returns them and starts counting from zero.
+    pub fn api_counts(&self, reset: bool) -> std::collections::BTreeMap<String, u64> {
+        use std::io::{Read, Write};
+        let address = self.endpoint.trim_start_matches("http://");
+        let mut stream = std::net::TcpStream::connect(address).expect("connect to moto");
+        let method = if reset { "POST" } else { "GET" };
+        write!(
+            stream,
+            "{method} /_counts HTTP/1.0\r\nHost: {address}\r\nContent-Length: 0\r\n\r\n"
+        )
+        .expect("send /_counts request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read /_counts response");
+        let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+        let body = if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        serde_json::from_str(&body).expect("/_counts JSON")
+    }
+}
+
+/// The payload of an HTTP/1.1 chunked body.
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let size = usize::from_str_radix(size.trim(), 16).expect("chunk size");
+        if size == 0 {
+            break;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].trim_start_matches("\r\n");
+    }
+    out
+}
