@@ -257,3 +257,73 @@ fn stream_record(record: &ddbs::Record) -> Option<StreamRecord> {
 fn to_chrono(time: &aws_sdk_dynamodbstreams::primitives::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(time.secs(), time.subsec_nanos())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodbstreams::primitives::DateTime as AwsDateTime;
+    use aws_sdk_dynamodbstreams::types::{AttributeValue, Record, StreamRecord as AwsRecord};
+
+    fn record(event: OperationType, name: Option<AttributeValue>) -> Record {
+        let mut data = AwsRecord::builder()
+            .sequence_number("000000000000000000042")
+            .approximate_creation_date_time(AwsDateTime::from_secs(1_700_000_000))
+            .keys("version", AttributeValue::S("0000000000000000001".into()));
+        if let Some(name) = name {
+            data = data.keys(NAME_KEY, name);
+        }
+        Record::builder()
+            .event_name(event)
+            .dynamodb(data.build())
+            .build()
+    }
+
+    #[test]
+    fn a_record_gives_its_name_event_sequence_and_time() {
+        let name = AttributeValue::S("ns/secret/KEY".into());
+        let parsed = stream_record(&record(OperationType::Remove, Some(name))).expect("parsed");
+        assert_eq!(parsed.event, EventKind::Remove);
+        assert_eq!(parsed.name.as_deref(), Some("ns/secret/KEY"));
+        assert_eq!(parsed.sequence_number, "000000000000000000042");
+        assert_eq!(parsed.created.map(|t| t.timestamp()), Some(1_700_000_000));
+    }
+
+    #[test]
+    fn a_name_that_is_not_a_string_is_none() {
+        let name = AttributeValue::N("7".into());
+        let parsed = stream_record(&record(OperationType::Insert, Some(name))).expect("parsed");
+        assert_eq!(parsed.name, None);
+        let parsed = stream_record(&record(OperationType::Modify, None)).expect("parsed");
+        assert_eq!((parsed.event, parsed.name), (EventKind::Modify, None));
+    }
+
+    #[test]
+    fn a_record_without_a_sequence_number_is_skipped() {
+        let record = Record::builder()
+            .event_name(OperationType::Insert)
+            .dynamodb(AwsRecord::builder().build())
+            .build();
+        assert_eq!(stream_record(&record), None);
+    }
+
+    #[test]
+    fn iterator_positions_map_to_aws_types() {
+        let seq = "123".to_string();
+        assert_eq!(
+            iterator_type(&IteratorPosition::AfterSequenceNumber(seq.clone())),
+            (ShardIteratorType::AfterSequenceNumber, Some(seq.clone()))
+        );
+        assert_eq!(
+            iterator_type(&IteratorPosition::AtSequenceNumber(seq.clone())),
+            (ShardIteratorType::AtSequenceNumber, Some(seq))
+        );
+        assert_eq!(
+            iterator_type(&IteratorPosition::Latest),
+            (ShardIteratorType::Latest, None)
+        );
+        assert_eq!(
+            iterator_type(&IteratorPosition::TrimHorizon),
+            (ShardIteratorType::TrimHorizon, None)
+        );
+    }
+}

@@ -132,6 +132,13 @@ impl DebouncedEvents {
         }
     }
 
+    /// Takes the names waiting for their quiet time, e.g. when a full sync
+    /// starts (it covers them, so they need no separate apply).
+    pub fn take_pending(&mut self) -> Option<Changes> {
+        self.drain_ready();
+        self.debouncer.flush()
+    }
+
     /// Takes whatever is already queued, without waiting.
     fn drain_ready(&mut self) {
         while self.held.is_none() && !self.closed {

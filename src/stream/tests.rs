@@ -771,3 +771,15 @@ async fn control_events_come_after_pending_names() {
     drop(tx);
     assert_eq!(debounced.next().await, None);
 }
+
+#[tokio::test(start_paused = true)]
+async fn pending_names_can_be_taken_when_a_full_sync_starts() {
+    let (tx, rx) = mpsc::channel(10);
+    let mut debounced = DebouncedEvents::new(rx, Debouncer::new(Duration::from_secs(10)));
+    tx.send(StreamEvent::Changes(changes(&["a/b/C".into()])))
+        .await
+        .expect("send");
+    let pending = debounced.take_pending().expect("pending");
+    assert_eq!(pending.names, names(&["a/b/C"]));
+    assert_eq!(debounced.take_pending(), None);
+}
