@@ -37,6 +37,29 @@ pub enum Command {
     Crd,
     /// Run the operator: reconcile CredstashSyncs into Secrets.
     Run(RunArgs),
+    /// Sync the table into the current kubeconfig's cluster once; print the plan.
+    Sync(SyncArgs),
+}
+
+/// `kubestash sync`.
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// Print the plan (key names only) and write nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Namespace never written; repeat for several (default: kube-system,
+    /// kube-public, kube-node-lease).
+    #[arg(long = "exclude", value_name = "NAMESPACE")]
+    pub exclude: Vec<String>,
+    /// Remove keys that are no longer in the table (only after a complete read).
+    #[arg(long)]
+    pub prune: bool,
+    /// Field manager name (`kubestash/<name>`): use the CredstashSync's name
+    /// to act as that CredstashSync would.
+    #[arg(long, default_value = "sync")]
+    pub name: String,
+    #[command(flatten)]
+    pub table: TableArgs,
 }
 
 /// `kubestash run`.
@@ -161,6 +184,7 @@ pub async fn run(cli: Cli) -> ExitCode {
         Command::Getall(args) => getall(&args).await,
         Command::Crd => print_crd(),
         Command::Run(args) => run_operator(args).await,
+        Command::Sync(args) => sync_once(&args).await,
     };
     ExitCode::from(code)
 }
@@ -181,6 +205,68 @@ async fn run_operator(args: RunArgs) -> u8 {
             tracing::error!(error = %err, "kubestash stopped");
             EXIT_TABLE_FAILED
         }
+    }
+}
+
+async fn sync_once(args: &SyncArgs) -> u8 {
+    crate::telemetry::init(crate::telemetry::LogFormat::Text, "warn");
+    let mut spec = crate::crd::CredstashSyncSpec::new(args.table.table.clone());
+    spec.region = args.table.region.clone();
+    spec.kms_region = args.table.kms_region.clone();
+    spec.encryption_context = args.table.encryption_context.iter().cloned().collect();
+    spec.dry_run = args.dry_run;
+    spec.prune = args.prune;
+    if !args.exclude.is_empty() {
+        spec.excluded_namespaces = args.exclude.clone();
+    }
+    let spec = match spec.validate() {
+        Ok(spec) => spec,
+        Err(err) => return fail(&err),
+    };
+    let metrics = match crate::metrics::Metrics::new() {
+        Ok(metrics) => metrics,
+        Err(err) => return fail(&err),
+    };
+    let client = match crate::kube_client::client(metrics.clone()).await {
+        Ok(client) => client,
+        Err(err) => return fail(&format!("connecting to Kubernetes: {err}")),
+    };
+    let env = match crate::controller::sync::SyncEnv::list(&client, &metrics).await {
+        Ok(env) => env,
+        Err(err) => return fail(&format!("listing namespaces and managed Secrets: {err}")),
+    };
+    let reader = credstash::connect(&args.table.location(), args.table.reader_options()).await;
+    let outcome = crate::controller::sync::full_sync(&env, &args.name, &spec, &reader).await;
+    report_sync(&outcome)
+}
+
+/// Prints a one-shot sync's plan and problems; the exit code says how it went.
+fn report_sync(outcome: &crate::controller::report::SyncOutcome) -> u8 {
+    let mut out = outcome.plan.join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out.push_str(&outcome.summary());
+    out.push('\n');
+    let printed = print_stdout(out.as_bytes());
+    let problems = [
+        &outcome.key_failures,
+        &outcome.conflicts,
+        &outcome.write_failures,
+        &outcome.skipped,
+        &outcome.invalid_names,
+    ];
+    for line in problems.into_iter().flatten() {
+        eprintln!("kubestash: {line}");
+    }
+    if let Some(err) = &outcome.table_error {
+        return fail(err);
+    }
+    let failed = !outcome.key_failures.is_empty() || !outcome.write_failures.is_empty();
+    if failed {
+        EXIT_ITEMS_FAILED
+    } else {
+        printed
     }
 }
 

@@ -415,38 +415,46 @@ async fn run_full_sync(
     let reader = ctx.reader(name, spec).await;
     tracing::info!(credstashsync = %name, trigger = trigger.as_str(), table = %spec.table, "full sync");
     let generation = css.meta().generation;
-    let outcome =
-        match tokio::time::timeout(spec.sync_timeout, sync::full_sync(ctx, name, spec, &reader))
-            .await
-        {
-            Ok(outcome) => outcome,
-            Err(_elapsed) => {
-                ctx.health.record_sync_timeout();
-                ctx.metrics
-                    .record_sync(name, trigger, SyncResult::Timeout, started.elapsed());
-                let status =
-                    report::status_timed_out(previous, spec.sync_timeout, generation, Utc::now());
-                ctx.write_status(css, &status).await?;
-                let note = format!(
-                    "sync did not finish within {}s and was cancelled",
-                    spec.sync_timeout.as_secs()
-                );
-                ctx.publish(
-                    css,
-                    &Notice {
-                        severity: Severity::Warning,
-                        reason: "SyncTimeout",
-                        action: "Sync",
-                        note: note.clone(),
-                    },
-                )
-                .await;
-                return Err(Error::SyncFailed {
-                    name: name.to_owned(),
-                    reason: note,
-                });
-            }
-        };
+    let env = sync::SyncEnv {
+        client: &ctx.client,
+        metrics: &ctx.metrics,
+        namespaces: ctx.existing_namespaces(),
+        managed_secrets: ctx.managed_secrets.state(),
+    };
+    let outcome = match tokio::time::timeout(
+        spec.sync_timeout,
+        sync::full_sync(&env, name, spec, &reader),
+    )
+    .await
+    {
+        Ok(outcome) => outcome,
+        Err(_elapsed) => {
+            ctx.health.record_sync_timeout();
+            ctx.metrics
+                .record_sync(name, trigger, SyncResult::Timeout, started.elapsed());
+            let status =
+                report::status_timed_out(previous, spec.sync_timeout, generation, Utc::now());
+            ctx.write_status(css, &status).await?;
+            let note = format!(
+                "sync did not finish within {}s and was cancelled",
+                spec.sync_timeout.as_secs()
+            );
+            ctx.publish(
+                css,
+                &Notice {
+                    severity: Severity::Warning,
+                    reason: "SyncTimeout",
+                    action: "Sync",
+                    note: note.clone(),
+                },
+            )
+            .await;
+            return Err(Error::SyncFailed {
+                name: name.to_owned(),
+                reason: note,
+            });
+        }
+    };
     ctx.health.record_sync_completed();
     let now = Utc::now();
     let outcome = SyncOutcome {
@@ -458,6 +466,7 @@ async fn run_full_sync(
     let result = outcome.result();
     record_metrics(ctx, name, &outcome, now);
     ctx.with_worker(name, |w| {
+        w.waiting_namespaces = outcome.waiting_namespaces.clone();
         w.last_full_sync = Some(now);
         if trigger == SyncTrigger::Manual {
             w.last_manual_resync = Some(now);

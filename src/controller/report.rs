@@ -1,6 +1,7 @@
 //! What a sync tells the world: the CredstashSync's status and its events.
 //! Pure: built from a [`SyncOutcome`], never from secret values.
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -40,6 +41,8 @@ pub struct SyncOutcome {
     pub updated: Vec<String>,
     /// One line per Secret (action, name, key names).
     pub plan: Vec<String>,
+    /// Namespaces that keys wait for (they do not exist yet).
+    pub waiting_namespaces: BTreeSet<String>,
 }
 
 impl SyncOutcome {

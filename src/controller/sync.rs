@@ -4,21 +4,64 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use chrono::Utc;
-use kube::runtime::reflector::ObjectRef;
+use k8s_openapi::api::core::v1::Secret;
+use kube::Client;
 
 use super::report::SyncOutcome;
-use super::Context;
 use crate::crd::{KeyCounts, SecretCounts, ValidSpec};
 use crate::credstash::{ReadStats, TableRead, TableReader};
 use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
-use crate::metrics::SecretOperation;
+use crate::metrics::{Metrics, SecretOperation};
 use crate::secrets::apply::{self, WriteResult};
 use crate::secrets::{self, ChangeScope, ObservedSecret, Plan, PlanOptions, SecretAction};
 
+/// What a full sync works with besides the table: the cluster as the caller
+/// sees it (the operator's caches, or one LIST for `kubestash sync`).
+pub struct SyncEnv<'a> {
+    pub client: &'a Client,
+    pub metrics: &'a Metrics,
+    /// Names of the namespaces that exist.
+    pub namespaces: BTreeSet<String>,
+    /// Secrets labelled as managed by kubestash; others are read with GET.
+    pub managed_secrets: Vec<Arc<Secret>>,
+}
+
+impl<'a> SyncEnv<'a> {
+    /// The cluster as one LIST of namespaces and one of managed Secrets show
+    /// it (for one-shot syncs, which have no watch caches).
+    pub async fn list(
+        client: &'a Client,
+        metrics: &'a Metrics,
+    ) -> Result<SyncEnv<'a>, kube::Error> {
+        use k8s_openapi::api::core::v1::Namespace;
+        use kube::api::{Api, ListParams};
+        use kube::ResourceExt;
+        let namespaces = Api::<Namespace>::all(client.clone())
+            .list(&ListParams::default())
+            .await?;
+        let selector = format!(
+            "{}={}",
+            secrets::MANAGED_BY_LABEL,
+            secrets::MANAGED_BY_VALUE
+        );
+        let managed = Api::<Secret>::all(client.clone())
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        Ok(SyncEnv {
+            client,
+            metrics,
+            namespaces: namespaces.items.iter().map(|ns| ns.name_any()).collect(),
+            managed_secrets: managed.items.into_iter().map(Arc::new).collect(),
+        })
+    }
+}
+
 /// Runs one full sync of CredstashSync `name` and says what happened.
-pub(super) async fn full_sync(
-    ctx: &Context,
+pub async fn full_sync(
+    ctx: &SyncEnv<'_>,
     name: &str,
     spec: &ValidSpec,
     reader: &TableReader,
@@ -49,17 +92,9 @@ pub(super) async fn full_sync(
     });
     let scope = MappingScope {
         excluded: spec.excluded_namespaces.clone(),
-        existing_namespaces: Some(ctx.existing_namespaces()),
+        existing_namespaces: Some(ctx.namespaces.clone()),
     };
     let desired = mapping::map_table(entries, &scope);
-    ctx.with_worker(name, |w| {
-        w.waiting_namespaces = desired
-            .report
-            .waiting_for_namespace
-            .keys()
-            .cloned()
-            .collect()
-    });
 
     let manager = secrets::field_manager(name);
     let observed = match observe(ctx, &desired, &manager).await {
@@ -85,7 +120,7 @@ pub(super) async fn full_sync(
     let writes = if spec.dry_run {
         Vec::new()
     } else {
-        apply::apply_all(&ctx.client, &plan.secrets).await
+        apply::apply_all(ctx.client, &plan.secrets).await
     };
     for write in writes.iter().filter(|w| w.result.is_ok()) {
         let operation = if write.action == SecretAction::Create {
@@ -98,7 +133,7 @@ pub(super) async fn full_sync(
     describe(spec.dry_run, &desired, &plan, &writes)
 }
 
-async fn read_table(ctx: &Context, name: &str, reader: &TableReader) -> TableRead {
+async fn read_table(ctx: &SyncEnv<'_>, name: &str, reader: &TableReader) -> TableRead {
     let before = reader.stats();
     let started = Instant::now();
     let read = reader.read_all().await;
@@ -107,7 +142,7 @@ async fn read_table(ctx: &Context, name: &str, reader: &TableReader) -> TableRea
     read
 }
 
-fn record_kms_calls(ctx: &Context, before: ReadStats, after: ReadStats, read: &TableRead) {
+fn record_kms_calls(ctx: &SyncEnv<'_>, before: ReadStats, after: ReadStats, read: &TableRead) {
     let kms_failures = read
         .failures()
         .filter(|(_, e)| matches!(e, crate::credstash::ItemError::Kms(_)))
@@ -131,24 +166,21 @@ fn record_kms_calls(ctx: &Context, before: ReadStats, after: ReadStats, read: &T
 /// those where we own keys. The managed-Secret cache answers for Secrets
 /// kubestash wrote; only the others cost a GET.
 async fn observe(
-    ctx: &Context,
+    ctx: &SyncEnv<'_>,
     desired: &DesiredState,
     manager: &str,
 ) -> Result<BTreeMap<SecretRef, ObservedSecret>, String> {
-    let cached = ctx.managed_secrets.state();
-    let mut observed = secrets::observe_all(cached.iter().map(|s| s.as_ref()), manager);
-    observed
-        .retain(|secret, live| !live.owned_keys.is_empty() || desired.secrets.contains_key(secret));
+    let mut observed =
+        secrets::observe_all(ctx.managed_secrets.iter().map(|s| s.as_ref()), manager);
     let missing: Vec<SecretRef> = desired
         .secrets
         .keys()
-        .filter(|secret| {
-            let key = ObjectRef::new(&secret.name).within(&secret.namespace);
-            ctx.managed_secrets.get(&key).is_none()
-        })
+        .filter(|secret| !observed.contains_key(secret))
         .cloned()
         .collect();
-    let fetched = apply::fetch_secrets(&ctx.client, missing).await?;
+    observed
+        .retain(|secret, live| !live.owned_keys.is_empty() || desired.secrets.contains_key(secret));
+    let fetched = apply::fetch_secrets(ctx.client, missing).await?;
     observed.extend(secrets::observe_all(fetched.iter(), manager));
     Ok(observed)
 }
@@ -197,6 +229,7 @@ fn describe(
     };
     SyncOutcome {
         dry_run,
+        waiting_namespaces: report.waiting_for_namespace.keys().cloned().collect(),
         secrets,
         keys,
         key_failures: report.failed.iter().map(ToString::to_string).collect(),
