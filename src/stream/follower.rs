@@ -68,6 +68,7 @@ pub struct StreamFollower {
     next_refresh: Instant,
     next_describe: Option<Instant>,
     describe_failures: u32,
+    child_lookups: u32,
     pending_gap: Option<String>,
     failures: u32,
 }
@@ -176,6 +177,7 @@ impl StreamFollower {
             next_refresh,
             next_describe: None,
             describe_failures: 0,
+            child_lookups: 0,
             pending_gap: None,
             failures: 0,
         })
@@ -377,15 +379,18 @@ impl StreamFollower {
         }
     }
 
-    /// While a drained shard has no listed child, list again with back-off.
+    /// While a drained shard has no listed child, list again with back-off
+    /// (1 s, 2 s, 4 s ... up to the refresh interval).
     fn schedule_child_lookup(&mut self) {
-        if self.shards.values().any(|s| s.awaiting_children) {
-            self.describe_failures += 1;
-            let delay = self
-                .backoff(self.describe_failures)
-                .min(self.options.refresh_interval);
-            self.next_describe = Some(Instant::now() + delay);
+        if !self.shards.values().any(|s| s.awaiting_children) {
+            self.child_lookups = 0;
+            return;
         }
+        self.child_lookups = self.child_lookups.saturating_add(1);
+        let delay = self
+            .backoff(self.child_lookups)
+            .min(self.options.refresh_interval);
+        self.next_describe = Some(Instant::now() + delay);
     }
 
     fn due_actions(&self, now: Instant) -> Vec<(String, Action)> {
@@ -451,7 +456,7 @@ impl StreamFollower {
         if drained {
             self.promote_waiting(now);
             self.next_describe = Some(now);
-            self.describe_failures = 0;
+            self.child_lookups = 0;
         }
         self.note_round(&changes, errors);
         changes
