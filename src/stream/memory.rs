@@ -259,6 +259,27 @@ impl MemoryStreamSource {
         created
     }
 
+    /// Closes one shard of `table`'s stream without opening a child (as if
+    /// the child were not listed yet); see [`Self::add_child`].
+    pub fn close_shard(&self, table: &str, shard_id: &str) {
+        let mut inner = self.lock();
+        if let Some(arn) = inner.live_arn(table) {
+            inner.close_shard(&arn, shard_id);
+        }
+    }
+
+    /// Opens a child of `parent` on `table`'s stream; returns its id.
+    pub fn add_child(&self, table: &str, parent: &str) -> Option<String> {
+        let mut inner = self.lock();
+        let arn = inner.live_arn(table)?;
+        let id = inner.next_shard_id();
+        let stream = inner.streams.get_mut(&arn)?;
+        stream
+            .shards
+            .push(MemShard::new(id.clone(), Some(parent.to_owned())));
+        Some(id)
+    }
+
     /// Expires every shard iterator handed out so far.
     pub fn expire_iterators(&self) {
         for iterator in self.lock().iterators.values_mut() {

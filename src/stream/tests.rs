@@ -350,6 +350,39 @@ async fn rollovers_in_a_row_lose_nothing() {
     assert_eq!(running.state.borrow().shards, 1);
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_child_listed_late_is_found_by_listing_again_with_back_off() {
+    let mut running = start(1).await;
+    let parent = running.source.open_shards(TABLE)[0].clone();
+    running.put("parent/s/KEY");
+    running.source.close_shard(TABLE, &parent);
+    running.changes_until(&["parent/s/KEY"]).await;
+    let drained_at = Instant::now();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let describes: Vec<Instant> = running
+        .source
+        .calls()
+        .into_iter()
+        .filter(|c| c.operation == Operation::DescribeStream && c.at >= drained_at)
+        .map(|c| c.at)
+        .collect();
+    let gaps: Vec<Duration> = describes.windows(2).map(|p| p[1] - p[0]).collect();
+    assert!(
+        (3..=7).contains(&describes.len()),
+        "{} listings in 20 s: {gaps:?}",
+        describes.len()
+    );
+    assert!(gaps.windows(2).all(|g| g[0] <= g[1]), "back-off: {gaps:?}");
+
+    let child = running.source.add_child(TABLE, &parent).expect("child");
+    running
+        .source
+        .write_to_shard(TABLE, &child, EventKind::Insert, "child/s/KEY");
+    let found_from = Instant::now();
+    running.changes_until(&["child/s/KEY"]).await;
+    assert!(found_from.elapsed() <= Duration::from_secs(17));
+}
+
 // -------------------------------------------------------- iterator expiry
 
 #[tokio::test(start_paused = true)]
