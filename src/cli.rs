@@ -236,7 +236,8 @@ async fn sync_once(args: &SyncArgs) -> u8 {
         Err(err) => return fail(&format!("listing namespaces and managed Secrets: {err}")),
     };
     let reader = credstash::connect(&args.table.location(), args.table.reader_options()).await;
-    let outcome = crate::controller::sync::full_sync(&env, &args.name, &spec, &reader).await;
+    let (outcome, _snapshot) =
+        crate::controller::sync::full_sync(&env, &args.name, &spec, &reader).await;
     report_sync(&outcome)
 }
 

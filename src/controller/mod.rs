@@ -1,10 +1,14 @@
 //! The operator: reconciles CredstashSyncs into Secrets.
 //!
 //! One kube-runtime `Controller` over CredstashSyncs. Each reconcile decides
-//! ([`triggers`]) whether to run a full sync ([`sync`]) and reports the
-//! outcome ([`report`]) as status, events and metrics.
+//! ([`triggers`]) between a full sync, applying stream changes, or nothing
+//! ([`reconcile`]); syncs run through [`sync`]; outcomes become status,
+//! events and metrics ([`report`]). A DynamoDB stream ([`streaming`]) wakes
+//! the reconciler when records arrive.
 
+pub mod reconcile;
 pub mod report;
+pub mod streaming;
 pub mod sync;
 pub mod triggers;
 
@@ -13,6 +17,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::channel::mpsc::{unbounded, UnboundedSender};
 use futures::future::BoxFuture;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret};
@@ -20,22 +25,24 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Client, Resource, ResourceExt};
 
-use crate::crd::{CredstashSync, CredstashSyncStatus, ValidSpec, RESYNC_ANNOTATION};
+use crate::crd::{CredstashSync, CredstashSyncStatus, ValidSpec};
 use crate::credstash::{self, ReaderOptions, TableLocation, TableReader};
-use crate::metrics::{Metrics, SyncResult, SyncTrigger};
+use crate::metrics::Metrics;
 use crate::secrets::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::server::Health;
-use report::{Notice, Severity, SyncOutcome};
-use triggers::{Action as Next, TriggerInputs};
+use crate::stream::Changes;
+use report::{Notice, Severity};
+use streaming::{StreamHealth, StreamLink};
+use sync::TableSnapshot;
 
 /// Finalizer that lets the operator forget a deleted CredstashSync's metrics.
 /// The Secrets themselves are left in place.
 pub const FINALIZER: &str = "kubestash.io/cleanup";
-/// Name of the controller in events and status field managers.
+/// Name of the controller in events and the status field manager.
 pub const CONTROLLER_NAME: &str = "kubestash";
 
 /// Errors that make a reconcile retry with backoff.
@@ -71,6 +78,14 @@ struct Worker {
     consecutive_failures: u32,
     waiting_namespaces: BTreeSet<String>,
     deferred_notice_for: Option<String>,
+    /// Every name's latest entry as last read (for stream changes).
+    snapshot: Option<TableSnapshot>,
+    stream: Option<StreamLink>,
+    stream_health: Option<StreamHealth>,
+    stream_checked_at: Option<tokio::time::Instant>,
+    pending_changes: Option<Changes>,
+    pending_gap: Option<String>,
+    last_applied: Option<DateTime<Utc>>,
 }
 
 /// Shared state of the reconcilers.
@@ -83,6 +98,8 @@ pub struct Context {
     namespaces: Store<Namespace>,
     settings: Settings,
     workers: Mutex<HashMap<String, Worker>>,
+    /// Asks the controller to reconcile a CredstashSync (stream batches).
+    wake: UnboundedSender<ObjectRef<CredstashSync>>,
 }
 
 impl Context {
@@ -108,34 +125,45 @@ impl Context {
         let existing = self.with_worker(name, |w| {
             w.reader
                 .as_ref()
-                .filter(|(loc, _)| loc_eq(loc, &location))
+                .filter(|(known, _)| *known == location)
                 .map(|(_, r)| r.clone())
         });
         if let Some(reader) = existing {
             return reader;
         }
         let reader = Arc::new(credstash::connect(&location, self.settings.reader.clone()).await);
-        self.with_worker(name, |w| w.reader = Some((location, reader.clone())));
+        self.with_worker(name, |w| {
+            w.reader = Some((location, reader.clone()));
+            w.snapshot = None;
+        });
         reader
     }
 
     /// Whether a namespace some keys of `name` wait for now exists.
     fn namespace_appeared(&self, name: &str) -> bool {
         let waiting = self.with_worker(name, |w| w.waiting_namespaces.clone());
-        waiting.iter().any(|ns| {
-            self.namespaces
-                .get(&reflector::ObjectRef::new(ns))
-                .is_some()
-        })
+        waiting
+            .iter()
+            .any(|ns| self.namespaces.get(&ObjectRef::new(ns)).is_some())
     }
 
     /// Names of the namespaces that exist.
-    pub fn existing_namespaces(&self) -> BTreeSet<String> {
+    fn existing_namespaces(&self) -> BTreeSet<String> {
         self.namespaces
             .state()
             .iter()
             .map(|ns| ns.name_any())
             .collect()
+    }
+
+    /// What a sync sees of the cluster: the watch caches.
+    fn sync_env(&self) -> sync::SyncEnv<'_> {
+        sync::SyncEnv {
+            client: &self.client,
+            metrics: &self.metrics,
+            namespaces: self.existing_namespaces(),
+            managed_secrets: self.managed_secrets.state(),
+        }
     }
 
     async fn publish(&self, css: &CredstashSync, notice: &Notice) {
@@ -154,6 +182,7 @@ impl Context {
         }
     }
 
+    /// Writes `status` with server-side apply, unless it is what the object has.
     async fn write_status(
         &self,
         css: &CredstashSync,
@@ -175,13 +204,6 @@ impl Context {
             .map(|_| ())
             .map_err(|source| Error::Status { name, source })
     }
-}
-
-fn loc_eq(a: &TableLocation, b: &TableLocation) -> bool {
-    a.table == b.table
-        && a.region == b.region
-        && a.kms_region == b.kms_region
-        && a.encryption_context == b.encryption_context
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -217,6 +239,7 @@ pub async fn run(
     .touched_objects()
     .filter_map(|result| futures::future::ready(result.ok().map(|_| ())));
 
+    let (wake, woken) = unbounded();
     let reporter = Reporter {
         controller: CONTROLLER_NAME.into(),
         instance: settings.instance.clone(),
@@ -230,6 +253,7 @@ pub async fn run(
         namespaces: namespaces.clone(),
         settings,
         workers: Mutex::new(HashMap::new()),
+        wake,
     });
 
     let controller = Controller::new(
@@ -237,6 +261,9 @@ pub async fn run(
         watcher::Config::default(),
     )
     .reconcile_all_on(namespace_changes)
+    // Stream batches wake every CredstashSync (stable API; the others find
+    // nothing to do): `reconcile_on` is still an unstable kube feature.
+    .reconcile_all_on(woken.map(|_: ObjectRef<CredstashSync>| ()))
     .graceful_shutdown_on(shutdown)
     .run(reconcile, error_policy, context)
     .for_each(|result| {
@@ -277,7 +304,7 @@ fn reconcile(
         let api: Api<CredstashSync> = Api::all(ctx.client.clone());
         finalizer(&api, FINALIZER, css, |event| async move {
             match event {
-                FinalizerEvent::Apply(css) => reconcile_apply(css, ctx).await,
+                FinalizerEvent::Apply(css) => reconcile::apply(css, ctx).await,
                 FinalizerEvent::Cleanup(css) => Ok(cleanup(&css, &ctx)),
             }
         })
@@ -311,198 +338,13 @@ fn cleanup(css: &CredstashSync, ctx: &Context) -> Action {
     Action::await_change()
 }
 
-fn reconcile_apply(
-    css: Arc<CredstashSync>,
-    ctx: Arc<Context>,
-) -> BoxFuture<'static, Result<Action, Error>> {
-    Box::pin(async move { apply_css(&css, &ctx).await })
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn apply_css(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> {
-    let name = css.meta().name.clone().ok_or(Error::Unnamed)?;
-    ctx.metrics.set_settings(&name, &css.spec);
-    let previous = css.status.clone().unwrap_or_default();
-    let generation = css.meta().generation;
-    let now = Utc::now();
-    let spec = match css.spec.validate() {
-        Ok(spec) => spec.with_operator_namespace(&ctx.settings.operator_namespace),
-        Err(problem) => {
-            let status =
-                report::status_invalid_spec(&previous, &problem.to_string(), generation, now);
-            if css.status.as_ref() != Some(&status) {
-                ctx.metrics.record_sync(
-                    &name,
-                    SyncTrigger::SpecChange,
-                    SyncResult::InvalidSpec,
-                    Duration::ZERO,
-                );
-                ctx.publish(
-                    css,
-                    &Notice {
-                        severity: Severity::Warning,
-                        reason: "InvalidSpec",
-                        action: "Validate",
-                        note: problem.to_string(),
-                    },
-                )
-                .await;
-            }
-            ctx.write_status(css, &status).await?;
-            return Ok(Action::await_change());
-        }
-    };
-
-    let resync_requested = css.annotations().get(RESYNC_ANNOTATION).cloned();
-    let (last_full_sync, last_manual_resync, retry_due) = ctx.with_worker(&name, |w| {
-        (
-            w.last_full_sync,
-            w.last_manual_resync,
-            w.consecutive_failures > 0,
-        )
-    });
-    let inputs = TriggerInputs {
-        now,
-        generation,
-        observed_generation: previous.observed_generation,
-        resync_requested: resync_requested.as_deref(),
-        last_resync_handled: previous.last_resync_request.as_deref(),
-        last_full_sync,
-        last_manual_resync,
-        schedule: &spec.schedule,
-        min_resync_interval: spec.min_resync_interval,
-        retry_due,
-        stream_gap: false,
-        namespace_appeared: ctx.namespace_appeared(&name),
-        stream_changes_pending: false,
-    };
-    let decision = triggers::decide(&inputs);
-    match decision.action {
-        Next::FullSync(trigger) => {
-            run_full_sync(
-                css,
-                ctx,
-                &name,
-                &spec,
-                trigger,
-                &previous,
-                resync_requested.as_deref(),
-            )
-            .await?;
-        }
-        Next::ApplyStreamChanges | Next::Idle => {}
-    }
-    if let (Some(until), Some(requested)) = (decision.deferred_resync_until, resync_requested) {
-        let first_time = ctx.with_worker(&name, |w| {
-            w.deferred_notice_for.replace(requested.clone()) != Some(requested)
-        });
-        if first_time {
-            ctx.publish(css, &report::deferred_notice(until)).await;
-        }
-    }
-    Ok(Action::requeue(decision.requeue_after))
-}
-
-async fn run_full_sync(
-    css: &CredstashSync,
-    ctx: &Context,
-    name: &str,
-    spec: &ValidSpec,
-    trigger: SyncTrigger,
-    previous: &CredstashSyncStatus,
-    resync_requested: Option<&str>,
-) -> Result<(), Error> {
-    let started = std::time::Instant::now();
-    let reader = ctx.reader(name, spec).await;
-    tracing::info!(credstashsync = %name, trigger = trigger.as_str(), table = %spec.table, "full sync");
-    let generation = css.meta().generation;
-    let env = sync::SyncEnv {
-        client: &ctx.client,
-        metrics: &ctx.metrics,
-        namespaces: ctx.existing_namespaces(),
-        managed_secrets: ctx.managed_secrets.state(),
-    };
-    let outcome = match tokio::time::timeout(
-        spec.sync_timeout,
-        sync::full_sync(&env, name, spec, &reader),
-    )
-    .await
-    {
-        Ok(outcome) => outcome,
-        Err(_elapsed) => {
-            ctx.health.record_sync_timeout();
-            ctx.metrics
-                .record_sync(name, trigger, SyncResult::Timeout, started.elapsed());
-            let status =
-                report::status_timed_out(previous, spec.sync_timeout, generation, Utc::now());
-            ctx.write_status(css, &status).await?;
-            let note = format!(
-                "sync did not finish within {}s and was cancelled",
-                spec.sync_timeout.as_secs()
-            );
-            ctx.publish(
-                css,
-                &Notice {
-                    severity: Severity::Warning,
-                    reason: "SyncTimeout",
-                    action: "Sync",
-                    note: note.clone(),
-                },
-            )
-            .await;
-            return Err(Error::SyncFailed {
-                name: name.to_owned(),
-                reason: note,
-            });
-        }
-    };
-    ctx.health.record_sync_completed();
-    let now = Utc::now();
-    let outcome = SyncOutcome {
-        trigger: Some(trigger),
-        finished_at: Some(now),
-        duration: started.elapsed(),
-        ..outcome
-    };
-    let result = outcome.result();
-    record_metrics(ctx, name, &outcome, now);
-    ctx.with_worker(name, |w| {
-        w.waiting_namespaces = outcome.waiting_namespaces.clone();
-        w.last_full_sync = Some(now);
-        if trigger == SyncTrigger::Manual {
-            w.last_manual_resync = Some(now);
-        }
-    });
-    let status = report::status_after_sync(previous, &outcome, generation, resync_requested, now);
-    ctx.write_status(css, &status).await?;
-    for notice in report::sync_notices(&outcome) {
-        ctx.publish(css, &notice).await;
-    }
-    tracing::info!(credstashsync = %name, result = result.as_str(), summary = %outcome.summary(), "full sync finished");
-    match &outcome.table_error {
-        Some(error) => Err(Error::SyncFailed {
-            name: name.to_owned(),
-            reason: error.clone(),
-        }),
-        None => {
-            ctx.with_worker(name, |w| w.consecutive_failures = 0);
-            Ok(())
-        }
-    }
-}
-
-fn record_metrics(ctx: &Context, name: &str, outcome: &SyncOutcome, now: DateTime<Utc>) {
-    let metrics = &ctx.metrics;
-    metrics.record_sync(
-        name,
-        outcome.trigger.unwrap_or(SyncTrigger::Startup),
-        outcome.result(),
-        outcome.duration,
-    );
-    metrics.set_table_fetch_failed(name, outcome.table_error.is_some());
-    if outcome.table_error.is_none() {
-        metrics.set_keys(name, &outcome.keys);
-    }
-    if outcome.result() == SyncResult::Success {
-        metrics.set_last_successful_sync(name, now);
+    #[test]
+    fn retries_back_off_exponentially_up_to_five_minutes() {
+        let waits: Vec<u64> = (1..=9).map(|n| retry_backoff(n).as_secs()).collect();
+        assert_eq!(waits, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
     }
 }

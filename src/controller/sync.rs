@@ -12,7 +12,7 @@ use kube::Client;
 
 use super::report::SyncOutcome;
 use crate::crd::{KeyCounts, SecretCounts, ValidSpec};
-use crate::credstash::{ReadStats, TableRead, TableReader};
+use crate::credstash::{Entry, ReadStats, TableError, TableRead, TableReader};
 use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
 use crate::metrics::{Metrics, SecretOperation};
 use crate::secrets::apply::{self, WriteResult};
@@ -59,26 +59,96 @@ impl<'a> SyncEnv<'a> {
     }
 }
 
-/// Runs one full sync of CredstashSync `name` and says what happened.
+/// The latest entry of every credstash name, as last read: kept between
+/// syncs so that a stream change can be planned with every name of the
+/// Secrets it touches (conflicts included).
+pub type TableSnapshot = BTreeMap<String, Entry>;
+
+/// Runs one full sync of CredstashSync `name`. Returns what happened and,
+/// when the table was read completely, the snapshot to keep.
 pub async fn full_sync(
-    ctx: &SyncEnv<'_>,
+    env: &SyncEnv<'_>,
     name: &str,
     spec: &ValidSpec,
     reader: &TableReader,
-) -> SyncOutcome {
-    let read = read_table(ctx, name, reader).await;
+) -> (SyncOutcome, Option<TableSnapshot>) {
+    let read = read_table(env, name, reader).await;
     if let Some(error) = &read.error {
-        return SyncOutcome {
+        let outcome = SyncOutcome {
             dry_run: spec.dry_run,
             table_error: Some(error.to_string()),
             ..Default::default()
         };
+        return (outcome, None);
     }
-    let reasons: BTreeMap<&str, String> = read
-        .failures()
-        .map(|(entry, error)| (entry.id.name.as_str(), error.to_string()))
+    let complete = read.unnamed_failures.is_empty();
+    let outcome = sync_entries(env, name, spec, &read.entries, complete, ChangeScope::Full).await;
+    (outcome, Some(read.entries))
+}
+
+/// Applies the names a stream batch touched: re-reads each (one consistent
+/// Query), updates `snapshot`, and plans only those keys, with every name of
+/// the touched Secrets in view. A name with no version left is a removed key.
+pub async fn apply_changes(
+    env: &SyncEnv<'_>,
+    name: &str,
+    spec: &ValidSpec,
+    reader: &TableReader,
+    snapshot: &mut TableSnapshot,
+    touched: &BTreeSet<String>,
+) -> Result<SyncOutcome, TableError> {
+    let before = reader.stats();
+    for credstash_name in touched {
+        match reader.read_latest(credstash_name).await? {
+            Some(entry) => snapshot.insert(credstash_name.clone(), entry),
+            None => snapshot.remove(credstash_name),
+        };
+    }
+    record_kms_calls(
+        env,
+        before,
+        reader.stats(),
+        touched.iter().filter_map(|n| snapshot.get(n)),
+    );
+    let touched_secrets: BTreeSet<SecretRef> =
+        touched.iter().filter_map(|n| secret_of(n)).collect();
+    let related: BTreeMap<String, Entry> = snapshot
+        .iter()
+        .filter(|(n, _)| secret_of(n).is_some_and(|s| touched_secrets.contains(&s)))
+        .map(|(n, e)| (n.clone(), e.clone()))
         .collect();
-    let entries = read.entries.iter().map(|(item, entry)| {
+    let scope = ChangeScope::from_names(touched.iter().map(String::as_str));
+    Ok(sync_entries(env, name, spec, &related, true, scope).await)
+}
+
+fn secret_of(credstash_name: &str) -> Option<SecretRef> {
+    match mapping::parse_name(credstash_name) {
+        mapping::ParsedName::Key(key) => Some(key.secret),
+        _ => None,
+    }
+}
+
+/// Maps `entries` to desired Secrets, plans them against the cluster within
+/// `scope`, applies the plan unless dry run, and describes the outcome.
+async fn sync_entries(
+    ctx: &SyncEnv<'_>,
+    name: &str,
+    spec: &ValidSpec,
+    entries: &BTreeMap<String, Entry>,
+    read_complete: bool,
+    scope: ChangeScope,
+) -> SyncOutcome {
+    let reasons: BTreeMap<&str, String> = entries
+        .iter()
+        .filter_map(|(item, entry)| {
+            entry
+                .value
+                .as_ref()
+                .err()
+                .map(|e| (item.as_str(), e.to_string()))
+        })
+        .collect();
+    let mapped = entries.iter().map(|(item, entry)| {
         let value = match &entry.value {
             Ok(value) => TableValue::Value(value),
             Err(_) => TableValue::Failed(
@@ -90,11 +160,11 @@ pub async fn full_sync(
         };
         (item.as_str(), value)
     });
-    let scope = MappingScope {
+    let mapping_scope = MappingScope {
         excluded: spec.excluded_namespaces.clone(),
         existing_namespaces: Some(ctx.namespaces.clone()),
     };
-    let desired = mapping::map_table(entries, &scope);
+    let desired = mapping::map_table(mapped, &mapping_scope);
 
     let manager = secrets::field_manager(name);
     let observed = match observe(ctx, &desired, &manager).await {
@@ -111,9 +181,9 @@ pub async fn full_sync(
         manager,
         source: secrets::source_annotation(name, &spec.table),
         prune: spec.prune,
-        read_complete: read.complete && reasons.is_empty() && read.unnamed_failures.is_empty(),
+        read_complete: read_complete && reasons.is_empty(),
         now: Utc::now(),
-        scope: ChangeScope::Full,
+        scope,
         excluded_namespaces: spec.excluded_namespaces.clone(),
     };
     let plan = secrets::plan(&desired.secrets, &observed, &options);
@@ -138,16 +208,21 @@ async fn read_table(ctx: &SyncEnv<'_>, name: &str, reader: &TableReader) -> Tabl
     let started = Instant::now();
     let read = reader.read_all().await;
     ctx.metrics.observe_table_read(name, started.elapsed());
-    record_kms_calls(ctx, before, reader.stats(), &read);
+    record_kms_calls(ctx, before, reader.stats(), read.entries.values());
     read
 }
 
-fn record_kms_calls(ctx: &SyncEnv<'_>, before: ReadStats, after: ReadStats, read: &TableRead) {
-    let kms_failures = read
-        .failures()
-        .filter(|(_, e)| matches!(e, crate::credstash::ItemError::Kms(_)))
-        .map(|(_, e)| e.reason())
-        .collect::<Vec<_>>();
+fn record_kms_calls<'e>(
+    ctx: &SyncEnv<'_>,
+    before: ReadStats,
+    after: ReadStats,
+    entries: impl Iterator<Item = &'e Entry>,
+) {
+    let kms_failures: Vec<&str> = entries
+        .filter_map(|e| e.value.as_ref().err())
+        .filter(|e| matches!(e, crate::credstash::ItemError::Kms(_)))
+        .map(|e| e.reason())
+        .collect();
     let calls = after
         .kms_decrypt_calls
         .saturating_sub(before.kms_decrypt_calls);

@@ -16,7 +16,7 @@ pub use table::{Entry, ReadStats, ReaderOptions, TableRead, TableReader};
 use aws_config::{retry::RetryConfig, BehaviorVersion, Region};
 
 /// Where a credstash table and its KMS key live.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableLocation {
     pub table: String,
     /// DynamoDB region; `None` = the SDK's usual chain (`AWS_REGION`, profile),

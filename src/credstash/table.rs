@@ -35,7 +35,7 @@ impl Default for ReaderOptions {
 }
 
 /// The latest version of one credstash name and what opening it gave.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Entry {
     pub id: ItemId,
     pub value: Result<SecretValue, ItemError>,
