@@ -1,0 +1,150 @@
+//! Request counters and fault injection.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// What an injected fault does.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FaultAction {
+    /// Fail with this HTTP status, as kube-apiserver reports it (429 is plain
+    /// text with `Retry-After: 1`; others are `Status` objects).
+    Status(u16),
+    /// Delay the request, then serve it normally.
+    Delay(Duration),
+}
+
+/// A fault: the next `count` requests matching `verb` and `resource` get `action`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Fault {
+    /// Verb as kube-apiserver names it (`get`, `list`, `watch`, `create`,
+    /// `update`, `patch`, `delete`, `deletecollection`), or `*`.
+    pub verb: String,
+    /// Resource (`secrets`, `widgets`, `widgets/status`), or `*`.
+    pub resource: String,
+    /// How many matching requests are affected.
+    pub count: u32,
+    /// What happens to them.
+    pub action: FaultAction,
+}
+
+impl Fault {
+    /// The next `count` `verb` requests on `resource` fail with `code`.
+    pub fn status(verb: &str, resource: &str, count: u32, code: u16) -> Self {
+        Fault {
+            verb: verb.into(),
+            resource: resource.into(),
+            count,
+            action: FaultAction::Status(code),
+        }
+    }
+
+    /// The next `count` `verb` requests on `resource` are delayed by `delay`.
+    pub fn delay(verb: &str, resource: &str, count: u32, delay: Duration) -> Self {
+        Fault {
+            verb: verb.into(),
+            resource: resource.into(),
+            count,
+            action: FaultAction::Delay(delay),
+        }
+    }
+
+    fn matches(&self, verb: &str, resource: &str) -> bool {
+        (self.verb == "*" || self.verb == verb)
+            && (self.resource == "*" || self.resource == resource)
+    }
+}
+
+/// Pending faults.
+#[derive(Debug, Default)]
+pub struct Faults {
+    pending: Vec<Fault>,
+}
+
+impl Faults {
+    /// Adds a fault.
+    pub fn push(&mut self, f: Fault) {
+        if f.count > 0 {
+            self.pending.push(f);
+        }
+    }
+
+    /// Takes one use of the first fault matching the request.
+    pub fn take(&mut self, verb: &str, resource: &str) -> Option<FaultAction> {
+        let idx = self
+            .pending
+            .iter()
+            .position(|f| f.matches(verb, resource))?;
+        let f = &mut self.pending[idx];
+        f.count -= 1;
+        let action = f.action.clone();
+        if f.count == 0 {
+            self.pending.remove(idx);
+        }
+        Some(action)
+    }
+
+    /// Removes all pending faults.
+    pub fn clear(&mut self) {
+        self.pending.clear();
+    }
+}
+
+/// A snapshot of request counts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RequestCounters {
+    by_key: BTreeMap<(String, String, u16), u64>,
+}
+
+impl RequestCounters {
+    /// Records one answered request.
+    pub fn record(&mut self, verb: &str, resource: &str, status: u16) {
+        *self
+            .by_key
+            .entry((verb.to_string(), resource.to_string(), status))
+            .or_default() += 1;
+    }
+
+    /// Requests with this verb on this resource (any status).
+    pub fn count(&self, verb: &str, resource: &str) -> u64 {
+        self.by_key
+            .iter()
+            .filter(|((v, r, _), _)| v == verb && r == resource)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// Requests with this verb on this resource answered with `status`.
+    pub fn count_status(&self, verb: &str, resource: &str, status: u16) -> u64 {
+        self.by_key
+            .get(&(verb.to_string(), resource.to_string(), status))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Requests with this verb on any resource.
+    pub fn count_verb(&self, verb: &str) -> u64 {
+        self.by_key
+            .iter()
+            .filter(|((v, _, _), _)| v == verb)
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    /// All writes (create, update, patch, delete, deletecollection) to the resource.
+    pub fn writes(&self, resource: &str) -> u64 {
+        ["create", "update", "patch", "delete", "deletecollection"]
+            .iter()
+            .map(|v| self.count(v, resource))
+            .sum()
+    }
+
+    /// Total requests.
+    pub fn total(&self) -> u64 {
+        self.by_key.values().sum()
+    }
+
+    /// Every (verb, resource, status) → count.
+    pub fn entries(&self) -> &BTreeMap<(String, String, u16), u64> {
+        &self.by_key
+    }
+}

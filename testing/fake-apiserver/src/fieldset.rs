@@ -1,0 +1,427 @@
+//! Field sets in the `FieldsV1` format (structured-merge-diff): object walks,
+//! comparisons, merges and removals keyed by paths such as `f:data`, `k:{"uid":"x"}`
+//! and `v:"item"`.
+
+use std::collections::BTreeSet;
+
+use serde_json::{Map, Value};
+
+use crate::schema::{ListType, TypeInfo};
+
+/// A path of `FieldsV1` elements.
+pub type Path = Vec<String>;
+
+/// A set of field paths (members).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSet(pub BTreeSet<Path>);
+
+impl FieldSet {
+    /// Whether the set has no members.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Adds a member.
+    pub fn insert(&mut self, p: Path) {
+        if !p.is_empty() {
+            self.0.insert(p);
+        }
+    }
+
+    /// Members of both.
+    pub fn intersection(&self, other: &FieldSet) -> FieldSet {
+        FieldSet(self.0.intersection(&other.0).cloned().collect())
+    }
+
+    /// Members of either.
+    pub fn union(&self, other: &FieldSet) -> FieldSet {
+        FieldSet(self.0.union(&other.0).cloned().collect())
+    }
+
+    /// Members of self not in other.
+    pub fn difference(&self, other: &FieldSet) -> FieldSet {
+        FieldSet(self.0.difference(&other.0).cloned().collect())
+    }
+
+    /// Members of self that neither are nor lie under a member of other.
+    pub fn recursive_difference(&self, other: &FieldSet) -> FieldSet {
+        FieldSet(
+            self.0
+                .iter()
+                .filter(|p| !other.0.iter().any(|o| p.starts_with(o)))
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Whether any member equals `p` or lies under it.
+    pub fn has_prefix(&self, p: &[String]) -> bool {
+        self.0.iter().any(|m| m.starts_with(p))
+    }
+
+    /// Keeps only members for which `keep` holds.
+    pub fn filter(&self, keep: impl Fn(&Path) -> bool) -> FieldSet {
+        FieldSet(self.0.iter().filter(|p| keep(p)).cloned().collect())
+    }
+
+    /// Parses a `fieldsV1` object.
+    pub fn from_fields_v1(v: &Value) -> FieldSet {
+        let mut set = FieldSet::default();
+        fn walk(v: &Value, path: &mut Path, set: &mut FieldSet) {
+            if let Some(m) = v.as_object() {
+                if m.is_empty() {
+                    set.insert(path.clone());
+                }
+                for (k, child) in m {
+                    if k == "." {
+                        set.insert(path.clone());
+                        continue;
+                    }
+                    path.push(k.clone());
+                    walk(child, path, set);
+                    path.pop();
+                }
+            }
+        }
+        walk(v, &mut vec![], &mut set);
+        set
+    }
+
+    /// Renders the `fieldsV1` object.
+    pub fn to_fields_v1(&self) -> Value {
+        let mut root = Value::Object(Map::new());
+        for p in &self.0 {
+            let mut node = &mut root;
+            for el in p {
+                let Value::Object(m) = node else { break };
+                node = m
+                    .entry(el.clone())
+                    .or_insert_with(|| Value::Object(Map::new()));
+            }
+        }
+        // Members that also have children get a "." marker.
+        for p in &self.0 {
+            let mut node = &mut root;
+            for el in p {
+                node = &mut node[el.as_str()];
+            }
+            if let Some(m) = node.as_object_mut() {
+                if !m.is_empty() {
+                    m.insert(".".into(), Value::Object(Map::new()));
+                }
+            }
+        }
+        root
+    }
+}
+
+/// Renders a path as kube-apiserver prints it in conflicts (`.data.A`, `[uid="x"]`).
+pub fn path_string(p: &[String]) -> String {
+    let mut s = String::new();
+    for el in p {
+        if let Some(f) = el.strip_prefix("f:") {
+            s.push('.');
+            s.push_str(f);
+        } else if let Some(k) = el.strip_prefix("k:") {
+            let parts: Vec<String> = serde_json::from_str::<Map<String, Value>>(k)
+                .map(|m| m.iter().map(|(k, v)| format!("{k}={v}")).collect())
+                .unwrap_or_default();
+            s.push_str(&format!("[{}]", parts.join(",")));
+        } else if let Some(v) = el.strip_prefix("v:") {
+            s.push_str(&format!("[={v}]"));
+        } else if let Some(i) = el.strip_prefix("i:") {
+            s.push_str(&format!("[{i}]"));
+        }
+    }
+    s
+}
+
+/// The `k:` element for a keyed list item.
+fn key_element(item: &Value, keys: &[String]) -> String {
+    let mut m = Map::new();
+    for k in keys {
+        if let Some(v) = item.get(k) {
+            m.insert(k.clone(), v.clone());
+        }
+    }
+    // serde_json maps are sorted, matching SMD's canonical key order.
+    format!("k:{}", Value::Object(m))
+}
+
+fn value_element(item: &Value) -> String {
+    format!("v:{item}")
+}
+
+fn list_items<'v>(items: &'v [Value], lt: &ListType) -> Vec<(String, &'v Value)> {
+    items
+        .iter()
+        .map(|it| match lt {
+            ListType::Set => (value_element(it), it),
+            ListType::Map(keys) => (key_element(it, keys), it),
+            ListType::Atomic => (String::new(), it),
+        })
+        .collect()
+}
+
+/// Walks an object into a field set. `containers` = true adds every map and
+/// list that holds members (an Update's "added" view); false adds them only when
+/// empty (an Apply configuration's view).
+pub fn to_set(obj: &Value, ti: &TypeInfo, containers: bool) -> FieldSet {
+    let mut set = FieldSet::default();
+    walk_set(obj, ti, containers, &mut vec![], &mut vec![], &mut set);
+    set
+}
+
+fn walk_set(
+    v: &Value,
+    ti: &TypeInfo,
+    containers: bool,
+    path: &mut Path,
+    tpath: &mut Vec<String>,
+    set: &mut FieldSet,
+) {
+    match v {
+        Value::Object(m) => {
+            if m.is_empty() || containers {
+                set.insert(path.clone());
+            }
+            for (k, child) in m {
+                path.push(format!("f:{k}"));
+                tpath.push(k.clone());
+                walk_set(child, ti, containers, path, tpath, set);
+                path.pop();
+                tpath.pop();
+            }
+        }
+        Value::Array(items) => {
+            let lt = ti.list_type(tpath);
+            if lt == ListType::Atomic || items.is_empty() || containers {
+                set.insert(path.clone());
+            }
+            if lt == ListType::Atomic {
+                return;
+            }
+            for (el, item) in list_items(items, &lt) {
+                path.push(el);
+                set.insert(path.clone());
+                if matches!(lt, ListType::Map(_)) {
+                    if let Some(m) = item.as_object() {
+                        tpath.push("[]".into());
+                        for (k, child) in m {
+                            path.push(format!("f:{k}"));
+                            tpath.push(k.clone());
+                            walk_set(child, ti, containers, path, tpath, set);
+                            path.pop();
+                            tpath.pop();
+                        }
+                        tpath.pop();
+                    }
+                }
+                path.pop();
+            }
+        }
+        _ => set.insert(path.clone()),
+    }
+}
+
+/// Differences between two objects as field sets.
+#[derive(Debug, Default)]
+pub struct Comparison {
+    /// Paths only in the new object (containers included).
+    pub added: FieldSet,
+    /// Leaves (or atomic values) whose value changed.
+    pub modified: FieldSet,
+    /// Paths only in the old object.
+    pub removed: FieldSet,
+}
+
+/// Compares two objects.
+pub fn compare(old: &Value, new: &Value, ti: &TypeInfo) -> Comparison {
+    let mut c = Comparison::default();
+    walk_cmp(Some(old), Some(new), ti, &mut vec![], &mut vec![], &mut c);
+    c
+}
+
+fn walk_cmp(
+    o: Option<&Value>,
+    n: Option<&Value>,
+    ti: &TypeInfo,
+    path: &mut Path,
+    tpath: &mut Vec<String>,
+    c: &mut Comparison,
+) {
+    match (o, n) {
+        (None, None) => {}
+        (None, Some(n)) => {
+            let mut sub = FieldSet::default();
+            walk_set(n, ti, true, &mut path.clone(), &mut tpath.clone(), &mut sub);
+            sub.insert(path.clone());
+            c.added = c.added.union(&sub);
+        }
+        (Some(_), None) => c.removed.insert(path.clone()),
+        (Some(Value::Object(om)), Some(Value::Object(nm))) => {
+            let keys: BTreeSet<&String> = om.keys().chain(nm.keys()).collect();
+            for k in keys {
+                path.push(format!("f:{k}"));
+                tpath.push(k.clone());
+                walk_cmp(om.get(k), nm.get(k), ti, path, tpath, c);
+                path.pop();
+                tpath.pop();
+            }
+        }
+        (Some(Value::Array(oa)), Some(Value::Array(na))) => {
+            let lt = ti.list_type(tpath);
+            if lt == ListType::Atomic {
+                if oa != na {
+                    c.modified.insert(path.clone());
+                }
+                return;
+            }
+            let oi = list_items(oa, &lt);
+            let ni = list_items(na, &lt);
+            let keys: BTreeSet<&String> = oi
+                .iter()
+                .map(|(k, _)| k)
+                .chain(ni.iter().map(|(k, _)| k))
+                .collect();
+            for k in keys {
+                let ov = oi.iter().find(|(ok, _)| ok == k).map(|(_, v)| *v);
+                let nv = ni.iter().find(|(nk, _)| nk == k).map(|(_, v)| *v);
+                path.push(k.clone());
+                tpath.push("[]".into());
+                match (ov, nv) {
+                    (Some(Value::Object(a)), Some(Value::Object(b)))
+                        if matches!(lt, ListType::Map(_)) =>
+                    {
+                        let fields: BTreeSet<&String> = a.keys().chain(b.keys()).collect();
+                        for f in fields {
+                            path.push(format!("f:{f}"));
+                            tpath.push(f.clone());
+                            walk_cmp(a.get(f), b.get(f), ti, path, tpath, c);
+                            path.pop();
+                            tpath.pop();
+                        }
+                    }
+                    (Some(a), Some(b)) => {
+                        if a != b {
+                            c.modified.insert(path.clone());
+                        }
+                    }
+                    (a, b) => walk_cmp(a, b, ti, path, tpath, c),
+                }
+                path.pop();
+                tpath.pop();
+            }
+        }
+        (Some(a), Some(b)) => {
+            if a != b {
+                c.modified.insert(path.clone());
+            }
+        }
+    }
+}
+
+/// Structural merge for apply: `live ⊕ config` (maps merged, keyed lists merged
+/// by key, sets unioned, everything else replaced by the config's value).
+pub fn merge(live: &Value, config: &Value, ti: &TypeInfo) -> Value {
+    merge_at(live, config, ti, &mut vec![])
+}
+
+fn merge_at(live: &Value, config: &Value, ti: &TypeInfo, tpath: &mut Vec<String>) -> Value {
+    match (live, config) {
+        (Value::Object(l), Value::Object(c)) => {
+            let mut out = l.clone();
+            for (k, cv) in c {
+                tpath.push(k.clone());
+                let merged = match l.get(k) {
+                    Some(lv) if !cv.is_null() => merge_at(lv, cv, ti, tpath),
+                    _ => cv.clone(),
+                };
+                tpath.pop();
+                if merged.is_null() {
+                    out.remove(k);
+                } else {
+                    out.insert(k.clone(), merged);
+                }
+            }
+            Value::Object(out)
+        }
+        (Value::Array(l), Value::Array(c)) => {
+            let lt = ti.list_type(tpath);
+            match &lt {
+                ListType::Atomic => config.clone(),
+                ListType::Set => {
+                    let mut out = l.clone();
+                    for it in c {
+                        if !out.contains(it) {
+                            out.push(it.clone());
+                        }
+                    }
+                    Value::Array(out)
+                }
+                ListType::Map(keys) => {
+                    let mut out = l.clone();
+                    tpath.push("[]".into());
+                    for it in c {
+                        let k = key_element(it, keys);
+                        match out.iter().position(|o| key_element(o, keys) == k) {
+                            Some(i) => {
+                                let m = merge_at(&out[i], it, ti, tpath);
+                                out[i] = m;
+                            }
+                            None => out.push(it.clone()),
+                        }
+                    }
+                    tpath.pop();
+                    Value::Array(out)
+                }
+            }
+        }
+        _ => config.clone(),
+    }
+}
+
+/// Removes the member at `path` from an object (no-op when absent).
+pub fn remove_path(obj: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    let mut node = obj;
+    for el in parents {
+        match step_mut(node, el) {
+            Some(n) => node = n,
+            None => return,
+        }
+    }
+    if let Some(f) = last.strip_prefix("f:") {
+        if let Some(m) = node.as_object_mut() {
+            m.remove(f);
+        }
+    } else if let Some(a) = node.as_array_mut() {
+        a.retain(|it| !element_matches(it, last));
+    }
+}
+
+fn element_matches(item: &Value, el: &str) -> bool {
+    if let Some(k) = el.strip_prefix("k:") {
+        serde_json::from_str::<Map<String, Value>>(k)
+            .map(|keys| keys.iter().all(|(kk, kv)| item.get(kk) == Some(kv)))
+            .unwrap_or(false)
+    } else if let Some(v) = el.strip_prefix("v:") {
+        serde_json::from_str::<Value>(v)
+            .map(|v| &v == item)
+            .unwrap_or(false)
+    } else {
+        false
+    }
+}
+
+fn step_mut<'v>(node: &'v mut Value, el: &str) -> Option<&'v mut Value> {
+    if let Some(f) = el.strip_prefix("f:") {
+        node.as_object_mut()?.get_mut(f)
+    } else {
+        node.as_array_mut()?
+            .iter_mut()
+            .find(|it| element_matches(it, el))
+    }
+}

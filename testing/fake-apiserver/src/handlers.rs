@@ -1,0 +1,1052 @@
+//! HTTP routing and the resource verbs (get, list, create, update, patch,
+//! delete, deletecollection); watches live in [`crate::watch`].
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::response::Response;
+use axum::Router;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use serde_json::{json, Value};
+
+use crate::discovery;
+use crate::errors::ApiError;
+use crate::faults::FaultAction;
+use crate::managed::{self, Scope};
+use crate::patch;
+use crate::protobuf;
+use crate::resources::{Class, ResourceInfo};
+use crate::schema::TypeInfo;
+use crate::selectors::{FieldSelector, LabelSelector};
+use crate::server::{Inner, Shared, Snapshot};
+use crate::table::{self, IncludeObject};
+use crate::util::{now_rfc3339, parse_query};
+use crate::validation;
+use crate::write::{self, external, internal, DeleteOpts, Deleted, Ownership, WriteCtx};
+
+/// Largest accepted request body (kube-apiserver's 3 MiB limit).
+const MAX_BODY: usize = 3 * 1024 * 1024;
+
+/// The router serving every path.
+pub fn router(shared: Arc<Shared>) -> Router {
+    Router::new().fallback(handle).with_state(shared)
+}
+
+/// A parsed request.
+#[derive(Debug)]
+pub struct Req {
+    /// HTTP method.
+    pub method: Method,
+    /// Query parameters.
+    pub query: HashMap<String, String>,
+    /// Headers.
+    pub headers: HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Req {
+    /// A query parameter.
+    pub fn q(&self, k: &str) -> Option<&str> {
+        self.query.get(k).map(String::as_str)
+    }
+
+    /// A boolean query parameter (`true`/`1`).
+    pub fn flag(&self, k: &str) -> bool {
+        matches!(self.q(k), Some("true") | Some("1") | Some("True"))
+    }
+
+    /// A header as text.
+    pub fn header(&self, k: &str) -> &str {
+        self.headers
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+    }
+}
+
+/// A request on a resource.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The resource.
+    pub res: ResourceInfo,
+    /// Namespace from the path.
+    pub namespace: Option<String>,
+    /// Object name from the path.
+    pub name: Option<String>,
+    /// Subresource from the path.
+    pub subresource: Option<String>,
+    /// `/watch/` path prefix.
+    pub watch_prefix: bool,
+}
+
+impl Target {
+    /// The resource label used by counters and faults (`secrets`, `widgets/status`).
+    pub fn label(&self) -> String {
+        match &self.subresource {
+            Some(s) => format!("{}/{s}", self.res.plural),
+            None => self.res.plural.clone(),
+        }
+    }
+}
+
+/// Serialises JSON with a status code.
+pub fn json_response(code: u16, v: &Value) -> Response {
+    let body = serde_json::to_vec(v).unwrap_or_default();
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = StatusCode::from_u16(code).unwrap_or(StatusCode::OK);
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// Renders an error as kube-apiserver does.
+pub fn error_response(e: &ApiError) -> Response {
+    let mut resp = match &e.plain_text {
+        Some(text) => {
+            let mut r = Response::new(Body::from(text.clone()));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            r
+        }
+        None => json_response(e.code, &e.to_status()),
+    };
+    *resp.status_mut() = StatusCode::from_u16(e.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    if let Some(s) = e.retry_after {
+        resp.headers_mut()
+            .insert(http::header::RETRY_AFTER, HeaderValue::from(s));
+    }
+    resp
+}
+
+fn respond(result: Result<(u16, Value), ApiError>) -> Response {
+    match result {
+        Ok((code, v)) => json_response(code, &v),
+        Err(e) => error_response(&e),
+    }
+}
+
+async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, MAX_BODY + 1).await {
+        Ok(b) if b.len() <= MAX_BODY => b,
+        _ => {
+            return error_response(&ApiError::new(
+                413,
+                "RequestEntityTooLarge",
+                format!("Request entity too large: limit is {MAX_BODY}"),
+            ));
+        }
+    };
+    let r = Req {
+        method: parts.method,
+        query: parse_query(parts.uri.query()),
+        headers: parts.headers,
+        body,
+    };
+    let segments: Vec<String> = parts
+        .uri
+        .path()
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8_lossy()
+                .into_owned()
+        })
+        .collect();
+    let segs: Vec<&str> = segments.iter().map(String::as_str).collect();
+    if let Some(resp) = non_resource(&shared, &r, &segs) {
+        return resp;
+    }
+    let target = match resolve(&shared, &segs) {
+        Ok(t) => t,
+        Err(e) => return error_response(&e),
+    };
+    let verb = verb_of(&r, &target);
+    let label = target.label();
+    match shared.take_fault(verb, &label) {
+        Some(FaultAction::Status(code)) => {
+            shared.record(verb, &label, code);
+            return error_response(&ApiError::for_code(code));
+        }
+        Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
+        None => {}
+    }
+    let resp = if verb == "watch" {
+        crate::watch::watch(shared.clone(), &target, &r)
+    } else {
+        let resp = serve(&shared, &target, &r, verb);
+        let pending = !shared.inner().pending_namespace_cleanups.is_empty();
+        if pending {
+            let s = shared.clone();
+            tokio::spawn(async move {
+                s.inner().run_namespace_controller();
+            });
+        }
+        resp
+    };
+    shared.record(verb, &label, resp.status().as_u16());
+    resp
+}
+
+fn non_resource(shared: &Shared, r: &Req, segs: &[&str]) -> Option<Response> {
+    let get = r.method == Method::GET;
+    let accept = r.header("accept");
+    let resp = match segs {
+        ["version"] if get => json_response(200, &discovery::version()),
+        ["healthz"] | ["readyz"] | ["livez"] if get => {
+            let mut resp = Response::new(Body::from("ok"));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            resp
+        }
+        ["api"] if get => {
+            if discovery::wants_aggregated(accept) {
+                let mut resp =
+                    json_response(200, &discovery::aggregated(&shared.inner().registry, true));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+                );
+                resp
+            } else {
+                json_response(200, &discovery::api_versions())
+            }
+        }
+        ["apis"] if get => {
+            let inner = shared.inner();
+            if discovery::wants_aggregated(accept) {
+                let mut resp = json_response(200, &discovery::aggregated(&inner.registry, false));
+                resp.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static(discovery::AGGREGATED_CONTENT_TYPE),
+                );
+                resp
+            } else {
+                json_response(200, &discovery::api_group_list(&inner.registry))
+            }
+        }
+        ["apis", group] if get => {
+            let inner = shared.inner();
+            let list = discovery::api_group_list(&inner.registry);
+            match list["groups"]
+                .as_array()
+                .and_then(|gs| gs.iter().find(|g| g["name"] == *group))
+            {
+                Some(g) => {
+                    let mut g = g.clone();
+                    g["kind"] = json!("APIGroup");
+                    g["apiVersion"] = json!("v1");
+                    json_response(200, &g)
+                }
+                None => error_response(&ApiError::page_not_found()),
+            }
+        }
+        ["api", version] if get => gv_resources(shared, "", version),
+        ["apis", group, version] if get => gv_resources(shared, group, version),
+        ["openapi", "v3"] if get => {
+            json_response(200, &discovery::openapi_v3_root(&shared.inner().registry))
+        }
+        ["openapi", "v3", "api", version] if get => openapi_doc(shared, "", version),
+        ["openapi", "v3", "apis", group, version] if get => openapi_doc(shared, group, version),
+        ["openapi", ..] => error_response(&ApiError::page_not_found()),
+        ["api", _, ..] | ["apis", _, _, _, ..] => return None,
+        _ => error_response(&ApiError::page_not_found()),
+    };
+    Some(resp)
+}
+
+fn gv_resources(shared: &Shared, group: &str, version: &str) -> Response {
+    match discovery::resource_list(&shared.inner().registry, group, version) {
+        Some(v) => json_response(200, &v),
+        None => error_response(&ApiError::page_not_found()),
+    }
+}
+
+fn openapi_doc(shared: &Shared, group: &str, version: &str) -> Response {
+    match discovery::openapi_v3_doc(&shared.inner().registry, group, version) {
+        Some(v) => json_response(200, &v),
+        None => error_response(&ApiError::page_not_found()),
+    }
+}
+
+fn not_found_resource() -> ApiError {
+    ApiError::new(
+        404,
+        "NotFound",
+        "the server could not find the requested resource",
+    )
+}
+
+/// Resolves `/api/v1/...` and `/apis/g/v/...` to a resource target.
+fn resolve(shared: &Shared, segs: &[&str]) -> Result<Target, ApiError> {
+    let (group, version, mut rest) = match segs {
+        ["api", v, rest @ ..] => ("", *v, rest),
+        ["apis", g, v, rest @ ..] => (*g, *v, rest),
+        _ => return Err(ApiError::page_not_found()),
+    };
+    let inner = shared.inner();
+    if !inner.registry.has_group_version(group, version) {
+        return Err(ApiError::page_not_found());
+    }
+    let mut watch_prefix = false;
+    if rest.first() == Some(&"watch") {
+        watch_prefix = true;
+        rest = &rest[1..];
+    }
+    let mut namespace = None;
+    if rest.first() == Some(&"namespaces")
+        && rest.len() >= 3
+        && !(group.is_empty() && rest.len() == 3 && matches!(rest[2], "status" | "finalize"))
+    {
+        namespace = Some(rest[1].to_string());
+        rest = &rest[2..];
+    }
+    if rest.is_empty() || rest.len() > 3 {
+        return Err(not_found_resource());
+    }
+    let res = inner
+        .registry
+        .find(group, version, rest[0])
+        .cloned()
+        .ok_or_else(not_found_resource)?;
+    let name = rest.get(1).map(|s| s.to_string());
+    let subresource = rest.get(2).map(|s| s.to_string());
+    if let Some(sub) = &subresource {
+        let ok = (sub == "status" && res.status_subresource)
+            || (sub == "finalize" && res.class == Class::Namespace);
+        if !ok {
+            return Err(not_found_resource());
+        }
+    }
+    if namespace.is_some() && !res.namespaced {
+        return Err(not_found_resource());
+    }
+    if res.namespaced && namespace.is_none() && name.is_some() {
+        return Err(not_found_resource());
+    }
+    Ok(Target {
+        res,
+        namespace,
+        name,
+        subresource,
+        watch_prefix,
+    })
+}
+
+/// The kube-apiserver verb of a request.
+pub fn verb_of(r: &Req, t: &Target) -> &'static str {
+    match (&r.method, t.name.is_some()) {
+        (&Method::GET, _) if t.watch_prefix || r.flag("watch") => "watch",
+        (&Method::GET, true) => "get",
+        (&Method::GET, false) => "list",
+        (&Method::POST, _) => "create",
+        (&Method::PUT, _) => "update",
+        (&Method::PATCH, _) => "patch",
+        (&Method::DELETE, true) => "delete",
+        (&Method::DELETE, false) => "deletecollection",
+        _ => "unknown",
+    }
+}
+
+fn serve(shared: &Shared, t: &Target, r: &Req, verb: &str) -> Response {
+    let mut inner = shared.inner();
+    match verb {
+        "get" => respond(get(&inner, t, r)),
+        "list" => respond(list(&mut inner, t, r)),
+        "create" => respond(create(&mut inner, t, r)),
+        "update" => respond(update(&mut inner, t, r)),
+        "patch" => respond(patch_object(&mut inner, t, r)),
+        "delete" => respond(delete(&mut inner, t, r)),
+        "deletecollection" => respond(delete_collection(&mut inner, t, r)),
+        _ => error_response(&ApiError::method_not_allowed(
+            r.method.as_str(),
+            &t.res.gr(),
+        )),
+    }
+}
+
+/// How the client wants objects rendered (from Accept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Render {
+    /// Plain JSON objects.
+    Json,
+    /// meta.k8s.io Table.
+    Table(IncludeObject),
+    /// PartialObjectMetadata(List).
+    Partial,
+}
+
+/// Parses the Accept header.
+pub fn render_mode(r: &Req) -> Render {
+    let accept = r.header("accept").replace(' ', "");
+    let first = accept.split(',').next().unwrap_or_default();
+    if first.contains("as=Table") {
+        Render::Table(IncludeObject::parse(r.q("includeObject")))
+    } else if first.contains("as=PartialObjectMetadata") {
+        Render::Partial
+    } else {
+        Render::Json
+    }
+}
+
+fn ns_str(t: &Target) -> &str {
+    t.namespace.as_deref().unwrap_or_default()
+}
+
+fn get(inner: &Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError> {
+    let name = t.name.as_deref().unwrap_or_default();
+    let obj = inner
+        .store
+        .get(&t.res.storage, ns_str(t), name)
+        .ok_or_else(|| ApiError::not_found(&t.res.gr(), name))?;
+    let ext = external(&t.res, obj);
+    let rv = ext["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    Ok((
+        200,
+        match render_mode(r) {
+            Render::Json => ext,
+            Render::Partial => table::partial_metadata(&ext),
+            Render::Table(inc) => {
+                table::table(&t.res, &[ext], &rv, inc, true, &|o| core_view(&t.res, o))
+            }
+        },
+    ))
+}
+
+/// Events are printed from their core/v1 form.
+pub fn core_view(res: &ResourceInfo, o: &Value) -> Value {
+    if res.class == Class::EventsV1Event {
+        crate::events::to_core(o)
+    } else {
+        o.clone()
+    }
+}
+
+/// Label + field + namespace filter of list and watch.
+pub struct Filter {
+    /// Namespace, if namespaced request.
+    pub namespace: Option<String>,
+    /// Label selector.
+    pub labels: LabelSelector,
+    /// Field selector.
+    pub fields: FieldSelector,
+}
+
+impl Filter {
+    /// Builds the filter from the request.
+    pub fn from_request(t: &Target, r: &Req) -> Result<Filter, ApiError> {
+        let labels = LabelSelector::parse(r.q("labelSelector").unwrap_or_default())?;
+        let mut fs = r.q("fieldSelector").unwrap_or_default().to_string();
+        if let Some(name) = &t.name {
+            if !fs.is_empty() {
+                fs.push(',');
+            }
+            fs.push_str(&format!("metadata.name={name}"));
+        }
+        let fields = FieldSelector::parse(&fs, &t.res)?;
+        Ok(Filter {
+            namespace: t.namespace.clone(),
+            labels,
+            fields,
+        })
+    }
+
+    /// Whether an object (external form) passes.
+    pub fn matches(&self, ext: &Value) -> bool {
+        if let Some(ns) = &self.namespace {
+            if ext["metadata"]["namespace"].as_str() != Some(ns) {
+                return false;
+            }
+        }
+        self.labels.matches_object(ext) && self.fields.matches_object(ext)
+    }
+}
+
+fn list_options_invalid(msg: &str) -> ApiError {
+    let mut e = ApiError::new(
+        422,
+        "Invalid",
+        format!("ListOptions.meta.k8s.io \"\" is invalid: {msg}"),
+    );
+    e.details = Some(
+        json!({"kind": "ListOptions", "group": "meta.k8s.io", "causes": [{"reason": "FieldValueInvalid", "message": msg}]}),
+    );
+    e
+}
+
+fn expired_continue() -> ApiError {
+    ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
+}
+
+fn encode_continue(rv: u64, id: u64, offset: usize) -> String {
+    use base64::Engine;
+    let tok = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{id}:{offset}")});
+    base64::engine::general_purpose::URL_SAFE.encode(tok.to_string())
+}
+
+fn decode_continue(s: &str) -> Result<(u64, usize), ApiError> {
+    use base64::Engine;
+    let bad = || ApiError::bad_request(format!("continue key is not valid: {s}"));
+    let raw = base64::engine::general_purpose::URL_SAFE
+        .decode(s)
+        .map_err(|_| bad())?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
+    let start = v["start"].as_str().ok_or_else(bad)?;
+    let (id, off) = start.split_once(':').ok_or_else(bad)?;
+    Ok((
+        id.parse().map_err(|_| bad())?,
+        off.parse().map_err(|_| bad())?,
+    ))
+}
+
+fn list(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError> {
+    if r.q("sendInitialEvents").is_some() {
+        return Err(list_options_invalid(
+            "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list",
+        ));
+    }
+    if r.q("resourceVersionMatch").is_some_and(|m| !m.is_empty())
+        && r.q("resourceVersion").is_none_or(str::is_empty)
+    {
+        return Err(list_options_invalid("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"));
+    }
+    let filter = Filter::from_request(t, r)?;
+    let limit: usize = r.q("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
+    let (rv, items, offset) = match r.q("continue").filter(|c| !c.is_empty()) {
+        Some(tok) => {
+            let (id, offset) = decode_continue(tok)?;
+            let snap = inner
+                .snapshots
+                .get(&id)
+                .cloned()
+                .ok_or_else(expired_continue)?;
+            (snap.rv, snap.items, offset)
+        }
+        None => {
+            let ns = t.namespace.as_deref();
+            let items: Vec<Value> = inner
+                .store
+                .list(&t.res.storage, ns)
+                .iter()
+                .map(|o| external(&t.res, o))
+                .filter(|o| filter.matches(o))
+                .collect();
+            (inner.store.current_rv(), items, 0)
+        }
+    };
+    let end = if limit > 0 {
+        (offset + limit).min(items.len())
+    } else {
+        items.len()
+    };
+    let page: Vec<Value> = items
+        .get(offset..end)
+        .map(<[Value]>::to_vec)
+        .unwrap_or_default();
+    let mut metadata = json!({"resourceVersion": rv.to_string()});
+    if end < items.len() {
+        let remaining = items.len() - end;
+        let id = inner.save_snapshot(Snapshot {
+            rv,
+            items: items.clone(),
+        });
+        metadata["continue"] = json!(encode_continue(rv, id, end));
+        if filter.labels.is_empty() && filter.fields.is_empty() {
+            metadata["remainingItemCount"] = json!(remaining);
+        }
+    }
+    let rvs = rv.to_string();
+    let out = match render_mode(r) {
+        Render::Table(inc) => {
+            let mut tbl = table::table(&t.res, &page, &rvs, inc, true, &|o| core_view(&t.res, o));
+            tbl["metadata"] = metadata;
+            tbl
+        }
+        Render::Partial => json!({
+            "kind": "PartialObjectMetadataList",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": metadata,
+            "items": page.iter().map(table::partial_metadata).collect::<Vec<_>>(),
+        }),
+        Render::Json => {
+            let custom = t.res.class == Class::Custom;
+            let items: Vec<Value> = page
+                .into_iter()
+                .map(|mut o| {
+                    if !custom {
+                        if let Some(m) = o.as_object_mut() {
+                            m.remove("kind");
+                            m.remove("apiVersion");
+                        }
+                    }
+                    o
+                })
+                .collect();
+            json!({"kind": t.res.list_kind(), "apiVersion": t.res.api_version(), "metadata": metadata, "items": items})
+        }
+    };
+    Ok((200, out))
+}
+
+fn content_type(r: &Req) -> String {
+    r.header("content-type")
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_lowercase()
+}
+
+/// Decodes a create/update body (JSON, YAML or protobuf).
+fn decode_body(r: &Req, t: &Target) -> Result<Value, ApiError> {
+    let ct = content_type(r);
+    let v: Value = match ct.as_str() {
+        "" | "application/json" | "*/*" => serde_json::from_slice(&r.body).map_err(|e| {
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
+        })?,
+        "application/yaml" => serde_yaml::from_slice(&r.body)
+            .map_err(|e| ApiError::bad_request(format!("yaml: {e}")))?,
+        protobuf::PROTOBUF => protobuf::decode(&r.body)?,
+        _ => {
+            return Err(ApiError::unsupported_media_type(&[
+                "application/json",
+                "application/yaml",
+                protobuf::PROTOBUF,
+            ]))
+        }
+    };
+    validation::check_shape(&v, &t.res.kind, &t.res.api_version())?;
+    check_type_meta(&v, t)?;
+    if t.res.class == Class::Secret {
+        validation::check_secret_base64(&v)?;
+    }
+    Ok(v)
+}
+
+fn check_type_meta(v: &Value, t: &Target) -> Result<(), ApiError> {
+    if let Some(av) = v["apiVersion"].as_str().filter(|s| !s.is_empty()) {
+        if av != t.res.api_version() {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data ({av}) does not match the expected API version ({})",
+                t.res.api_version()
+            )));
+        }
+    }
+    if let Some(k) = v["kind"].as_str().filter(|s| !s.is_empty()) {
+        if k != t.res.kind {
+            return Err(ApiError::bad_request(format!(
+                "the kind in the data ({k}) does not match the expected kind ({})",
+                t.res.kind
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn dry_run(r: &Req) -> Result<bool, ApiError> {
+    match r.q("dryRun") {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => Err(ApiError::invalid(
+            "",
+            "",
+            "",
+            vec![crate::errors::Cause {
+                reason: "FieldValueNotSupported".into(),
+                message: format!("Unsupported value: \"{other}\": supported values: \"All\""),
+                field: "dryRun".into(),
+            }],
+        )),
+    }
+}
+
+fn field_manager(r: &Req) -> Result<String, ApiError> {
+    if let Some(m) = r.q("fieldManager").filter(|m| !m.is_empty()) {
+        if m.len() > 128 {
+            return Err(ApiError::new(
+                422,
+                "Invalid",
+                format!("fieldManager: Too long: may not be more than 128 bytes"),
+            ));
+        }
+        return Ok(m.to_string());
+    }
+    let ua = r.header("user-agent");
+    let prefix = ua.split('/').next().unwrap_or_default();
+    Ok(if prefix.is_empty() {
+        "unknown".to_string()
+    } else {
+        prefix.to_string()
+    })
+}
+
+fn field_validation(r: &Req) -> Result<bool, ApiError> {
+    match r.q("fieldValidation") {
+        None | Some("") | Some("Ignore") | Some("Warn") => Ok(false),
+        Some("Strict") => Ok(true),
+        Some(other) => Err(ApiError::bad_request(format!(
+            "fieldValidation parameter unsupported: {other}"
+        ))),
+    }
+}
+
+fn ctx(t: &Target, r: &Req) -> Result<WriteCtx, ApiError> {
+    Ok(WriteCtx {
+        res: t.res.clone(),
+        subresource: t.subresource.clone(),
+        dry_run: dry_run(r)?,
+        manager: field_manager(r)?,
+        strict: field_validation(r)?,
+    })
+}
+
+fn create(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError> {
+    if t.name.is_some() {
+        return Err(ApiError::method_not_allowed("POST", &t.res.gr()));
+    }
+    if t.res.namespaced && t.namespace.is_none() {
+        return Err(not_found_resource());
+    }
+    let c = ctx(t, r)?;
+    let body = decode_body(r, t)?;
+    let stored = write::create(
+        inner,
+        &c,
+        t.namespace.as_deref(),
+        internal(&t.res, &body),
+        Ownership::Update,
+    )?;
+    Ok((201, external(&t.res, &stored)))
+}
+
+fn existing(inner: &Inner, t: &Target) -> Result<Value, ApiError> {
+    let name = t.name.as_deref().unwrap_or_default();
+    inner
+        .store
+        .get(&t.res.storage, ns_str(t), name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&t.res.gr(), name))
+}
+
+fn check_rv(t: &Target, old: &Value, new: &Value, required: bool) -> Result<(), ApiError> {
+    let name = t.name.as_deref().unwrap_or_default();
+    match new["metadata"]["resourceVersion"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+    {
+        Some(rv) if Some(rv) != old["metadata"]["resourceVersion"].as_str() => {
+            Err(ApiError::conflict_modified(&t.res.gr(), name))
+        }
+        None if required => Err(ApiError::invalid(
+            &t.res.kind,
+            &t.res.group,
+            name,
+            vec![crate::errors::Cause {
+                reason: "FieldValueInvalid".into(),
+                message: "Invalid value: 0x0: must be specified for an update".into(),
+                field: "metadata.resourceVersion".into(),
+            }],
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn update(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError> {
+    let c = ctx(t, r)?;
+    let body = decode_body(r, t)?;
+    let name = t.name.as_deref().unwrap_or_default();
+    if let Some(bn) = body["metadata"]["name"].as_str() {
+        if bn != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({bn}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    let old = existing(inner, t)?;
+    check_rv(t, &old, &body, t.res.class == Class::Custom)?;
+    let stored = write::update(inner, &c, &old, internal(&t.res, &body), Ownership::Update)?;
+    Ok((200, external(&t.res, &stored)))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PatchType {
+    Json,
+    Merge,
+    Strategic,
+    Apply,
+}
+
+fn patch_type(r: &Req, t: &Target) -> Result<PatchType, ApiError> {
+    let accepted_custom = [
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/apply-patch+yaml",
+    ];
+    let accepted_builtin = [
+        "application/json-patch+json",
+        "application/merge-patch+json",
+        "application/strategic-merge-patch+json",
+        "application/apply-patch+yaml",
+    ];
+    let accepted: &[&str] = if t.res.accepts_strategic_merge() {
+        &accepted_builtin
+    } else {
+        &accepted_custom
+    };
+    let pt = match content_type(r).as_str() {
+        "application/json-patch+json" => PatchType::Json,
+        "application/merge-patch+json" => PatchType::Merge,
+        "application/strategic-merge-patch+json" if t.res.accepts_strategic_merge() => {
+            PatchType::Strategic
+        }
+        "application/apply-patch+yaml" => PatchType::Apply,
+        _ => return Err(ApiError::unsupported_media_type(accepted)),
+    };
+    Ok(pt)
+}
+
+fn patch_options_invalid(field: &str, msg: &str) -> ApiError {
+    let mut e = ApiError::new(
+        422,
+        "Invalid",
+        format!("PatchOptions.meta.k8s.io \"\" is invalid: {field}: {msg}"),
+    );
+    e.details = Some(
+        json!({"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field}]}),
+    );
+    e
+}
+
+fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError> {
+    let pt = patch_type(r, t)?;
+    if pt == PatchType::Apply && r.q("fieldManager").is_none_or(str::is_empty) {
+        return Err(patch_options_invalid(
+            "fieldManager",
+            "Required value: is required for apply patch",
+        ));
+    }
+    if pt != PatchType::Apply && r.q("force").is_some() {
+        return Err(patch_options_invalid(
+            "force",
+            "Forbidden: may not be specified for non-apply patch",
+        ));
+    }
+    let c = ctx(t, r)?;
+    let name = t.name.as_deref().unwrap_or_default().to_string();
+    if pt == PatchType::Apply {
+        return apply(inner, t, r, &c, &name);
+    }
+    let old = existing(inner, t)?;
+    let patch_doc: Value = serde_json::from_slice(&r.body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+    let old_ext = external(&t.res, &old);
+    let patched = match pt {
+        PatchType::Merge => {
+            if !patch_doc.is_object() {
+                return Err(ApiError::bad_request(
+                    "json: cannot unmarshal into Go value of type map[string]interface {}",
+                ));
+            }
+            patch::merge_patch(&old_ext, &patch_doc)
+        }
+        PatchType::Strategic => patch::strategic_merge_patch(&old_ext, &patch_doc, &t.res.kind)?,
+        _ => patch::json_patch(&old_ext, &patch_doc)?,
+    };
+    validation::check_shape(&patched, &t.res.kind, &t.res.api_version())?;
+    if t.res.class == Class::Secret {
+        validation::check_secret_base64(&patched)?;
+    }
+    check_rv(t, &old, &patched, false)?;
+    let stored = write::update(
+        inner,
+        &c,
+        &old,
+        internal(&t.res, &patched),
+        Ownership::Update,
+    )?;
+    Ok((200, external(&t.res, &stored)))
+}
+
+fn apply(
+    inner: &mut Inner,
+    t: &Target,
+    r: &Req,
+    c: &WriteCtx,
+    name: &str,
+) -> Result<(u16, Value), ApiError> {
+    let config: Value = serde_yaml::from_slice(&r.body)
+        .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
+    validation::check_shape(&config, &t.res.kind, &t.res.api_version())?;
+    let av = config["apiVersion"].as_str().unwrap_or_default();
+    if av != t.res.api_version() {
+        return Err(ApiError::bad_request(format!(
+            "Incorrect version specified in apply patch. Specified patch version: {av}, expected: {}",
+            t.res.api_version()
+        )));
+    }
+    let kind = config["kind"].as_str().unwrap_or_default();
+    if kind != t.res.kind {
+        return Err(ApiError::bad_request(format!(
+            "Incorrect kind specified in apply patch. Specified patch kind: {kind}, expected: {}",
+            t.res.kind
+        )));
+    }
+    if !config["metadata"]["managedFields"].is_null() {
+        return Err(ApiError::bad_request("metadata.managedFields must be nil"));
+    }
+    if let Some(n) = config["metadata"]["name"].as_str() {
+        if n != name {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+    }
+    if t.res.class == Class::Secret {
+        validation::check_secret_base64(&config)?;
+    }
+    let old = inner.store.get(&t.res.storage, ns_str(t), name).cloned();
+    if old.is_none() && t.subresource.is_some() {
+        return Err(ApiError::not_found(&t.res.gr(), name));
+    }
+    let config_int = internal(&t.res, &config);
+    let live = old.clone().unwrap_or_else(|| {
+        let mut skel = json!({"apiVersion": config_int["apiVersion"], "kind": config_int["kind"], "metadata": {"name": name}});
+        if let Some(ns) = &t.namespace {
+            skel["metadata"]["namespace"] = json!(ns);
+        }
+        skel
+    });
+    if let Some(old) = &old {
+        check_rv(t, old, &config, false)?;
+    }
+    let scope = match t.subresource.as_deref() {
+        Some("status") => Scope::StatusOnly,
+        _ if t.res.status_subresource => Scope::NoStatus,
+        _ => Scope::All,
+    };
+    let applied = managed::apply(
+        managed::decode(&live),
+        &live,
+        &config_int,
+        &TypeInfo::new(&t.res),
+        scope,
+        &c.manager,
+        &t.res.api_version(),
+        t.subresource.as_deref().unwrap_or_default(),
+        r.flag("force"),
+        &now_rfc3339(),
+    )?;
+    match old {
+        Some(old) => {
+            let stored = write::update(
+                inner,
+                c,
+                &old,
+                applied.object,
+                Ownership::Applied(applied.entries),
+            )?;
+            Ok((200, external(&t.res, &stored)))
+        }
+        None => {
+            let stored = write::create(
+                inner,
+                c,
+                t.namespace.as_deref(),
+                applied.object,
+                Ownership::Applied(applied.entries),
+            )?;
+            Ok((201, external(&t.res, &stored)))
+        }
+    }
+}
+
+fn delete_opts(r: &Req) -> Result<DeleteOpts, ApiError> {
+    let mut opts = DeleteOpts {
+        dry_run: dry_run(r)?,
+        ..Default::default()
+    };
+    if !r.body.is_empty() {
+        let body: Value = serde_json::from_slice(&r.body)
+            .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
+        if let Some(d) = body["dryRun"].as_array() {
+            if d.iter().any(|x| x == "All") {
+                opts.dry_run = true;
+            } else if !d.is_empty() {
+                return Err(ApiError::new(422, "Invalid", format!("DeleteOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: {d:?}")));
+            }
+        }
+        if let Some(p) = body["propagationPolicy"].as_str() {
+            if !matches!(p, "Orphan" | "Background" | "Foreground") {
+                return Err(ApiError::new(422, "Invalid", format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\"")));
+            }
+        }
+        opts.uid = body["preconditions"]["uid"].as_str().map(str::to_string);
+        opts.resource_version = body["preconditions"]["resourceVersion"]
+            .as_str()
+            .map(str::to_string);
+    }
+    if let Some(p) = r.q("propagationPolicy") {
+        if !matches!(p, "Orphan" | "Background" | "Foreground") {
+            return Err(ApiError::new(422, "Invalid", format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\"")));
+        }
+    }
+    Ok(opts)
+}
+
+fn delete(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError> {
+    if t.subresource.is_some() {
+        return Err(ApiError::method_not_allowed("delete", &t.res.gr()));
+    }
+    let opts = delete_opts(r)?;
+    let name = t.name.as_deref().unwrap_or_default();
+    match write::delete(inner, &t.res, ns_str(t), name, &opts)? {
+        Deleted::Gone(status) => Ok((200, status)),
+        Deleted::Pending(obj) => Ok((200, external(&t.res, &obj))),
+    }
+}
+
+fn delete_collection(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError> {
+    let opts = delete_opts(r)?;
+    let filter = Filter::from_request(t, r)?;
+    let targets: Vec<Value> = inner
+        .store
+        .list(&t.res.storage, t.namespace.as_deref())
+        .iter()
+        .map(|o| external(&t.res, o))
+        .filter(|o| filter.matches(o))
+        .collect();
+    let mut items = vec![];
+    for o in targets {
+        let (ns, name) = crate::store::object_key(&o);
+        if let Ok(d) = write::delete(inner, &t.res, &ns, &name, &opts) {
+            let mut obj = match d {
+                Deleted::Gone(_) => o,
+                Deleted::Pending(p) => external(&t.res, &p),
+            };
+            if t.res.class != Class::Custom {
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove("kind");
+                    m.remove("apiVersion");
+                }
+            }
+            items.push(obj);
+        }
+    }
+    Ok((
+        200,
+        json!({"kind": t.res.list_kind(), "apiVersion": t.res.api_version(), "metadata": {"resourceVersion": inner.store.current_rv().to_string()}, "items": items}),
+    ))
+}

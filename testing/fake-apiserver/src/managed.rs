@@ -1,0 +1,383 @@
+//! `metadata.managedFields`: per-manager field ownership for Update and Apply
+//! operations, conflicts and pruning (structured-merge-diff semantics).
+
+use serde_json::{json, Map, Value};
+
+use crate::errors::{ApiError, Cause};
+use crate::fieldset::{compare, merge, path_string, remove_path, to_set, FieldSet};
+use crate::schema::TypeInfo;
+
+/// One managedFields entry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// Field manager name.
+    pub manager: String,
+    /// `Apply` or `Update`.
+    pub operation: String,
+    /// apiVersion the manager used.
+    pub api_version: String,
+    /// RFC3339 time of the last change.
+    pub time: String,
+    /// `status` for subresource writes, empty otherwise.
+    pub subresource: String,
+    /// Owned fields.
+    pub set: FieldSet,
+}
+
+impl Entry {
+    fn same_identity(&self, manager: &str, operation: &str, subresource: &str) -> bool {
+        self.manager == manager && self.operation == operation && self.subresource == subresource
+    }
+
+    fn describe(&self) -> String {
+        let mut s = format!("\"{}\"", self.manager);
+        if !self.subresource.is_empty() {
+            s.push_str(&format!(" with subresource \"{}\"", self.subresource));
+        }
+        if self.operation == "Update" {
+            s.push_str(&format!(" using {}", self.api_version));
+        }
+        s
+    }
+
+    fn identity_json(&self) -> String {
+        json!({"manager": self.manager, "operation": self.operation, "apiVersion": self.api_version, "subresource": self.subresource}).to_string()
+    }
+}
+
+/// Which part of the object a write through an endpoint may own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything (no status subresource).
+    All,
+    /// Everything but `status` (main endpoint of a resource with a status subresource).
+    NoStatus,
+    /// Only `status` (the `/status` subresource).
+    StatusOnly,
+}
+
+impl Scope {
+    fn keep(self, set: &FieldSet) -> FieldSet {
+        let meta = vec!["f:metadata".to_string()];
+        let set = set.filter(|p| *p != meta);
+        match self {
+            Scope::All => set,
+            Scope::NoStatus => set.filter(|p| p.first().map(String::as_str) != Some("f:status")),
+            Scope::StatusOnly => set.filter(|p| p.first().map(String::as_str) == Some("f:status")),
+        }
+    }
+}
+
+/// Reads the entries of an object.
+pub fn decode(obj: &Value) -> Vec<Entry> {
+    obj["metadata"]["managedFields"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|e| Entry {
+                    manager: e["manager"].as_str().unwrap_or_default().to_string(),
+                    operation: e["operation"].as_str().unwrap_or_default().to_string(),
+                    api_version: e["apiVersion"].as_str().unwrap_or_default().to_string(),
+                    time: e["time"].as_str().unwrap_or_default().to_string(),
+                    subresource: e["subresource"].as_str().unwrap_or_default().to_string(),
+                    set: FieldSet::from_fields_v1(&e["fieldsV1"]),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Writes entries into an object, sorted as kube-apiserver sorts them.
+pub fn encode(obj: &mut Value, mut entries: Vec<Entry>) {
+    entries.retain(|e| !e.set.is_empty());
+    entries.sort_by(|a, b| {
+        (
+            a.operation.as_str(),
+            a.time.as_str(),
+            a.manager.as_str(),
+            a.api_version.as_str(),
+            a.subresource.as_str(),
+        )
+            .cmp(&(
+                b.operation.as_str(),
+                b.time.as_str(),
+                b.manager.as_str(),
+                b.api_version.as_str(),
+                b.subresource.as_str(),
+            ))
+    });
+    let list: Vec<Value> = entries
+        .iter()
+        .map(|e| {
+            let mut v = json!({
+                "manager": e.manager,
+                "operation": e.operation,
+                "apiVersion": e.api_version,
+                "time": e.time,
+                "fieldsType": "FieldsV1",
+                "fieldsV1": e.set.to_fields_v1(),
+            });
+            if !e.subresource.is_empty() {
+                v["subresource"] = json!(e.subresource);
+            }
+            v
+        })
+        .collect();
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        if list.is_empty() {
+            meta.remove("managedFields");
+        } else {
+            meta.insert("managedFields".into(), Value::Array(list));
+        }
+    }
+}
+
+/// An object without the fields that are never tracked.
+pub fn strip(obj: &Value) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        m.remove("apiVersion");
+        m.remove("kind");
+        if let Some(meta) = m.get_mut("metadata").and_then(Value::as_object_mut) {
+            for k in [
+                "name",
+                "namespace",
+                "uid",
+                "resourceVersion",
+                "generation",
+                "creationTimestamp",
+                "managedFields",
+                "selfLink",
+            ] {
+                meta.remove(k);
+            }
+        }
+    }
+    o
+}
+
+/// Puts the stripped fields of `from` back onto `obj`.
+pub fn unstrip(obj: &mut Value, from: &Value) {
+    if !obj.is_object() {
+        *obj = Value::Object(Map::new());
+    }
+    for k in ["apiVersion", "kind"] {
+        if let Some(v) = from.get(k) {
+            obj[k] = v.clone();
+        }
+    }
+    if !obj["metadata"].is_object() {
+        obj["metadata"] = Value::Object(Map::new());
+    }
+    for k in [
+        "name",
+        "namespace",
+        "uid",
+        "resourceVersion",
+        "generation",
+        "creationTimestamp",
+        "managedFields",
+        "selfLink",
+    ] {
+        if let Some(v) = from["metadata"].get(k) {
+            obj["metadata"][k] = v.clone();
+        }
+    }
+}
+
+/// Ownership after an Update-type write (create, PUT, merge/strategic/JSON patch):
+/// the manager gains the added and modified fields, others lose them.
+pub fn update(
+    entries: Vec<Entry>,
+    old: &Value,
+    new: &Value,
+    ti: &TypeInfo,
+    scope: Scope,
+    manager: &str,
+    api_version: &str,
+    subresource: &str,
+    now: &str,
+) -> Vec<Entry> {
+    let cmp = compare(&strip(old), &strip(new), ti);
+    let changed = scope.keep(&cmp.added.union(&cmp.modified));
+    let removed = scope.keep(&cmp.removed);
+    let mut out: Vec<Entry> = entries
+        .into_iter()
+        .map(|mut e| {
+            if !e.same_identity(manager, "Update", subresource) {
+                e.set = e.set.difference(&changed).recursive_difference(&removed);
+            }
+            e
+        })
+        .collect();
+    let existing = out
+        .iter()
+        .position(|e| e.same_identity(manager, "Update", subresource));
+    let idx = match existing {
+        Some(i) => i,
+        None => {
+            out.push(Entry {
+                manager: manager.to_string(),
+                operation: "Update".into(),
+                api_version: api_version.to_string(),
+                time: now.to_string(),
+                subresource: subresource.to_string(),
+                set: FieldSet::default(),
+            });
+            out.len() - 1
+        }
+    };
+    let e = &mut out[idx];
+    let new_set = e.set.recursive_difference(&removed).union(&changed);
+    if new_set != e.set || e.api_version != api_version {
+        e.time = now.to_string();
+    }
+    e.set = new_set;
+    e.api_version = api_version.to_string();
+    out.retain(|e| !e.set.is_empty());
+    out
+}
+
+/// Result of a server-side apply.
+pub struct Applied {
+    /// The merged object (stripped fields taken from `live`).
+    pub object: Value,
+    /// New managedFields entries.
+    pub entries: Vec<Entry>,
+}
+
+/// Server-side apply of `config` by `manager` onto `live` (an empty object when creating).
+#[allow(clippy::too_many_arguments)]
+pub fn apply(
+    entries: Vec<Entry>,
+    live: &Value,
+    config: &Value,
+    ti: &TypeInfo,
+    scope: Scope,
+    manager: &str,
+    api_version: &str,
+    subresource: &str,
+    force: bool,
+    now: &str,
+) -> Result<Applied, ApiError> {
+    let live_s = strip(live);
+    let mut config_s = strip(config);
+    match scope {
+        Scope::NoStatus => {
+            if let Some(m) = config_s.as_object_mut() {
+                m.remove("status");
+            }
+        }
+        Scope::StatusOnly => {
+            let status = config_s.get("status").cloned();
+            config_s = json!({});
+            if let Some(s) = status {
+                config_s["status"] = s;
+            }
+        }
+        Scope::All => {}
+    }
+    let mut merged = merge(&live_s, &config_s, ti);
+    let config_set = scope.keep(&to_set(&config_s, ti, false));
+    let cmp = compare(&live_s, &merged, ti);
+    let changed = scope.keep(&cmp.added.union(&cmp.modified));
+
+    let mut conflicts: Vec<(String, String, Vec<String>)> = vec![];
+    for e in &entries {
+        if e.same_identity(manager, "Apply", subresource) {
+            continue;
+        }
+        let c = e.set.intersection(&changed);
+        if !c.is_empty() {
+            conflicts.push((
+                e.identity_json(),
+                e.describe(),
+                c.0.iter().map(|p| path_string(p)).collect(),
+            ));
+        }
+    }
+    if !conflicts.is_empty() && !force {
+        return Err(conflict_error(conflicts));
+    }
+    let last_set = entries
+        .iter()
+        .find(|e| e.same_identity(manager, "Apply", subresource))
+        .map(|e| e.set.clone())
+        .unwrap_or_default();
+    let mut out: Vec<Entry> = entries
+        .into_iter()
+        .filter(|e| !e.same_identity(manager, "Apply", subresource))
+        .map(|mut e| {
+            e.set = e.set.difference(&changed);
+            e
+        })
+        .collect();
+    let others = out
+        .iter()
+        .fold(FieldSet::default(), |acc, e| acc.union(&e.set));
+    let to_remove = last_set.difference(&config_set);
+    for p in &to_remove.0 {
+        if others.has_prefix(p) || config_set.has_prefix(p) {
+            continue;
+        }
+        remove_path(&mut merged, p);
+    }
+    let changed_time = live_s != merged || last_set != config_set;
+    let previous_time = out
+        .iter()
+        .find(|e| e.manager == manager)
+        .map(|e| e.time.clone());
+    out.push(Entry {
+        manager: manager.to_string(),
+        operation: "Apply".into(),
+        api_version: api_version.to_string(),
+        time: if changed_time {
+            now.to_string()
+        } else {
+            previous_time.unwrap_or_else(|| now.to_string())
+        },
+        subresource: subresource.to_string(),
+        set: config_set,
+    });
+    out.retain(|e| !e.set.is_empty());
+    unstrip(&mut merged, live);
+    Ok(Applied {
+        object: merged,
+        entries: out,
+    })
+}
+
+fn conflict_error(mut conflicts: Vec<(String, String, Vec<String>)>) -> ApiError {
+    conflicts.sort();
+    let total: usize = conflicts.iter().map(|c| c.2.len()).sum();
+    let mut causes = vec![];
+    for (_, who, paths) in &conflicts {
+        for p in paths {
+            causes.push(Cause {
+                reason: "FieldManagerConflict".into(),
+                message: format!("conflict with {who}"),
+                field: p.clone(),
+            });
+        }
+    }
+    let message = if total == 1 {
+        format!(
+            "Apply failed with 1 conflict: conflict with {}: {}",
+            conflicts[0].1, conflicts[0].2[0]
+        )
+    } else {
+        let mut lines = vec![];
+        for (_, who, paths) in &conflicts {
+            lines.push(format!("conflicts with {who}:"));
+            for p in paths {
+                lines.push(format!("- {p}"));
+            }
+        }
+        format!("Apply failed with {total} conflicts: {}", lines.join("\n"))
+    };
+    let mut e = ApiError::new(409, "Conflict", message);
+    e.details = Some(
+        json!({"causes": causes.iter().map(|c| json!({"reason": c.reason, "message": c.message, "field": c.field})).collect::<Vec<_>>()}),
+    );
+    e
+}

@@ -1,0 +1,694 @@
+//! The object lifecycle of writes: create, update (PUT and patches), delete,
+//! with kube-apiserver's strategies (status subresource, generation, Secret
+//! `stringData`, finalizers, namespaces, CRDs) and dry-run.
+
+use base64::Engine;
+use serde_json::{json, Map, Value};
+
+use crate::errors::{ApiError, Cause};
+use crate::managed::{self, Entry, Scope};
+use crate::resources::{Class, ResourceInfo};
+use crate::schema::{self, TypeInfo};
+use crate::server::Inner;
+use crate::util::{now_rfc3339, random_suffix};
+use crate::validation;
+use crate::{crd, events};
+
+/// Options common to writes.
+#[derive(Debug, Clone)]
+pub struct WriteCtx {
+    /// The resource written.
+    pub res: ResourceInfo,
+    /// `status` for /status writes (`finalize` for namespaces).
+    pub subresource: Option<String>,
+    /// `dryRun=All`.
+    pub dry_run: bool,
+    /// Field manager.
+    pub manager: String,
+    /// `fieldValidation=Strict`.
+    pub strict: bool,
+}
+
+impl WriteCtx {
+    fn scope(&self) -> Scope {
+        match self.subresource.as_deref() {
+            Some("status") => Scope::StatusOnly,
+            _ if self.res.status_subresource => Scope::NoStatus,
+            _ => Scope::All,
+        }
+    }
+
+    fn sub(&self) -> &str {
+        self.subresource.as_deref().unwrap_or_default()
+    }
+}
+
+/// How managedFields are computed for a write.
+pub enum Ownership {
+    /// An Update operation by the context's manager.
+    Update,
+    /// Entries already computed by server-side apply.
+    Applied(Vec<Entry>),
+}
+
+/// Converts a stored object to the resource's external view.
+pub fn external(res: &ResourceInfo, stored: &Value) -> Value {
+    let mut v = if res.class == Class::EventsV1Event {
+        events::to_events_v1(stored)
+    } else {
+        stored.clone()
+    };
+    if let Some(m) = v.as_object_mut() {
+        // apiVersion and kind first, as the real server serialises them.
+        let mut out = Map::new();
+        out.insert("kind".into(), json!(res.kind));
+        out.insert("apiVersion".into(), json!(res.api_version()));
+        for (k, val) in m.iter() {
+            if k != "kind" && k != "apiVersion" {
+                out.insert(k.clone(), val.clone());
+            }
+        }
+        return Value::Object(out);
+    }
+    v
+}
+
+/// Converts an incoming object in the resource's external view to the stored form.
+pub fn internal(res: &ResourceInfo, incoming: &Value) -> Value {
+    if res.class == Class::EventsV1Event {
+        events::to_core(incoming)
+    } else {
+        incoming.clone()
+    }
+}
+
+fn stored_api_version(res: &ResourceInfo) -> String {
+    if res.class == Class::EventsV1Event {
+        "v1".into()
+    } else {
+        res.api_version()
+    }
+}
+
+/// The metadata map of an object (which must be a JSON object), created if missing.
+fn meta_mut(obj: &mut Value) -> &mut Map<String, Value> {
+    let slot = &mut obj["metadata"];
+    if !slot.is_object() {
+        *slot = Value::Object(Map::new());
+    }
+    match slot {
+        Value::Object(m) => m,
+        _ => unreachable!("metadata was just made an object"),
+    }
+}
+
+/// Folds `stringData` into `data` and defaults `type` (Secret conversion).
+fn fold_string_data(obj: &mut Value) {
+    if let Some(sd) = obj.get("stringData").and_then(Value::as_object).cloned() {
+        if !obj["data"].is_object() {
+            obj["data"] = Value::Object(Map::new());
+        }
+        for (k, v) in sd {
+            let s = v.as_str().unwrap_or_default();
+            obj["data"][k.as_str()] =
+                json!(base64::engine::general_purpose::STANDARD.encode(s.as_bytes()));
+        }
+    }
+    if let Some(m) = obj.as_object_mut() {
+        m.remove("stringData");
+        if m.get("data")
+            .is_some_and(|d| d.as_object().is_some_and(Map::is_empty))
+        {
+            m.remove("data");
+        }
+        if m.get("type")
+            .and_then(Value::as_str)
+            .is_none_or(str::is_empty)
+        {
+            m.insert("type".into(), json!("Opaque"));
+        }
+    }
+}
+
+fn without(obj: &Value, keys: &[&str]) -> Value {
+    let mut o = obj.clone();
+    if let Some(m) = o.as_object_mut() {
+        for k in keys {
+            m.remove(*k);
+        }
+    }
+    o
+}
+
+fn spec_changed(res: &ResourceInfo, old: &Value, new: &Value) -> bool {
+    let mut ignore = vec!["metadata", "apiVersion", "kind"];
+    if res.status_subresource {
+        ignore.push("status");
+    }
+    without(old, &ignore) != without(new, &ignore)
+}
+
+/// Defaulting, pruning and schema validation for custom resources.
+fn schema_checks(ctx: &WriteCtx, obj: &mut Value, causes: &mut Vec<Cause>) -> Result<(), ApiError> {
+    let Some(s) = ctx.res.schema.clone() else {
+        return Ok(());
+    };
+    let mut unknown = vec![];
+    schema::prune(&s, obj, "", true, &mut unknown);
+    if ctx.strict && !unknown.is_empty() {
+        let list: Vec<String> = unknown
+            .iter()
+            .map(|u| format!("unknown field \"{u}\""))
+            .collect();
+        return Err(ApiError::bad_request(format!(
+            "strict decoding error: {}",
+            list.join(", ")
+        )));
+    }
+    schema::apply_defaults(&s, obj);
+    schema::validate(&s, obj, "", causes);
+    Ok(())
+}
+
+fn validate(ctx: &WriteCtx, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+    let mut causes = vec![];
+    validation::validate_metadata(&ctx.res, obj, &mut causes);
+    validation::validate_kind(&ctx.res, obj, old, &mut causes);
+    if ctx.res.class == Class::Custom {
+        schema_checks(ctx, obj, &mut causes)?;
+    }
+    if ctx.res.class == Class::Crd {
+        crd::validate(obj, &mut causes);
+    }
+    if ctx.res.class == Class::EventsV1Event || ctx.res.class == Class::CoreEvent {
+        let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+        let io_ns = obj["involvedObject"]["namespace"]
+            .as_str()
+            .unwrap_or_default();
+        if ctx.res.class == Class::EventsV1Event && obj["eventTime"].is_null() {
+            causes.push(Cause {
+                reason: "FieldValueRequired".into(),
+                message: "Required value".into(),
+                field: "eventTime".into(),
+            });
+        }
+        if !io_ns.is_empty() && io_ns != ns && ns != "default" {
+            let field = if ctx.res.class == Class::CoreEvent {
+                "involvedObject.namespace"
+            } else {
+                "regarding.namespace"
+            };
+            causes.push(Cause {
+                reason: "FieldValueInvalid".into(),
+                message: format!("Invalid value: \"{io_ns}\": does not match event.namespace"),
+                field: field.into(),
+            });
+        }
+    }
+    validation::to_error(&ctx.res, obj, causes)
+}
+
+/// Checks the namespace a namespaced object is created in.
+pub fn check_namespace(
+    inner: &Inner,
+    res: &ResourceInfo,
+    ns: &str,
+    name: &str,
+) -> Result<(), ApiError> {
+    match inner.store.get("/namespaces", "", ns) {
+        None => Err(ApiError::not_found(
+            &crate::errors::GroupResource::new("", "namespaces"),
+            ns,
+        )),
+        Some(n) if !n["metadata"]["deletionTimestamp"].is_null() => {
+            let mut e = ApiError::forbidden(
+                &res.gr(),
+                name,
+                &format!(
+                    "unable to create new content in namespace {ns} because it is being terminated"
+                ),
+            );
+            if let Some(d) = e.details.as_mut() {
+                d["causes"] = json!([{"reason": "NamespaceTerminating", "message": format!("namespace {ns} is being terminated"), "field": "metadata.namespace"}]);
+            }
+            Err(e)
+        }
+        Some(_) => Ok(()),
+    }
+}
+
+/// Creates an object. `obj` is in the stored form. Returns the stored (or dry-run) object.
+pub fn create(
+    inner: &mut Inner,
+    ctx: &WriteCtx,
+    ns: Option<&str>,
+    mut obj: Value,
+    own: Ownership,
+) -> Result<Value, ApiError> {
+    if !obj.is_object() {
+        return Err(ApiError::bad_request(
+            "Object 'Kind' is missing in request body",
+        ));
+    }
+    let now = now_rfc3339();
+    obj["apiVersion"] = json!(stored_api_version(&ctx.res));
+    obj["kind"] = json!(ctx.res.kind);
+    let meta = meta_mut(&mut obj);
+    match ns {
+        Some(ns) => {
+            if let Some(bns) = meta.get("namespace").and_then(Value::as_str) {
+                if !bns.is_empty() && bns != ns {
+                    return Err(ApiError::bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request",
+                    ));
+                }
+            }
+            meta.insert("namespace".into(), json!(ns));
+        }
+        None => {
+            meta.remove("namespace");
+        }
+    }
+    let has_name = meta
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    if !has_name {
+        if let Some(g) = meta
+            .get("generateName")
+            .and_then(Value::as_str)
+            .filter(|g| !g.is_empty())
+        {
+            let name = format!("{g}{}", random_suffix(5));
+            meta.insert("name".into(), json!(name));
+        }
+    }
+    for k in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "deletionTimestamp",
+        "deletionGracePeriodSeconds",
+        "generation",
+        "managedFields",
+        "selfLink",
+    ] {
+        meta.remove(k);
+    }
+    let name = obj["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    prepare_create(&ctx.res, &mut obj, &now);
+    validate(ctx, &mut obj, None)?;
+    if let Some(ns) = ns {
+        check_namespace(inner, &ctx.res, ns, &name)?;
+    }
+    if inner
+        .store
+        .get(&ctx.res.storage, ns.unwrap_or_default(), &name)
+        .is_some()
+    {
+        return Err(ApiError::already_exists(&ctx.res.gr(), &name));
+    }
+    let meta = meta_mut(&mut obj);
+    meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+    meta.insert("creationTimestamp".into(), json!(now));
+    if ctx.res.has_generation {
+        meta.insert("generation".into(), json!(1));
+    }
+    let entries = match own {
+        Ownership::Update => managed::update(
+            vec![],
+            &json!({}),
+            &obj,
+            &TypeInfo::new(&ctx.res),
+            ctx.scope(),
+            &ctx.manager,
+            &ctx.res.api_version(),
+            ctx.sub(),
+            &now,
+        ),
+        Ownership::Applied(e) => e,
+    };
+    managed::encode(&mut obj, entries);
+    if ctx.dry_run {
+        return Ok(obj);
+    }
+    let stored = inner.store.put(&ctx.res.storage, obj);
+    if ctx.res.class == Class::Crd {
+        return Ok(crd::after_create(inner, stored));
+    }
+    Ok(stored)
+}
+
+fn prepare_create(res: &ResourceInfo, obj: &mut Value, now: &str) {
+    let m = obj.as_object_mut();
+    match res.class {
+        Class::Secret => fold_string_data(obj),
+        Class::Namespace => {
+            let name = obj["metadata"]["name"].clone();
+            if name.is_string() {
+                if !obj["metadata"]["labels"].is_object() {
+                    obj["metadata"]["labels"] = json!({});
+                }
+                obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
+            }
+            if !obj["spec"]["finalizers"].is_array() {
+                obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            }
+            obj["status"] = json!({"phase": "Active"});
+        }
+        Class::Crd => crd::prepare_create(obj),
+        Class::Custom if res.status_subresource => {
+            if let Some(m) = m {
+                m.remove("status");
+            }
+        }
+        Class::CoreEvent | Class::EventsV1Event => {
+            if obj["source"].is_null() {
+                obj["source"] = json!({});
+            }
+            let _ = now;
+        }
+        _ => {}
+    }
+}
+
+/// Updates `old` to `new` (both in stored form), applying the strategy of the
+/// endpoint. Returns the stored object (unchanged `old` for a no-op).
+pub fn update(
+    inner: &mut Inner,
+    ctx: &WriteCtx,
+    old: &Value,
+    mut new: Value,
+    own: Ownership,
+) -> Result<Value, ApiError> {
+    if !new.is_object() {
+        return Err(ApiError::bad_request(
+            "Object 'Kind' is missing in request body",
+        ));
+    }
+    let now = now_rfc3339();
+    new["apiVersion"] = json!(stored_api_version(&ctx.res));
+    new["kind"] = json!(ctx.res.kind);
+    // Subresource and status handling.
+    match ctx.subresource.as_deref() {
+        Some("status") => {
+            let mut merged = old.clone();
+            match new.get("status") {
+                Some(s) if !s.is_null() => merged["status"] = s.clone(),
+                _ => {
+                    if let Some(m) = merged.as_object_mut() {
+                        m.remove("status");
+                    }
+                }
+            }
+            merged["metadata"]["managedFields"] = new["metadata"]["managedFields"].clone();
+            new = merged;
+        }
+        Some("finalize") => {
+            let mut merged = old.clone();
+            merged["spec"]["finalizers"] = new["spec"]["finalizers"].clone();
+            new = merged;
+        }
+        _ => {
+            if ctx.res.status_subresource {
+                match old.get("status") {
+                    Some(s) => new["status"] = s.clone(),
+                    None => {
+                        if let Some(m) = new.as_object_mut() {
+                            m.remove("status");
+                        }
+                    }
+                }
+            }
+            if ctx.res.class == Class::Namespace {
+                new["spec"] = old["spec"].clone();
+            }
+        }
+    }
+    if ctx.res.class == Class::Secret {
+        fold_string_data(&mut new);
+    }
+    // Server-owned metadata.
+    let old_meta = old["metadata"].clone();
+    {
+        let meta = meta_mut(&mut new);
+        for k in [
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "resourceVersion",
+            "generation",
+            "selfLink",
+        ] {
+            match old_meta.get(k) {
+                Some(v) => {
+                    meta.insert(k.into(), v.clone());
+                }
+                None => {
+                    meta.remove(k);
+                }
+            }
+        }
+    }
+    if ctx.res.class == Class::Namespace {
+        new["metadata"]["labels"]["kubernetes.io/metadata.name"] = old_meta["name"].clone();
+    }
+    // No new finalizers while deleting.
+    if !old_meta["deletionTimestamp"].is_null() {
+        let old_f: Vec<&Value> = old_meta["finalizers"]
+            .as_array()
+            .map(|a| a.iter().collect())
+            .unwrap_or_default();
+        let added: Vec<String> = new["metadata"]["finalizers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter(|f| !old_f.contains(f))
+                    .filter_map(|f| f.as_str().map(|s| format!("{s:?}")))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !added.is_empty() {
+            return Err(ApiError::invalid(
+                &ctx.res.kind,
+                &ctx.res.group,
+                old_meta["name"].as_str().unwrap_or_default(),
+                vec![Cause {
+                    reason: "FieldValueForbidden".into(),
+                    message: format!("Forbidden: no new finalizers can be added if the object is being deleted, found new finalizers []string{{{}}}", added.join(", ")),
+                    field: "metadata.finalizers".into(),
+                }],
+            ));
+        }
+    }
+    validate(ctx, &mut new, Some(old))?;
+    if ctx.res.class == Class::Crd {
+        crd::prepare_update(old, &mut new);
+    }
+    if ctx.res.has_generation {
+        let g = old_meta["generation"].as_i64().unwrap_or(1);
+        let g = if spec_changed(&ctx.res, old, &new) {
+            g + 1
+        } else {
+            g
+        };
+        new["metadata"]["generation"] = json!(g);
+    }
+    let entries = match own {
+        Ownership::Update => managed::update(
+            managed::decode(old),
+            old,
+            &new,
+            &TypeInfo::new(&ctx.res),
+            ctx.scope(),
+            &ctx.manager,
+            &ctx.res.api_version(),
+            ctx.sub(),
+            &now,
+        ),
+        Ownership::Applied(e) => e,
+    };
+    managed::encode(&mut new, entries);
+    if new == *old {
+        return Ok(old.clone());
+    }
+    if ctx.dry_run {
+        return Ok(new);
+    }
+    let deleting = !new["metadata"]["deletionTimestamp"].is_null();
+    if deleting && !has_finalizers(&ctx.res, &new) {
+        let (ns, name) = crate::store::object_key(&new);
+        inner.store.put(&ctx.res.storage, new);
+        let last = remove_object(inner, &ctx.res, &ns, &name).unwrap_or_default();
+        return Ok(last);
+    }
+    let stored = inner.store.put(&ctx.res.storage, new);
+    if ctx.res.class == Class::Crd {
+        inner.refresh_registry();
+    }
+    Ok(stored)
+}
+
+fn has_finalizers(res: &ResourceInfo, obj: &Value) -> bool {
+    let meta = obj["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty());
+    let ns = res.class == Class::Namespace
+        && obj["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+    meta || ns
+}
+
+/// Removes an object from storage, then runs follow-ups (namespace finalization, CRD cleanup).
+pub fn remove_object(inner: &mut Inner, res: &ResourceInfo, ns: &str, name: &str) -> Option<Value> {
+    let last = inner.store.remove(&res.storage, ns, name)?;
+    if res.class == Class::Crd {
+        inner.refresh_registry();
+    }
+    if !ns.is_empty() {
+        maybe_finish_namespace(inner, ns);
+    }
+    Some(last)
+}
+
+/// Options of a delete.
+#[derive(Debug, Default, Clone)]
+pub struct DeleteOpts {
+    /// dryRun=All.
+    pub dry_run: bool,
+    /// Precondition on uid.
+    pub uid: Option<String>,
+    /// Precondition on resourceVersion.
+    pub resource_version: Option<String>,
+}
+
+/// Outcome of a delete.
+pub enum Deleted {
+    /// The object is gone (the `Status` answer).
+    Gone(Value),
+    /// The object waits for finalizers (answered with the object).
+    Pending(Value),
+}
+
+/// Deletes an object (finalizers → deletionTimestamp; otherwise removal).
+pub fn delete(
+    inner: &mut Inner,
+    res: &ResourceInfo,
+    ns: &str,
+    name: &str,
+    opts: &DeleteOpts,
+) -> Result<Deleted, ApiError> {
+    let old = inner
+        .store
+        .get(&res.storage, ns, name)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(&res.gr(), name))?;
+    if let Some(uid) = &opts.uid {
+        let actual = old["metadata"]["uid"].as_str().unwrap_or_default();
+        if uid != actual {
+            return Err(ApiError::conflict(
+                &res.gr(),
+                name,
+                &format!(
+                    "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
+                ),
+            ));
+        }
+    }
+    if let Some(rv) = &opts.resource_version {
+        let actual = old["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or_default();
+        if rv != actual {
+            return Err(ApiError::conflict(&res.gr(), name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}")));
+        }
+    }
+    let gone_status = |obj: &Value| {
+        let mut details = json!({"name": name, "kind": res.plural, "uid": obj["metadata"]["uid"]});
+        if !res.group.is_empty() {
+            details["group"] = json!(res.group);
+        }
+        json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
+    };
+    if has_finalizers(res, &old) {
+        let mut new = old.clone();
+        if new["metadata"]["deletionTimestamp"].is_null() {
+            new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if res.class == Class::Namespace {
+                new["status"]["phase"] = json!("Terminating");
+            }
+            if opts.dry_run {
+                return Ok(Deleted::Pending(new));
+            }
+            let stored = inner.store.put(&res.storage, new);
+            match res.class {
+                Class::Namespace => inner.pending_namespace_cleanups.push(name.to_string()),
+                Class::Crd => crd::cleanup(inner, &stored),
+                _ => {}
+            }
+            let now = inner.store.get(&res.storage, ns, name).cloned();
+            return Ok(Deleted::Pending(now.unwrap_or(stored)));
+        }
+        return Ok(Deleted::Pending(old));
+    }
+    if opts.dry_run {
+        return Ok(Deleted::Gone(gone_status(&old)));
+    }
+    remove_object(inner, res, ns, name);
+    Ok(Deleted::Gone(gone_status(&old)))
+}
+
+/// Namespace controller: deletes the namespace's content, then the namespace
+/// once it is empty.
+pub fn cleanup_namespace(inner: &mut Inner, ns: &str) {
+    let objects = inner.store.namespace_objects(ns);
+    for (storage, obj) in objects {
+        let Some(res) = inner
+            .registry
+            .all()
+            .iter()
+            .find(|r| r.storage == storage && r.storage_version)
+            .cloned()
+        else {
+            continue;
+        };
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        let _ = delete(inner, &res, ns, &name, &DeleteOpts::default());
+    }
+    maybe_finish_namespace(inner, ns);
+}
+
+fn maybe_finish_namespace(inner: &mut Inner, ns: &str) {
+    let Some(nsobj) = inner.store.get("/namespaces", "", ns).cloned() else {
+        return;
+    };
+    if nsobj["metadata"]["deletionTimestamp"].is_null()
+        || !inner.store.namespace_objects(ns).is_empty()
+    {
+        return;
+    }
+    let mut finalized = nsobj.clone();
+    finalized["spec"]["finalizers"] = json!([]);
+    if finalized["metadata"]["finalizers"]
+        .as_array()
+        .is_some_and(|a| !a.is_empty())
+    {
+        if finalized != nsobj {
+            inner.store.put("/namespaces", finalized);
+        }
+        return;
+    }
+    inner.store.put("/namespaces", finalized);
+    inner.store.remove("/namespaces", "", ns);
+}
