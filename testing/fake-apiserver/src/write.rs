@@ -523,9 +523,10 @@ pub fn update(
     }
     let deleting = !new["metadata"]["deletionTimestamp"].is_null();
     if deleting && !has_finalizers(&ctx.res, &new) {
+        // kube-apiserver deletes without writing the emptied finalizers: watchers
+        // see one DELETED carrying the last stored state.
         let (ns, name) = crate::store::object_key(&new);
-        inner.store.put(&ctx.res.storage, new);
-        let last = remove_object(inner, &ctx.res, &ns, &name).unwrap_or_default();
+        let last = remove_object(inner, &ctx.res, &ns, &name).unwrap_or(new);
         return Ok(last);
     }
     let stored = inner.store.put(&ctx.res.storage, new);

@@ -1,0 +1,204 @@
+//! Shared test harness: the same scenarios run against the fake server (default)
+//! or a real cluster (`FAKE_APISERVER_CONFORMANCE_REAL=1` with `KUBECONFIG`).
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use fake_apiserver::FakeApiServer;
+use futures::{Future, StreamExt};
+use http::Request;
+use http_body_util::BodyExt;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client};
+use serde_json::{json, Value};
+
+/// Where the scenarios run.
+pub struct Env {
+    /// Client for the target cluster.
+    pub client: Client,
+    /// The fake server, when running against it.
+    pub server: Option<FakeApiServer>,
+    /// A fresh namespace for this test.
+    pub ns: String,
+}
+
+/// Whether the suite targets a real cluster.
+pub fn real_cluster() -> bool {
+    std::env::var("FAKE_APISERVER_CONFORMANCE_REAL").is_ok_and(|v| v == "1")
+        && std::env::var("KUBECONFIG").is_ok()
+}
+
+/// A unique lowercase name.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+impl Env {
+    /// Starts the fake server (or connects to the real cluster) and creates a namespace.
+    pub async fn new() -> Env {
+        let (client, server) = if real_cluster() {
+            (
+                Client::try_default().await.expect("KUBECONFIG client"),
+                None,
+            )
+        } else {
+            let s = FakeApiServer::start().await.expect("start fake");
+            (s.client(), Some(s))
+        };
+        let ns = unique("conf");
+        let nss: Api<Namespace> = Api::all(client.clone());
+        nss.create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({"metadata": {"name": ns}})).unwrap(),
+        )
+        .await
+        .expect("create test namespace");
+        Env { client, server, ns }
+    }
+
+    /// Deletes the test namespace (best effort) and stops the fake.
+    pub async fn finish(self) {
+        let nss: Api<Namespace> = Api::all(self.client.clone());
+        let _ = nss.delete(&self.ns, &DeleteParams::default()).await;
+        if let Some(s) = self.server {
+            s.stop().await;
+        }
+    }
+
+    /// A raw request: returns (status, content-type, body text).
+    pub async fn raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, String, String) {
+        raw_with(
+            &self.client,
+            method,
+            path,
+            headers,
+            body.map(|b| b.to_string().into_bytes()).unwrap_or_default(),
+        )
+        .await
+    }
+
+    /// A raw request with a JSON answer.
+    pub async fn raw_json(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let (code, _, text) = self.raw(method, path, headers, body).await;
+        (
+            code,
+            serde_json::from_str(&text).unwrap_or(Value::String(text)),
+        )
+    }
+}
+
+/// Sends a raw request through a kube client.
+pub async fn raw_with(
+    client: &Client,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, String, String) {
+    let mut b = Request::builder().method(method).uri(path);
+    let mut has_ct = false;
+    for (k, v) in headers {
+        if k.eq_ignore_ascii_case("content-type") {
+            has_ct = true;
+        }
+        b = b.header(*k, *v);
+    }
+    if !has_ct && !body.is_empty() {
+        b = b.header("content-type", "application/json");
+    }
+    let resp = client
+        .send(b.body(kube::client::Body::from(body)).unwrap())
+        .await
+        .expect("send");
+    let code = resp.status().as_u16();
+    let ct = resp
+        .headers()
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let bytes = resp.into_body().collect().await.expect("body").to_bytes();
+    (code, ct, String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Reads watch lines from a raw watch request until `stop` says so or the stream ends.
+pub async fn watch_lines(
+    client: &Client,
+    path: &str,
+    headers: &[(&str, &str)],
+    mut stop: impl FnMut(&[Value]) -> bool,
+    limit: Duration,
+) -> Vec<Value> {
+    let mut b = Request::builder().method("GET").uri(path);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    let resp = client
+        .send(b.body(kube::client::Body::empty()).unwrap())
+        .await
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 200, "watch status");
+    let mut stream = resp.into_body().into_data_stream();
+    let mut buf = Vec::new();
+    let mut lines = Vec::new();
+    let _ = tokio::time::timeout(limit, async {
+        while let Some(chunk) = stream.next().await {
+            let Ok(chunk) = chunk else { break };
+            buf.extend_from_slice(&chunk);
+            while let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = buf.drain(..=pos).collect();
+                if let Ok(v) = serde_json::from_slice::<Value>(&line) {
+                    lines.push(v);
+                }
+            }
+            if stop(&lines) {
+                break;
+            }
+        }
+    })
+    .await;
+    lines
+}
+
+/// The API error of a kube result.
+pub fn api_err<T: std::fmt::Debug>(r: Result<T, kube::Error>) -> Box<kube::core::Status> {
+    match r {
+        Err(kube::Error::Api(s)) => s,
+        other => panic!("expected an API error, got {other:?}"),
+    }
+}
+
+/// Polls `f` until it returns Some, or panics after `limit`.
+pub async fn eventually<T, F, Fut>(limit: Duration, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "condition not reached within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
