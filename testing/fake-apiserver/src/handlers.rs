@@ -679,7 +679,7 @@ fn field_manager(r: &Req) -> Result<String, ApiError> {
             return Err(ApiError::new(
                 422,
                 "Invalid",
-                format!("fieldManager: Too long: may not be more than 128 bytes"),
+                "fieldManager: Too long: may not be more than 128 bytes".to_string(),
             ));
         }
         return Ok(m.to_string());
@@ -937,17 +937,22 @@ fn apply(
         _ if t.res.status_subresource => Scope::NoStatus,
         _ => Scope::All,
     };
+    let api_version = t.res.api_version();
+    let now = now_rfc3339();
+    let op = managed::Op {
+        ti: TypeInfo::new(&t.res),
+        scope,
+        manager: &c.manager,
+        api_version: &api_version,
+        subresource: t.subresource.as_deref().unwrap_or_default(),
+        now: &now,
+    };
     let applied = managed::apply(
         managed::decode(&live),
         &live,
         &config_int,
-        &TypeInfo::new(&t.res),
-        scope,
-        &c.manager,
-        &t.res.api_version(),
-        t.subresource.as_deref().unwrap_or_default(),
+        &op,
         r.flag("force"),
-        &now_rfc3339(),
     )?;
     match old {
         Some(old) => {

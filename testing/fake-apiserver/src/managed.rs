@@ -185,19 +185,35 @@ pub fn unstrip(obj: &mut Value, from: &Value) {
     }
 }
 
+/// Who writes, through which endpoint, when.
+#[derive(Debug, Clone, Copy)]
+pub struct Op<'a> {
+    /// Type information of the resource.
+    pub ti: TypeInfo<'a>,
+    /// Which fields the endpoint may own.
+    pub scope: Scope,
+    /// Field manager.
+    pub manager: &'a str,
+    /// apiVersion of the request.
+    pub api_version: &'a str,
+    /// Subresource (`status`) or empty.
+    pub subresource: &'a str,
+    /// Time of the write (RFC3339).
+    pub now: &'a str,
+}
+
 /// Ownership after an Update-type write (create, PUT, merge/strategic/JSON patch):
 /// the manager gains the added and modified fields, others lose them.
-pub fn update(
-    entries: Vec<Entry>,
-    old: &Value,
-    new: &Value,
-    ti: &TypeInfo,
-    scope: Scope,
-    manager: &str,
-    api_version: &str,
-    subresource: &str,
-    now: &str,
-) -> Vec<Entry> {
+pub fn update(entries: Vec<Entry>, old: &Value, new: &Value, op: &Op) -> Vec<Entry> {
+    let Op {
+        ti,
+        scope,
+        manager,
+        api_version,
+        subresource,
+        now,
+    } = *op;
+    let ti = &ti;
     let cmp = compare(&strip(old), &strip(new), ti);
     let changed = scope.keep(&cmp.added.union(&cmp.modified));
     let removed = scope.keep(&cmp.removed);
@@ -247,19 +263,22 @@ pub struct Applied {
 }
 
 /// Server-side apply of `config` by `manager` onto `live` (an empty object when creating).
-#[allow(clippy::too_many_arguments)]
 pub fn apply(
     entries: Vec<Entry>,
     live: &Value,
     config: &Value,
-    ti: &TypeInfo,
-    scope: Scope,
-    manager: &str,
-    api_version: &str,
-    subresource: &str,
+    op: &Op,
     force: bool,
-    now: &str,
 ) -> Result<Applied, ApiError> {
+    let Op {
+        ti,
+        scope,
+        manager,
+        api_version,
+        subresource,
+        now,
+    } = *op;
+    let ti = &ti;
     let live_s = strip(live);
     let mut config_s = strip(config);
     match scope {

@@ -113,11 +113,9 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
                 }
             }
         }
-        Value::Array(items) => {
-            if schema["items"].is_object() {
-                for v in items {
-                    apply_defaults(&schema["items"], v);
-                }
+        Value::Array(items) if schema["items"].is_object() => {
+            for v in items {
+                apply_defaults(&schema["items"], v);
             }
         }
         _ => {}
@@ -167,11 +165,9 @@ pub fn prune(schema: &Value, value: &mut Value, path: &str, root: bool, unknown:
                 }
             }
         }
-        Value::Array(items) => {
-            if schema["items"].is_object() {
-                for (i, v) in items.iter_mut().enumerate() {
-                    prune(&schema["items"], v, &format!("{path}[{i}]"), false, unknown);
-                }
+        Value::Array(items) if schema["items"].is_object() => {
+            for (i, v) in items.iter_mut().enumerate() {
+                prune(&schema["items"], v, &format!("{path}[{i}]"), false, unknown);
             }
         }
         _ => {}
@@ -264,11 +260,9 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
                 }
             }
         }
-        Value::Array(items) => {
-            if schema["items"].is_object() {
-                for (i, v) in items.iter().enumerate() {
-                    validate(&schema["items"], v, &format!("{path}[{i}]"), causes);
-                }
+        Value::Array(items) if schema["items"].is_object() => {
+            for (i, v) in items.iter().enumerate() {
+                validate(&schema["items"], v, &format!("{path}[{i}]"), causes);
             }
         }
         _ => {}

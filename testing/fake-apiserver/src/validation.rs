@@ -78,7 +78,7 @@ pub fn validate_metadata(res: &ResourceInfo, obj: &Value, causes: &mut Vec<Cause
     }
     if let Some(labels) = obj["metadata"]["labels"].as_object() {
         for (k, v) in labels {
-            let field = format!("metadata.labels");
+            let field = "metadata.labels".to_string();
             match v.as_str() {
                 Some(s) if valid_label_value(s) => {}
                 _ => causes.push(cause(

@@ -41,6 +41,18 @@ impl WriteCtx {
     fn sub(&self) -> &str {
         self.subresource.as_deref().unwrap_or_default()
     }
+
+    /// The managed-fields operation of this write.
+    pub fn op<'a>(&'a self, api_version: &'a str, now: &'a str) -> managed::Op<'a> {
+        managed::Op {
+            ti: TypeInfo::new(&self.res),
+            scope: self.scope(),
+            manager: &self.manager,
+            api_version,
+            subresource: self.sub(),
+            now,
+        }
+    }
 }
 
 /// How managedFields are computed for a write.
@@ -311,6 +323,7 @@ pub fn create(
     {
         return Err(ApiError::already_exists(&ctx.res.gr(), &name));
     }
+    let api_version = ctx.res.api_version();
     let meta = meta_mut(&mut obj);
     meta.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
     meta.insert("creationTimestamp".into(), json!(now));
@@ -318,17 +331,7 @@ pub fn create(
         meta.insert("generation".into(), json!(1));
     }
     let entries = match own {
-        Ownership::Update => managed::update(
-            vec![],
-            &json!({}),
-            &obj,
-            &TypeInfo::new(&ctx.res),
-            ctx.scope(),
-            &ctx.manager,
-            &ctx.res.api_version(),
-            ctx.sub(),
-            &now,
-        ),
+        Ownership::Update => managed::update(vec![], &json!({}), &obj, &ctx.op(&api_version, &now)),
         Ownership::Applied(e) => e,
     };
     managed::encode(&mut obj, entries);
@@ -390,6 +393,15 @@ pub fn update(
         ));
     }
     let now = now_rfc3339();
+    let api_version = ctx.res.api_version();
+    // A client that sends managedFields different from the stored ones resets them.
+    let incoming_mf = new["metadata"]["managedFields"].clone();
+    let base_entries = if incoming_mf.is_array() && incoming_mf != old["metadata"]["managedFields"]
+    {
+        managed::decode(&new)
+    } else {
+        managed::decode(old)
+    };
     new["apiVersion"] = json!(stored_api_version(&ctx.res));
     new["kind"] = json!(ctx.res.kind);
     // Subresource and status handling.
@@ -501,17 +513,7 @@ pub fn update(
         new["metadata"]["generation"] = json!(g);
     }
     let entries = match own {
-        Ownership::Update => managed::update(
-            managed::decode(old),
-            old,
-            &new,
-            &TypeInfo::new(&ctx.res),
-            ctx.scope(),
-            &ctx.manager,
-            &ctx.res.api_version(),
-            ctx.sub(),
-            &now,
-        ),
+        Ownership::Update => managed::update(base_entries, old, &new, &ctx.op(&api_version, &now)),
         Ownership::Applied(e) => e,
     };
     managed::encode(&mut new, entries);
