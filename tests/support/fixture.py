@@ -9,6 +9,8 @@ pointing at moto.
   fixture.py legacy TABLE              items only old credstash versions/ports write
   fixture.py bad TABLE                 a tampered item and one with the wrong context
   fixture.py bulk TABLE COUNT PREFIX   COUNT secrets named PREFIX/sN/KEY (benchmarks)
+  fixture.py put-many TABLE PREFIX COUNT   COUNT new versions of PREFIX_i, at once (bursts)
+  fixture.py tamper TABLE NAME         a newer version of NAME whose ciphertext fails its HMAC
   fixture.py enable-stream TABLE [VIEW_TYPE]   a DynamoDB stream (default NEW_IMAGE)
 """
 import base64
@@ -33,7 +35,10 @@ def init(tables):
     aliases = [a["AliasName"] for a in client.list_aliases()["Aliases"]]
     if "alias/credstash" not in aliases:
         key_id = client.create_key(Description="credstash")["KeyMetadata"]["KeyId"]
-        client.create_alias(AliasName="alias/credstash", TargetKeyId=key_id)
+        try:
+            client.create_alias(AliasName="alias/credstash", TargetKeyId=key_id)
+        except client.exceptions.AlreadyExistsException:
+            pass  # another test process made it first
     for name in tables:
         credstash.createDdbTable(table=name)
 
@@ -96,6 +101,24 @@ def enable_stream(table_name, view_type="NEW_IMAGE"):
     )
 
 
+def put_many(table_name, prefix, count):
+    def put(i):
+        name = "%s_%d" % (prefix, i)
+        version = int(credstash.getHighestVersion(name, table=table_name)) + 1
+        credstash.putSecret(name, "burst value %d" % i, version=version, table=table_name)
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        list(pool.map(put, range(count)))
+
+
+def tamper(table_name, name):
+    version = int(credstash.getHighestVersion(name, table=table_name)) + 1
+    m = sealed("tampered secret value")
+    raw = bytearray(base64.b64decode(m["contents"]))
+    raw[0] ^= 0x01
+    put_raw(table_name, name, credstash.paddedInt(version), m,
+            contents=base64.b64encode(bytes(raw)).decode("ascii"))
+
+
 def main(argv):
     command, args = argv[1], argv[2:]
     if command == "init":
@@ -104,6 +127,10 @@ def main(argv):
         legacy(args[0])
     elif command == "bad":
         bad(args[0])
+    elif command == "put-many":
+        put_many(args[0], args[1], int(args[2]))
+    elif command == "tamper":
+        tamper(args[0], args[1])
     elif command == "bulk":
         bulk(args[0], int(args[1]), args[2])
     elif command == "enable-stream":

@@ -1,0 +1,539 @@
+//! The operator end to end: credstash tables written by the real credstash
+//! CLI on moto, the operator binary, and a Kubernetes API server (the
+//! project's fake, or a real cluster via KUBESTASH_E2E_KUBECONFIG).
+//! Every wait is on a condition; nothing sleeps for synchronisation.
+
+#[path = "support/cluster.rs"]
+mod cluster;
+mod support;
+
+use std::sync::OnceLock;
+
+use cluster::{block_on, data, metric, wait_for, Env};
+use serde_json::json;
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(Env::start)
+}
+
+/// A table and a CredstashSync named after the test, writing Secrets.
+fn spec(table: &str) -> serde_json::Value {
+    json!({"table": table, "dryRun": false})
+}
+
+#[test]
+fn a_credstashsync_makes_opaque_secrets_with_its_label_and_annotations() {
+    let env = env();
+    env.table("t-basic");
+    env.put("t-basic", "basic/app/db.password", "hunter2");
+    env.put("t-basic", "basic/app/API-KEY", "k3y ✓");
+    env.put("t-basic", "basic/other/TOKEN", "tok");
+    env.put("t-basic", "not-a-kubestash-name", "ignored");
+    block_on(async {
+        env.create_namespace("basic").await;
+        env.apply_css("basic", spec("t-basic")).await;
+        let css = env.wait_synced_after("basic", "").await;
+        let app = env
+            .wait_value("basic", "app", "DB_PASSWORD", "hunter2")
+            .await;
+        assert_eq!(
+            data(&app),
+            [
+                ("API_KEY".into(), "k3y ✓".into()),
+                ("DB_PASSWORD".into(), "hunter2".into())
+            ]
+            .into()
+        );
+        assert_eq!(app.type_.as_deref(), Some("Opaque"));
+        let labels = app.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str),
+            Some("kubestash")
+        );
+        let annotations = app.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.get("kubestash.io/source").map(String::as_str),
+            Some("basic/t-basic")
+        );
+        let synced_at = annotations
+            .get("kubestash.io/synced-at")
+            .expect("synced-at");
+        assert!(
+            synced_at.ends_with('Z') && chrono::DateTime::parse_from_rfc3339(synced_at).is_ok(),
+            "{synced_at}"
+        );
+        env.wait_value("basic", "other", "TOKEN", "tok").await;
+
+        let ready = condition(&css, "Ready");
+        assert_eq!(ready["status"], "True", "{css}");
+        assert_eq!(css["status"]["secrets"]["created"], 2);
+        assert_eq!(css["status"]["keys"]["total"], 4);
+        assert!(env
+            .events("basic")
+            .await
+            .iter()
+            .any(|e| e.starts_with("Created: ") && e.contains("basic/app")));
+    });
+}
+
+#[test]
+fn hand_added_keys_survive_and_the_table_value_wins() {
+    let env = env();
+    env.table("t-hand");
+    env.put("t-hand", "hand/app/SHARED", "from the table");
+    block_on(async {
+        env.create_namespace("hand").await;
+        create_secret(
+            env,
+            "hand",
+            "app",
+            "Opaque",
+            &[("SHARED", "by hand"), ("MINE", "keep me")],
+        )
+        .await;
+        env.apply_css("hand", spec("t-hand")).await;
+        let secret = env
+            .wait_value("hand", "app", "SHARED", "from the table")
+            .await;
+        assert_eq!(
+            data(&secret).get("MINE").map(String::as_str),
+            Some("keep me")
+        );
+    });
+}
+
+#[test]
+fn a_secret_of_another_type_is_left_alone_and_reported() {
+    let env = env();
+    env.table("t-tls");
+    env.put("t-tls", "tls/cert/EXTRA", "value");
+    block_on(async {
+        env.create_namespace("tls").await;
+        create_secret(
+            env,
+            "tls",
+            "cert",
+            "kubernetes.io/tls",
+            &[("tls.crt", "CRT"), ("tls.key", "KEY")],
+        )
+        .await;
+        env.apply_css("tls", spec("t-tls")).await;
+        let css = env.wait_synced_after("tls", "").await;
+        let secret = env.secret("tls", "cert").await.expect("the TLS secret");
+        assert_eq!(
+            data(&secret).keys().cloned().collect::<Vec<_>>(),
+            vec!["tls.crt", "tls.key"]
+        );
+        assert_eq!(css["status"]["secrets"]["skipped"], 1, "{css}");
+        let events = env.events("tls").await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.starts_with("SecretSkipped") && e.contains("kubernetes.io/tls")),
+            "{events:?}"
+        );
+    });
+}
+
+#[test]
+fn excluded_namespaces_are_never_written() {
+    let env = env();
+    env.table("t-excl");
+    env.put("t-excl", "kube-system/app/KEY", "no");
+    env.put("t-excl", "kubestash-system/app/KEY", "no");
+    env.put("t-excl", "excl-private/app/KEY", "no");
+    env.put("t-excl", "excl-open/app/KEY", "yes");
+    block_on(async {
+        for ns in ["kubestash-system", "excl-private", "excl-open"] {
+            env.create_namespace(ns).await;
+        }
+        let spec = json!({"table": "t-excl", "dryRun": false, "excludedNamespaces": ["kube-system", "excl-private"]});
+        env.apply_css("excl", spec).await;
+        env.wait_value("excl-open", "app", "KEY", "yes").await;
+        let css = env.wait_synced_after("excl", "").await;
+        for ns in ["kube-system", "kubestash-system", "excl-private"] {
+            assert!(env.secret(ns, "app").await.is_none(), "{ns} was written");
+        }
+        assert_eq!(css["status"]["keys"]["excluded"], 3, "{css}");
+    });
+}
+
+#[test]
+fn a_missing_namespace_is_skipped_and_synced_once_it_exists() {
+    let env = env();
+    env.table("t-later");
+    env.put("t-later", "later-ns/app/KEY", "waited");
+    block_on(async {
+        env.apply_css("later", spec("t-later")).await;
+        let css = env.wait_synced_after("later", "").await;
+        assert_eq!(css["status"]["keys"]["waitingForNamespace"], 1, "{css}");
+        assert!(env.secret("later-ns", "app").await.is_none());
+        env.create_namespace("later-ns").await;
+        env.wait_value("later-ns", "app", "KEY", "waited").await;
+    });
+}
+
+#[test]
+fn dry_run_writes_nothing_and_shows_the_plan() {
+    let env = env();
+    env.table("t-dry");
+    env.put("t-dry", "dry/app/KEY", "would-be");
+    block_on(async {
+        env.create_namespace("dry").await;
+        env.apply_css("dry", json!({"table": "t-dry"})).await;
+        let css = env.wait_synced_after("dry", "").await;
+        assert!(
+            env.secret("dry", "app").await.is_none(),
+            "dry run wrote a Secret"
+        );
+        assert_eq!(condition(&css, "DryRun")["status"], "True");
+        let plan = css["status"]["plan"].to_string();
+        assert!(plan.contains("dry/app") && plan.contains("KEY"), "{plan}");
+        assert!(!plan.contains("would-be"), "the plan shows a value: {plan}");
+        assert_eq!(css["spec"]["dryRun"], true, "dry run is the default");
+    });
+}
+
+#[test]
+fn the_resync_annotation_syncs_now_and_too_soon_is_deferred() {
+    let env = env();
+    env.table("t-resync");
+    env.put("t-resync", "resync/app/KEY", "one");
+    block_on(async {
+        env.create_namespace("resync").await;
+        env.apply_css(
+            "resync",
+            json!({"table": "t-resync", "dryRun": false, "minResyncInterval": "1h"}),
+        )
+        .await;
+        env.wait_value("resync", "app", "KEY", "one").await;
+
+        env.put("t-resync", "resync/app/KEY", "two");
+        env.request_resync("resync", "first").await;
+        env.wait_value("resync", "app", "KEY", "two").await;
+
+        env.put("t-resync", "resync/app/KEY", "three");
+        env.request_resync("resync", "second").await;
+        wait_for("a ResyncDeferred event", || async {
+            env.events("resync")
+                .await
+                .into_iter()
+                .find(|e| e.starts_with("ResyncDeferred"))
+        })
+        .await;
+        let secret = env.secret("resync", "app").await.expect("secret");
+        assert_eq!(
+            data(&secret)["KEY"],
+            "two",
+            "a deferred resync must not run early"
+        );
+    });
+}
+
+#[test]
+fn a_deleted_name_is_kept_without_prune_and_removed_with_it() {
+    let env = env();
+    for table in ["t-keep", "t-prune"] {
+        env.table(table);
+        env.put(table, &format!("{table}/app/STAYS"), "s");
+        env.put(table, &format!("{table}/app/GOES"), "g");
+    }
+    block_on(async {
+        for (name, prune) in [("t-keep", false), ("t-prune", true)] {
+            env.create_namespace(name).await;
+            env.apply_css(
+                name,
+                json!({"table": name, "dryRun": false, "prune": prune, "minResyncInterval": "0s"}),
+            )
+            .await;
+            env.wait_value(name, "app", "GOES", "g").await;
+        }
+        for name in ["t-keep", "t-prune"] {
+            env.delete(name, &format!("{name}/app/GOES"));
+            env.request_resync(name, "after-delete").await;
+        }
+        wait_for("the pruned key to go", || async {
+            let secret = env.secret("t-prune", "app").await?;
+            (!data(&secret).contains_key("GOES")).then_some(())
+        })
+        .await;
+        let pruned = env.secret("t-prune", "app").await.expect("secret");
+        assert_eq!(data(&pruned).get("STAYS").map(String::as_str), Some("s"));
+        let kept_css = env.wait_synced_after("t-keep", "").await;
+        wait_for("the keep-sync to handle the resync", || async {
+            let css = env.css("t-keep").await;
+            (css["status"]["lastResyncRequest"] == "after-delete").then_some(())
+        })
+        .await;
+        let kept = env.secret("t-keep", "app").await.expect("secret");
+        assert_eq!(
+            data(&kept).get("GOES").map(String::as_str),
+            Some("g"),
+            "{kept_css}"
+        );
+    });
+}
+
+#[test]
+fn a_tampered_item_keeps_the_last_good_value_and_is_reported() {
+    let env = env();
+    env.table("t-tamper");
+    env.put("t-tamper", "tamper/app/KEY", "good");
+    env.put("t-tamper", "tamper/app/OTHER", "fine");
+    block_on(async {
+        env.create_namespace("tamper").await;
+        env.apply_css(
+            "tamper",
+            json!({"table": "t-tamper", "dryRun": false, "minResyncInterval": "0s"}),
+        )
+        .await;
+        env.wait_value("tamper", "app", "KEY", "good").await;
+        env.moto.fixture(&["tamper", "t-tamper", "tamper/app/KEY"]);
+        env.put("t-tamper", "tamper/app/OTHER", "still fine");
+        env.request_resync("tamper", "after-tamper").await;
+        let secret = env.wait_value("tamper", "app", "OTHER", "still fine").await;
+        assert_eq!(data(&secret)["KEY"], "good");
+        let css = wait_for("the failure in status", || async {
+            let css = env.css("tamper").await;
+            (css["status"]["keys"]["failed"] == 1).then_some(css)
+        })
+        .await;
+        let ready = condition(&css, "Ready");
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("False"), Some("PartialFailure"))
+        );
+        assert!(ready["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("tamper/app/KEY"));
+        assert!(env
+            .events("tamper")
+            .await
+            .iter()
+            .any(|e| e.starts_with("DecryptFailed") && e.contains("tamper/app/KEY")));
+        assert!(!env.operator_log().contains("tampered secret value"));
+    });
+}
+
+#[test]
+fn names_that_normalise_to_one_key_write_neither() {
+    let env = env();
+    env.table("t-norm");
+    env.put("t-norm", "norm/app/db.url", "dot");
+    env.put("t-norm", "norm/app/db-url", "dash");
+    env.put("t-norm", "norm/app/PLAIN", "ok");
+    block_on(async {
+        env.create_namespace("norm").await;
+        env.apply_css("norm", spec("t-norm")).await;
+        let secret = env.wait_value("norm", "app", "PLAIN", "ok").await;
+        assert!(
+            !data(&secret).contains_key("DB_URL"),
+            "a conflicting key was written"
+        );
+        let css = env.wait_synced_after("norm", "").await;
+        assert_eq!(css["status"]["keys"]["conflicting"], 2, "{css}");
+        assert!(env
+            .events("norm")
+            .await
+            .iter()
+            .any(|e| e.starts_with("KeyConflict") && e.contains("db.url") && e.contains("db-url")));
+    });
+}
+
+#[test]
+fn two_credstashsyncs_on_one_key_report_a_conflict_without_takeover() {
+    let env = env();
+    for table in ["t-first", "t-second"] {
+        env.table(table);
+        env.put(table, "two/app/SHARED", table);
+    }
+    block_on(async {
+        env.create_namespace("two").await;
+        env.apply_css("first", spec("t-first")).await;
+        env.wait_value("two", "app", "SHARED", "t-first").await;
+        env.apply_css("second", spec("t-second")).await;
+        let css = wait_for("the second to report a conflict", || async {
+            let css = env.css("second").await;
+            (css["status"]["keys"]["conflicting"] == 1).then_some(css)
+        })
+        .await;
+        assert_eq!(condition(&css, "Ready")["reason"], "PartialFailure");
+        let secret = env.secret("two", "app").await.expect("secret");
+        assert_eq!(
+            data(&secret)["SHARED"],
+            "t-first",
+            "no forced takeover between CredstashSyncs"
+        );
+    });
+}
+
+#[test]
+fn deleting_a_credstashsync_keeps_its_secrets_and_removes_its_metrics() {
+    let env = env();
+    env.table("t-gone");
+    env.put("t-gone", "gone/app/KEY", "stays");
+    block_on(async {
+        env.create_namespace("gone").await;
+        env.apply_css("gone", spec("t-gone")).await;
+        env.wait_value("gone", "app", "KEY", "stays").await;
+        wait_for("metrics of the CredstashSync", || async {
+            metric(
+                &env.metrics(),
+                "kubestash_sync_total",
+                &["credstashsync=\"gone\""],
+            )
+        })
+        .await;
+        env.delete_css("gone").await;
+        wait_for("its metrics to go", || async {
+            let metrics = env.metrics();
+            (!metrics.contains("credstashsync=\"gone\"")).then_some(())
+        })
+        .await;
+        assert_eq!(
+            data(&env.secret("gone", "app").await.expect("the Secret stays"))["KEY"],
+            "stays"
+        );
+    });
+}
+
+#[test]
+fn secret_values_never_reach_the_logs_even_at_trace_level() {
+    let env = env();
+    env.table("t-logs");
+    let value = "p4ss-w0rd-for-the-log-test";
+    env.put("t-logs", "logs/app/KEY", value);
+    block_on(async {
+        env.create_namespace("logs").await;
+        env.apply_css("logs", spec("t-logs")).await;
+        env.wait_value("logs", "app", "KEY", value).await;
+        env.wait_synced_after("logs", "").await;
+    });
+    let log = env.operator_log();
+    assert!(
+        log.contains("TRACE"),
+        "the operator must log at trace level for this test"
+    );
+    use base64::Engine;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+    assert!(!log.contains(value), "the plaintext reached the log");
+    assert!(!log.contains(&encoded), "the base64 value reached the log");
+    assert!(!env.metrics().contains(value));
+}
+
+#[test]
+fn kubectl_shows_the_columns_and_conditions() {
+    let env = env();
+    if std::process::Command::new("kubectl")
+        .arg("version")
+        .arg("--client")
+        .output()
+        .is_err()
+    {
+        eprintln!("kubectl not found: skipped");
+        return;
+    }
+    env.table("t-kubectl");
+    env.put("t-kubectl", "kubectl/app/KEY", "v");
+    block_on(async {
+        env.create_namespace("kubectl").await;
+        env.apply_css("kubectl", spec("t-kubectl")).await;
+        env.wait_synced_after("kubectl", "").await;
+    });
+    let cache = tempfile::tempdir().unwrap();
+    let kubectl = |args: &[&str]| {
+        let output = std::process::Command::new("kubectl")
+            .arg("--kubeconfig")
+            .arg(&env.kubeconfig)
+            .arg("--cache-dir")
+            .arg(cache.path())
+            .args(args)
+            .output()
+            .expect("kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let table = kubectl(&["get", "css", "kubectl"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        header,
+        [
+            "NAME",
+            "TABLE",
+            "DRY-RUN",
+            "READY",
+            "SECRETS",
+            "KEYS-FAILED",
+            "LAST-SYNC",
+            "AGE"
+        ],
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        &row[..6],
+        ["kubectl", "t-kubectl", "false", "True", "1", "0"],
+        "{table}"
+    );
+    let described = kubectl(&["describe", "css", "kubectl"]);
+    for expected in ["Ready", "Synced", "DryRun", "Created", "kubectl/app"] {
+        assert!(
+            described.contains(expected),
+            "describe lacks {expected}:\n{described}"
+        );
+    }
+}
+
+fn condition(css: &serde_json::Value, type_: &str) -> serde_json::Value {
+    css["status"]["conditions"]
+        .as_array()
+        .and_then(|all| all.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or_else(|| panic!("no {type_} condition in {css}"))
+}
+
+async fn create_secret(
+    env: &Env,
+    namespace: &str,
+    name: &str,
+    type_: &str,
+    pairs: &[(&str, &str)],
+) {
+    use kube::api::{Api, PostParams};
+    let api: Api<k8s_openapi::api::core::v1::Secret> =
+        Api::namespaced(env.client().await, namespace);
+    let string_data: serde_json::Map<String, serde_json::Value> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    let secret = serde_json::from_value(
+        json!({"metadata": {"name": name}, "type": type_, "stringData": string_data}),
+    )
+    .unwrap();
+    api.create(
+        &PostParams {
+            field_manager: Some("kubectl-create".into()),
+            ..Default::default()
+        },
+        &secret,
+    )
+    .await
+    .expect("create secret");
+}

@@ -1,0 +1,385 @@
+//! End-to-end test environment: moto (DynamoDB + KMS, seeded by the real
+//! credstash CLI), a Kubernetes API server, and the `kubestash run` binary.
+//!
+//! The API server is the project's fake (`testing/fake-apiserver`) unless
+//! `KUBESTASH_E2E_KUBECONFIG` names a real cluster's kubeconfig; the tests
+//! are the same either way (those that read the fake's request counters are
+//! skipped on a real cluster).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use fake_apiserver::FakeApiServer;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::Client;
+use serde_json::json;
+
+use crate::support::{free_port, repo_root, run_ok, venv, Moto};
+
+/// How long any awaited condition may take before a test fails.
+pub const PATIENCE: Duration = Duration::from_secs(45);
+
+/// One runtime for every test in a binary, so the fake API server and the
+/// clients outlive single tests.
+pub fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    })
+}
+
+/// Runs a test body on the shared runtime.
+pub fn block_on<F: Future>(future: F) -> F::Output {
+    runtime().block_on(future)
+}
+
+/// moto + API server + operator, shared by the tests of one binary.
+pub struct Env {
+    pub moto: Moto,
+    pub fake: Option<FakeApiServer>,
+    pub kubeconfig: PathBuf,
+    operator: Option<Operator>,
+    dir: tempfile::TempDir,
+}
+
+/// The `kubestash run` process and where its logs go.
+pub struct Operator {
+    child: Child,
+    pub metrics_port: u16,
+    pub log: PathBuf,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Env {
+    /// Starts moto and the API server, installs the CRD, starts the operator.
+    pub fn start() -> Env {
+        let mut env = Env::without_operator();
+        env.start_operator();
+        env
+    }
+
+    /// Starts moto and the API server and installs the CRD.
+    pub fn without_operator() -> Env {
+        let moto = Moto::start();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (fake, kubeconfig) = match std::env::var_os("KUBESTASH_E2E_KUBECONFIG") {
+            Some(path) => (None, PathBuf::from(path)),
+            None => {
+                let fake = block_on(FakeApiServer::start()).expect("start the fake API server");
+                let path = dir.path().join("kubeconfig");
+                fake.write_kubeconfig(&path).expect("write kubeconfig");
+                (Some(fake), path)
+            }
+        };
+        let env = Env {
+            moto,
+            fake,
+            kubeconfig,
+            operator: None,
+            dir,
+        };
+        block_on(env.install_crd());
+        env
+    }
+
+    /// Starts (or restarts) the operator and waits until it is ready.
+    pub fn start_operator(&mut self) {
+        self.operator = None;
+        let port = free_port();
+        let log = self.dir.path().join(format!("operator-{port}.log"));
+        let log_file = std::fs::File::create(&log).expect("operator log file");
+        let guard = repo_root().join("tests/support/orphan_guard.py");
+        let child = self
+            .moto
+            .command(venv().join("bin/python"))
+            .arg(guard)
+            .arg(env!("CARGO_BIN_EXE_kubestash"))
+            .args([
+                "run",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--namespace",
+                "kubestash-system",
+            ])
+            .env("KUBECONFIG", &self.kubeconfig)
+            .env("RUST_LOG", "trace,hyper=debug,h2=debug,tower=debug")
+            .env("NO_COLOR", "1")
+            .stdout(log_file.try_clone().expect("log file"))
+            .stderr(log_file)
+            .spawn()
+            .expect("start kubestash run");
+        let operator = Operator {
+            child,
+            metrics_port: port,
+            log,
+        };
+        wait_blocking("the operator to be ready", || {
+            http_get(port, "/readyz").is_some_and(|(code, _)| code == 200)
+        });
+        self.operator = Some(operator);
+    }
+
+    /// Stops the operator (like a pod being killed).
+    pub fn stop_operator(&mut self) {
+        self.operator = None;
+    }
+
+    pub fn operator(&self) -> &Operator {
+        self.operator.as_ref().expect("the operator is running")
+    }
+
+    /// The operator's log so far.
+    pub fn operator_log(&self) -> String {
+        std::fs::read_to_string(&self.operator().log).unwrap_or_default()
+    }
+
+    /// The operator's /metrics text.
+    pub fn metrics(&self) -> String {
+        http_get(self.operator().metrics_port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// A client for the API server (call inside the runtime).
+    pub async fn client(&self) -> Client {
+        match &self.fake {
+            Some(fake) => fake.client(),
+            None => {
+                let kubeconfig =
+                    kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
+                let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                    .await
+                    .expect("kubeconfig");
+                Client::try_from(config).expect("client")
+            }
+        }
+    }
+
+    async fn install_crd(&self) {
+        let yaml = std::fs::read_to_string(repo_root().join("crds/credstashsync.yaml"))
+            .expect("read the CRD");
+        let crd: CustomResourceDefinition = serde_yaml::from_str(&yaml).expect("parse the CRD");
+        let api: Api<CustomResourceDefinition> = Api::all(self.client().await);
+        let params = PatchParams::apply("kubestash-e2e").force();
+        api.patch("credstashsyncs.kubestash.io", &params, &Patch::Apply(&crd))
+            .await
+            .expect("install the CRD");
+        wait_for("the CRD to be established", || async {
+            let crd = api.get("credstashsyncs.kubestash.io").await.ok()?;
+            let conditions = crd.status?.conditions?;
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Established" && c.status == "True")
+                .then_some(())
+        })
+        .await;
+    }
+
+    /// Creates a credstash table (and the KMS key, once).
+    pub fn table(&self, table: &str) {
+        self.moto.fixture(&["init", table]);
+    }
+
+    /// `credstash -t TABLE put -a NAME VALUE` with the real CLI.
+    pub fn put(&self, table: &str, name: &str, value: &str) {
+        run_ok(
+            &mut self
+                .moto
+                .credstash(&["-t", table, "put", "-a", name, value]),
+        );
+    }
+
+    /// `credstash -t TABLE delete NAME` with the real CLI.
+    pub fn delete(&self, table: &str, name: &str) {
+        run_ok(&mut self.moto.credstash(&["-t", table, "delete", name]));
+    }
+
+    pub async fn create_namespace(&self, name: &str) {
+        let api: Api<Namespace> = Api::all(self.client().await);
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": name}})).expect("namespace");
+        match api.create(&PostParams::default(), &namespace).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 409 => {}
+            Err(err) => panic!("creating namespace {name}: {err}"),
+        }
+    }
+
+    /// Creates (or replaces the spec of) CredstashSync `name`.
+    pub async fn apply_css(&self, name: &str, spec: serde_json::Value) {
+        let api: Api<kube::api::DynamicObject> =
+            Api::all_with(self.client().await, &css_resource());
+        let body = json!({"apiVersion": "kubestash.io/v1alpha1", "kind": "CredstashSync", "metadata": {"name": name}, "spec": spec});
+        api.patch(
+            name,
+            &PatchParams::apply("kubestash-e2e").force(),
+            &Patch::Apply(&body),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying CredstashSync {name}: {e}"));
+    }
+
+    pub async fn delete_css(&self, name: &str) {
+        let api: Api<kube::api::DynamicObject> =
+            Api::all_with(self.client().await, &css_resource());
+        api.delete(name, &DeleteParams::default())
+            .await
+            .expect("delete CredstashSync");
+    }
+
+    /// Sets the resync annotation on CredstashSync `name`.
+    pub async fn request_resync(&self, name: &str, value: &str) {
+        let api: Api<kube::api::DynamicObject> =
+            Api::all_with(self.client().await, &css_resource());
+        let patch =
+            json!({"metadata": {"annotations": {"kubestash.io/resync-requested-at": value}}});
+        api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("annotate");
+    }
+
+    /// The CredstashSync as JSON.
+    pub async fn css(&self, name: &str) -> serde_json::Value {
+        let api: Api<kube::api::DynamicObject> =
+            Api::all_with(self.client().await, &css_resource());
+        serde_json::to_value(api.get(name).await.expect("get CredstashSync")).expect("json")
+    }
+
+    /// Waits until CredstashSync `name` has finished a full sync after `after`
+    /// (an RFC 3339 time or "") and returns it.
+    pub async fn wait_synced_after(&self, name: &str, after: &str) -> serde_json::Value {
+        let after = after.to_owned();
+        wait_for(&format!("CredstashSync {name} to sync"), || async {
+            let css = self.css(name).await;
+            let synced = css["status"]["lastSyncTime"].as_str()?;
+            (synced > after.as_str()).then_some(css)
+        })
+        .await
+    }
+
+    pub async fn secret(&self, namespace: &str, name: &str) -> Option<Secret> {
+        let api: Api<Secret> = Api::namespaced(self.client().await, namespace);
+        api.get_opt(name).await.expect("get Secret")
+    }
+
+    /// Waits until the Secret's key holds `value`.
+    pub async fn wait_value(&self, namespace: &str, name: &str, key: &str, value: &str) -> Secret {
+        wait_for(&format!("{namespace}/{name} to hold {key}"), || async {
+            let secret = self.secret(namespace, name).await?;
+            (data(&secret).get(key).map(String::as_str) == Some(value)).then_some(secret)
+        })
+        .await
+    }
+
+    /// Events on CredstashSync `name` (events.k8s.io), as "reason: note".
+    pub async fn events(&self, name: &str) -> Vec<String> {
+        let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(self.client().await);
+        let events = api.list(&Default::default()).await.expect("list events");
+        events
+            .items
+            .into_iter()
+            .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e.reason.unwrap_or_default(),
+                    e.note.unwrap_or_default()
+                )
+            })
+            .collect()
+    }
+}
+
+fn css_resource() -> kube::api::ApiResource {
+    kube::api::ApiResource {
+        group: "kubestash.io".into(),
+        version: "v1alpha1".into(),
+        api_version: "kubestash.io/v1alpha1".into(),
+        kind: "CredstashSync".into(),
+        plural: "credstashsyncs".into(),
+    }
+}
+
+/// A Secret's data as UTF-8 text by key.
+pub fn data(secret: &Secret) -> BTreeMap<String, String> {
+    secret
+        .data
+        .iter()
+        .flatten()
+        .map(|(k, v)| (k.clone(), String::from_utf8_lossy(&v.0).into_owned()))
+        .collect()
+}
+
+/// Polls `probe` until it returns `Some`, or fails the test after [`PATIENCE`].
+pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = probe().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn wait_blocking(what: &str, mut probe: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !probe() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A plain HTTP GET on 127.0.0.1:`port`: (status, body).
+pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut reader = BufReader::new(stream);
+    let mut status = String::new();
+    reader.read_line(&mut status).ok()?;
+    let code = status.split_whitespace().nth(1)?.parse().ok()?;
+    let mut rest = String::new();
+    reader.read_to_string(&mut rest).ok()?;
+    let body = rest
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
+}
+
+/// The value of a metric series whose name and labels contain all of `parts`.
+pub fn metric(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter(|l| l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| labels.iter().all(|part| l.contains(part)))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Runs `command` to completion, with stdin closed.
+pub fn quiet(command: &mut Command) -> &mut Command {
+    command.stdin(Stdio::null())
+}

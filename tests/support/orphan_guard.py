@@ -1,0 +1,31 @@
+"""Runs a command and kills it when the process that started this guard exits.
+
+Usage: orphan_guard.py COMMAND [ARGS...]
+Lets tests share one long-running process (the operator) across test
+functions without leaving it behind when the test binary exits.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+
+def main():
+    parent = os.getppid()
+    child = subprocess.Popen(sys.argv[1:])
+    try:
+        while os.getppid() == parent and child.poll() is None:
+            time.sleep(0.2)
+    finally:
+        if child.poll() is None:
+            child.send_signal(signal.SIGTERM)
+            try:
+                child.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+    sys.exit(child.returncode or 0)
+
+
+if __name__ == "__main__":
+    main()
