@@ -103,3 +103,359 @@ fn plain_manifests_carry_the_crd_and_a_hardened_operator() {
         }
     }
 }
+
+// ---- The manifests and examples against the fake API server (kubectl) ----
+
+mod apply {
+    use super::root;
+    use std::path::{Path, PathBuf};
+    use std::process::Command;
+
+    /// Minimal prometheus-operator CRDs, so ServiceMonitor and PrometheusRule
+    /// objects reach the server too (their schemas are not checked here).
+    const MONITORING_CRDS: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: servicemonitors.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  names: {kind: ServiceMonitor, listKind: ServiceMonitorList, plural: servicemonitors, singular: servicemonitor}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: prometheusrules.monitoring.coreos.com}
+spec:
+  group: monitoring.coreos.com
+  names: {kind: PrometheusRule, listKind: PrometheusRuleList, plural: prometheusrules, singular: prometheusrule}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"#;
+
+    fn on_path(name: &str) -> Option<PathBuf> {
+        std::env::var_os("PATH")?
+            .to_str()?
+            .split(':')
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.is_file())
+    }
+
+    /// The fake API server on its own runtime, and kubectl pointed at it.
+    pub struct Cluster {
+        dir: tempfile::TempDir,
+        kubectl: PathBuf,
+        server: Option<fake_apiserver::FakeApiServer>,
+        runtime: tokio::runtime::Runtime,
+    }
+
+    impl Drop for Cluster {
+        fn drop(&mut self) {
+            if let Some(server) = self.server.take() {
+                self.runtime.block_on(server.stop());
+            }
+        }
+    }
+
+    impl Cluster {
+        /// None (after printing why) when kubectl is not installed.
+        pub fn start() -> Option<Cluster> {
+            let Some(kubectl) = on_path("kubectl") else {
+                eprintln!("skipped: kubectl not found on PATH");
+                return None;
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let server = runtime
+                .block_on(fake_apiserver::FakeApiServer::start())
+                .expect("fake API server");
+            let dir = tempfile::tempdir().unwrap();
+            server
+                .write_kubeconfig(dir.path().join("kubeconfig"))
+                .unwrap();
+            Some(Cluster {
+                dir,
+                kubectl,
+                server: Some(server),
+                runtime,
+            })
+        }
+
+        /// Runs kubectl; returns (success, stdout, stderr).
+        pub fn try_kubectl(&self, args: &[&str], stdin: Option<&str>) -> (bool, String, String) {
+            use std::io::Write;
+            let mut cmd = Command::new(&self.kubectl);
+            cmd.arg("--kubeconfig")
+                .arg(self.dir.path().join("kubeconfig"))
+                .arg("--cache-dir")
+                .arg(self.dir.path().join("cache"))
+                .args(args)
+                .current_dir(root())
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped());
+            let mut child = cmd.spawn().unwrap();
+            let mut pipe = child.stdin.take().unwrap();
+            pipe.write_all(stdin.unwrap_or_default().as_bytes())
+                .unwrap();
+            drop(pipe);
+            let out = child.wait_with_output().unwrap();
+            (
+                out.status.success(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+                String::from_utf8_lossy(&out.stderr).into_owned(),
+            )
+        }
+
+        pub fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> String {
+            let (ok, out, err) = self.try_kubectl(args, stdin);
+            assert!(ok, "kubectl {}: {out}\n{err}", args.join(" "));
+            out
+        }
+
+        /// (apiVersion, kind) pairs the server serves, from discovery.
+        pub fn served_kinds(&self) -> Vec<(String, String)> {
+            self.kubectl(&["api-resources", "--no-headers"], None)
+                .lines()
+                .filter_map(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    (cols.len() >= 4).then(|| {
+                        (
+                            cols[cols.len() - 3].to_string(),
+                            cols[cols.len() - 1].to_string(),
+                        )
+                    })
+                })
+                .collect()
+        }
+
+        /// The CRD (and the monitoring CRDs) created for real, established.
+        pub fn install_crds(&self) {
+            self.kubectl(&["apply", "-f", "crds/credstashsync.yaml"], None);
+            self.kubectl(&["apply", "-f", "-"], Some(MONITORING_CRDS));
+            for crd in [
+                "credstashsyncs.kubestash.io",
+                "servicemonitors.monitoring.coreos.com",
+                "prometheusrules.monitoring.coreos.com",
+            ] {
+                self.kubectl(
+                    &[
+                        "wait",
+                        "--for=condition=Established",
+                        "--timeout=30s",
+                        &format!("crd/{crd}"),
+                    ],
+                    None,
+                );
+            }
+        }
+    }
+
+    /// The chart rendered with `ci/full-values.yaml` by testing/helm-render,
+    /// when Go and Debian's sprig/yaml.v3 sources are installed
+    /// (scripts/chart-env.sh); None (after printing why) otherwise.
+    pub fn render_full_values() -> Option<String> {
+        const GOPATH: &str = "/usr/share/gocode";
+        let Some(go) = on_path("go") else {
+            eprintln!(
+                "full-values render skipped: no go on PATH (scripts/chart-env.sh installs it)"
+            );
+            return None;
+        };
+        if !Path::new(GOPATH)
+            .join("src/github.com/Masterminds/sprig")
+            .is_dir()
+        {
+            eprintln!(
+                "full-values render skipped: no sprig sources in {GOPATH} (scripts/chart-env.sh)"
+            );
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join("helm-render");
+        let built = Command::new(go)
+            .args(["build", "-o"])
+            .arg(&bin)
+            .arg(".")
+            .current_dir(root().join("testing/helm-render"))
+            .env("GO111MODULE", "off")
+            .env("GOPATH", GOPATH)
+            .status()
+            .unwrap();
+        assert!(built.success(), "building testing/helm-render failed");
+        let out = Command::new(&bin)
+            .args([
+                "-f",
+                "charts/kubestash/ci/full-values.yaml",
+                "charts/kubestash",
+            ])
+            .current_dir(root())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "helm-render: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(String::from_utf8(out.stdout).unwrap())
+    }
+
+    /// Splits a YAML stream into (apiVersion, kind, document text).
+    pub fn documents(stream: &str) -> Vec<(String, String, String)> {
+        let mut docs = Vec::new();
+        let mut cur = String::new();
+        let mut flush = |cur: &mut String| {
+            let v: serde_yaml::Value = serde_yaml::from_str(cur).unwrap_or(serde_yaml::Value::Null);
+            if let (Some(a), Some(k)) = (v["apiVersion"].as_str(), v["kind"].as_str()) {
+                docs.push((a.to_string(), k.to_string(), std::mem::take(cur)));
+            }
+            cur.clear();
+        };
+        for line in stream.lines() {
+            if line.trim_end() == "---" {
+                flush(&mut cur);
+            } else {
+                cur.push_str(line);
+                cur.push('\n');
+            }
+        }
+        flush(&mut cur);
+        docs
+    }
+
+    /// `kubectl apply --dry-run=server` of the objects of `stream` whose kinds
+    /// the server serves; returns the kinds applied and the kinds left out.
+    pub fn dry_run(cluster: &Cluster, what: &str, stream: &str) -> (Vec<String>, Vec<String>) {
+        let served = cluster.served_kinds();
+        let (mut applied, mut left_out, mut body) = (Vec::new(), Vec::new(), String::new());
+        for (api_version, kind, doc) in documents(stream) {
+            if served.iter().any(|(a, k)| *a == api_version && *k == kind) {
+                applied.push(kind);
+                body.push_str("---\n");
+                body.push_str(&doc);
+            } else {
+                left_out.push(kind);
+            }
+        }
+        let out = cluster.kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&body));
+        assert_eq!(
+            out.lines()
+                .filter(|l| l.ends_with("(server dry run)"))
+                .count(),
+            applied.len(),
+            "{what}: every object is accepted in a server-side dry run:\n{out}"
+        );
+        eprintln!(
+            "{what}: server-side dry run of {applied:?}; not served by the fake API server, so checked by \
+             scripts/test-chart.sh (kubernetes-validate) only: {left_out:?}"
+        );
+        (applied, left_out)
+    }
+}
+
+#[test]
+fn plain_manifests_and_full_values_render_pass_a_server_side_dry_run() {
+    let Some(cluster) = apply::Cluster::start() else {
+        return;
+    };
+    cluster.install_crds();
+    // Namespaces exist for real: a dry-run Namespace is not created, and the
+    // namespaced objects of the same apply need theirs.
+    cluster.kubectl(&["create", "namespace", "kubestash"], None);
+    cluster.kubectl(&["create", "namespace", "monitoring"], None);
+
+    let (applied, _) = apply::dry_run(
+        &cluster,
+        "deploy/kubestash.yaml",
+        &read("deploy/kubestash.yaml"),
+    );
+    for kind in ["Namespace", "CustomResourceDefinition", "ServiceAccount"] {
+        assert!(
+            applied.iter().any(|k| k == kind),
+            "deploy/kubestash.yaml: {kind} not dry-run applied"
+        );
+    }
+    let (applied, _) = apply::dry_run(
+        &cluster,
+        "deploy/prometheusrule.yaml",
+        &read("deploy/prometheusrule.yaml"),
+    );
+    assert_eq!(applied, ["PrometheusRule"]);
+
+    if let Some(full) = apply::render_full_values() {
+        let (applied, _) =
+            apply::dry_run(&cluster, "charts/kubestash with ci/full-values.yaml", &full);
+        for kind in [
+            "CredstashSync",
+            "ServiceMonitor",
+            "PrometheusRule",
+            "ConfigMap",
+            "ServiceAccount",
+        ] {
+            assert!(
+                applied.iter().any(|k| k == kind),
+                "full values: {kind} not dry-run applied"
+            );
+        }
+    }
+    // A dry run creates nothing.
+    let (found, _, _) = cluster.try_kubectl(
+        &["-n", "kubestash", "get", "serviceaccount", "kubestash"],
+        None,
+    );
+    assert!(!found, "the server-side dry run created the ServiceAccount");
+}
+
+#[test]
+fn examples_apply_to_the_fake_api_server() {
+    let Some(cluster) = apply::Cluster::start() else {
+        return;
+    };
+    cluster.install_crds();
+    let mut names = Vec::new();
+    let mut files: Vec<_> = std::fs::read_dir(root().join("examples"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "examples/*.yaml: {files:?}");
+    for file in &files {
+        let rel = file.strip_prefix(root()).unwrap().to_str().unwrap();
+        let out = cluster.kubectl(&["apply", "-f", rel], None);
+        for (_, kind, doc) in apply::documents(&read(rel)) {
+            assert_eq!(kind, "CredstashSync", "{rel}");
+            let v: serde_yaml::Value = serde_yaml::from_str(&doc).unwrap();
+            let name = v["metadata"]["name"].as_str().unwrap().to_string();
+            assert!(
+                out.contains(&format!("credstashsync.kubestash.io/{name} created")),
+                "{rel}: {out}"
+            );
+            names.push(name);
+        }
+    }
+    let listed = cluster.kubectl(&["get", "css", "-o", "name"], None);
+    for name in &names {
+        assert!(
+            listed.contains(&format!("credstashsync.kubestash.io/{name}")),
+            "{name} not listed: {listed}"
+        );
+    }
+    // The CRD's defaults apply: the minimal example starts in dry run.
+    let dry_run = cluster.kubectl(
+        &["get", "css", "minimal", "-o", "jsonpath={.spec.dryRun}"],
+        None,
+    );
+    assert_eq!(dry_run, "true");
+}
