@@ -1,0 +1,75 @@
+//! A steady state costs nothing: a full sync of an unchanged table makes no
+//! Secret write and no Secret GET (counted by the fake API server).
+
+#[path = "support/cluster.rs"]
+mod cluster;
+mod support;
+
+use cluster::{block_on, data, wait_for, Env};
+use serde_json::json;
+
+#[test]
+fn a_full_sync_of_an_unchanged_table_makes_no_write_and_no_get() {
+    let env = Env::start();
+    let Some(fake) = &env.fake else {
+        eprintln!("request counters need the fake API server: skipped on a real cluster");
+        return;
+    };
+    env.table("t-steady");
+    for (ns, secret) in [
+        ("steady-a", "one"),
+        ("steady-a", "two"),
+        ("steady-b", "three"),
+    ] {
+        env.put("t-steady", &format!("{ns}/{secret}/KEY"), secret);
+        env.put("t-steady", &format!("{ns}/{secret}/OTHER"), "x");
+    }
+    block_on(async {
+        env.create_namespace("steady-a").await;
+        env.create_namespace("steady-b").await;
+        env.apply_css(
+            "steady",
+            json!({"table": "t-steady", "dryRun": false, "minResyncInterval": "0s"}),
+        )
+        .await;
+        let first = env.wait_value("steady-b", "three", "KEY", "three").await;
+        resync(&env, "warm-up").await;
+
+        fake.reset_counters();
+        resync(&env, "measured").await;
+        let counters = fake.counters();
+        assert_eq!(
+            counters.writes("secrets"),
+            0,
+            "writes in steady state: {counters:?}"
+        );
+        assert_eq!(
+            counters.count("get", "secrets"),
+            0,
+            "GETs in steady state: {counters:?}"
+        );
+
+        let after = env.secret("steady-b", "three").await.expect("secret");
+        assert_eq!(data(&after), data(&first));
+        let synced_at = |s: &k8s_openapi::api::core::v1::Secret| {
+            s.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get("kubestash.io/synced-at").cloned())
+        };
+        assert_eq!(
+            synced_at(&after),
+            synced_at(&first),
+            "synced-at changes only when data changes"
+        );
+    });
+}
+
+async fn resync(env: &Env, value: &str) {
+    env.request_resync("steady", value).await;
+    wait_for(&format!("resync {value}"), || async {
+        let css = env.css("steady").await;
+        (css["status"]["lastResyncRequest"] == value).then_some(())
+    })
+    .await;
+}

@@ -1,0 +1,182 @@
+//! Real time: a `credstash put` reaches the Secret through the table's
+//! DynamoDB stream, without a full sync, and no change is lost across an
+//! operator restart. Stream lineage, rollover, expiry and trimming are
+//! tested against the in-memory source (moto keeps one shard).
+
+#[path = "support/cluster.rs"]
+mod cluster;
+mod support;
+
+use std::sync::OnceLock;
+
+use cluster::{block_on, data, metric, wait_for, Env};
+use serde_json::json;
+
+fn env() -> &'static Env {
+    static ENV: OnceLock<Env> = OnceLock::new();
+    ENV.get_or_init(Env::start)
+}
+
+/// A table with a stream, and a CredstashSync that follows it and never
+/// resyncs by itself during the test.
+fn streamed(env: &Env, table: &str) {
+    env.table(table);
+    env.moto.fixture(&["enable-stream", table, "KEYS_ONLY"]);
+}
+
+fn spec(table: &str, wait_time: &str, prune: bool) -> serde_json::Value {
+    json!({"table": table, "dryRun": false, "waitTime": wait_time, "prune": prune, "minResyncInterval": "1h"})
+}
+
+fn stream_applies(env: &Env, css: &str) -> f64 {
+    let label = format!("credstashsync=\"{css}\"");
+    metric(&env.metrics(), "kubestash_stream_apply_total", &[&label]).unwrap_or(0.0)
+}
+
+fn full_syncs(env: &Env, css: &str) -> f64 {
+    let label = format!("credstashsync=\"{css}\"");
+    env.metrics()
+        .lines()
+        .filter(|l| l.starts_with("kubestash_sync_total{") && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[test]
+fn a_put_reaches_the_secret_through_the_stream() {
+    let env = env();
+    streamed(env, "s-put");
+    env.put("s-put", "sput/app/KEY", "first");
+    block_on(async {
+        env.create_namespace("sput").await;
+        env.apply_css("sput", spec("s-put", "0s", false)).await;
+        env.wait_value("sput", "app", "KEY", "first").await;
+        let css = wait_for("the Streaming condition", || async {
+            let css = env.css("sput").await;
+            let streaming = css["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Streaming")?
+                .clone();
+            (streaming["status"] == "True").then_some(css)
+        })
+        .await;
+        assert!(
+            css["status"]["stream"]["arn"]
+                .as_str()
+                .is_some_and(|arn| arn.contains("s-put")),
+            "{css}"
+        );
+        let syncs_before = full_syncs(env, "sput");
+
+        env.put("s-put", "sput/app/KEY", "second");
+        env.wait_value("sput", "app", "KEY", "second").await;
+        env.put("s-put", "sput/app/NEW_KEY", "added");
+        env.wait_value("sput", "app", "NEW_KEY", "added").await;
+        assert_eq!(
+            full_syncs(env, "sput"),
+            syncs_before,
+            "stream changes must not cause full syncs"
+        );
+        assert!(stream_applies(env, "sput") >= 1.0);
+    });
+}
+
+#[test]
+fn a_burst_of_puts_is_applied_in_a_few_batches() {
+    let env = env();
+    streamed(env, "s-burst");
+    env.put("s-burst", "sburst/app/SEED", "seed");
+    block_on(async {
+        env.create_namespace("sburst").await;
+        env.apply_css("sburst", spec("s-burst", "3s", false)).await;
+        env.wait_value("sburst", "app", "SEED", "seed").await;
+        wait_for("the stream to be followed", || async {
+            let css = env.css("sburst").await;
+            css["status"]["stream"]["arn"].as_str().map(|_| ())
+        })
+        .await;
+        env.moto
+            .fixture(&["put-many", "s-burst", "sburst/app/BURST", "100"]);
+        let secret = wait_for("all 100 keys", || async {
+            let secret = env.secret("sburst", "app").await?;
+            (data(&secret)
+                .keys()
+                .filter(|k| k.starts_with("BURST_"))
+                .count()
+                == 100)
+                .then_some(secret)
+        })
+        .await;
+        assert_eq!(data(&secret)["BURST_42"], "burst value 42");
+        let applies = stream_applies(env, "sburst");
+        assert!(
+            (1.0..=5.0).contains(&applies),
+            "100 puts took {applies} applies"
+        );
+    });
+}
+
+#[test]
+fn credstash_delete_keeps_the_key_or_prunes_it() {
+    let env = env();
+    for (table, prune) in [("s-keep", false), ("s-prune", true)] {
+        streamed(env, table);
+        env.put(table, &format!("{table}/app/STAYS"), "s");
+        env.put(table, &format!("{table}/app/GOES"), "g");
+        block_on(async {
+            env.create_namespace(table).await;
+            env.apply_css(table, spec(table, "0s", prune)).await;
+            env.wait_value(table, "app", "GOES", "g").await;
+            wait_for("the stream", || async {
+                env.css(table).await["status"]["stream"]["arn"]
+                    .as_str()
+                    .map(|_| ())
+            })
+            .await;
+        });
+    }
+    for table in ["s-keep", "s-prune"] {
+        env.delete(table, &format!("{table}/app/GOES"));
+    }
+    block_on(async {
+        wait_for("the pruned key to go", || async {
+            let secret = env.secret("s-prune", "app").await?;
+            (!data(&secret).contains_key("GOES")).then_some(())
+        })
+        .await;
+        wait_for("the delete to reach the keeping CredstashSync", || async {
+            (stream_applies(env, "s-keep") >= 1.0).then_some(())
+        })
+        .await;
+        let kept = env.secret("s-keep", "app").await.expect("secret");
+        assert_eq!(data(&kept).get("GOES").map(String::as_str), Some("g"));
+        assert_eq!(
+            data(&env.secret("s-prune", "app").await.expect("secret"))["STAYS"],
+            "s"
+        );
+    });
+}
+
+#[test]
+fn puts_made_while_the_operator_is_down_are_not_lost() {
+    let mut env = Env::start();
+    streamed(&env, "s-restart");
+    env.put("s-restart", "srestart/app/BEFORE", "1");
+    block_on(async {
+        env.create_namespace("srestart").await;
+        env.apply_css("srestart", spec("s-restart", "0s", false))
+            .await;
+        env.wait_value("srestart", "app", "BEFORE", "1").await;
+    });
+    env.stop_operator();
+    env.put("s-restart", "srestart/app/BEFORE", "2");
+    env.put("s-restart", "srestart/app/DURING", "down");
+    env.start_operator();
+    env.put("s-restart", "srestart/app/AFTER", "up");
+    block_on(async {
+        env.wait_value("srestart", "app", "DURING", "down").await;
+        env.wait_value("srestart", "app", "AFTER", "up").await;
+        env.wait_value("srestart", "app", "BEFORE", "2").await;
+    });
+}
