@@ -3,10 +3,12 @@
 #  - Debian: Go 1.19 with sprig v3 and yaml.v3 (for testing/helm-render, an
 #    offline Helm renderer; Helm itself is not installable here);
 #  - PyPI, into .venv: kubernetes-validate (Kubernetes JSON schemas, and
-#    jsonschema + PyYAML for the values schema and CR checks).
+#    jsonschema + PyYAML for the values schema and CR checks) and promql-parser
+#    (Python bindings of the Rust PromQL parser, for the alerts and dashboard).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 KUBERNETES_VALIDATE_VERSION=1.37.0
+PROMQL_PARSER_VERSION=0.12.0
 GOPKGS=(golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev)
 
 missing=()
@@ -20,6 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
-if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$KUBERNETES_VALIDATE_VERSION')" 2>/dev/null; then
-  .venv/bin/pip install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+if ! .venv/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('kubernetes-validate') != '$KUBERNETES_VALIDATE_VERSION' or m.version('promql-parser') != '$PROMQL_PARSER_VERSION')" 2>/dev/null; then
+  .venv/bin/pip install --quiet --disable-pip-version-check \
+    "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION" "promql-parser==$PROMQL_PARSER_VERSION"
 fi

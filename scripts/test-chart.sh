@@ -12,6 +12,7 @@
 #  - check the security and RBAC invariants (non-root, read-only root fs, no
 #    privilege escalation, all capabilities dropped, RuntimeDefault seccomp,
 #    probes, Recreate, no delete verb anywhere);
+#  - parse every PromQL expression (alerts, dashboard) with promql-parser;
 #  - check the copies (crds/, dashboard) and that the generated deploy/ files
 #    are up to date. `scripts/test-chart.sh --update` regenerates them.
 # The server-side dry run against the fake API server is in tests/chart.rs.
@@ -53,7 +54,7 @@ done
 
 .venv/bin/python - "$OUT" "$UPDATE" <<'PY'
 import copy, glob, json, os, sys
-import jsonschema, yaml
+import jsonschema, promql_parser, yaml
 
 out, update = sys.argv[1], sys.argv[2] == "1"
 chart = "charts/kubestash"
@@ -202,6 +203,31 @@ else:
         for d in docs:
             for e in jsonschema.Draft7Validator(crd_schema).iter_errors(d):
                 failures.append(f"{p}: {d['metadata']['name']}: {'/'.join(map(str, e.path))}: {e.message}")
+
+# PromQL: every alert (default and full values, with additionalRules) and
+# every dashboard query parses. Metric and label names are checked against the
+# operator's exports by tests/observability_assets.rs.
+def exprs_in(node):
+    if isinstance(node, dict):
+        for k, v in node.items():
+            if k == "expr" and isinstance(v, str):
+                yield v
+            else:
+                yield from exprs_in(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from exprs_in(v)
+queries = [("dashboards/kubestash.json", e) for e in exprs_in(json.load(open("dashboards/kubestash.json"))["panels"])]
+for name in ("rules", "full"):
+    for d in objects(f"{out}/{name}.yaml"):
+        if d["kind"] == "PrometheusRule":
+            queries += [(f"PrometheusRule ({name})", e) for e in exprs_in(d["spec"])]
+check(len(queries) > 30, f"only {len(queries)} PromQL expressions found")
+for where, q in queries:
+    try:
+        promql_parser.parse(q.replace("$__rate_interval", "5m").replace("$credstashsync", ".*"))
+    except Exception as e:
+        failures.append(f"{where}: PromQL does not parse: {e}: {q}")
 
 # generated deploy/ files
 rules_text = open(f"{out}/rules.yaml").read()
