@@ -1,26 +1,72 @@
 #!/usr/bin/env bash
 # The local playground: a local AWS emulator (moto) seeded by the real
-# credstash CLI, then kubestash reading and decrypting the table.
+# credstash CLI, the project's fake Kubernetes API server, and the kubestash
+# operator syncing the table into Secrets, live through the DynamoDB stream.
 # Everything runs on 127.0.0.1 and stops when this script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/test-env.sh
-cargo build --quiet --bin kubestash
-KUBESTASH=target/debug/kubestash
-PORT=${MOTO_PORT:-5555}
-
-LOGS=$(mktemp -d /tmp/kubestash-playground.XXXX)
-exec 3< <(.venv/bin/python tests/support/moto_guard.py "$PORT" 2>"$LOGS/moto.log")
-read -r ready <&3 && [ "$ready" = ready ] || { echo "moto did not start" >&2; exit 1; }
-export AWS_ENDPOINT_URL=http://127.0.0.1:$PORT AWS_ACCESS_KEY_ID=playground AWS_SECRET_ACCESS_KEY=playground \
-       AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
+echo "building kubestash and the fake API server..."
+cargo build --quiet --bin kubestash -p kubestash
+cargo build --quiet -p fake-apiserver --bin fake-apiserver
+KUBESTASH=$PWD/target/debug/kubestash
+WORK=$(mktemp -d /tmp/kubestash-playground.XXXX)
+free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+MOTO_PORT=$(free_port); API_PORT=$(free_port); OPERATOR_PORT=$(free_port)
+PIDS=()
+cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+trap cleanup EXIT
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
+wait_until() { for _ in $(seq 1 200); do if eval "$1" >/dev/null 2>&1; then return 0; fi; sleep 0.1; done; echo "timed out: $1" >&2; return 1; }
 
+# AWS: moto, with credstash's KMS key and table, and a stream on the table.
+exec 3< <(.venv/bin/python tests/support/moto_guard.py "$MOTO_PORT" 2>"$WORK/moto.log")
+read -r ready <&3 && [ "$ready" = ready ] || { echo "moto did not start" >&2; exit 1; }
+export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT AWS_ACCESS_KEY_ID=playground AWS_SECRET_ACCESS_KEY=playground \
+       AWS_REGION=us-east-1 AWS_DEFAULT_REGION=us-east-1 AWS_EC2_METADATA_DISABLED=true
 .venv/bin/python tests/support/fixture.py init credential-store
+.venv/bin/python tests/support/fixture.py enable-stream credential-store KEYS_ONLY
+
+# Kubernetes: the fake API server, the CRD, two namespaces.
+target/debug/fake-apiserver --listen "127.0.0.1:$API_PORT" --kubeconfig "$WORK/kubeconfig" >"$WORK/apiserver.log" 2>&1 &
+PIDS+=($!)
+export KUBECONFIG=$WORK/kubeconfig
+wait_until "[ -s $KUBECONFIG ] && kubectl --cache-dir $WORK/cache get ns"
+kubectl() { command kubectl --cache-dir "$WORK/cache" "$@"; }
+
 step .venv/bin/credstash put test/mysecret/TEST_KEY '$ecreT'
 step .venv/bin/credstash put test/mysecret/db.password 'hunter2' -d SHA512
 step .venv/bin/credstash put prod/api/TOKEN 'v1-token'
-step .venv/bin/credstash put -a prod/api/TOKEN 'v2-token'
-step "$KUBESTASH" list --table credential-store
-step "$KUBESTASH" getall --table credential-store --format json
-step "$KUBESTASH" get prod/api/TOKEN --table credential-store --version 1
+step "$KUBESTASH" getall --table credential-store
+step kubectl apply -f crds/credstashsync.yaml
+step kubectl create namespace test
+step kubectl create namespace prod
+cat >"$WORK/css.yaml" <<YAML
+apiVersion: kubestash.io/v1alpha1
+kind: CredstashSync
+metadata:
+  name: playground
+spec:
+  table: credential-store
+  dryRun: false
+  waitTime: 0s
+YAML
+step kubectl apply -f "$WORK/css.yaml"
+
+# The operator.
+RUST_LOG=info "$KUBESTASH" run --listen "127.0.0.1:$OPERATOR_PORT" --namespace kubestash-system >"$WORK/operator.log" 2>&1 &
+PIDS+=($!)
+wait_until "kubectl get css playground -o jsonpath='{.status.conditions[?(@.type==\"Streaming\")].status}' | grep -q True"
+step kubectl get credstashsyncs
+step kubectl get secrets -A -l app.kubernetes.io/managed-by=kubestash
+step kubectl get secret -n test mysecret -o jsonpath='{.data.TEST_KEY}'; echo
+
+# Live: a put reaches the Secret through the stream.
+start=$(date +%s.%N)
+step .venv/bin/credstash put -a test/mysecret/TEST_KEY 'n3w-$ecreT'
+wait_until "[ \"\$(kubectl get secret -n test mysecret -o jsonpath='{.data.TEST_KEY}' | base64 -d)\" = 'n3w-\$ecreT' ]"
+elapsed=$(.venv/bin/python -c "import sys; print(f'{float(sys.argv[2]) - float(sys.argv[1]):.1f}')" "$start" "$(date +%s.%N)")
+printf '\nthe new value reached Secret test/mysecret in %s s (credstash put included)\n' "$elapsed"
+step kubectl describe credstashsync playground
+curl -s "http://127.0.0.1:$OPERATOR_PORT/metrics" | grep -E '^kubestash_(sync_total|stream_apply_total|secret_writes_total|keys)' | sed 's/^/  /'
+echo; echo "logs: $WORK"
