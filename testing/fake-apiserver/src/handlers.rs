@@ -134,6 +134,19 @@ fn respond(result: Result<(u16, Value), ApiError>) -> Response {
 
 async fn handle(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
+    let log = shared
+        .config
+        .log_requests
+        .then(|| format!("{} {}", parts.method, parts.uri));
+    let resp = handle_parts(&shared, parts, body).await;
+    if let Some(line) = log {
+        eprintln!("{line} -> {}", resp.status().as_u16());
+    }
+    resp
+}
+
+async fn handle_parts(shared: &Arc<Shared>, parts: http::request::Parts, body: Body) -> Response {
+    let shared = shared.clone();
     let body = match axum::body::to_bytes(body, MAX_BODY + 1).await {
         Ok(b) if b.len() <= MAX_BODY => b,
         _ => {

@@ -16,12 +16,20 @@ struct Args {
     /// Where to write a kubeconfig pointing at the server.
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Log every request (method, path, status) to stderr.
+    #[arg(long, env = "FAKE_APISERVER_LOG")]
+    log_requests: bool,
 }
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args = Args::parse();
-    let server = fake_apiserver::FakeApiServer::start_on(args.listen).await?;
+    let config = fake_apiserver::Config {
+        addr: args.listen,
+        log_requests: args.log_requests,
+        ..Default::default()
+    };
+    let server = fake_apiserver::FakeApiServer::start_with(config).await?;
     if let Some(path) = &args.kubeconfig {
         server.write_kubeconfig(path)?;
     }

@@ -34,6 +34,8 @@ pub struct Config {
     pub bookmark_interval: Duration,
     /// Watch duration when the client sends no `timeoutSeconds`.
     pub default_watch_timeout: Duration,
+    /// Print one line per request to stderr (method, path, query, status).
+    pub log_requests: bool,
 }
 
 impl Default for Config {
@@ -43,6 +45,7 @@ impl Default for Config {
             event_log_capacity: 10_000,
             bookmark_interval: Duration::from_secs(10),
             default_watch_timeout: Duration::from_secs(1800),
+            log_requests: false,
         }
     }
 }
