@@ -201,6 +201,7 @@ fn collect_stream_news(ctx: &Context, name: &str, key: &StreamKey) {
         w.stream_health = Some(link.health());
         if !link.is_live() {
             w.stream = None;
+            ctx.metrics.clear_stream_lag(name);
         }
     });
 }
@@ -311,6 +312,13 @@ impl FullSyncRun<'_> {
             Opened::Disabled => StreamHealth::Disabled,
             Opened::Failed(reason) => StreamHealth::Failed(reason),
         };
+        // Lag exists exactly while a stream is followed (alerts key on it).
+        match &health {
+            StreamHealth::Following(_) => {
+                self.ctx.metrics.set_stream_lag(self.name, Duration::ZERO)
+            }
+            _ => self.ctx.metrics.clear_stream_lag(self.name),
+        }
         self.ctx
             .with_worker(self.name, |w| w.stream_health = Some(health));
     }
