@@ -502,6 +502,67 @@ fn kubectl_shows_the_columns_and_conditions() {
     }
 }
 
+#[test]
+fn kubestash_sync_prints_the_plan_in_dry_run_and_applies_without_it() {
+    let env = env();
+    env.table("t-cli");
+    env.put("t-cli", "cli/app/KEY", "from-the-cli");
+    block_on(env.create_namespace("cli"));
+    let sync = |extra: &[&str]| {
+        let mut args = vec!["sync", "--table", "t-cli", "--name", "cli"];
+        args.extend_from_slice(extra);
+        let output = env
+            .moto
+            .kubestash(&args)
+            .env("KUBECONFIG", &env.kubeconfig)
+            .output()
+            .expect("kubestash sync");
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    let (code, plan, stderr) = sync(&["--dry-run"]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(
+        plan.contains("cli/app") && plan.contains("KEY") && plan.contains("would be created"),
+        "{plan}"
+    );
+    assert!(!plan.contains("from-the-cli"), "the plan shows a value");
+    assert!(
+        block_on(env.secret("cli", "app")).is_none(),
+        "dry run wrote a Secret"
+    );
+
+    let (code, _, stderr) = sync(&[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let secret = block_on(env.wait_value("cli", "app", "KEY", "from-the-cli"));
+    let managers: Vec<String> = secret
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|m| m.manager.clone())
+        .collect();
+    assert!(
+        managers.contains(&"kubestash/cli".to_string()),
+        "{managers:?}"
+    );
+
+    env.moto.fixture(&["tamper", "t-cli", "cli/app/KEY"]);
+    let (code, _, stderr) = sync(&[]);
+    assert_eq!(code, Some(2), "a failed key exits 2: {stderr}");
+    assert!(
+        stderr.contains("cli/app/KEY") && !stderr.contains("tampered secret value"),
+        "{stderr}"
+    );
+    assert_eq!(
+        data(&block_on(env.secret("cli", "app")).expect("secret"))["KEY"],
+        "from-the-cli"
+    );
+}
+
 fn condition(css: &serde_json::Value, type_: &str) -> serde_json::Value {
     css["status"]["conditions"]
         .as_array()

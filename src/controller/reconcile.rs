@@ -73,6 +73,9 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
     let mut status = previous.clone();
     match decision.action {
         Next::FullSync(trigger) => {
+            if trigger == SyncTrigger::StreamGap {
+                report_stream_gap(css, ctx, &name).await;
+            }
             let run = FullSyncRun {
                 css,
                 ctx,
@@ -204,6 +207,28 @@ fn collect_stream_news(ctx: &Context, name: &str, key: &StreamKey) {
             ctx.metrics.clear_stream_lag(name);
         }
     });
+}
+
+/// Tells why the stream made a full sync necessary.
+async fn report_stream_gap(css: &CredstashSync, ctx: &Context, name: &str) {
+    let why = ctx.with_worker(name, |w| w.pending_gap.clone());
+    let notice = match why {
+        Some(why) => Notice {
+            severity: Severity::Warning,
+            reason: reason::STREAM_GAP,
+            action: "Sync",
+            note: format!("{why}: running a full sync so that no change is missed"),
+        },
+        None => Notice {
+            severity: Severity::Normal,
+            reason: reason::STREAMING,
+            action: "Sync",
+            note: "a DynamoDB stream is now available: a full sync runs before following it"
+                .to_owned(),
+        },
+    };
+    tracing::info!(credstashsync = %name, note = %notice.note, "full sync for the stream");
+    ctx.publish(css, &notice).await;
 }
 
 fn stream_needs_open(ctx: &Context, name: &str, key: &StreamKey) -> bool {

@@ -97,6 +97,13 @@ pub async fn apply_changes(
     snapshot: &mut TableSnapshot,
     touched: &BTreeSet<String>,
 ) -> Result<SyncOutcome, TableError> {
+    // Only names that can become a key we write are worth a Query.
+    let touched: BTreeSet<String> = touched
+        .iter()
+        .filter(|n| secret_of(n).is_some_and(|s| !spec.is_excluded(&s.namespace)))
+        .cloned()
+        .collect();
+    let touched = &touched;
     let before = reader.stats();
     for credstash_name in touched {
         match reader.read_latest(credstash_name).await? {
