@@ -57,7 +57,6 @@ pub const PLAN_MAX_LINES: usize = 100;
 /// Schema pattern of a DynamoDB table name.
 const TABLE_PATTERN: &str = "^[a-zA-Z0-9_.-]{3,255}$";
 
-
 /// Keeps Kubernetes Secrets in step with a credstash table.
 ///
 /// A credstash name `namespace/secret-name/KEY` becomes key `KEY` (upper-cased,
