@@ -76,6 +76,9 @@ struct Worker {
     last_full_sync: Option<DateTime<Utc>>,
     last_manual_resync: Option<DateTime<Utc>>,
     consecutive_failures: u32,
+    /// When a failed sync may be retried (reconciles triggered sooner, e.g.
+    /// by our own status write, must not bypass the backoff).
+    retry_at: Option<tokio::time::Instant>,
     waiting_namespaces: BTreeSet<String>,
     deferred_notice_for: Option<String>,
     /// Every name's latest entry as last read (for stream changes).
@@ -315,11 +318,12 @@ fn reconcile(
 
 fn error_policy(css: Arc<CredstashSync>, error: &Error, ctx: Arc<Context>) -> Action {
     let name = css.name_any();
-    let failures = ctx.with_worker(&name, |w| {
+    let backoff = ctx.with_worker(&name, |w| {
         w.consecutive_failures += 1;
-        w.consecutive_failures
+        let backoff = retry_backoff(w.consecutive_failures);
+        w.retry_at = Some(tokio::time::Instant::now() + backoff);
+        backoff
     });
-    let backoff = retry_backoff(failures);
     tracing::warn!(credstashsync = %name, error = %error, retry_in_s = backoff.as_secs(), "reconcile failed");
     Action::requeue(backoff)
 }

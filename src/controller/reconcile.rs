@@ -108,15 +108,30 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
             ctx.publish(css, &report::deferred_notice(until)).await;
         }
     }
-    let stream_live = ctx.with_worker(&name, |w| {
-        w.stream.as_ref().is_some_and(StreamLink::is_live)
+    Ok(Action::requeue(next_look(
+        ctx,
+        &name,
+        decision.requeue_after,
+    )))
+}
+
+/// When to reconcile again at the latest: the decision's time, a pending
+/// retry (a reconcile triggered meanwhile replaces the controller's own
+/// retry schedule), and the periodic stream check when no stream is followed.
+fn next_look(ctx: &Context, name: &str, decided: Duration) -> Duration {
+    let (stream_live, retry_at) = ctx.with_worker(name, |w| {
+        let live = w.stream.as_ref().is_some_and(StreamLink::is_live);
+        (live, w.retry_at.filter(|_| w.consecutive_failures > 0))
     });
-    let requeue = if stream_live {
-        decision.requeue_after
-    } else {
-        decision.requeue_after.min(STREAM_RECHECK)
-    };
-    Ok(Action::requeue(requeue))
+    let mut next = decided;
+    if !stream_live {
+        next = next.min(STREAM_RECHECK);
+    }
+    if let Some(at) = retry_at {
+        let wait = at.saturating_duration_since(tokio::time::Instant::now());
+        next = next.min(wait.max(Duration::from_millis(100)));
+    }
+    next
 }
 
 fn decide(
@@ -128,16 +143,18 @@ fn decide(
     resync_requested: Option<&str>,
     now: DateTime<Utc>,
 ) -> triggers::Decision {
-    let (last_full_sync, last_manual_resync, retry_due, stream_gap, changes_pending) = ctx
+    let (last_full_sync, last_manual_resync, failed, retry_at, stream_gap, changes_pending) = ctx
         .with_worker(name, |w| {
             (
                 w.last_full_sync,
                 w.last_manual_resync,
                 w.consecutive_failures > 0,
+                w.retry_at,
                 w.pending_gap.is_some(),
                 w.pending_changes.is_some(),
             )
         });
+    let backing_off = failed && retry_at.is_some_and(|at| at > tokio::time::Instant::now());
     triggers::decide(&TriggerInputs {
         now,
         generation: css.meta().generation,
@@ -148,7 +165,8 @@ fn decide(
         last_manual_resync,
         schedule: &spec.schedule,
         min_resync_interval: spec.min_resync_interval,
-        retry_due,
+        retry_due: failed && !backing_off,
+        backing_off,
         stream_gap,
         namespace_appeared: ctx.namespace_appeared(name),
         stream_changes_pending: changes_pending,
@@ -308,12 +326,12 @@ impl FullSyncRun<'_> {
             ctx.publish(self.css, &notice).await;
         }
         tracing::info!(credstashsync = %name, result = outcome.result().as_str(), summary = %outcome.summary(), "full sync finished");
-        if let Some(error) = &outcome.table_error {
-            // Keep what the failed sync learned in status before retrying.
+        if let Some(reason) = retry_reason(&outcome) {
+            // Keep what the failed sync learned in status, then retry with backoff.
             ctx.write_status(self.css, &status).await?;
             return Err(Error::SyncFailed {
                 name: name.to_owned(),
-                reason: error.clone(),
+                reason,
             });
         }
         ctx.with_worker(name, |w| w.consecutive_failures = 0);
@@ -378,6 +396,21 @@ impl FullSyncRun<'_> {
             reason: note,
         }
     }
+}
+
+/// Why a finished sync must be retried soon: the table could not be read, or
+/// Secrets could not be written (API errors are usually transient). Keys that
+/// failed to decrypt wait for the next sync or stream change instead.
+fn retry_reason(outcome: &SyncOutcome) -> Option<String> {
+    if let Some(error) = &outcome.table_error {
+        return Some(error.clone());
+    }
+    (!outcome.write_failures.is_empty()).then(|| {
+        format!(
+            "writing Secrets failed: {}",
+            report::listed(&outcome.write_failures)
+        )
+    })
 }
 
 /// Re-reads the names the stream touched and applies only those keys.

@@ -27,6 +27,9 @@ pub struct TriggerInputs<'a> {
     pub min_resync_interval: Duration,
     /// The previous sync failed or timed out and is due for a retry.
     pub retry_due: bool,
+    /// The previous sync failed and its retry backoff has not run out: only
+    /// a spec change or a manual resync may sync before then.
+    pub backing_off: bool,
     /// The stream reported a gap (trimmed data, replaced stream).
     pub stream_gap: bool,
     /// A namespace that keys were waiting for now exists.
@@ -63,26 +66,7 @@ pub fn decide(inputs: &TriggerInputs<'_>) -> Decision {
     let next_scheduled = inputs
         .last_full_sync
         .and_then(|at| inputs.schedule.next_after(at));
-    let action =
-        if inputs.generation != inputs.observed_generation && inputs.last_full_sync.is_some() {
-            Action::FullSync(SyncTrigger::SpecChange)
-        } else if inputs.last_full_sync.is_none() {
-            Action::FullSync(SyncTrigger::Startup)
-        } else if inputs.stream_gap {
-            Action::FullSync(SyncTrigger::StreamGap)
-        } else if manual == ManualResync::Now {
-            Action::FullSync(SyncTrigger::Manual)
-        } else if inputs.retry_due {
-            Action::FullSync(SyncTrigger::Retry)
-        } else if next_scheduled.is_some_and(|next| next <= inputs.now) {
-            Action::FullSync(SyncTrigger::Schedule)
-        } else if inputs.namespace_appeared {
-            Action::FullSync(SyncTrigger::Namespace)
-        } else if inputs.stream_changes_pending {
-            Action::ApplyStreamChanges
-        } else {
-            Action::Idle
-        };
+    let action = choose_action(inputs, &manual, next_scheduled);
     let deferred_resync_until = match manual {
         ManualResync::DeferredUntil(until) if !matches!(action, Action::FullSync(_)) => Some(until),
         _ => None,
@@ -99,6 +83,39 @@ pub fn decide(inputs: &TriggerInputs<'_>) -> Decision {
         action,
         requeue_after,
         deferred_resync_until,
+    }
+}
+
+/// The first reason that applies, most urgent first.
+fn choose_action(
+    inputs: &TriggerInputs<'_>,
+    manual: &ManualResync,
+    next_scheduled: Option<DateTime<Utc>>,
+) -> Action {
+    let spec_changed = inputs.generation != inputs.observed_generation;
+    let full = Action::FullSync;
+    if spec_changed && inputs.last_full_sync.is_some() {
+        full(SyncTrigger::SpecChange)
+    } else if *manual == ManualResync::Now && inputs.backing_off {
+        full(SyncTrigger::Manual)
+    } else if inputs.backing_off {
+        Action::Idle
+    } else if inputs.last_full_sync.is_none() {
+        full(SyncTrigger::Startup)
+    } else if inputs.stream_gap {
+        full(SyncTrigger::StreamGap)
+    } else if *manual == ManualResync::Now {
+        full(SyncTrigger::Manual)
+    } else if inputs.retry_due {
+        full(SyncTrigger::Retry)
+    } else if next_scheduled.is_some_and(|next| next <= inputs.now) {
+        full(SyncTrigger::Schedule)
+    } else if inputs.namespace_appeared {
+        full(SyncTrigger::Namespace)
+    } else if inputs.stream_changes_pending {
+        Action::ApplyStreamChanges
+    } else {
+        Action::Idle
     }
 }
 
@@ -161,6 +178,7 @@ mod tests {
             schedule,
             min_resync_interval: Duration::from_secs(600),
             retry_due: false,
+            backing_off: false,
             stream_gap: false,
             namespace_appeared: false,
             stream_changes_pending: false,
@@ -293,6 +311,36 @@ mod tests {
         assert_eq!(
             decide(&inputs).action,
             Action::FullSync(SyncTrigger::Namespace)
+        );
+    }
+
+    #[test]
+    fn a_failed_sync_waits_for_its_backoff_even_before_the_first_success() {
+        let schedule = every_3h();
+        let first = TriggerInputs {
+            last_full_sync: None,
+            backing_off: true,
+            stream_gap: true,
+            ..steady(&schedule)
+        };
+        assert_eq!(decide(&first).action, Action::Idle);
+        let manual = TriggerInputs {
+            resync_requested: Some("2"),
+            last_resync_handled: Some("1"),
+            ..first.clone()
+        };
+        assert_eq!(
+            decide(&manual).action,
+            Action::FullSync(SyncTrigger::Manual)
+        );
+        let spec = TriggerInputs {
+            generation: Some(3),
+            last_full_sync: Some(at(9, 0)),
+            ..first
+        };
+        assert_eq!(
+            decide(&spec).action,
+            Action::FullSync(SyncTrigger::SpecChange)
         );
     }
 
