@@ -564,10 +564,7 @@ fn kubestash_sync_prints_the_plan_in_dry_run_and_applies_without_it() {
 }
 
 fn condition(css: &serde_json::Value, type_: &str) -> serde_json::Value {
-    css["status"]["conditions"]
-        .as_array()
-        .and_then(|all| all.iter().find(|c| c["type"] == type_).cloned())
-        .unwrap_or_else(|| panic!("no {type_} condition in {css}"))
+    cluster::condition(css, type_).unwrap_or_else(|| panic!("no {type_} condition in {css}"))
 }
 
 async fn create_secret(

@@ -8,17 +8,9 @@ mod support;
 
 use std::time::Duration;
 
-use cluster::{block_on, metric, wait_for, Env};
+use cluster::{block_on, condition, metric, wait_for, Env};
 use fake_apiserver::Fault;
 use serde_json::json;
-
-fn condition(css: &serde_json::Value, type_: &str) -> Option<serde_json::Value> {
-    css["status"]["conditions"]
-        .as_array()?
-        .iter()
-        .find(|c| c["type"] == type_)
-        .cloned()
-}
 
 #[test]
 fn a_sync_past_its_timeout_is_cancelled_reported_and_retried() {

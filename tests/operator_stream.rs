@@ -53,12 +53,7 @@ fn a_put_reaches_the_secret_through_the_stream() {
         env.wait_value("sput", "app", "KEY", "first").await;
         let css = wait_for("the Streaming condition", || async {
             let css = env.css("sput").await;
-            let streaming = css["status"]["conditions"]
-                .as_array()?
-                .iter()
-                .find(|c| c["type"] == "Streaming")?
-                .clone();
-            (streaming["status"] == "True").then_some(css)
+            (cluster::condition(&css, "Streaming")?["status"] == "True").then_some(css)
         })
         .await;
         assert!(

@@ -317,6 +317,15 @@ fn css_resource() -> kube::api::ApiResource {
     }
 }
 
+/// Condition `type_` of a CredstashSync (as JSON), if it has one.
+pub fn condition(css: &serde_json::Value, type_: &str) -> Option<serde_json::Value> {
+    css["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .cloned()
+}
+
 /// A Secret's data as UTF-8 text by key.
 pub fn data(secret: &Secret) -> BTreeMap<String, String> {
     secret
