@@ -503,6 +503,46 @@ fn kubectl_shows_the_columns_and_conditions() {
 }
 
 #[test]
+fn an_invalid_schedule_is_reported_and_nothing_is_synced() {
+    let env = env();
+    env.table("t-invalid");
+    env.put("t-invalid", "invalid/app/KEY", "never");
+    block_on(async {
+        env.create_namespace("invalid").await;
+        // The schema admits the shape (five fields); minute 99 only fails in the reconciler.
+        let spec = json!({"table": "t-invalid", "dryRun": false, "schedule": "99 * * * *"});
+        env.apply_css("invalid", spec).await;
+        let css = wait_for("the InvalidSpec condition", || async {
+            let css = env.css("invalid").await;
+            (cluster::condition(&css, "Ready")?["reason"] == "InvalidSpec").then_some(css)
+        })
+        .await;
+        let ready = condition(&css, "Ready");
+        assert_eq!(ready["status"], "False");
+        assert!(
+            ready["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("spec.schedule"),
+            "{ready}"
+        );
+        assert!(env.secret("invalid", "app").await.is_none());
+        assert!(env
+            .events("invalid")
+            .await
+            .iter()
+            .any(|e| e.starts_with("InvalidSpec")));
+
+        env.apply_css(
+            "invalid",
+            json!({"table": "t-invalid", "dryRun": false, "schedule": "*/5 * * * *"}),
+        )
+        .await;
+        env.wait_value("invalid", "app", "KEY", "never").await;
+    });
+}
+
+#[test]
 fn kubestash_sync_prints_the_plan_in_dry_run_and_applies_without_it() {
     let env = env();
     env.table("t-cli");
