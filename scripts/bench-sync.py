@@ -1,0 +1,526 @@
+#!/usr/bin/env python3
+"""Benchmark (issue 4): cold and warm full sync of 10,000 keys in 1,000 Secrets
+over 20 namespaces, by the operator against moto and the fake API server.
+
+Seeds ns{0..19}/secret{0..49}/KEY_{0..9} (credstash's own putSecret), starts
+moto (tests/support/moto_guard.py), the fake API server, a counting HTTP proxy
+in front of it (the operator talks through the proxy, so every Kubernetes
+request is counted by verb and resource), creates the namespaces, the CRD and a
+CredstashSync, then starts the operator (release build):
+
+  cold   operator start -> status shows the start-up sync done (1,000 created)
+  warm   resync annotation -> status shows that request handled
+
+Per phase: wall time, the operator's own sync duration (metrics _sum delta),
+KMS Decrypt and DynamoDB calls (moto's counts), Secret writes and GETs (proxy
+counts, cross-checked with kubestash_secret_writes_total), peak RSS (VmHWM).
+
+Usage: .venv/bin/python scripts/bench-sync.py [--namespaces 20] [--secrets 50] [--keys 10] [--direct]
+  --direct: no proxy (operator talks to the fake directly); Kubernetes counts
+            then come from the operator's kubestash_kube_api_requests_total.
+Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -p fake-apiserver.
+
+bench-stream.py imports the harness below (Env, Proxy, ...).
+"""
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV = os.path.join(ROOT, ".venv", "bin")
+KUBESTASH = os.path.join(ROOT, "target", "release", "kubestash")
+FAKE = os.path.join(ROOT, "target", "debug", "fake-apiserver")
+KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+DYNAMODB_OPS = ("Scan", "Query", "GetItem", "BatchGetItem", "DescribeTable")
+STREAM_OPS = ("DescribeStream", "GetShardIterator", "GetRecords", "ListStreams")
+OPERATOR_NS = "kubestash-system"
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# --------------------------------------------------------------------------
+# A counting TCP proxy for HTTP/1.1: requests (client -> server) are parsed
+# only to find their boundaries and classify them; bytes are relayed as is,
+# so watches stream through untouched.
+
+def classify(method, target):
+    path, _, query = target.partition("?")
+    params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+    segs = [s for s in path.split("/") if s]
+    # /api/v1/... or /apis/GROUP/VERSION/...
+    if segs[:1] == ["api"]:
+        rest = segs[2:]
+    elif segs[:1] == ["apis"]:
+        rest = segs[3:]
+    else:
+        return method.lower(), "other"
+    if len(rest) >= 3 and rest[0] == "namespaces":
+        rest = rest[2:]  # namespaced resource
+    elif len(rest) >= 1 and rest[0] == "namespaces":
+        pass
+    resource = rest[0] if rest else "discovery"
+    named = len(rest) >= 2
+    if len(rest) >= 3:
+        resource += "/" + rest[2]
+    watch = params.get("watch") in ("true", "1")
+    verb = {
+        "GET": "watch" if watch else ("get" if named else "list"),
+        "POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete",
+    }.get(method, method.lower())
+    return verb, resource
+
+
+class Proxy:
+    def __init__(self, upstream_port):
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(128)
+        self.port = self.listener.getsockname()[1]
+        self.lock = threading.Lock()
+        self.counts = Counter()
+        self.closed = False
+        self.sockets = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def snapshot(self, reset=False):
+        with self.lock:
+            c = Counter(self.counts)
+            if reset:
+                self.counts.clear()
+            return c
+
+    def close(self):
+        self.closed = True
+        for s in [self.listener] + self.sockets:
+            try:
+                s.close()
+            except OSError:
+                pass
+
+    def _accept(self):
+        while not self.closed:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                upstream = socket.create_connection(self.upstream)
+            except OSError:
+                client.close()
+                continue
+            for s in (client, upstream):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.sockets += [client, upstream]
+            threading.Thread(target=self._requests, args=(client, upstream), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(upstream, client), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src, dst):
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def _requests(self, client, upstream):
+        buf = b""
+        body_left = 0      # bytes of a Content-Length body still to come
+        chunked = False    # inside a chunked body
+        try:
+            while True:
+                data = client.recv(65536)
+                if not data:
+                    break
+                upstream.sendall(data)
+                buf += data
+                while True:
+                    if body_left:
+                        take = min(body_left, len(buf))
+                        buf, body_left = buf[take:], body_left - take
+                        if body_left:
+                            break
+                    if chunked:
+                        line_end = buf.find(b"\r\n")
+                        if line_end < 0:
+                            break
+                        size = int(buf[:line_end].split(b";")[0], 16)
+                        if size == 0:
+                            end = buf.find(b"\r\n\r\n", line_end - 2 if line_end >= 2 else 0)
+                            if end < 0:
+                                break
+                            buf, chunked = buf[end + 4:], False
+                            continue
+                        if len(buf) < line_end + 2 + size + 2:
+                            break
+                        buf = buf[line_end + 2 + size + 2:]
+                        continue
+                    head_end = buf.find(b"\r\n\r\n")
+                    if head_end < 0:
+                        break
+                    head, buf = buf[:head_end].decode("latin-1"), buf[head_end + 4:]
+                    lines = head.split("\r\n")
+                    method, target = lines[0].split(" ")[:2]
+                    headers = {}
+                    for line in lines[1:]:
+                        k, _, v = line.partition(":")
+                        headers[k.strip().lower()] = v.strip()
+                    with self.lock:
+                        self.counts[classify(method, target)] += 1
+                    if "chunked" in headers.get("transfer-encoding", "").lower():
+                        chunked = True
+                    else:
+                        body_left = int(headers.get("content-length", "0") or 0)
+                    if not buf and not body_left and not chunked:
+                        break
+        except (OSError, ValueError):
+            pass
+        for s in (client, upstream):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+# --------------------------------------------------------------------------
+
+def parse_metrics(text):
+    """Prometheus text -> {(name, ((label, value), ...)): float}."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{(.*)\})?\s+(\S+)', line)
+        if not m:
+            continue
+        labels = tuple(sorted(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"', m.group(3) or "")))
+        out[(m.group(1), labels)] = float(m.group(4))
+    return out
+
+
+def metric(metrics, name, **labels):
+    total = 0.0
+    for (n, ls), v in metrics.items():
+        if n == name and all(dict(ls).get(k) == val for k, val in labels.items()):
+            total += v
+    return total
+
+
+class Env:
+    """moto + fake API server (+ counting proxy) + operator; close() ends all."""
+
+    def __init__(self, direct=False):
+        self.tmp = tempfile.mkdtemp(prefix="kubestash-bench-")
+        self.procs = []
+        self.proxy = None
+        self.operator = None
+        self.moto_port = free_port()
+        self.endpoint = "http://127.0.0.1:%d" % self.moto_port
+        self.aws_env = dict(os.environ, AWS_ENDPOINT_URL=self.endpoint, AWS_ACCESS_KEY_ID="bench",
+                            AWS_SECRET_ACCESS_KEY="bench", AWS_REGION="us-east-1",
+                            AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true")
+        for k, v in self.aws_env.items():
+            if k.startswith("AWS_"):
+                os.environ[k] = v  # for the credstash/boto3 library in this process
+        moto = self._spawn([os.path.join(VENV, "python"), os.path.join(ROOT, "tests", "support", "moto_guard.py"),
+                            str(self.moto_port)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        if moto.stdout.readline().strip() != b"ready":
+            raise RuntimeError("moto did not start")
+        self.fake_port = free_port()
+        self.kubeconfig = os.path.join(self.tmp, "kubeconfig")
+        fake = self._spawn([FAKE, "--listen", "127.0.0.1:%d" % self.fake_port, "--kubeconfig", self.kubeconfig],
+                           stdout=subprocess.PIPE, stderr=open(os.path.join(self.tmp, "fake.log"), "wb"))
+        if b"listening" not in fake.stdout.readline():
+            raise RuntimeError("fake-apiserver did not start")
+        self.kube_url = "http://127.0.0.1:%d" % self.fake_port
+        self.operator_kubeconfig = self.kubeconfig
+        if not direct:
+            self.proxy = Proxy(self.fake_port)
+            self.operator_kubeconfig = os.path.join(self.tmp, "kubeconfig-proxy")
+            with open(self.kubeconfig) as src, open(self.operator_kubeconfig, "w") as dst:
+                dst.write(src.read().replace(":%d" % self.fake_port, ":%d" % self.proxy.port))
+
+    def _spawn(self, command, **kw):
+        proc = subprocess.Popen(command, start_new_session=True, **kw)
+        self.procs.append(proc)
+        return proc
+
+    def close(self):
+        for proc in reversed(self.procs):
+            if proc.poll() is None:
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+                proc.wait()
+        if self.proxy:
+            self.proxy.close()
+        if os.environ.get("BENCH_KEEP_TMP"):
+            print("kept %s" % self.tmp, file=sys.stderr)
+        else:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+
+    # --- AWS (moto) ---
+    def moto_counts(self, reset=False):
+        request = urllib.request.Request(self.endpoint + "/_counts", method="POST" if reset else "GET")
+        with urllib.request.urlopen(request) as response:
+            return Counter(json.load(response))
+
+    def fixture(self, *args):
+        subprocess.run([os.path.join(VENV, "python"), os.path.join(ROOT, "tests", "support", "fixture.py")]
+                       + [str(a) for a in args], env=self.aws_env, check=True)
+
+    # --- Kubernetes (straight to the fake, not counted) ---
+    def kube(self, method, path, body=None, content_type="application/json"):
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.kube_url + path, data=data, method=method)
+        if data is not None:
+            request.add_header("Content-Type", content_type)
+        try:
+            with urllib.request.urlopen(request) as response:
+                return response.status, json.load(response)
+        except urllib.error.HTTPError as err:
+            return err.code, json.loads(err.read() or b"{}")
+
+    def kubectl(self, *args):
+        return subprocess.run([KUBECTL, "--kubeconfig", self.kubeconfig, "--cache-dir",
+                               os.path.join(self.tmp, "kubectl-cache")] + list(args),
+                              check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE).stdout
+
+    def create_namespace(self, name):
+        status, body = self.kube("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                                "metadata": {"name": name}})
+        if status not in (201, 409):
+            raise RuntimeError("creating namespace %s: %s %s" % (name, status, body))
+
+    def install_crd_and_cr(self, name, spec):
+        self.kubectl("apply", "-f", os.path.join(ROOT, "crds", "credstashsync.yaml"))
+        cr = {"apiVersion": "kubestash.io/v1alpha1", "kind": "CredstashSync", "metadata": {"name": name}, "spec": spec}
+        deadline = time.monotonic() + 30
+        while True:
+            status, body = self.kube("POST", "/apis/kubestash.io/v1alpha1/credstashsyncs", cr)
+            if status == 201:
+                return body
+            if time.monotonic() > deadline:
+                raise RuntimeError("creating CredstashSync: %s %s" % (status, body))
+            time.sleep(0.1)
+
+    def css(self, name):
+        status, body = self.kube("GET", "/apis/kubestash.io/v1alpha1/credstashsyncs/" + name)
+        if status != 200:
+            raise RuntimeError("reading CredstashSync: %s %s" % (status, body))
+        return body
+
+    def annotate_resync(self, name):
+        value = str(time.time_ns())
+        status, body = self.kube("PATCH", "/apis/kubestash.io/v1alpha1/credstashsyncs/" + name,
+                                 {"metadata": {"annotations": {"kubestash.io/resync-requested-at": value}}},
+                                 content_type="application/merge-patch+json")
+        if status != 200:
+            raise RuntimeError("annotating: %s %s" % (status, body))
+        return value
+
+    # --- operator ---
+    def start_operator(self):
+        self.metrics_port = free_port()
+        env = dict(self.aws_env, KUBECONFIG=self.operator_kubeconfig, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+        self.operator_log = os.path.join(self.tmp, "operator.log")
+        self.operator = self._spawn([KUBESTASH, "run", "--listen", "127.0.0.1:%d" % self.metrics_port,
+                                     "--namespace", OPERATOR_NS], env=env,
+                                    stdout=open(self.operator_log, "wb"), stderr=subprocess.STDOUT)
+        return self.operator
+
+    def check_operator(self):
+        if self.operator.poll() is not None:
+            raise RuntimeError("the operator exited (%s); log tail:\n%s" % (self.operator.returncode, self.log_tail()))
+
+    def log_tail(self, n=40):
+        with open(self.operator_log, "rb") as f:
+            return b"\n".join(f.read().splitlines()[-n:]).decode(errors="replace")
+
+    def metrics(self):
+        with urllib.request.urlopen("http://127.0.0.1:%d/metrics" % self.metrics_port, timeout=5) as r:
+            return parse_metrics(r.read().decode())
+
+    def rss_kib(self):
+        fields = {}
+        with open("/proc/%d/status" % self.operator.pid) as f:
+            for line in f:
+                k, _, v = line.partition(":")
+                fields[k] = v.strip()
+        return int(fields["VmHWM"].split()[0]), int(fields["VmRSS"].split()[0])
+
+    def kube_counts(self, reset=False):
+        return self.proxy.snapshot(reset) if self.proxy else Counter()
+
+
+def wait_for(predicate, timeout, what, env=None, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if env is not None:
+            env.check_operator()
+        if time.monotonic() > deadline:
+            raise RuntimeError("timed out waiting for " + what + ("\n" + env.log_tail() if env else ""))
+        time.sleep(interval)
+
+
+def seed(table, names, value_of, workers=16):
+    import credstash
+
+    def put(name):
+        credstash.putSecret(name, value_of(name), version=1, table=table)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        list(pool.map(put, names))
+
+
+# --------------------------------------------------------------------------
+
+def phase_numbers(env, name, seconds, moto, kube, before, after):
+    secret_writes_proxy = sum(v for (verb, res), v in kube.items()
+                              if res == "secrets" and verb in ("create", "update", "patch"))
+    secret_gets = kube.get(("get", "secrets"), 0)
+    hwm, rss = env.rss_kib()
+    d = lambda metric_name, **kw: metric(after, metric_name, **kw) - metric(before, metric_name, **kw)
+    return {
+        "wall_s": seconds,
+        "op_sync_s": d("kubestash_sync_duration_seconds_sum"),
+        "syncs": d("kubestash_sync_total"),
+        "kms_decrypt": moto.get("Decrypt", 0),
+        "kms_metric": d("kubestash_kms_decrypt_total"),
+        "kms_cache_hits": d("kubestash_kms_cache_hits_total"),
+        "dynamodb": sum(moto.get(op, 0) for op in DYNAMODB_OPS),
+        "dynamodb_detail": {op: moto[op] for op in DYNAMODB_OPS if moto.get(op)},
+        "streams": sum(moto.get(op, 0) for op in STREAM_OPS),
+        "secret_writes": secret_writes_proxy if env.proxy else None,
+        "secret_writes_metric": d("kubestash_secret_writes_total", credstashsync=name),
+        "secret_gets": secret_gets if env.proxy else None,
+        "kube_requests": {"%s %s" % k: v for k, v in sorted(kube.items())},
+        "kube_metric": {"%s %s" % (dict(l)["verb"], dict(l)["code"]): after[(n, l)] - before.get((n, l), 0)
+                        for (n, l) in after if n == "kubestash_kube_api_requests_total"
+                        and after[(n, l)] - before.get((n, l), 0)},
+        "vmhwm_mib": hwm / 1024.0,
+        "vmrss_mib": rss / 1024.0,
+    }
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--namespaces", type=int, default=20)
+    parser.add_argument("--secrets", type=int, default=50, help="Secrets per namespace")
+    parser.add_argument("--keys", type=int, default=10, help="keys per Secret")
+    parser.add_argument("--direct", action="store_true", help="no counting proxy")
+    parser.add_argument("--json", help="also write the raw numbers to this file")
+    args = parser.parse_args()
+    table, css = "bench-table", "bench"
+    n_secrets = args.namespaces * args.secrets
+    n_keys = n_secrets * args.keys
+    for binary in (KUBESTASH, FAKE):
+        if not os.path.exists(binary):
+            sys.exit("missing %s (cargo build --release --bin kubestash; cargo build -p fake-apiserver)" % binary)
+
+    env = Env(direct=args.direct)
+    try:
+        env.fixture("init", table)
+        names = ["ns%d/secret%d/KEY_%d" % (k, j, i)
+                 for k in range(args.namespaces) for j in range(args.secrets) for i in range(args.keys)]
+        started = time.monotonic()
+        seed(table, names, lambda n: "value of " + n)
+        print("seeded %d keys in %.1f s" % (len(names), time.monotonic() - started), file=sys.stderr, flush=True)
+        for k in range(args.namespaces):
+            env.create_namespace("ns%d" % k)
+        env.create_namespace(OPERATOR_NS)
+        env.install_crd_and_cr(css, {"table": table, "dryRun": False, "waitTime": "0s", "minResyncInterval": "0s"})
+
+        # Cold: operator start -> start-up full sync reported in status.
+        env.moto_counts(reset=True)
+        env.kube_counts(reset=True)
+        t0 = time.monotonic()
+        env.start_operator()
+        status = wait_for(lambda: (lambda s: s if s.get("lastSyncTime") and (s.get("secrets") or {}).get("managed") == n_secrets
+                                   else None)(env.css(css).get("status") or {}),
+                          900, "the cold sync", env)
+        cold_s = time.monotonic() - t0
+        cold_moto, cold_kube = env.moto_counts(reset=True), env.kube_counts(reset=True)
+        m_cold = env.metrics()
+        cold = phase_numbers(env, css, cold_s, cold_moto, cold_kube, {}, m_cold)
+        cold["status"] = {"secrets": status.get("secrets"), "keys": status.get("keys")}
+        print("cold: %s" % json.dumps(cold), file=sys.stderr, flush=True)
+        if status["secrets"].get("created") != n_secrets or status["keys"].get("total") != n_keys:
+            raise RuntimeError("cold sync status: %s" % json.dumps(status))
+
+        # Warm: resync annotation -> status shows the request handled.
+        m_before = env.metrics()
+        env.moto_counts(reset=True)
+        env.kube_counts(reset=True)
+        t0 = time.monotonic()
+        request = env.annotate_resync(css)
+        status = wait_for(lambda: (lambda s: s if s.get("lastResyncRequest") == request else None)(
+            env.css(css).get("status") or {}), 600, "the warm sync", env)
+        warm_s = time.monotonic() - t0
+        warm_moto, warm_kube = env.moto_counts(reset=True), env.kube_counts(reset=True)
+        warm = phase_numbers(env, css, warm_s, warm_moto, warm_kube, m_before, env.metrics())
+        warm["status"] = {"secrets": status.get("secrets"), "keys": status.get("keys")}
+        print("warm: %s" % json.dumps(warm), file=sys.stderr, flush=True)
+
+        # Sanity: a Secret holds its values.
+        last = "/api/v1/namespaces/ns%d/secrets/secret%d" % (args.namespaces - 1, args.secrets - 1)
+        code, secret = env.kube("GET", last)
+        if code != 200 or len(secret.get("data", {})) != args.keys:
+            raise RuntimeError("%s: %s %s" % (last, code, secret))
+
+        print("\n%d keys in %d Secrets over %d namespaces; operator: %s\n" % (n_keys, n_secrets, args.namespaces,
+              "through the counting proxy" if env.proxy else "direct"))
+        print("| phase | wall time (s) | operator sync duration (s) | KMS Decrypt | DynamoDB calls | "
+              "Secret writes | Secret GETs | peak RSS (MiB) |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for label, p in (("cold (start-up)", cold), ("warm (resync annotation)", warm)):
+            print("| %s | %.2f | %.2f | %d | %d | %s | %s | %.1f |" % (
+                label, p["wall_s"], p["op_sync_s"], p["kms_decrypt"], p["dynamodb"],
+                "%d" % p["secret_writes"] if p["secret_writes"] is not None else "%d (metric)" % p["secret_writes_metric"],
+                "%d" % p["secret_gets"] if p["secret_gets"] is not None else "n/a",
+                p["vmhwm_mib"]))
+        for label, p in (("cold", cold), ("warm", warm)):
+            print("\n%s: DynamoDB %s; stream calls %d; KMS Decrypt per operator metric %d, cache hits %d; "
+                  "Secret writes per operator metric %d; VmRSS now %.1f MiB" % (
+                      label, p["dynamodb_detail"], p["streams"], p["kms_metric"], p["kms_cache_hits"],
+                      p["secret_writes_metric"], p["vmrss_mib"]))
+            print("%s: Kubernetes requests seen by the proxy: %s" % (label, p["kube_requests"]))
+            print("%s: kubestash_kube_api_requests_total delta: %s" % (label, p["kube_metric"]))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"cold": cold, "warm": warm}, f, indent=1)
+    finally:
+        env.close()
+
+
+if __name__ == "__main__":
+    main()
