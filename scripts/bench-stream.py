@@ -1,0 +1,207 @@
+#!/usr/bin/env python3
+"""Benchmark (issue 5): stream latency with `waitTime: 0s`.
+
+A credstash table with a DynamoDB stream (enabled before the operator starts),
+the operator (release build) running a CredstashSync with waitTime 0s. Then N
+sequential puts (credstash's putSecret with an explicit, increasing version:
+GenerateDataKey + PutItem, no Query) of a new value of one key; after each,
+the time from putSecret returning until a watch on the Secret (HTTP watch
+against the fake API server, in this process) delivers the new value.
+
+Reports p50/p90/p99/max latency, and moto's Query and Decrypt calls between the
+first put and the last Secret update, divided by N (the puts themselves make
+neither), plus the operator's Secret writes per put.
+
+Usage: .venv/bin/python scripts/bench-stream.py [--puts 200] [--background-keys 1000] [--proxy]
+  --background-keys: other keys in the table (ns bg), so the snapshot is not trivial
+  --proxy: put the counting proxy of bench-sync.py between operator and fake
+Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -p fake-apiserver.
+"""
+import argparse
+import base64
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+_spec = importlib.util.spec_from_file_location("bench_sync", os.path.join(HERE, "bench-sync.py"))
+bench = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(bench)
+
+NS, SECRET, KEY = "stream", "target", "KEY"
+NAME = "%s/%s/%s" % (NS, SECRET, KEY)
+
+
+class SecretWatch:
+    """Watches one Secret; remembers when each value of KEY was first seen."""
+
+    def __init__(self, env):
+        self.env = env
+        self.seen = {}
+        self.cond = threading.Condition()
+        self.error = None
+        code, listing = env.kube("GET", "/api/v1/namespaces/%s/secrets?fieldSelector=metadata.name%%3D%s" % (NS, SECRET))
+        if code != 200:
+            raise RuntimeError("listing secrets: %s %s" % (code, listing))
+        for item in listing.get("items", []):
+            self._note(item)
+        rv = listing["metadata"]["resourceVersion"]
+        url = "%s/api/v1/namespaces/%s/secrets?watch=true&fieldSelector=metadata.name%%3D%s&resourceVersion=%s&timeoutSeconds=3600" % (
+            env.kube_url, NS, SECRET, rv)
+        self.response = urllib.request.urlopen(url)
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def _note(self, secret):
+        now = time.monotonic()
+        raw = (secret.get("data") or {}).get(KEY)
+        if raw is None:
+            return
+        value = base64.b64decode(raw).decode()
+        with self.cond:
+            self.seen.setdefault(value, now)
+            self.cond.notify_all()
+
+    def _run(self):
+        try:
+            for line in self.response:
+                event = json.loads(line)
+                if event.get("type") in ("ADDED", "MODIFIED"):
+                    self._note(event["object"])
+                elif event.get("type") == "ERROR":
+                    raise RuntimeError("watch error: %s" % event)
+            raise RuntimeError("the watch ended")
+        except Exception as err:  # noqa: BLE001 - reported to the waiter
+            with self.cond:
+                self.error = err
+                self.cond.notify_all()
+
+    def wait(self, value, timeout):
+        deadline = time.monotonic() + timeout
+        with self.cond:
+            while value not in self.seen:
+                if self.error:
+                    raise RuntimeError(str(self.error))
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(min(left, 0.5))
+                self.env.check_operator()
+            return self.seen[value]
+
+    def close(self):
+        try:
+            self.response.close()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+def percentile(values, p):
+    ordered = sorted(values)
+    k = max(0, min(len(ordered) - 1, int(round(p / 100.0 * len(ordered) + 0.5)) - 1))
+    return ordered[k]  # nearest-rank
+
+
+def main():
+    import credstash
+
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--puts", type=int, default=200)
+    parser.add_argument("--background-keys", type=int, default=1000)
+    parser.add_argument("--proxy", action="store_true")
+    parser.add_argument("--timeout", type=float, default=30.0, help="per put")
+    parser.add_argument("--json", help="also write the raw numbers to this file")
+    args = parser.parse_args()
+    table, css = "stream-table", "bench"
+
+    env = bench.Env(direct=not args.proxy)
+    watch = None
+    try:
+        env.fixture("init", table)
+        env.fixture("enable-stream", table)
+        bench.seed(table, [NAME] + ["bg/secret%d/KEY_%d" % (i // 10, i) for i in range(args.background_keys)],
+                   lambda n: "initial")
+        for ns in (NS, "bg", bench.OPERATOR_NS):
+            env.create_namespace(ns)
+        env.install_crd_and_cr(css, {"table": table, "dryRun": False, "waitTime": "0s", "minResyncInterval": "0s"})
+        env.start_operator()
+        bench.wait_for(lambda: (lambda s: s.get("lastSyncTime") and (s.get("secrets") or {}).get("created"))(
+            env.css(css).get("status") or {}), 300, "the start-up sync", env)
+        watch = SecretWatch(env)
+        if watch.wait("initial", 10) is None:
+            raise RuntimeError("the Secret does not hold the initial value")
+        # The stream follower is opened before the start-up sync; wait until the
+        # status says it is following, so the first put is not lost in start-up.
+        bench.wait_for(lambda: any(c.get("type") == "Streaming" and c.get("status") == "True"
+                                   for c in (env.css(css).get("status") or {}).get("conditions", [])),
+                       60, "the Streaming condition", env)
+
+        m_before = env.metrics()
+        env.moto_counts(reset=True)
+        env.kube_counts(reset=True)
+        latencies, misses = [], 0
+        t_start = time.monotonic()
+        for i in range(args.puts):
+            value = "value %d %d" % (i, time.time_ns())
+            credstash.putSecret(NAME, value, version=i + 2, table=table)
+            returned = time.monotonic()
+            seen = watch.wait(value, args.timeout)
+            if seen is None:
+                misses += 1
+                print("put %d: not seen within %.0f s" % (i, args.timeout), file=sys.stderr, flush=True)
+                continue
+            latencies.append(max(0.0, seen - returned))
+        elapsed = time.monotonic() - t_start
+        moto = env.moto_counts(reset=True)
+        kube = env.kube_counts(reset=True)
+        m_after = env.metrics()
+        hwm, rss = env.rss_kib()
+        d = lambda name, **kw: bench.metric(m_after, name, **kw) - bench.metric(m_before, name, **kw)
+        n = args.puts
+        result = {
+            "puts": n, "seen": len(latencies), "misses": misses, "elapsed_s": elapsed,
+            "p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
+            "p99": percentile(latencies, 99), "max": max(latencies), "min": min(latencies),
+            "mean": statistics.mean(latencies),
+            "moto": dict(moto),
+            "query_per_put": moto.get("Query", 0) / n, "decrypt_per_put": moto.get("Decrypt", 0) / n,
+            "scan": moto.get("Scan", 0), "getrecords": moto.get("GetRecords", 0),
+            "secret_writes_per_put": d("kubestash_secret_writes_total") / n,
+            "stream_apply": {"%s" % dict(l).get("result"): v - m_before.get((nm, l), 0)
+                             for (nm, l), v in m_after.items() if nm == "kubestash_stream_apply_total"},
+            "full_syncs": d("kubestash_sync_total"),
+            "kube_metric": {"%s %s" % (dict(l)["verb"], dict(l)["code"]): v - m_before.get((nm, l), 0)
+                            for (nm, l), v in m_after.items() if nm == "kubestash_kube_api_requests_total"
+                            and v - m_before.get((nm, l), 0)},
+            "kube_proxy": {"%s %s" % k: v for k, v in sorted(kube.items())},
+            "vmhwm_mib": hwm / 1024.0,
+        }
+        print(json.dumps(result), file=sys.stderr)
+        print("\n%d sequential puts of %s (background keys: %d), waitTime 0s, operator %s\n" % (
+            n, NAME, args.background_keys, "through the counting proxy" if args.proxy else "direct"))
+        print("| puts | p50 (s) | p90 (s) | p99 (s) | max (s) | Query / put | Decrypt / put | Secret writes / put |")
+        print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| %d | %.3f | %.3f | %.3f | %.3f | %.2f | %.2f | %.2f |" % (
+            n, result["p50"], result["p90"], result["p99"], result["max"], result["query_per_put"],
+            result["decrypt_per_put"], result["secret_writes_per_put"]))
+        print("\nmissed: %d; min %.3f s, mean %.3f s; total %.1f s; moto calls during the puts: %s" % (
+            misses, result["min"], result["mean"], elapsed, result["moto"]))
+        print("stream applies: %s; full syncs: %d; kube requests (operator metric): %s; proxy: %s; peak RSS %.1f MiB" % (
+            result["stream_apply"], result["full_syncs"], result["kube_metric"], result["kube_proxy"], result["vmhwm_mib"]))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+        if misses:
+            sys.exit(1)
+    finally:
+        if watch:
+            watch.close()
+        env.close()
+
+
+if __name__ == "__main__":
+    main()
