@@ -19,14 +19,15 @@ Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -
 """
 import argparse
 import base64
+import http.client
 import importlib.util
 import json
 import os
+import socket
 import statistics
 import sys
 import threading
 import time
-import urllib.request
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 _spec = importlib.util.spec_from_file_location("bench_sync", os.path.join(HERE, "bench-sync.py"))
@@ -51,9 +52,13 @@ class SecretWatch:
         for item in listing.get("items", []):
             self._note(item)
         rv = listing["metadata"]["resourceVersion"]
-        url = "%s/api/v1/namespaces/%s/secrets?watch=true&fieldSelector=metadata.name%%3D%s&resourceVersion=%s&timeoutSeconds=3600" % (
-            env.kube_url, NS, SECRET, rv)
-        self.response = urllib.request.urlopen(url)
+        path = "/api/v1/namespaces/%s/secrets?watch=true&fieldSelector=metadata.name%%3D%s&resourceVersion=%s&timeoutSeconds=3600" % (
+            NS, SECRET, rv)
+        self.conn = http.client.HTTPConnection("127.0.0.1", env.fake_port)
+        self.conn.request("GET", path)
+        self.response = self.conn.getresponse()
+        if self.response.status != 200:
+            raise RuntimeError("watch: %s" % self.response.status)
         threading.Thread(target=self._run, daemon=True).start()
 
     def _note(self, secret):
@@ -94,9 +99,11 @@ class SecretWatch:
             return self.seen[value]
 
     def close(self):
+        # Shut the socket down rather than close the response: closing it
+        # here would wait for the reader thread's buffer lock (a hang).
         try:
-            self.response.close()
-        except Exception:  # noqa: BLE001
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        except (AttributeError, OSError):
             pass
 
 

@@ -232,14 +232,29 @@ def metric(metrics, name, **labels):
     return total
 
 
+def _exit_on_signal(signum, _frame):
+    raise SystemExit(128 + signum)
+
+
 class Env:
     """moto + fake API server (+ counting proxy) + operator; close() ends all."""
 
     def __init__(self, direct=False):
+        # SIGTERM/SIGHUP (timeout, a closed terminal) -> SystemExit, so that
+        # the callers' finally: env.close() still ends what was started.
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, _exit_on_signal)
         self.tmp = tempfile.mkdtemp(prefix="kubestash-bench-")
         self.procs = []
         self.proxy = None
         self.operator = None
+        try:
+            self._start(direct)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, direct):
         self.moto_port = free_port()
         self.endpoint = "http://127.0.0.1:%d" % self.moto_port
         self.aws_env = dict(os.environ, AWS_ENDPOINT_URL=self.endpoint, AWS_ACCESS_KEY_ID="bench",
