@@ -12,7 +12,8 @@ Reports p50/p90/p99/max latency, and moto's Query and Decrypt calls between the
 first put and the last Secret update, divided by N (the puts themselves make
 neither), plus the operator's Secret writes per put.
 
-Usage: .venv/bin/python scripts/bench-stream.py [--puts 200] [--background-keys 1000] [--proxy]
+Usage: .venv/bin/python scripts/bench-stream.py [--puts 200] [--background-keys 1000] [--gap S] [--proxy]
+  --gap: sleep uniform [0, S] s before each put (0: back to back, the default)
   --background-keys: other keys in the table (ns bg), so the snapshot is not trivial
   --proxy: put the counting proxy of bench-sync.py between operator and fake
 Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -p fake-apiserver.
@@ -23,6 +24,7 @@ import http.client
 import importlib.util
 import json
 import os
+import random
 import socket
 import statistics
 import sys
@@ -121,6 +123,8 @@ def main():
     parser.add_argument("--background-keys", type=int, default=1000)
     parser.add_argument("--proxy", action="store_true")
     parser.add_argument("--timeout", type=float, default=30.0, help="per put")
+    parser.add_argument("--gap", type=float, default=0.0,
+                        help="quiet time before each put: uniform random in [0, GAP] s (default 0: back to back)")
     parser.add_argument("--json", help="also write the raw numbers to this file")
     args = parser.parse_args()
     table, css = "stream-table", "bench"
@@ -152,7 +156,10 @@ def main():
         env.kube_counts(reset=True)
         latencies, misses = [], 0
         t_start = time.monotonic()
+        rng = random.Random(5)
         for i in range(args.puts):
+            if args.gap:
+                time.sleep(rng.uniform(0, args.gap))
             value = "value %d %d" % (i, time.time_ns())
             credstash.putSecret(NAME, value, version=i + 2, table=table)
             returned = time.monotonic()
@@ -188,8 +195,8 @@ def main():
             "vmhwm_mib": hwm / 1024.0,
         }
         print(json.dumps(result), file=sys.stderr)
-        print("\n%d sequential puts of %s (background keys: %d), waitTime 0s, operator %s\n" % (
-            n, NAME, args.background_keys, "through the counting proxy" if args.proxy else "direct"))
+        print("\n%d sequential puts of %s (background keys: %d, gap before each put: uniform 0-%g s), waitTime 0s, operator %s\n" % (
+            n, NAME, args.background_keys, args.gap, "through the counting proxy" if args.proxy else "direct"))
         print("| puts | p50 (s) | p90 (s) | p99 (s) | max (s) | Query / put | Decrypt / put | Secret writes / put |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")
         print("| %d | %.3f | %.3f | %.3f | %.3f | %.2f | %.2f | %.2f |" % (
