@@ -425,3 +425,61 @@ fn step_mut<'v>(node: &'v mut Value, el: &str) -> Option<&'v mut Value> {
             .find(|it| element_matches(it, el))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::Registry;
+    use serde_json::json;
+
+    fn secret_ti(reg: &Registry) -> TypeInfo<'_> {
+        TypeInfo::new(reg.find("", "v1", "secrets").unwrap())
+    }
+
+    #[test]
+    fn fields_v1_round_trips_with_dot_markers() {
+        let v = json!({"f:data": {".": {}, "f:A": {}}, "f:metadata": {"f:finalizers": {"v:\"x\"": {}}}, "f:type": {}});
+        let set = FieldSet::from_fields_v1(&v);
+        assert_eq!(set.to_fields_v1(), v);
+    }
+
+    #[test]
+    fn update_view_includes_new_containers_apply_view_does_not() {
+        let reg = Registry::new();
+        let ti = secret_ti(&reg);
+        let obj = json!({"data": {"A": "x"}, "metadata": {"finalizers": ["f"]}});
+        let upd = to_set(&obj, &ti, true).to_fields_v1();
+        assert_eq!(upd["f:data"], json!({".": {}, "f:A": {}}));
+        let app = to_set(&obj, &ti, false).to_fields_v1();
+        assert_eq!(app["f:data"], json!({"f:A": {}}));
+        assert_eq!(app["f:metadata"]["f:finalizers"], json!({"v:\"f\"": {}}));
+    }
+
+    #[test]
+    fn compare_reports_added_modified_and_removed_paths() {
+        let reg = Registry::new();
+        let ti = secret_ti(&reg);
+        let c = compare(
+            &json!({"data": {"A": "1", "B": "2"}}),
+            &json!({"data": {"A": "9", "C": "3"}}),
+            &ti,
+        );
+        let p = |s: &str| vec!["f:data".to_string(), format!("f:{s}")];
+        assert!(c.modified.0.contains(&p("A")));
+        assert!(c.added.0.contains(&p("C")));
+        assert!(c.removed.0.contains(&p("B")));
+    }
+
+    #[test]
+    fn paths_print_like_structured_merge_diff() {
+        assert_eq!(path_string(&["f:data".into(), "f:A".into()]), ".data.A");
+        assert_eq!(
+            path_string(&[
+                "f:metadata".into(),
+                "f:ownerReferences".into(),
+                "k:{\"uid\":\"1\"}".into()
+            ]),
+            ".metadata.ownerReferences[uid=\"1\"]"
+        );
+    }
+}

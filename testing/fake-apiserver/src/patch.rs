@@ -344,3 +344,69 @@ pub fn json_patch(doc: &Value, patch: &Value) -> Result<Value, ApiError> {
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn merge_patch_deletes_nulls_and_replaces_lists() {
+        let out = merge_patch(
+            &json!({"a": {"b": 1, "c": 2}, "l": [1, 2]}),
+            &json!({"a": {"b": null}, "l": [3]}),
+        );
+        assert_eq!(out, json!({"a": {"c": 2}, "l": [3]}));
+    }
+
+    #[test]
+    fn json_patch_test_of_missing_key_equals_null_but_missing_parent_fails() {
+        let doc = json!({"metadata": {"name": "x"}});
+        let ok = json!([{"op": "test", "path": "/metadata/finalizers", "value": null}, {"op": "add", "path": "/metadata/finalizers", "value": ["f"]}]);
+        assert_eq!(
+            json_patch(&doc, &ok).unwrap()["metadata"]["finalizers"],
+            json!(["f"])
+        );
+        let bad = json!([{"op": "test", "path": "/spec/x", "value": null}]);
+        assert_eq!(json_patch(&doc, &bad).unwrap_err().code, 422);
+        let not_null = json!([{"op": "test", "path": "/metadata/name", "value": null}]);
+        assert_eq!(json_patch(&doc, &not_null).unwrap_err().code, 422);
+        assert_eq!(
+            json_patch(&doc, &json!({"op": "add"})).unwrap_err().code,
+            400
+        );
+    }
+
+    #[test]
+    fn json_patch_array_ops_follow_rfc6902() {
+        let doc = json!({"l": ["a", "b"]});
+        let p = json!([{"op": "add", "path": "/l/-", "value": "c"}, {"op": "remove", "path": "/l/0"}, {"op": "move", "from": "/l/0", "path": "/m"}]);
+        assert_eq!(json_patch(&doc, &p).unwrap(), json!({"l": ["c"], "m": "b"}));
+        let out_of_range = json!([{"op": "add", "path": "/l/5", "value": "x"}]);
+        assert!(json_patch(&doc, &out_of_range).is_err());
+    }
+
+    #[test]
+    fn strategic_merge_patch_merges_finalizers_and_owner_references() {
+        let doc = json!({"metadata": {"finalizers": ["a"], "ownerReferences": [{"uid": "1", "name": "x"}]}, "data": {"k": "v"}});
+        let p = json!({"metadata": {"finalizers": ["b"], "ownerReferences": [{"uid": "1", "name": "y"}, {"uid": "2", "name": "z"}]}, "data": {"k": null, "n": "m"}});
+        let out = strategic_merge_patch(&doc, &p, "ConfigMap").unwrap();
+        assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));
+        assert_eq!(
+            out["metadata"]["ownerReferences"],
+            json!([{"uid": "1", "name": "y"}, {"uid": "2", "name": "z"}])
+        );
+        assert_eq!(out["data"], json!({"n": "m"}));
+        let del = json!({"metadata": {"ownerReferences": [{"uid": "1", "$patch": "delete"}]}});
+        let out = strategic_merge_patch(&out, &del, "ConfigMap").unwrap();
+        assert_eq!(
+            out["metadata"]["ownerReferences"],
+            json!([{"uid": "2", "name": "z"}])
+        );
+        let replace = json!({"data": {"$patch": "replace", "only": "this"}});
+        assert_eq!(
+            strategic_merge_patch(&out, &replace, "ConfigMap").unwrap()["data"],
+            json!({"only": "this"})
+        );
+    }
+}

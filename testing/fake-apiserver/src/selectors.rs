@@ -280,3 +280,39 @@ fn field_value(obj: &Value, field: &str) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn set_based_and_equality_requirements_are_anded() {
+        let sel = LabelSelector::parse("env in (prod, staging),tier!=db,!legacy,app").unwrap();
+        assert!(sel.matches(&labels(&[("env", "prod"), ("tier", "web"), ("app", "x")])));
+        assert!(!sel.matches(&labels(&[("env", "prod"), ("tier", "db"), ("app", "x")])));
+        assert!(!sel.matches(&labels(&[("env", "prod"), ("app", "x"), ("legacy", "1")])));
+        assert!(!sel.matches(&labels(&[("env", "dev"), ("app", "x")])));
+        assert!(!sel.matches(&labels(&[("env", "prod")])));
+    }
+
+    #[test]
+    fn notin_matches_objects_without_the_label() {
+        let sel = LabelSelector::parse("tier notin (web)").unwrap();
+        assert!(sel.matches(&labels(&[])));
+        assert!(!sel.matches(&labels(&[("tier", "web")])));
+    }
+
+    #[test]
+    fn malformed_selectors_are_bad_requests() {
+        assert_eq!(LabelSelector::parse("a in b").unwrap_err().code, 400);
+        assert_eq!(LabelSelector::parse("a,,b").unwrap_err().code, 400);
+        assert!(LabelSelector::parse("").unwrap().is_empty());
+    }
+}

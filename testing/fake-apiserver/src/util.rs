@@ -106,3 +106,27 @@ pub fn random_suffix(n: usize) -> String {
         .map(|b| ALPHABET[(*b as usize) % ALPHABET.len()] as char)
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn human_durations_match_kubectl_ages() {
+        let d = chrono::Duration::seconds;
+        assert_eq!(human_duration(d(5)), "5s");
+        assert_eq!(human_duration(d(119)), "119s");
+        assert_eq!(human_duration(d(125)), "2m5s");
+        assert_eq!(human_duration(d(600)), "10m");
+        assert_eq!(human_duration(d(3 * 3600 + 600)), "3h10m");
+        assert_eq!(human_duration(d(30 * 3600)), "30h");
+        assert_eq!(human_duration(d(3 * 86400 + 3600)), "3d1h");
+    }
+
+    #[test]
+    fn query_parsing_accepts_empty_pairs() {
+        let q = parse_query(Some("&watch=true&&labelSelector=a%3Db"));
+        assert_eq!(q.get("watch").map(String::as_str), Some("true"));
+        assert_eq!(q.get("labelSelector").map(String::as_str), Some("a=b"));
+    }
+}
