@@ -372,6 +372,10 @@ pub fn verb_of(r: &Req, t: &Target) -> &'static str {
 }
 
 fn serve(shared: &Shared, t: &Target, r: &Req, verb: &str) -> Response {
+    if matches!(verb, "update" | "patch") && t.name.is_none() {
+        let m = if verb == "update" { "PUT" } else { "PATCH" };
+        return error_response(&ApiError::method_not_allowed(m, &t.res.gr()));
+    }
     let mut inner = shared.inner();
     match verb {
         "get" => respond(get(&inner, t, r)),

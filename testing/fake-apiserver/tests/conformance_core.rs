@@ -1005,3 +1005,40 @@ async fn kubectl_get_asks_for_tables_and_gets_secret_columns() {
     assert_eq!(t["rows"][0]["object"]["metadata"]["name"], "t");
     env.finish().await;
 }
+
+#[tokio::test]
+async fn delete_collection_removes_only_selected_objects() {
+    let env = Env::new().await;
+    let api: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    for (n, l) in [("d1", "x"), ("d2", "x"), ("keep", "y")] {
+        api.create(&PostParams::default(), &secret(n, &[], &[("grp", l)]))
+            .await
+            .unwrap();
+    }
+    api.delete_collection(
+        &DeleteParams::default(),
+        &ListParams::default().labels("grp=x"),
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|s| s.metadata.name.unwrap())
+        .collect();
+    assert_eq!(left, vec!["keep"]);
+    let (code, body) = env
+        .raw_json(
+            "PUT",
+            &format!("/api/v1/namespaces/{}/secrets", env.ns),
+            &[],
+            Some(json!({})),
+        )
+        .await;
+    assert_eq!(code, 405, "{body}");
+    assert_eq!(body["reason"], "MethodNotAllowed");
+    env.finish().await;
+}
