@@ -70,6 +70,10 @@ pub fn external(res: &ResourceInfo, stored: &Value) -> Value {
     } else {
         stored.clone()
     };
+    // CRD defaults also apply when reading from storage (KEP-575).
+    if let (Class::Custom, Some(s)) = (res.class, res.schema.as_ref()) {
+        schema::apply_defaults(s, &mut v);
+    }
     if let Some(m) = v.as_object_mut() {
         // apiVersion and kind first, as the real server serialises them.
         let mut out = Map::new();
