@@ -58,6 +58,26 @@ pub enum Error {
     Unnamed,
 }
 
+impl Error {
+    /// Whether the finalizer patch lost a race with a change of the object
+    /// the cache had not yet seen (409 Conflict, or 422 when the JSON Patch
+    /// `test` of the finalizer list fails). Nothing failed: the watch event
+    /// on its way reconciles again, so no backoff and no warning.
+    pub fn is_stale_object(&self) -> bool {
+        use kube::runtime::finalizer::Error as FinalizerError;
+        let Error::Finalizer(err) = self else {
+            return false;
+        };
+        match err.as_ref() {
+            FinalizerError::AddFinalizer(kube::Error::Api(status))
+            | FinalizerError::RemoveFinalizer(kube::Error::Api(status)) => {
+                status.is_conflict() || status.is_invalid()
+            }
+            _ => false,
+        }
+    }
+}
+
 /// Process-wide settings of the operator.
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
@@ -318,6 +338,10 @@ fn reconcile(
 
 fn error_policy(css: Arc<CredstashSync>, error: &Error, ctx: Arc<Context>) -> Action {
     let name = css.name_any();
+    if error.is_stale_object() {
+        tracing::debug!(credstashsync = %name, error = %error, "object changed meanwhile; reconciling again");
+        return Action::requeue(STALE_OBJECT_RETRY);
+    }
     let backoff = ctx.with_worker(&name, |w| {
         w.consecutive_failures += 1;
         let backoff = retry_backoff(w.consecutive_failures);
@@ -327,6 +351,9 @@ fn error_policy(css: Arc<CredstashSync>, error: &Error, ctx: Arc<Context>) -> Ac
     tracing::warn!(credstashsync = %name, error = %error, retry_in_s = backoff.as_secs(), "reconcile failed");
     Action::requeue(backoff)
 }
+
+/// How soon a reconcile that raced a change of its object runs again.
+const STALE_OBJECT_RETRY: Duration = Duration::from_secs(1);
 
 /// Exponential backoff for failed syncs: 5 s, 10 s, 20 s ... at most 5 minutes.
 pub fn retry_backoff(consecutive_failures: u32) -> Duration {
@@ -350,5 +377,33 @@ mod tests {
     fn retries_back_off_exponentially_up_to_five_minutes() {
         let waits: Vec<u64> = (1..=9).map(|n| retry_backoff(n).as_secs()).collect();
         assert_eq!(waits, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    }
+
+    fn finalizer_error(
+        wrap: fn(kube::Error) -> kube::runtime::finalizer::Error<Error>,
+        reason: &str,
+        code: u16,
+    ) -> Error {
+        let status = kube::core::Status::failure("the finalizer patch failed", reason);
+        Error::Finalizer(Box::new(wrap(kube::Error::Api(
+            status.with_code(code).boxed(),
+        ))))
+    }
+
+    #[test]
+    fn a_finalizer_patch_racing_a_change_is_not_a_failure() {
+        use kube::runtime::finalizer::Error as FinalizerError;
+        let add = FinalizerError::AddFinalizer;
+        let remove = FinalizerError::RemoveFinalizer;
+        assert!(finalizer_error(add, "Invalid", 422).is_stale_object());
+        assert!(finalizer_error(add, "Conflict", 409).is_stale_object());
+        assert!(finalizer_error(remove, "Conflict", 409).is_stale_object());
+        assert!(!finalizer_error(add, "Forbidden", 403).is_stale_object());
+        assert!(!finalizer_error(add, "InternalError", 500).is_stale_object());
+        let sync = Error::SyncFailed {
+            name: "x".into(),
+            reason: "timeout".into(),
+        };
+        assert!(!sync.is_stale_object());
     }
 }
