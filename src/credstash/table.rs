@@ -122,13 +122,14 @@ impl TableReader {
     /// Reads every name's latest version and opens it. One bad item never
     /// stops the others; a failed Scan page makes the read incomplete.
     pub async fn read_all(&self) -> TableRead {
-        let scan = self.scan(None).await;
+        let scan = self
+            .scan(None, |id, attributes| {
+                SealedItem::from_attributes(id, &attributes)
+            })
+            .await;
         let complete = scan.error.is_none();
-        let sealed: Vec<(ItemId, Result<SealedItem, ItemError>)> = scan
-            .latest
-            .into_values()
-            .map(|(id, attributes)| (id.clone(), SealedItem::from_attributes(id, &attributes)))
-            .collect();
+        let sealed: Vec<(ItemId, Result<SealedItem, ItemError>)> =
+            scan.latest.into_values().collect();
         if complete {
             let live: HashSet<&[u8]> = sealed
                 .iter()
@@ -206,7 +207,7 @@ impl TableReader {
 
     /// Every name with its latest version, without decrypting anything.
     pub async fn list_latest(&self) -> Result<Vec<ItemId>, TableError> {
-        let scan = self.scan(Some("#n, version")).await;
+        let scan = self.scan(Some("#n, version"), |_, _| ()).await;
         match scan.error {
             Some(err) => Err(err),
             None => {
@@ -247,30 +248,34 @@ impl TableReader {
         )?)
     }
 
-    /// Scans all segments concurrently and keeps each name's latest version.
-    async fn scan(&self, projection: Option<&str>) -> ScanResult {
+    /// Scans all segments concurrently and keeps each name's latest version,
+    /// turned into `T` by `keep` as its page arrives: a whole table of raw
+    /// DynamoDB items is never held at once.
+    async fn scan<T>(
+        &self,
+        projection: Option<&str>,
+        keep: impl Fn(ItemId, Attributes) -> T + Copy,
+    ) -> ScanResult<T> {
         let segments = self.options.scan_segments.max(1);
-        let pages = futures::future::join_all(
-            (0..segments).map(|segment| self.scan_segment(segment, segments, projection)),
+        let results = futures::future::join_all(
+            (0..segments).map(|segment| self.scan_segment(segment, segments, projection, keep)),
         )
         .await;
-        let mut result = ScanResult::default();
-        for (items, error) in pages {
-            result.error = result.error.or(error);
-            for item in items {
-                result.keep_if_latest(item);
-            }
+        let mut merged = ScanResult::default();
+        for result in results {
+            merged.merge(result);
         }
-        result
+        merged
     }
 
-    async fn scan_segment(
+    async fn scan_segment<T>(
         &self,
         segment: u32,
         total: u32,
         projection: Option<&str>,
-    ) -> (Vec<Attributes>, Option<TableError>) {
-        let mut items = Vec::new();
+        keep: impl Fn(ItemId, Attributes) -> T,
+    ) -> ScanResult<T> {
+        let mut result = ScanResult::default();
         let mut start_key: Option<Attributes> = None;
         loop {
             let mut request = self
@@ -290,21 +295,20 @@ impl TableReader {
             self.count_call();
             match request.send().await {
                 Ok(page) => {
-                    items.extend(page.items.unwrap_or_default());
+                    for item in page.items.unwrap_or_default() {
+                        result.keep_if_latest(item, &keep);
+                    }
                     match page.last_evaluated_key {
                         Some(key) if !key.is_empty() => start_key = Some(key),
-                        _ => return (items, None),
+                        _ => return result,
                     }
                 }
                 Err(err) => {
-                    let cause = DisplayErrorContext(err).to_string();
-                    return (
-                        items,
-                        Some(TableError::Scan {
-                            table: self.table.clone(),
-                            cause,
-                        }),
-                    );
+                    result.error = Some(TableError::Scan {
+                        table: self.table.clone(),
+                        cause: DisplayErrorContext(err).to_string(),
+                    });
+                    return result;
                 }
             }
         }
@@ -323,24 +327,49 @@ impl TableReader {
     }
 }
 
-/// Each name's latest item seen by a Scan.
-#[derive(Default)]
-struct ScanResult {
-    latest: HashMap<String, (ItemId, Attributes)>,
+/// Each name's latest item seen by a Scan, as `T`.
+struct ScanResult<T> {
+    latest: HashMap<String, (ItemId, T)>,
     unnamed_failures: Vec<ItemError>,
     error: Option<TableError>,
 }
 
-impl ScanResult {
-    fn keep_if_latest(&mut self, attributes: Attributes) {
-        let id = match ItemId::from_attributes(&attributes) {
-            Ok(id) => id,
-            Err(err) => return self.unnamed_failures.push(err),
-        };
-        match self.latest.get(&id.name) {
-            Some((current, _)) if !id.is_newer_than(current) => {}
-            _ => {
-                self.latest.insert(id.name.clone(), (id, attributes));
+impl<T> Default for ScanResult<T> {
+    fn default() -> Self {
+        Self {
+            latest: HashMap::new(),
+            unnamed_failures: Vec::new(),
+            error: None,
+        }
+    }
+}
+
+impl<T> ScanResult<T> {
+    fn keep_if_latest(&mut self, attributes: Attributes, keep: impl Fn(ItemId, Attributes) -> T) {
+        match ItemId::from_attributes(&attributes) {
+            Ok(id) if self.is_latest(&id) => {
+                let kept = keep(id.clone(), attributes);
+                self.latest.insert(id.name.clone(), (id, kept));
+            }
+            Ok(_) => {}
+            Err(err) => self.unnamed_failures.push(err),
+        }
+    }
+
+    fn is_latest(&self, id: &ItemId) -> bool {
+        self.latest
+            .get(&id.name)
+            .is_none_or(|(current, _)| id.is_newer_than(current))
+    }
+
+    /// Adds another segment's result, keeping the later version of a name
+    /// seen in both.
+    fn merge(&mut self, other: ScanResult<T>) {
+        self.error = self.error.take().or(other.error);
+        self.unnamed_failures.extend(other.unnamed_failures);
+        for (name, (id, kept)) in other.latest {
+            if self.is_latest(&id) {
+                self.latest.insert(name, (id, kept));
             }
         }
     }
