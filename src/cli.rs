@@ -83,6 +83,11 @@ pub struct RunArgs {
     /// KMS Decrypt calls in flight at once, per CredstashSync.
     #[arg(long, default_value_t = ReaderOptions::default().decrypt_concurrency)]
     pub decrypt_concurrency: usize,
+    /// How often a followed DynamoDB stream is checked for replacement
+    /// (disabled and re-enabled) and new shards, and a table without a
+    /// stream for a new one (DescribeTable + DescribeStream).
+    #[arg(long, env = "KUBESTASH_STREAM_CHECK_INTERVAL", default_value = "60s", value_parser = parse_interval)]
+    pub stream_check_interval: std::time::Duration,
 }
 
 /// Where the table is, as credstash's flags say it.
@@ -176,6 +181,15 @@ fn parse_context_pair(text: &str) -> Result<(String, String), String> {
     }
 }
 
+/// A positive duration such as `30s` or `2m`.
+fn parse_interval(text: &str) -> Result<std::time::Duration, String> {
+    match crate::duration::parse_duration(text) {
+        Ok(interval) if interval.is_zero() => Err("must be more than 0s".into()),
+        Ok(interval) => Ok(interval),
+        Err(err) => Err(err.to_string()),
+    }
+}
+
 /// Runs the parsed command line and returns the process exit code.
 pub async fn run(cli: Cli) -> ExitCode {
     let code = match cli.command {
@@ -198,6 +212,7 @@ async fn run_operator(args: RunArgs) -> u8 {
             scan_segments: args.scan_segments,
             decrypt_concurrency: args.decrypt_concurrency,
         },
+        stream_check_interval: args.stream_check_interval,
     };
     match crate::operator::run(args.listen, settings, crate::operator::shutdown_signal()).await {
         Ok(()) => EXIT_OK,

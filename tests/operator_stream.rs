@@ -14,7 +14,22 @@ use serde_json::json;
 
 fn env() -> &'static Env {
     static ENV: OnceLock<Env> = OnceLock::new();
-    ENV.get_or_init(Env::start)
+    ENV.get_or_init(|| {
+        let mut env = Env::without_operator();
+        env.operator_args = streaming_args();
+        env.start_operator();
+        env
+    })
+}
+
+/// Re-discover streams every 2 s rather than every minute, so that a
+/// replaced stream is noticed within a test's patience.
+fn streaming_args() -> Vec<String> {
+    vec!["--stream-check-interval".into(), "2s".into()]
+}
+
+fn stream_arn(css: &serde_json::Value) -> Option<String> {
+    css["status"]["stream"]["arn"].as_str().map(str::to_owned)
 }
 
 /// A table with a stream, and a CredstashSync that follows it and never
@@ -154,8 +169,61 @@ fn credstash_delete_keeps_the_key_or_prunes_it() {
 }
 
 #[test]
+fn a_replaced_stream_is_followed() {
+    let env = env();
+    streamed(env, "s-replace");
+    env.put("s-replace", "sreplace/app/KEY", "before");
+    let old_arn = block_on(async {
+        env.create_namespace("sreplace").await;
+        env.apply_css("sreplace", spec("s-replace", "0s", false))
+            .await;
+        env.wait_value("sreplace", "app", "KEY", "before").await;
+        wait_for("the stream to be followed", || async {
+            stream_arn(&env.css("sreplace").await)
+        })
+        .await
+    });
+
+    env.moto
+        .fixture(&["replace-stream", "s-replace", "KEYS_ONLY"]);
+    block_on(async {
+        let css = wait_for("the new stream to be followed", || async {
+            let css = env.css("sreplace").await;
+            let following = cluster::condition(&css, "Streaming")?["status"] == "True";
+            let arn = stream_arn(&css)?;
+            (following && arn != old_arn).then_some(css)
+        })
+        .await;
+        assert!(
+            stream_arn(&css).is_some_and(|arn| arn.contains("s-replace")),
+            "{css}"
+        );
+        let events = env.events("sreplace").await;
+        assert!(
+            events
+                .iter()
+                .any(|e| e.starts_with("StreamGap:") && e.contains("replaced")),
+            "a full sync for the replaced stream is reported: {events:?}"
+        );
+
+        let applies_before = stream_applies(env, "sreplace");
+        let syncs_before = full_syncs(env, "sreplace");
+        env.put("s-replace", "sreplace/app/KEY", "after");
+        env.wait_value("sreplace", "app", "KEY", "after").await;
+        assert!(stream_applies(env, "sreplace") > applies_before);
+        assert_eq!(
+            full_syncs(env, "sreplace"),
+            syncs_before,
+            "the put arrived through the new stream"
+        );
+    });
+}
+
+#[test]
 fn puts_made_while_the_operator_is_down_are_not_lost() {
-    let mut env = Env::start();
+    let mut env = Env::without_operator();
+    env.operator_args = streaming_args();
+    env.start_operator();
     streamed(&env, "s-restart");
     env.put("s-restart", "srestart/app/BEFORE", "1");
     block_on(async {

@@ -79,7 +79,7 @@ impl Error {
 }
 
 /// Process-wide settings of the operator.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Settings {
     /// The operator's own namespace (always excluded).
     pub operator_namespace: String,
@@ -87,7 +87,24 @@ pub struct Settings {
     pub instance: Option<String>,
     /// Options for the table readers.
     pub reader: ReaderOptions,
+    /// How often a followed stream is checked for replacement and new
+    /// shards, and a table without a stream for a new one.
+    pub stream_check_interval: Duration,
 }
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            operator_namespace: String::new(),
+            instance: None,
+            reader: ReaderOptions::default(),
+            stream_check_interval: DEFAULT_STREAM_CHECK_INTERVAL,
+        }
+    }
+}
+
+/// Default of [`Settings::stream_check_interval`].
+pub const DEFAULT_STREAM_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// What this process remembers of one CredstashSync between reconciles.
 #[derive(Default)]

@@ -22,9 +22,6 @@ use crate::crd::{
 use crate::metrics::{StreamEvent as RecordKind, SyncResult, SyncTrigger};
 use crate::stream::{Changes, EventKind};
 
-/// How often a table without a stream is checked for a new one.
-const STREAM_RECHECK: Duration = Duration::from_secs(60);
-
 /// Reconciles one CredstashSync (boxed for the same reason as the caller).
 pub(super) fn apply(
     css: Arc<CredstashSync>,
@@ -59,7 +56,7 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
     if stream_needs_open(ctx, &name, &key) {
         let full_sync_coming = matches!(decision.action, Next::FullSync(_));
         if full_sync_coming || stream_check_due(ctx, &name) {
-            let result = streaming::open(&key).await;
+            let result = streaming::open(&key, ctx.settings.stream_check_interval).await;
             ctx.with_worker(&name, |w| {
                 w.stream_checked_at = Some(tokio::time::Instant::now())
             });
@@ -125,7 +122,7 @@ fn next_look(ctx: &Context, name: &str, decided: Duration) -> Duration {
     });
     let mut next = decided;
     if !stream_live {
-        next = next.min(STREAM_RECHECK);
+        next = next.min(ctx.settings.stream_check_interval);
     }
     if let Some(at) = retry_at {
         let wait = at.saturating_duration_since(tokio::time::Instant::now());
@@ -260,7 +257,7 @@ fn stream_needs_open(ctx: &Context, name: &str, key: &StreamKey) -> bool {
 fn stream_check_due(ctx: &Context, name: &str) -> bool {
     ctx.with_worker(name, |w| {
         w.stream_checked_at
-            .is_none_or(|at| at.elapsed() >= STREAM_RECHECK)
+            .is_none_or(|at| at.elapsed() >= ctx.settings.stream_check_interval)
     })
 }
 

@@ -69,15 +69,24 @@ pub enum Opened {
     Failed(String),
 }
 
-/// Discovers the stream of `key` and opens LATEST iterators on it.
-pub async fn open(key: &StreamKey) -> Opened {
+/// Discovers the stream of `key` and opens LATEST iterators on it; the
+/// follower re-discovers the stream every `check_interval`.
+pub async fn open(key: &StreamKey, check_interval: Duration) -> Opened {
     let config = crate::credstash::aws_sdk_config(key.region.as_deref()).await;
     let source: Arc<dyn StreamSource> = Arc::new(AwsStreamSource::new(&config));
-    open_on(source, key).await
+    let options = FollowerOptions {
+        refresh_interval: check_interval,
+        ..FollowerOptions::default()
+    };
+    open_on(source, key, options).await
 }
 
 /// [`open`] over any stream source (tests use the in-memory one).
-pub async fn open_on(source: Arc<dyn StreamSource>, key: &StreamKey) -> Opened {
+pub async fn open_on(
+    source: Arc<dyn StreamSource>,
+    key: &StreamKey,
+    options: FollowerOptions,
+) -> Opened {
     let arn = match discover(&*source, &key.target()).await {
         Ok(StreamStatus::Enabled { arn }) => arn,
         Ok(StreamStatus::Disabled) => return Opened::Disabled,
@@ -88,14 +97,7 @@ pub async fn open_on(source: Arc<dyn StreamSource>, key: &StreamKey) -> Opened {
             ))
         }
     };
-    match StreamFollower::open(
-        source,
-        key.target(),
-        arn.clone(),
-        FollowerOptions::default(),
-    )
-    .await
-    {
+    match StreamFollower::open(source, key.target(), arn.clone(), options).await {
         Ok(follower) => Opened::Follower(Box::new(follower)),
         Err(err) => Opened::Failed(format!("opening stream {arn}: {err}")),
     }

@@ -49,6 +49,8 @@ pub struct Env {
     pub moto: Moto,
     pub fake: Option<FakeApiServer>,
     pub kubeconfig: PathBuf,
+    /// Extra arguments of `kubestash run`.
+    pub operator_args: Vec<String>,
     operator: Option<Operator>,
     dir: tempfile::TempDir,
 }
@@ -92,6 +94,7 @@ impl Env {
             moto,
             fake,
             kubeconfig,
+            operator_args: Vec::new(),
             operator: None,
             dir,
         };
@@ -118,6 +121,7 @@ impl Env {
                 "--namespace",
                 "kubestash-system",
             ])
+            .args(&self.operator_args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "trace,hyper=debug,h2=debug,tower=debug")
             .env("NO_COLOR", "1")

@@ -12,6 +12,7 @@ pointing at moto.
   fixture.py put-many TABLE PREFIX COUNT   COUNT new versions of PREFIX_i, at once (bursts)
   fixture.py tamper TABLE NAME         a newer version of NAME whose ciphertext fails its HMAC
   fixture.py enable-stream TABLE [VIEW_TYPE]   a DynamoDB stream (default NEW_IMAGE)
+  fixture.py replace-stream TABLE [VIEW_TYPE]  disable the stream, enable a new one (new ARN)
 """
 import base64
 import codecs
@@ -101,6 +102,17 @@ def enable_stream(table_name, view_type="NEW_IMAGE"):
     )
 
 
+def replace_stream(table_name, view_type="NEW_IMAGE"):
+    client = boto3.client("dynamodb")
+    old = client.describe_table(TableName=table_name)["Table"].get("LatestStreamArn")
+    client.update_table(TableName=table_name, StreamSpecification={"StreamEnabled": False})
+    enable_stream(table_name, view_type)
+    new = client.describe_table(TableName=table_name)["Table"].get("LatestStreamArn")
+    if not new or new == old:
+        sys.exit("the stream of %s was not replaced (%r -> %r)" % (table_name, old, new))
+    print(new)
+
+
 def put_many(table_name, prefix, count):
     def put(i):
         name = "%s_%d" % (prefix, i)
@@ -135,6 +147,8 @@ def main(argv):
         bulk(args[0], int(args[1]), args[2])
     elif command == "enable-stream":
         enable_stream(*args[:2])
+    elif command == "replace-stream":
+        replace_stream(*args[:2])
     else:
         sys.exit("unknown command %r" % command)
 

@@ -7,6 +7,10 @@ It also counts AWS API calls by operation (the X-Amz-Target header, e.g.
 "Scan", "Query", "Decrypt", "GetRecords"):
   GET  /_counts   -> {"Scan": 3, "Decrypt": 120, ...}
   POST /_counts   -> the same, and resets them to zero
+
+One difference from DynamoDB is corrected: moto refuses to enable a stream on
+a table that ever had one, while DynamoDB lets a disabled stream be followed
+by a new one (with a new ARN), which kubestash must pick up.
 """
 import json
 import os
@@ -20,6 +24,8 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
+from moto.dynamodb.exceptions import StreamAlreadyEnabledException
+from moto.dynamodb.models import DynamoDBBackend
 from werkzeug.serving import make_server
 
 COUNTS_PATH = "/_counts"
@@ -46,6 +52,17 @@ class CountingApp:
             with self.lock:
                 self.counts[target.rsplit(".", 1)[-1]] += 1
         return self.app(environ, start_response)
+
+
+def update_table_streams(backend, table, stream_specification):
+    """DynamoDB's rule: a new stream may be enabled unless one is enabled now."""
+    enabling = stream_specification.get("StreamEnabled") or stream_specification.get("StreamViewType")
+    if enabling and (table.stream_specification or {}).get("StreamEnabled"):
+        raise StreamAlreadyEnabledException
+    table.set_stream_specification(stream_specification)
+
+
+DynamoDBBackend.update_table_streams = update_table_streams
 
 
 def main():
