@@ -86,8 +86,7 @@ fn hand_added_keys_survive_and_the_table_value_wins() {
     env.put("t-hand", "hand/app/SHARED", "from the table");
     block_on(async {
         env.create_namespace("hand").await;
-        create_secret(
-            env,
+        env.create_secret(
             "hand",
             "app",
             "Opaque",
@@ -112,8 +111,7 @@ fn a_secret_of_another_type_is_left_alone_and_reported() {
     env.put("t-tls", "tls/cert/EXTRA", "value");
     block_on(async {
         env.create_namespace("tls").await;
-        create_secret(
-            env,
+        env.create_secret(
             "tls",
             "cert",
             "kubernetes.io/tls",
@@ -605,33 +603,4 @@ fn kubestash_sync_prints_the_plan_in_dry_run_and_applies_without_it() {
 
 fn condition(css: &serde_json::Value, type_: &str) -> serde_json::Value {
     cluster::condition(css, type_).unwrap_or_else(|| panic!("no {type_} condition in {css}"))
-}
-
-async fn create_secret(
-    env: &Env,
-    namespace: &str,
-    name: &str,
-    type_: &str,
-    pairs: &[(&str, &str)],
-) {
-    use kube::api::{Api, PostParams};
-    let api: Api<k8s_openapi::api::core::v1::Secret> =
-        Api::namespaced(env.client().await, namespace);
-    let string_data: serde_json::Map<String, serde_json::Value> = pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), json!(v)))
-        .collect();
-    let secret = serde_json::from_value(
-        json!({"metadata": {"name": name}, "type": type_, "stringData": string_data}),
-    )
-    .unwrap();
-    api.create(
-        &PostParams {
-            field_manager: Some("kubectl-create".into()),
-            ..Default::default()
-        },
-        &secret,
-    )
-    .await
-    .expect("create secret");
 }

@@ -1,5 +1,6 @@
 //! A steady state costs nothing: a full sync of an unchanged table makes no
-//! Secret write and no Secret GET (counted by the fake API server).
+//! Secret write and no Secret GET; a first sync reads a namespace with one
+//! LIST, not a GET per Secret (counted by the fake API server).
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -61,6 +62,51 @@ fn a_full_sync_of_an_unchanged_table_makes_no_write_and_no_get() {
             synced_at(&after),
             synced_at(&first),
             "synced-at changes only when data changes"
+        );
+    });
+}
+
+#[test]
+fn a_first_sync_lists_each_namespace_instead_of_getting_each_secret() {
+    let env = Env::start();
+    let Some(fake) = &env.fake else {
+        eprintln!("request counters need the fake API server: skipped on a real cluster");
+        return;
+    };
+    env.table("t-first");
+    for secret in ["s0", "s1", "s2", "s3", "s4", "cert"] {
+        env.put("t-first", &format!("first/{secret}/KEY"), secret);
+    }
+    block_on(async {
+        env.create_namespace("first").await;
+        env.create_secret(
+            "first",
+            "cert",
+            "kubernetes.io/tls",
+            &[("tls.crt", "CRT"), ("tls.key", "KEY")],
+        )
+        .await;
+        fake.reset_counters();
+        env.apply_css("first", json!({"table": "t-first", "dryRun": false}))
+            .await;
+        let css = env.wait_synced_after("first", "").await;
+        let counters = fake.counters();
+        assert_eq!(css["status"]["secrets"]["created"], 5, "{css}");
+        assert_eq!(
+            css["status"]["secrets"]["skipped"], 1,
+            "the TLS Secret the LIST found is left alone: {css}"
+        );
+        let cert = env.secret("first", "cert").await.expect("the TLS secret");
+        assert!(!data(&cert).contains_key("KEY"));
+        assert_eq!(
+            counters.count_status("list", "secrets", 200),
+            1,
+            "one LIST of the namespace: {counters:?}"
+        );
+        assert_eq!(
+            counters.count("get", "secrets"),
+            1,
+            "a GET only for the Secret that exists: {counters:?}"
         );
     });
 }

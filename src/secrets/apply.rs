@@ -1,9 +1,11 @@
 //! Sending a plan: server-side apply of each Secret, and reading Secrets the
 //! managed-Secret cache does not hold.
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use futures::stream::{self, StreamExt};
 use k8s_openapi::api::core::v1::Secret;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::Client;
 
 use super::plan::{ApplySecret, SecretAction, SecretPlan};
@@ -13,6 +15,10 @@ use crate::mapping::SecretRef;
 const APPLY_CONCURRENCY: usize = 8;
 /// Secret GETs in flight at once (cache misses only).
 const GET_CONCURRENCY: usize = 16;
+/// Cache misses in one namespace read by GET alone; more cost a LIST first.
+pub const GET_ONLY_UP_TO: usize = 2;
+/// Page size of metadata LISTs.
+const LIST_PAGE_SIZE: u32 = 500;
 
 /// What happened to one planned write.
 #[derive(Debug)]
@@ -62,12 +68,55 @@ async fn apply_one(client: &Client, apply: &ApplySecret) -> Result<(), String> {
         .map_err(|err| describe_error(&err))
 }
 
-/// Reads the Secrets in `missing` (by GET); absent ones are left out.
+/// Reads the Secrets in `missing`; absent ones are left out. In a namespace
+/// with more than [`GET_ONLY_UP_TO`] of them, one metadata-only LIST (names,
+/// no data) first tells which exist, so that a first sync into empty
+/// namespaces costs a LIST per namespace rather than a GET per Secret.
 pub async fn fetch_secrets(
     client: &Client,
     missing: Vec<SecretRef>,
 ) -> Result<Vec<Secret>, String> {
-    let fetched: Vec<Result<Option<Secret>, String>> = stream::iter(missing)
+    let mut by_namespace: BTreeMap<String, Vec<SecretRef>> = BTreeMap::new();
+    for secret in missing {
+        by_namespace
+            .entry(secret.namespace.clone())
+            .or_default()
+            .push(secret);
+    }
+    let mut to_get = Vec::new();
+    for (namespace, secrets) in by_namespace {
+        if secrets.len() <= GET_ONLY_UP_TO {
+            to_get.extend(secrets);
+            continue;
+        }
+        let existing = secret_names(client, &namespace).await?;
+        to_get.extend(secrets.into_iter().filter(|s| existing.contains(&s.name)));
+    }
+    get_secrets(client, to_get).await
+}
+
+/// Names of the Secrets in `namespace` (metadata-only LIST, paginated).
+async fn secret_names(client: &Client, namespace: &str) -> Result<BTreeSet<String>, String> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let mut names = BTreeSet::new();
+    let mut params = ListParams::default().limit(LIST_PAGE_SIZE);
+    loop {
+        let page = api.list_metadata(&params).await.map_err(|err| {
+            format!(
+                "listing Secrets in namespace {namespace}: {}",
+                describe_error(&err)
+            )
+        })?;
+        names.extend(page.items.into_iter().filter_map(|s| s.metadata.name));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(names),
+        }
+    }
+}
+
+async fn get_secrets(client: &Client, secrets: Vec<SecretRef>) -> Result<Vec<Secret>, String> {
+    let fetched: Vec<Result<Option<Secret>, String>> = stream::iter(secrets)
         .map(|secret| {
             let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
             async move {
@@ -78,11 +127,11 @@ pub async fn fetch_secrets(
         .buffer_unordered(GET_CONCURRENCY)
         .collect()
         .await;
-    let mut secrets = Vec::new();
+    let mut found = Vec::new();
     for result in fetched {
-        secrets.extend(result?);
+        found.extend(result?);
     }
-    Ok(secrets)
+    Ok(found)
 }
 
 /// The API server's message for a failed request; request bodies (which hold

@@ -292,6 +292,30 @@ impl Env {
         .await
     }
 
+    /// Creates a Secret of `type_` by hand (field manager `kubectl-create`).
+    pub async fn create_secret(
+        &self,
+        namespace: &str,
+        name: &str,
+        type_: &str,
+        pairs: &[(&str, &str)],
+    ) {
+        let api: Api<Secret> = Api::namespaced(self.client().await, namespace);
+        let string_data: serde_json::Map<String, serde_json::Value> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), json!(v)))
+            .collect();
+        let secret = serde_json::from_value(
+            json!({"metadata": {"name": name}, "type": type_, "stringData": string_data}),
+        )
+        .expect("a Secret");
+        let params = PostParams {
+            field_manager: Some("kubectl-create".into()),
+            ..Default::default()
+        };
+        api.create(&params, &secret).await.expect("create secret");
+    }
+
     /// Events on CredstashSync `name` (events.k8s.io), as "reason: note".
     pub async fn events(&self, name: &str) -> Vec<String> {
         let api: Api<k8s_openapi::api::events::v1::Event> = Api::all(self.client().await);
