@@ -317,6 +317,7 @@ impl FullSyncRun<'_> {
                 w.snapshot = snapshot;
             }
         });
+        super::release_freed_memory();
         let status =
             report::status_after_sync(previous, &outcome, generation, resync_requested, now);
         for notice in report::sync_notices(&outcome) {
