@@ -191,26 +191,69 @@ fn type_ok(expected: &str, v: &Value) -> bool {
     actual == expected || (expected == "number" && actual == "integer")
 }
 
-/// Validates types, `required` and `enum` against the schema (422 causes).
+/// Validates a value against a structural schema the way apiextensions-apiserver
+/// does (kube-openapi's `validate` package, converted to field errors by
+/// `kubeOpenAPIResultToFieldErrors`): types, string lengths, `pattern`, the
+/// formats kube-apiserver checks, numeric bounds, `multipleOf`, item and
+/// property counts, `enum` and `required` (422 causes).
+///
+/// Validators run in kube-openapi's order: type, string, format, number,
+/// array, enum, object. A string reports only its first failure (maxLength,
+/// minLength, pattern); an object that fails min/maxProperties is not looked
+/// into further.
 pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>) {
     if value.is_null() && schema["nullable"] == Value::Bool(true) {
         return;
     }
     if let Some(t) = schema["type"].as_str() {
         if !type_ok(t, value) && schema["x-kubernetes-int-or-string"] != Value::Bool(true) {
+            // A kept format on a non-string, non-array value is reported as a
+            // format mismatch with the value's inferred Go format.
+            let (expected, actual) = match checked_format(schema) {
+                Some(f) if !value.is_string() && !value.is_array() && !value.is_null() => {
+                    (f.to_string(), inferred_format(value))
+                }
+                _ => (t.to_string(), type_name(value)),
+            };
             causes.push(Cause {
                 reason: "FieldValueTypeInvalid".into(),
                 message: format!(
-                    "Invalid value: \"{}\": {} in body must be of type {}: \"{}\"",
-                    type_name(value),
-                    path,
-                    t,
-                    type_name(value)
+                    "Invalid value: \"{actual}\": {path} in body must be of type {expected}: \"{actual}\""
                 ),
                 field: path.to_string(),
             });
             return;
         }
+    }
+    match value {
+        Value::String(s) => {
+            validate_string(schema, s, path, causes);
+            validate_format(schema, s, path, causes);
+        }
+        Value::Number(_) => validate_number(schema, value, path, causes),
+        Value::Array(items) => {
+            if schema["items"].is_object() {
+                for (i, v) in items.iter().enumerate() {
+                    validate(&schema["items"], v, &format!("{path}[{i}]"), causes);
+                }
+            }
+            let n = items.len() as u64;
+            if let Some(min) = schema["minItems"].as_u64() {
+                if n < min {
+                    causes.push(invalid(
+                        path,
+                        &n.to_string(),
+                        format!("{path} in body should have at least {min} items"),
+                    ));
+                }
+            }
+            if let Some(max) = schema["maxItems"].as_u64() {
+                if n > max {
+                    causes.push(too_many(path, n, max));
+                }
+            }
+        }
+        _ => {}
     }
     if let Some(allowed) = schema["enum"].as_array() {
         if !allowed.contains(value) {
@@ -226,50 +269,634 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
             });
         }
     }
-    match value {
-        Value::Object(map) => {
-            for r in schema["required"].as_array().into_iter().flatten() {
-                if let Some(r) = r.as_str() {
-                    if !map.contains_key(r) {
-                        let p = if path.is_empty() {
-                            r.to_string()
-                        } else {
-                            format!("{path}.{r}")
-                        };
-                        causes.push(Cause {
-                            reason: "FieldValueRequired".into(),
-                            message: "Required value".into(),
-                            field: p,
-                        });
-                    }
+    if let Value::Object(map) = value {
+        let n = map.len() as u64;
+        if let Some(min) = schema["minProperties"].as_u64() {
+            if n < min {
+                causes.push(invalid(
+                    path,
+                    &n.to_string(),
+                    format!("{path} in body should have at least {min} properties"),
+                ));
+                return;
+            }
+        }
+        if let Some(max) = schema["maxProperties"].as_u64() {
+            if n > max {
+                causes.push(too_many(path, n, max));
+                return;
+            }
+        }
+        for (k, v) in map {
+            let child = if path.is_empty() {
+                k.clone()
+            } else {
+                format!("{path}.{k}")
+            };
+            if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                continue;
+            }
+            if let Some(s) = schema["properties"].get(k) {
+                validate(s, v, &child, causes);
+            } else if schema["additionalProperties"].is_object() {
+                validate(&schema["additionalProperties"], v, &child, causes);
+            }
+        }
+        for r in schema["required"].as_array().into_iter().flatten() {
+            if let Some(r) = r.as_str() {
+                if !map.contains_key(r) {
+                    let p = if path.is_empty() {
+                        r.to_string()
+                    } else {
+                        format!("{path}.{r}")
+                    };
+                    causes.push(Cause {
+                        reason: "FieldValueRequired".into(),
+                        message: "Required value".into(),
+                        field: p,
+                    });
                 }
             }
-            for (k, v) in map {
-                let child = if path.is_empty() {
-                    k.clone()
+        }
+    }
+}
+
+/// `field.Invalid(path, value, detail)`: `Invalid value: <value>: <detail>`.
+fn invalid(path: &str, shown_value: &str, detail: String) -> Cause {
+    Cause {
+        reason: "FieldValueInvalid".into(),
+        message: format!("Invalid value: {shown_value}: {detail}"),
+        field: path.to_string(),
+    }
+}
+
+/// `field.TooMany(path, actual, max)` (maxItems and maxProperties), 1.32 wording.
+fn too_many(path: &str, actual: u64, max: u64) -> Cause {
+    let items = if max == 1 { "item" } else { "items" };
+    Cause {
+        reason: "FieldValueTooMany".into(),
+        message: format!("Too many: {actual}: must have at most {max} {items}"),
+        field: path.to_string(),
+    }
+}
+
+/// maxLength, minLength and pattern; only the first failure is reported.
+fn validate_string(schema: &Value, s: &str, path: &str, causes: &mut Vec<Cause>) {
+    let len = s.chars().count() as u64;
+    if let Some(max) = schema["maxLength"].as_u64() {
+        if len > max {
+            // field.TooLong (1.32): the value is omitted from the message.
+            let unit = if max == 1 { "byte" } else { "bytes" };
+            causes.push(Cause {
+                reason: "FieldValueTooLong".into(),
+                message: format!("Too long: may not be more than {max} {unit}"),
+                field: path.to_string(),
+            });
+            return;
+        }
+    }
+    if let Some(min) = schema["minLength"].as_u64() {
+        if len < min {
+            causes.push(invalid(
+                path,
+                &go_quote(s),
+                format!("{path} in body should be at least {min} chars long"),
+            ));
+            return;
+        }
+    }
+    if let Some(p) = schema["pattern"].as_str() {
+        if pattern_matches(p, s) == Some(false) {
+            causes.push(invalid(
+                path,
+                &go_quote(s),
+                format!("{path} in body should match '{p}'"),
+            ));
+        }
+    }
+}
+
+/// The string formats kube-apiserver 1.30–1.32 keeps in CRD schemas
+/// (apiextensions-apiserver `supportedFormats`; dashes are ignored, so
+/// `date-time` is `datetime`). Other formats, and `int32`/`int64`/`float`/
+/// `double`, are stripped and never checked.
+const SUPPORTED_FORMATS: &[&str] = &[
+    "bsonobjectid",
+    "uri",
+    "email",
+    "hostname",
+    "ipv4",
+    "ipv6",
+    "cidr",
+    "mac",
+    "uuid",
+    "uuid3",
+    "uuid4",
+    "uuid5",
+    "isbn",
+    "isbn10",
+    "isbn13",
+    "creditcard",
+    "ssn",
+    "hexcolor",
+    "rgbcolor",
+    "byte",
+    "password",
+    "date",
+    "duration",
+    "datetime",
+];
+
+/// The schema's format if kube-apiserver keeps it.
+fn checked_format(schema: &Value) -> Option<&str> {
+    let f = schema["format"].as_str()?;
+    SUPPORTED_FORMATS
+        .contains(&f.replace('-', "").as_str())
+        .then_some(f)
+}
+
+/// The Go format kube-openapi infers for a decoded JSON value.
+fn inferred_format(v: &Value) -> &'static str {
+    match v {
+        Value::Number(n) if n.is_i64() => "int64",
+        Value::Number(n) if n.is_u64() => "uint64",
+        Value::Number(_) => "float64",
+        _ => "",
+    }
+}
+
+fn validate_format(schema: &Value, s: &str, path: &str, causes: &mut Vec<Cause>) {
+    let Some(f) = checked_format(schema) else {
+        return;
+    };
+    if format_valid(&f.replace('-', ""), s) == Some(false) {
+        let q = go_quote(s);
+        causes.push(Cause {
+            reason: "FieldValueTypeInvalid".into(),
+            message: format!("Invalid value: {q}: {path} in body must be of type {f}: {q}"),
+            field: path.to_string(),
+        });
+    }
+}
+
+/// Whether a string is valid for a (normalized) format; None for the
+/// formats the fake does not check (uri, email, mac, isbn*, creditcard, ssn,
+/// rgbcolor, bsonobjectid, duration).
+fn format_valid(format: &str, s: &str) -> Option<bool> {
+    const UUID: &str = r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$";
+    const UUID3: &str = r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?3[0-9a-f]{3}-?[0-9a-f]{4}-?[0-9a-f]{12}$";
+    const UUID4: &str =
+        r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?4[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$";
+    const UUID5: &str =
+        r"(?i)^[0-9a-f]{8}-?[0-9a-f]{4}-?5[0-9a-f]{3}-?[89ab][0-9a-f]{3}-?[0-9a-f]{12}$";
+    const BASE64: &str =
+        r"^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{4})$";
+    const HEXCOLOR: &str = r"^#?([0-9a-fA-F]{3}|[0-9a-fA-F]{6})$";
+    const HOSTNAME: &str = r"^([a-zA-Z0-9\p{S}\p{L}]((-?[a-zA-Z0-9\p{S}\p{L}]{0,62})?)|([a-zA-Z0-9\p{S}\p{L}](([a-zA-Z0-9-\p{S}\p{L}]{0,61}[a-zA-Z0-9\p{S}\p{L}])?)(\.)){1,}([a-zA-Z0-9\p{S}\p{L}])(-?[a-zA-Z0-9\p{S}\p{L}]){1,62})$";
+    match format {
+        "datetime" => Some(is_date_time(s)),
+        "date" => Some(is_date(s)),
+        "uuid" => pattern_matches(UUID, s),
+        "uuid3" => pattern_matches(UUID3, s),
+        "uuid4" => pattern_matches(UUID4, s),
+        "uuid5" => pattern_matches(UUID5, s),
+        "ipv4" => Some(s.parse::<std::net::IpAddr>().is_ok() && s.contains('.')),
+        "ipv6" => Some(s.parse::<std::net::IpAddr>().is_ok() && s.contains(':')),
+        "cidr" => Some(is_cidr(s)),
+        "byte" => pattern_matches(BASE64, s),
+        "hexcolor" => pattern_matches(HEXCOLOR, s),
+        "hostname" => Some(
+            pattern_matches(HOSTNAME, s) == Some(true)
+                && s.len() <= 255
+                && s.split('.').all(|p| p.len() <= 63),
+        ),
+        "password" => Some(true),
+        _ => None,
+    }
+}
+
+/// Go `time.Parse("2006-01-02", s)`.
+fn is_date(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() != 10 || b[4] != b'-' || b[7] != b'-' {
+        return false;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = &s[r];
+        part.bytes()
+            .all(|c| c.is_ascii_digit())
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    match (num(0..4), num(5..7), num(8..10)) {
+        (Some(y), Some(m), Some(d)) => chrono::NaiveDate::from_ymd_opt(y as i32, m, d).is_some(),
+        _ => false,
+    }
+}
+
+/// kube-openapi `strfmt.IsDateTime`: a date, `T` (any case), then
+/// `hh:mm:ss[.frac](Z|±hh:mm)`.
+fn is_date_time(s: &str) -> bool {
+    const TIME: &str = r"^([0-9]{2}):([0-9]{2}):([0-9]{2})(.[0-9]+)?(z|([+-][0-9]{2}:[0-9]{2}))$";
+    if s.len() < 4 {
+        return false;
+    }
+    let lower = s.to_lowercase();
+    let parts: Vec<&str> = lower.split('t').collect();
+    if parts.len() < 2 || !is_date(parts[0]) {
+        return false;
+    }
+    let t = parts[1];
+    if pattern_matches(TIME, t) != Some(true) {
+        return false;
+    }
+    &t[0..2] <= "23" && &t[3..5] <= "59" && &t[6..8] <= "59"
+}
+
+/// Go `net.ParseCIDR`.
+fn is_cidr(s: &str) -> bool {
+    let Some((ip, bits)) = s.split_once('/') else {
+        return false;
+    };
+    let Ok(ip) = ip.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    if bits.is_empty() || !bits.bytes().all(|c| c.is_ascii_digit()) {
+        return false;
+    }
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    bits.parse::<u32>().is_ok_and(|b| b <= max)
+}
+
+/// multipleOf, minimum/exclusiveMinimum, maximum/exclusiveMaximum (in that
+/// order). Integers are compared with the bounds truncated to integers, as
+/// kube-openapi does (`MinimumInt(…, int64(min), …)`).
+fn validate_number(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Cause>) {
+    let int = value.as_i64();
+    let data = value.as_f64().unwrap_or_default();
+    let shown = match int {
+        Some(i) => i.to_string(),
+        None => go_float(data),
+    };
+    if let Some(factor) = schema["multipleOf"].as_f64().filter(|f| *f > 0.0) {
+        let failed = match int {
+            Some(i) => {
+                let f = factor as i64;
+                (f != 0 && i % f != 0).then(|| f.to_string())
+            }
+            None => {
+                let mult = if factor < 1.0 {
+                    1.0 / factor * data
                 } else {
-                    format!("{path}.{k}")
+                    data / factor
                 };
-                if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
-                    continue;
-                }
-                if let Some(s) = schema["properties"].get(k) {
-                    validate(s, v, &child, causes);
-                } else if schema["additionalProperties"].is_object() {
-                    validate(&schema["additionalProperties"], v, &child, causes);
+                (!is_json_integer(mult)).then(|| go_float(factor))
+            }
+        };
+        if let Some(f) = failed {
+            causes.push(invalid(
+                path,
+                &shown,
+                format!("{path} in body should be a multiple of {f}"),
+            ));
+        }
+    }
+    for (key, excl_key, lower) in [
+        ("minimum", "exclusiveMinimum", true),
+        ("maximum", "exclusiveMaximum", false),
+    ] {
+        let Some(bound) = schema[key].as_f64() else {
+            continue;
+        };
+        let exclusive = schema[excl_key] == Value::Bool(true);
+        let (fails, shown_bound) = match int {
+            Some(i) => {
+                let b = bound as i64;
+                let fails = match (lower, exclusive) {
+                    (true, false) => i < b,
+                    (true, true) => i <= b,
+                    (false, false) => i > b,
+                    (false, true) => i >= b,
+                };
+                (fails, b.to_string())
+            }
+            None => {
+                let fails = match (lower, exclusive) {
+                    (true, false) => data < bound,
+                    (true, true) => data <= bound,
+                    (false, false) => data > bound,
+                    (false, true) => data >= bound,
+                };
+                (fails, go_float(bound))
+            }
+        };
+        if fails {
+            let rel = match (lower, exclusive) {
+                (true, false) => "greater than or equal to",
+                (true, true) => "greater than",
+                (false, false) => "less than or equal to",
+                (false, true) => "less than",
+            };
+            causes.push(invalid(
+                path,
+                &shown,
+                format!("{path} in body should be {rel} {shown_bound}"),
+            ));
+        }
+    }
+}
+
+/// go-openapi `swag.IsFloat64AJSONInteger`.
+fn is_json_integer(f: f64) -> bool {
+    const MAX_JSON_FLOAT: f64 = 9_007_199_254_740_991.0; // 1<<53 - 1
+    if !f.is_finite() || !(-MAX_JSON_FLOAT..=MAX_JSON_FLOAT).contains(&f) {
+        return false;
+    }
+    let g = f.trunc();
+    if f == g {
+        return true;
+    }
+    let diff = (f - g).abs();
+    if g == 0.0 {
+        return false;
+    }
+    diff / (f.abs() + g.abs()) < 1e-9
+}
+
+/// Whether `s` matches a Go (RE2) regular expression, unanchored; None when
+/// the pattern does not compile. Compiled patterns are cached.
+fn pattern_matches(pattern: &str, s: &str) -> Option<bool> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, Option<regex::Regex>>>> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    let re = cache
+        .entry(pattern.to_string())
+        .or_insert_with(|| regex::Regex::new(pattern).ok());
+    re.as_ref().map(|re| re.is_match(s))
+}
+
+/// Go's `%q` of a string (`strconv.Quote`).
+pub fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\x07' => out.push_str("\\a"),
+            '\x08' => out.push_str("\\b"),
+            '\x0c' => out.push_str("\\f"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\x0b' => out.push_str("\\v"),
+            c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+            c if c.is_control() => {
+                if (c as u32) <= 0xffff {
+                    out.push_str(&format!("\\u{:04x}", c as u32));
+                } else {
+                    out.push_str(&format!("\\U{:08x}", c as u32));
                 }
             }
+            c => out.push(c),
         }
-        Value::Array(items) if schema["items"].is_object() => {
-            for (i, v) in items.iter().enumerate() {
-                validate(&schema["items"], v, &format!("{path}[{i}]"), causes);
-            }
+    }
+    out.push('"');
+    out
+}
+
+/// Go's `%v` of a float64: `%g` with the shortest representation, in `%e`
+/// form when the exponent is below -4 or at least 6 (`1e+06`, `1.5`).
+pub fn go_float(f: f64) -> String {
+    if f.is_nan() {
+        return "NaN".into();
+    }
+    if f.is_infinite() {
+        return if f > 0.0 { "+Inf" } else { "-Inf" }.into();
+    }
+    if f == 0.0 {
+        return if f.is_sign_negative() { "-0" } else { "0" }.into();
+    }
+    let sci = format!("{f:e}");
+    let (mant, exp) = sci.split_once('e').unwrap_or((&sci, "0"));
+    let exp: i32 = exp.parse().unwrap_or(0);
+    let sign = if mant.starts_with('-') { "-" } else { "" };
+    let digits: String = mant.chars().filter(char::is_ascii_digit).collect();
+    if !(-4..6).contains(&exp) {
+        let m = if digits.len() > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits
+        };
+        let esign = if exp < 0 { '-' } else { '+' };
+        format!("{sign}{m}e{esign}{:02}", exp.abs())
+    } else if exp < 0 {
+        format!("{sign}0.{}{digits}", "0".repeat((-exp - 1) as usize))
+    } else {
+        let e = exp as usize;
+        if digits.len() <= e + 1 {
+            format!("{sign}{digits}{}", "0".repeat(e + 1 - digits.len()))
+        } else {
+            format!("{sign}{}.{}", &digits[..=e], &digits[e + 1..])
         }
-        _ => {}
     }
 }
 
 /// An empty JSON object.
 pub fn empty_object() -> Value {
     Value::Object(Map::new())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn run(schema: Value, value: Value) -> Vec<Cause> {
+        let mut causes = vec![];
+        validate(&schema, &value, "spec.x", &mut causes);
+        causes
+    }
+
+    fn one(schema: Value, value: Value) -> (String, String) {
+        let c = run(schema, value);
+        assert_eq!(c.len(), 1, "{c:?}");
+        assert_eq!(c[0].field, "spec.x");
+        (c[0].reason.clone(), c[0].message.clone())
+    }
+
+    #[test]
+    fn go_formatting() {
+        assert_eq!(go_float(1.5), "1.5");
+        assert_eq!(go_float(2.0), "2");
+        assert_eq!(go_float(100000.0), "100000");
+        assert_eq!(go_float(1000000.0), "1e+06");
+        assert_eq!(go_float(1234567.0), "1.234567e+06");
+        assert_eq!(go_float(0.0001), "0.0001");
+        assert_eq!(go_float(0.00001), "1e-05");
+        assert_eq!(go_float(-0.25), "-0.25");
+        assert_eq!(go_quote("a\"b\\c\n\u{1}é"), "\"a\\\"b\\\\c\\n\\x01é\"");
+    }
+
+    #[test]
+    fn string_checks() {
+        let s = json!({"type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$"});
+        assert!(run(s.clone(), json!("1h30m")).is_empty());
+        assert_eq!(
+            one(s, json!("10x")),
+            (
+                "FieldValueInvalid".into(),
+                "Invalid value: \"10x\": spec.x in body should match '^([0-9]+(ms|s|m|h))+$'"
+                    .into()
+            )
+        );
+        // Unanchored unless the pattern anchors it.
+        assert!(run(
+            json!({"type": "string", "pattern": "^arn:"}),
+            json!("arn:aws:x")
+        )
+        .is_empty());
+        assert!(run(json!({"type": "string", "pattern": "b"}), json!("abc")).is_empty());
+        // Lengths count characters; only the first string failure is reported.
+        let s = json!({"type": "string", "minLength": 2, "maxLength": 3, "pattern": "^a"});
+        assert!(run(s.clone(), json!("aöü")).is_empty());
+        assert_eq!(
+            one(s.clone(), json!("zzzz")),
+            (
+                "FieldValueTooLong".into(),
+                "Too long: may not be more than 3 bytes".into()
+            )
+        );
+        assert_eq!(
+            one(s.clone(), json!("z")).1,
+            "Invalid value: \"z\": spec.x in body should be at least 2 chars long"
+        );
+        assert_eq!(
+            one(s, json!("zz")).1,
+            "Invalid value: \"zz\": spec.x in body should match '^a'"
+        );
+    }
+
+    #[test]
+    fn number_checks() {
+        let s = json!({"type": "integer", "minimum": 1, "maximum": 10, "multipleOf": 3});
+        assert!(run(s.clone(), json!(3)).is_empty());
+        assert_eq!(
+            one(s.clone(), json!(0)).1,
+            "Invalid value: 0: spec.x in body should be greater than or equal to 1"
+        );
+        let c = run(s, json!(11));
+        let msgs: Vec<&str> = c.iter().map(|c| c.message.as_str()).collect();
+        assert_eq!(
+            msgs,
+            [
+                "Invalid value: 11: spec.x in body should be a multiple of 3",
+                "Invalid value: 11: spec.x in body should be less than or equal to 10"
+            ]
+        );
+        let s = json!({"type": "number", "minimum": 0.5, "exclusiveMinimum": true,
+            "maximum": 2.5, "exclusiveMaximum": true, "multipleOf": 0.1});
+        assert!(run(s.clone(), json!(0.7)).is_empty());
+        assert_eq!(
+            one(s.clone(), json!(0.5)).1,
+            "Invalid value: 0.5: spec.x in body should be greater than 0.5"
+        );
+        assert_eq!(
+            one(s.clone(), json!(2.5)).1,
+            "Invalid value: 2.5: spec.x in body should be less than 2.5"
+        );
+        assert_eq!(
+            one(s, json!(1.25)).1,
+            "Invalid value: 1.25: spec.x in body should be a multiple of 0.1"
+        );
+        // Integers meet truncated bounds.
+        assert!(run(json!({"type": "integer", "minimum": 1.5}), json!(1)).is_empty());
+    }
+
+    #[test]
+    fn array_and_object_counts() {
+        let s = json!({"type": "array", "minItems": 1, "maxItems": 2, "items": {"type": "string", "maxLength": 1}});
+        assert_eq!(
+            one(s.clone(), json!([])),
+            (
+                "FieldValueInvalid".into(),
+                "Invalid value: 0: spec.x in body should have at least 1 items".into()
+            )
+        );
+        assert_eq!(
+            one(s.clone(), json!(["a", "b", "c"])),
+            (
+                "FieldValueTooMany".into(),
+                "Too many: 3: must have at most 2 items".into()
+            )
+        );
+        let c = run(s, json!(["a", "bb"]));
+        assert_eq!(c[0].field, "spec.x[1]");
+        assert_eq!(c[0].reason, "FieldValueTooLong");
+        let s = json!({"type": "object", "minProperties": 1, "maxProperties": 1,
+            "additionalProperties": {"type": "string"}, "required": ["a"]});
+        assert_eq!(
+            one(s.clone(), json!({})).1,
+            "Invalid value: 0: spec.x in body should have at least 1 properties"
+        );
+        // A count failure stops the object's other checks.
+        assert_eq!(
+            one(s.clone(), json!({"a": "1", "b": 2})),
+            (
+                "FieldValueTooMany".into(),
+                "Too many: 2: must have at most 1 item".into()
+            )
+        );
+        assert_eq!(run(s, json!({"b": "1"}))[0].field, "spec.x.a");
+    }
+
+    #[test]
+    fn formats() {
+        let dt = json!({"type": "string", "format": "date-time"});
+        for ok in ["2024-02-29T10:00:00Z", "2024-01-15t23:59:59.123+01:00"] {
+            assert!(run(dt.clone(), json!(ok)).is_empty(), "{ok}");
+        }
+        for bad in [
+            "2024-01-15",
+            "2023-02-29T10:00:00Z",
+            "2024-01-15T24:00:00Z",
+            "now",
+        ] {
+            assert_eq!(
+                one(dt.clone(), json!(bad)),
+                (
+                    "FieldValueTypeInvalid".into(),
+                    format!("Invalid value: \"{bad}\": spec.x in body must be of type date-time: \"{bad}\"")
+                ),
+            );
+        }
+        // A non-string value under a kept format reports its Go format.
+        assert_eq!(
+            one(dt, json!(5)).1,
+            "Invalid value: \"int64\": spec.x in body must be of type date-time: \"int64\""
+        );
+        let f = |format: &str, v: &str| {
+            run(json!({"type": "string", "format": format}), json!(v)).is_empty()
+        };
+        assert!(f("uuid", "0f8fad5b-d9cb-469f-a165-70867728950e") && !f("uuid", "nope"));
+        assert!(f("ipv4", "10.0.0.1") && !f("ipv4", "::1") && f("ipv6", "::1"));
+        assert!(f("cidr", "10.0.0.0/8") && !f("cidr", "10.0.0.0/33"));
+        assert!(f("byte", "aGk=") && !f("byte", "aGk"));
+        assert!(f("date", "2024-12-31") && !f("date", "2024-13-01"));
+        // Unknown formats and integer formats are not checked.
+        assert!(f("k8s-short-name", "Not_A_Name") && f("uri", "::"));
+        assert!(run(
+            json!({"type": "integer", "format": "int32"}),
+            json!(1i64 << 40)
+        )
+        .is_empty());
+        assert_eq!(
+            one(json!({"type": "integer", "format": "int32"}), json!("1")).1,
+            "Invalid value: \"string\": spec.x in body must be of type integer: \"string\""
+        );
+    }
 }
