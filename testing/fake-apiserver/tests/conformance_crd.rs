@@ -443,3 +443,283 @@ async fn leases_support_optimistic_concurrency() {
     );
     env.finish().await;
 }
+
+/// Installs a namespaced CRD `valves.<unique group>` whose spec uses the
+/// OpenAPI value validations kube-apiserver enforces.
+async fn install_validated_crd(env: &Env) -> Crd {
+    let group = format!("{}.conf.example.com", unique("v"));
+    let plural = "valves".to_string();
+    let spec = json!({"type": "object", "properties": {
+        "waitTime": {"type": "string", "pattern": "^([0-9]+(ms|s|m|h))+$"},
+        "arn": {"type": "string", "pattern": "^arn:"},
+        "name": {"type": "string", "minLength": 3, "maxLength": 8},
+        "replicas": {"type": "integer", "minimum": 1, "maximum": 10},
+        "ratio": {"type": "number", "minimum": 0, "exclusiveMinimum": true,
+            "maximum": 1, "exclusiveMaximum": true},
+        "step": {"type": "integer", "multipleOf": 5},
+        "tags": {"type": "array", "minItems": 1, "maxItems": 2,
+            "items": {"type": "string", "maxLength": 4}},
+        "labels": {"type": "object", "maxProperties": 2,
+            "additionalProperties": {"type": "string"}},
+        "selector": {"type": "object", "minProperties": 1,
+            "additionalProperties": {"type": "string"}},
+        "start": {"type": "string", "format": "date-time"}
+    }});
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"plural": plural, "singular": "valve", "kind": "Valve"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec}}}}]}
+    }))
+    .unwrap();
+    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
+    crds.create(&PostParams::default(), &crd).await.unwrap();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        await_condition(
+            crds,
+            &format!("{plural}.{group}"),
+            conditions::is_crd_established(),
+        ),
+    )
+    .await
+    .expect("CRD established in time")
+    .unwrap();
+    let ar =
+        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Valve"), &plural);
+    let client = env.client.clone();
+    let path = format!("/apis/{group}/v1/namespaces/{}/valves", env.ns);
+    // Discovery and the CR endpoint may lag establishment on a real server.
+    common::eventually(Duration::from_secs(30), || {
+        let client = client.clone();
+        let path = path.clone();
+        async move {
+            let (code, _, _) = common::raw_with(&client, "GET", &path, &[], vec![]).await;
+            (code == 200).then_some(())
+        }
+    })
+    .await;
+    Crd { group, plural, ar }
+}
+
+/// The cause for `field`, asserting its reason and a message fragment.
+fn assert_cause(body: &Value, field: &str, reason: &str, fragment: &str) {
+    let causes = body["details"]["causes"].as_array().expect("causes");
+    let c = causes
+        .iter()
+        .find(|c| c["field"] == field)
+        .unwrap_or_else(|| panic!("no cause for {field}: {body}"));
+    assert_eq!(c["reason"], reason, "{field}: {body}");
+    let msg = c["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains(fragment),
+        "{field}: {msg:?} lacks {fragment:?}"
+    );
+    let top = body["message"].as_str().unwrap_or_default();
+    assert!(
+        top.contains(&format!("{field}: {msg}")),
+        "top-level message lists {field}: {top}"
+    );
+}
+
+#[tokio::test]
+async fn crd_openapi_value_validations_reject_with_field_causes() {
+    let env = Env::new().await;
+    let crd = install_validated_crd(&env).await;
+    let base = format!("/apis/{}/v1/namespaces/{}/valves", crd.group, env.ns);
+    let valve = |name: &str, spec: Value| {
+        json!({"apiVersion": format!("{}/v1", crd.group), "kind": "Valve",
+            "metadata": {"name": name}, "spec": spec})
+    };
+    let good = json!({"waitTime": "1h30m", "arn": "arn:aws:kms:eu-west-1:1:key/x",
+        "name": "abc", "replicas": 10, "ratio": 0.5, "step": 15, "tags": ["a", "bcde"],
+        "labels": {"a": "1", "b": "2"}, "selector": {"k": "v"},
+        "start": "2024-02-29T10:00:00Z"});
+
+    // Valid values are accepted, with and without dryRun.
+    let (code, body) = env
+        .raw_json(
+            "POST",
+            &format!("{base}?dryRun=All"),
+            &[],
+            Some(valve("v0", good.clone())),
+        )
+        .await;
+    assert_eq!(code, 201, "{body}");
+    let (code, body) = env
+        .raw_json("POST", &base, &[], Some(valve("v1", good.clone())))
+        .await;
+    assert_eq!(code, 201, "{body}");
+
+    // One violation: the top-level message names the kind and the cause.
+    let mut spec = good.clone();
+    spec["waitTime"] = json!("10x");
+    let (code, body) = env
+        .raw_json("POST", &base, &[], Some(valve("bad", spec)))
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_eq!(body["reason"], "Invalid");
+    assert_eq!(body["details"]["kind"], "Valve");
+    assert_eq!(body["details"]["group"], crd.group.as_str());
+    let top = body["message"].as_str().unwrap();
+    assert!(
+        top.starts_with(&format!("Valve.{} \"bad\" is invalid: ", crd.group)),
+        "{top}"
+    );
+    assert_cause(
+        &body,
+        "spec.waitTime",
+        "FieldValueInvalid",
+        "Invalid value: \"10x\": spec.waitTime in body should match '^([0-9]+(ms|s|m|h))+$'",
+    );
+
+    // Every other violation at once, each reported on its own field.
+    let bad = json!({"waitTime": "90", "arn": "urn:x", "name": "waytoolongname",
+        "replicas": 0, "ratio": 1, "step": 7, "tags": ["a", "b", "c"],
+        "labels": {"a": "1", "b": "2", "c": "3"}, "selector": {},
+        "start": "yesterday"});
+    let (code, body) = env
+        .raw_json("POST", &base, &[], Some(valve("bad", bad)))
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_cause(&body, "spec.waitTime", "FieldValueInvalid", "should match");
+    assert_cause(
+        &body,
+        "spec.arn",
+        "FieldValueInvalid",
+        "spec.arn in body should match '^arn:'",
+    );
+    assert_cause(&body, "spec.name", "FieldValueTooLong", "Too long");
+    assert_cause(
+        &body,
+        "spec.replicas",
+        "FieldValueInvalid",
+        "Invalid value: 0: spec.replicas in body should be greater than or equal to 1",
+    );
+    assert_cause(
+        &body,
+        "spec.ratio",
+        "FieldValueInvalid",
+        "spec.ratio in body should be less than 1",
+    );
+    assert_cause(
+        &body,
+        "spec.step",
+        "FieldValueInvalid",
+        "Invalid value: 7: spec.step in body should be a multiple of 5",
+    );
+    assert_cause(
+        &body,
+        "spec.tags",
+        "FieldValueTooMany",
+        "must have at most 2",
+    );
+    assert_cause(
+        &body,
+        "spec.labels",
+        "FieldValueTooMany",
+        "must have at most 2",
+    );
+    assert_cause(
+        &body,
+        "spec.selector",
+        "FieldValueInvalid",
+        "spec.selector in body should have at least 1 properties",
+    );
+    assert_cause(
+        &body,
+        "spec.start",
+        "FieldValueTypeInvalid",
+        "spec.start in body must be of type date-time: \"yesterday\"",
+    );
+
+    // Lower bounds, item schemas and exclusive minimums.
+    let bad = json!({"name": "ab", "replicas": 11, "ratio": 0, "tags": [],
+        "labels": {"a": "1"}});
+    let (code, body) = env
+        .raw_json("POST", &base, &[], Some(valve("bad", bad)))
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_cause(
+        &body,
+        "spec.name",
+        "FieldValueInvalid",
+        "Invalid value: \"ab\": spec.name in body should be at least 3 chars long",
+    );
+    assert_cause(
+        &body,
+        "spec.replicas",
+        "FieldValueInvalid",
+        "spec.replicas in body should be less than or equal to 10",
+    );
+    assert_cause(
+        &body,
+        "spec.ratio",
+        "FieldValueInvalid",
+        "spec.ratio in body should be greater than 0",
+    );
+    assert_cause(
+        &body,
+        "spec.tags",
+        "FieldValueInvalid",
+        "spec.tags in body should have at least 1 items",
+    );
+    let (code, body) = env
+        .raw_json(
+            "POST",
+            &base,
+            &[],
+            Some(valve("bad", json!({"tags": ["ok", "toolong"]}))),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_cause(&body, "spec.tags[1]", "FieldValueTooLong", "Too long");
+
+    // dryRun=All validates too, and stores nothing.
+    let (code, body) = env
+        .raw_json(
+            "POST",
+            &format!("{base}?dryRun=All"),
+            &[],
+            Some(valve("dry", json!({"replicas": 0}))),
+        )
+        .await;
+    assert_eq!(code, 422, "{body}");
+    assert_cause(&body, "spec.replicas", "FieldValueInvalid", "greater than");
+    let (code, _) = env.raw_json("GET", &format!("{base}/dry"), &[], None).await;
+    assert_eq!(code, 404);
+
+    // Updates are validated: a merge patch, dry-run or not.
+    for q in ["", "?dryRun=All"] {
+        let (code, body) = env
+            .raw_json(
+                "PATCH",
+                &format!("{base}/v1{q}"),
+                &[("content-type", "application/merge-patch+json")],
+                Some(json!({"spec": {"waitTime": "5 minutes"}})),
+            )
+            .await;
+        assert_eq!(code, 422, "{q}: {body}");
+        assert_cause(&body, "spec.waitTime", "FieldValueInvalid", "should match");
+    }
+    let (code, body) = env
+        .raw_json(
+            "PATCH",
+            &format!("{base}/v1"),
+            &[("content-type", "application/merge-patch+json")],
+            Some(json!({"spec": {"waitTime": "250ms"}})),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["spec"]["waitTime"], "250ms");
+    let api: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), &env.ns, &crd.ar);
+    assert_eq!(
+        api.get("v1").await.unwrap().data["spec"]["waitTime"],
+        "250ms"
+    );
+
+    uninstall(&env, &crd).await;
+    env.finish().await;
+}
