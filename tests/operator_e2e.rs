@@ -501,6 +501,44 @@ fn kubectl_shows_the_columns_and_conditions() {
 }
 
 #[test]
+fn malformed_durations_and_schedules_are_refused_at_admission() {
+    let env = env();
+    block_on(async {
+        for (field, spec) in [
+            (
+                "spec.waitTime",
+                json!({"table": "t-admission", "waitTime": "10 seconds"}),
+            ),
+            (
+                "spec.schedule",
+                json!({"table": "t-admission", "schedule": "hourly"}),
+            ),
+            (
+                "spec.syncTimeout",
+                json!({"table": "t-admission", "syncTimeout": "5"}),
+            ),
+        ] {
+            let refused = env.try_apply_css("admission", spec).await;
+            let Err(kube::Error::Api(status)) = refused else {
+                panic!("{field}: expected a 422 from the API server, got {refused:?}");
+            };
+            assert_eq!(status.code, 422, "{field}: {status:?}");
+            assert!(
+                status.message.contains(field) && status.message.contains("should match"),
+                "{field}: {}",
+                status.message
+            );
+        }
+        let api: kube::Api<kube::api::DynamicObject> =
+            kube::Api::all_with(env.client().await, &cluster::css_resource());
+        assert!(
+            api.get_opt("admission").await.expect("get").is_none(),
+            "nothing refused was stored"
+        );
+    });
+}
+
+#[test]
 fn an_invalid_schedule_is_reported_and_nothing_is_synced() {
     let env = env();
     env.table("t-invalid");

@@ -228,16 +228,24 @@ impl Env {
 
     /// Creates (or replaces the spec of) CredstashSync `name`.
     pub async fn apply_css(&self, name: &str, spec: serde_json::Value) {
+        self.try_apply_css(name, spec)
+            .await
+            .unwrap_or_else(|e| panic!("applying CredstashSync {name}: {e}"));
+    }
+
+    /// [`Env::apply_css`], returning the API server's refusal.
+    pub async fn try_apply_css(
+        &self,
+        name: &str,
+        spec: serde_json::Value,
+    ) -> Result<(), kube::Error> {
         let api: Api<kube::api::DynamicObject> =
             Api::all_with(self.client().await, &css_resource());
         let body = json!({"apiVersion": "kubestash.io/v1alpha1", "kind": "CredstashSync", "metadata": {"name": name}, "spec": spec});
-        api.patch(
-            name,
-            &PatchParams::apply("kubestash-e2e").force(),
-            &Patch::Apply(&body),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying CredstashSync {name}: {e}"));
+        let params = PatchParams::apply("kubestash-e2e").force();
+        api.patch(name, &params, &Patch::Apply(&body))
+            .await
+            .map(|_| ())
     }
 
     pub async fn delete_css(&self, name: &str) {
@@ -335,7 +343,8 @@ impl Env {
     }
 }
 
-fn css_resource() -> kube::api::ApiResource {
+/// The CredstashSync resource, for dynamic clients.
+pub fn css_resource() -> kube::api::ApiResource {
     kube::api::ApiResource {
         group: "kubestash.io".into(),
         version: "v1alpha1".into(),
