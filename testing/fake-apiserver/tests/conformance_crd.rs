@@ -51,8 +51,21 @@ async fn install_crd(env: &Env, scope: &str, status: bool) -> Crd {
             "versions": [version]}
     }))
     .unwrap();
+    let ar = create_established(env, &crd, &group, &plural, "Gadget").await;
+    Crd { group, plural, ar }
+}
+
+/// Creates `crd`, waits for it to be Established and for its resource to be
+/// served (both may lag on a real server), and returns the resource.
+async fn create_established(
+    env: &Env,
+    crd: &CustomResourceDefinition,
+    group: &str,
+    plural: &str,
+    kind: &str,
+) -> ApiResource {
     let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
-    let created = crds.create(&PostParams::default(), &crd).await.unwrap();
+    let created = crds.create(&PostParams::default(), crd).await.unwrap();
     assert!(created.metadata.uid.is_some());
     tokio::time::timeout(
         Duration::from_secs(30),
@@ -65,24 +78,18 @@ async fn install_crd(env: &Env, scope: &str, status: bool) -> Crd {
     .await
     .expect("CRD established in time")
     .unwrap();
-    let ar =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Gadget"), &plural);
-    // Discovery may lag CRD establishment on a real server.
     let client = env.client.clone();
-    let g = group.clone();
+    let path = format!("/apis/{group}/v1/{plural}");
     common::eventually(Duration::from_secs(30), || {
         let client = client.clone();
-        let g = g.clone();
+        let path = path.clone();
         async move {
-            client
-                .list_api_group_resources(&format!("{g}/v1"))
-                .await
-                .ok()
-                .map(|_| ())
+            let (code, _, _) = common::raw_with(&client, "GET", &path, &[], vec![]).await;
+            (code == 200).then_some(())
         }
     })
     .await;
-    Crd { group, plural, ar }
+    ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(group, "v1", kind), plural)
 }
 
 async fn uninstall(env: &Env, crd: &Crd) {
@@ -474,33 +481,7 @@ async fn install_validated_crd(env: &Env) -> Crd {
                 "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": spec}}}}]}
     }))
     .unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(env.client.clone());
-    crds.create(&PostParams::default(), &crd).await.unwrap();
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        await_condition(
-            crds,
-            &format!("{plural}.{group}"),
-            conditions::is_crd_established(),
-        ),
-    )
-    .await
-    .expect("CRD established in time")
-    .unwrap();
-    let ar =
-        ApiResource::from_gvk_with_plural(&GroupVersionKind::gvk(&group, "v1", "Valve"), &plural);
-    let client = env.client.clone();
-    let path = format!("/apis/{group}/v1/namespaces/{}/valves", env.ns);
-    // Discovery and the CR endpoint may lag establishment on a real server.
-    common::eventually(Duration::from_secs(30), || {
-        let client = client.clone();
-        let path = path.clone();
-        async move {
-            let (code, _, _) = common::raw_with(&client, "GET", &path, &[], vec![]).await;
-            (code == 200).then_some(())
-        }
-    })
-    .await;
+    let ar = create_established(env, &crd, &group, &plural, "Valve").await;
     Crd { group, plural, ar }
 }
 
