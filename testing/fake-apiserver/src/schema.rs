@@ -635,8 +635,36 @@ fn pattern_matches(pattern: &str, s: &str) -> Option<bool> {
         .unwrap_or_else(|e| e.into_inner());
     let re = cache
         .entry(pattern.to_string())
-        .or_insert_with(|| regex::Regex::new(pattern).ok());
+        .or_insert_with(|| regex::Regex::new(&ascii_perl_classes(pattern)).ok());
     re.as_ref().map(|re| re.is_match(s))
+}
+
+/// Rewrites `\d`, `\s`, `\w` and their negations to the ASCII classes they
+/// are in Go's RE2 (the `regex` crate makes them Unicode-aware). Valid inside
+/// brackets too: the crate accepts nested classes.
+fn ascii_perl_classes(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('d') => out.push_str("[0-9]"),
+            Some('D') => out.push_str("[^0-9]"),
+            Some('s') => out.push_str(r"[\t\n\f\r ]"),
+            Some('S') => out.push_str(r"[^\t\n\f\r ]"),
+            Some('w') => out.push_str("[0-9A-Za-z_]"),
+            Some('W') => out.push_str("[^0-9A-Za-z_]"),
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// Go's `%q` of a string (`strconv.Quote`).
@@ -715,6 +743,25 @@ pub fn empty_object() -> Value {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn perl_classes_are_ascii_as_in_go() {
+        let nbsp = "\u{a0}";
+        assert_eq!(pattern_matches(r"^\s*x$", &format!("{nbsp}x")), Some(false));
+        assert_eq!(pattern_matches(r"^\s*x$", "\t x"), Some(true));
+        assert_eq!(pattern_matches(r"^\S+$", nbsp), Some(true));
+        assert_eq!(pattern_matches(r"^\d+$", "\u{661}\u{662}"), Some(false));
+        assert_eq!(pattern_matches(r"^\d+$", "12"), Some(true));
+        assert_eq!(pattern_matches(r"^\w+$", "é"), Some(false));
+        assert_eq!(pattern_matches(r"^[\s,]+$", " ,\n"), Some(true));
+        assert_eq!(pattern_matches(r"^[^\d]$", "7"), Some(false));
+        assert_eq!(
+            pattern_matches(r"^\\s$", r"\s"),
+            Some(true),
+            "an escaped backslash"
+        );
+        assert_eq!(pattern_matches(r"^\\s$", " "), Some(false));
+    }
 
     fn run(schema: Value, value: Value) -> Vec<Cause> {
         let mut causes = vec![];
