@@ -92,20 +92,6 @@ pub struct Settings {
     pub stream_check_interval: Duration,
 }
 
-impl Default for Settings {
-    fn default() -> Self {
-        Self {
-            operator_namespace: String::new(),
-            instance: None,
-            reader: ReaderOptions::default(),
-            stream_check_interval: DEFAULT_STREAM_CHECK_INTERVAL,
-        }
-    }
-}
-
-/// Default of [`Settings::stream_check_interval`].
-pub const DEFAULT_STREAM_CHECK_INTERVAL: Duration = Duration::from_secs(60);
-
 /// What this process remembers of one CredstashSync between reconciles.
 #[derive(Default)]
 struct Worker {
