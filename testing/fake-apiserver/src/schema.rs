@@ -237,21 +237,13 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
                     validate(&schema["items"], v, &format!("{path}[{i}]"), causes);
                 }
             }
-            let n = items.len() as u64;
-            if let Some(min) = schema["minItems"].as_u64() {
-                if n < min {
-                    causes.push(invalid(
-                        path,
-                        &n.to_string(),
-                        format!("{path} in body should have at least {min} items"),
-                    ));
-                }
-            }
-            if let Some(max) = schema["maxItems"].as_u64() {
-                if n > max {
-                    causes.push(too_many(path, n, max));
-                }
-            }
+            causes.extend(count_violations(
+                schema,
+                "Items",
+                "items",
+                items.len(),
+                path,
+            ));
         }
         _ => {}
     }
@@ -270,29 +262,14 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
         }
     }
     if let Value::Object(map) = value {
-        let n = map.len() as u64;
-        if let Some(min) = schema["minProperties"].as_u64() {
-            if n < min {
-                causes.push(invalid(
-                    path,
-                    &n.to_string(),
-                    format!("{path} in body should have at least {min} properties"),
-                ));
-                return;
-            }
-        }
-        if let Some(max) = schema["maxProperties"].as_u64() {
-            if n > max {
-                causes.push(too_many(path, n, max));
-                return;
-            }
+        // The first violation ends the object's validation, as in kube-openapi.
+        let counts = count_violations(schema, "Properties", "properties", map.len(), path);
+        if let Some(first) = counts.into_iter().next() {
+            causes.push(first);
+            return;
         }
         for (k, v) in map {
-            let child = if path.is_empty() {
-                k.clone()
-            } else {
-                format!("{path}.{k}")
-            };
+            let child = child_path(path, k);
             if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
                 continue;
             }
@@ -305,20 +282,42 @@ pub fn validate(schema: &Value, value: &Value, path: &str, causes: &mut Vec<Caus
         for r in schema["required"].as_array().into_iter().flatten() {
             if let Some(r) = r.as_str() {
                 if !map.contains_key(r) {
-                    let p = if path.is_empty() {
-                        r.to_string()
-                    } else {
-                        format!("{path}.{r}")
-                    };
                     causes.push(Cause {
                         reason: "FieldValueRequired".into(),
                         message: "Required value".into(),
-                        field: p,
+                        field: child_path(path, r),
                     });
                 }
             }
         }
     }
+}
+
+/// The path of field `key` of the object at `path`.
+fn child_path(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_string()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// `min<Kind>` / `max<Kind>` (Items or Properties) against a count of `n`
+/// `noun`: the violations, min first.
+fn count_violations(schema: &Value, kind: &str, noun: &str, n: usize, path: &str) -> Vec<Cause> {
+    let n = n as u64;
+    let mut found = Vec::new();
+    if let Some(min) = schema[format!("min{kind}")].as_u64().filter(|&min| n < min) {
+        found.push(invalid(
+            path,
+            &n.to_string(),
+            format!("{path} in body should have at least {min} {noun}"),
+        ));
+    }
+    if let Some(max) = schema[format!("max{kind}")].as_u64().filter(|&max| n > max) {
+        found.push(too_many(path, n, max));
+    }
+    found
 }
 
 /// `field.Invalid(path, value, detail)`: `Invalid value: <value>: <detail>`.
