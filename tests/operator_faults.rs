@@ -15,8 +15,7 @@ use serde_json::json;
 #[test]
 fn a_sync_past_its_timeout_is_cancelled_reported_and_retried() {
     let env = Env::start();
-    let Some(fake) = &env.fake else {
-        eprintln!("fault injection needs the fake API server: skipped on a real cluster");
+    let Some(fake) = env.fake_for("fault injection") else {
         return;
     };
     env.table("t-slow");
@@ -66,8 +65,7 @@ fn a_sync_past_its_timeout_is_cancelled_reported_and_retried() {
 #[test]
 fn a_failing_secret_write_is_reported_and_retried() {
     let env = Env::start();
-    let Some(fake) = &env.fake else {
-        eprintln!("fault injection needs the fake API server: skipped on a real cluster");
+    let Some(fake) = env.fake_for("fault injection") else {
         return;
     };
     env.table("t-500");

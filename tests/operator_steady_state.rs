@@ -12,8 +12,7 @@ use serde_json::json;
 #[test]
 fn a_full_sync_of_an_unchanged_table_makes_no_write_and_no_get() {
     let env = Env::start();
-    let Some(fake) = &env.fake else {
-        eprintln!("request counters need the fake API server: skipped on a real cluster");
+    let Some(fake) = env.fake_for("request counters") else {
         return;
     };
     env.table("t-steady");
@@ -69,8 +68,7 @@ fn a_full_sync_of_an_unchanged_table_makes_no_write_and_no_get() {
 #[test]
 fn a_first_sync_lists_each_namespace_instead_of_getting_each_secret() {
     let env = Env::start();
-    let Some(fake) = &env.fake else {
-        eprintln!("request counters need the fake API server: skipped on a real cluster");
+    let Some(fake) = env.fake_for("request counters") else {
         return;
     };
     env.table("t-first");

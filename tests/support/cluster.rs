@@ -102,6 +102,15 @@ impl Env {
         env
     }
 
+    /// The fake API server, for tests that need its counters or faults; on
+    /// a real cluster `None`, after saying that `what` is skipped.
+    pub fn fake_for(&self, what: &str) -> Option<&FakeApiServer> {
+        if self.fake.is_none() {
+            eprintln!("{what}: the fake API server is needed; skipped on a real cluster");
+        }
+        self.fake.as_ref()
+    }
+
     /// Starts (or restarts) the operator and waits until it is ready.
     pub fn start_operator(&mut self) {
         self.operator = None;
