@@ -160,6 +160,8 @@ struct Families {
     stream_records: IntCounterVec,
     stream_lag: GaugeVec,
     stream_apply: IntCounterVec,
+    drift_repairs: IntCounterVec,
+    pending_secrets: IntGaugeVec,
 }
 
 /// The operator's metrics. Clone freely: clones share the same registry.
@@ -291,6 +293,18 @@ impl Metrics {
                 "kubestash_stream_apply_total",
                 "Applications of stream changes by result.",
                 &[CSS, "result"],
+            )?,
+            drift_repairs: counter_vec(
+                &registry,
+                "kubestash_drift_repairs_total",
+                "Managed Secrets put back after somebody else changed or deleted keys the operator owns.",
+                &[CSS],
+            )?,
+            pending_secrets: int_gauge_vec(
+                &registry,
+                "kubestash_pending_secrets",
+                "Secrets with changes not applied yet (stream changes, waiting on a retry after a failed write, drift being repaired).",
+                &[CSS],
             )?,
             registry,
         };
@@ -445,6 +459,19 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a managed Secret repaired after drift.
+    pub fn record_drift_repair(&self, css: &str) {
+        self.inner.drift_repairs.with_label_values(&[css]).inc();
+    }
+
+    /// Sets how many Secrets have changes not yet applied.
+    pub fn set_pending_secrets(&self, css: &str, pending: usize) {
+        self.inner
+            .pending_secrets
+            .with_label_values(&[css])
+            .set(pending as i64);
+    }
+
     /// Removes every series labelled with this CredstashSync (call when the
     /// object is deleted). Series of other CredstashSyncs and global series
     /// (KMS, Kubernetes API) stay.
@@ -462,6 +489,8 @@ impl Metrics {
         forget_in(&m.stream_records, css);
         forget_in(&m.stream_lag, css);
         forget_in(&m.stream_apply, css);
+        forget_in(&m.drift_repairs, css);
+        forget_in(&m.pending_secrets, css);
     }
 
     /// All metrics in the Prometheus text format ([`CONTENT_TYPE`]).
