@@ -229,7 +229,7 @@ for name in ("rules", "full"):
 check(len(queries) > 30, f"only {len(queries)} PromQL expressions found")
 for where, q in queries:
     try:
-        promql_parser.parse(q.replace("$__rate_interval", "5m").replace("$credstashsync", ".*"))
+        promql_parser.parse(q.replace("$__rate_interval", "5m").replace("$__range", "1d").replace("$credstashsync", ".*"))
     except Exception as e:
         failures.append(f"{where}: PromQL does not parse: {e}: {q}")
 
