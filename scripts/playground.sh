@@ -86,6 +86,9 @@ YAML
   PIDS+=($!)
   PROM=http://127.0.0.1:$PROM_PORT
   wait_until "curl -sf $PROM/api/v1/query --data-urlencode 'query=kubestash_stream_apply_total' | grep -q credstashsync"
+  # ...and the alerts were evaluated on a scrape made after that
+  scraped=$(date +%s)
+  wait_until "curl -sf $PROM/api/v1/rules | .venv/bin/python -c 'import json, sys, datetime as d; g = json.load(sys.stdin)[\"data\"][\"groups\"]; sys.exit(not all(d.datetime.fromisoformat(x[\"lastEvaluation\"][:26].rstrip(\"Z\") + \"+00:00\").timestamp() > $scraped + 1 for x in g))'"
   printf '\n\033[1mPrometheus (%s): the dashboard headline queries\033[0m\n' "$PROM"
   for q in 'sum by (credstashsync, trigger, result) (kubestash_sync_total)' \
            'sum by (credstashsync, state) (kubestash_keys)' \
