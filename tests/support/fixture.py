@@ -16,6 +16,7 @@ pointing at moto.
   fixture.py tamper TABLE NAME         a newer version of NAME whose ciphertext fails its HMAC
   fixture.py enable-stream TABLE [VIEW_TYPE]   a DynamoDB stream (default NEW_IMAGE)
   fixture.py replace-stream TABLE [VIEW_TYPE]  disable the stream, enable a new one (new ARN)
+  fixture.py drop-table TABLE          delete the table (and its stream): reads start failing
 """
 import base64
 import codecs
@@ -143,6 +144,10 @@ def tamper(table_name, name):
             contents=base64.b64encode(bytes(raw)).decode("ascii"))
 
 
+def drop_table(table_name):
+    boto3.client("dynamodb").delete_table(TableName=table_name)
+
+
 def main(argv):
     command, args = argv[1], argv[2:]
     if command == "init":
@@ -163,6 +168,8 @@ def main(argv):
         enable_stream(*args[:2])
     elif command == "replace-stream":
         replace_stream(*args[:2])
+    elif command == "drop-table":
+        drop_table(args[0])
     else:
         sys.exit("unknown command %r" % command)
 
