@@ -1,5 +1,7 @@
 //! The Kubernetes client: kubeconfig or in-cluster config, with every API
-//! request counted in `kubestash_kube_api_requests_total{verb,code}`.
+//! request counted in `kubestash_kube_api_requests_total{verb,code}` and a
+//! User-Agent naming the replica (`kubestash/VERSION (IDENTITY)`), so that
+//! audit logs tell replicas apart.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,16 +11,47 @@ use http::{Request, Response};
 use kube::client::{Body, ClientBuilder};
 use tower::{Layer, Service};
 
+use crate::leader::{RenewalClock, RenewalClockLayer};
 use crate::metrics::Metrics;
 
 /// Builds a client from the usual configuration chain (`KUBECONFIG`,
 /// `~/.kube/config`, in-cluster service account).
-pub async fn client(metrics: Metrics) -> Result<kube::Client, kube::Error> {
-    let config = kube::Config::infer()
+pub async fn client(metrics: Metrics, identity: Option<&str>) -> Result<kube::Client, kube::Error> {
+    let builder = ClientBuilder::try_from(config(identity).await?)?;
+    Ok(builder.with_layer(&CountRequestsLayer { metrics }).build())
+}
+
+/// A client for leader election alone: its successful Lease writes feed
+/// `clock`.
+pub async fn lease_client(
+    metrics: Metrics,
+    identity: &str,
+    clock: RenewalClock,
+) -> Result<kube::Client, kube::Error> {
+    let builder = ClientBuilder::try_from(config(Some(identity)).await?)?;
+    Ok(builder
+        .with_layer(&CountRequestsLayer { metrics })
+        .with_layer(&RenewalClockLayer { clock })
+        .build())
+}
+
+async fn config(identity: Option<&str>) -> Result<kube::Config, kube::Error> {
+    let mut config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
-    let builder = ClientBuilder::try_from(config)?;
-    Ok(builder.with_layer(&CountRequestsLayer { metrics }).build())
+    if let Ok(agent) = http::HeaderValue::from_str(&user_agent(identity)) {
+        config.headers.push((http::header::USER_AGENT, agent));
+    }
+    Ok(config)
+}
+
+/// `kubestash/VERSION`, with ` (IDENTITY)` when the replica has one.
+pub fn user_agent(identity: Option<&str>) -> String {
+    let base = concat!("kubestash/", env!("CARGO_PKG_VERSION"));
+    match identity {
+        Some(identity) => format!("{base} ({identity})"),
+        None => base.to_owned(),
+    }
 }
 
 /// The verb of a request as the apiserver names it, close enough for a metric:
@@ -95,6 +128,18 @@ mod tests {
 
     fn request(method: &str, uri: &str) -> Request<()> {
         Request::builder().method(method).uri(uri).body(()).unwrap()
+    }
+
+    #[test]
+    fn the_user_agent_names_the_replica() {
+        assert_eq!(
+            user_agent(Some("kubestash-0_1a2b3c4d")),
+            format!(
+                "kubestash/{} (kubestash-0_1a2b3c4d)",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        assert!(http::HeaderValue::from_str(&user_agent(None)).is_ok());
     }
 
     #[test]

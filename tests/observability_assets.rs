@@ -542,6 +542,7 @@ fn alerts_query_only_exported_metrics_and_say_what_to_check() {
             "KubestashStreamLagHigh",
             "KubestashStreamDown",
             "KubestashAbsent",
+            "KubestashLeaderMissing",
             "KubestashRestarting",
         ] {
             assert!(names.contains(expected), "{path}: no alert {expected}");

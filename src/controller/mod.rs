@@ -90,6 +90,8 @@ pub struct Settings {
     /// How often a followed stream is checked for replacement and new
     /// shards, and a table without a stream for a new one.
     pub stream_check_interval: Duration,
+    /// Write batches pass it; the operator closes it to hand over.
+    pub write_gate: crate::write_gate::WriteGate,
 }
 
 /// What this process remembers of one CredstashSync between reconciles.
@@ -189,6 +191,7 @@ impl Context {
             metrics: &self.metrics,
             namespaces: self.existing_namespaces(),
             managed_secrets: self.managed_secrets.state(),
+            write_gate: self.settings.write_gate.clone(),
         }
     }
 

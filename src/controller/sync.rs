@@ -17,6 +17,7 @@ use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
 use crate::metrics::{Metrics, SecretOperation};
 use crate::secrets::apply::{self, WriteResult};
 use crate::secrets::{self, ChangeScope, ObservedSecret, Plan, PlanOptions, SecretAction};
+use crate::write_gate::WriteGate;
 
 /// What a full sync works with besides the table: the cluster as the caller
 /// sees it (the operator's caches, or one LIST for `kubestash sync`).
@@ -27,6 +28,9 @@ pub struct SyncEnv<'a> {
     pub namespaces: BTreeSet<String>,
     /// Secrets labelled as managed by kubestash; others are read with GET.
     pub managed_secrets: Vec<Arc<Secret>>,
+    /// Passed from plan to last write; closed, it parks a batch before it
+    /// writes (a leader handing over).
+    pub write_gate: WriteGate,
 }
 
 impl<'a> SyncEnv<'a> {
@@ -55,6 +59,7 @@ impl<'a> SyncEnv<'a> {
             metrics,
             namespaces: namespaces.items.iter().map(|ns| ns.name_any()).collect(),
             managed_secrets: managed.items.into_iter().map(Arc::new).collect(),
+            write_gate: WriteGate::default(),
         })
     }
 }
@@ -173,6 +178,7 @@ async fn sync_entries(
     };
     let desired = mapping::map_table(mapped, &mapping_scope);
 
+    let _batch = ctx.write_gate.enter().await;
     let manager = secrets::field_manager(name);
     let observed = match observe(ctx, &desired, &manager).await {
         Ok(observed) => observed,

@@ -184,9 +184,10 @@ async fn handle_parts(shared: &Arc<Shared>, parts: http::request::Parts, body: B
     };
     let verb = verb_of(&r, &target);
     let label = target.label();
-    match shared.take_fault(verb, &label) {
+    let agent = r.header("user-agent").to_owned();
+    match shared.take_fault(verb, &label, &agent) {
         Some(FaultAction::Status(code)) => {
-            shared.record(verb, &label, code);
+            shared.record(verb, &label, code, &agent);
             return error_response(&ApiError::for_code(code));
         }
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
@@ -205,7 +206,7 @@ async fn handle_parts(shared: &Arc<Shared>, parts: http::request::Parts, body: B
         }
         resp
     };
-    shared.record(verb, &label, resp.status().as_u16());
+    shared.record(verb, &label, resp.status().as_u16(), &agent);
     resp
 }
 
