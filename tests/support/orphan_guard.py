@@ -2,7 +2,9 @@
 
 Usage: orphan_guard.py COMMAND [ARGS...]
 Lets tests share one long-running process (the operator) across test
-functions without leaving it behind when the test binary exits.
+functions without leaving it behind when the test binary exits. SIGTERM is
+passed on to the command (a graceful stop); SIGUSR1 kills it with SIGKILL
+(a crash). The guard exits when the command does.
 """
 import os
 import signal
@@ -14,9 +16,15 @@ import time
 def main():
     parent = os.getppid()
     child = subprocess.Popen(sys.argv[1:])
+
+    def forward(signum, _frame):
+        child.send_signal(signal.SIGKILL if signum == signal.SIGUSR1 else signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGUSR1, forward)
     try:
         while os.getppid() == parent and child.poll() is None:
-            time.sleep(0.2)
+            time.sleep(0.05)
     finally:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)
