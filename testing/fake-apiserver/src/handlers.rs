@@ -651,6 +651,10 @@ fn decode_body(r: &Req, t: &Target) -> Result<Value, ApiError> {
     if t.res.class == Class::Secret {
         validation::check_secret_base64(&v)?;
     }
+    let mut v = v;
+    if t.res.class == Class::Lease {
+        validation::normalize_lease_times(&mut v)?;
+    }
     Ok(v)
 }
 
@@ -794,7 +798,9 @@ fn update(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiErr
         }
     }
     let old = existing(inner, t)?;
-    check_rv(t, &old, &body, t.res.class == Class::Custom)?;
+    // Custom resources and Leases disallow unconditional updates.
+    let rv_required = matches!(t.res.class, Class::Custom | Class::Lease);
+    check_rv(t, &old, &body, rv_required)?;
     let stored = write::update(inner, &c, &old, internal(&t.res, &body), Ownership::Update)?;
     Ok((200, external(&t.res, &stored)))
 }
