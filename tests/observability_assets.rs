@@ -496,7 +496,7 @@ fn dashboard_has_datasource_and_credstashsync_variables() {
                 panel["title"]
             );
             let expr = t["expr"].as_str().unwrap();
-            let per_css = ["kubestash_kms_", "kubestash_kube_api_"]
+            let per_css = ["kubestash_kms_", "kubestash_kube_api_", "kubestash_leader"]
                 .iter()
                 .all(|p| !expr.contains(p));
             if per_css {
