@@ -11,14 +11,16 @@ use http::{Request, Response};
 use kube::client::{Body, ClientBuilder};
 use tower::{Layer, Service};
 
-use crate::leader::{RenewalClock, RenewalClockLayer};
+use crate::leader::RenewalClock;
 use crate::metrics::Metrics;
 
 /// Builds a client from the usual configuration chain (`KUBECONFIG`,
 /// `~/.kube/config`, in-cluster service account).
 pub async fn client(metrics: Metrics, identity: Option<&str>) -> Result<kube::Client, kube::Error> {
     let builder = ClientBuilder::try_from(config(identity).await?)?;
-    Ok(builder.with_layer(&CountRequestsLayer { metrics }).build())
+    Ok(builder
+        .with_layer(&ObserveLayer::new(CountRequests { metrics }))
+        .build())
 }
 
 /// A client for leader election alone: its successful Lease writes feed
@@ -30,8 +32,8 @@ pub async fn lease_client(
 ) -> Result<kube::Client, kube::Error> {
     let builder = ClientBuilder::try_from(config(Some(identity)).await?)?;
     Ok(builder
-        .with_layer(&CountRequestsLayer { metrics })
-        .with_layer(&RenewalClockLayer { clock })
+        .with_layer(&ObserveLayer::new(CountRequests { metrics }))
+        .with_layer(&ObserveLayer::new(clock))
         .build())
 }
 
@@ -72,34 +74,49 @@ pub fn verb_of<B>(request: &Request<B>) -> &'static str {
     }
 }
 
-/// A tower layer counting requests by verb and response code.
-#[derive(Clone)]
-pub struct CountRequestsLayer {
-    metrics: Metrics,
+/// Told of each request as it is sent; what it returns is told the
+/// response's status (`None` when no response came back).
+pub trait RequestObserver: Clone + Send + Sync + 'static {
+    /// Called as `request` is sent.
+    fn sent(&self, request: &Request<Body>) -> Box<dyn FnOnce(Option<http::StatusCode>) + Send>;
 }
 
-impl<S> Layer<S> for CountRequestsLayer {
-    type Service = CountRequests<S>;
+/// A tower layer telling an [`RequestObserver`] of every request.
+#[derive(Clone)]
+pub struct ObserveLayer<O> {
+    observer: O,
+}
+
+impl<O> ObserveLayer<O> {
+    /// A layer for `observer`.
+    pub fn new(observer: O) -> Self {
+        Self { observer }
+    }
+}
+
+impl<S, O: Clone> Layer<S> for ObserveLayer<O> {
+    type Service = Observe<S, O>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CountRequests {
+        Observe {
             inner,
-            metrics: self.metrics.clone(),
+            observer: self.observer.clone(),
         }
     }
 }
 
-/// The service [`CountRequestsLayer`] makes.
+/// The service [`ObserveLayer`] makes.
 #[derive(Clone)]
-pub struct CountRequests<S> {
+pub struct Observe<S, O> {
     inner: S,
-    metrics: Metrics,
+    observer: O,
 }
 
-impl<S, B> Service<Request<Body>> for CountRequests<S>
+impl<S, B, O> Service<Request<Body>> for Observe<S, O>
 where
     S: Service<Request<Body>, Response = Response<B>>,
     S::Future: Send + 'static,
+    O: RequestObserver,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -110,15 +127,27 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let verb = verb_of(&request);
-        let metrics = self.metrics.clone();
+        let answered = self.observer.sent(&request);
         let response = self.inner.call(request);
         Box::pin(async move {
             let result = response.await;
-            let code = result.as_ref().ok().map(|r| r.status().as_u16());
-            metrics.record_kube_request(verb, code);
+            answered(result.as_ref().ok().map(|r| r.status()));
             result
         })
+    }
+}
+
+/// Counts requests by verb and response code.
+#[derive(Clone)]
+struct CountRequests {
+    metrics: Metrics,
+}
+
+impl RequestObserver for CountRequests {
+    fn sent(&self, request: &Request<Body>) -> Box<dyn FnOnce(Option<http::StatusCode>) + Send> {
+        let verb = verb_of(request);
+        let metrics = self.metrics.clone();
+        Box::new(move |status| metrics.record_kube_request(verb, status.map(|s| s.as_u16())))
     }
 }
 

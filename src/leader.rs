@@ -13,21 +13,19 @@
 //!   holder's Lease would expire. [`campaign`] also watches the Lease and
 //!   looks again as soon as the holder releases it (a graceful hand-over).
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::StreamExt;
-use http::{Request, Response};
+use http::Request;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::client::Body;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseParams};
 use tokio::time::Instant;
-use tower::{Layer, Service};
+
+use crate::kube_client::RequestObserver;
 
 /// How this replica takes part in the election.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -178,56 +176,17 @@ impl RenewalClock {
     }
 }
 
-/// A tower layer feeding a [`RenewalClock`] from the successful PATCHes of
-/// a client that writes nothing but the Lease.
-#[derive(Debug, Clone)]
-pub struct RenewalClockLayer {
-    /// The clock fed.
-    pub clock: RenewalClock,
-}
-
-impl<S> Layer<S> for RenewalClockLayer {
-    type Service = RecordRenewals<S>;
-
-    fn layer(&self, inner: S) -> Self::Service {
-        RecordRenewals {
-            inner,
-            clock: self.clock.clone(),
-        }
-    }
-}
-
-/// The service [`RenewalClockLayer`] makes.
-#[derive(Debug, Clone)]
-pub struct RecordRenewals<S> {
-    inner: S,
-    clock: RenewalClock,
-}
-
-impl<S, B> Service<Request<Body>> for RecordRenewals<S>
-where
-    S: Service<Request<Body>, Response = Response<B>>,
-    S::Future: Send + 'static,
-{
-    type Response = S::Response;
-    type Error = S::Error;
-    type Future = Pin<Box<dyn Future<Output = Result<S::Response, S::Error>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, request: Request<Body>) -> Self::Future {
+/// Fed by the client that writes nothing but the Lease: each successful
+/// PATCH confirms the hold as of its sending.
+impl RequestObserver for RenewalClock {
+    fn sent(&self, request: &Request<Body>) -> Box<dyn FnOnce(Option<http::StatusCode>) + Send> {
         let is_write = request.method() == http::Method::PATCH;
         let sent_at = Instant::now();
-        let clock = self.clock.clone();
-        let response = self.inner.call(request);
-        Box::pin(async move {
-            let result = response.await;
-            if is_write && result.as_ref().is_ok_and(|r| r.status().is_success()) {
+        let clock = self.clone();
+        Box::new(move |status| {
+            if is_write && status.is_some_and(|s| s.is_success()) {
                 clock.confirm(sent_at);
             }
-            result
         })
     }
 }
@@ -371,6 +330,27 @@ mod tests {
         assert!(is_free(Some(&lease)));
         lease.spec.as_mut().unwrap().holder_identity = Some("a_1".into());
         assert!(!is_free(Some(&lease)));
+    }
+
+    #[test]
+    fn only_successful_lease_patches_confirm_the_hold() {
+        use http::{Method, StatusCode};
+        let clock = RenewalClock::default();
+        let request = |method: Method| {
+            Request::builder()
+                .method(method)
+                .uri("/apis/coordination.k8s.io/v1/namespaces/ops/leases/kubestash")
+                .body(Body::empty())
+                .unwrap()
+        };
+        clock.sent(&request(Method::GET))(Some(StatusCode::OK));
+        clock.sent(&request(Method::PATCH))(Some(StatusCode::INTERNAL_SERVER_ERROR));
+        clock.sent(&request(Method::PATCH))(Some(StatusCode::CONFLICT));
+        clock.sent(&request(Method::PATCH))(None);
+        assert_eq!(clock.confirmed_at(), None);
+        let before = Instant::now();
+        clock.sent(&request(Method::PATCH))(Some(StatusCode::OK));
+        assert!(clock.confirmed_at().is_some_and(|at| at >= before));
     }
 
     #[tokio::test(start_paused = true)]
