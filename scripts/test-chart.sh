@@ -11,7 +11,9 @@
 #  - check values.yaml and full-values.yaml against values.schema.json;
 #  - check the security and RBAC invariants (non-root, read-only root fs, no
 #    privilege escalation, all capabilities dropped, RuntimeDefault seccomp,
-#    probes, Recreate, no delete verb anywhere);
+#    probes, no delete verb anywhere) and the HA invariants (leader election
+#    flags, Recreate without it, RollingUpdate with it, PodDisruptionBudget,
+#    soft anti-affinity, the Lease Role only when electing, NetworkPolicy);
 #  - parse every PromQL expression (alerts, dashboard) with promql-parser;
 #  - check the copies (crds/, dashboard) and that the generated deploy/ files
 #    are up to date. `scripts/test-chart.sh --update` regenerates them;
@@ -38,6 +40,12 @@ R="$OUT/helm-render"
 "$R" "$CHART" > "$OUT/default.yaml"
 "$R" -f "$CHART/ci/full-values.yaml" "$CHART" > "$OUT/full.yaml"
 printf 'prometheusRule:\n  enabled: true\n' > "$OUT/rules-values.yaml"
+printf 'replicaCount: 1\nleaderElection:\n  enabled: false\n' > "$OUT/single-values.yaml"
+"$R" -f "$OUT/single-values.yaml" "$CHART" > "$OUT/single.yaml"
+printf 'replicaCount: 2\nleaderElection:\n  enabled: false\n' > "$OUT/two-writers.yaml"
+if "$R" -f "$OUT/two-writers.yaml" "$CHART" > /dev/null 2>&1; then
+  echo "chart renders two replicas without leader election" >&2; exit 1
+fi
 "$R" -f "$OUT/rules-values.yaml" "$CHART" > "$OUT/rules.yaml"
 # Plain manifests: Namespace + CRD + the chart with default values.
 {
@@ -50,7 +58,7 @@ printf 'prometheusRule:\n  enabled: true\n' > "$OUT/rules-values.yaml"
 } > "$OUT/kubestash.yaml"
 
 for v in $KUBE_VERSIONS; do
-  for f in default full kubestash; do
+  for f in default full single kubestash; do
     .venv/bin/kubernetes-validate --strict --quiet --no-warn -k "$v" "$OUT/$f.yaml" \
       || { echo "kubernetes-validate failed: $f.yaml against Kubernetes $v" >&2; exit 1; }
   done
@@ -153,11 +161,45 @@ def check_render(name, docs, values):
     env = {e["name"]: e for e in c["env"]}
     check(env["POD_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.namespace", f"{name}: POD_NAMESPACE")
     check("RUST_LOG" in env, f"{name}: RUST_LOG")
-    if dep["spec"]["replicas"] <= 1:
-        check(dep["spec"]["strategy"]["type"] == "Recreate", f"{name}: Recreate with one replica")
+    check(env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name", f"{name}: POD_NAME")
+    le = values["leaderElection"]
+    replicas = dep["spec"]["replicas"]
+    if le["enabled"]:
+        check("--leader-elect" in c["args"], f"{name}: --leader-elect")
+        args = dict(zip(c["args"], c["args"][1:]))
+        check(args.get("--leader-elect-lease-duration") == le["leaseDuration"], f"{name}: lease duration")
+        check(args.get("--leader-elect-renew-deadline") == le["renewDeadline"], f"{name}: renew deadline")
+        check(args.get("--leader-elect-retry-period") == le["retryPeriod"], f"{name}: retry period")
+        check(dep["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}},
+              f"{name}: RollingUpdate that keeps a follower while electing")
+        leases = [r for role in by_kind.get("Role", []) for r in role["rules"] if r["resources"] == ["leases"]]
+        check(values["rbac"]["create"] == bool(leases), f"{name}: a Lease Role exactly when electing")
+        for r in leases:
+            check(set(r["verbs"]) == {"get", "list", "watch", "create", "patch"}, f"{name}: Lease verbs {r['verbs']}")
+    else:
+        check("--leader-elect" not in c["args"] and replicas <= 1, f"{name}: one replica without leader election")
+        check(dep["spec"]["strategy"]["type"] == "Recreate", f"{name}: Recreate without leader election")
+        check(not by_kind.get("Role"), f"{name}: no Lease Role without leader election")
+    pdbs = by_kind.get("PodDisruptionBudget", [])
+    if replicas > 1 and values["podDisruptionBudget"]["enabled"]:
+        (pdb,) = pdbs
+        check(pdb["spec"]["maxUnavailable"] == values["podDisruptionBudget"]["maxUnavailable"], f"{name}: PDB maxUnavailable")
+        check(all(dep["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in pdb["spec"]["selector"]["matchLabels"].items()), f"{name}: PDB selects the pods")
+    else:
+        check(not pdbs, f"{name}: no PodDisruptionBudget for one replica")
     check(c["resources"] == values["resources"], f"{name}: resources")
-    for k in ("nodeSelector", "tolerations", "affinity"):
+    for k in ("nodeSelector", "tolerations"):
         check(pod.get(k, type(values[k])()) == values[k], f"{name}: {k}")
+    if values["affinity"] or values["podAntiAffinity"] != "soft" or replicas <= 1:
+        check(pod.get("affinity", {}) == values["affinity"], f"{name}: affinity")
+    else:
+        (term,) = pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"]
+        check(term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname", f"{name}: soft anti-affinity across nodes")
+    for np in by_kind.get("NetworkPolicy", []):
+        (rule,) = np["spec"]["ingress"]
+        check(rule["from"] == values["networkPolicy"]["from"] and rule["from"], f"{name}: NetworkPolicy peers")
+        check(rule["ports"] == [{"protocol": "TCP", "port": values["port"]}], f"{name}: NetworkPolicy port")
+    check(bool(by_kind.get("NetworkPolicy")) == values["networkPolicy"]["enabled"], f"{name}: NetworkPolicy when enabled")
     sa = [s for s in by_kind.get("ServiceAccount", []) if s["metadata"]["name"] == pod["serviceAccountName"]]
     check(len(sa) == 1, f"{name}: the pod's ServiceAccount is rendered")
     if values["serviceAccount"]["roleArn"]:
@@ -194,8 +236,10 @@ def check_render(name, docs, values):
     return by_kind
 
 check_render("default", objects(f"{out}/default.yaml"), base)
+single = merge(copy.deepcopy(base), {"replicaCount": 1, "leaderElection": {"enabled": False}})
+check_render("single", objects(f"{out}/single.yaml"), single)
 kinds = check_render("full", objects(f"{out}/full.yaml"), full)
-for k in ("ServiceMonitor", "PrometheusRule", "CredstashSync", "ConfigMap", "Role"):
+for k in ("ServiceMonitor", "PrometheusRule", "CredstashSync", "ConfigMap", "Role", "PodDisruptionBudget", "NetworkPolicy"):
     check(k in kinds, f"full values render no {k}")
 if crd_schema is None:
     print("note: no CRD in charts/kubestash/crds yet: CredstashSync objects checked structurally only")

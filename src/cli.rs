@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::credstash::{self, EncryptionContext, ReaderOptions, TableLocation, TableRead};
+use crate::leader::{ElectionConfig, Timing};
 use crate::value::SecretValue;
 
 /// Exit code: everything was read.
@@ -88,6 +89,58 @@ pub struct RunArgs {
     /// stream for a new one (DescribeTable + DescribeStream).
     #[arg(long, env = "KUBESTASH_STREAM_CHECK_INTERVAL", default_value = "60s", value_parser = parse_interval)]
     pub stream_check_interval: std::time::Duration,
+    /// Run for leadership of a Lease: only the replica holding it syncs,
+    /// the others wait to take over.
+    #[arg(long, env = "KUBESTASH_LEADER_ELECT")]
+    pub leader_elect: bool,
+    /// Namespace of the Lease (default: POD_NAMESPACE).
+    #[arg(long, env = "KUBESTASH_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(
+        long,
+        env = "KUBESTASH_LEADER_ELECTION_NAME",
+        default_value = "kubestash"
+    )]
+    pub leader_election_name: String,
+    /// How long the Lease is valid after its last renewal: a crashed
+    /// leader is replaced after at most this long.
+    #[arg(long, default_value = "15s", value_parser = parse_interval)]
+    pub leader_elect_lease_duration: std::time::Duration,
+    /// How long the leader keeps writing without a successful renewal.
+    #[arg(long, default_value = "10s", value_parser = parse_interval)]
+    pub leader_elect_renew_deadline: std::time::Duration,
+    /// How often the leader renews, and failed attempts are retried.
+    #[arg(long, default_value = "2s", value_parser = parse_interval)]
+    pub leader_elect_retry_period: std::time::Duration,
+}
+
+impl RunArgs {
+    /// The election this replica takes part in (`None` without
+    /// `--leader-elect`), or why the flags do not make one.
+    pub fn election(&self, identity: &str) -> Result<Option<ElectionConfig>, String> {
+        if !self.leader_elect {
+            return Ok(None);
+        }
+        let namespace = self
+            .leader_election_namespace
+            .clone()
+            .filter(|ns| !ns.is_empty())
+            .or_else(|| Some(self.namespace.clone()).filter(|ns| !ns.is_empty()))
+            .ok_or("--leader-elect needs --leader-election-namespace or POD_NAMESPACE")?;
+        let timing = Timing::new(
+            self.leader_elect_lease_duration,
+            self.leader_elect_renew_deadline,
+            self.leader_elect_retry_period,
+        )
+        .map_err(|err| err.to_string())?;
+        Ok(Some(ElectionConfig {
+            namespace,
+            name: self.leader_election_name.clone(),
+            identity: identity.to_owned(),
+            timing,
+        }))
+    }
 }
 
 /// Where the table is, as credstash's flags say it.
@@ -205,6 +258,11 @@ pub async fn run(cli: Cli) -> ExitCode {
 
 async fn run_operator(args: RunArgs) -> u8 {
     crate::telemetry::init(args.log_format, "info");
+    let identity = crate::leader::identity(args.instance.as_deref());
+    let election = match args.election(&identity) {
+        Ok(election) => election,
+        Err(err) => return fail(&err),
+    };
     let settings = crate::controller::Settings {
         operator_namespace: args.namespace,
         instance: args.instance,
@@ -213,8 +271,11 @@ async fn run_operator(args: RunArgs) -> u8 {
             decrypt_concurrency: args.decrypt_concurrency,
         },
         stream_check_interval: args.stream_check_interval,
+        write_gate: Default::default(),
     };
-    match crate::operator::run(args.listen, settings, crate::operator::shutdown_signal()).await {
+    let replica = crate::operator::Replica { identity, election };
+    let shutdown = crate::operator::shutdown_signal();
+    match crate::operator::run(args.listen, settings, replica, shutdown).await {
         Ok(()) => EXIT_OK,
         Err(err) => {
             tracing::error!(error = %err, "kubestash stopped");
@@ -242,7 +303,7 @@ async fn sync_once(args: &SyncArgs) -> u8 {
         Ok(metrics) => metrics,
         Err(err) => return fail(&err),
     };
-    let client = match crate::kube_client::client(metrics.clone()).await {
+    let client = match crate::kube_client::client(metrics.clone(), None).await {
         Ok(client) => client,
         Err(err) => return fail(&format!("connecting to Kubernetes: {err}")),
     };
@@ -463,6 +524,64 @@ mod tests {
         );
         assert!(parse_context_pair("novalue").is_err());
         assert!(parse_context_pair("=v").is_err());
+    }
+
+    fn run_args(args: &[&str]) -> RunArgs {
+        let cli = Cli::try_parse_from(["kubestash", "run"].iter().chain(args)).unwrap();
+        match cli.command {
+            Command::Run(args) => args,
+            other => panic!("parsed {other:?}"),
+        }
+    }
+
+    #[test]
+    fn leader_election_is_off_unless_asked_for() {
+        assert_eq!(run_args(&[]).election("me").unwrap(), None);
+    }
+
+    #[test]
+    fn leader_election_defaults_follow_controller_runtime() {
+        let args = run_args(&["--leader-elect", "--namespace", "ops"]);
+        let election = args.election("pod-1_ab").unwrap().unwrap();
+        assert_eq!(election.namespace, "ops");
+        assert_eq!(election.name, "kubestash");
+        assert_eq!(election.identity, "pod-1_ab");
+        assert_eq!(election.timing, Timing::default());
+        let args = run_args(&[
+            "--leader-elect",
+            "--namespace",
+            "ops",
+            "--leader-election-namespace",
+            "locks",
+            "--leader-election-name",
+            "stash",
+            "--leader-elect-lease-duration",
+            "30s",
+        ]);
+        let election = args.election("pod-1_ab").unwrap().unwrap();
+        assert_eq!(
+            (election.namespace.as_str(), election.name.as_str()),
+            ("locks", "stash")
+        );
+        assert_eq!(
+            election.timing.lease_duration(),
+            std::time::Duration::from_secs(30)
+        );
+    }
+
+    #[test]
+    fn leader_election_needs_a_namespace_and_sane_timing() {
+        let err = run_args(&["--leader-elect"]).election("x").unwrap_err();
+        assert!(err.contains("--leader-election-namespace"), "{err}");
+        let args = run_args(&[
+            "--leader-elect",
+            "--namespace",
+            "ops",
+            "--leader-elect-renew-deadline",
+            "20s",
+        ]);
+        let err = args.election("x").unwrap_err();
+        assert!(err.contains("renew-deadline"), "{err}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The Kubernetes client: kubeconfig or in-cluster config, with every API
-//! request counted in `kubestash_kube_api_requests_total{verb,code}`.
+//! request counted in `kubestash_kube_api_requests_total{verb,code}` and a
+//! User-Agent naming the replica (`kubestash/VERSION (IDENTITY)`), so that
+//! audit logs tell replicas apart.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -9,16 +11,49 @@ use http::{Request, Response};
 use kube::client::{Body, ClientBuilder};
 use tower::{Layer, Service};
 
+use crate::leader::RenewalClock;
 use crate::metrics::Metrics;
 
 /// Builds a client from the usual configuration chain (`KUBECONFIG`,
 /// `~/.kube/config`, in-cluster service account).
-pub async fn client(metrics: Metrics) -> Result<kube::Client, kube::Error> {
-    let config = kube::Config::infer()
+pub async fn client(metrics: Metrics, identity: Option<&str>) -> Result<kube::Client, kube::Error> {
+    let builder = ClientBuilder::try_from(config(identity).await?)?;
+    Ok(builder
+        .with_layer(&ObserveLayer::new(CountRequests { metrics }))
+        .build())
+}
+
+/// A client for leader election alone: its successful Lease writes feed
+/// `clock`.
+pub async fn lease_client(
+    metrics: Metrics,
+    identity: &str,
+    clock: RenewalClock,
+) -> Result<kube::Client, kube::Error> {
+    let builder = ClientBuilder::try_from(config(Some(identity)).await?)?;
+    Ok(builder
+        .with_layer(&ObserveLayer::new(CountRequests { metrics }))
+        .with_layer(&ObserveLayer::new(clock))
+        .build())
+}
+
+async fn config(identity: Option<&str>) -> Result<kube::Config, kube::Error> {
+    let mut config = kube::Config::infer()
         .await
         .map_err(kube::Error::InferConfig)?;
-    let builder = ClientBuilder::try_from(config)?;
-    Ok(builder.with_layer(&CountRequestsLayer { metrics }).build())
+    if let Ok(agent) = http::HeaderValue::from_str(&user_agent(identity)) {
+        config.headers.push((http::header::USER_AGENT, agent));
+    }
+    Ok(config)
+}
+
+/// `kubestash/VERSION`, with ` (IDENTITY)` when the replica has one.
+pub fn user_agent(identity: Option<&str>) -> String {
+    let base = concat!("kubestash/", env!("CARGO_PKG_VERSION"));
+    match identity {
+        Some(identity) => format!("{base} ({identity})"),
+        None => base.to_owned(),
+    }
 }
 
 /// The verb of a request as the apiserver names it, close enough for a metric:
@@ -39,34 +74,49 @@ pub fn verb_of<B>(request: &Request<B>) -> &'static str {
     }
 }
 
-/// A tower layer counting requests by verb and response code.
-#[derive(Clone)]
-pub struct CountRequestsLayer {
-    metrics: Metrics,
+/// Told of each request as it is sent; what it returns is told the
+/// response's status (`None` when no response came back).
+pub trait RequestObserver: Clone + Send + Sync + 'static {
+    /// Called as `request` is sent.
+    fn sent(&self, request: &Request<Body>) -> Box<dyn FnOnce(Option<http::StatusCode>) + Send>;
 }
 
-impl<S> Layer<S> for CountRequestsLayer {
-    type Service = CountRequests<S>;
+/// A tower layer telling an [`RequestObserver`] of every request.
+#[derive(Clone)]
+pub struct ObserveLayer<O> {
+    observer: O,
+}
+
+impl<O> ObserveLayer<O> {
+    /// A layer for `observer`.
+    pub fn new(observer: O) -> Self {
+        Self { observer }
+    }
+}
+
+impl<S, O: Clone> Layer<S> for ObserveLayer<O> {
+    type Service = Observe<S, O>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        CountRequests {
+        Observe {
             inner,
-            metrics: self.metrics.clone(),
+            observer: self.observer.clone(),
         }
     }
 }
 
-/// The service [`CountRequestsLayer`] makes.
+/// The service [`ObserveLayer`] makes.
 #[derive(Clone)]
-pub struct CountRequests<S> {
+pub struct Observe<S, O> {
     inner: S,
-    metrics: Metrics,
+    observer: O,
 }
 
-impl<S, B> Service<Request<Body>> for CountRequests<S>
+impl<S, B, O> Service<Request<Body>> for Observe<S, O>
 where
     S: Service<Request<Body>, Response = Response<B>>,
     S::Future: Send + 'static,
+    O: RequestObserver,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -77,15 +127,27 @@ where
     }
 
     fn call(&mut self, request: Request<Body>) -> Self::Future {
-        let verb = verb_of(&request);
-        let metrics = self.metrics.clone();
+        let answered = self.observer.sent(&request);
         let response = self.inner.call(request);
         Box::pin(async move {
             let result = response.await;
-            let code = result.as_ref().ok().map(|r| r.status().as_u16());
-            metrics.record_kube_request(verb, code);
+            answered(result.as_ref().ok().map(|r| r.status()));
             result
         })
+    }
+}
+
+/// Counts requests by verb and response code.
+#[derive(Clone)]
+struct CountRequests {
+    metrics: Metrics,
+}
+
+impl RequestObserver for CountRequests {
+    fn sent(&self, request: &Request<Body>) -> Box<dyn FnOnce(Option<http::StatusCode>) + Send> {
+        let verb = verb_of(request);
+        let metrics = self.metrics.clone();
+        Box::new(move |status| metrics.record_kube_request(verb, status.map(|s| s.as_u16())))
     }
 }
 
@@ -95,6 +157,18 @@ mod tests {
 
     fn request(method: &str, uri: &str) -> Request<()> {
         Request::builder().method(method).uri(uri).body(()).unwrap()
+    }
+
+    #[test]
+    fn the_user_agent_names_the_replica() {
+        assert_eq!(
+            user_agent(Some("kubestash-0_1a2b3c4d")),
+            format!(
+                "kubestash/{} (kubestash-0_1a2b3c4d)",
+                env!("CARGO_PKG_VERSION")
+            )
+        );
+        assert!(http::HeaderValue::from_str(&user_agent(None)).is_ok());
     }
 
     #[test]

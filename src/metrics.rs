@@ -12,8 +12,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
-    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::crd::{CredstashSyncSpec, KeyCounts};
@@ -160,6 +160,8 @@ struct Families {
     stream_apply: IntCounterVec,
     drift_repairs: IntCounterVec,
     pending_secrets: IntGaugeVec,
+    leader: IntGauge,
+    leader_transitions: IntCounter,
 }
 
 /// The operator's metrics. Clone freely: clones share the same registry.
@@ -303,6 +305,20 @@ impl Metrics {
                 "kubestash_pending_secrets",
                 "Secrets with changes not applied yet (stream changes, waiting on a retry after a failed write, drift being repaired).",
                 &[CSS],
+            )?,
+            leader: register(
+                &registry,
+                IntGauge::new(
+                    "kubestash_leader",
+                    "1 while this replica is the one that syncs (leads, or runs without leader election), else 0.",
+                )?,
+            )?,
+            leader_transitions: register(
+                &registry,
+                IntCounter::new(
+                    "kubestash_leader_transitions_total",
+                    "Times this replica became or stopped being the leader.",
+                )?,
             )?,
             registry,
         };
@@ -475,6 +491,15 @@ impl Metrics {
             .pending_secrets
             .with_label_values(&[css])
             .set(pending as i64);
+    }
+
+    /// Whether this replica leads; a change counts as a transition.
+    pub fn set_leader(&self, leading: bool) {
+        let value = i64::from(leading);
+        if self.inner.leader.get() != value {
+            self.inner.leader.set(value);
+            self.inner.leader_transitions.inc();
+        }
     }
 
     /// Removes every series labelled with this CredstashSync (call when the
@@ -691,6 +716,7 @@ mod tests {
         m.record_kms_decrypt(Ok(()));
         m.kms_cache_hit();
         m.record_kube_request("patch", Some(200));
+        m.set_leader(true);
     }
 
     fn set(labels: &[&str]) -> BTreeSet<String> {
@@ -759,6 +785,8 @@ mod tests {
                 "kubestash_stream_apply_total",
                 set(&["credstashsync", "result"]),
             ),
+            ("kubestash_leader", set(&[])),
+            ("kubestash_leader_transitions_total", set(&[])),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))
@@ -966,6 +994,22 @@ mod tests {
                 "kubestash_kube_api_requests_total",
                 &[("verb", "patch"), ("code", "200")]
             ),
+            Some(2.0)
+        );
+    }
+
+    #[test]
+    fn leadership_changes_count_as_transitions() {
+        let m = Metrics::new().unwrap();
+        assert_eq!(value(&m.encode(), "kubestash_leader", &[]), Some(0.0));
+        m.set_leader(true);
+        m.set_leader(true);
+        assert_eq!(value(&m.encode(), "kubestash_leader", &[]), Some(1.0));
+        m.set_leader(false);
+        let text = m.encode();
+        assert_eq!(value(&text, "kubestash_leader", &[]), Some(0.0));
+        assert_eq!(
+            value(&text, "kubestash_leader_transitions_total", &[]),
             Some(2.0)
         );
     }

@@ -69,7 +69,6 @@ fn plain_manifests_carry_the_crd_and_a_hardened_operator() {
     assert_eq!(objects[1]["kind"], "CustomResourceDefinition");
 
     let dep = kind("Deployment").next().expect("a Deployment");
-    assert_eq!(dep["spec"]["strategy"]["type"], "Recreate");
     let pod = &dep["spec"]["template"]["spec"];
     assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
     assert_eq!(
@@ -102,6 +101,59 @@ fn plain_manifests_carry_the_crd_and_a_hardened_operator() {
             assert_eq!(verbs, ["get", "list", "watch", "create", "patch"]);
         }
     }
+}
+
+#[test]
+fn plain_manifests_run_two_replicas_with_one_leader() {
+    let objects = docs("deploy/kubestash.yaml");
+    let kind = |k: &'static str| objects.iter().filter(move |o| o["kind"] == k);
+    let dep = kind("Deployment").next().expect("a Deployment");
+    assert_eq!(dep["spec"]["replicas"], 2);
+    assert_eq!(dep["spec"]["strategy"]["type"], "RollingUpdate");
+    assert_eq!(
+        dep["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"],
+        0
+    );
+    let c = &dep["spec"]["template"]["spec"]["containers"][0];
+    let args: Vec<&str> = c["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    let after = |flag: &str| args.iter().position(|a| *a == flag).map(|i| args[i + 1]);
+    assert!(args.contains(&"--leader-elect"), "{args:?}");
+    assert_eq!(after("--leader-election-name"), Some("kubestash"));
+    assert_eq!(after("--leader-elect-lease-duration"), Some("15s"));
+    assert_eq!(after("--leader-elect-renew-deadline"), Some("10s"));
+    assert_eq!(after("--leader-elect-retry-period"), Some("2s"));
+    let env: Vec<&str> = c["env"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .filter(|e| !e["valueFrom"]["fieldRef"].is_null())
+        .map(|e| e["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        env,
+        ["POD_NAMESPACE", "POD_NAME"],
+        "identity and Lease namespace from the downward API"
+    );
+    let anti = &dep["spec"]["template"]["spec"]["affinity"]["podAntiAffinity"];
+    assert_eq!(
+        anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"]
+            ["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    let pdb = kind("PodDisruptionBudget")
+        .next()
+        .expect("a PodDisruptionBudget");
+    assert_eq!(pdb["spec"]["maxUnavailable"], 1);
+    let role = kind("Role").next().expect("the Lease Role");
+    assert_eq!(role["metadata"]["namespace"], "kubestash");
+    assert_eq!(role["rules"][0]["resources"][0], "leases");
+    let binding = kind("RoleBinding").next().expect("its RoleBinding");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
 }
 
 // ---- The manifests and examples against the fake API server (kubectl) ----

@@ -521,7 +521,7 @@ fn dashboard_has_datasource_and_credstashsync_variables() {
                 panel["title"]
             );
             let expr = t["expr"].as_str().unwrap();
-            let per_css = ["kubestash_kms_", "kubestash_kube_api_"]
+            let per_css = ["kubestash_kms_", "kubestash_kube_api_", "kubestash_leader"]
                 .iter()
                 .all(|p| !expr.contains(p));
             if per_css {
@@ -567,6 +567,7 @@ fn alerts_query_only_exported_metrics_and_say_what_to_check() {
             "KubestashStreamLagHigh",
             "KubestashStreamDown",
             "KubestashAbsent",
+            "KubestashLeaderMissing",
             "KubestashRestarting",
         ] {
             assert!(names.contains(expected), "{path}: no alert {expected}");

@@ -89,6 +89,8 @@ pub struct Settings {
     /// How often a followed stream is checked for replacement and new
     /// shards, and a table without a stream for a new one.
     pub stream_check_interval: Duration,
+    /// Write batches pass it; the operator closes it to hand over.
+    pub write_gate: crate::write_gate::WriteGate,
 }
 
 /// Shared state of the reconcilers.
@@ -183,6 +185,7 @@ impl Context {
             managed_secrets,
             living_managers: self.living_managers(),
             own_writes: &self.own_writes,
+            write_gate: self.settings.write_gate.clone(),
         }
     }
 

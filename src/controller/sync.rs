@@ -27,6 +27,7 @@ use crate::secrets::observed::secret_ref;
 use crate::secrets::{
     self, ChangeScope, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction,
 };
+use crate::write_gate::WriteGate;
 
 /// What a sync works with besides the table: the cluster as the caller sees
 /// it (the operator's caches, or one LIST each for `kubestash sync`).
@@ -43,6 +44,9 @@ pub struct SyncEnv<'a> {
     pub living_managers: BTreeSet<String>,
     /// Where successful writes are recorded (read-your-writes).
     pub own_writes: &'a Mutex<OwnWrites>,
+    /// Passed from plan to last write; closed, it parks a batch before it
+    /// writes (a leader handing over).
+    pub write_gate: WriteGate,
 }
 
 impl<'a> SyncEnv<'a> {
@@ -89,6 +93,7 @@ impl<'a> SyncEnv<'a> {
             managed_secrets: managed.items.into_iter().map(Arc::new).collect(),
             living_managers: living.iter().map(|n| secrets::field_manager(n)).collect(),
             own_writes,
+            write_gate: WriteGate::default(),
         })
     }
 }
@@ -290,6 +295,7 @@ async fn sync_entries<'e>(
     };
     let desired = mapping::map_table(mapped, &mapping_scope);
 
+    let _batch = env.write_gate.enter().await;
     let manager = secrets::field_manager(name);
     let observed = match observe(env, &desired, &manager, only, spec.dry_run).await {
         Ok(observed) => observed,

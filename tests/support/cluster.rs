@@ -62,6 +62,57 @@ pub struct Operator {
     pub log: PathBuf,
 }
 
+impl Operator {
+    /// Waits until `/readyz` answers 200.
+    pub fn wait_ready(&self) {
+        let port = self.metrics_port;
+        wait_blocking("the operator to be ready", || {
+            http_get(port, "/readyz").is_some_and(|(code, _)| code == 200)
+        });
+    }
+
+    /// Its /metrics text ("" when it does not answer).
+    pub fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics")
+            .map(|(_, body)| body)
+            .unwrap_or_default()
+    }
+
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, as the kubelet stops a pod.
+    pub fn terminate(&self) {
+        self.signal("-TERM");
+    }
+
+    /// SIGKILL, as a crash or a lost node.
+    pub fn kill(&self) {
+        self.signal("-USR1");
+    }
+
+    fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        run_ok(Command::new("kill").args([signal, &pid]));
+    }
+
+    /// Its exit status once it has exited, if it has.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("wait for the operator")
+    }
+
+    /// Waits until it exits; returns its status and when it was seen gone.
+    pub async fn wait_exit(&mut self) -> (std::process::ExitStatus, Instant) {
+        wait_for("the operator to exit", || {
+            let exited = self.exited();
+            async move { exited.map(|status| (status, Instant::now())) }
+        })
+        .await
+    }
+}
+
 impl Drop for Operator {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -114,6 +165,14 @@ impl Env {
     /// Starts (or restarts) the operator and waits until it is ready.
     pub fn start_operator(&mut self) {
         self.operator = None;
+        let operator = self.spawn_operator(&self.operator_args, &[]);
+        operator.wait_ready();
+        self.operator = Some(operator);
+    }
+
+    /// Starts one more `kubestash run` process with `args` (after the
+    /// usual ones) and `envs`, without waiting for it.
+    pub fn spawn_operator(&self, args: &[String], envs: &[(&str, &str)]) -> Operator {
         let port = free_port();
         let log = self.dir.path().join(format!("operator-{port}.log"));
         let log_file = std::fs::File::create(&log).expect("operator log file");
@@ -130,23 +189,20 @@ impl Env {
                 "--namespace",
                 "kubestash-system",
             ])
-            .args(&self.operator_args)
+            .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "trace,hyper=debug,h2=debug,tower=debug")
             .env("NO_COLOR", "1")
+            .envs(envs.iter().copied())
             .stdout(log_file.try_clone().expect("log file"))
             .stderr(log_file)
             .spawn()
             .expect("start kubestash run");
-        let operator = Operator {
+        Operator {
             child,
             metrics_port: port,
             log,
-        };
-        wait_blocking("the operator to be ready", || {
-            http_get(port, "/readyz").is_some_and(|(code, _)| code == 200)
-        });
-        self.operator = Some(operator);
+        }
     }
 
     /// Stops the operator (like a pod being killed).

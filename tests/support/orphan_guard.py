@@ -4,7 +4,9 @@ Usage: orphan_guard.py COMMAND [ARGS...]
 Lets tests share one long-running process (the operator) across test
 functions without leaving it behind when the test binary exits. The command
 also gets SIGTERM when the guard itself dies, even by SIGKILL (a test's
-Child::kill): Linux's parent-death signal.
+Child::kill): Linux's parent-death signal. SIGTERM sent to the guard is
+passed on to the command (a graceful stop); SIGUSR1 kills it with SIGKILL
+(a crash). The guard exits when the command does.
 """
 import ctypes
 import os
@@ -23,9 +25,15 @@ def die_with_parent():
 def main():
     parent = os.getppid()
     child = subprocess.Popen(sys.argv[1:], preexec_fn=die_with_parent)
+
+    def forward(signum, _frame):
+        child.send_signal(signal.SIGKILL if signum == signal.SIGUSR1 else signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGUSR1, forward)
     try:
         while os.getppid() == parent and child.poll() is None:
-            time.sleep(0.2)
+            time.sleep(0.05)
     finally:
         if child.poll() is None:
             child.send_signal(signal.SIGTERM)

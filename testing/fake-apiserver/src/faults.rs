@@ -25,6 +25,9 @@ pub struct Fault {
     pub count: u32,
     /// What happens to them.
     pub action: FaultAction,
+    /// Only requests whose User-Agent contains this (one client among
+    /// several); `None` matches every client.
+    pub user_agent: Option<String>,
 }
 
 impl Fault {
@@ -35,6 +38,7 @@ impl Fault {
             resource: resource.into(),
             count,
             action: FaultAction::Status(code),
+            user_agent: None,
         }
     }
 
@@ -45,12 +49,25 @@ impl Fault {
             resource: resource.into(),
             count,
             action: FaultAction::Delay(delay),
+            user_agent: None,
         }
     }
 
-    fn matches(&self, verb: &str, resource: &str) -> bool {
+    /// The same fault, for requests whose User-Agent contains `part` only.
+    pub fn for_user_agent(self, part: &str) -> Self {
+        Fault {
+            user_agent: Some(part.into()),
+            ..self
+        }
+    }
+
+    fn matches(&self, verb: &str, resource: &str, user_agent: &str) -> bool {
         (self.verb == "*" || self.verb == verb)
             && (self.resource == "*" || self.resource == resource)
+            && self
+                .user_agent
+                .as_deref()
+                .is_none_or(|part| user_agent.contains(part))
     }
 }
 
@@ -69,11 +86,11 @@ impl Faults {
     }
 
     /// Takes one use of the first fault matching the request.
-    pub fn take(&mut self, verb: &str, resource: &str) -> Option<FaultAction> {
+    pub fn take(&mut self, verb: &str, resource: &str, user_agent: &str) -> Option<FaultAction> {
         let idx = self
             .pending
             .iter()
-            .position(|f| f.matches(verb, resource))?;
+            .position(|f| f.matches(verb, resource, user_agent))?;
         let f = &mut self.pending[idx];
         f.count -= 1;
         let action = f.action.clone();
@@ -89,19 +106,42 @@ impl Faults {
     }
 }
 
+const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
+
 /// A snapshot of request counts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestCounters {
     by_key: BTreeMap<(String, String, u16), u64>,
+    by_user_agent: BTreeMap<(String, String, String), u64>,
 }
 
 impl RequestCounters {
-    /// Records one answered request.
-    pub fn record(&mut self, verb: &str, resource: &str, status: u16) {
+    /// Records one answered request of the client sending `user_agent`.
+    pub fn record(&mut self, verb: &str, resource: &str, status: u16, user_agent: &str) {
         *self
             .by_key
             .entry((verb.to_string(), resource.to_string(), status))
             .or_default() += 1;
+        *self
+            .by_user_agent
+            .entry((
+                user_agent.to_string(),
+                verb.to_string(),
+                resource.to_string(),
+            ))
+            .or_default() += 1;
+    }
+
+    /// Writes to the resource by clients whose User-Agent contains `part`
+    /// (any status).
+    pub fn writes_by(&self, part: &str, resource: &str) -> u64 {
+        self.by_user_agent
+            .iter()
+            .filter(|((agent, verb, r), _)| {
+                agent.contains(part) && r == resource && WRITE_VERBS.contains(&verb.as_str())
+            })
+            .map(|(_, n)| n)
+            .sum()
     }
 
     /// Requests with this verb on this resource (any status).
@@ -132,10 +172,7 @@ impl RequestCounters {
 
     /// All writes (create, update, patch, delete, deletecollection) to the resource.
     pub fn writes(&self, resource: &str) -> u64 {
-        ["create", "update", "patch", "delete", "deletecollection"]
-            .iter()
-            .map(|v| self.count(v, resource))
-            .sum()
+        WRITE_VERBS.iter().map(|v| self.count(v, resource)).sum()
     }
 
     /// Total requests.

@@ -184,9 +184,10 @@ async fn handle_parts(shared: &Arc<Shared>, parts: http::request::Parts, body: B
     };
     let verb = verb_of(&r, &target);
     let label = target.label();
-    match shared.take_fault(verb, &label) {
+    let agent = r.header("user-agent").to_owned();
+    match shared.take_fault(verb, &label, &agent) {
         Some(FaultAction::Status(code)) => {
-            shared.record(verb, &label, code);
+            shared.record(verb, &label, code, &agent);
             return error_response(&ApiError::for_code(code));
         }
         Some(FaultAction::Delay(d)) => tokio::time::sleep(d).await,
@@ -205,7 +206,7 @@ async fn handle_parts(shared: &Arc<Shared>, parts: http::request::Parts, body: B
         }
         resp
     };
-    shared.record(verb, &label, resp.status().as_u16());
+    shared.record(verb, &label, resp.status().as_u16(), &agent);
     resp
 }
 
@@ -650,6 +651,10 @@ fn decode_body(r: &Req, t: &Target) -> Result<Value, ApiError> {
     if t.res.class == Class::Secret {
         validation::check_secret_base64(&v)?;
     }
+    let mut v = v;
+    if t.res.class == Class::Lease {
+        validation::normalize_lease_times(&mut v)?;
+    }
     Ok(v)
 }
 
@@ -793,7 +798,9 @@ fn update(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiErr
         }
     }
     let old = existing(inner, t)?;
-    check_rv(t, &old, &body, t.res.class == Class::Custom)?;
+    // Custom resources and Leases disallow unconditional updates.
+    let rv_required = matches!(t.res.class, Class::Custom | Class::Lease);
+    check_rv(t, &old, &body, rv_required)?;
     let stored = write::update(inner, &c, &old, internal(&t.res, &body), Ownership::Update)?;
     Ok((200, external(&t.res, &stored)))
 }

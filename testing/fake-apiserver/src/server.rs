@@ -140,13 +140,18 @@ impl Shared {
     }
 
     /// Takes a matching fault, if any.
-    pub fn take_fault(&self, verb: &str, resource: &str) -> Option<crate::faults::FaultAction> {
-        lock(&self.faults).take(verb, resource)
+    pub fn take_fault(
+        &self,
+        verb: &str,
+        resource: &str,
+        user_agent: &str,
+    ) -> Option<crate::faults::FaultAction> {
+        lock(&self.faults).take(verb, resource, user_agent)
     }
 
     /// Counts an answered request.
-    pub fn record(&self, verb: &str, resource: &str, status: u16) {
-        lock(&self.counters).record(verb, resource, status);
+    pub fn record(&self, verb: &str, resource: &str, status: u16, user_agent: &str) {
+        lock(&self.counters).record(verb, resource, status, user_agent);
     }
 }
 

@@ -170,8 +170,74 @@ pub fn validate_kind(
     match res.class {
         Class::Secret => validate_secret(obj, old, causes),
         Class::ConfigMap => validate_configmap(obj, old, causes),
+        Class::Lease => validate_lease(obj, causes),
         _ => {}
     }
+}
+
+/// `ValidateLeaseSpec`: positive duration, non-negative transitions.
+fn validate_lease(obj: &Value, causes: &mut Vec<Cause>) {
+    let spec = &obj["spec"];
+    if let Some(n) = spec["leaseDurationSeconds"].as_i64().filter(|n| *n <= 0) {
+        causes.push(cause(
+            "FieldValueInvalid",
+            "spec.leaseDurationSeconds",
+            format!("Invalid value: {n}: must be greater than 0"),
+        ));
+    }
+    if let Some(n) = spec["leaseTransitions"].as_i64().filter(|n| *n < 0) {
+        causes.push(cause(
+            "FieldValueInvalid",
+            "spec.leaseTransitions",
+            format!("Invalid value: {n}: must be greater than or equal to 0"),
+        ));
+    }
+}
+
+/// Go's layout for `metav1.MicroTime`, which demands exactly six
+/// fractional digits.
+const MICRO_TIME_LAYOUT: &str = "2006-01-02T15:04:05.000000Z07:00";
+
+/// Decodes a Lease's MicroTime fields as kube-apiserver does (400 when one
+/// is not RFC 3339 with exactly six fractional digits) and stores them in
+/// UTC, as it re-encodes them.
+pub fn normalize_lease_times(obj: &mut Value) -> Result<(), ApiError> {
+    for field in ["acquireTime", "renewTime"] {
+        let Some(text) = obj["spec"][field].as_str() else {
+            continue;
+        };
+        let utc = parse_micro_time(text).map_err(|rest| {
+            ApiError::bad_request(format!(
+                "Lease in version \"v1\" cannot be handled as a Lease: parsing time \"{text}\" as \"{MICRO_TIME_LAYOUT}\": cannot parse \"{rest}\" as \".000000\""
+            ))
+        })?;
+        obj["spec"][field] = Value::String(utc);
+    }
+    Ok(())
+}
+
+/// The time in UTC with six fractional digits, or the text after the
+/// seconds that does not fit the layout.
+fn parse_micro_time(text: &str) -> Result<String, String> {
+    let cut = text.len().min(19);
+    if !text.is_char_boundary(cut) {
+        return Err(text.to_string());
+    }
+    let (head, rest) = text.split_at(cut);
+    let fraction_ok = rest.len() > 7
+        && rest.as_bytes()[0] == b'.'
+        && rest.as_bytes()[1..7].iter().all(u8::is_ascii_digit)
+        && !rest.as_bytes()[7].is_ascii_digit();
+    if !fraction_ok {
+        return Err(rest.to_string());
+    }
+    chrono::DateTime::parse_from_rfc3339(&format!("{head}{rest}"))
+        .map(|t| {
+            t.with_timezone(&chrono::Utc)
+                .format("%Y-%m-%dT%H:%M:%S%.6fZ")
+                .to_string()
+        })
+        .map_err(|_| rest.to_string())
 }
 
 fn validate_secret(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
@@ -345,4 +411,54 @@ pub fn check_shape(obj: &Value, kind: &str, api_version: &str) -> Result<(), Api
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod lease_tests {
+    use super::*;
+
+    #[test]
+    fn micro_times_need_six_fractional_digits_and_are_stored_in_utc() {
+        assert_eq!(
+            parse_micro_time("2025-01-02T03:04:05.123456Z").as_deref(),
+            Ok("2025-01-02T03:04:05.123456Z")
+        );
+        assert_eq!(
+            parse_micro_time("2025-01-02T05:04:05.000001+02:00").as_deref(),
+            Ok("2025-01-02T03:04:05.000001Z")
+        );
+        assert_eq!(parse_micro_time("2025-01-02T03:04:05Z"), Err("Z".into()));
+        assert_eq!(
+            parse_micro_time("2025-01-02T03:04:05.123456789Z"),
+            Err(".123456789Z".into())
+        );
+        assert_eq!(
+            parse_micro_time("2025-01-02T03:04:05.123Z"),
+            Err(".123Z".into())
+        );
+        assert!(parse_micro_time("2025-01-02T03:04:0\u{e9}").is_err());
+    }
+
+    #[test]
+    fn lease_durations_must_be_positive_and_transitions_not_negative() {
+        let mut causes = Vec::new();
+        let lease =
+            serde_json::json!({"spec": {"leaseDurationSeconds": 0, "leaseTransitions": -1}});
+        validate_lease(&lease, &mut causes);
+        let fields: Vec<&str> = causes.iter().map(|c| c.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            ["spec.leaseDurationSeconds", "spec.leaseTransitions"]
+        );
+        assert_eq!(
+            causes[0].message,
+            "Invalid value: 0: must be greater than 0"
+        );
+        causes.clear();
+        validate_lease(
+            &serde_json::json!({"spec": {"leaseDurationSeconds": 15}}),
+            &mut causes,
+        );
+        assert!(causes.is_empty());
+    }
 }

@@ -229,3 +229,39 @@ async fn plain_http_get(addr: std::net::SocketAddr, path: &str) -> String {
     conn.read_to_string(&mut out).await.unwrap();
     out
 }
+
+/// A client of the fake that sends `user_agent`.
+async fn client_as(s: &FakeApiServer, user_agent: &str) -> Client {
+    let mut config = kube::Config::new(s.url().parse().unwrap());
+    config.default_namespace = "default".into();
+    config
+        .headers
+        .push((http::header::USER_AGENT, user_agent.parse().unwrap()));
+    Client::try_from(config).unwrap()
+}
+
+#[tokio::test]
+async fn counters_and_faults_tell_clients_apart_by_user_agent() {
+    let s = FakeApiServer::start().await.unwrap();
+    let a: Api<ConfigMap> = Api::default_namespaced(client_as(&s, "op/1 (pod-a_1)").await);
+    let b: Api<ConfigMap> = Api::default_namespaced(client_as(&s, "op/1 (pod-b_2)").await);
+    s.inject_fault(Fault::status("create", "configmaps", 5, 500).for_user_agent("(pod-a_"));
+    assert!(a
+        .create(&PostParams::default(), &cm("from-a"))
+        .await
+        .is_err());
+    b.create(&PostParams::default(), &cm("from-b"))
+        .await
+        .unwrap();
+    b.get("from-b").await.unwrap();
+    let c = s.counters();
+    assert_eq!(
+        c.writes_by("(pod-a_", "configmaps"),
+        1,
+        "the refused create counts"
+    );
+    assert_eq!(c.writes_by("(pod-b_", "configmaps"), 1, "a get is no write");
+    assert_eq!(c.writes("configmaps"), 2);
+    assert_eq!(c.writes_by("(pod-c_", "configmaps"), 0);
+    s.stop().await;
+}
