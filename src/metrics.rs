@@ -48,8 +48,6 @@ pub enum SyncTrigger {
     Schedule,
     /// The resync annotation changed.
     Manual,
-    /// A namespace that keys were waiting for appeared.
-    Namespace,
     /// A failed or timed-out sync is retried.
     Retry,
 }
@@ -63,7 +61,6 @@ impl SyncTrigger {
             Self::StreamGap => "stream_gap",
             Self::Schedule => "schedule",
             Self::Manual => "manual",
-            Self::Namespace => "namespace",
             Self::Retry => "retry",
         }
     }
@@ -444,6 +441,7 @@ impl Metrics {
     pub fn set_settings(&self, css: &str, spec: &CredstashSyncSpec) {
         self.inner.sync_duration.with_label_values(&[css]);
         self.inner.table_read_duration.with_label_values(&[css]);
+        self.inner.drift_repairs.with_label_values(&[css]);
         forget_in(&self.inner.settings, css);
         let values = settings_label_values(css, spec);
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();

@@ -43,7 +43,6 @@ fn exported() -> &'static Exported {
             SyncTrigger::StreamGap,
             SyncTrigger::Schedule,
             SyncTrigger::Manual,
-            SyncTrigger::Namespace,
             SyncTrigger::Retry,
         ] {
             for result in results {
@@ -103,6 +102,8 @@ fn exported() -> &'static Exported {
             m.record_stream_record(css, event);
         }
         m.set_stream_lag(css, Duration::from_secs(2));
+        m.record_drift_repair(css);
+        m.set_pending_secrets(css, 1);
         parse_exposition(&m.encode())
     })
 }
