@@ -710,6 +710,8 @@ mod tests {
         m.set_settings(css, &CredstashSyncSpec::new("credential-store"));
         m.record_stream_record(css, StreamEvent::Modify);
         m.set_stream_lag(css, Duration::from_secs(2));
+        m.record_drift_repair(css);
+        m.set_pending_secrets(css, 2);
         m.record_stream_apply(css, SyncResult::Success);
         m.record_kms_decrypt(Ok(()));
         m.kms_cache_hit();
@@ -785,6 +787,8 @@ mod tests {
             ),
             ("kubestash_leader", set(&[])),
             ("kubestash_leader_transitions_total", set(&[])),
+            ("kubestash_drift_repairs_total", set(&["credstashsync"])),
+            ("kubestash_pending_secrets", set(&["credstashsync"])),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

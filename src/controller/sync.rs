@@ -23,7 +23,7 @@ use crate::credstash::{Entry, ReadStats, TableError, TableReader};
 use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
 use crate::metrics::{Metrics, SecretOperation};
 use crate::secrets::apply::{self, WriteResult};
-use crate::secrets::observed::secret_ref;
+use crate::secrets::observed::{owns_data_keys, secret_ref};
 use crate::secrets::{
     self, ChangeScope, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction,
 };
@@ -389,18 +389,14 @@ async fn observe(
     let in_view = |secret: &SecretRef| {
         env.namespaces.contains(&secret.namespace) && only.is_none_or(|set| set.contains(secret))
     };
-    let mut live: BTreeMap<SecretRef, Secret> = BTreeMap::new();
+    let mut live: BTreeMap<SecretRef, Arc<Secret>> = BTreeMap::new();
     for secret in &env.managed_secrets {
         let Some(reference) = secret_ref(secret) else {
             continue;
         };
-        let ours = || {
-            !ObservedSecret::from_secret(secret, managers)
-                .owned_keys
-                .is_empty()
-        };
-        if in_view(&reference) && (desired.secrets.contains_key(&reference) || ours()) {
-            live.insert(reference, secret.as_ref().clone());
+        let wanted = desired.secrets.contains_key(&reference) || owns_data_keys(secret, manager);
+        if in_view(&reference) && wanted {
+            live.insert(reference, secret.clone());
         }
     }
     let missing: Vec<SecretRef> = desired
@@ -411,22 +407,27 @@ async fn observe(
         .collect();
     for secret in apply::fetch_secrets(env.client, missing).await? {
         if let Some(reference) = secret_ref(&secret) {
-            live.insert(reference, secret);
+            live.insert(reference, Arc::new(secret));
         }
     }
     if !read_only {
         for secret in live.values_mut() {
-            release_dead_managers(env, secret, manager).await;
+            if let Some(released) = release_dead_managers(env, secret, manager).await {
+                *secret = Arc::new(released);
+            }
         }
     }
-    Ok(secrets::observe_all(live.values(), managers))
+    Ok(secrets::observe_all(
+        live.values().map(|s| s.as_ref()),
+        managers,
+    ))
 }
 
 /// Releases the `kubestash/*` managers of `secret` that belong to no living
 /// CredstashSync (a renamed or deleted one, or `kubestash sync`). A failure
 /// is logged and leaves the Secret as it was: its keys are then written
 /// (they are not owned against us) but may not be prunable yet.
-async fn release_dead_managers(env: &SyncEnv<'_>, secret: &mut Secret, ours: &str) {
+async fn release_dead_managers(env: &SyncEnv<'_>, secret: &Secret, ours: &str) -> Option<Secret> {
     let dead: BTreeSet<String> = secret
         .metadata
         .managed_fields
@@ -438,7 +439,7 @@ async fn release_dead_managers(env: &SyncEnv<'_>, secret: &mut Secret, ours: &st
         })
         .collect();
     if dead.is_empty() {
-        return;
+        return None;
     }
     match apply::release_managers(env.client, secret, &dead).await {
         Ok(Some(released)) => {
@@ -446,10 +447,13 @@ async fn release_dead_managers(env: &SyncEnv<'_>, secret: &mut Secret, ours: &st
             env.own_writes
                 .lock()
                 .record(released.clone(), tokio::time::Instant::now());
-            *secret = released;
+            Some(released)
         }
-        Ok(None) => {}
-        Err(error) => tracing::warn!(%error, "could not release a deleted CredstashSync's keys"),
+        Ok(None) => None,
+        Err(error) => {
+            tracing::warn!(%error, "could not release a deleted CredstashSync's keys");
+            None
+        }
     }
 }
 

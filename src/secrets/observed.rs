@@ -144,6 +144,22 @@ where
         .collect()
 }
 
+/// Whether `manager` owns any data key of `secret` through an `Apply`
+/// entry (what [`ObservedSecret::owned_keys`] would list, without copying
+/// the data).
+pub fn owns_data_keys(secret: &Secret, manager: &str) -> bool {
+    secret
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|entry| {
+            entry.manager.as_deref() == Some(manager)
+                && entry.operation.as_deref() == Some("Apply")
+                && !managed_data_keys(entry).is_empty()
+        })
+}
+
 /// Whether any `managedFields` entry of `secret` belongs to `manager`.
 pub fn has_manager(secret: &Secret, manager: &str) -> bool {
     secret
@@ -252,6 +268,11 @@ mod tests {
             ])
         );
         assert!(has_manager(&s, "kubestash/aaa"));
+        assert!(owns_data_keys(&s, OURS));
+        assert!(
+            !owns_data_keys(&s, "kubectl-edit"),
+            "an Update entry owns nothing of ours"
+        );
         assert!(!has_manager(&s, "kubestash/gone"));
     }
 
