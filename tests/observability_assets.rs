@@ -104,6 +104,7 @@ fn exported() -> &'static Exported {
         m.set_stream_lag(css, Duration::from_secs(2));
         m.record_drift_repair(css);
         m.set_pending_secrets(css, 1);
+        m.set_leader(true);
         parse_exposition(&m.encode())
     })
 }

@@ -10,9 +10,14 @@
 //! CredstashSync whose table never existed and finally a stopped operator make
 //! exactly the alerts pending that the promtool unit tests in tests/alerts/
 //! say fire (their `for:` is not awaited here; promtool covers it).
-//! `KubestashStreamLagHigh`, `KubestashStreamDown` and `KubestashRestarting`
-//! are left to the unit tests: minutes of lag, a stream that moto cannot
-//! take away from a follower, kube-state-metrics.
+//! The operator runs without leader election, so it exports
+//! `kubestash_leader` 1: the dashboard's leader-election panels have data and
+//! `KubestashLeaderMissing` stays quiet, also once the operator is stopped
+//! (no series left for `max(kubestash_leader)`; `KubestashAbsent` says it).
+//! `KubestashStreamLagHigh`, `KubestashStreamDown`, `KubestashRestarting` and
+//! the firing of `KubestashLeaderMissing` are left to the unit tests: minutes
+//! of lag, a stream that moto cannot take away from a follower,
+//! kube-state-metrics, scraped replicas none of which can take the Lease.
 
 #[path = "support/cluster.rs"]
 mod cluster;
