@@ -162,31 +162,39 @@ fn a_burst_of_concurrent_puts_loses_and_reverts_no_key() {
             .collect();
         let client = env.client().await;
         let api: Api<Secret> = Api::namespaced(client, "cburst");
-        let wrong = wait_for("every key of the burst with its latest value", || async {
-            let mut wrong = Vec::new();
+        // Generous patience: this checks that nothing is lost, not speed
+        // (BENCHMARKS.md has the landing times).
+        let deadline = std::time::Instant::now() + 3 * cluster::PATIENCE;
+        let mut wrong = Vec::new();
+        while std::time::Instant::now() < deadline {
+            wrong.clear();
             for s in 0..SECRETS {
-                let have = api
-                    .get_opt(&format!("s{s}"))
-                    .await
-                    .ok()?
-                    .map(|s| data(&s))
-                    .unwrap_or_default();
-                for ((secret, key), value) in expected
-                    .iter()
-                    .filter(|((sec, _), _)| *sec == format!("s{s}"))
-                {
+                let secret = format!("s{s}");
+                let Ok(found) = api.get_opt(&secret).await else {
+                    wrong.push(format!("{secret}: unreadable"));
+                    continue;
+                };
+                let have = found.map(|s| data(&s)).unwrap_or_default();
+                for ((_, key), value) in expected.iter().filter(|((sec, _), _)| *sec == secret) {
                     if have.get(key) != Some(value) {
                         wrong.push(format!("{secret}:{key}"));
                     }
                 }
                 if have.get("SEED").map(String::as_str) != Some("seed") {
-                    wrong.push(format!("s{s}:SEED"));
+                    wrong.push(format!("{secret}:SEED"));
                 }
             }
-            wrong.is_empty().then_some(wrong)
-        })
-        .await;
-        assert!(wrong.is_empty());
+            if wrong.is_empty() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} keys missing or stale: {:?}",
+            wrong.len(),
+            &wrong[..wrong.len().min(20)]
+        );
         assert!(
             env.operator_log().lines().all(|l| !l.contains("second-1")),
             "a value reached the log"

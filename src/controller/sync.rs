@@ -198,40 +198,46 @@ pub async fn full_sync(
 
 /// Re-reads the names a stream batch touched (one consistent Query each)
 /// into `snapshot`; a name with no version left is removed from it. Returns
-/// the Secrets whose keys may have changed. On error, `snapshot` holds what
-/// was read before it.
+/// the Secrets whose keys may have changed. Reads run concurrently; on
+/// error, `snapshot` is left as it was and the caller keeps the names.
 pub async fn refresh_names(
     env: &SyncEnv<'_>,
     spec: &ValidSpec,
-    reader: &TableReader,
+    reader: &Arc<TableReader>,
     snapshot: &mut TableSnapshot,
     names: &BTreeSet<String>,
 ) -> Result<BTreeSet<SecretRef>, TableError> {
-    let mut touched = BTreeSet::new();
+    use futures::stream::{self, StreamExt, TryStreamExt};
+    // Only names that can become a key we write are worth a Query.
+    let wanted: Vec<(String, SecretRef)> = names
+        .iter()
+        .filter_map(|name| Some((name.clone(), secret_of(name)?)))
+        .filter(|(_, secret)| !spec.is_excluded(&secret.namespace))
+        .collect();
     let before = reader.stats();
-    let mut result = Ok(());
-    for credstash_name in names {
-        // Only names that can become a key we write are worth a Query.
-        let Some(secret) = secret_of(credstash_name) else {
-            continue;
-        };
-        if spec.is_excluded(&secret.namespace) {
-            continue;
+    // Owned items: borrowing closures here trip rustc's higher-ranked Send
+    // checks once this future runs inside kube-runtime's controller.
+    let read: Result<Vec<(String, SecretRef, Option<Entry>)>, TableError> = stream::iter(wanted)
+        .map(|(name, secret)| {
+            let reader = reader.clone();
+            async move {
+                let entry = reader.read_latest(&name).await?;
+                Ok((name, secret, entry))
+            }
+        })
+        .buffer_unordered(REFRESH_CONCURRENCY)
+        .try_collect()
+        .await;
+    let mut touched = BTreeSet::new();
+    let result = read.map(|entries| {
+        for (name, secret, entry) in entries {
+            match entry {
+                Some(entry) => snapshot.entries.insert(name, entry),
+                None => snapshot.entries.remove(&name),
+            };
+            touched.insert(secret);
         }
-        match reader.read_latest(credstash_name).await {
-            Ok(Some(entry)) => {
-                snapshot.entries.insert(credstash_name.clone(), entry);
-            }
-            Ok(None) => {
-                snapshot.entries.remove(credstash_name);
-            }
-            Err(error) => {
-                result = Err(error);
-                break;
-            }
-        }
-        touched.insert(secret);
-    }
+    });
     record_kms_calls(
         env,
         before,
@@ -240,6 +246,10 @@ pub async fn refresh_names(
     );
     result.map(|()| touched)
 }
+
+/// Names of one stream batch read at once (each a Query and, for a new
+/// version, a KMS Decrypt).
+const REFRESH_CONCURRENCY: usize = 16;
 
 /// Plans and applies whole `secrets` from `snapshot` (no table read): for
 /// stream changes, namespaces that appeared, drift and failed writes.
