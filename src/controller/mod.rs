@@ -228,11 +228,19 @@ impl Context {
         self.states.lock().remove(name);
         tracing::info!(credstashsync = %name, "CredstashSync deleted: its metrics are removed, its Secrets and values stay");
         let manager = secrets::field_manager(name);
+        let active = self.active_namespaces();
+        let in_active_namespace = |secret: &Secret| {
+            secret
+                .metadata
+                .namespace
+                .as_ref()
+                .is_some_and(|ns| active.contains(ns))
+        };
         let owned: Vec<Arc<Secret>> = self
             .managed_secrets
             .state()
             .into_iter()
-            .filter(|secret| has_manager(secret, &manager))
+            .filter(|secret| in_active_namespace(secret) && has_manager(secret, &manager))
             .collect();
         for secret in owned {
             self.release(&secret, &manager).await;

@@ -218,7 +218,9 @@ impl SyncState {
     }
 
     /// Namespaces that keys waited for and that now can receive Secrets:
-    /// their Secrets become pending. Returns the namespaces.
+    /// their names are read again before they are written (the snapshot may
+    /// be older than a delete or a new version still on its way through the
+    /// stream), and their Secrets become pending. Returns the namespaces.
     pub fn namespaces_appeared(&mut self, active: &BTreeSet<String>) -> BTreeSet<String> {
         let Some(snapshot) = &self.snapshot else {
             return BTreeSet::new();
@@ -229,7 +231,9 @@ impl SyncState {
             .cloned()
             .collect();
         for namespace in &appeared {
-            for secret in snapshot.secrets_in(namespace) {
+            let (names, secrets) = snapshot.names_in(namespace);
+            self.pending.names.extend(names);
+            for secret in secrets {
                 self.pending.mark(secret, Cause::Namespace);
             }
             self.waiting_namespaces.remove(namespace);
@@ -424,6 +428,11 @@ mod tests {
             vec![SecretRef::new("late", "app"), SecretRef::new("late", "db")]
         );
         assert!(work.secrets.values().all(|c| *c == Cause::Namespace));
+        assert_eq!(
+            work.names,
+            BTreeSet::from(["late/app/A".to_owned(), "late/db/B".to_owned()]),
+            "waiting names are read again: the snapshot may predate a delete"
+        );
     }
 
     #[test]

@@ -155,14 +155,21 @@ impl TableSnapshot {
             .collect()
     }
 
-    /// The Secrets of `namespace` that some name maps into.
-    pub fn secrets_in(&self, namespace: &str) -> BTreeSet<SecretRef> {
+    /// The names that map into `namespace`, and their Secrets.
+    pub fn names_in(&self, namespace: &str) -> (BTreeSet<String>, BTreeSet<SecretRef>) {
         let prefix = format!("{namespace}/");
-        self.entries
-            .range(prefix.clone()..)
-            .take_while(|(name, _)| name.starts_with(&prefix))
-            .filter_map(|(name, _)| secret_of(name))
-            .collect()
+        let mut names = BTreeSet::new();
+        let mut secrets = BTreeSet::new();
+        for name in self.entries.range(prefix.clone()..).map(|(name, _)| name) {
+            if !name.starts_with(&prefix) {
+                break;
+            }
+            if let Some(secret) = secret_of(name) {
+                names.insert(name.clone());
+                secrets.insert(secret);
+            }
+        }
+        (names, secrets)
     }
 }
 
