@@ -253,7 +253,7 @@ impl Context {
         let mut current = secret.clone();
         let managers = BTreeSet::from([manager.to_owned()]);
         for _ in 0..3 {
-            match secrets::apply::release_managers(&self.client, &current, &managers).await {
+            match secrets::apply::release_managers(&self.client, &current, &managers, None).await {
                 Ok(released) => {
                     if let Some(released) = released {
                         self.own_writes

@@ -440,10 +440,11 @@ async fn observe(
     ))
 }
 
-/// Releases the `kubestash/*` managers of `secret` that belong to no living
-/// CredstashSync (a renamed or deleted one, or `kubestash sync`). A failure
-/// is logged and leaves the Secret as it was: its keys are then written
-/// (they are not owned against us) but may not be prunable yet.
+/// Hands the keys of the `kubestash/*` managers of `secret` that belong to
+/// no living CredstashSync (a renamed or deleted one, or `kubestash sync`)
+/// over to `ours`. A failure is logged and leaves the Secret as it was: its
+/// keys are then written (they are not owned against us) but may not be
+/// prunable yet.
 async fn release_dead_managers(env: &SyncEnv<'_>, secret: &Secret, ours: &str) -> Option<Secret> {
     let dead: BTreeSet<String> = secret
         .metadata
@@ -458,7 +459,7 @@ async fn release_dead_managers(env: &SyncEnv<'_>, secret: &Secret, ours: &str) -
     if dead.is_empty() {
         return None;
     }
-    match apply::release_managers(env.client, secret, &dead).await {
+    match apply::release_managers(env.client, secret, &dead, Some(ours)).await {
         Ok(Some(released)) => {
             tracing::info!(managers = ?dead, secret = ?secret_ref(&released), "released the keys of CredstashSyncs that no longer exist");
             env.own_writes

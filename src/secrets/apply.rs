@@ -69,37 +69,26 @@ async fn apply_one(client: &Client, apply: &ApplySecret) -> Result<Option<Secret
         .map_err(|err| describe_error(&err))
 }
 
-/// Removes every `managedFields` entry of `managers` from `secret`, leaving
-/// its data as it is: the fields they owned are then owned by the other
-/// managers that share them, or by nobody, and any applier may take them
-/// without a conflict (and prune them later). Returns the patched Secret,
-/// or `None` when none of `managers` had an entry. A JSON patch that first tests the
-/// resourceVersion, so a concurrent change makes it fail (409/422) rather
-/// than drop another manager's entry; the caller retries from a fresh copy.
+/// Hands the `managedFields` entries of `managers` (deleted CredstashSyncs)
+/// over to `heir`, or drops them without one (see [`super::handover`]),
+/// leaving the data as it is. Returns the patched Secret, or `None` when
+/// nothing changes. A JSON patch that first tests the resourceVersion, so a
+/// concurrent change makes it fail (409/422) rather than overwrite another
+/// manager's entry; the caller retries from a fresh copy.
 pub async fn release_managers(
     client: &Client,
     secret: &Secret,
     managers: &BTreeSet<String>,
+    heir: Option<&str>,
 ) -> Result<Option<Secret>, String> {
     let (Some(namespace), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name) else {
         return Ok(None);
     };
     let entries = secret.metadata.managed_fields.clone().unwrap_or_default();
-    let kept: Vec<_> = entries
-        .iter()
-        .filter(|entry| !entry.manager.as_ref().is_some_and(|m| managers.contains(m)))
-        .collect();
-    if kept.len() == entries.len() {
+    let Some(replacement) = super::handover::hand_over(&entries, managers, heir) else {
         return Ok(None);
-    }
-    let listed = managers.iter().cloned().collect::<Vec<_>>().join(", ");
-    // An empty list would leave managedFields unchanged; one empty entry
-    // resets them (kube-apiserver's documented way to clear them).
-    let replacement = if kept.is_empty() {
-        serde_json::json!([{}])
-    } else {
-        serde_json::json!(kept)
     };
+    let listed = managers.iter().cloned().collect::<Vec<_>>().join(", ");
     let patch = serde_json::json!([
         {"op": "test", "path": "/metadata/resourceVersion", "value": secret.metadata.resource_version},
         {"op": "replace", "path": "/metadata/managedFields", "value": replacement},

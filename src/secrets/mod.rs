@@ -6,6 +6,7 @@
 //! manager should still own (SSA removes owned fields a body omits).
 
 pub mod apply;
+pub mod handover;
 pub mod ledger;
 pub mod observed;
 pub mod plan;
