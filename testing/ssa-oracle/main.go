@@ -17,9 +17,9 @@
 //   - an Update to an existing object without managed fields is not tracked,
 //     and an Apply to it first gives every existing field to the Update
 //     manager "before-first-apply" (skipNonAppliedManager);
-//   - an Update that carries a non-empty metadata.managedFields uses it
-//     instead of the stored one; an empty list keeps the stored one
-//     (FieldManager.Update), so `[{}]` is the way to clear them;
+//   - an Update that carries metadata.managedFields uses them instead of the
+//     stored ones; `[]` and `[{}]` reset them to none (FieldManager.Update,
+//     isResetManagedFields);
 //   - Secret conversion: `stringData` is folded into `data` after the
 //     library merged the applied configuration (v1 -> internal conversion),
 //     `type` defaults to Opaque, empty maps are not stored.
@@ -39,7 +39,7 @@
 //
 // `body` holds data, stringData, type, metadata.labels and
 // metadata.annotations; `managedFields` is an Update (merge patch) that sends
-// the stored entries without those of the managers in `drop` (or `[{}]` when
+// the stored entries without those of the managers in `drop` (`[{}]` when
 // `clear`). Output, one line per sequence: {"steps":[step,...]} with, after
 // each op, the stored object (data, type, labels, annotations; null while it
 // does not exist), the managedFields entries (manager, operation, apiVersion,
@@ -190,18 +190,20 @@ func skeleton() map[string]any {
 	}
 }
 
-func (s *secret) typed(obj map[string]any) (*typed.TypedValue, error) {
-	return s.parser.FromUnstructured(deepCopy(obj))
+// typed parses two objects against the Secret schema.
+func (s *secret) typed(a, b map[string]any) (*typed.TypedValue, *typed.TypedValue, error) {
+	at, err := s.parser.FromUnstructured(deepCopy(a))
+	if err != nil {
+		return nil, nil, err
+	}
+	bt, err := s.parser.FromUnstructured(deepCopy(b))
+	return at, bt, err
 }
 
 // update is FieldManager.Update below the identifier layer: the library's
 // Update as "current-operation", merged into the manager's entry.
 func (s *secret) update(live, next map[string]any, managed fieldpath.ManagedFields, manager string) (fieldpath.ManagedFields, error) {
-	lt, err := s.typed(live)
-	if err != nil {
-		return nil, err
-	}
-	nt, err := s.typed(next)
+	lt, nt, err := s.typed(live, next)
 	if err != nil {
 		return nil, err
 	}
@@ -222,18 +224,24 @@ func (s *secret) update(live, next map[string]any, managed fieldpath.ManagedFiel
 	return out, nil
 }
 
-func (s *secret) doUpdate(o op, incoming fieldpath.ManagedFields) error {
+// doUpdate is an Update (PUT or non-apply PATCH). `incoming` is the
+// managedFields list the client sent (nil: none).
+func (s *secret) doUpdate(o op, incoming []fieldpath.ManagedFields) error {
 	if s.live == nil {
 		return fmt.Errorf("update of a missing object")
 	}
 	next := mergePatch(deepCopy(s.live), o.Patch).(map[string]any)
 	store(next)
 	managed := s.managed
-	if len(incoming) > 0 {
-		managed = incoming
+	switch {
+	case incoming == nil:
+	case len(incoming[0]) == 0:
+		managed = fieldpath.ManagedFields{} // isResetManagedFields: `[]` or `[{}]`
+	default:
+		managed = incoming[0]
 	}
 	if len(managed) == 0 {
-		s.live = next // skipNonAppliedManager: an existing object without managed fields stays untracked
+		s.live, s.managed = next, managed // skipNonAppliedManager: an existing object without managed fields stays untracked
 		return nil
 	}
 	out, err := s.update(s.live, next, managed, o.Manager)
@@ -292,11 +300,7 @@ func (s *secret) doApply(o op) ([]cause, error) {
 		managed = m
 	}
 	config := withSkeleton(o.Body)
-	lt, err := s.typed(live)
-	if err != nil {
-		return nil, err
-	}
-	ct, err := s.typed(config)
+	lt, ct, err := s.typed(live, config)
 	if err != nil {
 		return nil, err
 	}
@@ -319,11 +323,11 @@ func (s *secret) doApply(o op) ([]cause, error) {
 	return nil, nil
 }
 
+// doManagedFields sends the stored entries without those of o.Drop's
+// managers; an empty remainder is sent as `[]`, which resets them like `[{}]`.
 func (s *secret) doManagedFields(o op) error {
 	incoming := fieldpath.ManagedFields{}
-	if o.Clear {
-		incoming[identifier("", "")] = fieldpath.NewVersionedSet(fieldpath.NewSet(), "", false)
-	} else {
+	if !o.Clear {
 		drop := map[string]bool{}
 		for _, d := range o.Drop {
 			drop[d] = true
@@ -336,7 +340,7 @@ func (s *secret) doManagedFields(o op) error {
 			}
 		}
 	}
-	return s.doUpdate(op{Manager: o.Manager, Patch: map[string]any{}}, incoming)
+	return s.doUpdate(op{Manager: o.Manager, Patch: map[string]any{}}, []fieldpath.ManagedFields{incoming})
 }
 
 // causes renders conflicts as kube-apiserver's 409 causes (internal/conflict.go).
