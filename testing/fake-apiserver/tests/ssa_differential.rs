@@ -621,11 +621,12 @@ async fn operator_scenarios_match_the_library() {
             ],
         ),
         (
-            "the only manager's entry removed: an empty list keeps the stored entries",
+            "the only manager's entry removed: `[]` resets, before-first-apply keeps shared keys from pruning",
             vec![
                 apply("kubestash/old", true, data(&[("A", "1"), ("B", "2")])),
                 drop_entries(&["kubestash/old"]),
-                apply("kubestash/new", true, data(&[("A", "1")])),
+                apply("kubestash/new", true, data(&[("A", "1"), ("B", "9")])),
+                apply("kubestash/new", true, data(&[("B", "9")])),
             ],
         ),
         (
