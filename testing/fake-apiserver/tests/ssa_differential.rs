@@ -20,6 +20,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::OnceLock;
 
 use common::Env;
 use fake_apiserver::fieldset::FieldSet;
@@ -225,9 +226,15 @@ fn random_sequence(seed: u64) -> Vec<Op> {
 
 // ---------------------------------------------------------------- the oracle
 
-/// Builds testing/ssa-oracle (Go, GOPATH mode against Debian's library).
-/// `None` (skip) when Go or the library is missing; under `CI=true` that fails.
+/// Builds testing/ssa-oracle once per test process (Go, GOPATH mode against
+/// Debian's library). `None` (skip) when Go or the library is missing; under
+/// `CI=true` that fails.
 fn oracle_binary() -> Option<PathBuf> {
+    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BUILT.get_or_init(build_oracle).clone()
+}
+
+fn build_oracle() -> Option<PathBuf> {
     let smd = Path::new("/usr/share/gocode/src/sigs.k8s.io/structured-merge-diff");
     let go = Command::new("go").arg("version").output();
     let missing = match (&go, smd.join("merge/update.go").exists()) {
