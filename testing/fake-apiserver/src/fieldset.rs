@@ -115,6 +115,44 @@ impl FieldSet {
     }
 }
 
+/// The field names of a path, `"[]"` for list items (what `TypeInfo` takes).
+fn type_path(p: &[String]) -> Vec<String> {
+    p.iter()
+        .map(|el| {
+            el.strip_prefix("f:")
+                .map_or_else(|| "[]".to_string(), str::to_string)
+        })
+        .collect()
+}
+
+/// The set with every named (struct) field on the way to a member added as
+/// a member itself, but not map keys (structured-merge-diff's
+/// `EnsureNamedFieldsAreMembers`): owning `.metadata.labels.a` then also
+/// means `.metadata` and `.metadata.labels`, not `.metadata.labels` keys.
+pub fn ensure_named_fields(set: &FieldSet, ti: &TypeInfo) -> FieldSet {
+    let mut out = set.clone();
+    for p in &set.0 {
+        for k in 1..p.len() {
+            if p[k - 1].starts_with("f:") && !ti.is_map(&type_path(&p[..k - 1])) {
+                out.insert(p[..k].to_vec());
+            }
+        }
+    }
+    out
+}
+
+/// The object without the members of `set` (each with everything under it),
+/// as structured-merge-diff's `RemoveItems`. A map left empty stays as `{}`
+/// here (the library makes it null): it is no removed field for ownership, and
+/// the API server does not store it.
+pub fn remove_items(obj: &Value, set: &FieldSet) -> Value {
+    let mut out = obj.clone();
+    for p in &set.0 {
+        remove_path(&mut out, p);
+    }
+    out
+}
+
 /// Renders a path as kube-apiserver prints it in conflicts (`.data.A`, `[uid="x"]`).
 pub fn path_string(p: &[String]) -> String {
     let mut s = String::new();

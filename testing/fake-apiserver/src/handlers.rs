@@ -971,13 +971,11 @@ fn apply(
         subresource: t.subresource.as_deref().unwrap_or_default(),
         now: &now,
     };
-    let applied = managed::apply(
-        managed::decode(&live),
-        &live,
-        &config_int,
-        &op,
-        r.flag("force"),
-    )?;
+    let mut entries = managed::decode(&live);
+    if old.is_some() && entries.is_empty() {
+        entries = managed::before_first_apply(&live, &op);
+    }
+    let applied = managed::apply(entries, &live, &config_int, &op, r.flag("force"))?;
     match old {
         Some(old) => {
             let stored = write::update(

@@ -4,7 +4,9 @@
 use serde_json::{json, Map, Value};
 
 use crate::errors::{ApiError, Cause};
-use crate::fieldset::{compare, merge, path_string, remove_path, to_set, FieldSet};
+use crate::fieldset::{
+    compare, ensure_named_fields, merge, path_string, remove_items, to_set, FieldSet,
+};
 use crate::schema::TypeInfo;
 
 /// One managedFields entry.
@@ -70,8 +72,22 @@ impl Scope {
 
 /// Reads the entries of an object.
 pub fn decode(obj: &Value) -> Vec<Entry> {
-    obj["metadata"]["managedFields"]
-        .as_array()
+    decode_list(&obj["metadata"]["managedFields"])
+}
+
+/// The entries a write's body asks for, as kube-apiserver reads them
+/// (`decodeLiveOrNew`): `[]` and `[{}]` reset them to none, any other list
+/// replaces the stored entries, and no list (or `null`) keeps them (`None`).
+pub fn requested(obj: &Value) -> Option<Vec<Entry>> {
+    let list = &obj["metadata"]["managedFields"];
+    let items = list.as_array()?;
+    let reset =
+        items.is_empty() || (items.len() == 1 && items[0].as_object().is_some_and(Map::is_empty));
+    Some(if reset { vec![] } else { decode_list(list) })
+}
+
+fn decode_list(list: &Value) -> Vec<Entry> {
+    list.as_array()
         .map(|a| {
             a.iter()
                 .map(|e| Entry {
@@ -254,6 +270,46 @@ pub fn update(entries: Vec<Entry>, old: &Value, new: &Value, op: &Op) -> Vec<Ent
     out
 }
 
+/// The Update manager kube-apiserver gives an object's existing fields when
+/// it is applied to without managedFields.
+pub const BEFORE_FIRST_APPLY: &str = "before-first-apply";
+
+/// The entries an apply to an existing object without managedFields starts
+/// from: every field it has belongs to the Update manager
+/// `before-first-apply` (kube-apiserver's `skipNonAppliedManager`), so the
+/// apply conflicts where it changes a value.
+pub fn before_first_apply(live: &Value, op: &Op) -> Vec<Entry> {
+    let first = Op {
+        manager: BEFORE_FIRST_APPLY,
+        ..*op
+    };
+    update(vec![], &json!({}), live, &first)
+}
+
+/// structured-merge-diff's prune: what the applier applied last time
+/// (`last`) and not now goes, unless a manager (the applier's new
+/// configuration included) owns it; a named field (struct field) it owned
+/// goes with everything under it that nobody owns, while map keys it never
+/// owned stay.
+fn prune(merged: &Value, last: &FieldSet, owned: &FieldSet, ti: &TypeInfo) -> Value {
+    if last.is_empty() {
+        return merged.clone();
+    }
+    let named = |s: &FieldSet| ensure_named_fields(s, ti);
+    // The API server's own metadata (name, namespace) is owned by every applier.
+    let mut owned = named(owned);
+    owned.insert(vec!["f:metadata".into()]);
+    let last = named(last);
+    let all = named(&to_set(merged, ti, false));
+    let first = remove_items(merged, &last);
+    let keep = named(&to_set(&first, ti, false)).union(&owned);
+    let owned_back = remove_items(merged, &all.difference(&keep));
+    let dangling = all
+        .difference(&named(&to_set(&owned_back, ti, false)))
+        .intersection(&last);
+    remove_items(merged, &dangling)
+}
+
 /// Result of a server-side apply.
 pub struct Applied {
     /// The merged object (stripped fields taken from `live`).
@@ -296,8 +352,17 @@ pub fn apply(
         }
         Scope::All => {}
     }
-    let mut merged = merge(&live_s, &config_s, ti);
     let config_set = scope.keep(&to_set(&config_s, ti, false));
+    let last_set = entries
+        .iter()
+        .find(|e| e.same_identity(manager, "Apply", subresource))
+        .map(|e| e.set.clone())
+        .unwrap_or_default();
+    let owned = entries
+        .iter()
+        .filter(|e| !e.same_identity(manager, "Apply", subresource))
+        .fold(config_set.clone(), |acc, e| acc.union(&e.set));
+    let mut merged = prune(&merge(&live_s, &config_s, ti), &last_set, &owned, ti);
     let cmp = compare(&live_s, &merged, ti);
     let changed = scope.keep(&cmp.added.union(&cmp.modified));
 
@@ -318,29 +383,17 @@ pub fn apply(
     if !conflicts.is_empty() && !force {
         return Err(conflict_error(conflicts));
     }
-    let last_set = entries
-        .iter()
-        .find(|e| e.same_identity(manager, "Apply", subresource))
-        .map(|e| e.set.clone())
-        .unwrap_or_default();
     let mut out: Vec<Entry> = entries
         .into_iter()
         .filter(|e| !e.same_identity(manager, "Apply", subresource))
         .map(|mut e| {
-            e.set = e.set.difference(&changed);
+            e.set = e
+                .set
+                .difference(&changed)
+                .recursive_difference(&cmp.removed);
             e
         })
         .collect();
-    let others = out
-        .iter()
-        .fold(FieldSet::default(), |acc, e| acc.union(&e.set));
-    let to_remove = last_set.difference(&config_set);
-    for p in &to_remove.0 {
-        if others.has_prefix(p) || config_set.has_prefix(p) {
-            continue;
-        }
-        remove_path(&mut merged, p);
-    }
     let changed_time = live_s != merged || last_set != config_set;
     let previous_time = out
         .iter()

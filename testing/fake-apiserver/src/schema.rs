@@ -33,6 +33,22 @@ impl<'a> TypeInfo<'a> {
         }
     }
 
+    /// Whether the object at a path of field names is a map whose keys are
+    /// data (Go `map[string]…`, `additionalProperties`) rather than a struct
+    /// whose keys are named fields.
+    pub fn is_map(&self, path: &[String]) -> bool {
+        let p: Vec<&str> = path.iter().map(String::as_str).collect();
+        match (self.class, p.as_slice()) {
+            (_, ["metadata", "labels" | "annotations"]) => true,
+            (Class::Secret, ["data" | "stringData"]) => true,
+            (Class::ConfigMap, ["data" | "binaryData"]) => true,
+            (Class::Custom, _) => self.schema.and_then(|s| schema_at(s, &p)).is_some_and(|n| {
+                n.get("properties").is_none() && n["additionalProperties"].is_object()
+            }),
+            _ => false,
+        }
+    }
+
     /// The list type at a path of field names (`"[]"` steps into list items).
     pub fn list_type(&self, path: &[String]) -> ListType {
         let p: Vec<&str> = path.iter().map(String::as_str).collect();

@@ -146,6 +146,25 @@ fn fold_string_data(obj: &mut Value) {
     }
 }
 
+/// Built-in kinds are Go structs whose `labels` and `annotations` are
+/// `omitempty`: an empty map is neither stored nor tracked as a field.
+fn drop_empty_meta_maps(res: &ResourceInfo, obj: &mut Value) {
+    if res.class == Class::Custom {
+        return;
+    }
+    if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in ["labels", "annotations"] {
+            if meta
+                .get(k)
+                .and_then(Value::as_object)
+                .is_some_and(Map::is_empty)
+            {
+                meta.remove(k);
+            }
+        }
+    }
+}
+
 fn without(obj: &Value, keys: &[&str]) -> Value {
     let mut o = obj.clone();
     if let Some(m) = o.as_object_mut() {
@@ -316,6 +335,7 @@ pub fn create(
         .unwrap_or_default()
         .to_string();
     prepare_create(&ctx.res, &mut obj, &now);
+    drop_empty_meta_maps(&ctx.res, &mut obj);
     validate(ctx, &mut obj, None)?;
     if let Some(ns) = ns {
         check_namespace(inner, &ctx.res, ns, &name)?;
@@ -398,14 +418,8 @@ pub fn update(
     }
     let now = now_rfc3339();
     let api_version = ctx.res.api_version();
-    // A client that sends managedFields different from the stored ones resets them.
-    let incoming_mf = new["metadata"]["managedFields"].clone();
-    let base_entries = if incoming_mf.is_array() && incoming_mf != old["metadata"]["managedFields"]
-    {
-        managed::decode(&new)
-    } else {
-        managed::decode(old)
-    };
+    // managedFields sent by the client replace the stored ones ([] and [{}] reset them).
+    let base_entries = managed::requested(&new).unwrap_or_else(|| managed::decode(old));
     new["apiVersion"] = json!(stored_api_version(&ctx.res));
     new["kind"] = json!(ctx.res.kind);
     // Subresource and status handling.
@@ -447,6 +461,7 @@ pub fn update(
     if ctx.res.class == Class::Secret {
         fold_string_data(&mut new);
     }
+    drop_empty_meta_maps(&ctx.res, &mut new);
     // Server-owned metadata.
     let old_meta = old["metadata"].clone();
     {
@@ -517,6 +532,9 @@ pub fn update(
         new["metadata"]["generation"] = json!(g);
     }
     let entries = match own {
+        // An existing object without managedFields: Updates are not tracked
+        // (kube-apiserver's skipNonAppliedManager) until the first apply.
+        Ownership::Update if base_entries.is_empty() => vec![],
         Ownership::Update => managed::update(base_entries, old, &new, &ctx.op(&api_version, &now)),
         Ownership::Applied(e) => e,
     };
