@@ -11,10 +11,11 @@
 //! CredstashSync.
 //!
 //! Readiness is 503 until [`Health::set_ready`] and every watch cache in
-//! [`CACHES`] has finished its first list; the body names the caches still
-//! missing and the last watch error of each resource.
+//! [`CACHES`] has finished its first list ([`Health::set_cache_synced`]);
+//! the body names the caches still missing and the last watch error of each
+//! resource.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -69,7 +70,8 @@ struct HealthState {
     next_id: u64,
     stopped: Option<String>,
     ready: bool,
-    synced: BTreeSet<String>,
+    /// Caches as last reported: `true` once listed.
+    caches: BTreeMap<String, bool>,
     watch_errors: BTreeMap<String, WatchError>,
 }
 
@@ -140,8 +142,10 @@ impl Health {
         self.lock().stopped.get_or_insert_with(|| reason.to_owned());
     }
 
-    /// Marks the operator ready (controller running) or not. `/readyz` also
-    /// waits for every cache in [`CACHES`].
+    /// Marks the operator ready (controller running) or not. Once the
+    /// controller reports any cache ([`Self::set_cache_synced`]), `/readyz`
+    /// also waits for every cache in [`CACHES`]; a controller that reports
+    /// none is ready on this call alone.
     pub fn set_ready(&self, ready: bool) {
         self.lock().ready = ready;
     }
@@ -150,11 +154,9 @@ impl Health {
     /// a complete list. A completed (re)list also clears its last watch error.
     pub fn set_cache_synced(&self, resource: &str, synced: bool) {
         let mut state = self.lock();
+        state.caches.insert(resource.to_owned(), synced);
         if synced {
-            state.synced.insert(resource.to_owned());
             state.watch_errors.remove(resource);
-        } else {
-            state.synced.remove(resource);
         }
     }
 
@@ -199,18 +201,19 @@ impl Health {
         }
         let missing: Vec<&str> = CACHES
             .into_iter()
-            .filter(|c| !state.synced.contains(*c))
+            .filter(|c| state.caches.get(*c) != Some(&true))
             .collect();
-        if !missing.is_empty() {
-            return Err(format!(
-                "waiting for the first complete list of: {}\n{notes}",
-                missing.join(", ")
-            ));
+        let caches_reported = !state.caches.is_empty();
+        if state.ready && (missing.is_empty() || !caches_reported) {
+            return Ok(notes);
         }
-        if !state.ready {
+        if missing.is_empty() {
             return Err(format!("the controller is not running yet\n{notes}"));
         }
-        Ok(notes)
+        Err(format!(
+            "waiting for the first complete list of: {}\n{notes}",
+            missing.join(", ")
+        ))
     }
 
     /// `Ok` when live, else why not (the `/healthz` body).
@@ -410,7 +413,7 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn readiness_names_the_caches_still_missing() {
         let h = health();
         let reason = h.readiness().unwrap_err();
@@ -421,6 +424,11 @@ mod tests {
             "{reason}"
         );
         h.set_ready(true);
+        assert_eq!(
+            h.readiness(),
+            Ok(String::new()),
+            "a controller that reports no cache is ready when it says so"
+        );
         h.set_cache_synced("secrets", true);
         h.set_cache_synced("credstashsyncs", true);
         let reason = h.readiness().unwrap_err();
