@@ -159,6 +159,7 @@ struct Families {
     pending_secrets: IntGaugeVec,
     leader: IntGauge,
     leader_transitions: IntCounter,
+    watch_errors: IntCounterVec,
 }
 
 /// The operator's metrics. Clone freely: clones share the same registry.
@@ -316,6 +317,12 @@ impl Metrics {
                     "kubestash_leader_transitions_total",
                     "Times this replica became or stopped being the leader.",
                 )?,
+            )?,
+            watch_errors: counter_vec(
+                &registry,
+                "kubestash_watch_errors_total",
+                "Failed watches and lists of the Kubernetes API by resource (namespaces, secrets, credstashsyncs).",
+                &["resource"],
             )?,
             registry,
         };
@@ -498,6 +505,12 @@ impl Metrics {
             self.inner.leader.set(value);
             self.inner.leader_transitions.inc();
         }
+    }
+
+    /// Counts a failed watch or list of `resource` (see
+    /// [`crate::server::CACHES`]).
+    pub fn record_watch_error(&self, resource: &str) {
+        self.inner.watch_errors.with_label_values(&[resource]).inc();
     }
 
     /// Removes every series labelled with this CredstashSync (call when the

@@ -20,7 +20,7 @@ use kube::Client;
 use crate::controller::{self, Settings};
 use crate::leader::{self, ElectionConfig, Lost, RenewalClock};
 use crate::metrics::Metrics;
-use crate::server::{self, Health};
+use crate::server::{self, Health, HealthConfig};
 
 /// Why the operator could not run.
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +61,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) -> Result<(), RunError> {
     let metrics = Metrics::new()?;
-    let health = Health::default();
+    let health = Health::new(HealthConfig::default(), metrics.clone());
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| RunError::Listen {

@@ -1,11 +1,21 @@
 //! HTTP endpoints on one address: `/metrics` (Prometheus text), `/healthz`
 //! (liveness) and `/readyz` (readiness).
 //!
-//! Liveness fails (503) after [`HealthConfig::max_consecutive_timeouts`] sync
-//! timeouts in a row, or when the controller has not sent a heartbeat for
-//! [`HealthConfig::stall_after`]: Kubernetes then restarts the pod, as the
-//! design promises for hangs. Readiness is 503 until [`Health::set_ready`].
+//! Liveness fails (503) only when the process is stuck, so that a restart
+//! helps: a reconcile has run past its deadline (its `syncTimeout` plus
+//! [`HealthConfig::grace`]; the timeout should have cancelled it, so it is
+//! wedged), or the controller loop has ended ([`Health::controller_stopped`]).
+//! A CredstashSync whose syncs time out again and again (an unreachable
+//! table) does not fail liveness: it reports `SyncTimeout` in its own status,
+//! and a restart would not reach the table but would stop every other
+//! CredstashSync.
+//!
+//! Readiness is 503 until [`Health::set_ready`] and every watch cache in
+//! [`CACHES`] has finished its first list ([`Health::set_cache_synced`]);
+//! the body names the caches still missing and the last watch error of each
+//! resource.
 
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -20,31 +30,49 @@ use tokio::time::Instant;
 
 use crate::metrics::{Metrics, CONTENT_TYPE};
 
+/// The watch caches the controller needs before it may sync, by resource.
+pub const CACHES: [&str; 3] = ["namespaces", "secrets", "credstashsyncs"];
+
 /// Thresholds of the liveness check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HealthConfig {
-    /// Consecutive sync timeouts after which `/healthz` fails. Default: 3.
-    pub max_consecutive_timeouts: u32,
-    /// Heartbeat age after which the controller counts as stalled and
-    /// `/healthz` fails. Default: 10 minutes; the controller must beat well
-    /// within it (its loop beats independently of running syncs).
-    pub stall_after: Duration,
+    /// How long a reconcile may run past its own timeout before it counts as
+    /// wedged and `/healthz` fails. Default: 60 s, room for the cancelled
+    /// work to unwind and for a status write after it.
+    pub grace: Duration,
 }
 
 impl Default for HealthConfig {
     fn default() -> Self {
         Self {
-            max_consecutive_timeouts: 3,
-            stall_after: Duration::from_secs(600),
+            grace: Duration::from_secs(60),
         }
     }
 }
 
 #[derive(Debug)]
+struct Running {
+    credstashsync: String,
+    started: Instant,
+    deadline: Instant,
+}
+
+#[derive(Debug)]
+struct WatchError {
+    message: String,
+    count: u64,
+    at: Instant,
+}
+
+#[derive(Debug, Default)]
 struct HealthState {
-    consecutive_timeouts: u32,
-    last_heartbeat: Instant,
+    running: HashMap<u64, Running>,
+    next_id: u64,
+    stopped: Option<String>,
     ready: bool,
+    /// Caches as last reported: `true` once listed.
+    caches: BTreeMap<String, bool>,
+    watch_errors: BTreeMap<String, WatchError>,
 }
 
 /// Health of the operator, fed by the controller, read by the probes.
@@ -52,25 +80,32 @@ struct HealthState {
 #[derive(Debug, Clone)]
 pub struct Health {
     config: HealthConfig,
+    metrics: Metrics,
     state: Arc<Mutex<HealthState>>,
 }
 
-impl Default for Health {
-    fn default() -> Self {
-        Self::new(HealthConfig::default())
+/// A reconcile in progress, from [`Health::begin_reconcile`]; dropping it
+/// marks the reconcile finished (also when its future is cancelled).
+#[derive(Debug)]
+#[must_use = "the reconcile counts as finished when the guard is dropped"]
+pub struct ReconcileGuard {
+    state: Arc<Mutex<HealthState>>,
+    id: u64,
+}
+
+impl Drop for ReconcileGuard {
+    fn drop(&mut self) {
+        lock(&self.state).running.remove(&self.id);
     }
 }
 
 impl Health {
-    /// A live, not yet ready state; the stall clock starts now.
-    pub fn new(config: HealthConfig) -> Self {
+    /// A live, not yet ready state that counts watch errors in `metrics`.
+    pub fn new(config: HealthConfig, metrics: Metrics) -> Self {
         Self {
             config,
-            state: Arc::new(Mutex::new(HealthState {
-                consecutive_timeouts: 0,
-                last_heartbeat: Instant::now(),
-                ready: false,
-            })),
+            metrics,
+            state: Arc::default(),
         }
     }
 
@@ -79,31 +114,106 @@ impl Health {
         self.config
     }
 
-    /// A sync was cancelled after its timeout.
-    pub fn record_sync_timeout(&self) {
+    /// A reconcile of `credstashsync` starts; it may run for `timeout` (its
+    /// `syncTimeout`) plus [`HealthConfig::grace`] before liveness fails.
+    /// Hold the guard for as long as the work runs.
+    pub fn begin_reconcile(&self, credstashsync: &str, timeout: Duration) -> ReconcileGuard {
+        let started = Instant::now();
         let mut state = self.lock();
-        state.consecutive_timeouts = state.consecutive_timeouts.saturating_add(1);
+        let id = state.next_id;
+        state.next_id += 1;
+        state.running.insert(
+            id,
+            Running {
+                credstashsync: credstashsync.to_owned(),
+                started,
+                deadline: started + timeout + self.config.grace,
+            },
+        );
+        ReconcileGuard {
+            state: self.state.clone(),
+            id,
+        }
     }
 
-    /// A sync finished (successfully or not, but without timing out): the
-    /// run of consecutive timeouts is over.
-    pub fn record_sync_completed(&self) {
-        self.lock().consecutive_timeouts = 0;
+    /// The controller loop has ended (or a watch it cannot run without):
+    /// liveness fails from now on with `reason`.
+    pub fn controller_stopped(&self, reason: &str) {
+        self.lock().stopped.get_or_insert_with(|| reason.to_owned());
     }
 
-    /// The controller loop is alive.
-    pub fn controller_heartbeat(&self) {
-        self.lock().last_heartbeat = Instant::now();
-    }
-
-    /// Marks the operator ready (caches synced, controller running) or not.
+    /// Marks the operator ready (controller running) or not. Once the
+    /// controller reports any cache ([`Self::set_cache_synced`]), `/readyz`
+    /// also waits for every cache in [`CACHES`]; a controller that reports
+    /// none is ready on this call alone.
     pub fn set_ready(&self, ready: bool) {
         self.lock().ready = ready;
     }
 
+    /// Whether the watch cache of `resource` (one of [`CACHES`]) has finished
+    /// a complete list. A completed (re)list also clears its last watch error.
+    pub fn set_cache_synced(&self, resource: &str, synced: bool) {
+        let mut state = self.lock();
+        state.caches.insert(resource.to_owned(), synced);
+        if synced {
+            state.watch_errors.remove(resource);
+        }
+    }
+
+    /// A watch or list of `resource` failed (RBAC denied, API down...): shown
+    /// in the `/readyz` body until the cache lists again, and counted in
+    /// `kubestash_watch_errors_total{resource}`.
+    pub fn record_watch_error(&self, resource: &str, message: &str) {
+        self.metrics.record_watch_error(resource);
+        let now = Instant::now();
+        let mut state = self.lock();
+        let entry = state
+            .watch_errors
+            .entry(resource.to_owned())
+            .or_insert_with(|| WatchError {
+                message: String::new(),
+                count: 0,
+                at: now,
+            });
+        entry.message = message.to_owned();
+        entry.count += 1;
+        entry.at = now;
+    }
+
     /// Whether `/readyz` answers 200.
     pub fn is_ready(&self) -> bool {
-        self.lock().ready
+        self.readiness().is_ok()
+    }
+
+    /// `Ok` with notes (the watch errors, may be empty) when ready, else why
+    /// not: the `/readyz` body.
+    pub fn readiness(&self) -> Result<String, String> {
+        let state = self.lock();
+        let now = Instant::now();
+        let mut notes = String::new();
+        for (resource, error) in &state.watch_errors {
+            notes.push_str(&format!(
+                "watch error on {resource} ({} in a row, last {}s ago): {}\n",
+                error.count,
+                now.saturating_duration_since(error.at).as_secs(),
+                error.message
+            ));
+        }
+        let missing: Vec<&str> = CACHES
+            .into_iter()
+            .filter(|c| state.caches.get(*c) != Some(&true))
+            .collect();
+        let caches_reported = !state.caches.is_empty();
+        if state.ready && (missing.is_empty() || !caches_reported) {
+            return Ok(notes);
+        }
+        if missing.is_empty() {
+            return Err(format!("the controller is not running yet\n{notes}"));
+        }
+        Err(format!(
+            "waiting for the first complete list of: {}\n{notes}",
+            missing.join(", ")
+        ))
     }
 
     /// `Ok` when live, else why not (the `/healthz` body).
@@ -113,28 +223,48 @@ impl Health {
 
     fn liveness_at(&self, now: Instant) -> Result<(), String> {
         let state = self.lock();
-        let max = self.config.max_consecutive_timeouts;
-        if state.consecutive_timeouts >= max {
-            return Err(format!(
-                "{} consecutive sync timeouts (limit {max})",
-                state.consecutive_timeouts
-            ));
+        if let Some(reason) = &state.stopped {
+            return Err(format!("the controller stopped: {reason}"));
         }
-        let age = now.saturating_duration_since(state.last_heartbeat);
-        if age > self.config.stall_after {
-            return Err(format!(
-                "controller stalled: no heartbeat for {}s (limit {}s)",
-                age.as_secs(),
-                self.config.stall_after.as_secs()
-            ));
+        let wedged = state
+            .running
+            .values()
+            .filter(|r| now > r.deadline)
+            .min_by_key(|r| r.started);
+        match wedged {
+            Some(r) => Err(format!(
+                "the reconcile of CredstashSync {} has run for {}s, {}s past its deadline (syncTimeout + {}s grace): it is wedged",
+                r.credstashsync,
+                now.saturating_duration_since(r.started).as_secs(),
+                now.saturating_duration_since(r.deadline).as_secs(),
+                self.config.grace.as_secs()
+            )),
+            None => Ok(()),
         }
-        Ok(())
     }
 
-    /// The state stays consistent even if a holder panicked (plain values).
+    /// Transitional, no effect: liveness no longer counts timeouts. Kept
+    /// until the controller's calls are replaced by [`Self::begin_reconcile`].
+    #[doc(hidden)]
+    pub fn record_sync_timeout(&self) {}
+
+    /// Transitional, no effect (see [`Self::record_sync_timeout`]).
+    #[doc(hidden)]
+    pub fn record_sync_completed(&self) {}
+
+    /// Transitional, no effect: a ticking heartbeat says nothing about
+    /// progress. Kept until the controller's calls are removed.
+    #[doc(hidden)]
+    pub fn controller_heartbeat(&self) {}
+
     fn lock(&self) -> MutexGuard<'_, HealthState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
+}
+
+/// The state stays consistent even if a holder panicked (plain values).
+fn lock(state: &Mutex<HealthState>) -> MutexGuard<'_, HealthState> {
+    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Clone)]
@@ -183,10 +313,13 @@ async fn healthz_handler(State(app): State<AppState>) -> Response {
 }
 
 async fn readyz_handler(State(app): State<AppState>) -> Response {
-    if app.health.is_ready() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n").into_response()
+    match app.health.readiness() {
+        Ok(notes) => (StatusCode::OK, format!("ready\n{notes}")).into_response(),
+        Err(reason) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {reason}"),
+        )
+            .into_response(),
     }
 }
 
@@ -195,61 +328,157 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    fn health(max_timeouts: u32, stall_secs: u64) -> Health {
-        Health::new(HealthConfig {
-            max_consecutive_timeouts: max_timeouts,
-            stall_after: Duration::from_secs(stall_secs),
-        })
+    const SYNC_TIMEOUT: Duration = Duration::from_secs(300);
+
+    fn health() -> Health {
+        Health::new(HealthConfig::default(), Metrics::new().unwrap())
     }
 
-    #[test]
-    fn defaults_are_three_timeouts_and_ten_minutes() {
-        let c = HealthConfig::default();
-        assert_eq!(c.max_consecutive_timeouts, 3);
-        assert_eq!(c.stall_after, Duration::from_secs(600));
+    fn synced_and_ready(h: &Health) {
+        for cache in CACHES {
+            h.set_cache_synced(cache, true);
+        }
+        h.set_ready(true);
     }
 
-    #[tokio::test]
-    async fn consecutive_timeouts_make_it_unhealthy_until_a_sync_completes() {
-        let h = health(3, 600);
+    #[tokio::test(start_paused = true)]
+    async fn a_reconcile_past_its_timeout_and_grace_is_wedged() {
+        let h = health();
+        let guard = h.begin_reconcile("slow", SYNC_TIMEOUT);
+        tokio::time::advance(SYNC_TIMEOUT + Duration::from_secs(60)).await;
+        assert_eq!(h.liveness(), Ok(()), "within timeout + grace");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let reason = h.liveness().unwrap_err();
+        assert!(
+            reason.contains("CredstashSync slow has run for 361s, 1s past its deadline"),
+            "{reason}"
+        );
+        drop(guard);
+        assert_eq!(h.liveness(), Ok(()), "a finished reconcile is not wedged");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_table_that_times_out_again_and_again_keeps_the_process_live() {
+        let h = health();
+        for _ in 0..20 {
+            let _guard = h.begin_reconcile("unreachable", Duration::from_secs(5));
+            let unreachable = std::future::pending::<()>();
+            let result = tokio::time::timeout(Duration::from_secs(5), unreachable).await;
+            assert!(result.is_err());
+            let _other = h.begin_reconcile("healthy", Duration::from_secs(5));
+            assert_eq!(h.liveness(), Ok(()));
+        }
+        tokio::time::advance(Duration::from_secs(3600)).await;
         assert_eq!(h.liveness(), Ok(()));
-        h.record_sync_timeout();
-        h.record_sync_timeout();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancelled_reconcile_counts_as_finished() {
+        let h = health();
+        let task = tokio::spawn({
+            let h = h.clone();
+            async move {
+                let _guard = h.begin_reconcile("cancelled", Duration::from_secs(5));
+                std::future::pending::<()>().await;
+            }
+        });
+        tokio::task::yield_now().await;
+        tokio::time::advance(Duration::from_secs(120)).await;
+        assert!(h.liveness().is_err(), "running past the deadline");
+        task.abort();
+        assert!(task.await.unwrap_err().is_cancelled());
         assert_eq!(h.liveness(), Ok(()));
-        h.record_sync_completed();
-        h.record_sync_timeout();
-        h.record_sync_timeout();
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn only_the_wedged_reconcile_is_named() {
+        let h = health();
+        let _short = h.begin_reconcile("short", Duration::from_secs(10));
+        tokio::time::advance(Duration::from_secs(60)).await;
+        let _long = h.begin_reconcile("long", SYNC_TIMEOUT);
+        tokio::time::advance(Duration::from_secs(11)).await;
+        let reason = h.liveness().unwrap_err();
+        assert!(reason.contains("CredstashSync short "), "{reason}");
+        assert!(!reason.contains("long"), "{reason}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_stopped_controller_is_not_live() {
+        let h = health();
+        h.controller_stopped("the CredstashSync watch ended");
+        h.controller_stopped("a later reason");
         assert_eq!(
             h.liveness(),
-            Ok(()),
-            "the run restarted after a completed sync"
+            Err("the controller stopped: the CredstashSync watch ended".into())
         );
-        h.record_sync_timeout();
-        let reason = h.liveness().unwrap_err();
-        assert!(reason.contains("3 consecutive sync timeouts"), "{reason}");
-        h.record_sync_completed();
-        assert_eq!(h.liveness(), Ok(()));
     }
 
     #[tokio::test]
-    async fn stalled_heartbeat_makes_it_unhealthy() {
-        let h = health(3, 60);
-        let start = Instant::now();
-        assert_eq!(h.liveness_at(start + Duration::from_secs(59)), Ok(()));
-        let reason = h.liveness_at(start + Duration::from_secs(61)).unwrap_err();
-        assert!(reason.contains("stalled"), "{reason}");
-        h.controller_heartbeat();
-        let beat = Instant::now();
-        assert_eq!(h.liveness_at(beat + Duration::from_secs(59)), Ok(()));
-        assert!(h.liveness_at(beat + Duration::from_secs(120)).is_err());
+    async fn readiness_names_the_caches_still_missing() {
+        let h = health();
+        let reason = h.readiness().unwrap_err();
+        assert!(
+            reason.starts_with(
+                "waiting for the first complete list of: namespaces, secrets, credstashsyncs"
+            ),
+            "{reason}"
+        );
+        h.set_ready(true);
+        assert_eq!(
+            h.readiness(),
+            Ok(String::new()),
+            "a controller that reports no cache is ready when it says so"
+        );
+        h.set_cache_synced("secrets", true);
+        h.set_cache_synced("credstashsyncs", true);
+        let reason = h.readiness().unwrap_err();
+        assert!(
+            reason.starts_with("waiting for the first complete list of: namespaces\n"),
+            "{reason}"
+        );
+        h.set_cache_synced("namespaces", true);
+        assert_eq!(h.readiness(), Ok(String::new()));
+        h.set_ready(false);
+        let reason = h.readiness().unwrap_err();
+        assert!(reason.contains("not running"), "{reason}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn watch_errors_are_shown_counted_and_cleared_by_a_new_list() {
+        let metrics = Metrics::new().unwrap();
+        let h = Health::new(HealthConfig::default(), metrics.clone());
+        synced_and_ready(&h);
+        h.set_cache_synced("secrets", false);
+        h.record_watch_error("secrets", "secrets is forbidden: User cannot list");
+        tokio::time::advance(Duration::from_secs(30)).await;
+        h.record_watch_error("secrets", "secrets is forbidden: User cannot watch");
+        tokio::time::advance(Duration::from_secs(12)).await;
+        let reason = h.readiness().unwrap_err();
+        assert!(
+            reason.contains("watch error on secrets (2 in a row, last 12s ago): secrets is forbidden: User cannot watch"),
+            "{reason}"
+        );
+        assert!(metrics
+            .encode()
+            .contains("kubestash_watch_errors_total{resource=\"secrets\"} 2"));
+        h.record_watch_error("namespaces", "connection refused");
+        let notes = h.readiness().unwrap_err();
+        assert!(notes.contains("watch error on namespaces"), "{notes}");
+        h.set_cache_synced("secrets", true);
+        let notes = h.readiness().expect("every cache listed");
+        assert!(
+            !notes.contains("secrets"),
+            "cleared by the new list: {notes}"
+        );
+        assert!(notes.contains("namespaces (1 in a row"), "{notes}");
     }
 
     #[tokio::test]
     async fn clones_share_state() {
-        let h = health(1, 600);
+        let h = health();
         let other = h.clone();
-        other.record_sync_timeout();
-        other.set_ready(true);
+        other.controller_stopped("ended");
+        synced_and_ready(&other);
         assert!(h.liveness().is_err());
         assert!(h.is_ready());
     }
@@ -272,7 +501,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let metrics = Metrics::new().unwrap();
         metrics.kms_cache_hit();
-        let h = health(1, 600);
+        let h = health();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, metrics, h.clone(), async {
             let _ = stopped.await;
@@ -287,13 +516,19 @@ mod tests {
         assert!(body.contains("kubestash_kms_cache_hits_total 1"), "{body}");
 
         assert_eq!(get(addr, "/healthz").await.0, 200);
-        assert_eq!(get(addr, "/readyz").await.0, 503);
-        h.set_ready(true);
-        assert_eq!(get(addr, "/readyz").await.0, 200);
-        h.record_sync_timeout();
+        let (status, _, body) = get(addr, "/readyz").await;
+        assert_eq!(status, 503);
+        assert!(
+            body.starts_with("not ready: waiting for the first complete list of: namespaces"),
+            "{body}"
+        );
+        synced_and_ready(&h);
+        let (status, _, body) = get(addr, "/readyz").await;
+        assert_eq!((status, body.as_str()), (200, "ready\n"));
+        h.controller_stopped("the controller loop ended");
         let (status, _, body) = get(addr, "/healthz").await;
         assert_eq!(status, 503);
-        assert!(body.contains("consecutive sync timeouts"), "{body}");
+        assert!(body.contains("the controller loop ended"), "{body}");
         assert_eq!(get(addr, "/nope").await.0, 404);
 
         stop.send(()).unwrap();

@@ -639,6 +639,51 @@ fn kubestash_sync_prints_the_plan_in_dry_run_and_applies_without_it() {
     );
 }
 
+#[test]
+fn many_failing_keys_still_publish_a_warning_that_counts_the_rest() {
+    const FAILING: usize = 14;
+    let env = env();
+    env.table("t-many");
+    let name = |i: usize| {
+        format!("many/app/A_KEY_WITH_A_LONG_DESCRIPTIVE_NAME_THAT_TAKES_ROOM_IN_A_NOTE_{i:02}")
+    };
+    // Written by the credstash CLI under another encryption context than the
+    // CredstashSync's (none): every one fails to decrypt.
+    support::run_all_ok(
+        (0..FAILING)
+            .map(|i| {
+                env.moto.credstash(&[
+                    "-t",
+                    "t-many",
+                    "put",
+                    "-a",
+                    &name(i),
+                    "not for us",
+                    "app=someone-else",
+                ])
+            })
+            .collect(),
+    );
+    block_on(async {
+        env.create_namespace("many").await;
+        env.apply_css("many", spec("t-many")).await;
+        let note = wait_for("the DecryptFailed warning", || async {
+            env.events("many")
+                .await
+                .into_iter()
+                .find_map(|e| e.strip_prefix("DecryptFailed: ").map(str::to_owned))
+        })
+        .await;
+        assert!(note.len() <= 1024, "{} bytes: {note}", note.len());
+        let shown = (0..FAILING).filter(|&i| note.contains(&name(i))).count();
+        assert!(shown >= 1, "{note}");
+        assert!(
+            note.ends_with(&format!(" and {} more", FAILING - shown)),
+            "{shown} shown: {note}"
+        );
+    });
+}
+
 fn condition(css: &serde_json::Value, type_: &str) -> serde_json::Value {
     cluster::condition(css, type_).unwrap_or_else(|| panic!("no {type_} condition in {css}"))
 }

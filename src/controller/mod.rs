@@ -292,7 +292,7 @@ impl Context {
                 Severity::Warning => EventType::Warning,
             },
             reason: notice.reason.to_owned(),
-            note: Some(notice.note.clone()),
+            note: Some(report::fit_note(&notice.note)),
             action: notice.action.to_owned(),
             secondary: None,
         };

@@ -15,6 +15,18 @@ use crate::metrics::{SyncResult, SyncTrigger};
 
 /// At most this many names are listed in one event or condition message.
 const MAX_LISTED: usize = 10;
+/// events.k8s.io/v1 refuses an Event whose note is longer than this many
+/// bytes (kube-apiserver's `NoteLengthLimit`).
+pub const NOTE_LIMIT: usize = 1024;
+/// A listed item longer than this many bytes (a long AWS error) is cut, so
+/// that a note shows several items rather than one.
+const MAX_ITEM_BYTES: usize = 240;
+/// Between the items of [`listed`].
+const SEPARATOR: &str = ", ";
+/// Ends an item or a note that was cut.
+const ELLIPSIS: &str = "…";
+/// Room [`fit_note`] keeps for its ending (`… and 12345 more`).
+const FIT_RESERVE: usize = 32;
 
 /// Everything a finished full sync reports. Holds names, never values.
 #[derive(Debug, Clone, Default)]
@@ -265,11 +277,97 @@ pub fn listed(items: &[String]) -> String {
         .take(MAX_LISTED)
         .cloned()
         .collect::<Vec<_>>()
-        .join(", ");
+        .join(SEPARATOR);
     if items.len() > MAX_LISTED {
-        text.push_str(&format!(" and {} more", items.len() - MAX_LISTED));
+        text.push_str(&more(items.len() - MAX_LISTED));
     }
     text
+}
+
+fn more(count: usize) -> String {
+    format!(" and {count} more")
+}
+
+/// `prefix` then as many of `items` (at most [`MAX_LISTED`], each cut to
+/// [`MAX_ITEM_BYTES`]) as fit in [`NOTE_LIMIT`] bytes, then how many more
+/// there are: an event note the API accepts, with an exact count.
+fn note_listing(prefix: &str, items: &[String]) -> String {
+    let mut text = prefix.to_owned();
+    let mut shown = 0;
+    for item in items.iter().take(MAX_LISTED) {
+        let item = cut_item(item);
+        let separator = if shown == 0 { "" } else { SEPARATOR };
+        let left = items.len() - shown - 1;
+        let reserve = if left > 0 { more(left).len() } else { 0 };
+        if text.len() + separator.len() + item.len() + reserve > NOTE_LIMIT {
+            break;
+        }
+        text.push_str(separator);
+        text.push_str(item.as_ref());
+        shown += 1;
+    }
+    if shown < items.len() {
+        text.push_str(&more(items.len() - shown));
+    }
+    fit_note(&text)
+}
+
+fn cut_item(item: &str) -> std::borrow::Cow<'_, str> {
+    if item.len() <= MAX_ITEM_BYTES {
+        return item.into();
+    }
+    let end = char_boundary_at_most(item, MAX_ITEM_BYTES - ELLIPSIS.len());
+    format!("{}{ELLIPSIS}", &item[..end]).into()
+}
+
+/// `note` cut to at most [`NOTE_LIMIT`] bytes, as events.k8s.io/v1 requires
+/// (longer notes make the API refuse the whole event). A note within the
+/// limit is returned unchanged. A longer one is cut on a character boundary,
+/// at the last list separator (`, ` as [`listed`] joins) when there is one
+/// in the second half of the limit, and says how many items were left out
+/// (`… and 7 more`, adding a count [`listed`] already gave). The count is of
+/// separators: an item whose own text holds `, ` counts as several. Without
+/// a separator to cut at, it says how many bytes were cut.
+pub fn fit_note(note: &str) -> String {
+    if note.len() <= NOTE_LIMIT {
+        return note.to_owned();
+    }
+    let (body, already_left_out) = split_more(note);
+    let head = char_boundary_at_most(body, NOTE_LIMIT - FIT_RESERVE);
+    match body[..head].rfind(SEPARATOR) {
+        Some(at) if at >= NOTE_LIMIT / 2 => {
+            let dropped = body[at + SEPARATOR.len()..].matches(SEPARATOR).count() + 1;
+            format!(
+                "{}{ELLIPSIS}{}",
+                &body[..at],
+                more(dropped + already_left_out)
+            )
+        }
+        _ => format!(
+            "{}{ELLIPSIS} ({} more bytes)",
+            &body[..head],
+            note.len() - head
+        ),
+    }
+}
+
+/// The largest character boundary of `text` at or before byte `index`
+/// (`str::floor_char_boundary`, newer than the crate's MSRV).
+fn char_boundary_at_most(text: &str, index: usize) -> usize {
+    (0..=index.min(text.len()))
+        .rev()
+        .find(|&i| text.is_char_boundary(i))
+        .unwrap_or(0)
+}
+
+/// Splits a trailing ` and N more` (as [`listed`] writes it) off `note`.
+fn split_more(note: &str) -> (&str, usize) {
+    note.rsplit_once(" and ")
+        .and_then(|(body, tail)| {
+            let count = tail.strip_suffix(" more")?.parse().ok()?;
+            Some((body, count))
+        })
+        .unwrap_or((note, 0))
 }
 
 /// Severity of a [`Notice`].
@@ -313,7 +411,7 @@ impl Notice {
 pub fn sync_notices(outcome: &SyncOutcome) -> Vec<Notice> {
     let mut notices = Vec::new();
     if let Some(error) = &outcome.table_error {
-        notices.push(Notice::warning("SyncFailed", "ReadTable", error.clone()));
+        notices.push(Notice::warning("SyncFailed", "ReadTable", fit_note(error)));
         return notices;
     }
     if let Some(error) = &outcome.cluster_error {
@@ -321,57 +419,54 @@ pub fn sync_notices(outcome: &SyncOutcome) -> Vec<Notice> {
         return notices;
     }
     if outcome.dry_run {
-        let note = format!("dry run, nothing written: {}", outcome.summary());
+        let note = fit_note(&format!("dry run, nothing written: {}", outcome.summary()));
         notices.push(Notice::normal("DryRunPlan", "Plan", note));
     } else {
         if !outcome.created.is_empty() {
             notices.push(Notice::normal(
                 "Created",
                 "Sync",
-                format!("created Secrets {}", listed(&outcome.created)),
+                note_listing("created Secrets ", &outcome.created),
             ));
         }
         if !outcome.updated.is_empty() {
             notices.push(Notice::normal(
                 "Updated",
                 "Sync",
-                format!("updated Secrets {}", listed(&outcome.updated)),
+                note_listing("updated Secrets ", &outcome.updated),
             ));
         }
     }
     if !outcome.key_failures.is_empty() {
-        let note = format!(
-            "keys keep their last good value: {}",
-            listed(&outcome.key_failures)
-        );
+        let note = note_listing("keys keep their last good value: ", &outcome.key_failures);
         notices.push(Notice::warning("DecryptFailed", "Sync", note));
     }
     if !outcome.conflicts.is_empty() {
         notices.push(Notice::warning(
             "KeyConflict",
             "Sync",
-            format!("not written: {}", listed(&outcome.conflicts)),
+            note_listing("not written: ", &outcome.conflicts),
         ));
     }
     if !outcome.write_failures.is_empty() {
         notices.push(Notice::warning(
             "UpdateFailed",
             "Sync",
-            listed(&outcome.write_failures),
+            note_listing("", &outcome.write_failures),
         ));
     }
     if !outcome.skipped.is_empty() {
         notices.push(Notice::warning(
             "SecretSkipped",
             "Sync",
-            listed(&outcome.skipped),
+            note_listing("", &outcome.skipped),
         ));
     }
     if !outcome.invalid_names.is_empty() {
         notices.push(Notice::warning(
             "InvalidName",
             "Sync",
-            listed(&outcome.invalid_names),
+            note_listing("", &outcome.invalid_names),
         ));
     }
     notices
@@ -521,6 +616,128 @@ mod tests {
         assert!(
             text.ends_with("and 15 more") && text.contains("ns/s9") && !text.contains("ns/s10")
         );
+    }
+
+    /// A decrypt failure as the table reader reports it: a long AWS error,
+    /// with multi-byte characters in the name.
+    fn decrypt_failure(i: usize) -> String {
+        format!(
+            "ns/sécrét/KEY_{i:02}: KMS Decrypt failed: InvalidCiphertextException: An error occurred (InvalidCiphertextException) when calling the Decrypt operation: the encryption context does not match the one the data key was encrypted with ⚠ request id 1f7c2a4e-9b1d-4c3e-8f6a-{i:012}"
+        )
+    }
+
+    #[test]
+    fn notes_within_the_limit_are_unchanged() {
+        let note = format!("{}é", "a".repeat(NOTE_LIMIT - 2));
+        assert_eq!(note.len(), NOTE_LIMIT);
+        assert_eq!(fit_note(&note), note);
+    }
+
+    #[test]
+    fn a_long_list_is_cut_at_a_separator_and_counts_what_it_left_out() {
+        let items: Vec<String> = (0..100).map(|i| format!("ns/ß{i:02}/KEY")).collect();
+        let note = format!("prefix: {}", items.join(SEPARATOR));
+        let fitted = fit_note(&note);
+        assert!(fitted.len() <= NOTE_LIMIT, "{} bytes", fitted.len());
+        let shown = fitted.matches("ns/ß").count();
+        assert!(
+            fitted.ends_with(&format!(
+                "ns/ß{:02}/KEY… and {} more",
+                shown - 1,
+                100 - shown
+            )),
+            "{fitted}"
+        );
+    }
+
+    #[test]
+    fn fitting_adds_the_count_listed_already_gave() {
+        let items: Vec<String> = (0..25)
+            .map(|i| format!("item{i:02} {}", "x".repeat(120)))
+            .collect();
+        let note = listed(&items);
+        assert!(note.ends_with(" and 15 more") && note.len() > NOTE_LIMIT);
+        let fitted = fit_note(&note);
+        let shown = fitted.matches("item").count();
+        assert!(fitted.len() <= NOTE_LIMIT);
+        assert!(
+            fitted.ends_with(&format!("… and {} more", 25 - shown)),
+            "{fitted}"
+        );
+    }
+
+    #[test]
+    fn text_without_separators_is_cut_on_a_character_boundary() {
+        let note = "€".repeat(700);
+        let fitted = fit_note(&note);
+        assert!(fitted.len() <= NOTE_LIMIT, "{} bytes", fitted.len());
+        let kept = fitted.matches('€').count();
+        assert!(kept > 300, "{kept}");
+        assert!(
+            fitted.ends_with(&format!("… ({} more bytes)", (700 - kept) * 3)),
+            "{fitted}"
+        );
+    }
+
+    #[test]
+    fn many_decrypt_failures_make_a_warning_the_api_accepts_with_an_exact_count() {
+        let outcome = SyncOutcome {
+            key_failures: (0..12).map(decrypt_failure).collect(),
+            ..clean()
+        };
+        let notices = sync_notices(&outcome);
+        let warning = notices
+            .iter()
+            .find(|n| n.reason == "DecryptFailed")
+            .expect("a DecryptFailed warning");
+        let note = &warning.note;
+        assert!(note.len() <= NOTE_LIMIT, "{} bytes: {note}", note.len());
+        assert_eq!(fit_note(note), *note, "builders' notes need no cutting");
+        let shown = note.matches("ns/sécrét/KEY_").count();
+        assert!(shown >= 3, "{note}");
+        assert!(
+            note.contains("ns/sécrét/KEY_00: KMS Decrypt failed"),
+            "{note}"
+        );
+        assert!(
+            note.ends_with(&format!(" and {} more", 12 - shown)),
+            "{note}"
+        );
+    }
+
+    #[test]
+    fn every_notice_of_a_large_outcome_fits() {
+        let long = |prefix: &str| -> Vec<String> {
+            (0..30)
+                .map(|i| format!("{prefix}-{i}: {}", "ü".repeat(150)))
+                .collect()
+        };
+        let outcome = SyncOutcome {
+            created: long("created"),
+            updated: long("updated"),
+            key_failures: long("failed"),
+            conflicts: long("conflict"),
+            write_failures: long("write"),
+            skipped: long("skipped"),
+            invalid_names: long("invalid"),
+            ..clean()
+        };
+        let notices = sync_notices(&outcome);
+        assert_eq!(notices.len(), 7);
+        for notice in notices {
+            assert!(
+                notice.note.len() <= NOTE_LIMIT,
+                "{}: {}",
+                notice.reason,
+                notice.note.len()
+            );
+            assert!(notice.note.ends_with(" more"), "{}", notice.note);
+        }
+        let failed = SyncOutcome {
+            table_error: Some("ü".repeat(2000)),
+            ..Default::default()
+        };
+        assert!(sync_notices(&failed)[0].note.len() <= NOTE_LIMIT);
     }
 
     #[test]

@@ -13,7 +13,9 @@ pub use item::ItemId;
 pub use kms::{EncryptionContext, KeyService};
 pub use table::{Entry, ReadStats, ReaderOptions, TableRead, TableReader};
 
-use aws_config::{retry::RetryConfig, BehaviorVersion, Region};
+use std::time::Duration;
+
+use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Region};
 
 /// Where a credstash table and its KMS key live.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -54,11 +56,33 @@ pub fn connect_with(
     TableReader::new(dynamodb, location.table.clone(), keys, options)
 }
 
+/// Longest wait for a TCP (and TLS) connection to an AWS endpoint. A
+/// regional endpoint answers in milliseconds, a VPC endpoint or NAT in well
+/// under a second; a black-holed route fails after this and is retried.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest one attempt of a call may take. Every call kubestash makes (a
+/// Scan or Query page of at most 1 MB, a KMS Decrypt, GetRecords, which
+/// never long-polls, DescribeTable/Stream) answers in well under a second;
+/// ten times headroom still cuts a hung connection quickly enough to retry.
+pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest one call may take with all its retries (5 attempts with
+/// backoff). Bounds what one AWS call can cost a sync (`syncTimeout`, 5 min
+/// by default) or one stream shard's poll.
+pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// The shared AWS configuration: region as asked (or the default chain, or
-/// `us-east-1`), standard retries with a few more attempts for throttling.
+/// `us-east-1`), standard retries with a few more attempts for throttling,
+/// and [`CONNECT_TIMEOUT`], [`ATTEMPT_TIMEOUT`] and [`OPERATION_TIMEOUT`] on
+/// every call of every client built from it.
 pub async fn aws_sdk_config(region: Option<&str>) -> aws_config::SdkConfig {
+    let timeouts = TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
+        .operation_timeout(OPERATION_TIMEOUT)
+        .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(RetryConfig::standard().with_max_attempts(5));
+        .retry_config(RetryConfig::standard().with_max_attempts(5))
+        .timeout_config(timeouts);
     if let Some(region) = region {
         loader = loader.region(Region::new(region.to_owned()));
     }
@@ -70,4 +94,51 @@ pub async fn aws_sdk_config(region: Option<&str>) -> aws_config::SdkConfig {
         .into_builder()
         .region(Region::new(DEFAULT_REGION))
         .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_dynamodb::config::Credentials;
+    use aws_sdk_dynamodb::error::SdkError;
+    use tokio::net::TcpListener;
+    use tokio::time::Instant;
+
+    /// An endpoint that accepts connections and never answers.
+    async fn hung_endpoint() -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((connection, _)) = listener.accept().await {
+                held.push(connection);
+            }
+        });
+        format!("http://{address}")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_to_an_endpoint_that_never_answers_times_out() {
+        let shared = aws_sdk_config(Some("eu-west-1")).await;
+        let config = aws_sdk_dynamodb::config::Builder::from(&shared)
+            .credentials_provider(Credentials::new("AKID", "SECRET", None, None, "test"))
+            .endpoint_url(hung_endpoint().await)
+            .build();
+        let client = aws_sdk_dynamodb::Client::from_conf(config);
+        let started = Instant::now();
+        let call = client
+            .describe_table()
+            .table_name("credential-store")
+            .send();
+        let error = tokio::time::timeout(Duration::from_secs(600), call)
+            .await
+            .expect("the SDK gives up by itself")
+            .expect_err("nothing answers");
+        let waited = started.elapsed();
+        assert!(matches!(error, SdkError::TimeoutError(_)), "{error:?}");
+        assert!(
+            waited >= ATTEMPT_TIMEOUT && waited <= OPERATION_TIMEOUT + Duration::from_secs(1),
+            "gave up after {waited:?} (virtual time)"
+        );
+    }
 }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::future::{join_all, BoxFuture};
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
@@ -29,6 +31,10 @@ pub struct FollowerOptions {
     /// How often the stream is re-discovered (`DescribeTable`, or
     /// `DescribeStream` for a pinned ARN) and its shards listed again.
     pub refresh_interval: Duration,
+    /// Longest wait for one `GetShardIterator` or `GetRecords`; a call that
+    /// takes longer fails its shard (retried with back-off). Each shard's
+    /// calls run on their own, so a hung call delays no other shard.
+    pub call_timeout: Duration,
 }
 
 impl Default for FollowerOptions {
@@ -38,6 +44,9 @@ impl Default for FollowerOptions {
             idle_poll_max: Duration::from_secs(1),
             error_backoff_max: Duration::from_secs(30),
             refresh_interval: Duration::from_secs(60),
+            // Past the AWS clients' own operation timeout (30 s), which
+            // normally answers first; this bounds any source.
+            call_timeout: Duration::from_secs(40),
         }
     }
 }
@@ -71,6 +80,8 @@ pub struct StreamFollower {
     child_lookups: u32,
     pending_gap: Option<String>,
     failures: u32,
+    /// The shard calls under way, each on its own.
+    in_flight: FuturesUnordered<BoxFuture<'static, (String, Outcome)>>,
 }
 
 impl std::fmt::Debug for StreamFollower {
@@ -94,6 +105,8 @@ struct Shard {
     failures: u32,
     /// Drained while followed: its children are still to be listed.
     awaiting_children: bool,
+    /// A call on it is under way.
+    in_flight: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,6 +143,7 @@ impl Shard {
             idle_polls: 0,
             failures: 0,
             awaiting_children: false,
+            in_flight: false,
         }
     }
 
@@ -180,6 +194,7 @@ impl StreamFollower {
             child_lookups: 0,
             pending_gap: None,
             failures: 0,
+            in_flight: FuturesUnordered::new(),
         })
     }
 
@@ -216,7 +231,8 @@ impl StreamFollower {
         }
     }
 
-    /// One round: housekeeping, then one call on every due shard.
+    /// One round: housekeeping, a call started on every due shard that has
+    /// none under way, then the calls that finish first (or the next wake).
     async fn step(&mut self, events: &mpsc::Sender<StreamEvent>) -> Result<(), FollowEnd> {
         if let Some(reason) = self.pending_gap.clone() {
             return self.reset(reason, events).await;
@@ -227,12 +243,14 @@ impl StreamFollower {
         } else if self.next_describe.is_some_and(|at| now >= at) {
             self.describe(events).await?;
         }
-        let due = self.due_actions(Instant::now());
-        if due.is_empty() {
-            let wake = self.next_wake();
-            return self.pause_until(wake, events).await;
-        }
-        let outcomes = self.call(due).await;
+        self.start_due_calls(Instant::now());
+        let wake = self.next_wake();
+        let first = tokio::select! {
+            Some(first) = self.in_flight.next() => first,
+            _ = tokio::time::sleep_until(wake) => return Ok(()),
+            _ = events.closed() => return Err(FollowEnd::ReceiverClosed),
+        };
+        let outcomes = self.with_finished(first);
         let changes = self.apply(outcomes);
         self.publish();
         if !changes.is_empty() {
@@ -291,7 +309,7 @@ impl StreamFollower {
                 self.report_error(format!("stream discovery: {e}"));
                 self.failures += 1;
                 let wake = Instant::now() + self.backoff(self.failures);
-                self.pause_until(wake, events).await
+                pause_until(wake, events).await
             }
         }
     }
@@ -307,6 +325,7 @@ impl StreamFollower {
             Ok(shards) => {
                 tracing::warn!(arn = %self.arn, %reason, "stream gap: iterators re-opened at LATEST");
                 self.shards = shards;
+                self.in_flight = FuturesUnordered::new();
                 self.pending_gap = None;
                 self.failures = 0;
                 self.state.gaps += 1;
@@ -321,7 +340,7 @@ impl StreamFollower {
                 self.report_error(format!("re-opening after a gap: {e}"));
                 self.failures += 1;
                 let wake = Instant::now() + self.backoff(self.failures);
-                self.pause_until(wake, events).await
+                pause_until(wake, events).await
             }
         }
     }
@@ -396,7 +415,7 @@ impl StreamFollower {
     fn due_actions(&self, now: Instant) -> Vec<(String, Action)> {
         self.shards
             .iter()
-            .filter(|(_, s)| s.next_poll <= now)
+            .filter(|(_, s)| s.next_poll <= now && !s.in_flight)
             .filter_map(|(id, s)| match &s.phase {
                 ShardPhase::Opening(position) => Some((id.clone(), Action::Open(position.clone()))),
                 ShardPhase::Reading(iterator) => {
@@ -412,6 +431,7 @@ impl StreamFollower {
             .shards
             .values()
             .filter(|s| matches!(s.phase, ShardPhase::Opening(_) | ShardPhase::Reading(_)))
+            .filter(|s| !s.in_flight)
             .map(|s| s.next_poll);
         polls
             .chain(self.next_describe)
@@ -420,20 +440,30 @@ impl StreamFollower {
             .unwrap_or(self.next_refresh)
     }
 
-    /// Makes the due calls concurrently (one per shard).
-    async fn call(&self, due: Vec<(String, Action)>) -> Vec<(String, Outcome)> {
-        let source = &*self.source;
-        let arn = self.arn.as_str();
-        join_all(due.into_iter().map(|(id, action)| async move {
-            let outcome = match action {
-                Action::Open(position) => {
-                    Outcome::Opened(source.get_shard_iterator(arn, &id, &position).await)
-                }
-                Action::Fetch(iterator) => Outcome::Fetched(source.get_records(&iterator).await),
-            };
-            (id, outcome)
-        }))
-        .await
+    /// Starts a call on every due shard that has none under way.
+    fn start_due_calls(&mut self, now: Instant) {
+        for (id, action) in self.due_actions(now) {
+            if let Some(shard) = self.shards.get_mut(&id) {
+                shard.in_flight = true;
+            }
+            let call = shard_call(
+                self.source.clone(),
+                self.arn.clone(),
+                id,
+                action,
+                self.options.call_timeout,
+            );
+            self.in_flight.push(call);
+        }
+    }
+
+    /// `first` and the other calls that have finished by now.
+    fn with_finished(&mut self, first: (String, Outcome)) -> Vec<(String, Outcome)> {
+        let mut outcomes = vec![first];
+        while let Some(Some(next)) = self.in_flight.next().now_or_never() {
+            outcomes.push(next);
+        }
+        outcomes
     }
 
     /// Applies the outcomes; returns the records' names.
@@ -471,6 +501,7 @@ impl StreamFollower {
         let Some(shard) = self.shards.get_mut(id) else {
             return Ok(Applied::Continue);
         };
+        shard.in_flight = false;
         match result {
             Ok(iterator) => {
                 shard.phase = ShardPhase::Reading(iterator);
@@ -493,6 +524,7 @@ impl StreamFollower {
         let Some(shard) = self.shards.get_mut(id) else {
             return Ok(Applied::Continue);
         };
+        shard.in_flight = false;
         let page = match result {
             Ok(page) => page,
             Err(StreamError::ExpiredIterator(_)) => {
@@ -562,6 +594,7 @@ impl StreamFollower {
         self.state.shards = count_active(&self.shards);
         match errors.into_iter().next() {
             Some(error) => self.report_error(error),
+            None if self.shards.values().any(|s| s.failures > 0) => {}
             None => {
                 self.failures = 0;
                 self.state.phase = StreamPhase::Following;
@@ -597,18 +630,6 @@ impl StreamFollower {
             self.options.error_backoff_max,
         )
     }
-
-    /// Sleeps until `wake`, or returns early if the receiver goes away.
-    async fn pause_until(
-        &self,
-        wake: Instant,
-        events: &mpsc::Sender<StreamEvent>,
-    ) -> Result<(), FollowEnd> {
-        tokio::select! {
-            _ = tokio::time::sleep_until(wake) => Ok(()),
-            _ = events.closed() => Err(FollowEnd::ReceiverClosed),
-        }
-    }
 }
 
 enum Applied {
@@ -634,6 +655,43 @@ impl From<OpenError> for StreamError {
             OpenError::Call(e) => e,
         }
     }
+}
+
+/// One call on shard `id`, owning what it needs so that it runs on its own;
+/// a call that takes longer than `limit` fails.
+fn shard_call(
+    source: Arc<dyn StreamSource>,
+    arn: String,
+    id: String,
+    action: Action,
+    limit: Duration,
+) -> BoxFuture<'static, (String, Outcome)> {
+    Box::pin(async move {
+        let outcome = match action {
+            Action::Open(position) => {
+                let call = source.get_shard_iterator(&arn, &id, &position);
+                Outcome::Opened(bounded(limit, "GetShardIterator", call).await)
+            }
+            Action::Fetch(iterator) => {
+                let call = source.get_records(&iterator);
+                Outcome::Fetched(bounded(limit, "GetRecords", call).await)
+            }
+        };
+        (id, outcome)
+    })
+}
+
+async fn bounded<T>(
+    limit: Duration,
+    what: &str,
+    call: BoxFuture<'_, Result<T, StreamError>>,
+) -> Result<T, StreamError> {
+    tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+        Err(StreamError::Other(format!(
+            "{what} did not answer within {}s",
+            limit.as_secs()
+        )))
+    })
 }
 
 /// Lists the shards and opens LATEST on every open shard whose parent is not
@@ -714,6 +772,14 @@ fn poll_delay(options: &FollowerOptions, idle_polls: u32) -> Duration {
 fn exponential(base: Duration, n: u32, cap: Duration) -> Duration {
     let factor = 1u32 << n.saturating_sub(1).min(16);
     base.saturating_mul(factor).min(cap)
+}
+
+/// Sleeps until `wake`, or returns early if the receiver goes away.
+async fn pause_until(wake: Instant, events: &mpsc::Sender<StreamEvent>) -> Result<(), FollowEnd> {
+    tokio::select! {
+        _ = tokio::time::sleep_until(wake) => Ok(()),
+        _ = events.closed() => Err(FollowEnd::ReceiverClosed),
+    }
 }
 
 async fn send(events: &mpsc::Sender<StreamEvent>, event: StreamEvent) -> Result<(), FollowEnd> {

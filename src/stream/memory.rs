@@ -3,7 +3,7 @@
 //! replacement on demand, and a log of the calls made. For tests (of this
 //! module and of the controller); it never talks to AWS.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::sync::{Mutex, MutexGuard};
 
 use chrono::Utc;
@@ -56,6 +56,7 @@ struct Inner {
     describe_page_size: usize,
     records_per_call: usize,
     failures: VecDeque<(Operation, StreamError)>,
+    hung_shards: HashSet<String>,
     calls: Vec<Call>,
 }
 
@@ -69,6 +70,7 @@ impl Default for Inner {
             describe_page_size: 100,
             records_per_call: 1000,
             failures: VecDeque::new(),
+            hung_shards: HashSet::new(),
             calls: Vec::new(),
         }
     }
@@ -306,6 +308,17 @@ impl MemoryStreamSource {
         self.lock().failures.push_back((operation, error));
     }
 
+    /// While `hang` is true, `GetRecords` on `shard_id` never answers (the
+    /// call is logged), as over a connection that went silent.
+    pub fn hang_get_records(&self, shard_id: &str, hang: bool) {
+        let mut inner = self.lock();
+        if hang {
+            inner.hung_shards.insert(shard_id.to_owned());
+        } else {
+            inner.hung_shards.remove(shard_id);
+        }
+    }
+
     /// `DescribeStream` page size (default 100), to exercise pagination.
     pub fn set_describe_page_size(&self, size: usize) {
         self.lock().describe_page_size = size.max(1);
@@ -519,6 +532,19 @@ impl Inner {
         Ok(token)
     }
 
+    /// Whether `GetRecords(token)` hangs ([`MemoryStreamSource::hang_get_records`]);
+    /// logs the call when it does.
+    fn hangs(&mut self, token: &str) -> bool {
+        let Some(shard_id) = self.iterators.get(token).map(|i| i.shard_id.clone()) else {
+            return false;
+        };
+        let hangs = self.hung_shards.contains(&shard_id);
+        if hangs {
+            self.log(Operation::GetRecords, Some(&shard_id), None);
+        }
+        hangs
+    }
+
     fn get_records(&mut self, token: &str) -> Result<RecordsPage, StreamError> {
         let iterator = self
             .iterators
@@ -644,6 +670,10 @@ impl StreamSource for MemoryStreamSource {
         &'a self,
         iterator: &'a str,
     ) -> BoxFuture<'a, Result<RecordsPage, StreamError>> {
-        Box::pin(future::ready(self.lock().get_records(iterator)))
+        let mut inner = self.lock();
+        if inner.hangs(iterator) {
+            return Box::pin(future::pending());
+        }
+        Box::pin(future::ready(inner.get_records(iterator)))
     }
 }

@@ -657,6 +657,72 @@ async fn throttling_backs_off_and_reports_an_error_state() {
     );
 }
 
+impl Running {
+    /// Waits (virtual time) until `GetRecords` has been called on `shard`
+    /// more than `calls` times.
+    async fn get_records_called(&self, shard: &str, calls: usize) {
+        tokio::time::timeout(PATIENCE, async {
+            while self.source.get_records_times(shard).len() <= calls {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("GetRecords called in time");
+    }
+
+    async fn phase_until(&mut self, done: impl Fn(&StreamPhase) -> bool) {
+        tokio::time::timeout(PATIENCE, self.state.wait_for(|s| done(&s.phase)))
+            .await
+            .expect("phase reached in time")
+            .expect("follower alive");
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_get_records_does_not_delay_the_other_shards() {
+    let mut running = start(2).await;
+    let shards = running.source.open_shards(TABLE);
+    let (hung, healthy) = (shards[0].as_str(), shards[1].as_str());
+    running.source.hang_get_records(hung, true);
+    let before = running.source.get_records_times(hung).len();
+    running.get_records_called(hung, before).await;
+    for round in 0..5 {
+        let name = format!("app/s/KEY_{round}");
+        let written = Instant::now();
+        running
+            .source
+            .write_to_shard(TABLE, healthy, EventKind::Insert, &name)
+            .expect("open shard");
+        running.changes_until(&[name.as_str()]).await;
+        assert!(
+            written.elapsed() <= Duration::from_millis(1100),
+            "round {round}: {:?} while shard {hung} hangs",
+            written.elapsed()
+        );
+    }
+    assert_eq!(running.state.borrow().phase, StreamPhase::Following);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_get_records_is_cut_reported_and_retried() {
+    let mut running = start(2).await;
+    let hung = running.source.open_shards(TABLE)[0].clone();
+    running.source.hang_get_records(&hung, true);
+    let started = Instant::now();
+    running
+        .phase_until(|p| matches!(p, StreamPhase::Error(e) if e.contains("GetRecords did not answer within 40s")))
+        .await;
+    let call_timeout = FollowerOptions::default().call_timeout;
+    assert!(started.elapsed() >= call_timeout, "{:?}", started.elapsed());
+    running.source.hang_get_records(&hung, false);
+    running
+        .source
+        .write_to_shard(TABLE, &hung, EventKind::Insert, "app/s/LATE")
+        .expect("open shard");
+    running.changes_until(&["app/s/LATE"]).await;
+    running.phase_until(|p| *p == StreamPhase::Following).await;
+}
+
 // ----------------------------------------------------------------- debounce
 
 fn changes(names: &[String]) -> Changes {

@@ -339,6 +339,35 @@ fn immutable_checks(obj: &Value, old: &Value, fields: &[&str], causes: &mut Vec<
     }
 }
 
+/// Length limits kube-apiserver 1.32 puts on an Event that has an
+/// `eventTime` (every events.k8s.io/v1 Event, and core/v1 ones that set it),
+/// on its stored (core/v1) fields, in order. Counted in bytes (Go's `len`)
+/// although the message says characters (pkg/apis/core/validation/events.go
+/// `legacyValidateEvent`: `field.Invalid(path, "", "can have at most N
+/// characters")`; events.k8s.io/v1 `note` is `message` there).
+const EVENT_LENGTH_LIMITS: [(&str, usize); 4] = [
+    ("reportingInstance", 128),
+    ("action", 128),
+    ("reason", 128),
+    ("message", 1024),
+];
+
+/// The length checks of an Event in its stored (core/v1) form.
+pub fn validate_event_lengths(obj: &Value, causes: &mut Vec<Cause>) {
+    if obj["eventTime"].is_null() {
+        return;
+    }
+    for (field, limit) in EVENT_LENGTH_LIMITS {
+        if obj[field].as_str().is_some_and(|v| v.len() > limit) {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: \"\": can have at most {limit} characters"),
+            ));
+        }
+    }
+}
+
 /// The 422 for a list of causes on an object.
 pub fn to_error(res: &ResourceInfo, obj: &Value, causes: Vec<Cause>) -> Result<(), ApiError> {
     if causes.is_empty() {

@@ -216,6 +216,7 @@ fn validate(ctx: &WriteCtx, obj: &mut Value, old: Option<&Value>) -> Result<(), 
         crd::validate(obj, &mut causes);
     }
     if ctx.res.class == Class::EventsV1Event || ctx.res.class == Class::CoreEvent {
+        validation::validate_event_lengths(obj, &mut causes);
         let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
         let io_ns = obj["involvedObject"]["namespace"]
             .as_str()

@@ -1042,3 +1042,102 @@ async fn delete_collection_removes_only_selected_objects() {
     assert_eq!(body["reason"], "MethodNotAllowed");
     env.finish().await;
 }
+
+/// An Event as kube-runtime's `Recorder` sends it to events.k8s.io/v1,
+/// regarding a ConfigMap in `ns`.
+fn events_v1_event(ns: &str, name: &str, note: &str) -> k8s_openapi::api::events::v1::Event {
+    serde_json::from_value(json!({
+        "metadata": {"name": name, "namespace": ns},
+        "eventTime": "2026-05-09T10:00:00.000000Z",
+        "action": "Sync",
+        "reason": "DecryptFailed",
+        "note": note,
+        "type": "Warning",
+        "regarding": {"kind": "ConfigMap", "apiVersion": "v1", "namespace": ns, "name": "regarding"},
+        "reportingController": "conf-ctl",
+        "reportingInstance": "conf-ctl-0",
+    }))
+    .unwrap()
+}
+
+fn core_event(
+    ns: &str,
+    name: &str,
+    message: &str,
+    event_time: bool,
+) -> k8s_openapi::api::core::v1::Event {
+    let mut event = json!({
+        "metadata": {"name": name, "namespace": ns},
+        "involvedObject": {"kind": "ConfigMap", "apiVersion": "v1", "namespace": ns, "name": "regarding"},
+        "reason": "DecryptFailed",
+        "message": message,
+        "type": "Warning",
+    });
+    if event_time {
+        event["eventTime"] = json!("2026-05-09T10:00:00.000000Z");
+        event["action"] = json!("Sync");
+        event["reportingComponent"] = json!("conf-ctl");
+        event["reportingInstance"] = json!("conf-ctl-0");
+    }
+    serde_json::from_value(event).unwrap()
+}
+
+#[tokio::test]
+async fn events_over_the_length_limits_are_refused_as_by_kube_apiserver() {
+    let env = Env::new().await;
+    let limit_message = "Invalid value: \"\": can have at most 1024 characters";
+    // 1024 bytes in 513 characters: the limit counts bytes.
+    let at_limit = format!("{}ab", "é".repeat(511));
+    assert_eq!((at_limit.len(), at_limit.chars().count()), (1024, 513));
+    let over = format!("{at_limit}d");
+
+    let v1: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.client.clone(), &env.ns);
+    let pp = PostParams::default();
+    let created = v1
+        .create(&pp, &events_v1_event(&env.ns, "fits", &at_limit))
+        .await
+        .unwrap();
+    assert_eq!(created.note.as_deref(), Some(at_limit.as_str()));
+    let e = api_err(
+        v1.create(&pp, &events_v1_event(&env.ns, "too-long", &over))
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        format!("Event.events.k8s.io \"too-long\" is invalid: message: {limit_message}")
+    );
+    let details = e.details.as_ref().expect("details");
+    assert_eq!(
+        (details.kind.as_str(), details.group.as_str()),
+        ("Event", "events.k8s.io")
+    );
+    let causes: Vec<(&str, &str, &str)> = details
+        .causes
+        .iter()
+        .map(|c| (c.reason.as_str(), c.field.as_str(), c.message.as_str()))
+        .collect();
+    assert_eq!(causes, [("FieldValueInvalid", "message", limit_message)]);
+
+    let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(env.client.clone(), &env.ns);
+    let e = api_err(
+        core.create(&pp, &core_event(&env.ns, "core-new", &over, true))
+            .await,
+    );
+    assert_eq!(e.code, 422);
+    assert_eq!(
+        e.message,
+        format!("Event \"core-new\" is invalid: message: {limit_message}")
+    );
+    let long = "x".repeat(4096);
+    let legacy = core
+        .create(&pp, &core_event(&env.ns, "core-legacy", &long, false))
+        .await
+        .unwrap();
+    assert_eq!(
+        legacy.message.map(|m| m.len()),
+        Some(4096),
+        "no limit without eventTime"
+    );
+    env.finish().await;
+}
