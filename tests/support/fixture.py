@@ -13,9 +13,15 @@ pointing at moto.
   fixture.py tamper TABLE NAME         a newer version of NAME whose ciphertext fails its HMAC
   fixture.py enable-stream TABLE [VIEW_TYPE]   a DynamoDB stream (default NEW_IMAGE)
   fixture.py replace-stream TABLE [VIEW_TYPE]  disable the stream, enable a new one (new ARN)
+  fixture.py batch TABLE < OPS.json    a JSON list of operations, in order (chaos tests):
+      {"op": "put", "name": N, "value": V}        a new version (version 1 for a new name)
+      {"op": "delete", "name": N}                 every version of N
+      {"op": "tamper", "name": N}                 a new version whose ciphertext fails its HMAC
+      {"op": "wrong-context", "name": N, "value": V}  a new version sealed with another context
 """
 import base64
 import codecs
+import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -123,12 +129,32 @@ def put_many(table_name, prefix, count):
 
 
 def tamper(table_name, name):
-    version = int(credstash.getHighestVersion(name, table=table_name)) + 1
+    version = next_version(table_name, name)
     m = sealed("tampered secret value")
     raw = bytearray(base64.b64decode(m["contents"]))
     raw[0] ^= 0x01
     put_raw(table_name, name, credstash.paddedInt(version), m,
             contents=base64.b64encode(bytes(raw)).decode("ascii"))
+
+
+def next_version(table_name, name):
+    return int(credstash.getHighestVersion(name, table=table_name)) + 1
+
+
+def batch(table_name, operations):
+    for operation in operations:
+        op, name = operation["op"], operation["name"]
+        if op == "put":
+            credstash.putSecretAutoversion(name, operation["value"], table=table_name)
+        elif op == "delete":
+            credstash.deleteSecrets(name, region=None, table=table_name)
+        elif op == "tamper":
+            tamper(table_name, name)
+        elif op == "wrong-context":
+            credstash.putSecretAutoversion(name, operation["value"], table=table_name,
+                                           context={"app": "someone-else"})
+        else:
+            sys.exit("unknown batch operation %r" % op)
 
 
 def main(argv):
@@ -141,6 +167,8 @@ def main(argv):
         bad(args[0])
     elif command == "put-many":
         put_many(args[0], args[1], int(args[2]))
+    elif command == "batch":
+        batch(args[0], json.load(sys.stdin))
     elif command == "tamper":
         tamper(args[0], args[1])
     elif command == "bulk":
