@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use fake_apiserver::{FakeApiServer, Fault};
+use fake_apiserver::{FakeApiServer, Fault, RequestCounters};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -196,9 +196,20 @@ impl<'a> Harness<'a> {
         if let Err(problem) = self.execute(&op, settings).await {
             self.outcome.violations.push(problem);
         }
-        if op != Op::Check {
-            self.world.apply(&op);
-            self.model.after(&op, &self.world);
+        match &op {
+            Op::Check => {}
+            // Each write of a batch is a state the operator may have read.
+            Op::Table(writes) => {
+                for write in writes {
+                    let single = Op::Table(vec![write.clone()]);
+                    self.world.apply(&single);
+                    self.model.after(&single, &self.world);
+                }
+            }
+            op => {
+                self.world.apply(op);
+                self.model.after(op, &self.world);
+            }
         }
     }
 
@@ -666,8 +677,9 @@ impl<'a> Harness<'a> {
             let writes = after.writes("secrets") - before.writes("secrets");
             if writes > 0 {
                 problems.push(format!(
-                    "[5 quiet] {writes} Secret writes in {:?} after convergence",
-                    settings.quiet
+                    "[5 quiet] {writes} Secret writes in {:?} after convergence: {}",
+                    settings.quiet,
+                    write_diff(&before, &after)
                 ));
             }
             let drift = self.model.check(&self.world, &self.observe());
@@ -720,7 +732,7 @@ impl<'a> Harness<'a> {
 
     async fn check_status(&mut self, settings: &Settings) -> Result<(), String> {
         self.outcome.invariants_checked += 1;
-        let writes_before = self.fake.counters().writes("secrets");
+        let writes_before = self.fake.counters();
         let requested = self.request_resync().await;
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
         let name = self.world.css.name.clone();
@@ -743,10 +755,12 @@ impl<'a> Harness<'a> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let mut problems = Vec::new();
-        let writes = self.fake.counters().writes("secrets") - writes_before;
+        let counters = self.fake.counters();
+        let writes = counters.writes("secrets") - writes_before.writes("secrets");
         if writes > 0 {
             problems.push(format!(
-                "a full sync of a converged cluster wrote {writes} times"
+                "a full sync of a converged cluster wrote {writes} times: {}",
+                write_diff(&writes_before, &counters)
             ));
         }
         let model = self.world.key_counts();
@@ -848,6 +862,22 @@ impl<'a> Harness<'a> {
         }
         out
     }
+}
+
+/// The Secret writes between two counter snapshots, as `verb status xN`.
+fn write_diff(before: &RequestCounters, after: &RequestCounters) -> String {
+    after
+        .entries()
+        .iter()
+        .filter(|((verb, resource, _), _)| {
+            resource == "secrets" && !["get", "list", "watch"].contains(&verb.as_str())
+        })
+        .filter_map(|(key, n)| {
+            let grew = n - before.entries().get(key).copied().unwrap_or(0);
+            (grew > 0).then(|| format!("{} {} x{grew}", key.0, key.2))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Forms a marked value can take in text: plain, base64, a Rust byte list.
