@@ -273,6 +273,27 @@ fn immutable_checks(obj: &Value, old: &Value, fields: &[&str], causes: &mut Vec<
     }
 }
 
+/// Length limits of an events.k8s.io/v1 Event (kube-apiserver's
+/// `ValidateEventCreate`/`Update`): `note` at most 1024 bytes, `reason`,
+/// `action` and `reportingInstance` at most 128. `obj` is in stored
+/// (core/v1) form; causes name the events.k8s.io/v1 fields.
+pub fn validate_event_lengths(obj: &Value, causes: &mut Vec<Cause>) {
+    for (stored, field, max) in [
+        ("message", "note", 1024),
+        ("reason", "reason", 128),
+        ("action", "action", 128),
+        ("reportingInstance", "reportingInstance", 128),
+    ] {
+        if obj[stored].as_str().is_some_and(|v| v.len() > max) {
+            causes.push(cause(
+                "FieldValueTooLong",
+                field,
+                format!("Too long: may not be more than {max} bytes"),
+            ));
+        }
+    }
+}
+
 /// The 422 for a list of causes on an object.
 pub fn to_error(res: &ResourceInfo, obj: &Value, causes: Vec<Cause>) -> Result<(), ApiError> {
     if causes.is_empty() {

@@ -201,6 +201,9 @@ fn validate(ctx: &WriteCtx, obj: &mut Value, old: Option<&Value>) -> Result<(), 
         let io_ns = obj["involvedObject"]["namespace"]
             .as_str()
             .unwrap_or_default();
+        if ctx.res.class == Class::EventsV1Event {
+            validation::validate_event_lengths(obj, &mut causes);
+        }
         if ctx.res.class == Class::EventsV1Event && obj["eventTime"].is_null() {
             causes.push(Cause {
                 reason: "FieldValueRequired".into(),

@@ -423,6 +423,55 @@ async fn events_k8s_io_recorder_series_patch_and_core_view() {
 }
 
 #[tokio::test]
+async fn events_k8s_io_notes_over_1024_bytes_are_refused_core_messages_are_not() {
+    use k8s_openapi::api::core::v1::{ConfigMap, Event as CoreEvent};
+    use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+    let env = Env::new().await;
+    let cms: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    let cm: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "noted"}})).unwrap();
+    let cm = cms.create(&PostParams::default(), &cm).await.unwrap();
+    let reporter = Reporter {
+        controller: "conf-ctl".into(),
+        instance: None,
+    };
+    let recorder = Recorder::new(env.client.clone(), reporter);
+    let oref = kube::Resource::object_ref(&cm, &());
+    let event = |reason: &str, note: String| Event {
+        type_: EventType::Warning,
+        reason: reason.into(),
+        note: Some(note),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    // 1024 bytes (512 two-byte characters) pass; 1026 do not.
+    recorder
+        .publish(&event("AtTheLimit", "é".repeat(512)), &oref)
+        .await
+        .unwrap();
+    let e = api_err(
+        recorder
+            .publish(&event("OverTheLimit", "é".repeat(513)), &oref)
+            .await,
+    );
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert!(
+        e.message
+            .ends_with("note: Too long: may not be more than 1024 bytes"),
+        "{}",
+        e.message
+    );
+    let core: Api<CoreEvent> = Api::namespaced(env.client.clone(), &env.ns);
+    let long: CoreEvent = serde_json::from_value(json!({
+        "metadata": {"name": "long-core-message"},
+        "involvedObject": {"kind": "ConfigMap", "name": "noted", "namespace": env.ns},
+        "reason": "Failed", "message": "x".repeat(2000), "type": "Warning"
+    }))
+    .unwrap();
+    core.create(&PostParams::default(), &long).await.unwrap();
+    env.finish().await;
+}
+
+#[tokio::test]
 async fn leases_support_optimistic_concurrency() {
     use k8s_openapi::api::coordination::v1::Lease;
     let env = Env::new().await;
