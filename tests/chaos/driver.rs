@@ -671,15 +671,17 @@ impl<'a> Harness<'a> {
         // 5: quiet means no writes.
         if mismatches.is_empty() {
             let before = self.fake.counters();
+            let window = Instant::now();
             tokio::time::sleep(settings.quiet).await;
             let after = self.fake.counters();
             self.outcome.invariants_checked += 1;
             let writes = after.writes("secrets") - before.writes("secrets");
             if writes > 0 {
                 problems.push(format!(
-                    "[5 quiet] {writes} Secret writes in {:?} after convergence: {}",
+                    "[5 quiet] {writes} Secret writes in {:?} after convergence: {}; sampled: {:?}",
                     settings.quiet,
-                    write_diff(&before, &after)
+                    write_diff(&before, &after),
+                    self.sampler.describe_since(window)
                 ));
             }
             let drift = self.model.check(&self.world, &self.observe());
@@ -733,6 +735,7 @@ impl<'a> Harness<'a> {
     async fn check_status(&mut self, settings: &Settings) -> Result<(), String> {
         self.outcome.invariants_checked += 1;
         let writes_before = self.fake.counters();
+        let resync_start = Instant::now();
         let requested = self.request_resync().await;
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
         let name = self.world.css.name.clone();
@@ -759,8 +762,9 @@ impl<'a> Harness<'a> {
         let writes = counters.writes("secrets") - writes_before.writes("secrets");
         if writes > 0 {
             problems.push(format!(
-                "a full sync of a converged cluster wrote {writes} times: {}",
-                write_diff(&writes_before, &counters)
+                "a full sync of a converged cluster wrote {writes} times: {}; sampled: {:?}",
+                write_diff(&writes_before, &counters),
+                self.sampler.describe_since(resync_start)
             ));
         }
         let model = self.world.key_counts();

@@ -59,6 +59,18 @@ impl Sampler {
         std::mem::take(&mut *self.samples.lock().expect("samples"))
     }
 
+    /// What the writes sampled since `since` changed, one line each (key
+    /// names only).
+    pub fn describe_since(&self, since: Instant) -> Vec<String> {
+        self.samples
+            .lock()
+            .expect("samples")
+            .iter()
+            .filter(|s| s.at >= since)
+            .map(describe)
+            .collect()
+    }
+
     /// Writes missed because the sampler fell behind (should stay 0).
     pub fn lagged(&self) -> u64 {
         *self.lagged.lock().expect("lagged")
@@ -112,4 +124,26 @@ pub fn observed(object: &serde_json::Value) -> Observed {
         type_: object["type"].as_str().unwrap_or("Opaque").to_owned(),
         data,
     }
+}
+
+/// `ns/name: changed keys [..]` of one write (names only, never values).
+fn describe(s: &Sample) -> String {
+    let empty = BTreeMap::new();
+    let before = s.before.as_ref().map_or(&empty, |o| &o.data);
+    let after = s.after.as_ref().map_or(&empty, |o| &o.data);
+    let mut changed: Vec<&String> = before
+        .keys()
+        .chain(after.keys())
+        .filter(|k| before.get(*k) != after.get(*k))
+        .collect();
+    changed.dedup();
+    let what = match (&s.before, &s.after) {
+        (None, _) => "created",
+        (_, None) => "deleted",
+        _ => "modified",
+    };
+    format!(
+        "{}/{} {what}, data keys changed: {changed:?}, managers {:?}",
+        s.secret.0, s.secret.1, s.managers
+    )
 }
