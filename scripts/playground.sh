@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The local playground: a local AWS emulator (moto) seeded by the real
 # credstash CLI, the project's fake Kubernetes API server, and the kubestash
-# operator syncing the table into Secrets, live through the DynamoDB stream.
-# Everything runs on 127.0.0.1 and stops when this script ends.
+# operator syncing the table into Secrets, live through the DynamoDB stream,
+# and (when scripts/prometheus-env.sh has installed it) a Prometheus that
+# scrapes the operator with the chart's alerts loaded, asked the dashboard's
+# headline queries. Everything runs on 127.0.0.1 and stops when this script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/test-env.sh
@@ -12,7 +14,7 @@ cargo build --quiet -p fake-apiserver --bin fake-apiserver
 KUBESTASH=$PWD/target/debug/kubestash
 WORK=$(mktemp -d /tmp/kubestash-playground.XXXX)
 free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-MOTO_PORT=$(free_port); API_PORT=$(free_port); OPERATOR_PORT=$(free_port)
+MOTO_PORT=$(free_port); API_PORT=$(free_port); OPERATOR_PORT=$(free_port); PROM_PORT=$(free_port)
 PIDS=()
 cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
 trap cleanup EXIT
@@ -69,4 +71,40 @@ elapsed=$(.venv/bin/python -c "import sys; print(f'{float(sys.argv[2]) - float(s
 printf '\nthe new value reached Secret test/mysecret in %s s (credstash put included)\n' "$elapsed"
 step kubectl describe credstashsync playground
 curl -s "http://127.0.0.1:$OPERATOR_PORT/metrics" | grep -E '^kubestash_(sync_total|stream_apply_total|secret_writes_total|keys)' | sed 's/^/  /'
+
+# Prometheus: the dashboard's headline queries, as Grafana would ask them.
+if command -v prometheus >/dev/null; then
+  cat >"$WORK/prometheus.yml" <<YAML
+global: {scrape_interval: 1s, evaluation_interval: 1s}
+rule_files: [$PWD/deploy/prometheus-rules.yaml]
+scrape_configs:
+  - job_name: kubestash-metrics
+    static_configs: [{targets: ['127.0.0.1:$OPERATOR_PORT']}]
+YAML
+  prometheus --config.file="$WORK/prometheus.yml" --storage.tsdb.path="$WORK/prometheus" \
+    --web.listen-address="127.0.0.1:$PROM_PORT" --log.level=warn >"$WORK/prometheus.log" 2>&1 &
+  PIDS+=($!)
+  PROM=http://127.0.0.1:$PROM_PORT
+  wait_until "curl -sf $PROM/api/v1/query --data-urlencode 'query=kubestash_stream_apply_total' | grep -q credstashsync"
+  # ...and the alerts were evaluated on a scrape made after that
+  scraped=$(date +%s)
+  wait_until "curl -sf $PROM/api/v1/rules | .venv/bin/python -c 'import json, sys, datetime as d; g = json.load(sys.stdin)[\"data\"][\"groups\"]; sys.exit(not all(d.datetime.fromisoformat(x[\"lastEvaluation\"][:26].rstrip(\"Z\") + \"+00:00\").timestamp() > $scraped + 1 for x in g))'"
+  printf '\n\033[1mPrometheus (%s): the dashboard headline queries\033[0m\n' "$PROM"
+  for q in 'sum by (credstashsync, trigger, result) (kubestash_sync_total)' \
+           'sum by (credstashsync, state) (kubestash_keys)' \
+           'max by (credstashsync) (kubestash_stream_lag_seconds)' \
+           'time() - kubestash_last_successful_sync_timestamp_seconds'; do
+    printf '\n$ %s\n' "$q"
+    curl -s "$PROM/api/v1/query" --data-urlencode "query=$q" | .venv/bin/python -c '
+import json, sys
+for r in json.load(sys.stdin)["data"]["result"]:
+    labels = ", ".join(f"{k}={v}" for k, v in r["metric"].items())
+    value = float(r["value"][1])
+    print(f"  {{{labels}}}  {value:g}")'
+  done
+  printf '\nalerts pending or firing: '
+  curl -s "$PROM/api/v1/alerts" | .venv/bin/python -c 'import json, sys; print([a["labels"]["alertname"] for a in json.load(sys.stdin)["data"]["alerts"]] or "none")'
+else
+  echo; echo "(install Prometheus with scripts/prometheus-env.sh to see the dashboard queries answered)"
+fi
 echo; echo "logs: $WORK"

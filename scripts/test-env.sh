@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Creates .venv with the pinned AWS emulator and the real credstash CLI that the
-# tests and the playground use. Idempotent; needs only PyPI.
+# tests and the playground use, and installs Prometheus (Debian's package, via
+# scripts/prometheus-env.sh). Idempotent; needs PyPI and Debian apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+./scripts/prometheus-env.sh
 MOTO_VERSION=5.2.5
 CREDSTASH_VERSION=1.17.1
 if [ -x .venv/bin/moto_server ] && [ -x .venv/bin/credstash ] \

@@ -246,7 +246,8 @@ async fn sync_once(args: &SyncArgs) -> u8 {
         Ok(client) => client,
         Err(err) => return fail(&format!("connecting to Kubernetes: {err}")),
     };
-    let env = match crate::controller::sync::SyncEnv::list(&client, &metrics).await {
+    let own_writes = parking_lot::Mutex::new(crate::secrets::OwnWrites::default());
+    let env = match crate::controller::sync::SyncEnv::list(&client, &metrics, &own_writes).await {
         Ok(env) => env,
         Err(err) => return fail(&format!("listing namespaces and managed Secrets: {err}")),
     };

@@ -102,10 +102,9 @@ impl SyncResult {
 pub enum SecretOperation {
     /// A Secret was created.
     Create,
-    /// Keys of an existing Secret were set.
+    /// Keys of an existing Secret were set (and, with `spec.prune`, keys no
+    /// longer in the table removed).
     Update,
-    /// Keys no longer in the table were removed (`spec.prune`).
-    Prune,
 }
 
 impl SecretOperation {
@@ -114,7 +113,6 @@ impl SecretOperation {
         match self {
             Self::Create => "create",
             Self::Update => "update",
-            Self::Prune => "prune",
         }
     }
 }
@@ -160,6 +158,8 @@ struct Families {
     stream_records: IntCounterVec,
     stream_lag: GaugeVec,
     stream_apply: IntCounterVec,
+    drift_repairs: IntCounterVec,
+    pending_secrets: IntGaugeVec,
 }
 
 /// The operator's metrics. Clone freely: clones share the same registry.
@@ -252,7 +252,7 @@ impl Metrics {
             kms_decrypt: counter_vec(
                 &registry,
                 "kubestash_kms_decrypt_total",
-                "KMS Decrypt calls by result (success or the KMS error code).",
+                "KMS Decrypt calls by result (success, KmsAccessDenied, KmsInvalidCiphertext or KmsError).",
                 &["result"],
             )?,
             kms_cache_hits: register(
@@ -291,6 +291,18 @@ impl Metrics {
                 "kubestash_stream_apply_total",
                 "Applications of stream changes by result.",
                 &[CSS, "result"],
+            )?,
+            drift_repairs: counter_vec(
+                &registry,
+                "kubestash_drift_repairs_total",
+                "Managed Secrets put back after somebody else changed or deleted keys the operator owns.",
+                &[CSS],
+            )?,
+            pending_secrets: int_gauge_vec(
+                &registry,
+                "kubestash_pending_secrets",
+                "Secrets with changes not applied yet (stream changes, waiting on a retry after a failed write, drift being repaired).",
+                &[CSS],
             )?,
             registry,
         };
@@ -377,8 +389,9 @@ impl Metrics {
             .set(i64::from(failed));
     }
 
-    /// Counts a KMS Decrypt call: `Ok(())`, or `Err(code)` with the KMS error
-    /// code (e.g. `AccessDeniedException`, `InvalidCiphertextException`).
+    /// Counts a KMS Decrypt call: `Ok(())`, or `Err(reason)` with the failed
+    /// item's reason (`ItemError::reason`: `KmsAccessDenied`,
+    /// `KmsInvalidCiphertext`, `KmsError`).
     pub fn record_kms_decrypt(&self, result: Result<(), &str>) {
         let label = match result {
             Ok(()) => "success",
@@ -408,7 +421,13 @@ impl Metrics {
     /// for specs that do not validate too (labels show what was written).
     /// Unset optional fields are empty labels; the encryption context is not
     /// exported.
+    ///
+    /// Also exports the duration histograms of the object with no
+    /// observations yet: a series born with its first observation shows no
+    /// increase to `rate()`/`increase()`, which would hide the first sync.
     pub fn set_settings(&self, css: &str, spec: &CredstashSyncSpec) {
+        self.inner.sync_duration.with_label_values(&[css]);
+        self.inner.table_read_duration.with_label_values(&[css]);
         forget_in(&self.inner.settings, css);
         let values = settings_label_values(css, spec);
         let refs: Vec<&str> = values.iter().map(String::as_str).collect();
@@ -445,6 +464,19 @@ impl Metrics {
             .inc();
     }
 
+    /// Counts a managed Secret repaired after drift.
+    pub fn record_drift_repair(&self, css: &str) {
+        self.inner.drift_repairs.with_label_values(&[css]).inc();
+    }
+
+    /// Sets how many Secrets have changes not yet applied.
+    pub fn set_pending_secrets(&self, css: &str, pending: usize) {
+        self.inner
+            .pending_secrets
+            .with_label_values(&[css])
+            .set(pending as i64);
+    }
+
     /// Removes every series labelled with this CredstashSync (call when the
     /// object is deleted). Series of other CredstashSyncs and global series
     /// (KMS, Kubernetes API) stay.
@@ -462,6 +494,8 @@ impl Metrics {
         forget_in(&m.stream_records, css);
         forget_in(&m.stream_lag, css);
         forget_in(&m.stream_apply, css);
+        forget_in(&m.drift_repairs, css);
+        forget_in(&m.pending_secrets, css);
     }
 
     /// All metrics in the Prometheus text format ([`CONTENT_TYPE`]).
@@ -739,7 +773,7 @@ mod tests {
     fn records_values_under_the_right_labels() {
         let m = Metrics::new().unwrap();
         exercise(&m, "prod");
-        m.record_kms_decrypt(Err("AccessDeniedException"));
+        m.record_kms_decrypt(Err("KmsAccessDenied"));
         m.record_kube_request("get", None);
         let t = m.encode();
         let sync = [
@@ -797,7 +831,7 @@ mod tests {
             value(
                 &t,
                 "kubestash_kms_decrypt_total",
-                &[("result", "AccessDeniedException")]
+                &[("result", "KmsAccessDenied")]
             ),
             Some(1.0)
         );
@@ -864,6 +898,39 @@ mod tests {
             "kube-system,kube-public,kube-node-lease"
         );
         assert_eq!(settings[0].2, 1.0);
+    }
+
+    #[test]
+    fn settings_export_empty_duration_histograms_before_the_first_sync() {
+        let m = Metrics::new().unwrap();
+        m.set_settings("prod", &CredstashSyncSpec::new("credential-store"));
+        let t = m.encode();
+        for name in [
+            "kubestash_sync_duration_seconds_count",
+            "kubestash_table_read_duration_seconds_count",
+        ] {
+            assert_eq!(
+                value(&t, name, &[("credstashsync", "prod")]),
+                Some(0.0),
+                "{name}"
+            );
+        }
+        m.record_sync(
+            "prod",
+            SyncTrigger::Startup,
+            SyncResult::Success,
+            Duration::from_secs(1),
+        );
+        m.set_settings("prod", &CredstashSyncSpec::new("credential-store"));
+        let t = m.encode();
+        assert_eq!(
+            value(
+                &t,
+                "kubestash_sync_duration_seconds_count",
+                &[("credstashsync", "prod")]
+            ),
+            Some(1.0)
+        );
     }
 
     #[test]

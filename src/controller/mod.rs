@@ -8,40 +8,43 @@
 
 pub mod reconcile;
 pub mod report;
+pub mod state;
 pub mod streaming;
 pub mod sync;
 pub mod triggers;
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
 use futures::channel::mpsc::{unbounded, UnboundedSender};
 use futures::future::BoxFuture;
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::finalizer::{finalizer, Event as FinalizerEvent};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{watcher, WatchStreamExt};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::watcher::{self, watcher, Event as WatchEvent};
+use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource, ResourceExt};
+use parking_lot::Mutex;
 
 use crate::crd::{CredstashSync, CredstashSyncStatus, ValidSpec};
 use crate::credstash::{self, ReaderOptions, TableLocation, TableReader};
 use crate::metrics::Metrics;
-use crate::secrets::{MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::secrets::observed::{has_manager, secret_ref};
+use crate::secrets::{self, Echo, OwnWrites, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::server::Health;
-use crate::stream::Changes;
 use report::{Notice, Severity};
-use streaming::{StreamHealth, StreamLink};
-use sync::TableSnapshot;
+use state::SyncState;
 
-/// Finalizer that lets the operator forget a deleted CredstashSync's metrics.
-/// The Secrets themselves are left in place.
-pub const FINALIZER: &str = "kubestash.io/cleanup";
+/// Finalizer that earlier versions put on every CredstashSync (to forget
+/// its metrics). No longer used: metrics are forgotten when the watch sees
+/// the deletion, and the operator removes the finalizer where it finds it,
+/// so no CredstashSync is ever stuck Terminating (e.g. on `helm uninstall`).
+pub const LEGACY_FINALIZER: &str = "kubestash.io/cleanup";
 /// Name of the controller in events and the status field manager.
 pub const CONTROLLER_NAME: &str = "kubestash";
 
@@ -52,27 +55,23 @@ pub enum Error {
     Status { name: String, source: kube::Error },
     #[error("sync of CredstashSync {name} failed: {reason}")]
     SyncFailed { name: String, reason: String },
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
+    #[error("removing the legacy finalizer of CredstashSync {name}: {source}")]
+    Finalizer { name: String, source: kube::Error },
     #[error("CredstashSync has no name")]
     Unnamed,
 }
 
 impl Error {
-    /// Whether the finalizer patch lost a race with a change of the object
-    /// the cache had not yet seen (409 Conflict, or 422 when the JSON Patch
-    /// `test` of the finalizer list fails). Nothing failed: the watch event
-    /// on its way reconciles again, so no backoff and no warning.
+    /// Whether the request lost a race with a change of the object the
+    /// cache had not yet seen (409 Conflict, or 422 when a JSON Patch `test`
+    /// fails). Nothing failed: the watch event on its way reconciles again,
+    /// so no backoff and no warning.
     pub fn is_stale_object(&self) -> bool {
-        use kube::runtime::finalizer::Error as FinalizerError;
-        let Error::Finalizer(err) = self else {
-            return false;
-        };
-        match err.as_ref() {
-            FinalizerError::AddFinalizer(kube::Error::Api(status))
-            | FinalizerError::RemoveFinalizer(kube::Error::Api(status)) => {
-                status.is_conflict() || status.is_invalid()
-            }
+        match self {
+            Error::Finalizer {
+                source: kube::Error::Api(status),
+                ..
+            } => status.is_conflict() || status.is_invalid(),
             _ => false,
         }
     }
@@ -92,28 +91,6 @@ pub struct Settings {
     pub stream_check_interval: Duration,
 }
 
-/// What this process remembers of one CredstashSync between reconciles.
-#[derive(Default)]
-struct Worker {
-    reader: Option<(TableLocation, Arc<TableReader>)>,
-    last_full_sync: Option<DateTime<Utc>>,
-    last_manual_resync: Option<DateTime<Utc>>,
-    consecutive_failures: u32,
-    /// When a failed sync may be retried (reconciles triggered sooner, e.g.
-    /// by our own status write, must not bypass the backoff).
-    retry_at: Option<tokio::time::Instant>,
-    waiting_namespaces: BTreeSet<String>,
-    deferred_notice_for: Option<String>,
-    /// Every name's latest entry as last read (for stream changes).
-    snapshot: Option<TableSnapshot>,
-    stream: Option<StreamLink>,
-    stream_health: Option<StreamHealth>,
-    stream_checked_at: Option<tokio::time::Instant>,
-    pending_changes: Option<Changes>,
-    pending_gap: Option<String>,
-    last_applied: Option<DateTime<Utc>>,
-}
-
 /// Shared state of the reconcilers.
 pub struct Context {
     client: Client,
@@ -122,21 +99,27 @@ pub struct Context {
     recorder: Recorder,
     managed_secrets: Store<Secret>,
     namespaces: Store<Namespace>,
+    syncs: Store<CredstashSync>,
     settings: Settings,
-    workers: Mutex<HashMap<String, Worker>>,
-    /// Asks the controller to reconcile a CredstashSync (stream batches).
-    wake: UnboundedSender<ObjectRef<CredstashSync>>,
+    states: Mutex<HashMap<String, SyncState>>,
+    /// Our recent Secret writes, until the watch cache has them.
+    own_writes: Mutex<OwnWrites>,
+    /// Asks the controller to reconcile every CredstashSync.
+    wake: UnboundedSender<()>,
+    /// True once every cache has completed its first list.
+    caches_synced: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Context {
-    fn workers(&self) -> MutexGuard<'_, HashMap<String, Worker>> {
-        self.workers
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn with_state<T>(&self, name: &str, f: impl FnOnce(&mut SyncState) -> T) -> T {
+        f(self.states.lock().entry(name.to_owned()).or_default())
     }
 
-    fn with_worker<T>(&self, name: &str, f: impl FnOnce(&mut Worker) -> T) -> T {
-        f(self.workers().entry(name.to_owned()).or_default())
+    /// Waits until the CredstashSync, Namespace and managed-Secret caches
+    /// have completed their first list: nothing is planned from less.
+    async fn caches_ready(&self) {
+        let mut synced = self.caches_synced.clone();
+        let _ = synced.wait_for(|ready| *ready).await;
     }
 
     /// The table reader of `name`, kept across reconciles for its KMS cache and
@@ -148,8 +131,8 @@ impl Context {
             kms_region: spec.kms_region.clone(),
             encryption_context: spec.encryption_context.clone(),
         };
-        let existing = self.with_worker(name, |w| {
-            w.reader
+        let existing = self.with_state(name, |s| {
+            s.reader
                 .as_ref()
                 .filter(|(known, _)| *known == location)
                 .map(|(_, r)| r.clone())
@@ -158,38 +141,137 @@ impl Context {
             return reader;
         }
         let reader = Arc::new(credstash::connect(&location, self.settings.reader.clone()).await);
-        self.with_worker(name, |w| {
-            w.reader = Some((location, reader.clone()));
-            w.snapshot = None;
+        self.with_state(name, |s| {
+            s.forget_table();
+            s.reader = Some((location, reader.clone()));
         });
         reader
     }
 
-    /// Whether a namespace some keys of `name` wait for now exists.
-    fn namespace_appeared(&self, name: &str) -> bool {
-        let waiting = self.with_worker(name, |w| w.waiting_namespaces.clone());
-        waiting
-            .iter()
-            .any(|ns| self.namespaces.get(&ObjectRef::new(ns)).is_some())
-    }
-
-    /// Names of the namespaces that exist.
-    fn existing_namespaces(&self) -> BTreeSet<String> {
+    /// Names of the namespaces that exist and are not terminating.
+    fn active_namespaces(&self) -> BTreeSet<String> {
         self.namespaces
             .state()
             .iter()
+            .filter(|ns| sync::is_active(ns))
             .map(|ns| ns.name_any())
             .collect()
     }
 
-    /// What a sync sees of the cluster: the watch caches.
+    /// Field managers of the CredstashSyncs that exist and are not deleted.
+    fn living_managers(&self) -> BTreeSet<String> {
+        self.syncs
+            .state()
+            .iter()
+            .filter(|css| css.meta().deletion_timestamp.is_none())
+            .map(|css| secrets::field_manager(&css.name_any()))
+            .collect()
+    }
+
+    /// What a sync sees of the cluster: the watch caches, with our own
+    /// recent writes laid over the managed Secrets.
     fn sync_env(&self) -> sync::SyncEnv<'_> {
+        let cached = self.managed_secrets.state();
+        let managed_secrets = self
+            .own_writes
+            .lock()
+            .overlay(cached, tokio::time::Instant::now());
         sync::SyncEnv {
             client: &self.client,
             metrics: &self.metrics,
-            namespaces: self.existing_namespaces(),
-            managed_secrets: self.managed_secrets.state(),
+            namespaces: self.active_namespaces(),
+            managed_secrets,
+            living_managers: self.living_managers(),
+            own_writes: &self.own_writes,
         }
+    }
+
+    /// A managed Secret changed or was deleted. Unless it is the echo of
+    /// our own write, every CredstashSync with keys in it checks it again
+    /// (drift repair, from what it already knows).
+    fn secret_changed(&self, secret: &Secret, deleted: bool) {
+        if self.own_writes.lock().observe(secret, deleted) == Echo::Own {
+            return;
+        }
+        let Some(reference) = secret_ref(secret) else {
+            return;
+        };
+        let mut woken = false;
+        for (name, state) in self.states.lock().iter_mut() {
+            if state.maps_into(&reference) || has_manager(secret, &secrets::field_manager(name)) {
+                state.drifted(reference.clone());
+                woken = true;
+            }
+        }
+        if woken {
+            let _ = self.wake.unbounded_send(());
+        }
+    }
+
+    /// The managed-Secret cache was listed again (after a watch gap, where
+    /// changes may have been missed): every CredstashSync checks its Secrets.
+    fn secrets_relisted(&self) {
+        for state in self.states.lock().values_mut() {
+            state.recheck_all();
+        }
+        let _ = self.wake.unbounded_send(());
+    }
+
+    /// A CredstashSync was deleted: forget its metrics and state, and release
+    /// its ownership of Secret keys (the values stay), so that any other
+    /// applier can take them over.
+    async fn forget(&self, name: &str) {
+        self.metrics.forget(name);
+        self.states.lock().remove(name);
+        tracing::info!(credstashsync = %name, "CredstashSync deleted: its metrics are removed, its Secrets and values stay");
+        let manager = secrets::field_manager(name);
+        let owned: Vec<Arc<Secret>> = self
+            .managed_secrets
+            .state()
+            .into_iter()
+            .filter(|secret| has_manager(secret, &manager))
+            .collect();
+        for secret in owned {
+            self.release(&secret, &manager).await;
+        }
+    }
+
+    /// Removes `manager`'s managedFields entries from `secret`, retrying
+    /// from a fresh copy when the Secret changed meanwhile.
+    async fn release(&self, secret: &Secret, manager: &str) {
+        let mut current = secret.clone();
+        let managers = BTreeSet::from([manager.to_owned()]);
+        for _ in 0..3 {
+            match secrets::apply::release_managers(&self.client, &current, &managers).await {
+                Ok(released) => {
+                    if let Some(released) = released {
+                        self.own_writes
+                            .lock()
+                            .record(released, tokio::time::Instant::now());
+                    }
+                    return;
+                }
+                Err(err) => {
+                    tracing::debug!(%manager, error = %err, "releasing ownership; retrying from a fresh copy");
+                }
+            }
+            let (Some(namespace), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name)
+            else {
+                return;
+            };
+            match Api::<Secret>::namespaced(self.client.clone(), namespace)
+                .get_opt(name)
+                .await
+            {
+                Ok(Some(fresh)) => current = fresh,
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::warn!(%manager, secret = %format!("{namespace}/{name}"), error = %err, "could not release ownership");
+                    return;
+                }
+            }
+        }
+        tracing::warn!(%manager, "could not release ownership of a Secret that keeps changing");
     }
 
     async fn publish(&self, css: &CredstashSync, notice: &Notice) {
@@ -230,6 +312,95 @@ impl Context {
             .map(|_| ())
             .map_err(|source| Error::Status { name, source })
     }
+
+    /// Removes the finalizer earlier versions added (a JSON patch that tests
+    /// the list first, so a concurrent change is not overwritten).
+    async fn remove_legacy_finalizer(&self, css: &CredstashSync) -> Result<(), Error> {
+        let name = css.name_any();
+        let finalizers = css.finalizers();
+        let Some(index) = finalizers.iter().position(|f| f == LEGACY_FINALIZER) else {
+            return Ok(());
+        };
+        let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+            {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": LEGACY_FINALIZER},
+            {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
+        ]))
+        .map_err(|err| Error::SyncFailed {
+            name: name.clone(),
+            reason: format!("building the finalizer patch: {err}"),
+        })?;
+        let api: Api<CredstashSync> = Api::all(self.client.clone());
+        api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
+            .await
+            .map(|_| ())
+            .map_err(|source| Error::Finalizer { name, source })
+    }
+}
+
+/// Logs a watch error with the resource it concerns; the watcher retries
+/// with backoff by itself.
+fn log_watch_error(resource: &str, error: &watcher::Error) {
+    tracing::warn!(resource, error = %error, "watch failed; retrying with backoff");
+}
+
+/// Feeds the managed-Secret watch into the cache and the drift detection.
+fn follow_managed_secrets(
+    events: impl Stream<Item = watcher::Result<WatchEvent<Secret>>> + Send,
+    ctx: Arc<Context>,
+) -> impl std::future::Future<Output = ()> + Send {
+    let mut listed_once = false;
+    events.for_each(move |event| {
+        match &event {
+            Ok(WatchEvent::Apply(secret)) => ctx.secret_changed(secret, false),
+            Ok(WatchEvent::Delete(secret)) => ctx.secret_changed(secret, true),
+            Ok(WatchEvent::InitDone) => {
+                if listed_once {
+                    ctx.secrets_relisted();
+                }
+                listed_once = true;
+            }
+            Ok(_) => {}
+            Err(error) => log_watch_error("secrets", error),
+        }
+        futures::future::ready(())
+    })
+}
+
+/// Forgets CredstashSyncs when the watch sees them deleted (and, after a
+/// watch gap, those that are no longer listed).
+fn follow_deletions(
+    client: Client,
+    ctx: Arc<Context>,
+) -> impl std::future::Future<Output = ()> + Send {
+    let mut listed: BTreeSet<String> = BTreeSet::new();
+    watcher(
+        Api::<PartialObjectMeta<CredstashSync>>::all(client),
+        watcher::Config::default(),
+    )
+    .default_backoff()
+    .then(move |event| {
+        let mut gone = Vec::new();
+        match event {
+            Ok(WatchEvent::Delete(meta)) => gone.push(meta.name_any()),
+            Ok(WatchEvent::Init) => listed.clear(),
+            Ok(WatchEvent::InitApply(meta)) => {
+                listed.insert(meta.name_any());
+            }
+            Ok(WatchEvent::InitDone) => {
+                let known: Vec<String> = ctx.states.lock().keys().cloned().collect();
+                gone.extend(known.into_iter().filter(|n| !listed.contains(n)));
+            }
+            Ok(WatchEvent::Apply(_)) => {}
+            Err(error) => log_watch_error("credstashsyncs", &error),
+        }
+        let ctx = ctx.clone();
+        async move {
+            for name in gone {
+                ctx.forget(&name).await;
+            }
+        }
+    })
+    .for_each(|()| futures::future::ready(()))
 }
 
 /// Runs the controller until `shutdown` resolves.
@@ -241,31 +412,13 @@ pub async fn run(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (managed_secrets, secrets_writer) = reflector::store();
-    let managed_selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
-    let secrets_watch = reflector::reflector(
-        secrets_writer,
-        watcher(
-            Api::<Secret>::all(client.clone()),
-            watcher::Config::default().labels(&managed_selector),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .for_each(|_| futures::future::ready(()));
-
     let (namespaces, namespaces_writer) = reflector::store();
-    let namespace_changes = reflector::reflector(
-        namespaces_writer,
-        watcher(
-            Api::<Namespace>::all(client.clone()),
-            watcher::Config::default(),
-        ),
-    )
-    .default_backoff()
-    .touched_objects()
-    .filter_map(|result| futures::future::ready(result.ok().map(|_| ())));
-
     let (wake, woken) = unbounded();
+    let (caches_synced_tx, caches_synced) = tokio::sync::watch::channel(false);
+    let controller = Controller::new(
+        Api::<CredstashSync>::all(client.clone()),
+        watcher::Config::default(),
+    );
     let reporter = Reporter {
         controller: CONTROLLER_NAME.into(),
         instance: settings.instance.clone(),
@@ -277,31 +430,59 @@ pub async fn run(
         health: health.clone(),
         managed_secrets: managed_secrets.clone(),
         namespaces: namespaces.clone(),
+        syncs: controller.store(),
         settings,
-        workers: Mutex::new(HashMap::new()),
+        states: Mutex::new(HashMap::new()),
+        own_writes: Mutex::new(OwnWrites::default()),
         wake,
+        caches_synced,
     });
 
-    let controller = Controller::new(
-        Api::<CredstashSync>::all(client),
+    let managed_selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
+    let secret_events = watcher(
+        Api::<Secret>::all(client.clone()),
+        watcher::Config::default().labels(&managed_selector),
+    )
+    .default_backoff()
+    .reflect(secrets_writer);
+    let secrets_watch = follow_managed_secrets(secret_events, context.clone());
+
+    let namespace_changes = watcher(
+        Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
     )
-    .reconcile_all_on(namespace_changes)
-    // Stream batches wake every CredstashSync (stable API; the others find
-    // nothing to do): `reconcile_on` is still an unstable kube feature.
-    .reconcile_all_on(woken.map(|_: ObjectRef<CredstashSync>| ()))
-    .graceful_shutdown_on(shutdown)
-    .run(reconcile, error_policy, context)
-    .for_each(|result| {
-        if let Err(err) = result {
-            tracing::debug!(error = %err, "reconcile request failed");
+    .default_backoff()
+    .reflect(namespaces_writer)
+    .touched_objects()
+    .filter_map(|result| {
+        if let Err(error) = &result {
+            log_watch_error("namespaces", error);
         }
-        futures::future::ready(())
+        futures::future::ready(result.ok().map(|_| ()))
     });
 
+    let deletions = follow_deletions(client.clone(), context.clone());
+    let controller = controller
+        .reconcile_all_on(namespace_changes)
+        // Stream batches and drift wake every CredstashSync (stable API; the
+        // others find nothing to do): `reconcile_on` is still unstable.
+        .reconcile_all_on(woken)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile, error_policy, context.clone())
+        .for_each(|result| {
+            if let Err(err) = result {
+                tracing::debug!(error = %err, "reconcile request failed");
+            }
+            futures::future::ready(())
+        });
+
+    // One waiter per store: kube-runtime's readiness future wakes only the
+    // last task that polled it, so reconciles wait on `caches_synced`.
     let ready = async {
-        let _ = managed_secrets.wait_until_ready().await;
+        let _ = context.syncs.wait_until_ready().await;
         let _ = namespaces.wait_until_ready().await;
+        let _ = managed_secrets.wait_until_ready().await;
+        let _ = caches_synced_tx.send(true);
         health.set_ready(true);
         tracing::info!("caches synced; kubestash is ready");
     };
@@ -315,6 +496,7 @@ pub async fn run(
     tokio::select! {
         _ = controller => tracing::info!("controller stopped"),
         _ = secrets_watch => tracing::warn!("managed Secret watch ended"),
+        _ = deletions => tracing::warn!("CredstashSync deletion watch ended"),
         _ = futures::future::join(ready, heartbeat) => {}
     }
 }
@@ -327,15 +509,12 @@ fn reconcile(
 ) -> BoxFuture<'static, Result<Action, Error>> {
     Box::pin(async move {
         ctx.health.controller_heartbeat();
-        let api: Api<CredstashSync> = Api::all(ctx.client.clone());
-        finalizer(&api, FINALIZER, css, |event| async move {
-            match event {
-                FinalizerEvent::Apply(css) => reconcile::apply(css, ctx).await,
-                FinalizerEvent::Cleanup(css) => Ok(cleanup(&css, &ctx)),
-            }
-        })
-        .await
-        .map_err(|err| Error::Finalizer(Box::new(err)))
+        ctx.caches_ready().await;
+        ctx.remove_legacy_finalizer(&css).await?;
+        if css.meta().deletion_timestamp.is_some() {
+            return Ok(Action::await_change());
+        }
+        reconcile::apply(css, ctx).await
     })
 }
 
@@ -345,11 +524,9 @@ fn error_policy(css: Arc<CredstashSync>, error: &Error, ctx: Arc<Context>) -> Ac
         tracing::debug!(credstashsync = %name, error = %error, "object changed meanwhile; reconciling again");
         return Action::requeue(STALE_OBJECT_RETRY);
     }
-    let backoff = ctx.with_worker(&name, |w| {
-        w.consecutive_failures += 1;
-        let backoff = retry_backoff(w.consecutive_failures);
-        w.retry_at = Some(tokio::time::Instant::now() + backoff);
-        backoff
+    let backoff = ctx.with_state(&name, |s| {
+        s.full_sync_retry
+            .failed(tokio::time::Instant::now(), retry_backoff)
     });
     tracing::warn!(credstashsync = %name, error = %error, retry_in_s = backoff.as_secs(), "reconcile failed");
     Action::requeue(backoff)
@@ -377,14 +554,6 @@ pub fn retry_backoff(consecutive_failures: u32) -> Duration {
     Duration::from_secs(5u64 << exponent).min(Duration::from_secs(300))
 }
 
-fn cleanup(css: &CredstashSync, ctx: &Context) -> Action {
-    let name = css.name_any();
-    ctx.metrics.forget(&name);
-    ctx.workers().remove(&name);
-    tracing::info!(credstashsync = %name, "CredstashSync deleted: its metrics are removed, its Secrets stay");
-    Action::await_change()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -395,27 +564,20 @@ mod tests {
         assert_eq!(waits, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
     }
 
-    fn finalizer_error(
-        wrap: fn(kube::Error) -> kube::runtime::finalizer::Error<Error>,
-        reason: &str,
-        code: u16,
-    ) -> Error {
+    fn finalizer_error(reason: &str, code: u16) -> Error {
         let status = kube::core::Status::failure("the finalizer patch failed", reason);
-        Error::Finalizer(Box::new(wrap(kube::Error::Api(
-            status.with_code(code).boxed(),
-        ))))
+        Error::Finalizer {
+            name: "x".into(),
+            source: kube::Error::Api(status.with_code(code).boxed()),
+        }
     }
 
     #[test]
     fn a_finalizer_patch_racing_a_change_is_not_a_failure() {
-        use kube::runtime::finalizer::Error as FinalizerError;
-        let add = FinalizerError::AddFinalizer;
-        let remove = FinalizerError::RemoveFinalizer;
-        assert!(finalizer_error(add, "Invalid", 422).is_stale_object());
-        assert!(finalizer_error(add, "Conflict", 409).is_stale_object());
-        assert!(finalizer_error(remove, "Conflict", 409).is_stale_object());
-        assert!(!finalizer_error(add, "Forbidden", 403).is_stale_object());
-        assert!(!finalizer_error(add, "InternalError", 500).is_stale_object());
+        assert!(finalizer_error("Invalid", 422).is_stale_object());
+        assert!(finalizer_error("Conflict", 409).is_stale_object());
+        assert!(!finalizer_error("Forbidden", 403).is_stale_object());
+        assert!(!finalizer_error("InternalError", 500).is_stale_object());
         let sync = Error::SyncFailed {
             name: "x".into(),
             reason: "timeout".into(),

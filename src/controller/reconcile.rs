@@ -1,16 +1,19 @@
-//! One reconcile of a CredstashSync: validate, decide, then run a full sync,
-//! apply stream changes, or wait; report status, events and metrics.
+//! One reconcile of a CredstashSync: validate, take in what happened since
+//! the last one (stream batches, namespaces that appeared), decide, then run
+//! a full sync, apply the pending work, or wait; report status, events and
+//! metrics.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 
 use super::report::{self, Notice, Severity, SyncOutcome};
+use super::state::{Cause, PendingWork};
 use super::streaming::{self, Opened, StreamHealth, StreamKey, StreamLink};
 use super::sync;
 use super::triggers::{self, Action as Next, TriggerInputs};
@@ -19,6 +22,7 @@ use crate::crd::{
     condition_type, reason, set_condition, to_time, ConditionStatus, CredstashSync,
     CredstashSyncStatus, StreamStatus, ValidSpec, RESYNC_ANNOTATION,
 };
+use crate::mapping::SecretRef;
 use crate::metrics::{StreamEvent as RecordKind, SyncResult, SyncTrigger};
 use crate::stream::{Changes, EventKind};
 
@@ -37,10 +41,17 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
         Ok(spec) => spec.with_operator_namespace(&ctx.settings.operator_namespace),
         Err(problem) => return invalid_spec(css, ctx, &name, &problem.to_string()).await,
     };
-    collect_stream_news(ctx, &name, &StreamKey::of(&spec));
+    let key = StreamKey::of(&spec);
+    let active = ctx.active_namespaces();
+    let stream_live = ctx.with_state(&name, |s| {
+        s.namespaces_appeared(&active);
+        s.take_stream_news(&key)
+    });
+    if !stream_live {
+        ctx.metrics.clear_stream_lag(&name);
+    }
     let previous = css.status.clone().unwrap_or_default();
     let resync_requested = css.annotations().get(RESYNC_ANNOTATION).cloned();
-    let now = Utc::now();
     let mut decision = decide(
         css,
         ctx,
@@ -48,17 +59,15 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
         &spec,
         &previous,
         resync_requested.as_deref(),
-        now,
     );
 
     let mut opened = None;
-    let key = StreamKey::of(&spec);
-    if stream_needs_open(ctx, &name, &key) {
+    if !stream_live {
         let full_sync_coming = matches!(decision.action, Next::FullSync(_));
         if full_sync_coming || stream_check_due(ctx, &name) {
             let result = streaming::open(&key, ctx.settings.stream_check_interval).await;
-            ctx.with_worker(&name, |w| {
-                w.stream_checked_at = Some(tokio::time::Instant::now())
+            ctx.with_state(&name, |s| {
+                s.stream.checked_at = Some(tokio::time::Instant::now())
             });
             if matches!(result, Opened::Follower(_)) && !full_sync_coming {
                 decision.action = Next::FullSync(SyncTrigger::StreamGap);
@@ -84,8 +93,14 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
                 .execute(&previous, resync_requested.as_deref(), opened)
                 .await?;
         }
-        Next::ApplyStreamChanges => {
-            if let Some(applied_at) = apply_stream_changes(css, ctx, &name, &spec).await? {
+        Next::ApplyPending => {
+            let run = PendingRun {
+                css,
+                ctx,
+                name: &name,
+                spec: &spec,
+            };
+            if let Some(applied_at) = run.execute().await {
                 status
                     .stream
                     .get_or_insert_with(Default::default)
@@ -94,12 +109,15 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
         }
         Next::Idle => {}
     }
-    set_stream_status(ctx, &name, &mut status, css.meta().generation, Utc::now());
+    let pending = ctx.with_state(&name, |s| s.pending_secrets());
+    ctx.metrics.set_pending_secrets(&name, pending);
+    status.pending_secrets = (pending > 0).then_some(pending as i64);
+    set_stream_status(ctx, &name, &mut status, css.meta().generation);
     ctx.write_status(css, &status).await?;
 
     if let (Some(until), Some(requested)) = (decision.deferred_resync_until, resync_requested) {
-        let first_time = ctx.with_worker(&name, |w| {
-            w.deferred_notice_for.replace(requested.clone()) != Some(requested)
+        let first_time = ctx.with_state(&name, |s| {
+            s.deferred_notice_for.replace(requested.clone()) != Some(requested)
         });
         if first_time {
             ctx.publish(css, &report::deferred_notice(until)).await;
@@ -116,16 +134,17 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
 /// retry (a reconcile triggered meanwhile replaces the controller's own
 /// retry schedule), and the periodic stream check when no stream is followed.
 fn next_look(ctx: &Context, name: &str, decided: Duration) -> Duration {
-    let (stream_live, retry_at) = ctx.with_worker(name, |w| {
-        let live = w.stream.as_ref().is_some_and(StreamLink::is_live);
-        (live, w.retry_at.filter(|_| w.consecutive_failures > 0))
+    let (stream_live, retries) = ctx.with_state(name, |s| {
+        let live = s.stream.link.as_ref().is_some_and(StreamLink::is_live);
+        (live, [s.full_sync_retry.due_at(), s.pending_due_at()])
     });
     let mut next = decided;
     if !stream_live {
         next = next.min(ctx.settings.stream_check_interval);
     }
-    if let Some(at) = retry_at {
-        let wait = at.saturating_duration_since(tokio::time::Instant::now());
+    let now = tokio::time::Instant::now();
+    for at in retries.into_iter().flatten() {
+        let wait = at.saturating_duration_since(now);
         next = next.min(wait.max(Duration::from_millis(100)));
     }
     next
@@ -138,22 +157,21 @@ fn decide(
     spec: &ValidSpec,
     previous: &CredstashSyncStatus,
     resync_requested: Option<&str>,
-    now: DateTime<Utc>,
 ) -> triggers::Decision {
-    let (last_full_sync, last_manual_resync, failed, retry_at, stream_gap, changes_pending) = ctx
-        .with_worker(name, |w| {
+    let now = tokio::time::Instant::now();
+    let (last_full_sync, last_manual_resync, retry, stream_gap, pending_due) =
+        ctx.with_state(name, |s| {
             (
-                w.last_full_sync,
-                w.last_manual_resync,
-                w.consecutive_failures > 0,
-                w.retry_at,
-                w.pending_gap.is_some(),
-                w.pending_changes.is_some(),
+                s.last_full_sync,
+                s.last_manual_resync,
+                s.full_sync_retry,
+                s.stream.gap.is_some(),
+                s.pending_due(now),
             )
         });
-    let backing_off = failed && retry_at.is_some_and(|at| at > tokio::time::Instant::now());
+    let backing_off = retry.backing_off(now);
     triggers::decide(&TriggerInputs {
-        now,
+        now: Utc::now(),
         generation: css.meta().generation,
         observed_generation: previous.observed_generation,
         resync_requested,
@@ -162,11 +180,10 @@ fn decide(
         last_manual_resync,
         schedule: &spec.schedule,
         min_resync_interval: spec.min_resync_interval,
-        retry_due: failed && !backing_off,
+        retry_due: retry.failing() && !backing_off,
         backing_off,
         stream_gap,
-        namespace_appeared: ctx.namespace_appeared(name),
-        stream_changes_pending: changes_pending,
+        pending_due,
     })
 }
 
@@ -178,7 +195,7 @@ async fn invalid_spec(
 ) -> Result<Action, Error> {
     let previous = css.status.clone().unwrap_or_default();
     let status = report::status_invalid_spec(&previous, problem, css.meta().generation, Utc::now());
-    ctx.with_worker(name, |w| w.stream = None);
+    ctx.with_state(name, |s| s.stream.link = None);
     if css.status.as_ref() != Some(&status) {
         ctx.metrics.record_sync(
             name,
@@ -198,35 +215,9 @@ async fn invalid_spec(
     Ok(Action::await_change())
 }
 
-/// Moves what the stream follower reported into the worker; drops a
-/// follower whose stream the spec no longer asks for.
-fn collect_stream_news(ctx: &Context, name: &str, key: &StreamKey) {
-    ctx.with_worker(name, |w| {
-        if w.stream.as_ref().is_some_and(|link| link.key != *key) {
-            w.stream = None;
-        }
-        let Some(link) = &w.stream else { return };
-        let pending = link.take();
-        if let Some(changes) = pending.changes {
-            match &mut w.pending_changes {
-                Some(existing) => existing.merge(changes),
-                None => w.pending_changes = Some(changes),
-            }
-        }
-        if pending.gap.is_some() {
-            w.pending_gap = pending.gap;
-        }
-        w.stream_health = Some(link.health());
-        if !link.is_live() {
-            w.stream = None;
-            ctx.metrics.clear_stream_lag(name);
-        }
-    });
-}
-
 /// Tells why the stream made a full sync necessary.
 async fn report_stream_gap(css: &CredstashSync, ctx: &Context, name: &str) {
-    let why = ctx.with_worker(name, |w| w.pending_gap.clone());
+    let why = ctx.with_state(name, |s| s.stream.gap.clone());
     let notice = match why {
         Some(why) => Notice {
             severity: Severity::Warning,
@@ -246,17 +237,10 @@ async fn report_stream_gap(css: &CredstashSync, ctx: &Context, name: &str) {
     ctx.publish(css, &notice).await;
 }
 
-fn stream_needs_open(ctx: &Context, name: &str, key: &StreamKey) -> bool {
-    ctx.with_worker(name, |w| {
-        !w.stream
-            .as_ref()
-            .is_some_and(|link| link.is_live() && link.key == *key)
-    })
-}
-
 fn stream_check_due(ctx: &Context, name: &str) -> bool {
-    ctx.with_worker(name, |w| {
-        w.stream_checked_at
+    ctx.with_state(name, |s| {
+        s.stream
+            .checked_at
             .is_none_or(|at| at.elapsed() >= ctx.settings.stream_check_interval)
     })
 }
@@ -280,12 +264,9 @@ impl FullSyncRun<'_> {
         opened: Option<Opened>,
     ) -> Result<CredstashSyncStatus, Error> {
         let (ctx, name, spec) = (self.ctx, self.name, self.spec);
-        ctx.with_worker(name, |w| {
-            w.pending_changes = None;
-            w.pending_gap = None;
-        });
         let started = Instant::now();
         let reader = ctx.reader(name, spec).await;
+        let taken = ctx.with_state(name, |s| s.begin_full_sync());
         tracing::info!(credstashsync = %name, trigger = self.trigger.as_str(), table = %spec.table, "full sync");
         let env = ctx.sync_env();
         let result = tokio::time::timeout(
@@ -296,6 +277,7 @@ impl FullSyncRun<'_> {
         self.start_stream(opened);
         let generation = self.css.meta().generation;
         let Ok((outcome, snapshot)) = result else {
+            ctx.with_state(name, |s| s.full_sync_failed(taken));
             return Err(self.timed_out(previous, started.elapsed()).await);
         };
         ctx.health.record_sync_completed();
@@ -307,16 +289,13 @@ impl FullSyncRun<'_> {
             ..outcome
         };
         record_sync_metrics(ctx, name, &outcome, now);
-        ctx.with_worker(name, |w| {
-            w.waiting_namespaces = outcome.waiting_namespaces.clone();
-            w.last_full_sync = Some(now);
-            if self.trigger == SyncTrigger::Manual {
-                w.last_manual_resync = Some(now);
+        let manual = self.trigger == SyncTrigger::Manual;
+        match snapshot {
+            Some(snapshot) if outcome.cluster_error.is_none() => {
+                ctx.with_state(name, |s| s.full_sync_done(&outcome, snapshot, now, manual));
             }
-            if snapshot.is_some() {
-                w.snapshot = snapshot;
-            }
-        });
+            _ => ctx.with_state(name, |s| s.full_sync_failed(taken)),
+        }
         super::release_freed_memory();
         let status =
             report::status_after_sync(previous, &outcome, generation, resync_requested, now);
@@ -324,15 +303,18 @@ impl FullSyncRun<'_> {
             ctx.publish(self.css, &notice).await;
         }
         tracing::info!(credstashsync = %name, result = outcome.result().as_str(), summary = %outcome.summary(), "full sync finished");
-        if let Some(reason) = retry_reason(&outcome) {
+        if let Some(reason) = outcome
+            .table_error
+            .as_ref()
+            .or(outcome.cluster_error.as_ref())
+        {
             // Keep what the failed sync learned in status, then retry with backoff.
             ctx.write_status(self.css, &status).await?;
             return Err(Error::SyncFailed {
                 name: name.to_owned(),
-                reason,
+                reason: reason.clone(),
             });
         }
-        ctx.with_worker(name, |w| w.consecutive_failures = 0);
         Ok(status)
     }
 
@@ -342,12 +324,12 @@ impl FullSyncRun<'_> {
         let health = match opened {
             Opened::Follower(follower) => {
                 let wake = self.ctx.wake.clone();
-                let target = ObjectRef::new(self.name);
                 let link = StreamLink::spawn(key, *follower, self.spec.wait_time, move || {
-                    let _ = wake.unbounded_send(target.clone());
+                    let _ = wake.unbounded_send(());
                 });
                 let health = link.health();
-                self.ctx.with_worker(self.name, |w| w.stream = Some(link));
+                self.ctx
+                    .with_state(self.name, |s| s.stream.link = Some(link));
                 health
             }
             Opened::Disabled => StreamHealth::Disabled,
@@ -361,7 +343,7 @@ impl FullSyncRun<'_> {
             _ => self.ctx.metrics.clear_stream_lag(self.name),
         }
         self.ctx
-            .with_worker(self.name, |w| w.stream_health = Some(health));
+            .with_state(self.name, |s| s.stream.health = Some(health));
     }
 
     async fn timed_out(&self, previous: &CredstashSyncStatus, elapsed: Duration) -> Error {
@@ -396,83 +378,113 @@ impl FullSyncRun<'_> {
     }
 }
 
-/// Why a finished sync must be retried soon: the table could not be read, or
-/// Secrets could not be written (API errors are usually transient). Keys that
-/// failed to decrypt wait for the next sync or stream change instead.
-fn retry_reason(outcome: &SyncOutcome) -> Option<String> {
-    if let Some(error) = &outcome.table_error {
-        return Some(error.clone());
-    }
-    (!outcome.write_failures.is_empty()).then(|| {
-        format!(
-            "writing Secrets failed: {}",
-            report::listed(&outcome.write_failures)
-        )
-    })
+/// The pending work about to be applied from the snapshot: names the stream
+/// touched are read again, then every pending Secret is planned whole.
+struct PendingRun<'a> {
+    css: &'a CredstashSync,
+    ctx: &'a Context,
+    name: &'a str,
+    spec: &'a ValidSpec,
 }
 
-/// Re-reads the names the stream touched and applies only those keys.
-/// Returns when they were applied.
-async fn apply_stream_changes(
-    css: &CredstashSync,
-    ctx: &Context,
-    name: &str,
-    spec: &ValidSpec,
-) -> Result<Option<DateTime<Utc>>, Error> {
-    let (changes, snapshot) =
-        ctx.with_worker(name, |w| (w.pending_changes.take(), w.snapshot.take()));
-    let (Some(changes), Some(mut snapshot)) = (changes, snapshot) else {
-        return Ok(None);
-    };
-    record_stream_records(ctx, name, &changes);
-    let reader = ctx.reader(name, spec).await;
-    let env = ctx.sync_env();
-    let applied = tokio::time::timeout(
-        spec.sync_timeout,
-        sync::apply_changes(&env, name, spec, &reader, &mut snapshot, &changes.names),
-    )
-    .await;
-    let outcome = match applied {
-        Ok(Ok(outcome)) => outcome,
-        Ok(Err(table_error)) => {
-            restore_pending(ctx, name, changes, snapshot);
-            ctx.metrics.record_stream_apply(name, SyncResult::Failure);
-            return Err(Error::SyncFailed {
-                name: name.to_owned(),
-                reason: table_error.to_string(),
-            });
+impl PendingRun<'_> {
+    /// Applies what is pending; anything that could not be applied stays
+    /// pending (retried with backoff). Returns when changes were applied.
+    async fn execute(&self) -> Option<DateTime<Utc>> {
+        let (ctx, name, spec) = (self.ctx, self.name, self.spec);
+        let (mut work, mut snapshot) = ctx.with_state(name, |s| s.take_pending())?;
+        let changes = work.changes.take();
+        if let Some(changes) = &changes {
+            record_stream_records(ctx, name, changes);
         }
-        Err(_elapsed) => {
-            restore_pending(ctx, name, changes, snapshot);
-            ctx.metrics.record_stream_apply(name, SyncResult::Timeout);
-            return Err(Error::SyncFailed {
-                name: name.to_owned(),
-                reason: "applying stream changes timed out".into(),
-            });
+        let names = std::mem::take(&mut work.names);
+        let reader = if names.is_empty() {
+            None
+        } else {
+            Some(ctx.reader(name, spec).await)
+        };
+        let env = ctx.sync_env();
+        let run = async {
+            let mut unread = PendingWork::default();
+            if let Some(reader) = &reader {
+                match sync::refresh_names(&env, spec, reader, &mut snapshot, &names).await {
+                    Ok(touched) => touched
+                        .into_iter()
+                        .for_each(|secret| work.mark(secret, Cause::Stream)),
+                    Err(error) => {
+                        tracing::warn!(credstashsync = %name, error = %error, "reading stream changes failed; they stay pending");
+                        unread.names = names.clone();
+                        unread.changes = changes.clone();
+                    }
+                }
+            }
+            let targets: BTreeSet<SecretRef> = work.secrets.keys().cloned().collect();
+            let outcome = sync::apply_secrets(&env, name, spec, &snapshot, &targets).await;
+            (unread, outcome)
+        };
+        let result = tokio::time::timeout(spec.sync_timeout, run).await;
+        let now = tokio::time::Instant::now();
+        let Ok((unread, outcome)) = result else {
+            tracing::warn!(credstashsync = %name, "applying pending changes timed out; they stay pending");
+            let mut back = work;
+            back.names = names;
+            back.changes = changes;
+            ctx.with_state(name, |s| s.pending_applied(snapshot, back, None, now));
+            if reader.is_some() {
+                ctx.metrics.record_stream_apply(name, SyncResult::Timeout);
+            }
+            return None;
+        };
+        let failing = snapshot.failed_names(spec);
+        let repaired = repaired_secrets(&work, &outcome);
+        let read_ok = unread.is_empty();
+        ctx.with_state(name, |s| {
+            s.pending_applied(snapshot, unread, Some(&outcome), now)
+        });
+        ctx.metrics.set_key_sync_failed(name, failing as i64);
+        if reader.is_some() {
+            let result = if read_ok {
+                outcome.result()
+            } else {
+                SyncResult::Failure
+            };
+            ctx.metrics.record_stream_apply(name, result);
         }
-    };
-    ctx.with_worker(name, |w| w.snapshot = Some(snapshot));
-    let now = Utc::now();
-    ctx.metrics.record_stream_apply(name, outcome.result());
-    if let Some(lag) = changes.lag(now) {
-        ctx.metrics.set_stream_lag(name, lag);
+        if let (Some(changes), true) = (&changes, read_ok) {
+            if let Some(lag) = changes.lag(Utc::now()) {
+                ctx.metrics.set_stream_lag(name, lag);
+            }
+        }
+        tracing::info!(credstashsync = %name, secrets = work.secrets.len(), names = names.len(), summary = %outcome.summary(), "applied pending changes");
+        self.report(&outcome, &repaired).await;
+        (!outcome.changed_keys.is_empty() && read_ok).then(Utc::now)
     }
-    tracing::info!(credstashsync = %name, names = changes.names.len(), summary = %outcome.summary(), "applied stream changes");
-    for notice in report::sync_notices(&outcome) {
-        ctx.publish(css, &notice).await;
+
+    async fn report(&self, outcome: &SyncOutcome, repaired: &[(SecretRef, Vec<String>)]) {
+        let (ctx, name) = (self.ctx, self.name);
+        let mut notices = report::sync_notices(outcome);
+        for (secret, keys) in repaired {
+            ctx.metrics.record_drift_repair(name);
+            tracing::info!(credstashsync = %name, secret = %secret, keys = %keys.join(", "), "repaired drift");
+            notices.push(report::repaired_notice(secret, keys));
+        }
+        for notice in notices {
+            ctx.publish(self.css, &notice).await;
+        }
     }
-    ctx.with_worker(name, |w| w.last_applied = Some(now));
-    Ok(Some(now))
 }
 
-fn restore_pending(ctx: &Context, name: &str, changes: Changes, snapshot: sync::TableSnapshot) {
-    ctx.with_worker(name, |w| {
-        w.snapshot = Some(snapshot);
-        match &mut w.pending_changes {
-            Some(newer) => newer.merge(changes),
-            None => w.pending_changes = Some(changes),
-        }
-    });
+/// The Secrets marked as drifted that the apply wrote, with the keys put
+/// back (names only).
+fn repaired_secrets(work: &PendingWork, outcome: &SyncOutcome) -> Vec<(SecretRef, Vec<String>)> {
+    work.secrets
+        .iter()
+        .filter(|(_, cause)| **cause == Cause::Drift)
+        .filter_map(|(secret, _)| {
+            let keys = outcome.changed_keys.get(secret)?;
+            Some((secret.clone(), keys.clone()))
+        })
+        .collect()
 }
 
 fn record_stream_records(ctx: &Context, name: &str, changes: &Changes) {
@@ -496,7 +508,7 @@ fn record_sync_metrics(ctx: &Context, name: &str, outcome: &SyncOutcome, now: Da
         outcome.duration,
     );
     metrics.set_table_fetch_failed(name, outcome.table_error.is_some());
-    if outcome.table_error.is_none() {
+    if outcome.table_error.is_none() && outcome.cluster_error.is_none() {
         metrics.set_keys(name, &outcome.keys);
     }
     if outcome.result() == SyncResult::Success {
@@ -510,9 +522,8 @@ fn set_stream_status(
     name: &str,
     status: &mut CredstashSyncStatus,
     generation: Option<i64>,
-    now: DateTime<Utc>,
 ) {
-    let Some(health) = ctx.with_worker(name, |w| w.stream_health.clone()) else {
+    let Some(health) = ctx.with_state(name, |s| s.stream.health.clone()) else {
         return;
     };
     let (state, why, message) = match &health {
@@ -551,6 +562,6 @@ fn set_stream_status(
         why,
         &message,
         generation,
-        now,
+        Utc::now(),
     );
 }

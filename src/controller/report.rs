@@ -1,7 +1,7 @@
 //! What a sync tells the world: the CredstashSync's status and its events.
 //! Pure: built from a [`SyncOutcome`], never from secret values.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -10,6 +10,7 @@ use crate::crd::{
     cap_plan, condition_type, reason, set_condition, to_time, ConditionStatus, CredstashSyncStatus,
     KeyCounts, SecretCounts,
 };
+use crate::mapping::SecretRef;
 use crate::metrics::{SyncResult, SyncTrigger};
 
 /// At most this many names are listed in one event or condition message.
@@ -24,6 +25,9 @@ pub struct SyncOutcome {
     pub dry_run: bool,
     /// The table could not be read completely (nothing was pruned).
     pub table_error: Option<String>,
+    /// The cluster could not be read (Secrets outside the cache); nothing
+    /// was planned or written.
+    pub cluster_error: Option<String>,
     pub secrets: SecretCounts,
     pub keys: KeyCounts,
     /// `name: cause` of each item that failed to decrypt.
@@ -34,6 +38,10 @@ pub struct SyncOutcome {
     pub invalid_names: Vec<String>,
     /// `namespace/name: cause` of each Secret that could not be written.
     pub write_failures: Vec<String>,
+    /// The Secrets that could not be written (they stay pending).
+    pub failed_secrets: BTreeSet<SecretRef>,
+    /// The Secrets written, with the keys whose data changed (names only).
+    pub changed_keys: BTreeMap<SecretRef, Vec<String>>,
     /// Secrets not written, with the reason (non-Opaque type...).
     pub skipped: Vec<String>,
     /// Secrets created and updated (`namespace/name`).
@@ -49,7 +57,7 @@ impl SyncOutcome {
     /// Success, partial failure (some keys or Secrets failed), or failure
     /// (the table could not be read).
     pub fn result(&self) -> SyncResult {
-        if self.table_error.is_some() {
+        if self.table_error.is_some() || self.cluster_error.is_some() {
             SyncResult::Failure
         } else if self.key_failures.is_empty()
             && self.write_failures.is_empty()
@@ -108,7 +116,7 @@ pub fn status_after_sync(
     if let Some(handled) = resync_handled {
         status.last_resync_request = Some(handled.to_owned());
     }
-    if outcome.table_error.is_none() {
+    if outcome.table_error.is_none() && outcome.cluster_error.is_none() {
         status.secrets = Some(outcome.secrets.clone());
         status.keys = Some(outcome.keys.clone());
     }
@@ -207,6 +215,14 @@ fn set_dry_run_condition(
 fn sync_condition(outcome: &SyncOutcome) -> (ConditionStatus, &'static str, String) {
     match outcome.result() {
         SyncResult::Success => (ConditionStatus::True, reason::SYNCED, outcome.summary()),
+        SyncResult::Failure if outcome.table_error.is_none() => (
+            ConditionStatus::False,
+            reason::SYNC_FAILED,
+            format!(
+                "{}; nothing was written. Check that the API server is reachable and the operator's RBAC allows reading Secrets",
+                outcome.cluster_error.as_deref().unwrap_or("the cluster could not be read")
+            ),
+        ),
         SyncResult::Failure => (
             ConditionStatus::False,
             reason::SYNC_FAILED,
@@ -300,6 +316,10 @@ pub fn sync_notices(outcome: &SyncOutcome) -> Vec<Notice> {
         notices.push(Notice::warning("SyncFailed", "ReadTable", error.clone()));
         return notices;
     }
+    if let Some(error) = &outcome.cluster_error {
+        notices.push(Notice::warning("SyncFailed", "ReadSecrets", error.clone()));
+        return notices;
+    }
     if outcome.dry_run {
         let note = format!("dry run, nothing written: {}", outcome.summary());
         notices.push(Notice::normal("DryRunPlan", "Plan", note));
@@ -355,6 +375,21 @@ pub fn sync_notices(outcome: &SyncOutcome) -> Vec<Notice> {
         ));
     }
     notices
+}
+
+/// The event for a managed Secret put back after somebody else changed or
+/// deleted keys the operator owns (key names only).
+pub fn repaired_notice(secret: &SecretRef, keys: &[String]) -> Notice {
+    let what = if keys.is_empty() {
+        "its labels and annotations".to_owned()
+    } else {
+        format!("keys {}", listed(keys))
+    };
+    Notice::normal(
+        "Repaired",
+        "Repair",
+        format!("Secret {secret} was changed outside kubestash: put back {what}"),
+    )
 }
 
 /// The event for a manual resync deferred by `minResyncInterval`.

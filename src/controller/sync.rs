@@ -1,41 +1,60 @@
-//! One full sync: read the table, map it to desired Secrets, plan against
-//! what the cluster has, apply (unless dry run), and describe the outcome.
+//! Syncs: read the table (all of it, or the names a stream touched), map it
+//! to desired Secrets, plan against what the cluster has, apply (unless dry
+//! run), and describe the outcome.
+//!
+//! Every plan covers whole Secrets: the desired keys of a Secret always come
+//! from every name of the table snapshot that maps into it, never from a
+//! cached copy of the Secret, so an apply can not drop a key that an earlier
+//! write added. What the cluster has comes from the watch cache with the
+//! operator's own recent writes laid over it ([`crate::secrets::OwnWrites`]).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::time::Instant;
-
 use std::sync::Arc;
+use std::time::Instant;
 
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::Client;
+use parking_lot::Mutex;
 
 use super::report::SyncOutcome;
 use crate::crd::{KeyCounts, SecretCounts, ValidSpec};
-use crate::credstash::{Entry, ReadStats, TableError, TableRead, TableReader};
+use crate::credstash::{Entry, ReadStats, TableError, TableReader};
 use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
 use crate::metrics::{Metrics, SecretOperation};
 use crate::secrets::apply::{self, WriteResult};
-use crate::secrets::{self, ChangeScope, ObservedSecret, Plan, PlanOptions, SecretAction};
+use crate::secrets::observed::secret_ref;
+use crate::secrets::{
+    self, ChangeScope, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction,
+};
 
-/// What a full sync works with besides the table: the cluster as the caller
-/// sees it (the operator's caches, or one LIST for `kubestash sync`).
+/// What a sync works with besides the table: the cluster as the caller sees
+/// it (the operator's caches, or one LIST each for `kubestash sync`).
 pub struct SyncEnv<'a> {
     pub client: &'a Client,
     pub metrics: &'a Metrics,
-    /// Names of the namespaces that exist.
+    /// Names of the namespaces that exist and are not terminating.
     pub namespaces: BTreeSet<String>,
-    /// Secrets labelled as managed by kubestash; others are read with GET.
+    /// Secrets labelled as managed by kubestash, our own recent writes
+    /// included; others are read with GET.
     pub managed_secrets: Vec<Arc<Secret>>,
+    /// Field managers of the CredstashSyncs that exist (`kubestash/<name>`):
+    /// only they can own a key against us.
+    pub living_managers: BTreeSet<String>,
+    /// Where successful writes are recorded (read-your-writes).
+    pub own_writes: &'a Mutex<OwnWrites>,
 }
 
 impl<'a> SyncEnv<'a> {
-    /// The cluster as one LIST of namespaces and one of managed Secrets show
-    /// it (for one-shot syncs, which have no watch caches).
+    /// The cluster as one LIST of namespaces, of managed Secrets and of
+    /// CredstashSyncs show it (for one-shot syncs, which have no caches).
+    /// Without the CredstashSync resource installed, no CredstashSync lives.
     pub async fn list(
         client: &'a Client,
         metrics: &'a Metrics,
+        own_writes: &'a Mutex<OwnWrites>,
     ) -> Result<SyncEnv<'a>, kube::Error> {
+        use crate::crd::CredstashSync;
         use k8s_openapi::api::core::v1::Namespace;
         use kube::api::{Api, ListParams};
         use kube::ResourceExt;
@@ -50,29 +69,111 @@ impl<'a> SyncEnv<'a> {
         let managed = Api::<Secret>::all(client.clone())
             .list(&ListParams::default().labels(&selector))
             .await?;
+        let living = match Api::<CredstashSync>::all(client.clone())
+            .list(&ListParams::default())
+            .await
+        {
+            Ok(list) => list.items.iter().map(|css| css.name_any()).collect(),
+            Err(kube::Error::Api(status)) if status.is_not_found() => Vec::new(),
+            Err(err) => return Err(err),
+        };
         Ok(SyncEnv {
             client,
             metrics,
-            namespaces: namespaces.items.iter().map(|ns| ns.name_any()).collect(),
+            namespaces: namespaces
+                .items
+                .iter()
+                .filter(|ns| is_active(ns))
+                .map(|ns| ns.name_any())
+                .collect(),
             managed_secrets: managed.items.into_iter().map(Arc::new).collect(),
+            living_managers: living.iter().map(|n| secrets::field_manager(n)).collect(),
+            own_writes,
         })
     }
 }
 
+/// Whether a namespace can receive Secrets: it exists and is not being
+/// deleted (kube-apiserver refuses new objects in a terminating namespace).
+pub fn is_active(namespace: &k8s_openapi::api::core::v1::Namespace) -> bool {
+    let terminating_phase = namespace
+        .status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|phase| phase == "Terminating");
+    namespace.metadata.deletion_timestamp.is_none() && !terminating_phase
+}
+
 /// The latest entry of every credstash name, as last read: kept between
-/// syncs so that a stream change can be planned with every name of the
-/// Secrets it touches (conflicts included).
-pub type TableSnapshot = BTreeMap<String, Entry>;
+/// syncs so that stream changes, namespaces that appear and drift repairs
+/// are planned without reading the whole table again.
+#[derive(Debug, Default)]
+pub struct TableSnapshot {
+    /// By credstash name.
+    pub entries: BTreeMap<String, Entry>,
+    /// Every item of the table could be read: keys missing from it may be
+    /// pruned.
+    pub complete: bool,
+}
+
+impl TableSnapshot {
+    /// The names (and entries) that map into `secret`.
+    fn entries_of<'s>(&'s self, secret: &SecretRef) -> impl Iterator<Item = (&'s str, &'s Entry)> {
+        let prefix = format!("{}/{}/", secret.namespace, secret.name);
+        self.entries
+            .range(prefix.clone()..)
+            .take_while(move |(name, _)| name.starts_with(&prefix))
+            .map(|(name, entry)| (name.as_str(), entry))
+    }
+
+    /// Names that map to a key we may write and failed to open.
+    pub fn failed_names(&self, spec: &ValidSpec) -> usize {
+        self.entries
+            .iter()
+            .filter(|(name, entry)| {
+                entry.value.is_err()
+                    && secret_of(name).is_some_and(|s| !spec.is_excluded(&s.namespace))
+            })
+            .count()
+    }
+
+    /// Whether some name maps into `secret`.
+    pub fn has_entries_of(&self, secret: &SecretRef) -> bool {
+        self.entries_of(secret).next().is_some()
+    }
+
+    /// Every Secret that some name maps into.
+    pub fn all_secrets(&self) -> BTreeSet<SecretRef> {
+        self.entries
+            .keys()
+            .filter_map(|name| secret_of(name))
+            .collect()
+    }
+
+    /// The Secrets of `namespace` that some name maps into.
+    pub fn secrets_in(&self, namespace: &str) -> BTreeSet<SecretRef> {
+        let prefix = format!("{namespace}/");
+        self.entries
+            .range(prefix.clone()..)
+            .take_while(|(name, _)| name.starts_with(&prefix))
+            .filter_map(|(name, _)| secret_of(name))
+            .collect()
+    }
+}
 
 /// Runs one full sync of CredstashSync `name`. Returns what happened and,
-/// when the table was read completely, the snapshot to keep.
+/// when the table could be read, the snapshot to keep.
 pub async fn full_sync(
     env: &SyncEnv<'_>,
     name: &str,
     spec: &ValidSpec,
     reader: &TableReader,
 ) -> (SyncOutcome, Option<TableSnapshot>) {
-    let read = read_table(env, name, reader).await;
+    let before = reader.stats();
+    let started = Instant::now();
+    let read = reader.read_all().await;
+    env.metrics.observe_table_read(name, started.elapsed());
+    record_kms_calls(env, before, reader.stats(), read.entries.values());
     if let Some(error) = &read.error {
         let outcome = SyncOutcome {
             dry_run: spec.dry_run,
@@ -81,51 +182,71 @@ pub async fn full_sync(
         };
         return (outcome, None);
     }
-    let complete = read.unnamed_failures.is_empty();
-    let outcome = sync_entries(env, name, spec, &read.entries, complete, ChangeScope::Full).await;
-    (outcome, Some(read.entries))
+    let snapshot = TableSnapshot {
+        complete: read.unnamed_failures.is_empty(),
+        entries: read.entries,
+    };
+    let entries = snapshot.entries.iter().map(|(n, e)| (n.as_str(), e));
+    let outcome = sync_entries(env, name, spec, entries, snapshot.complete, None).await;
+    (outcome, Some(snapshot))
 }
 
-/// Applies the names a stream batch touched: re-reads each (one consistent
-/// Query), updates `snapshot`, and plans only those keys, with every name of
-/// the touched Secrets in view. A name with no version left is a removed key.
-pub async fn apply_changes(
+/// Re-reads the names a stream batch touched (one consistent Query each)
+/// into `snapshot`; a name with no version left is removed from it. Returns
+/// the Secrets whose keys may have changed. On error, `snapshot` holds what
+/// was read before it.
+pub async fn refresh_names(
     env: &SyncEnv<'_>,
-    name: &str,
     spec: &ValidSpec,
     reader: &TableReader,
     snapshot: &mut TableSnapshot,
-    touched: &BTreeSet<String>,
-) -> Result<SyncOutcome, TableError> {
-    // Only names that can become a key we write are worth a Query.
-    let touched: BTreeSet<String> = touched
-        .iter()
-        .filter(|n| secret_of(n).is_some_and(|s| !spec.is_excluded(&s.namespace)))
-        .cloned()
-        .collect();
-    let touched = &touched;
+    names: &BTreeSet<String>,
+) -> Result<BTreeSet<SecretRef>, TableError> {
+    let mut touched = BTreeSet::new();
     let before = reader.stats();
-    for credstash_name in touched {
-        match reader.read_latest(credstash_name).await? {
-            Some(entry) => snapshot.insert(credstash_name.clone(), entry),
-            None => snapshot.remove(credstash_name),
+    let mut result = Ok(());
+    for credstash_name in names {
+        // Only names that can become a key we write are worth a Query.
+        let Some(secret) = secret_of(credstash_name) else {
+            continue;
         };
+        if spec.is_excluded(&secret.namespace) {
+            continue;
+        }
+        match reader.read_latest(credstash_name).await {
+            Ok(Some(entry)) => {
+                snapshot.entries.insert(credstash_name.clone(), entry);
+            }
+            Ok(None) => {
+                snapshot.entries.remove(credstash_name);
+            }
+            Err(error) => {
+                result = Err(error);
+                break;
+            }
+        }
+        touched.insert(secret);
     }
     record_kms_calls(
         env,
         before,
         reader.stats(),
-        touched.iter().filter_map(|n| snapshot.get(n)),
+        names.iter().filter_map(|n| snapshot.entries.get(n)),
     );
-    let touched_secrets: BTreeSet<SecretRef> =
-        touched.iter().filter_map(|n| secret_of(n)).collect();
-    let related: BTreeMap<String, Entry> = snapshot
-        .iter()
-        .filter(|(n, _)| secret_of(n).is_some_and(|s| touched_secrets.contains(&s)))
-        .map(|(n, e)| (n.clone(), e.clone()))
-        .collect();
-    let scope = ChangeScope::from_names(touched.iter().map(String::as_str));
-    Ok(sync_entries(env, name, spec, &related, true, scope).await)
+    result.map(|()| touched)
+}
+
+/// Plans and applies whole `secrets` from `snapshot` (no table read): for
+/// stream changes, namespaces that appeared, drift and failed writes.
+pub async fn apply_secrets(
+    env: &SyncEnv<'_>,
+    name: &str,
+    spec: &ValidSpec,
+    snapshot: &TableSnapshot,
+    secrets: &BTreeSet<SecretRef>,
+) -> SyncOutcome {
+    let entries = secrets.iter().flat_map(|s| snapshot.entries_of(s));
+    sync_entries(env, name, spec, entries, snapshot.complete, Some(secrets)).await
 }
 
 fn secret_of(credstash_name: &str) -> Option<SecretRef> {
@@ -135,51 +256,47 @@ fn secret_of(credstash_name: &str) -> Option<SecretRef> {
     }
 }
 
-/// Maps `entries` to desired Secrets, plans them against the cluster within
-/// `scope`, applies the plan unless dry run, and describes the outcome.
-async fn sync_entries(
-    ctx: &SyncEnv<'_>,
+/// Maps `entries` to desired Secrets, plans them against the cluster (only
+/// `only` when given), applies the plan unless dry run, and describes the
+/// outcome.
+async fn sync_entries<'e>(
+    env: &SyncEnv<'_>,
     name: &str,
     spec: &ValidSpec,
-    entries: &BTreeMap<String, Entry>,
+    entries: impl Iterator<Item = (&'e str, &'e Entry)>,
     read_complete: bool,
-    scope: ChangeScope,
+    only: Option<&BTreeSet<SecretRef>>,
 ) -> SyncOutcome {
+    let entries: Vec<(&str, &Entry)> = entries.collect();
     let reasons: BTreeMap<&str, String> = entries
         .iter()
-        .filter_map(|(item, entry)| {
-            entry
-                .value
-                .as_ref()
-                .err()
-                .map(|e| (item.as_str(), e.to_string()))
-        })
+        .filter_map(|(item, entry)| entry.value.as_ref().err().map(|e| (*item, e.to_string())))
         .collect();
     let mapped = entries.iter().map(|(item, entry)| {
         let value = match &entry.value {
             Ok(value) => TableValue::Value(value),
             Err(_) => TableValue::Failed(
                 reasons
-                    .get(item.as_str())
+                    .get(item)
                     .map(String::as_str)
                     .unwrap_or("unreadable"),
             ),
         };
-        (item.as_str(), value)
+        (*item, value)
     });
     let mapping_scope = MappingScope {
         excluded: spec.excluded_namespaces.clone(),
-        existing_namespaces: Some(ctx.namespaces.clone()),
+        existing_namespaces: Some(env.namespaces.clone()),
     };
     let desired = mapping::map_table(mapped, &mapping_scope);
 
     let manager = secrets::field_manager(name);
-    let observed = match observe(ctx, &desired, &manager).await {
+    let observed = match observe(env, &desired, &manager, only, spec.dry_run).await {
         Ok(observed) => observed,
         Err(error) => {
             return SyncOutcome {
                 dry_run: spec.dry_run,
-                table_error: Some(error),
+                cluster_error: Some(error),
                 ..Default::default()
             }
         }
@@ -190,37 +307,39 @@ async fn sync_entries(
         prune: spec.prune,
         read_complete: read_complete && reasons.is_empty(),
         now: Utc::now(),
-        scope,
+        scope: ChangeScope::Full,
         excluded_namespaces: spec.excluded_namespaces.clone(),
     };
     let plan = secrets::plan(&desired.secrets, &observed, &options);
     let writes = if spec.dry_run {
         Vec::new()
     } else {
-        apply::apply_all(ctx.client, &plan.secrets).await
+        apply::apply_all(env.client, &plan.secrets).await
     };
-    for write in writes.iter().filter(|w| w.result.is_ok()) {
+    record_writes(env, name, &writes);
+    describe(spec.dry_run, &desired, &plan, &writes)
+}
+
+/// Counts successful writes and remembers what they returned, so that the
+/// next plan sees them even before the watch cache does.
+fn record_writes(env: &SyncEnv<'_>, name: &str, writes: &[WriteResult]) {
+    let now = tokio::time::Instant::now();
+    for write in writes {
+        let Ok(written) = &write.result else { continue };
         let operation = if write.action == SecretAction::Create {
             SecretOperation::Create
         } else {
             SecretOperation::Update
         };
-        ctx.metrics.record_secret_write(name, operation);
+        env.metrics.record_secret_write(name, operation);
+        if let Some(secret) = written {
+            env.own_writes.lock().record(secret.clone(), now);
+        }
     }
-    describe(spec.dry_run, &desired, &plan, &writes)
-}
-
-async fn read_table(ctx: &SyncEnv<'_>, name: &str, reader: &TableReader) -> TableRead {
-    let before = reader.stats();
-    let started = Instant::now();
-    let read = reader.read_all().await;
-    ctx.metrics.observe_table_read(name, started.elapsed());
-    record_kms_calls(ctx, before, reader.stats(), read.entries.values());
-    read
 }
 
 fn record_kms_calls<'e>(
-    ctx: &SyncEnv<'_>,
+    env: &SyncEnv<'_>,
     before: ReadStats,
     after: ReadStats,
     entries: impl Iterator<Item = &'e Entry>,
@@ -234,37 +353,98 @@ fn record_kms_calls<'e>(
         .kms_decrypt_calls
         .saturating_sub(before.kms_decrypt_calls);
     for _ in 0..calls.saturating_sub(kms_failures.len() as u64) {
-        ctx.metrics.record_kms_decrypt(Ok(()));
+        env.metrics.record_kms_decrypt(Ok(()));
     }
     for reason in kms_failures {
-        ctx.metrics.record_kms_decrypt(Err(reason));
+        env.metrics.record_kms_decrypt(Err(reason));
     }
     for _ in 0..after.kms_cache_hits.saturating_sub(before.kms_cache_hits) {
-        ctx.metrics.kms_cache_hit();
+        env.metrics.kms_cache_hit();
     }
 }
 
 /// The live state of every Secret the plan may touch: the desired ones and
-/// those where we own keys. The managed-Secret cache answers for Secrets
-/// kubestash wrote; only the others cost a GET.
+/// those where we own keys (within `only` when given), in namespaces that
+/// can receive Secrets. The managed-Secret cache answers for Secrets
+/// kubestash wrote; only the others cost a GET. Unless `read_only`, the
+/// entries of `kubestash/*` managers whose CredstashSync no longer exists
+/// are released first, so that their keys can be taken over and pruned.
 async fn observe(
-    ctx: &SyncEnv<'_>,
+    env: &SyncEnv<'_>,
     desired: &DesiredState,
     manager: &str,
+    only: Option<&BTreeSet<SecretRef>>,
+    read_only: bool,
 ) -> Result<BTreeMap<SecretRef, ObservedSecret>, String> {
-    let mut observed =
-        secrets::observe_all(ctx.managed_secrets.iter().map(|s| s.as_ref()), manager);
+    let managers = Managers {
+        ours: manager,
+        living: &env.living_managers,
+    };
+    let in_view = |secret: &SecretRef| {
+        env.namespaces.contains(&secret.namespace) && only.is_none_or(|set| set.contains(secret))
+    };
+    let mut live: BTreeMap<SecretRef, Secret> = BTreeMap::new();
+    for secret in &env.managed_secrets {
+        let Some(reference) = secret_ref(secret) else {
+            continue;
+        };
+        let ours = || {
+            !ObservedSecret::from_secret(secret, managers)
+                .owned_keys
+                .is_empty()
+        };
+        if in_view(&reference) && (desired.secrets.contains_key(&reference) || ours()) {
+            live.insert(reference, secret.as_ref().clone());
+        }
+    }
     let missing: Vec<SecretRef> = desired
         .secrets
         .keys()
-        .filter(|secret| !observed.contains_key(secret))
+        .filter(|secret| in_view(secret) && !live.contains_key(secret))
         .cloned()
         .collect();
-    observed
-        .retain(|secret, live| !live.owned_keys.is_empty() || desired.secrets.contains_key(secret));
-    let fetched = apply::fetch_secrets(ctx.client, missing).await?;
-    observed.extend(secrets::observe_all(fetched.iter(), manager));
-    Ok(observed)
+    for secret in apply::fetch_secrets(env.client, missing).await? {
+        if let Some(reference) = secret_ref(&secret) {
+            live.insert(reference, secret);
+        }
+    }
+    if !read_only {
+        for secret in live.values_mut() {
+            release_dead_managers(env, secret, manager).await;
+        }
+    }
+    Ok(secrets::observe_all(live.values(), managers))
+}
+
+/// Releases the `kubestash/*` managers of `secret` that belong to no living
+/// CredstashSync (a renamed or deleted one, or `kubestash sync`). A failure
+/// is logged and leaves the Secret as it was: its keys are then written
+/// (they are not owned against us) but may not be prunable yet.
+async fn release_dead_managers(env: &SyncEnv<'_>, secret: &mut Secret, ours: &str) {
+    let dead: BTreeSet<String> = secret
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .filter_map(|entry| entry.manager.clone())
+        .filter(|m| {
+            m.starts_with(secrets::MANAGER_PREFIX) && m != ours && !env.living_managers.contains(m)
+        })
+        .collect();
+    if dead.is_empty() {
+        return;
+    }
+    match apply::release_managers(env.client, secret, &dead).await {
+        Ok(Some(released)) => {
+            tracing::info!(managers = ?dead, secret = ?secret_ref(&released), "released the keys of CredstashSyncs that no longer exist");
+            env.own_writes
+                .lock()
+                .record(released.clone(), tokio::time::Instant::now());
+            *secret = released;
+        }
+        Ok(None) => {}
+        Err(error) => tracing::warn!(%error, "could not release a deleted CredstashSync's keys"),
+    }
 }
 
 /// Turns the mapping report, the plan and the write results into an outcome.
@@ -282,6 +462,9 @@ fn describe(
         .map(|w| &w.secret)
         .collect();
     let done = |action: SecretAction| -> Vec<String> {
+        if dry_run {
+            return Vec::new();
+        }
         plan.secrets
             .iter()
             .filter(|p| p.action == action && !failed_writes.contains(&p.secret))
@@ -309,6 +492,18 @@ fn describe(
         waiting_for_namespace: report.waiting() as i64,
         excluded: report.excluded as i64,
     };
+    let changed_keys = if dry_run {
+        BTreeMap::new()
+    } else {
+        plan.secrets
+            .iter()
+            .filter(|p| p.writes() && !failed_writes.contains(&p.secret))
+            .map(|p| {
+                let keys = p.keys.iter().filter(|k| k.change.changes_data());
+                (p.secret.clone(), keys.map(|k| k.key.clone()).collect())
+            })
+            .collect()
+    };
     SyncOutcome {
         dry_run,
         waiting_namespaces: report.waiting_for_namespace.keys().cloned().collect(),
@@ -326,6 +521,8 @@ fn describe(
                     .map(|e| format!("{}: {e}", w.secret))
             })
             .collect(),
+        failed_secrets: failed_writes.iter().map(|s| (*s).clone()).collect(),
+        changed_keys,
         skipped: plan
             .secrets
             .iter()
@@ -334,16 +531,8 @@ fn describe(
                 _ => None,
             })
             .collect(),
-        created: if dry_run {
-            Vec::new()
-        } else {
-            done(SecretAction::Create)
-        },
-        updated: if dry_run {
-            Vec::new()
-        } else {
-            done(SecretAction::Update)
-        },
+        created: done(SecretAction::Create),
+        updated: done(SecretAction::Update),
         plan: plan.summary(),
         ..Default::default()
     }

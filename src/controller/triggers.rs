@@ -32,10 +32,9 @@ pub struct TriggerInputs<'a> {
     pub backing_off: bool,
     /// The stream reported a gap (trimmed data, replaced stream).
     pub stream_gap: bool,
-    /// A namespace that keys were waiting for now exists.
-    pub namespace_appeared: bool,
-    /// Stream changes are waiting to be applied.
-    pub stream_changes_pending: bool,
+    /// Work is pending and due: stream changes, Secrets of a namespace that
+    /// appeared, drift to repair, failed writes to retry.
+    pub pending_due: bool,
 }
 
 /// What to do now.
@@ -43,8 +42,9 @@ pub struct TriggerInputs<'a> {
 pub enum Action {
     /// Read the whole table and apply everything.
     FullSync(SyncTrigger),
-    /// Re-read and apply only the names the stream touched.
-    ApplyStreamChanges,
+    /// Apply the pending work from the table snapshot (re-reading only the
+    /// names the stream touched).
+    ApplyPending,
     /// Nothing to do now.
     Idle,
 }
@@ -98,6 +98,8 @@ fn choose_action(
         full(SyncTrigger::SpecChange)
     } else if *manual == ManualResync::Now && inputs.backing_off {
         full(SyncTrigger::Manual)
+    } else if inputs.backing_off && inputs.pending_due && inputs.last_full_sync.is_some() {
+        Action::ApplyPending
     } else if inputs.backing_off {
         Action::Idle
     } else if inputs.last_full_sync.is_none() {
@@ -110,10 +112,8 @@ fn choose_action(
         full(SyncTrigger::Retry)
     } else if next_scheduled.is_some_and(|next| next <= inputs.now) {
         full(SyncTrigger::Schedule)
-    } else if inputs.namespace_appeared {
-        full(SyncTrigger::Namespace)
-    } else if inputs.stream_changes_pending {
-        Action::ApplyStreamChanges
+    } else if inputs.pending_due {
+        Action::ApplyPending
     } else {
         Action::Idle
     }
@@ -180,8 +180,7 @@ mod tests {
             retry_due: false,
             backing_off: false,
             stream_gap: false,
-            namespace_appeared: false,
-            stream_changes_pending: false,
+            pending_due: false,
         }
     }
 
@@ -212,7 +211,7 @@ mod tests {
         let schedule = every_3h();
         let inputs = TriggerInputs {
             generation: Some(3),
-            stream_changes_pending: true,
+            pending_due: true,
             stream_gap: true,
             ..steady(&schedule)
         };
@@ -284,13 +283,13 @@ mod tests {
     }
 
     #[test]
-    fn stream_changes_apply_incrementally_and_gaps_force_a_full_sync() {
+    fn pending_work_applies_incrementally_and_gaps_force_a_full_sync() {
         let schedule = every_3h();
         let pending = TriggerInputs {
-            stream_changes_pending: true,
+            pending_due: true,
             ..steady(&schedule)
         };
-        assert_eq!(decide(&pending).action, Action::ApplyStreamChanges);
+        assert_eq!(decide(&pending).action, Action::ApplyPending);
         let gap = TriggerInputs {
             stream_gap: true,
             ..pending
@@ -302,16 +301,19 @@ mod tests {
     }
 
     #[test]
-    fn a_namespace_appearing_syncs_the_waiting_keys() {
+    fn pending_work_is_applied_while_a_failed_full_sync_backs_off() {
         let schedule = every_3h();
         let inputs = TriggerInputs {
-            namespace_appeared: true,
+            backing_off: true,
+            pending_due: true,
             ..steady(&schedule)
         };
-        assert_eq!(
-            decide(&inputs).action,
-            Action::FullSync(SyncTrigger::Namespace)
-        );
+        assert_eq!(decide(&inputs).action, Action::ApplyPending);
+        let before_any_sync = TriggerInputs {
+            last_full_sync: None,
+            ..inputs
+        };
+        assert_eq!(decide(&before_any_sync).action, Action::Idle);
     }
 
     #[test]

@@ -422,6 +422,12 @@ pub struct CredstashSyncStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plan: Option<Vec<String>>,
 
+    /// Secrets with changes not applied yet: stream changes, keys of a
+    /// namespace that just appeared, drift being repaired, writes that
+    /// failed and are retried with backoff. Absent when nothing is pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending_secrets: Option<i64>,
+
     /// DynamoDB stream state; absent when the stream is not followed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stream: Option<StreamStatus>,

@@ -25,8 +25,9 @@ const LIST_PAGE_SIZE: u32 = 500;
 pub struct WriteResult {
     pub secret: SecretRef,
     pub action: SecretAction,
-    /// `Err` holds the API server's message (never a value).
-    pub result: Result<(), String>,
+    /// The Secret as the API server returned it, or the server's message
+    /// (never a value).
+    pub result: Result<Option<Secret>, String>,
 }
 
 /// Applies every write of `plans` with its field manager and `force`: the
@@ -59,13 +60,62 @@ pub async fn apply_all(client: &Client, plans: &[SecretPlan]) -> Vec<WriteResult
         .await
 }
 
-async fn apply_one(client: &Client, apply: &ApplySecret) -> Result<(), String> {
+async fn apply_one(client: &Client, apply: &ApplySecret) -> Result<Option<Secret>, String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &apply.namespace);
     let params = PatchParams::apply(&apply.field_manager).force();
     api.patch(&apply.name, &params, &Patch::Apply(apply.to_apply_body()))
         .await
-        .map(|_| ())
+        .map(Some)
         .map_err(|err| describe_error(&err))
+}
+
+/// Removes every `managedFields` entry of `managers` from `secret`, leaving
+/// its data as it is: the fields they owned are then owned by the other
+/// managers that share them, or by nobody, and any applier may take them
+/// without a conflict (and prune them later). Returns the patched Secret,
+/// or `None` when none of `managers` had an entry. A JSON patch that first tests the
+/// resourceVersion, so a concurrent change makes it fail (409/422) rather
+/// than drop another manager's entry; the caller retries from a fresh copy.
+pub async fn release_managers(
+    client: &Client,
+    secret: &Secret,
+    managers: &BTreeSet<String>,
+) -> Result<Option<Secret>, String> {
+    let (Some(namespace), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name) else {
+        return Ok(None);
+    };
+    let entries = secret.metadata.managed_fields.clone().unwrap_or_default();
+    let kept: Vec<_> = entries
+        .iter()
+        .filter(|entry| !entry.manager.as_ref().is_some_and(|m| managers.contains(m)))
+        .collect();
+    if kept.len() == entries.len() {
+        return Ok(None);
+    }
+    let listed = managers.iter().cloned().collect::<Vec<_>>().join(", ");
+    // An empty list would leave managedFields unchanged; one empty entry
+    // resets them (kube-apiserver's documented way to clear them).
+    let replacement = if kept.is_empty() {
+        serde_json::json!([{}])
+    } else {
+        serde_json::json!(kept)
+    };
+    let patch = serde_json::json!([
+        {"op": "test", "path": "/metadata/resourceVersion", "value": secret.metadata.resource_version},
+        {"op": "replace", "path": "/metadata/managedFields", "value": replacement},
+    ]);
+    let patch: json_patch::Patch = serde_json::from_value(patch)
+        .map_err(|err| format!("building the release patch of Secret {namespace}/{name}: {err}"))?;
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
+        .await
+        .map(Some)
+        .map_err(|err| {
+            format!(
+                "releasing {listed} from Secret {namespace}/{name}: {}",
+                describe_error(&err)
+            )
+        })
 }
 
 /// Reads the Secrets in `missing`; absent ones are left out. In a namespace

@@ -6,10 +6,12 @@
 //! manager should still own (SSA removes owned fields a body omits).
 
 pub mod apply;
+pub mod ledger;
 pub mod observed;
 pub mod plan;
 
-pub use observed::{observe_all, ObservedSecret};
+pub use ledger::{Echo, OwnWrites};
+pub use observed::{observe_all, Managers, ObservedSecret};
 pub use plan::{
     plan, plan_secret, ApplySecret, ChangeScope, KeepReason, KeyChange, KeyChangeKind, Plan,
     PlanCounts, PlanOptions, SecretAction, SecretPlan, SkipReason,

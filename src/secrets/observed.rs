@@ -22,8 +22,10 @@ pub struct ObservedSecret {
     pub data: BTreeMap<String, SecretValue>,
     /// Data keys our field manager owns through server-side apply.
     pub owned_keys: BTreeSet<String>,
-    /// Data keys owned by another `kubestash/*` manager, with that manager
-    /// (the lexicographically first one when several own a key).
+    /// Data keys owned by another living `kubestash/*` manager (one whose
+    /// CredstashSync exists), with that manager (the lexicographically first
+    /// one when several own a key). Managers of deleted CredstashSyncs own
+    /// nothing: a renamed or replacement CredstashSync takes their keys over.
     pub other_kubestash_owners: BTreeMap<String, String>,
     /// The Secret's labels.
     pub labels: BTreeMap<String, String>,
@@ -31,14 +33,23 @@ pub struct ObservedSecret {
     pub annotations: BTreeMap<String, String>,
 }
 
+/// Whose field ownership counts when reading a Secret.
+#[derive(Debug, Clone, Copy)]
+pub struct Managers<'a> {
+    /// Our manager, `kubestash/<name>`.
+    pub ours: &'a str,
+    /// The managers of every CredstashSync that exists (ours included).
+    pub living: &'a BTreeSet<String>,
+}
+
 impl ObservedSecret {
-    /// Reduces a live Secret; `our_manager` is `kubestash/<name>`.
+    /// Reduces a live Secret as seen by `managers.ours`.
     ///
-    /// A key is ours when an `Apply` entry of `our_manager` lists it under
+    /// A key is ours when an `Apply` entry of our manager lists it under
     /// `f:data`; it belongs to another CredstashSync when any entry of another
-    /// `kubestash/*` manager lists it. Entries that are not `FieldsV1` or do
-    /// not parse are ignored. `stringData` is write-only and never read.
-    pub fn from_secret(secret: &Secret, our_manager: &str) -> Self {
+    /// living `kubestash/*` manager lists it. Entries that are not `FieldsV1`
+    /// or do not parse are ignored. `stringData` is write-only and never read.
+    pub fn from_secret(secret: &Secret, managers: Managers<'_>) -> Self {
         let meta = &secret.metadata;
         let mut observed = ObservedSecret {
             type_: secret.type_.clone().unwrap_or_else(|| OPAQUE.to_owned()),
@@ -54,22 +65,22 @@ impl ObservedSecret {
             ..Default::default()
         };
         for entry in meta.managed_fields.iter().flatten() {
-            observed.add_managed_entry(entry, our_manager);
+            observed.add_managed_entry(entry, managers);
         }
         observed
     }
 
     /// Records the data keys one `managedFields` entry owns.
-    fn add_managed_entry(&mut self, entry: &ManagedFieldsEntry, our_manager: &str) {
+    fn add_managed_entry(&mut self, entry: &ManagedFieldsEntry, managers: Managers<'_>) {
         let Some(manager) = entry.manager.as_deref() else {
             return;
         };
         let keys = managed_data_keys(entry);
-        if manager == our_manager {
+        if manager == managers.ours {
             if entry.operation.as_deref() == Some("Apply") {
                 self.owned_keys.extend(keys);
             }
-        } else if manager.starts_with(MANAGER_PREFIX) {
+        } else if manager.starts_with(MANAGER_PREFIX) && managers.living.contains(manager) {
             for key in keys {
                 self.other_kubestash_owners
                     .entry(key)
@@ -120,7 +131,7 @@ pub fn secret_ref(secret: &Secret) -> Option<SecretRef> {
 
 /// Reduces many live Secrets (e.g. a watch cache) by reference. Secrets
 /// without a name or namespace are left out.
-pub fn observe_all<'a, I>(secrets: I, our_manager: &str) -> BTreeMap<SecretRef, ObservedSecret>
+pub fn observe_all<'a, I>(secrets: I, managers: Managers<'_>) -> BTreeMap<SecretRef, ObservedSecret>
 where
     I: IntoIterator<Item = &'a Secret>,
 {
@@ -128,9 +139,19 @@ where
         .into_iter()
         .filter_map(|secret| {
             let reference = secret_ref(secret)?;
-            Some((reference, ObservedSecret::from_secret(secret, our_manager)))
+            Some((reference, ObservedSecret::from_secret(secret, managers)))
         })
         .collect()
+}
+
+/// Whether any `managedFields` entry of `secret` belongs to `manager`.
+pub fn has_manager(secret: &Secret, manager: &str) -> bool {
+    secret
+        .metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|entry| entry.manager.as_deref() == Some(manager))
 }
 
 #[cfg(test)]
@@ -139,6 +160,14 @@ mod tests {
     use serde_json::json;
 
     const OURS: &str = "kubestash/prod";
+
+    fn living(names: &[&str]) -> BTreeSet<String> {
+        names.iter().map(|n| n.to_string()).collect()
+    }
+
+    fn ours(living: &BTreeSet<String>) -> Managers<'_> {
+        Managers { ours: OURS, living }
+    }
 
     fn secret(value: serde_json::Value) -> Secret {
         serde_json::from_value(value).expect("test Secret")
@@ -169,7 +198,7 @@ mod tests {
             "immutable": true,
             "data": {"tls.crt": "Y2VydA=="}
         }));
-        let o = ObservedSecret::from_secret(&s, OURS);
+        let o = ObservedSecret::from_secret(&s, ours(&living(&[OURS])));
         assert_eq!(o.type_, "kubernetes.io/tls");
         assert!(!o.is_opaque());
         assert!(o.immutable);
@@ -181,7 +210,11 @@ mod tests {
 
     #[test]
     fn absent_type_means_opaque_and_absent_fields_are_empty() {
-        let o = ObservedSecret::from_secret(&secret(json!({"metadata": {"name": "s"}})), OURS);
+        let everyone = living(&[OURS]);
+        let o = ObservedSecret::from_secret(
+            &secret(json!({"metadata": {"name": "s"}})),
+            ours(&everyone),
+        );
         assert_eq!(o.type_, "Opaque");
         assert!(o.is_opaque());
         assert!(!o.immutable);
@@ -208,7 +241,8 @@ mod tests {
             ]},
             "data": {"A": "YQ==", "B": "Yg==", "C": "Yw==", "HAND": "aA=="}
         }));
-        let o = ObservedSecret::from_secret(&s, OURS);
+        let everyone = living(&[OURS, "kubestash/other", "kubestash/aaa"]);
+        let o = ObservedSecret::from_secret(&s, ours(&everyone));
         assert_eq!(names(&o.owned_keys), vec!["A", "B", "E"]);
         assert_eq!(
             o.other_kubestash_owners,
@@ -216,6 +250,26 @@ mod tests {
                 ("B".to_owned(), "kubestash/other".to_owned()),
                 ("C".to_owned(), "kubestash/aaa".to_owned()),
             ])
+        );
+        assert!(has_manager(&s, "kubestash/aaa"));
+        assert!(!has_manager(&s, "kubestash/gone"));
+    }
+
+    #[test]
+    fn managers_of_deleted_credstashsyncs_own_nothing() {
+        let s = secret(json!({
+            "metadata": {"name": "s", "namespace": "ns", "managedFields": [
+                entry("kubestash/renamed-away", "Apply", &["A"]),
+                entry("kubestash/sync", "Apply", &["B"]),
+                entry("kubestash/alive", "Apply", &["C"]),
+            ]},
+            "data": {"A": "YQ==", "B": "Yg==", "C": "Yw=="}
+        }));
+        let alive = living(&[OURS, "kubestash/alive"]);
+        let o = ObservedSecret::from_secret(&s, ours(&alive));
+        assert_eq!(
+            o.other_kubestash_owners,
+            BTreeMap::from([("C".to_owned(), "kubestash/alive".to_owned())])
         );
     }
 
@@ -226,7 +280,8 @@ mod tests {
             secret(json!({"metadata": {"name": "b"}})),
             secret(json!({"metadata": {"name": "c", "namespace": "other"}})),
         ];
-        let all = observe_all(&secrets, OURS);
+        let everyone = living(&[OURS]);
+        let all = observe_all(&secrets, ours(&everyone));
         assert_eq!(
             all.keys().cloned().collect::<Vec<_>>(),
             vec![SecretRef::new("ns", "a"), SecretRef::new("other", "c")]
@@ -236,7 +291,8 @@ mod tests {
     #[test]
     fn debug_shows_no_value() {
         let s = secret(json!({"metadata": {"name": "s"}, "data": {"K": "aHVudGVyMi1zM2NyM3Q="}}));
-        let printed = format!("{:?}", ObservedSecret::from_secret(&s, OURS));
+        let everyone = living(&[OURS]);
+        let printed = format!("{:?}", ObservedSecret::from_secret(&s, ours(&everyone)));
         assert!(
             !printed.contains("hunter2") && !printed.contains("aHVudGVy"),
             "{printed}"

@@ -500,7 +500,8 @@ pub fn plan_secret(
     }
     let (keys, data) = plan_keys(secret, desired, observed, options);
     let data_changed = keys.iter().any(|k| k.change.changes_data());
-    let action = decide(options, secret, observed, &data, data_changed);
+    let claims = observed.is_some_and(|live| claims_ownership(&keys, live));
+    let action = decide(options, secret, observed, &data, data_changed, claims);
     let apply =
         matches!(action, SecretAction::Create | SecretAction::Update).then(|| ApplySecret {
             namespace: secret.namespace.clone(),
@@ -525,6 +526,7 @@ fn decide(
     observed: Option<&ObservedSecret>,
     data: &BTreeMap<String, SecretValue>,
     data_changed: bool,
+    claims: bool,
 ) -> SecretAction {
     if options.excluded_namespaces.contains(&secret.namespace) {
         return SecretAction::Skip(SkipReason::ExcludedNamespace);
@@ -540,11 +542,20 @@ fn decide(
         SecretAction::Skip(SkipReason::NotOpaque(live.type_.clone()))
     } else if data_changed && live.immutable {
         SecretAction::Skip(SkipReason::Immutable)
-    } else if data_changed || (!data.is_empty() && lacks_our_metadata(live)) {
+    } else if data_changed || claims || (!data.is_empty() && lacks_our_metadata(live)) {
         SecretAction::Update
     } else {
         SecretAction::Unchanged
     }
+}
+
+/// Whether a key we write already has its value but is not ours yet (it was
+/// written by hand with the table's value, or by a CredstashSync that no
+/// longer exists): the apply takes it over, so that pruning and drift
+/// repair can work on it later.
+fn claims_ownership(keys: &[KeyChange], live: &ObservedSecret) -> bool {
+    keys.iter()
+        .any(|k| k.change == KeyChangeKind::Unchanged && !live.owned_keys.contains(&k.key))
 }
 
 /// Whether a Secret lacks our label or source annotation (e.g. adopted).
@@ -893,6 +904,25 @@ mod tests {
         assert_eq!(changes(&p), vec![("A", Change)]);
         assert_eq!(body(&p), pairs(&[("A", "table")]));
         assert_eq!(p.summary(), "update ns/s (change: A)");
+    }
+
+    #[test]
+    fn an_equal_value_nobody_of_ours_owns_is_taken_over_without_a_data_change() {
+        let adopted = live(&[("A", "a"), ("B", "b")], &["A"]);
+        let wanted = || Some(desired(vec![("A", val("a")), ("B", val("b"))]));
+        let p = one(wanted(), Some(adopted), &opts());
+        assert_eq!(p.action, SecretAction::Update);
+        assert_eq!(changes(&p), vec![("A", Unchanged), ("B", Unchanged)]);
+        assert_eq!(body(&p), pairs(&[("A", "a"), ("B", "b")]));
+        assert_eq!(synced_at(&p), BEFORE, "the data did not change");
+
+        let owned = live(&[("A", "a"), ("B", "b")], &["A", "B"]);
+        let p = one(wanted(), Some(owned), &opts());
+        assert_eq!(
+            p.action,
+            SecretAction::Unchanged,
+            "steady state writes nothing"
+        );
     }
 
     #[test]
@@ -1320,7 +1350,12 @@ mod tests {
             "data": {"A": "YQ==", "OLD": "b2xk", "B": "Yg==", "HAND": "aA=="}
         }))
         .expect("test Secret");
-        let observed = super::super::observe_all([&secret], OURS);
+        let living = BTreeSet::from([OURS.to_owned(), "kubestash/other".to_owned()]);
+        let managers = super::super::observed::Managers {
+            ours: OURS,
+            living: &living,
+        };
+        let observed = super::super::observe_all([&secret], managers);
         let desired_map = BTreeMap::from([(
             sref(),
             desired(vec![("A", val("a2")), ("B", val("mine")), ("C", val("c"))]),

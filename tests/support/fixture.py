@@ -10,6 +10,9 @@ pointing at moto.
   fixture.py bad TABLE                 a tampered item and one with the wrong context
   fixture.py bulk TABLE COUNT PREFIX   COUNT secrets named PREFIX/sN/KEY (benchmarks)
   fixture.py put-many TABLE PREFIX COUNT   COUNT new versions of PREFIX_i, at once (bursts)
+  fixture.py burst TABLE NS SECRETS FIRST COUNT TAG   COUNT puts (one thread each, 8 at a
+                                       once) of NS/sJ/K_i, i from FIRST, J = i % SECRETS,
+                                       each a new version whose value is "TAG-i"
   fixture.py tamper TABLE NAME         a newer version of NAME whose ciphertext fails its HMAC
   fixture.py enable-stream TABLE [VIEW_TYPE]   a DynamoDB stream (default NEW_IMAGE)
   fixture.py replace-stream TABLE [VIEW_TYPE]  disable the stream, enable a new one (new ARN)
@@ -18,6 +21,7 @@ pointing at moto.
       {"op": "delete", "name": N}                 every version of N
       {"op": "tamper", "name": N}                 a new version whose ciphertext fails its HMAC
       {"op": "wrong-context", "name": N, "value": V}  a new version sealed with another context
+  fixture.py drop-table TABLE          delete the table (and its stream): reads start failing
 """
 import base64
 import codecs
@@ -128,6 +132,15 @@ def put_many(table_name, prefix, count):
         list(pool.map(put, range(count)))
 
 
+def burst(table_name, namespace, secrets, first, count, tag):
+    def put(i):
+        name = "%s/s%d/K_%d" % (namespace, i % secrets, i)
+        version = int(credstash.getHighestVersion(name, table=table_name)) + 1
+        credstash.putSecret(name, "%s-%d" % (tag, i), version=version, table=table_name)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(put, range(first, first + count)))
+
+
 def tamper(table_name, name):
     version = next_version(table_name, name)
     m = sealed("tampered secret value")
@@ -157,6 +170,10 @@ def batch(table_name, operations):
             sys.exit("unknown batch operation %r" % op)
 
 
+def drop_table(table_name):
+    boto3.client("dynamodb").delete_table(TableName=table_name)
+
+
 def main(argv):
     command, args = argv[1], argv[2:]
     if command == "init":
@@ -169,6 +186,8 @@ def main(argv):
         put_many(args[0], args[1], int(args[2]))
     elif command == "batch":
         batch(args[0], json.load(sys.stdin))
+    elif command == "burst":
+        burst(args[0], args[1], int(args[2]), int(args[3]), int(args[4]), args[5])
     elif command == "tamper":
         tamper(args[0], args[1])
     elif command == "bulk":
@@ -177,6 +196,8 @@ def main(argv):
         enable_stream(*args[:2])
     elif command == "replace-stream":
         replace_stream(*args[:2])
+    elif command == "drop-table":
+        drop_table(args[0])
     else:
         sys.exit("unknown command %r" % command)
 

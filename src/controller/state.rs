@@ -1,0 +1,490 @@
+//! What the operator keeps of one CredstashSync between reconciles, and the
+//! steps of its life: a full sync, the changes pending since (stream
+//! records, namespaces that appeared, drift, failed writes), their
+//! application, and the retries of both. Pure bookkeeping: no I/O here.
+//!
+//! Nothing pending is ever dropped: work taken for a sync is either done
+//! or handed back, and a failed write keeps its Secret pending, retried
+//! with backoff.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::time::Instant;
+
+use super::report::SyncOutcome;
+use super::streaming::{StreamHealth, StreamKey, StreamLink};
+use super::sync::TableSnapshot;
+use crate::credstash::{TableLocation, TableReader};
+use crate::mapping::SecretRef;
+use crate::stream::Changes;
+
+/// Why a Secret must be planned again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Cause {
+    /// The stream changed names that map into it.
+    Stream,
+    /// Its namespace appeared.
+    Namespace,
+    /// Somebody else changed or deleted it: drift, to repair.
+    Drift,
+    /// Its last write failed.
+    Retry,
+}
+
+/// Work waiting to be applied from the snapshot.
+#[derive(Debug, Default)]
+pub struct PendingWork {
+    /// Credstash names the stream touched, to read again.
+    pub names: BTreeSet<String>,
+    /// Secrets to plan again, with the most telling cause.
+    pub secrets: BTreeMap<SecretRef, Cause>,
+    /// The stream batches behind `names` (record counts and lag).
+    pub changes: Option<Changes>,
+}
+
+impl PendingWork {
+    /// Whether nothing is pending.
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty() && self.secrets.is_empty()
+    }
+
+    /// Adds a stream batch.
+    pub fn add_changes(&mut self, changes: Changes) {
+        self.names.extend(changes.names.iter().cloned());
+        match &mut self.changes {
+            Some(existing) => existing.merge(changes),
+            None => self.changes = Some(changes),
+        }
+    }
+
+    /// Marks `secret` to plan again; drift outranks the other causes so
+    /// that a repair is reported as one.
+    pub fn mark(&mut self, secret: SecretRef, cause: Cause) {
+        let entry = self.secrets.entry(secret).or_insert(cause);
+        if cause == Cause::Drift {
+            *entry = Cause::Drift;
+        }
+    }
+
+    /// Folds `other` (older work handed back) into this one.
+    pub fn merge(&mut self, other: PendingWork) {
+        self.names.extend(other.names);
+        for (secret, cause) in other.secrets {
+            self.mark(secret, cause);
+        }
+        if let Some(changes) = other.changes {
+            match &mut self.changes {
+                Some(existing) => existing.merge(changes),
+                None => self.changes = Some(changes),
+            }
+        }
+    }
+}
+
+/// Consecutive failures and when the next attempt may run.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Retry {
+    failures: u32,
+    not_before: Option<Instant>,
+}
+
+impl Retry {
+    /// Records a failure; returns how long to wait.
+    pub fn failed(&mut self, now: Instant, backoff: fn(u32) -> Duration) -> Duration {
+        self.failures = self.failures.saturating_add(1);
+        let wait = backoff(self.failures);
+        self.not_before = Some(now + wait);
+        wait
+    }
+
+    /// Records a success.
+    pub fn succeeded(&mut self) {
+        *self = Retry::default();
+    }
+
+    /// Whether the last attempt failed.
+    pub fn failing(&self) -> bool {
+        self.failures > 0
+    }
+
+    /// Whether a failed attempt is still waiting out its backoff.
+    pub fn backing_off(&self, now: Instant) -> bool {
+        self.failing() && self.not_before.is_some_and(|at| at > now)
+    }
+
+    /// When the next attempt is due, if one failed.
+    pub fn due_at(&self) -> Option<Instant> {
+        self.not_before.filter(|_| self.failing())
+    }
+}
+
+/// Backoff of pending applies: 1 s, 2 s, 4 s ... at most 1 minute (they
+/// need no table read, so they are cheap to retry).
+pub fn pending_backoff(consecutive_failures: u32) -> Duration {
+    let exponent = consecutive_failures.saturating_sub(1).min(6);
+    Duration::from_secs(1u64 << exponent).min(Duration::from_secs(60))
+}
+
+/// The stream of a CredstashSync as the reconciler sees it.
+#[derive(Default)]
+pub struct StreamSlot {
+    pub link: Option<StreamLink>,
+    pub health: Option<StreamHealth>,
+    pub checked_at: Option<Instant>,
+    /// Why the stream needs a full sync (data lost, stream replaced).
+    pub gap: Option<String>,
+}
+
+/// What this process remembers of one CredstashSync.
+#[derive(Default)]
+pub struct SyncState {
+    /// The table reader, kept for its KMS cache while the location holds.
+    pub reader: Option<(TableLocation, Arc<TableReader>)>,
+    /// Every name's latest entry, from the last full sync plus stream reads.
+    snapshot: Option<TableSnapshot>,
+    pending: PendingWork,
+    /// Namespaces that keys wait for.
+    waiting_namespaces: BTreeSet<String>,
+    pub last_full_sync: Option<DateTime<Utc>>,
+    pub last_manual_resync: Option<DateTime<Utc>>,
+    /// Full syncs that could not read the table or the cluster.
+    pub full_sync_retry: Retry,
+    /// Pending applies that failed.
+    pub pending_retry: Retry,
+    pub deferred_notice_for: Option<String>,
+    pub stream: StreamSlot,
+}
+
+impl SyncState {
+    /// Whether a full sync has given this state a snapshot of the table.
+    pub fn has_snapshot(&self) -> bool {
+        self.snapshot.is_some()
+    }
+
+    /// Whether a credstash name maps into `secret` in the snapshot.
+    pub fn maps_into(&self, secret: &SecretRef) -> bool {
+        self.snapshot
+            .as_ref()
+            .is_some_and(|s| s.has_entries_of(secret))
+    }
+
+    /// How many Secrets wait to be planned again (for status and metrics).
+    pub fn pending_secrets(&self) -> usize {
+        self.pending.secrets.len()
+    }
+
+    /// Whether pending work may run now.
+    pub fn pending_due(&self, now: Instant) -> bool {
+        !self.pending.is_empty() && self.has_snapshot() && !self.pending_retry.backing_off(now)
+    }
+
+    /// When pending work is next due, if it is waiting out a backoff.
+    pub fn pending_due_at(&self) -> Option<Instant> {
+        (!self.pending.is_empty())
+            .then(|| self.pending_retry.due_at())
+            .flatten()
+    }
+
+    /// Takes in what the stream follower reported; drops a follower whose
+    /// stream the spec no longer asks for, or that has ended.
+    pub fn take_stream_news(&mut self, key: &StreamKey) -> bool {
+        if self
+            .stream
+            .link
+            .as_ref()
+            .is_some_and(|link| link.key != *key)
+        {
+            self.stream.link = None;
+        }
+        let Some(link) = &self.stream.link else {
+            return false;
+        };
+        let news = link.take();
+        if let Some(changes) = news.changes {
+            self.pending.add_changes(changes);
+        }
+        if news.gap.is_some() {
+            self.stream.gap = news.gap;
+        }
+        self.stream.health = Some(link.health());
+        let live = link.is_live();
+        if !live {
+            self.stream.link = None;
+        }
+        live
+    }
+
+    /// Namespaces that keys waited for and that now can receive Secrets:
+    /// their Secrets become pending. Returns the namespaces.
+    pub fn namespaces_appeared(&mut self, active: &BTreeSet<String>) -> BTreeSet<String> {
+        let Some(snapshot) = &self.snapshot else {
+            return BTreeSet::new();
+        };
+        let appeared: BTreeSet<String> = self
+            .waiting_namespaces
+            .intersection(active)
+            .cloned()
+            .collect();
+        for namespace in &appeared {
+            for secret in snapshot.secrets_in(namespace) {
+                self.pending.mark(secret, Cause::Namespace);
+            }
+            self.waiting_namespaces.remove(namespace);
+        }
+        appeared
+    }
+
+    /// Somebody else changed or deleted `secret`.
+    pub fn drifted(&mut self, secret: SecretRef) {
+        self.pending.mark(secret, Cause::Drift);
+    }
+
+    /// The watch cache was listed again after a gap: every Secret of the
+    /// snapshot is checked, since changes in the gap were not seen.
+    pub fn recheck_all(&mut self) {
+        let Some(snapshot) = &self.snapshot else {
+            return;
+        };
+        for secret in snapshot.all_secrets() {
+            self.pending.mark(secret, Cause::Drift);
+        }
+    }
+
+    /// A full sync starts: it covers all pending work, which is taken (and
+    /// handed back by [`SyncState::full_sync_failed`] if the sync fails).
+    pub fn begin_full_sync(&mut self) -> PendingWork {
+        self.stream.gap = None;
+        std::mem::take(&mut self.pending)
+    }
+
+    /// A full sync read the table and planned: keep its snapshot, keep the
+    /// Secrets whose writes failed pending.
+    pub fn full_sync_done(
+        &mut self,
+        outcome: &SyncOutcome,
+        snapshot: TableSnapshot,
+        now: DateTime<Utc>,
+        manual: bool,
+    ) {
+        self.snapshot = Some(snapshot);
+        self.waiting_namespaces = outcome.waiting_namespaces.clone();
+        self.last_full_sync = Some(now);
+        if manual {
+            self.last_manual_resync = Some(now);
+        }
+        self.full_sync_retry.succeeded();
+        self.keep_failed_writes(outcome);
+    }
+
+    /// A full sync could not read the table or the cluster: the work it took
+    /// is pending again, and the sync is retried with backoff.
+    pub fn full_sync_failed(&mut self, taken: PendingWork) {
+        self.pending.merge(taken);
+    }
+
+    /// Takes the pending work and the snapshot to apply it from; `None`
+    /// without a snapshot (the next full sync covers the work).
+    pub fn take_pending(&mut self) -> Option<(PendingWork, TableSnapshot)> {
+        let snapshot = self.snapshot.take()?;
+        Some((std::mem::take(&mut self.pending), snapshot))
+    }
+
+    /// Pending work was applied (`outcome`), or could not be (`unread`:
+    /// names whose re-read failed, handed back with the snapshot).
+    pub fn pending_applied(
+        &mut self,
+        snapshot: TableSnapshot,
+        unread: PendingWork,
+        outcome: Option<&SyncOutcome>,
+        now: Instant,
+    ) {
+        self.snapshot = Some(snapshot);
+        let failed = !unread.is_empty()
+            || outcome.is_some_and(|o| !o.failed_secrets.is_empty() || o.cluster_error.is_some());
+        self.pending.merge(unread);
+        if let Some(outcome) = outcome {
+            self.waiting_namespaces
+                .extend(outcome.waiting_namespaces.iter().cloned());
+            self.keep_failed_writes(outcome);
+        }
+        if failed {
+            self.pending_retry.failed(now, pending_backoff);
+        } else {
+            self.pending_retry.succeeded();
+        }
+    }
+
+    fn keep_failed_writes(&mut self, outcome: &SyncOutcome) {
+        for secret in &outcome.failed_secrets {
+            self.pending.mark(secret.clone(), Cause::Retry);
+        }
+    }
+
+    /// The table location changed: the reader and what it read are stale.
+    pub fn forget_table(&mut self) {
+        self.snapshot = None;
+        self.reader = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credstash::{Entry, ItemId};
+    use crate::value::SecretValue;
+
+    fn entry(name: &str) -> Entry {
+        Entry {
+            id: ItemId {
+                name: name.to_owned(),
+                version: "0000000000000000001".to_owned(),
+            },
+            value: Ok(SecretValue::from(b"v".as_slice())),
+        }
+    }
+
+    fn snapshot(names: &[&str]) -> TableSnapshot {
+        TableSnapshot {
+            entries: names.iter().map(|n| (n.to_string(), entry(n))).collect(),
+            complete: true,
+        }
+    }
+
+    fn outcome(waiting: &[&str], failed: &[SecretRef]) -> SyncOutcome {
+        SyncOutcome {
+            waiting_namespaces: waiting.iter().map(|n| n.to_string()).collect(),
+            failed_secrets: failed.iter().cloned().collect(),
+            ..Default::default()
+        }
+    }
+
+    fn synced(names: &[&str], waiting: &[&str]) -> SyncState {
+        let mut state = SyncState::default();
+        let _ = state.begin_full_sync();
+        state.full_sync_done(&outcome(waiting, &[]), snapshot(names), Utc::now(), false);
+        state
+    }
+
+    fn app() -> SecretRef {
+        SecretRef::new("ns", "app")
+    }
+
+    #[test]
+    fn nothing_is_pending_after_a_clean_full_sync() {
+        let state = synced(&["ns/app/A"], &[]);
+        assert!(!state.pending_due(Instant::now()));
+        assert_eq!(state.pending_secrets(), 0);
+        assert!(state.maps_into(&app()));
+        assert!(!state.maps_into(&SecretRef::new("ns", "other")));
+    }
+
+    #[test]
+    fn a_failed_write_stays_pending_and_is_retried_with_backoff() {
+        let mut state = SyncState::default();
+        let _ = state.begin_full_sync();
+        state.full_sync_done(
+            &outcome(&[], &[app()]),
+            snapshot(&["ns/app/A"]),
+            Utc::now(),
+            false,
+        );
+        let now = Instant::now();
+        assert!(state.pending_due(now));
+        let (work, snap) = state.take_pending().expect("a snapshot");
+        assert_eq!(work.secrets.get(&app()), Some(&Cause::Retry));
+        state.pending_applied(
+            snap,
+            PendingWork::default(),
+            Some(&outcome(&[], &[app()])),
+            now,
+        );
+        assert_eq!(state.pending_secrets(), 1, "still pending");
+        assert!(!state.pending_due(now), "backing off");
+        assert!(state.pending_due(now + Duration::from_secs(2)));
+        let (_work, snap) = state.take_pending().expect("a snapshot");
+        state.pending_applied(snap, PendingWork::default(), Some(&outcome(&[], &[])), now);
+        assert_eq!(state.pending_secrets(), 0);
+        assert!(!state.pending_retry.failing());
+    }
+
+    #[test]
+    fn a_namespace_that_appears_makes_its_secrets_pending() {
+        let mut state = synced(&["late/app/A", "late/db/B", "ns/app/C"], &["late"]);
+        let active = BTreeSet::from(["ns".to_owned()]);
+        assert!(state.namespaces_appeared(&active).is_empty());
+        let active = BTreeSet::from(["ns".to_owned(), "late".to_owned()]);
+        let appeared = state.namespaces_appeared(&active);
+        assert_eq!(appeared, BTreeSet::from(["late".to_owned()]));
+        let (work, _) = state.take_pending().expect("a snapshot");
+        assert_eq!(
+            work.secrets.keys().cloned().collect::<Vec<_>>(),
+            vec![SecretRef::new("late", "app"), SecretRef::new("late", "db")]
+        );
+        assert!(work.secrets.values().all(|c| *c == Cause::Namespace));
+    }
+
+    #[test]
+    fn stream_applies_remember_namespaces_their_keys_wait_for() {
+        let mut state = synced(&["ns/app/A"], &[]);
+        let (work, mut snap) = state.take_pending().expect("a snapshot");
+        snap.entries.insert("new/app/A".into(), entry("new/app/A"));
+        state.pending_applied(snap, work, Some(&outcome(&["new"], &[])), Instant::now());
+        let appeared = state.namespaces_appeared(&BTreeSet::from(["new".to_owned()]));
+        assert_eq!(appeared.len(), 1);
+        assert_eq!(state.pending_secrets(), 1);
+    }
+
+    #[test]
+    fn work_taken_by_a_failed_full_sync_is_handed_back() {
+        let mut state = synced(&["ns/app/A"], &[]);
+        state.drifted(app());
+        let taken = state.begin_full_sync();
+        assert_eq!(state.pending_secrets(), 0);
+        state.full_sync_failed(taken);
+        assert_eq!(state.pending_secrets(), 1);
+    }
+
+    #[test]
+    fn unread_names_stay_pending() {
+        let mut state = synced(&["ns/app/A"], &[]);
+        let (_, snap) = state.take_pending().expect("a snapshot");
+        let unread = PendingWork {
+            names: BTreeSet::from(["ns/app/B".to_owned()]),
+            ..Default::default()
+        };
+        let now = Instant::now();
+        state.pending_applied(snap, unread, None, now);
+        assert!(!state.pending_due(now));
+        assert!(state.pending_due(now + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn drift_outranks_other_causes_and_a_relist_rechecks_everything() {
+        let mut work = PendingWork::default();
+        work.mark(app(), Cause::Stream);
+        work.mark(app(), Cause::Drift);
+        work.mark(app(), Cause::Retry);
+        assert_eq!(work.secrets[&app()], Cause::Drift);
+
+        let mut state = synced(&["ns/app/A", "ns/db/B"], &[]);
+        state.recheck_all();
+        assert_eq!(state.pending_secrets(), 2);
+    }
+
+    #[test]
+    fn no_pending_work_runs_without_a_snapshot() {
+        let mut state = SyncState::default();
+        state.drifted(app());
+        assert!(!state.pending_due(Instant::now()));
+        assert!(state.take_pending().is_none());
+    }
+
+    #[test]
+    fn pending_backoff_doubles_up_to_a_minute() {
+        let waits: Vec<u64> = (1..=8).map(|n| pending_backoff(n).as_secs()).collect();
+        assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 60, 60]);
+    }
+}
