@@ -784,6 +784,9 @@ impl<'a> Harness<'a> {
                 ));
             }
         }
+        if let Some(pending) = css["status"]["pendingSecrets"].as_u64().filter(|n| *n > 0) {
+            problems.push(format!("status.pendingSecrets is {pending} once converged"));
+        }
         let ready = condition(&css, "Ready").map(|c| c["status"].clone());
         let want_ready = if model.failed == 0 && model.conflicting == 0 {
             "True"

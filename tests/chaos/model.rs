@@ -266,6 +266,8 @@ pub struct KeyCounts {
 pub struct Observed {
     pub type_: String,
     pub data: BTreeMap<String, String>,
+    /// Data keys by field manager (from managedFields).
+    pub owners: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// What the Secrets may hold at the next check: exact where the table
@@ -420,6 +422,9 @@ impl Expectations {
             keys.extend(data.keys().cloned());
             keys.extend(wanted.into_iter().flatten().map(|(k, _)| k.clone()));
             keys.extend(hand.into_iter().flatten().map(|(k, _)| k.clone()));
+            if world.writable(&secret.0) {
+                out.extend(ownership(world, &secret, seen, wanted));
+            }
             for key in keys {
                 let accepted =
                     self.accepted(world, &secret, &key, wanted.and_then(|w| w.get(&key)), hand);
@@ -482,6 +487,48 @@ impl Expectations {
     }
 }
 
+/// The field manager of the CredstashSync named `css`.
+pub fn manager(css: &str) -> String {
+    format!("kubestash/{css}")
+}
+
+/// Ownership follows the living CredstashSync: it owns every key it writes,
+/// and no other `kubestash/*` manager owns anything.
+fn ownership(
+    world: &World,
+    secret: &SecretId,
+    seen: Option<&Observed>,
+    wanted: Option<&BTreeMap<String, Desired>>,
+) -> Vec<Mismatch> {
+    let ours = manager(&world.css.name);
+    let none = BTreeSet::new();
+    let owned = seen.and_then(|s| s.owners.get(&ours)).unwrap_or(&none);
+    let mut out = Vec::new();
+    for (key, desired) in wanted.into_iter().flatten() {
+        if matches!(desired, Desired::Value(_)) && !owned.contains(key) {
+            out.push(Mismatch {
+                secret: secret.clone(),
+                key: Some(key.clone()),
+                observed: Some(format!("not owned by {ours}")),
+                expected: format!("owned by {ours}"),
+            });
+        }
+    }
+    for (other, keys) in seen.map(|s| &s.owners).into_iter().flatten() {
+        if other.starts_with("kubestash/") && *other != ours {
+            out.push(Mismatch {
+                secret: secret.clone(),
+                key: None,
+                observed: Some(format!(
+                    "{other} still has a managedFields entry (keys {keys:?})"
+                )),
+                expected: format!("only {ours} among kubestash managers"),
+            });
+        }
+    }
+    out
+}
+
 fn describe(accepted: &BTreeSet<Option<String>>) -> String {
     let items: Vec<String> = accepted
         .iter()
@@ -510,12 +557,19 @@ mod tests {
     }
 
     fn observed(pairs: &[(&str, &str)]) -> Observed {
+        let data: BTreeMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let ours = data
+            .keys()
+            .filter(|k| !k.starts_with("HAND_"))
+            .cloned()
+            .collect();
         Observed {
             type_: "Opaque".into(),
-            data: pairs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            data,
+            owners: BTreeMap::from([(manager("c"), ours)]),
         }
     }
 
@@ -550,7 +604,36 @@ mod tests {
         let stale = BTreeMap::from([(sid("ns-a", "app"), observed(&[("USER", "1")]))]);
         assert!(model.check(&world, &good).is_empty());
         assert_eq!(model.check(&world, &stale).len(), 1);
-        assert_eq!(model.check(&world, &BTreeMap::new()).len(), 1);
+        let missing = model.check(&world, &BTreeMap::new());
+        assert_eq!(missing.len(), 2, "absent, and so not owned: {missing:?}");
+    }
+
+    #[test]
+    fn keys_belong_to_the_living_credstashsync_only() {
+        let (world, model) = run(&[put("ns-a/app/user", "1")]);
+        let mut renamed = observed(&[("USER", "1")]);
+        renamed.owners = BTreeMap::from([(manager("old"), BTreeSet::from(["USER".into()]))]);
+        let mismatches = model.check(
+            &world,
+            &BTreeMap::from([(sid("ns-a", "app"), renamed.clone())]),
+        );
+        assert_eq!(
+            mismatches.len(),
+            2,
+            "not owned by kubestash/c, owned by kubestash/old"
+        );
+        renamed
+            .owners
+            .insert(manager("c"), BTreeSet::from(["USER".into()]));
+        renamed
+            .owners
+            .insert("kubectl-edit".into(), BTreeSet::new());
+        let mismatches = model.check(&world, &BTreeMap::from([(sid("ns-a", "app"), renamed)]));
+        assert_eq!(
+            mismatches.len(),
+            1,
+            "kubestash/old still listed: {mismatches:?}"
+        );
     }
 
     #[test]

@@ -120,9 +120,26 @@ pub fn observed(object: &serde_json::Value) -> Observed {
             (k.clone(), String::from_utf8_lossy(&bytes).into_owned())
         })
         .collect();
+    let mut owners: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();
+    for entry in object["metadata"]["managedFields"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        let Some(manager) = entry["manager"].as_str() else {
+            continue;
+        };
+        let keys = entry["fieldsV1"]["f:data"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, _)| k.strip_prefix("f:").map(str::to_owned));
+        owners.entry(manager.to_owned()).or_default().extend(keys);
+    }
     Observed {
         type_: object["type"].as_str().unwrap_or("Opaque").to_owned(),
         data,
+        owners,
     }
 }
 
