@@ -4,11 +4,15 @@
 //!
 //! `cargo test --test chaos` runs the CI budget: `CHAOS_SEEDS` (default
 //! `1,2,3`) with `CHAOS_OPS` operations each (default 30). `CHAOS_SEED=N`
-//! replays one seed. `CHAOS_FEATURES=all` adds the operation families whose
-//! failures are known bugs (see `schedule::KNOWN_BUGS`); `CHAOS_WITHOUT=a,b`
-//! removes families. The soak (`scripts/soak.sh`) runs the ignored
-//! `soak` test for `CHAOS_MINUTES` and writes a JSON summary to
-//! `CHAOS_SUMMARY`.
+//! replays one seed. `CHAOS_FEATURES=a,b` runs only those operation
+//! families (default: all, see `schedule::ALL_FEATURES`); `CHAOS_WITHOUT=a,b`
+//! removes families (e.g. one whose failure is a known bug being fixed).
+//! `CHAOS_REPLICAS=2` runs two operator processes (for leader election).
+//! The soak (`scripts/soak.sh`) runs the ignored `soak` test for
+//! `CHAOS_MINUTES` and writes a JSON summary to `CHAOS_SUMMARY`.
+//!
+//! A failure prints the seed, the schedule up to the failure, the broken
+//! invariants and where the operator's trace logs were kept.
 
 #[path = "support/cluster.rs"]
 mod cluster;

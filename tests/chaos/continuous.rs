@@ -196,3 +196,81 @@ impl Timeline {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::model::Observed;
+
+    fn secret(pairs: &[(&str, &str)]) -> Option<Observed> {
+        Some(Observed {
+            type_: "Opaque".into(),
+            data: pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            owners: BTreeMap::new(),
+        })
+    }
+
+    fn write(before: Option<Observed>, after: Option<Observed>) -> Sample {
+        Sample {
+            at: Instant::now(),
+            secret: ("ns-a".into(), "app".into()),
+            before,
+            after,
+            managers: vec![],
+        }
+    }
+
+    fn table(pairs: &[(&str, &str)]) -> BTreeMap<String, Latest> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), Latest::Value(v.to_string())))
+            .collect()
+    }
+
+    #[test]
+    fn removing_a_key_whose_name_is_in_the_table_is_caught_even_for_a_moment() {
+        let start = Instant::now();
+        let mut timeline = Timeline::new(true);
+        timeline.table_written(start, &table(&[("ns-a/app/user", "v1")]), &[]);
+        let emptied = write(secret(&[("USER", "v1")]), secret(&[]));
+        let refilled = write(secret(&[]), secret(&[("USER", "v1")]));
+        let found = timeline.judge(&[emptied, refilled], start);
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(found[0].contains("was removed while"), "{found:?}");
+    }
+
+    #[test]
+    fn prune_false_keeps_keys_and_driver_changes_are_licensed() {
+        let start = Instant::now();
+        let mut timeline = Timeline::new(false);
+        timeline.table_written(start, &table(&[]), &[]);
+        let removed = write(secret(&[("TOKEN", "t")]), secret(&[]));
+        assert_eq!(timeline.judge(&[removed], start).len(), 1);
+        timeline.license(("ns-a".into(), "app".into()), Some("TOKEN".into()));
+        let removed = write(secret(&[("TOKEN", "t")]), secret(&[]));
+        assert!(timeline.judge(&[removed], start).is_empty());
+        let hand = write(secret(&[("HAND_1", "h")]), secret(&[("HAND_1", "x")]));
+        assert_eq!(
+            timeline.judge(&[hand], start).len(),
+            1,
+            "hand keys are not ours"
+        );
+    }
+
+    #[test]
+    fn a_value_going_back_to_an_older_version_is_caught() {
+        let start = Instant::now();
+        let mut timeline = Timeline::new(false);
+        let name = "ns-a/app/user".to_string();
+        let puts = [(name.clone(), "v1".to_string()), (name, "v2".to_string())];
+        timeline.table_written(start, &table(&[("ns-a/app/user", "v2")]), &puts);
+        let forward = write(secret(&[("USER", "v1")]), secret(&[("USER", "v2")]));
+        let back = write(secret(&[("USER", "v2")]), secret(&[("USER", "v1")]));
+        assert!(timeline.judge(&[forward], start).is_empty());
+        let found = timeline.judge(&[back], start);
+        assert!(found.iter().any(|f| f.contains("went back")), "{found:?}");
+    }
+}
