@@ -257,7 +257,7 @@ impl<'a> Harness<'a> {
         let child = command.spawn().expect("start kubestash run");
         self.operators.push(Operator { child, port });
         let deadline = Instant::now() + Duration::from_secs(60);
-        while !http_get(port, "/readyz").is_some_and(|(code, _)| code == 200) {
+        while http_get(port, "/readyz").is_none_or(|(code, _)| code != 200) {
             if Instant::now() > deadline {
                 self.outcome
                     .violations

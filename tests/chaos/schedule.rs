@@ -157,7 +157,7 @@ impl Scheduler {
         for _ in 0..burst {
             let kind = self.rng.weighted(&[35, 30, 12, 5, 3, 8]);
             let op = match kind {
-                1 | 2 | 3 | 4 if names.is_empty() => None,
+                1..=4 if names.is_empty() => None,
                 1 => Some(TableOp::Put {
                     name: self.rng.pick(&names).clone(),
                     value: self.value(),
