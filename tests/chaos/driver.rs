@@ -19,7 +19,7 @@ use super::model::{universe, Expectations, Latest, Observed, World, NAMESPACES};
 use super::ops::{Op, SecretId, TableOp};
 use super::sampler::{observed, Sampler};
 use super::schedule::{Scheduler, VALUE_MARK};
-use crate::cluster::{condition, css_resource, http_get, Env};
+use crate::cluster::{condition, css_resource, http_get, run_args, Env};
 use crate::support::{repo_root, venv};
 
 /// How one seed runs.
@@ -234,13 +234,7 @@ impl<'a> Harness<'a> {
         let file = std::fs::File::create(&log).expect("operator log");
         let mut command = Command::new(env!("CARGO_BIN_EXE_kubestash"));
         command
-            .args([
-                "run",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--namespace",
-                "kubestash-system",
-            ])
+            .args(run_args(port))
             .args(["--stream-check-interval", "2s"])
             .envs(self.env.moto.aws_env())
             .env("AWS_ENDPOINT_URL", &self.proxy.endpoint)
