@@ -182,13 +182,7 @@ impl Env {
             .command(venv().join("bin/python"))
             .arg(guard)
             .arg(env!("CARGO_BIN_EXE_kubestash"))
-            .args([
-                "run",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--namespace",
-                "kubestash-system",
-            ])
+            .args(run_args(port))
             .args(args)
             .env("KUBECONFIG", &self.kubeconfig)
             .env("RUST_LOG", "trace,hyper=debug,h2=debug,tower=debug")
@@ -406,6 +400,18 @@ impl Env {
             })
             .collect()
     }
+}
+
+/// `kubestash run` serving on 127.0.0.1:`port`, as if deployed in namespace
+/// `kubestash-system`.
+pub fn run_args(port: u16) -> Vec<String> {
+    vec![
+        "run".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--namespace".into(),
+        "kubestash-system".into(),
+    ]
 }
 
 /// The CredstashSync resource, for dynamic clients.

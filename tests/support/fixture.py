@@ -16,10 +16,16 @@ pointing at moto.
   fixture.py tamper TABLE NAME         a newer version of NAME whose ciphertext fails its HMAC
   fixture.py enable-stream TABLE [VIEW_TYPE]   a DynamoDB stream (default NEW_IMAGE)
   fixture.py replace-stream TABLE [VIEW_TYPE]  disable the stream, enable a new one (new ARN)
+  fixture.py batch TABLE < OPS.json    a JSON list of operations, in order (chaos tests):
+      {"op": "put", "name": N, "value": V}        a new version (version 1 for a new name)
+      {"op": "delete", "name": N}                 every version of N
+      {"op": "tamper", "name": N}                 a new version whose ciphertext fails its HMAC
+      {"op": "wrong-context", "name": N, "value": V}  a new version sealed with another context
   fixture.py drop-table TABLE          delete the table (and its stream): reads start failing
 """
 import base64
 import codecs
+import json
 import sys
 from concurrent.futures import ThreadPoolExecutor
 
@@ -136,12 +142,32 @@ def burst(table_name, namespace, secrets, first, count, tag):
 
 
 def tamper(table_name, name):
-    version = int(credstash.getHighestVersion(name, table=table_name)) + 1
+    version = next_version(table_name, name)
     m = sealed("tampered secret value")
     raw = bytearray(base64.b64decode(m["contents"]))
     raw[0] ^= 0x01
     put_raw(table_name, name, credstash.paddedInt(version), m,
             contents=base64.b64encode(bytes(raw)).decode("ascii"))
+
+
+def next_version(table_name, name):
+    return int(credstash.getHighestVersion(name, table=table_name)) + 1
+
+
+def batch(table_name, operations):
+    for operation in operations:
+        op, name = operation["op"], operation["name"]
+        if op == "put":
+            credstash.putSecretAutoversion(name, operation["value"], table=table_name)
+        elif op == "delete":
+            credstash.deleteSecrets(name, region=None, table=table_name)
+        elif op == "tamper":
+            tamper(table_name, name)
+        elif op == "wrong-context":
+            credstash.putSecretAutoversion(name, operation["value"], table=table_name,
+                                           context={"app": "someone-else"})
+        else:
+            sys.exit("unknown batch operation %r" % op)
 
 
 def drop_table(table_name):
@@ -158,6 +184,8 @@ def main(argv):
         bad(args[0])
     elif command == "put-many":
         put_many(args[0], args[1], int(args[2]))
+    elif command == "batch":
+        batch(args[0], json.load(sys.stdin))
     elif command == "burst":
         burst(args[0], args[1], int(args[2]), int(args[3]), int(args[4]), args[5])
     elif command == "tamper":

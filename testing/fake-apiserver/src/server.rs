@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{broadcast, watch};
 use tokio::task::JoinHandle;
 
 use crate::faults::{Fault, Faults, RequestCounters};
 use crate::resources::Registry;
-use crate::store::Store;
+use crate::store::{LogEntry, Store};
 use crate::write::{self, Ownership, WriteCtx};
 
 /// Errors starting the server.
@@ -275,6 +275,15 @@ impl FakeApiServer {
         let mut inner = self.shared.inner();
         inner.store.compact();
         inner.snapshots.clear();
+    }
+
+    /// Every write from now on, in commit order, straight from the store
+    /// (no request counted, no fault applied): for tests that must see each
+    /// state any watch could show. Objects are in stored form; the storage
+    /// key is `{group}/{plural}` (`/secrets` for core Secrets). A receiver
+    /// that falls more than 4096 writes behind gets `Lagged`.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<LogEntry>> {
+        self.shared.inner().store.subscribe()
     }
 
     /// The current global resourceVersion.

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# The chaos soak (issue 12): random schedules, one seed after another, for
+# --minutes (default 60), against moto + the fake API server + the operator.
+# Prints the summary and writes it to BENCHMARKS.md ("Reliability").
+#
+#   scripts/soak.sh --minutes 60 [--ops 200] [--first-seed 1000] [--features all]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+minutes=60 ops=200 first_seed=1000 features=${CHAOS_FEATURES:-}
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --minutes) minutes=$2; shift 2 ;;
+    --ops) ops=$2; shift 2 ;;
+    --first-seed) first_seed=$2; shift 2 ;;
+    --features) features=$2; shift 2 ;;
+    *) echo "usage: $0 [--minutes N] [--ops N] [--first-seed N] [--features all|a,b]" >&2; exit 2 ;;
+  esac
+done
+
+summary=$(mktemp --suffix=.json)
+trap 'rm -f "$summary"' EXIT
+status=0
+CHAOS_MINUTES=$minutes CHAOS_OPS=$ops CHAOS_FIRST_SEED=$first_seed CHAOS_SUMMARY=$summary \
+  ${features:+CHAOS_FEATURES=$features} \
+  nice cargo test --test chaos -- --ignored --exact soak --nocapture || status=$?
+[ -s "$summary" ] || { echo "the soak wrote no summary" >&2; exit 1; }
+
+python3 - "$summary" BENCHMARKS.md <<'PY'
+import json, sys, datetime
+s = json.load(open(sys.argv[1]))
+c = s["convergence_seconds"]
+failed = s["failed_seeds"]
+lines = [
+    "## Reliability: the chaos soak (issue 12)",
+    "",
+    "`scripts/soak.sh --minutes %d` on %s: random seeded schedules (table writes through the real"
+    % (round(s["minutes"]), datetime.date.today().isoformat()),
+    "credstash library, namespaces, hand edits, CredstashSync edits, operator restarts, API server",
+    "and AWS faults) against moto + the fake API server + `kubestash run`, each quiet period checked",
+    "against the model (tests/chaos/).",
+    "",
+    "| measure | value |",
+    "|---|---|",
+    "| duration | %.1f min, %d seeds (%s..%s) |" % (s["minutes"], len(s["seeds"]), s["seeds"][0], s["seeds"][-1]),
+    "| operations run | %d (%s) |" % (s["operations"], ", ".join("%s %d" % kv for kv in sorted(s["operations_by_family"].items()))),
+    "| faults injected | %d operations (API faults, delays, compactions, restarts, AWS faults); %d AWS requests answered with a fault |" % (s["faults_injected"], s["aws_faults_served"]),
+    "| quiet-period checks | %d |" % s["checks"],
+    "| invariant checks | %d |" % s["invariants_checked"],
+    "| convergence time (end of a schedule burst to Secrets = model) | p50 %.2f s, p99 %.2f s, max %.2f s (%d periods) |" % (c["p50"], c["p99"], c["max"], c["count"]),
+    "| broken invariants | %s |" % ("none" if not failed else "; ".join("seed %d after %d ops: %d" % (f["seed"], f["ops"], len(f["violations"])) for f in failed)),
+    "| operation families | %s |" % ", ".join(s["features"]),
+    "",
+]
+text = open(sys.argv[2]).read()
+start = text.find("## Reliability: the chaos soak")
+if start >= 0:
+    end = text.find("\n## ", start + 1)
+    text = text[:start] + "\n".join(lines) + (text[end + 1:] if end >= 0 else "")
+else:
+    text = text.rstrip("\n") + "\n\n" + "\n".join(lines)
+open(sys.argv[2], "w").write(text)
+print("\n".join(lines))
+PY
+exit $status

@@ -1,0 +1,936 @@
+//! Runs one seed: moto, the fake API server, the AWS proxy and the
+//! `kubestash run` binary; executes the schedule; checks the invariants at
+//! every quiet period.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use fake_apiserver::{FakeApiServer, Fault, RequestCounters};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
+use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use serde_json::json;
+
+use super::aws_proxy::AwsProxy;
+use super::continuous::Timeline;
+use super::model::{universe, Expectations, Latest, Observed, World, NAMESPACES};
+use super::ops::{Op, SecretId, TableOp};
+use super::sampler::{observed, Sampler};
+use super::schedule::{Scheduler, VALUE_MARK};
+use crate::cluster::{condition, css_resource, http_get, run_args, Env};
+use crate::support::{repo_root, venv};
+
+/// How one seed runs.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub seed: u64,
+    pub ops: usize,
+    pub features: std::collections::BTreeSet<String>,
+    /// Longest wait for the Secrets to match the model at a check.
+    pub converge: Duration,
+    /// The window in which a converged cluster must see zero Secret writes.
+    pub quiet: Duration,
+    /// Operator processes (`CHAOS_REPLICAS`). More than one needs leader
+    /// election: a restart then stops the longest-running replica (the
+    /// first leader) while the others take over.
+    pub replicas: usize,
+}
+
+/// What a seed did and found.
+#[derive(Debug, Default)]
+pub struct Outcome {
+    pub seed: u64,
+    pub ops_run: usize,
+    pub by_family: BTreeMap<&'static str, usize>,
+    pub faults_injected: usize,
+    pub aws_faults_served: u64,
+    pub aws_requests: u64,
+    pub checks: usize,
+    pub invariants_checked: usize,
+    pub convergence: Vec<Duration>,
+    pub schedule: Vec<String>,
+    pub violations: Vec<String>,
+    /// Where the operator logs were kept (failures only).
+    pub logs: Option<PathBuf>,
+}
+
+impl Outcome {
+    /// The failure report: seed, schedule up to the failure, broken invariants.
+    pub fn report(&self) -> String {
+        format!(
+            "chaos seed {} FAILED after {} operations (replay: CHAOS_SEED={} CHAOS_OPS={} with the same CHAOS_FEATURES)\n\
+             broken invariants:\n  {}\nschedule:\n  {}\noperator logs: {}\n",
+            self.seed,
+            self.ops_run,
+            self.seed,
+            self.ops_run,
+            self.violations.join("\n  "),
+            self.schedule.join("\n  "),
+            self.logs.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default(),
+        )
+    }
+}
+
+const TABLE: &str = "chaos";
+const CSS: &str = "chaos";
+const HOLD_FINALIZER: &str = "chaos.example/hold";
+const HAND_MANAGER: &str = "chaos-hand";
+
+/// The operator process (SIGKILLed if the test dies).
+struct Operator {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Harness<'a> {
+    env: &'a Env,
+    fake: &'a FakeApiServer,
+    client: kube::Client,
+    proxy: AwsProxy,
+    logs: tempfile::TempDir,
+    /// Running replicas, longest-running first.
+    operators: Vec<Operator>,
+    generation: u32,
+    world: World,
+    model: Expectations,
+    timeline: Timeline,
+    sampler: Sampler,
+    period_start: Instant,
+    started: Instant,
+    outcome: Outcome,
+    /// How far each operator log was searched for leaks.
+    scanned: BTreeMap<PathBuf, usize>,
+}
+
+/// Runs one seed to its end or its first broken invariant.
+pub fn run_seed(settings: &Settings) -> Outcome {
+    let env = Env::without_operator();
+    let Some(fake) = env.fake.as_ref() else {
+        panic!(
+            "the chaos suite needs the in-process fake API server (unset KUBESTASH_E2E_KUBECONFIG)"
+        );
+    };
+    env.table(TABLE);
+    env.moto.fixture(&["enable-stream", TABLE]);
+    crate::cluster::block_on(async {
+        let mut h = Harness::start(&env, fake, settings).await;
+        h.drive(settings).await;
+        h.finish()
+    })
+}
+
+impl<'a> Harness<'a> {
+    async fn start(env: &'a Env, fake: &'a FakeApiServer, settings: &Settings) -> Harness<'a> {
+        let upstream = env
+            .moto
+            .endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .expect("moto address");
+        let proxy = AwsProxy::start(upstream).await;
+        let world = World::new(CSS);
+        let mut h = Harness {
+            env,
+            fake,
+            client: fake.client(),
+            proxy,
+            logs: tempfile::Builder::new()
+                .prefix("chaos-")
+                .tempdir()
+                .expect("tempdir"),
+            operators: Vec::new(),
+            generation: 0,
+            timeline: Timeline::new(world.css.prune),
+            world,
+            model: Expectations::default(),
+            sampler: Sampler::start(fake),
+            period_start: Instant::now(),
+            started: Instant::now(),
+            outcome: Outcome {
+                seed: settings.seed,
+                ..Outcome::default()
+            },
+            scanned: BTreeMap::new(),
+        };
+        for ns in &NAMESPACES[..2] {
+            env.create_namespace(ns).await;
+        }
+        h.apply_css().await;
+        for _ in 0..settings.replicas.max(1) {
+            h.start_operator().await;
+        }
+        h
+    }
+
+    async fn drive(&mut self, settings: &Settings) {
+        let mut scheduler = Scheduler::new(settings.seed, settings.features.clone());
+        for i in 0..settings.ops {
+            let op = scheduler.next(&self.world);
+            self.run(i, op, settings).await;
+            if !self.outcome.violations.is_empty() {
+                return;
+            }
+        }
+        self.run(settings.ops, Op::Check, settings).await;
+    }
+
+    async fn run(&mut self, index: usize, op: Op, settings: &Settings) {
+        let at = self.started.elapsed().as_secs_f64();
+        self.outcome
+            .schedule
+            .push(format!("[{at:7.2}s] #{index} {op}"));
+        if op != Op::Check {
+            self.outcome.ops_run += 1;
+            *self.outcome.by_family.entry(op.family()).or_default() += 1;
+            self.outcome.faults_injected += usize::from(op.is_fault());
+        }
+        if let Err(problem) = self.execute(&op, settings).await {
+            self.outcome.violations.push(problem);
+        }
+        match &op {
+            Op::Check => {}
+            // Each write of a batch is a state the operator may have read.
+            Op::Table(writes) => {
+                for write in writes {
+                    let single = Op::Table(vec![write.clone()]);
+                    self.world.apply(&single);
+                    self.model.after(&single, &self.world);
+                }
+            }
+            op => {
+                self.world.apply(op);
+                self.model.after(op, &self.world);
+            }
+        }
+    }
+
+    fn finish(mut self) -> Outcome {
+        self.outcome.aws_faults_served = self.proxy.faults_served();
+        self.outcome.aws_requests = self.proxy.requests();
+        if !self.outcome.violations.is_empty() {
+            self.outcome.logs = Some(self.logs.keep());
+        }
+        self.outcome
+    }
+
+    // ----- the operator process -----
+
+    async fn start_operator(&mut self) {
+        self.generation += 1;
+        let port = crate::support::free_port();
+        let log = self
+            .logs
+            .path()
+            .join(format!("operator-{}.log", self.generation));
+        let file = std::fs::File::create(&log).expect("operator log");
+        let mut command = Command::new(env!("CARGO_BIN_EXE_kubestash"));
+        command
+            .args(run_args(port))
+            .args(["--stream-check-interval", "2s"])
+            .envs(self.env.moto.aws_env())
+            .env("AWS_ENDPOINT_URL", &self.proxy.endpoint)
+            .env("KUBECONFIG", &self.env.kubeconfig)
+            .env(
+                "RUST_LOG",
+                "trace,hyper=debug,h2=debug,tower=debug,rustls=debug",
+            )
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("log file"))
+            .stderr(file);
+        die_with_parent(&mut command);
+        let child = command.spawn().expect("start kubestash run");
+        self.operators.push(Operator { child, port });
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while http_get(port, "/readyz").is_none_or(|(code, _)| code != 200) {
+            if Instant::now() > deadline {
+                self.outcome
+                    .violations
+                    .push("the operator was not ready within 60 s of its start".into());
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    async fn stop_operator(&mut self, kill: bool) {
+        if self.operators.is_empty() {
+            return;
+        }
+        let mut operator = self.operators.remove(0);
+        if kill {
+            let _ = operator.child.kill();
+        } else {
+            // SAFETY: a plain kill(2) on our own child's pid.
+            unsafe { libc::kill(operator.child.id() as i32, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while operator.child.try_wait().ok().flatten().is_none() {
+            if Instant::now() > deadline {
+                self.outcome
+                    .violations
+                    .push("the operator did not exit within 20 s of SIGTERM".into());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn operator_exited(&mut self) -> Option<String> {
+        self.operators.iter_mut().find_map(|operator| {
+            let status = operator.child.try_wait().ok().flatten()?;
+            Some(format!("the operator exited by itself ({status})"))
+        })
+    }
+
+    // ----- operations -----
+
+    async fn execute(&mut self, op: &Op, settings: &Settings) -> Result<(), String> {
+        match op {
+            Op::Table(ops) => self.table(ops).await,
+            Op::CreateNamespace(ns) => self.create_namespace(ns).await,
+            Op::DeleteNamespace { namespace, held } => {
+                self.delete_namespace(namespace, *held).await
+            }
+            Op::ReleaseNamespace(ns) => self.release_namespace(ns).await,
+            Op::HandAdd { secret, key, value } | Op::HandEdit { secret, key, value } => {
+                self.timeline.license(secret.clone(), Some(key.clone()));
+                let create = matches!(op, Op::HandAdd { .. });
+                self.hand_set(secret, key, Some(value), create).await
+            }
+            Op::HandRemove { secret, key } => {
+                self.timeline.license(secret.clone(), Some(key.clone()));
+                self.hand_set(secret, key, None, false).await
+            }
+            Op::DeleteSecret(secret) => {
+                self.timeline.license(secret.clone(), None);
+                let api: Api<Secret> = Api::namespaced(self.client.clone(), &secret.0);
+                let params = DeleteParams::default();
+                retry("delete the Secret", || api.delete(&secret.1, &params), true).await
+            }
+            Op::CreateNonOpaque { secret, key, value } => {
+                self.create_non_opaque(secret, key, value).await
+            }
+            Op::SetExcluded(_) | Op::SetDryRun(_) => {
+                let mut next = self.world.clone();
+                next.apply(op);
+                self.world.css = next.css;
+                self.apply_css().await;
+                Ok(())
+            }
+            Op::SetPrune(on) => {
+                self.world.css.prune = *on;
+                self.apply_css().await;
+                self.timeline.prune_set(*on);
+                Ok(())
+            }
+            Op::Resync => {
+                self.request_resync().await;
+                Ok(())
+            }
+            Op::Rename => {
+                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
+                let old = self.world.css.name.clone();
+                let params = DeleteParams::default();
+                retry(
+                    "delete the CredstashSync",
+                    || api.delete(&old, &params),
+                    true,
+                )
+                .await?;
+                self.world.css.name = World::css_name(CSS, self.world.renames + 1);
+                self.apply_css().await;
+                Ok(())
+            }
+            Op::Restart { kill } => {
+                self.stop_operator(*kill).await;
+                self.start_operator().await;
+                Ok(())
+            }
+            Op::ApiFault {
+                verb,
+                resource,
+                count,
+                code,
+            } => {
+                self.fake
+                    .inject_fault(Fault::status(verb, resource, *count, *code));
+                Ok(())
+            }
+            Op::ApiDelay {
+                verb,
+                resource,
+                millis,
+            } => {
+                self.fake.inject_fault(Fault::delay(
+                    verb,
+                    resource,
+                    1,
+                    Duration::from_millis(*millis),
+                ));
+                Ok(())
+            }
+            Op::Compact => {
+                self.fake.compact();
+                Ok(())
+            }
+            Op::Aws(fault) => {
+                self.proxy.inject(fault);
+                Ok(())
+            }
+            Op::Check => self.check(settings).await,
+        }
+    }
+
+    async fn table(&mut self, ops: &[TableOp]) -> Result<(), String> {
+        let start = Instant::now();
+        let batch: Vec<serde_json::Value> = ops.iter().map(TableOp::to_json).collect();
+        let input = serde_json::to_vec(&batch).expect("batch JSON");
+        let mut command = self.env.moto.command(venv().join("bin/python"));
+        command
+            .arg(repo_root().join("tests/support/fixture.py"))
+            .args(["batch", TABLE])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        let output = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
+            let mut child = command.spawn().expect("start fixture.py batch");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(&input)
+                .expect("write the batch");
+            child.wait_with_output().expect("fixture.py batch")
+        })
+        .await
+        .expect("batch task");
+        if !output.status.success() {
+            return Err(format!(
+                "credstash batch failed: {}",
+                String::from_utf8_lossy(&output.stderr)
+            ));
+        }
+        let mut table = self.world.table.clone();
+        let mut puts = Vec::new();
+        for op in ops {
+            match op {
+                TableOp::Put { name, value } => {
+                    table.insert(name.clone(), Latest::Value(value.clone()));
+                    puts.push((name.clone(), value.clone()));
+                }
+                TableOp::Delete { name } => {
+                    table.remove(name);
+                }
+                _ => {
+                    table.insert(op.name().to_owned(), Latest::Failed);
+                }
+            }
+        }
+        self.timeline.table_written(start, &table, &puts);
+        Ok(())
+    }
+
+    async fn create_namespace(&mut self, ns: &str) -> Result<(), String> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let namespace: Namespace =
+            serde_json::from_value(json!({"metadata": {"name": ns}})).expect("namespace");
+        let params = PostParams::default();
+        retry(
+            "create the namespace",
+            || api.create(&params, &namespace),
+            false,
+        )
+        .await
+    }
+
+    async fn delete_namespace(&mut self, ns: &str, held: bool) -> Result<(), String> {
+        if held {
+            let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+            let hold: ConfigMap = serde_json::from_value(
+                json!({"metadata": {"name": "hold", "finalizers": [HOLD_FINALIZER]}}),
+            )
+            .expect("configmap");
+            let params = PostParams::default();
+            retry(
+                "create the holding ConfigMap",
+                || api.create(&params, &hold),
+                false,
+            )
+            .await?;
+        }
+        for secret in universe().filter(|(n, _)| n == ns) {
+            self.timeline.license(secret, None);
+        }
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let params = DeleteParams::default();
+        retry("delete the namespace", || api.delete(ns, &params), false).await?;
+        if !held {
+            self.wait_namespace_gone(ns).await?;
+        }
+        Ok(())
+    }
+
+    async fn release_namespace(&mut self, ns: &str) -> Result<(), String> {
+        let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), ns);
+        let patch = json!({"metadata": {"finalizers": null}});
+        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        retry(
+            "release the finalizer",
+            || api.patch("hold", &params, &patch),
+            true,
+        )
+        .await?;
+        self.wait_namespace_gone(ns).await
+    }
+
+    async fn wait_namespace_gone(&self, ns: &str) -> Result<(), String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self
+            .fake
+            .get_object("", "v1", "namespaces", "", ns)
+            .is_some()
+        {
+            if Instant::now() > deadline {
+                return Err(format!("namespace {ns} was not deleted within 30 s"));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Sets (or with `None` removes) one key by hand, like `kubectl patch`;
+    /// with `create`, creates the Secret when it does not exist.
+    async fn hand_set(
+        &mut self,
+        secret: &SecretId,
+        key: &str,
+        value: Option<&String>,
+        create: bool,
+    ) -> Result<(), String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &secret.0);
+        let encoded = value.map(|v| base64::engine::general_purpose::STANDARD.encode(v));
+        let patch = json!({"data": {key: encoded}});
+        let params = PatchParams {
+            field_manager: Some(HAND_MANAGER.into()),
+            ..Default::default()
+        };
+        let patch = Patch::Merge(&patch);
+        let patched = retry_opt("patch the Secret by hand", || {
+            api.patch(&secret.1, &params, &patch)
+        })
+        .await?;
+        if patched || !create {
+            return Ok(());
+        }
+        let body: Secret = serde_json::from_value(
+            json!({"metadata": {"name": secret.1}, "type": "Opaque", "data": {key: encoded}}),
+        )
+        .expect("secret");
+        let post = PostParams {
+            field_manager: Some(HAND_MANAGER.into()),
+            ..Default::default()
+        };
+        match retry_opt("create the Secret by hand", || api.create(&post, &body)).await {
+            Ok(_) => Ok(()),
+            // Created by the operator meanwhile: patch it after all.
+            Err(e) if e.ends_with("AlreadyExists") => retry_opt("patch the Secret by hand", || {
+                api.patch(&secret.1, &params, &patch)
+            })
+            .await
+            .map(|_| ()),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn create_non_opaque(
+        &mut self,
+        secret: &SecretId,
+        key: &str,
+        value: &str,
+    ) -> Result<(), String> {
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), &secret.0);
+        let encoded = base64::engine::general_purpose::STANDARD.encode(value);
+        let body: Secret = serde_json::from_value(json!({"metadata": {"name": secret.1}, "type": "example.com/not-opaque", "data": {key: encoded}})).expect("secret");
+        let post = PostParams {
+            field_manager: Some(HAND_MANAGER.into()),
+            ..Default::default()
+        };
+        retry(
+            "create the non-Opaque Secret",
+            || api.create(&post, &body),
+            false,
+        )
+        .await
+    }
+
+    fn css_spec(&self) -> serde_json::Value {
+        let css = &self.world.css;
+        json!({
+            "table": TABLE,
+            "dryRun": css.dry_run,
+            "prune": css.prune,
+            "excludedNamespaces": css.excluded.iter().collect::<Vec<_>>(),
+            "waitTime": "1s",
+            "minResyncInterval": "1s",
+            "syncTimeout": "30s",
+        })
+    }
+
+    async fn apply_css(&self) {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
+        let name = &self.world.css.name;
+        let body = json!({"apiVersion": "kubestash.io/v1alpha1", "kind": "CredstashSync", "metadata": {"name": name}, "spec": self.css_spec()});
+        let (params, body) = (
+            PatchParams::apply("chaos-driver").force(),
+            Patch::Apply(&body),
+        );
+        retry(
+            "apply the CredstashSync",
+            || api.patch(name, &params, &body),
+            false,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    async fn request_resync(&self) -> String {
+        let value = format!("chaos-{}", self.started.elapsed().as_nanos());
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
+        let patch =
+            json!({"metadata": {"annotations": {"kubestash.io/resync-requested-at": value}}});
+        let name = &self.world.css.name;
+        let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+        retry(
+            "request a resync",
+            || api.patch(name, &params, &patch),
+            false,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+        value
+    }
+
+    // ----- checks -----
+
+    /// Every Secret of the universe, read from the store (not counted).
+    fn observe(&self) -> BTreeMap<SecretId, Observed> {
+        universe()
+            .filter_map(|(ns, name)| {
+                let object = self.fake.get_object("", "v1", "secrets", &ns, &name)?;
+                Some(((ns, name), observed(&object)))
+            })
+            .collect()
+    }
+
+    async fn check(&mut self, settings: &Settings) -> Result<(), String> {
+        self.fake.clear_faults();
+        self.proxy.clear();
+        self.outcome.checks += 1;
+        let mut problems = Vec::new();
+        if let Some(exit) = self.operator_exited() {
+            problems.push(exit);
+        }
+        // 1, 2: the Secrets converge to the model.
+        let start = Instant::now();
+        let mut mismatches = self.model.check(&self.world, &self.observe());
+        while !mismatches.is_empty() && start.elapsed() < settings.converge {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            mismatches = self.model.check(&self.world, &self.observe());
+        }
+        self.outcome.invariants_checked += 1;
+        if mismatches.is_empty() {
+            self.outcome.convergence.push(start.elapsed());
+        } else {
+            problems.push(format!(
+                "[1/2 convergence] not converged after {:?}:\n    {}",
+                settings.converge,
+                mismatches
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join("\n    ")
+            ));
+        }
+        // 5: quiet means no writes.
+        if mismatches.is_empty() {
+            let before = self.fake.counters();
+            let window = Instant::now();
+            tokio::time::sleep(settings.quiet).await;
+            let after = self.fake.counters();
+            self.outcome.invariants_checked += 1;
+            let writes = after.writes("secrets") - before.writes("secrets");
+            if writes > 0 {
+                problems.push(format!(
+                    "[5 quiet] {writes} Secret writes in {:?} after convergence: {}; sampled: {:?}",
+                    settings.quiet,
+                    write_diff(&before, &after),
+                    self.sampler.describe_since(window)
+                ));
+            }
+            let drift = self.model.check(&self.world, &self.observe());
+            if !drift.is_empty() {
+                problems.push(format!(
+                    "[1 convergence] changed again while quiet: {}",
+                    drift
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                ));
+            }
+        }
+        // 3: every sampled write since the last check.
+        let samples = self.sampler.take();
+        self.outcome.invariants_checked += 1;
+        problems.extend(
+            self.timeline
+                .judge(&samples, self.period_start)
+                .into_iter()
+                .map(|p| format!("[2/3 sampled] {p}")),
+        );
+        if self.sampler.lagged() > 0 {
+            problems.push(format!(
+                "the sampler missed {} writes",
+                self.sampler.lagged()
+            ));
+        }
+        // 6: a full sync reports what the model says, and writes nothing.
+        if problems.is_empty() {
+            if let Err(p) = self.check_status(settings).await {
+                problems.push(p);
+            }
+        }
+        // 4: no value anywhere it must not be.
+        self.outcome.invariants_checked += 1;
+        problems.extend(self.leaks().await);
+        if problems.is_empty() {
+            let observed = self.observe();
+            self.model.pin(&self.world, &observed);
+            let now = Instant::now();
+            self.timeline.checked(now);
+            self.period_start = now;
+            Ok(())
+        } else {
+            Err(problems.join("\n  "))
+        }
+    }
+
+    async fn check_status(&mut self, settings: &Settings) -> Result<(), String> {
+        self.outcome.invariants_checked += 1;
+        let writes_before = self.fake.counters();
+        let resync_start = Instant::now();
+        let requested = self.request_resync().await;
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
+        let name = self.world.css.name.clone();
+        let deadline = Instant::now() + settings.converge;
+        let css = loop {
+            let css = api
+                .get(&name)
+                .await
+                .ok()
+                .map(|o| serde_json::to_value(o).unwrap_or_default());
+            if let Some(css) = css.filter(|c| c["status"]["lastResyncRequest"] == requested) {
+                break css;
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "[6 status] the resync {requested} was not handled within {:?}",
+                    settings.converge
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        };
+        let mut problems = Vec::new();
+        let counters = self.fake.counters();
+        let writes = counters.writes("secrets") - writes_before.writes("secrets");
+        if writes > 0 {
+            problems.push(format!(
+                "a full sync of a converged cluster wrote {writes} times: {}; sampled: {:?}",
+                write_diff(&writes_before, &counters),
+                self.sampler.describe_since(resync_start)
+            ));
+        }
+        let model = self.world.key_counts();
+        let keys = &css["status"]["keys"];
+        let got = |field: &str| keys[field].as_u64().unwrap_or(0) as usize;
+        for (field, want) in [
+            ("total", model.total),
+            ("failed", model.failed),
+            ("conflicting", model.conflicting),
+            ("waitingForNamespace", model.waiting),
+            ("excluded", model.excluded),
+        ] {
+            if got(field) != want {
+                problems.push(format!(
+                    "status.keys.{field} is {}, the model says {want}",
+                    got(field)
+                ));
+            }
+        }
+        if let Some(pending) = css["status"]["pendingSecrets"].as_u64().filter(|n| *n > 0) {
+            problems.push(format!("status.pendingSecrets is {pending} once converged"));
+        }
+        let ready = condition(&css, "Ready").map(|c| c["status"].clone());
+        let want_ready = if model.failed == 0 && model.conflicting == 0 {
+            "True"
+        } else {
+            "False"
+        };
+        if ready.as_ref().and_then(|r| r.as_str()) != Some(want_ready) {
+            problems.push(format!("Ready is {ready:?}, the model says {want_ready}"));
+        }
+        let dry_run = condition(&css, "DryRun").map(|c| c["status"].clone());
+        let want_dry = if self.world.css.dry_run {
+            "True"
+        } else {
+            "False"
+        };
+        if dry_run.as_ref().and_then(|r| r.as_str()) != Some(want_dry) {
+            problems.push(format!("DryRun is {dry_run:?}, the model says {want_dry}"));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("[6 status] {}", problems.join("; ")))
+        }
+    }
+
+    /// Secret values (marked) in logs, events, status or metrics.
+    async fn leaks(&mut self) -> Vec<String> {
+        let marks = leak_marks();
+        let mut places: Vec<(String, String)> = Vec::new();
+        for entry in std::fs::read_dir(self.logs.path())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            let scanned = self.scanned.entry(entry.path()).or_insert(0);
+            let from = scanned.saturating_sub(64).min(bytes.len());
+            *scanned = bytes.len();
+            let text = String::from_utf8_lossy(&bytes[from..]).into_owned();
+            places.push((format!("log {}", entry.path().display()), text));
+        }
+        for operator in &self.operators {
+            places.push((
+                "metrics".into(),
+                http_get(operator.port, "/metrics")
+                    .map(|(_, b)| b)
+                    .unwrap_or_default(),
+            ));
+        }
+        let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(self.client.clone());
+        if let Ok(list) = events.list(&Default::default()).await {
+            places.push((
+                "events".into(),
+                serde_json::to_string(&list.items).unwrap_or_default(),
+            ));
+        }
+        let css: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
+        if let Ok(list) = css.list(&Default::default()).await {
+            places.push((
+                "CredstashSync status".into(),
+                serde_json::to_string(&list.items).unwrap_or_default(),
+            ));
+        }
+        let mut out = Vec::new();
+        for (place, text) in places {
+            for mark in &marks {
+                if let Some(at) = text.find(mark.as_str()) {
+                    let from = text[..at]
+                        .char_indices()
+                        .rev()
+                        .nth(80)
+                        .map_or(0, |(i, _)| i);
+                    let context: String = text[from..].chars().take(200).collect();
+                    out.push(format!(
+                        "[4 leak] a secret value ({mark}) in {place}: …{context}…"
+                    ));
+                    break;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// The Secret writes between two counter snapshots, as `verb status xN`.
+fn write_diff(before: &RequestCounters, after: &RequestCounters) -> String {
+    after
+        .entries()
+        .iter()
+        .filter(|((verb, resource, _), _)| {
+            resource == "secrets" && !["get", "list", "watch"].contains(&verb.as_str())
+        })
+        .filter_map(|(key, n)| {
+            let grew = n - before.entries().get(key).copied().unwrap_or(0);
+            (grew > 0).then(|| format!("{} {} x{grew}", key.0, key.2))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Forms a marked value can take in text: plain, base64, a Rust byte list.
+fn leak_marks() -> Vec<String> {
+    let b64 = base64::engine::general_purpose::STANDARD.encode(VALUE_MARK);
+    let bytes: Vec<String> = VALUE_MARK.bytes().map(|b| b.to_string()).collect();
+    vec![VALUE_MARK.to_owned(), b64, bytes.join(", ")]
+}
+
+/// The child gets SIGKILL when the test process dies.
+fn die_with_parent(command: &mut Command) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches only the child.
+    unsafe {
+        command.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+/// Retries a driver request through injected faults (429, 500, 409
+/// Conflict); with `absent_ok`, a 404 counts as done.
+async fn retry<T, F, Fut>(what: &str, call: F, absent_ok: bool) -> Result<(), String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    match retry_opt(what, call).await? {
+        false if !absent_ok => Err(format!("driver: {what}: 404 Not Found")),
+        _ => Ok(()),
+    }
+}
+
+/// [`retry`] that reports a 404 as `Ok(false)`; AlreadyExists is an error.
+async fn retry_opt<T, F, Fut>(what: &str, mut call: F) -> Result<bool, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    for _ in 0..20 {
+        match call().await {
+            Ok(_) => return Ok(true),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+            Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => {
+                return Err(format!("driver: {what}: AlreadyExists"))
+            }
+            Err(kube::Error::Api(s)) if [409, 429, 500].contains(&s.code) => {}
+            Err(e) if e.to_string().contains("429") => {}
+            Err(e) => return Err(format!("driver: {what}: {e}")),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!("driver: {what}: still failing after 20 tries"))
+}

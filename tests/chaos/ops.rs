@@ -1,0 +1,237 @@
+//! The operations of a chaos schedule, as printed in a failure report.
+
+use std::fmt;
+
+/// A Secret by namespace and name.
+pub type SecretId = (String, String);
+
+/// What the AWS proxy does to the operator's next requests.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AwsFault {
+    /// `400` ThrottlingException (KMS, Streams) / ProvisionedThroughputExceededException (DynamoDB).
+    Throttle(u32),
+    /// `500` InternalServerError.
+    ServerError(u32),
+    /// The connection is closed without an answer.
+    Drop(u32),
+    /// Every connection is dropped for this many milliseconds.
+    Outage(u64),
+}
+
+/// One step of a schedule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Table writes, in order, through the real credstash library (one process).
+    Table(Vec<TableOp>),
+    CreateNamespace(String),
+    /// Delete a namespace; `held`: a ConfigMap finalizer keeps it Terminating.
+    DeleteNamespace {
+        namespace: String,
+        held: bool,
+    },
+    /// Remove the finalizer holding a Terminating namespace.
+    ReleaseNamespace(String),
+    /// A key nobody else writes, added by hand to an existing Secret.
+    HandAdd {
+        secret: SecretId,
+        key: String,
+        value: String,
+    },
+    /// A key the operator owns, changed by hand.
+    HandEdit {
+        secret: SecretId,
+        key: String,
+        value: String,
+    },
+    /// A key the operator owns, removed by hand.
+    HandRemove {
+        secret: SecretId,
+        key: String,
+    },
+    DeleteSecret(SecretId),
+    /// A Secret of another type where the table will want an Opaque one.
+    CreateNonOpaque {
+        secret: SecretId,
+        key: String,
+        value: String,
+    },
+    SetExcluded(Vec<String>),
+    SetPrune(bool),
+    SetDryRun(bool),
+    Resync,
+    /// Delete the CredstashSync and create the same spec under a new name.
+    Rename,
+    /// Stop the operator (SIGKILL when `kill`, else SIGTERM) and start it again.
+    Restart {
+        kill: bool,
+    },
+    /// The API server answers the next `count` `verb`s on `resource` with `code`.
+    ApiFault {
+        verb: String,
+        resource: String,
+        count: u32,
+        code: u16,
+    },
+    /// The API server holds the next `verb` on `resource` for `millis`.
+    ApiDelay {
+        verb: String,
+        resource: String,
+        millis: u64,
+    },
+    /// Compact the API server's event log (watches get 410 Gone).
+    Compact,
+    Aws(AwsFault),
+    /// Quiet period: wait for convergence, then check every invariant.
+    Check,
+}
+
+/// One table write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TableOp {
+    /// A new version (version 1 for a new name).
+    Put { name: String, value: String },
+    /// Every version of a name.
+    Delete { name: String },
+    /// A newer version whose ciphertext fails its HMAC.
+    Tamper { name: String },
+    /// A newer version sealed with an encryption context the operator does not use.
+    WrongContext { name: String, value: String },
+}
+
+impl TableOp {
+    /// The credstash name written.
+    pub fn name(&self) -> &str {
+        match self {
+            TableOp::Put { name, .. }
+            | TableOp::Delete { name }
+            | TableOp::Tamper { name }
+            | TableOp::WrongContext { name, .. } => name,
+        }
+    }
+
+    /// The operation as `fixture.py batch` reads it.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            TableOp::Put { name, value } => json!({"op": "put", "name": name, "value": value}),
+            TableOp::Delete { name } => json!({"op": "delete", "name": name}),
+            TableOp::Tamper { name } => json!({"op": "tamper", "name": name}),
+            TableOp::WrongContext { name, value } => {
+                json!({"op": "wrong-context", "name": name, "value": value})
+            }
+        }
+    }
+}
+
+impl Op {
+    /// Whether this operation injects a fault (for the soak report).
+    pub fn is_fault(&self) -> bool {
+        matches!(
+            self,
+            Op::ApiFault { .. }
+                | Op::ApiDelay { .. }
+                | Op::Compact
+                | Op::Aws(_)
+                | Op::Restart { .. }
+        )
+    }
+
+    /// A short family name (for counting).
+    pub fn family(&self) -> &'static str {
+        match self {
+            Op::Table(_) => "table",
+            Op::CreateNamespace(_) | Op::DeleteNamespace { .. } | Op::ReleaseNamespace(_) => {
+                "namespace"
+            }
+            Op::HandAdd { .. }
+            | Op::HandEdit { .. }
+            | Op::HandRemove { .. }
+            | Op::DeleteSecret(_)
+            | Op::CreateNonOpaque { .. } => "hand",
+            Op::SetExcluded(_) | Op::SetPrune(_) | Op::SetDryRun(_) | Op::Resync | Op::Rename => {
+                "credstashsync"
+            }
+            Op::Restart { .. } => "restart",
+            Op::ApiFault { .. } | Op::ApiDelay { .. } | Op::Compact => "api-fault",
+            Op::Aws(_) => "aws-fault",
+            Op::Check => "check",
+        }
+    }
+}
+
+impl fmt::Display for TableOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TableOp::Put { name, value } => write!(f, "put {name}={value}"),
+            TableOp::Delete { name } => write!(f, "delete {name}"),
+            TableOp::Tamper { name } => write!(f, "tamper {name}"),
+            TableOp::WrongContext { name, value } => write!(f, "wrong-context {name}={value}"),
+        }
+    }
+}
+
+impl fmt::Display for Op {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Op::Table(ops) => {
+                let ops: Vec<String> = ops.iter().map(ToString::to_string).collect();
+                write!(f, "table [{}]", ops.join("; "))
+            }
+            Op::CreateNamespace(ns) => write!(f, "create namespace {ns}"),
+            Op::DeleteNamespace { namespace, held } => {
+                let held = if *held { " (held by a finalizer)" } else { "" };
+                write!(f, "delete namespace {namespace}{held}")
+            }
+            Op::ReleaseNamespace(ns) => write!(f, "release the finalizer of namespace {ns}"),
+            Op::HandAdd { secret, key, value } => {
+                write!(f, "hand: add {key}={value} to {}/{}", secret.0, secret.1)
+            }
+            Op::HandEdit { secret, key, value } => {
+                write!(
+                    f,
+                    "hand: set owned {key}={value} in {}/{}",
+                    secret.0, secret.1
+                )
+            }
+            Op::HandRemove { secret, key } => {
+                write!(f, "hand: remove owned {key} from {}/{}", secret.0, secret.1)
+            }
+            Op::DeleteSecret(secret) => write!(f, "hand: delete Secret {}/{}", secret.0, secret.1),
+            Op::CreateNonOpaque { secret, key, value } => write!(
+                f,
+                "hand: create non-Opaque Secret {}/{} with {key}={value}",
+                secret.0, secret.1
+            ),
+            Op::SetExcluded(list) => write!(f, "css: excludedNamespaces={list:?}"),
+            Op::SetPrune(on) => write!(f, "css: prune={on}"),
+            Op::SetDryRun(on) => write!(f, "css: dryRun={on}"),
+            Op::Resync => write!(f, "css: request a resync"),
+            Op::Rename => write!(f, "css: delete and re-create under a new name"),
+            Op::Restart { kill } => {
+                write!(
+                    f,
+                    "restart the operator ({})",
+                    if *kill { "SIGKILL" } else { "SIGTERM" }
+                )
+            }
+            Op::ApiFault {
+                verb,
+                resource,
+                count,
+                code,
+            } => {
+                write!(f, "api fault: next {count} {verb} {resource} -> {code}")
+            }
+            Op::ApiDelay {
+                verb,
+                resource,
+                millis,
+            } => {
+                write!(f, "api delay: next {verb} {resource} held {millis} ms")
+            }
+            Op::Compact => write!(f, "api: compact the event log (watches get 410)"),
+            Op::Aws(fault) => write!(f, "aws fault: {fault:?}"),
+            Op::Check => write!(f, "CHECK (quiet period, convergence, invariants)"),
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! Choosing the next operation: seeded, weighted, and only among the
+//! enabled families. Choices depend on the seed and the model's world only,
+//! never on what the operator did, so a seed replays the same schedule.
+
+use std::collections::BTreeSet;
+
+use super::model::{key_of, normalise, Phase, World, NAMESPACES, NON_OPAQUE_SECRET, SECRETS};
+use super::ops::{AwsFault, Op, TableOp};
+use super::rng::Rng;
+
+/// Every operation family; `CHAOS_FEATURES` picks among them.
+pub const ALL_FEATURES: [&str; 19] = [
+    "table",
+    "conflict",
+    "tamper",
+    "namespaces",
+    "finalizer",
+    "hand-add",
+    "hand-edit",
+    "delete-secret",
+    "non-opaque",
+    "exclude",
+    "prune",
+    "dry-run",
+    "resync",
+    "rename",
+    "restart",
+    "api-faults",
+    "api-delays",
+    "compact",
+    "aws-faults",
+];
+
+/// Key names the table uses; some pairs normalise onto one key.
+const KEYS: [&str; 6] = ["user", "password", "db.url", "token", "api-key", "Region"];
+/// Marks every secret value, so that a leak is found by one search.
+pub const VALUE_MARK: &str = "sEcReT";
+
+/// The enabled families, from `CHAOS_FEATURES` (`all`, the default, or a
+/// comma list) minus `CHAOS_WITHOUT` (to switch off a family whose failure
+/// is a known bug while it is being fixed).
+pub fn features_from_env() -> BTreeSet<String> {
+    let list = |var: &str| -> Option<Vec<String>> {
+        std::env::var(var).ok().map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+    };
+    let mut enabled: BTreeSet<String> = match list("CHAOS_FEATURES") {
+        Some(v) if v.iter().any(|f| f == "all") => {
+            ALL_FEATURES.iter().map(|s| s.to_string()).collect()
+        }
+        Some(v) => v.into_iter().collect(),
+        None => ALL_FEATURES.iter().map(|s| s.to_string()).collect(),
+    };
+    for f in list("CHAOS_WITHOUT").unwrap_or_default() {
+        enabled.remove(&f);
+    }
+    for f in &enabled {
+        assert!(
+            ALL_FEATURES.contains(&f.as_str()),
+            "unknown chaos feature {f:?}; known: {ALL_FEATURES:?}"
+        );
+    }
+    enabled
+}
+
+/// Picks operations for one seed.
+pub struct Scheduler {
+    rng: Rng,
+    seed: u64,
+    features: BTreeSet<String>,
+    values: u64,
+    until_check: u64,
+}
+
+impl Scheduler {
+    pub fn new(seed: u64, features: BTreeSet<String>) -> Self {
+        let mut rng = Rng::new(seed);
+        let until_check = rng.between(3, 8);
+        Scheduler {
+            rng,
+            seed,
+            features,
+            values: 0,
+            until_check,
+        }
+    }
+
+    fn on(&self, feature: &str) -> bool {
+        self.features.contains(feature)
+    }
+
+    /// A fresh, unique, marked secret value.
+    fn value(&mut self) -> String {
+        self.values += 1;
+        format!(
+            "{VALUE_MARK}-{}-{}-{}",
+            self.seed,
+            self.values,
+            self.rng.hex(8)
+        )
+    }
+
+    /// The next operation (a check after every few).
+    pub fn next(&mut self, world: &World) -> Op {
+        if self.until_check == 0 {
+            self.until_check = self.rng.between(3, 8);
+            return Op::Check;
+        }
+        self.until_check -= 1;
+        loop {
+            let families: [(&str, u64); 8] = [
+                ("table", 45),
+                ("namespaces", 8),
+                ("hand", 10),
+                ("css", 8),
+                ("restart", 4),
+                ("api", 12),
+                ("aws", 8),
+                ("resync", 3),
+            ];
+            let weights: Vec<u64> = families.iter().map(|(_, w)| *w).collect();
+            let family = families[self.rng.weighted(&weights)].0;
+            let op = match family {
+                "table" => self.table(world),
+                "namespaces" => self.namespace(world),
+                "hand" => self.hand(world),
+                "css" => self.css(world),
+                "restart" if self.on("restart") => Some(Op::Restart {
+                    kill: self.rng.chance(50),
+                }),
+                "api" => self.api(),
+                "aws" if self.on("aws-faults") => Some(Op::Aws(self.aws())),
+                "resync" if self.on("resync") => Some(Op::Resync),
+                _ => None,
+            };
+            if let Some(op) = op {
+                return op;
+            }
+        }
+    }
+
+    fn table(&mut self, world: &World) -> Option<Op> {
+        if !self.on("table") {
+            return None;
+        }
+        let burst = if self.rng.chance(15) {
+            self.rng.between(8, 25)
+        } else {
+            self.rng.between(1, 4)
+        };
+        let mut names: Vec<String> = world.table.keys().cloned().collect();
+        let mut ops = Vec::new();
+        for _ in 0..burst {
+            let kind = self.rng.weighted(&[35, 30, 12, 5, 3, 8]);
+            let op = match kind {
+                1..=4 if names.is_empty() => None,
+                1 => Some(TableOp::Put {
+                    name: self.rng.pick(&names).clone(),
+                    value: self.value(),
+                }),
+                2 => Some(TableOp::Delete {
+                    name: self.rng.pick(&names).clone(),
+                }),
+                3 if self.on("tamper") => Some(TableOp::Tamper {
+                    name: self.rng.pick(&names).clone(),
+                }),
+                4 if self.on("tamper") => Some(TableOp::WrongContext {
+                    name: self.rng.pick(&names).clone(),
+                    value: self.value(),
+                }),
+                5 if self.on("conflict") && !names.is_empty() => {
+                    let name = self.rng.pick(&names).clone();
+                    variant(&name, &mut self.rng).map(|name| TableOp::Put {
+                        name,
+                        value: self.value(),
+                    })
+                }
+                0 => Some(TableOp::Put {
+                    name: self.new_name(),
+                    value: self.value(),
+                }),
+                _ => None,
+            };
+            if let Some(op) = op {
+                match &op {
+                    TableOp::Delete { name } => names.retain(|n| n != name),
+                    other if !names.iter().any(|n| n == other.name()) => {
+                        names.push(other.name().to_owned())
+                    }
+                    _ => {}
+                }
+                ops.push(op);
+            }
+        }
+        (!ops.is_empty()).then_some(Op::Table(ops))
+    }
+
+    fn new_name(&mut self) -> String {
+        let ns = *self.rng.pick(&NAMESPACES);
+        let secret = *self.rng.pick(&SECRETS);
+        let key = *self.rng.pick(&KEYS);
+        format!("{ns}/{secret}/{key}")
+    }
+
+    fn namespace(&mut self, world: &World) -> Option<Op> {
+        if !self.on("namespaces") {
+            return None;
+        }
+        let ns = self.rng.pick(&NAMESPACES).to_string();
+        match world.namespaces.get(&ns) {
+            None => Some(Op::CreateNamespace(ns)),
+            Some(Phase::Terminating) => Some(Op::ReleaseNamespace(ns)),
+            Some(Phase::Active) => {
+                let held = self.on("finalizer") && self.rng.chance(50);
+                Some(Op::DeleteNamespace {
+                    namespace: ns,
+                    held,
+                })
+            }
+        }
+    }
+
+    fn hand(&mut self, world: &World) -> Option<Op> {
+        let active: Vec<&String> = world
+            .namespaces
+            .iter()
+            .filter(|(_, p)| **p == Phase::Active)
+            .map(|(ns, _)| ns)
+            .collect();
+        if active.is_empty() {
+            return None;
+        }
+        let ns = (*self.rng.pick(&active)).clone();
+        let owned: Vec<(String, String)> = world
+            .desired()
+            .into_iter()
+            .filter(|((n, s), _)| {
+                *n == ns && !world.non_opaque.contains_key(&(n.clone(), s.clone()))
+            })
+            .flat_map(|((_, s), keys)| keys.into_keys().map(move |k| (s.clone(), k)))
+            .collect();
+        match self.rng.below(5) {
+            0 if self.on("hand-add") => {
+                let secret = self.rng.pick(&["app", "db"]).to_string();
+                let key = format!("HAND_{}", self.rng.between(1, 3));
+                Some(Op::HandAdd {
+                    secret: (ns, secret),
+                    key,
+                    value: self.value(),
+                })
+            }
+            1 if self.on("hand-edit") && !owned.is_empty() => {
+                let (secret, key) = self.rng.pick(&owned).clone();
+                Some(Op::HandEdit {
+                    secret: (ns, secret),
+                    key,
+                    value: self.value(),
+                })
+            }
+            2 if self.on("hand-edit") && !owned.is_empty() => {
+                let (secret, key) = self.rng.pick(&owned).clone();
+                Some(Op::HandRemove {
+                    secret: (ns, secret),
+                    key,
+                })
+            }
+            3 if self.on("delete-secret") => {
+                let secret = self.rng.pick(&["app", "db"]).to_string();
+                Some(Op::DeleteSecret((ns, secret)))
+            }
+            4 if self.on("non-opaque")
+                && !world.svc_named.contains(&ns)
+                && !world
+                    .non_opaque
+                    .contains_key(&(ns.clone(), NON_OPAQUE_SECRET.to_string())) =>
+            {
+                let secret = (ns, NON_OPAQUE_SECRET.to_string());
+                Some(Op::CreateNonOpaque {
+                    secret,
+                    key: "tls.crt".into(),
+                    value: self.value(),
+                })
+            }
+            _ => None,
+        }
+    }
+
+    fn css(&mut self, world: &World) -> Option<Op> {
+        match self.rng.below(4) {
+            0 if self.on("exclude") => {
+                let list = NAMESPACES
+                    .iter()
+                    .filter(|_| self.rng.chance(25))
+                    .map(|s| s.to_string())
+                    .collect();
+                Some(Op::SetExcluded(list))
+            }
+            1 if self.on("prune") => Some(Op::SetPrune(!world.css.prune)),
+            // Dry run is switched off again soon after: mostly writing.
+            2 if self.on("dry-run") => {
+                Some(Op::SetDryRun(!world.css.dry_run && self.rng.chance(60)))
+            }
+            3 if self.on("rename") => Some(Op::Rename),
+            _ => None,
+        }
+    }
+
+    fn api(&mut self) -> Option<Op> {
+        let faults = self.on("api-faults");
+        let delays = self.on("api-delays");
+        let compact = self.on("compact");
+        match self.rng.below(4) {
+            0 | 1 if faults => {
+                let (verb, resource) = *self.rng.pick(&[
+                    ("patch", "secrets"),
+                    ("patch", "secrets"),
+                    ("create", "secrets"),
+                    ("list", "secrets"),
+                    ("list", "namespaces"),
+                    ("patch", "credstashsyncs/status"),
+                ]);
+                let code = *self.rng.pick(&[429u16, 500, 500, 409]);
+                let code = if verb == "list" && code == 409 {
+                    500
+                } else {
+                    code
+                };
+                let count = self.rng.between(1, 3) as u32;
+                Some(Op::ApiFault {
+                    verb: verb.into(),
+                    resource: resource.into(),
+                    count,
+                    code,
+                })
+            }
+            2 if delays => {
+                let (verb, resource) = *self.rng.pick(&[
+                    ("list", "namespaces"),
+                    ("list", "secrets"),
+                    ("watch", "namespaces"),
+                    ("watch", "secrets"),
+                ]);
+                let millis = self.rng.between(500, 4000);
+                Some(Op::ApiDelay {
+                    verb: verb.into(),
+                    resource: resource.into(),
+                    millis,
+                })
+            }
+            3 if compact => Some(Op::Compact),
+            _ => None,
+        }
+    }
+
+    fn aws(&mut self) -> AwsFault {
+        match self.rng.below(4) {
+            0 => AwsFault::Throttle(self.rng.between(1, 6) as u32),
+            1 => AwsFault::ServerError(self.rng.between(1, 4) as u32),
+            2 => AwsFault::Drop(self.rng.between(1, 3) as u32),
+            _ => AwsFault::Outage(self.rng.between(1000, 6000)),
+        }
+    }
+}
+
+/// Another spelling of `name`'s key that normalises onto the same key.
+fn variant(name: &str, rng: &mut Rng) -> Option<String> {
+    let (_, normal) = key_of(name)?;
+    let (prefix, key) = name.rsplit_once('/')?;
+    let candidates: Vec<String> = [
+        key.to_uppercase(),
+        key.to_lowercase(),
+        key.replace('.', "-"),
+        key.replace('-', "."),
+        key.replace(['.', '-'], "_"),
+        normal.clone(),
+    ]
+    .into_iter()
+    .filter(|k| k != key && normalise(k) == normal)
+    .collect();
+    (!candidates.is_empty()).then(|| format!("{prefix}/{}", rng.pick(&candidates)))
+}
