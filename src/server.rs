@@ -243,20 +243,6 @@ impl Health {
         }
     }
 
-    /// Transitional, no effect: liveness no longer counts timeouts. Kept
-    /// until the controller's calls are replaced by [`Self::begin_reconcile`].
-    #[doc(hidden)]
-    pub fn record_sync_timeout(&self) {}
-
-    /// Transitional, no effect (see [`Self::record_sync_timeout`]).
-    #[doc(hidden)]
-    pub fn record_sync_completed(&self) {}
-
-    /// Transitional, no effect: a ticking heartbeat says nothing about
-    /// progress. Kept until the controller's calls are removed.
-    #[doc(hidden)]
-    pub fn controller_heartbeat(&self) {}
-
     fn lock(&self) -> MutexGuard<'_, HealthState> {
         lock(&self.state)
     }

@@ -348,10 +348,12 @@ impl Context {
     }
 }
 
-/// Logs a watch error with the resource it concerns; the watcher retries
-/// with backoff by itself.
-fn log_watch_error(resource: &str, error: &watcher::Error) {
+/// Logs a watch error with the resource it concerns and reports it in
+/// `/readyz` and `kubestash_watch_errors_total`; the watcher retries with
+/// backoff by itself.
+fn report_watch_error(health: &Health, resource: &str, error: &watcher::Error) {
     tracing::warn!(resource, error = %error, "watch failed; retrying with backoff");
+    health.record_watch_error(resource, &error.to_string());
 }
 
 /// Feeds the managed-Secret watch into the cache and the drift detection.
@@ -371,7 +373,7 @@ fn follow_managed_secrets(
                 listed_once = true;
             }
             Ok(_) => {}
-            Err(error) => log_watch_error("secrets", error),
+            Err(error) => report_watch_error(&ctx.health, "secrets", error),
         }
         futures::future::ready(())
     })
@@ -402,7 +404,7 @@ fn follow_deletions(
                 gone.extend(known.into_iter().filter(|n| !listed.contains(n)));
             }
             Ok(WatchEvent::Apply(_)) => {}
-            Err(error) => log_watch_error("credstashsyncs", &error),
+            Err(error) => report_watch_error(&ctx.health, "credstashsyncs", &error),
         }
         let ctx = ctx.clone();
         async move {
@@ -458,6 +460,7 @@ pub async fn run(
     .reflect(secrets_writer);
     let secrets_watch = follow_managed_secrets(secret_events, context.clone());
 
+    let namespace_health = health.clone();
     let namespace_changes = watcher(
         Api::<Namespace>::all(client.clone()),
         watcher::Config::default(),
@@ -465,9 +468,9 @@ pub async fn run(
     .default_backoff()
     .reflect(namespaces_writer)
     .touched_objects()
-    .filter_map(|result| {
+    .filter_map(move |result| {
         if let Err(error) = &result {
-            log_watch_error("namespaces", error);
+            report_watch_error(&namespace_health, "namespaces", error);
         }
         futures::future::ready(result.ok().map(|_| ()))
     });
@@ -489,27 +492,26 @@ pub async fn run(
 
     // One waiter per store: kube-runtime's readiness future wakes only the
     // last task that polled it, so reconciles wait on `caches_synced`.
+    health.set_ready(true);
     let ready = async {
         let _ = context.syncs.wait_until_ready().await;
+        health.set_cache_synced("credstashsyncs", true);
         let _ = namespaces.wait_until_ready().await;
+        health.set_cache_synced("namespaces", true);
         let _ = managed_secrets.wait_until_ready().await;
+        health.set_cache_synced("secrets", true);
         let _ = caches_synced_tx.send(true);
-        health.set_ready(true);
         tracing::info!("caches synced; kubestash is ready");
+        std::future::pending::<()>().await
     };
-    let heartbeat = async {
-        let mut tick = tokio::time::interval(Duration::from_secs(30));
-        loop {
-            tick.tick().await;
-            health.controller_heartbeat();
-        }
+    let stopped = tokio::select! {
+        _ = controller => "the controller loop ended",
+        _ = secrets_watch => "the managed Secret watch ended",
+        _ = deletions => "the CredstashSync deletion watch ended",
+        _ = ready => "unreachable",
     };
-    tokio::select! {
-        _ = controller => tracing::info!("controller stopped"),
-        _ = secrets_watch => tracing::warn!("managed Secret watch ended"),
-        _ = deletions => tracing::warn!("CredstashSync deletion watch ended"),
-        _ = futures::future::join(ready, heartbeat) => {}
-    }
+    tracing::info!(reason = stopped, "controller stopped");
+    health.controller_stopped(stopped);
 }
 
 /// Boxed so that the future's `Send` bound is proven here, where the
@@ -519,7 +521,6 @@ fn reconcile(
     ctx: Arc<Context>,
 ) -> BoxFuture<'static, Result<Action, Error>> {
     Box::pin(async move {
-        ctx.health.controller_heartbeat();
         ctx.caches_ready().await;
         ctx.remove_legacy_finalizer(&css).await?;
         if css.meta().deletion_timestamp.is_some() {

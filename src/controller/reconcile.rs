@@ -41,6 +41,7 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
         Ok(spec) => spec.with_operator_namespace(&ctx.settings.operator_namespace),
         Err(problem) => return invalid_spec(css, ctx, &name, &problem.to_string()).await,
     };
+    let _running = ctx.health.begin_reconcile(&name, spec.sync_timeout);
     let key = StreamKey::of(&spec);
     let active = ctx.active_namespaces();
     let stream_live = ctx.with_state(&name, |s| {
@@ -280,7 +281,6 @@ impl FullSyncRun<'_> {
             ctx.with_state(name, |s| s.full_sync_failed(taken));
             return Err(self.timed_out(previous, started.elapsed()).await);
         };
-        ctx.health.record_sync_completed();
         let now = Utc::now();
         let outcome = SyncOutcome {
             trigger: Some(self.trigger),
@@ -348,7 +348,6 @@ impl FullSyncRun<'_> {
 
     async fn timed_out(&self, previous: &CredstashSyncStatus, elapsed: Duration) -> Error {
         let (ctx, name, spec) = (self.ctx, self.name, self.spec);
-        ctx.health.record_sync_timeout();
         ctx.metrics
             .record_sync(name, self.trigger, SyncResult::Timeout, elapsed);
         let status = report::status_timed_out(

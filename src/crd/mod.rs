@@ -157,9 +157,10 @@ pub struct CredstashSyncSpec {
     #[serde(default = "default_dry_run")]
     pub dry_run: bool,
 
-    /// Longest a sync may run before it is cancelled, reported and retried;
-    /// repeated timeouts fail the operator's liveness probe. Must be more
-    /// than zero. Default: 5m.
+    /// Longest a sync may run before it is cancelled, reported and retried
+    /// with backoff (other CredstashSyncs are not affected; only a sync that
+    /// outlives this by a minute fails the operator's liveness probe). Must
+    /// be more than zero. Default: 5m.
     #[serde(default = "default_sync_timeout")]
     #[schemars(regex(pattern = DURATION_PATTERN))]
     pub sync_timeout: String,
