@@ -21,6 +21,10 @@ use crate::crd::{CredstashSyncSpec, KeyCounts};
 /// Content type of [`Metrics::encode`]'s output.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
 
+/// The resources the operator watches (label `resource` of
+/// `kubestash_watch_errors_total`, each exported from the start).
+pub const WATCHED_RESOURCES: [&str; 3] = ["namespaces", "secrets", "credstashsyncs"];
+
 /// Label naming the CredstashSync a series belongs to.
 const CSS: &str = "credstashsync";
 
@@ -326,6 +330,9 @@ impl Metrics {
             )?,
             registry,
         };
+        for resource in WATCHED_RESOURCES {
+            families.watch_errors.with_label_values(&[resource]);
+        }
         Ok(Self {
             inner: Arc::new(families),
         })
@@ -507,8 +514,8 @@ impl Metrics {
         }
     }
 
-    /// Counts a failed watch or list of `resource` (see
-    /// [`crate::server::CACHES`]).
+    /// Counts a failed watch or list of `resource` (one of
+    /// [`WATCHED_RESOURCES`]).
     pub fn record_watch_error(&self, resource: &str) {
         self.inner.watch_errors.with_label_values(&[resource]).inc();
     }
@@ -802,6 +809,7 @@ mod tests {
             ("kubestash_leader_transitions_total", set(&[])),
             ("kubestash_drift_repairs_total", set(&["credstashsync"])),
             ("kubestash_pending_secrets", set(&["credstashsync"])),
+            ("kubestash_watch_errors_total", set(&["resource"])),
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v))

@@ -31,7 +31,7 @@ use tokio::time::Instant;
 use crate::metrics::{Metrics, CONTENT_TYPE};
 
 /// The watch caches the controller needs before it may sync, by resource.
-pub const CACHES: [&str; 3] = ["namespaces", "secrets", "credstashsyncs"];
+pub const CACHES: [&str; 3] = crate::metrics::WATCHED_RESOURCES;
 
 /// Thresholds of the liveness check.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -105,6 +105,9 @@ fn exported() -> &'static Exported {
         m.record_drift_repair(css);
         m.set_pending_secrets(css, 1);
         m.set_leader(true);
+        for resource in kubestash::server::CACHES {
+            m.record_watch_error(resource);
+        }
         parse_exposition(&m.encode())
     })
 }
@@ -523,9 +526,14 @@ fn dashboard_has_datasource_and_credstashsync_variables() {
                 panel["title"]
             );
             let expr = t["expr"].as_str().unwrap();
-            let per_css = ["kubestash_kms_", "kubestash_kube_api_", "kubestash_leader"]
-                .iter()
-                .all(|p| !expr.contains(p));
+            let per_css = [
+                "kubestash_kms_",
+                "kubestash_kube_api_",
+                "kubestash_leader",
+                "kubestash_watch_errors",
+            ]
+            .iter()
+            .all(|p| !expr.contains(p));
             if per_css {
                 assert!(
                     expr.contains("$credstashsync"),

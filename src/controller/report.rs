@@ -475,16 +475,13 @@ pub fn sync_notices(outcome: &SyncOutcome) -> Vec<Notice> {
 /// The event for a managed Secret put back after somebody else changed or
 /// deleted keys the operator owns (key names only).
 pub fn repaired_notice(secret: &SecretRef, keys: &[String]) -> Notice {
-    let what = if keys.is_empty() {
-        "its labels and annotations".to_owned()
+    let changed = format!("Secret {secret} was changed outside kubestash: put back");
+    let note = if keys.is_empty() {
+        format!("{changed} its labels and annotations")
     } else {
-        format!("keys {}", listed(keys))
+        note_listing(&format!("{changed} keys "), keys)
     };
-    Notice::normal(
-        "Repaired",
-        "Repair",
-        format!("Secret {secret} was changed outside kubestash: put back {what}"),
-    )
+    Notice::normal("Repaired", "Repair", note)
 }
 
 /// The event for a manual resync deferred by `minResyncInterval`.
@@ -733,6 +730,18 @@ mod tests {
             );
             assert!(notice.note.ends_with(" more"), "{}", notice.note);
         }
+        let keys: Vec<String> = (0..12)
+            .map(|i| format!("K{i}_{}", "Ä".repeat(120)))
+            .collect();
+        let repaired = repaired_notice(&SecretRef::new("ns", "app"), &keys);
+        assert!(repaired.note.len() <= NOTE_LIMIT, "{}", repaired.note.len());
+        assert!(
+            repaired
+                .note
+                .starts_with("Secret ns/app was changed outside kubestash: put back keys K0_"),
+            "{}",
+            repaired.note
+        );
         let failed = SyncOutcome {
             table_error: Some("ü".repeat(2000)),
             ..Default::default()
