@@ -388,7 +388,8 @@ struct PendingRun<'a> {
 
 impl PendingRun<'_> {
     /// Applies what is pending; anything that could not be applied stays
-    /// pending (retried with backoff). Returns when changes were applied.
+    /// pending (retried with backoff). Returns when stream changes were applied
+    /// (`status.stream.lastAppliedTime`; repairs alone do not move it).
     async fn execute(&self) -> Option<DateTime<Utc>> {
         let (ctx, name, spec) = (self.ctx, self.name, self.spec);
         let (mut work, mut snapshot) = ctx.with_state(name, |s| s.take_pending())?;
@@ -456,7 +457,8 @@ impl PendingRun<'_> {
         }
         tracing::info!(credstashsync = %name, secrets = work.secrets.len(), names = names.len(), summary = %outcome.summary(), "applied pending changes");
         self.report(&outcome, &repaired).await;
-        (!outcome.changed_keys.is_empty() && read_ok).then(Utc::now)
+        let streamed = reader.is_some() && read_ok;
+        (streamed && !outcome.changed_keys.is_empty()).then(Utc::now)
     }
 
     async fn report(&self, outcome: &SyncOutcome, repaired: &[(SecretRef, Vec<String>)]) {
