@@ -135,15 +135,19 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
 /// retry (a reconcile triggered meanwhile replaces the controller's own
 /// retry schedule), and the periodic stream check when no stream is followed.
 fn next_look(ctx: &Context, name: &str, decided: Duration) -> Duration {
-    let (stream_live, retries) = ctx.with_state(name, |s| {
+    let now = tokio::time::Instant::now();
+    let (stream_live, retries, more_pending) = ctx.with_state(name, |s| {
         let live = s.stream.link.as_ref().is_some_and(StreamLink::is_live);
-        (live, [s.full_sync_retry.due_at(), s.pending_due_at()])
+        let retries = [s.full_sync_retry.due_at(), s.pending_due_at()];
+        (live, retries, s.pending_due(now))
     });
+    if more_pending {
+        return Duration::from_millis(10);
+    }
     let mut next = decided;
     if !stream_live {
         next = next.min(ctx.settings.stream_check_interval);
     }
-    let now = tokio::time::Instant::now();
     for at in retries.into_iter().flatten() {
         let wait = at.saturating_duration_since(now);
         next = next.min(wait.max(Duration::from_millis(100)));
@@ -377,6 +381,10 @@ impl FullSyncRun<'_> {
     }
 }
 
+/// Most stream names read again in one run of pending work; the rest stays
+/// pending and runs right after.
+const NAMES_PER_RUN: usize = 256;
+
 /// The pending work about to be applied from the snapshot: names the stream
 /// touched are read again, then every pending Secret is planned whole.
 struct PendingRun<'a> {
@@ -397,7 +405,14 @@ impl PendingRun<'_> {
         if let Some(changes) = &changes {
             record_stream_records(ctx, name, changes);
         }
-        let names = std::mem::take(&mut work.names);
+        let mut names = std::mem::take(&mut work.names);
+        if names.len() > NAMES_PER_RUN {
+            // Bounded runs: a huge burst is applied in parts, each well
+            // within syncTimeout, instead of timing out and starting over.
+            let rest =
+                names.split_off(&names.iter().nth(NAMES_PER_RUN).cloned().unwrap_or_default());
+            ctx.with_state(name, |s| s.defer_names(rest));
+        }
         let reader = if names.is_empty() {
             None
         } else {

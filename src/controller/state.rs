@@ -60,12 +60,13 @@ impl PendingWork {
         }
     }
 
-    /// Marks `secret` to plan again; drift outranks the other causes so
-    /// that a repair is reported as one.
+    /// Marks `secret` to plan again. A Secret that is also pending for a
+    /// table change is not reported as repaired: the other causes outrank
+    /// drift.
     pub fn mark(&mut self, secret: SecretRef, cause: Cause) {
         let entry = self.secrets.entry(secret).or_insert(cause);
-        if cause == Cause::Drift {
-            *entry = Cause::Drift;
+        if *entry == Cause::Drift {
+            *entry = cause;
         }
     }
 
@@ -239,6 +240,12 @@ impl SyncState {
             self.waiting_namespaces.remove(namespace);
         }
         appeared
+    }
+
+    /// Names taken for a run that did not fit in it: pending again, due at
+    /// once.
+    pub fn defer_names(&mut self, names: BTreeSet<String>) {
+        self.pending.names.extend(names);
     }
 
     /// Somebody else changed or deleted `secret`.
@@ -471,12 +478,12 @@ mod tests {
     }
 
     #[test]
-    fn drift_outranks_other_causes_and_a_relist_rechecks_everything() {
+    fn table_changes_outrank_drift_and_a_relist_rechecks_everything() {
         let mut work = PendingWork::default();
+        work.mark(app(), Cause::Drift);
         work.mark(app(), Cause::Stream);
         work.mark(app(), Cause::Drift);
-        work.mark(app(), Cause::Retry);
-        assert_eq!(work.secrets[&app()], Cause::Drift);
+        assert_eq!(work.secrets[&app()], Cause::Stream);
 
         let mut state = synced(&["ns/app/A", "ns/db/B"], &[]);
         state.recheck_all();

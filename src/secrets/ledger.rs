@@ -41,7 +41,8 @@ impl Written {
 /// What a watch event of a managed Secret was, as far as our writes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Echo {
-    /// The event is one of our own writes coming back: nothing to repair.
+    /// The event is one of our own writes coming back, or an older state
+    /// that our latest write already supersedes: nothing to repair.
     Own,
     /// Somebody else changed (or deleted) the Secret, or the write is
     /// unknown to this ledger.
@@ -83,7 +84,8 @@ impl OwnWrites {
         let Some(known) = self.writes.get(&reference) else {
             return Echo::Foreign;
         };
-        let echo = if !deleted && seen.is_some() && seen == known.version() {
+        let superseded = seen == known.version() || is_older(seen, known.version());
+        let echo = if !deleted && seen.is_some() && superseded {
             Echo::Own
         } else {
             Echo::Foreign
@@ -198,13 +200,14 @@ mod tests {
     }
 
     #[test]
-    fn a_later_foreign_change_is_foreign_and_supersedes_the_write() {
+    fn only_a_later_change_is_foreign_and_it_supersedes_the_write() {
         let now = Instant::now();
         let mut ledger = OwnWrites::default();
         ledger.record(secret("app", "11", &["A"]), now);
         assert_eq!(
             ledger.observe(&secret("app", "10", &["A"]), false),
-            Echo::Foreign
+            Echo::Own,
+            "an older state is superseded by our write"
         );
         assert_eq!(ledger.len(), 1, "an older event keeps the write");
         assert_eq!(
