@@ -152,30 +152,34 @@ class NamespaceWatch:
             pass
 
 
-def run_writers(jobs, writers):
-    """Puts every (name, value, version) from `writers` threads of a separate
-    process; returns [(name, value, t_start, t_done)] on time.monotonic()
-    (CLOCK_MONOTONIC: the same clock in both processes)."""
-    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--writer", TABLE, str(writers)],
+def run_writers(jobs, writers, rate):
+    """Puts every (name, value) from `writers` threads of a separate process
+    (at most `rate` puts per second in all, 0: as fast as they go); returns
+    [(name, value, t_start, t_done)] on time.monotonic() (CLOCK_MONOTONIC:
+    the same clock in both processes)."""
+    proc = subprocess.run([sys.executable, os.path.abspath(__file__), "--writer", TABLE, str(writers), str(rate)],
                           input=json.dumps(jobs).encode(), stdout=subprocess.PIPE, check=True)
     return json.loads(proc.stdout)
 
 
-def writer_main(table, writers):
+def writer_main(table, writers, rate):
     from concurrent.futures import ThreadPoolExecutor
 
     import credstash
 
     jobs = json.load(sys.stdin)
+    began = time.monotonic()
 
-    def put(job):
-        name, value = job
+    def put(indexed):
+        index, (name, value) = indexed
+        if rate:
+            time.sleep(max(0.0, began + index / rate - time.monotonic()))
         t_start = time.monotonic()
         version = int(credstash.getHighestVersion(name, table=table)) + 1
         credstash.putSecret(name, value, version=version, table=table)
         return [name, value, t_start, time.monotonic()]
     with ThreadPoolExecutor(max_workers=writers) as pool:
-        results = list(pool.map(put, jobs))
+        results = list(pool.map(put, enumerate(jobs)))
     json.dump(results, sys.stdout)
 
 
@@ -191,15 +195,13 @@ def one_burst(env, watch, args, label, jobs, key_of):
     env.moto_counts(reset=True)
     env.kube_counts(reset=True)
     started = time.monotonic()
-    results = run_writers(jobs, args.writers)
+    results = run_writers(jobs, args.writers, args.rate)
     last_put = max(r[3] for r in results)
     triples = [key_of(name) + (value,) for name, value, _, _ in results]
     missing = watch.wait_all(triples, args.timeout)
     if missing:
         print("%s: %d puts not seen within %.0f s of the last put, e.g. %s" % (
             label, len(missing), args.timeout, missing[:5]), file=sys.stderr, flush=True)
-    with watch.cond:
-        seen = [watch.seen.get(t) for t in triples]
     # Let the operator's follow-up requests (status, events) of this burst land
     # in this burst's counts.
     time.sleep(1.0)
@@ -207,16 +209,12 @@ def one_burst(env, watch, args, label, jobs, key_of):
     kube = env.kube_counts(reset=True)
     m_after = env.metrics()
     d = lambda name, **kw: bench.metric(m_after, name, **kw) - bench.metric(m_before, name, **kw)
-    landing = [max(0.0, s - r[3]) for s, r in zip(seen, results) if s is not None]
-    landed_at = [s for s in seen if s is not None]
     n = len(jobs)
     secret_writes = sum(v for (verb, res), v in kube.items()
                         if res == "secrets" and verb in ("create", "update", "patch"))
     result = {
-        "burst": label, "puts": n, "landed": len(landing), "missing": len(missing),
+        "burst": label, "puts": n, "landed": n - len(missing), "missing": len(missing),
         "put_seconds": last_put - started, "puts_per_s": n / max(1e-9, last_put - min(r[2] for r in results)),
-        "p50": percentile(landing, 50), "p99": percentile(landing, 99), "max": max(landing),
-        "last_put_to_all_landed": (max(landed_at) - last_put) if not missing else None,
         "kube_requests": requests_summary(kube) if env.proxy else None,
         "kube_per_put": sum(kube.values()) / n if env.proxy else None,
         "secret_writes": secret_writes if env.proxy else None,
@@ -231,10 +229,33 @@ def one_burst(env, watch, args, label, jobs, key_of):
         "full_syncs": d("kubestash_sync_total"),
         "drift_repairs": d("kubestash_drift_repairs_total"),
         "decrypt_per_put": moto.get("Decrypt", 0) / n,
+        "moto_calls_per_s": sum(moto.values()) / max(1e-9, time.monotonic() - started),
         "moto": dict(moto),
+        "kube_counts": kube,
+        "put_records": results, "triples": triples,
     }
-    print("%s: %s" % (label, json.dumps(result)), file=sys.stderr, flush=True)
+    landing_numbers(result, watch)
+    print("%s: %s" % (label, json.dumps({k: v for k, v in result.items() if k not in INTERNAL})),
+          file=sys.stderr, flush=True)
     return result
+
+
+INTERNAL = ("kube_counts", "put_records", "triples")
+
+
+def landing_numbers(result, watch):
+    """Landing time per put (putSecret returned -> the watch saw the value)
+    over every put seen so far, and the time from the last put to the last
+    landing (None while some are not seen)."""
+    results, triples = result["put_records"], result["triples"]
+    with watch.cond:
+        seen = [watch.seen.get(t) for t in triples]
+    landing = [max(0.0, s - r[3]) for s, r in zip(seen, results) if s is not None]
+    result["seen"] = len(landing)
+    result["p50"] = percentile(landing, 50) if landing else None
+    result["p99"] = percentile(landing, 99) if landing else None
+    result["max"] = max(landing) if landing else None
+    result["last_put_to_all_landed"] = (max(seen) - max(r[3] for r in results)) if None not in seen else None
 
 
 def final_check(env, expected):
@@ -252,7 +273,7 @@ def final_check(env, expected):
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--writer":
-        writer_main(sys.argv[2], int(sys.argv[3]))
+        writer_main(sys.argv[2], int(sys.argv[3]), float(sys.argv[4]))
         return
     import credstash  # noqa: F401 - fail early without the venv
 
@@ -262,8 +283,11 @@ def main():
     parser.add_argument("--secrets", type=int, default=40)
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--wait-time", default="0s", help="the CredstashSync's waitTime")
+    parser.add_argument("--rate", type=float, default=0, help="at most this many puts/s in all (0: unpaced)")
     parser.add_argument("--direct", action="store_true", help="no counting proxy")
     parser.add_argument("--timeout", type=float, default=60.0, help="after a burst's last put")
+    parser.add_argument("--drain", type=float, default=900.0,
+                        help="after the last burst, how long to wait for late puts before calling them lost")
     parser.add_argument("--json", help="also write the raw numbers to this file")
     args = parser.parse_args()
     for binary in (bench.KUBESTASH, bench.FAKE):
@@ -300,7 +324,18 @@ def main():
                 jobs = [[name, "r%d-v%d-%d" % (r, version, i)] for i, name in enumerate(names)]
                 results.append(one_burst(env, watch, args, "round %d %s" % (r, phase), jobs, key_of))
                 expected.update({key_of(name): value for name, value in jobs})
-        # Quiet: anything still to come (a late revert) shows up in the watch.
+        # Late puts (a burst that timed out) may still land: wait for them
+        # before calling anything lost; then a quiet moment, so that a late
+        # revert would show up in the watch.
+        finals = [key + (value,) for key, value in expected.items()]
+        drain_started = time.monotonic()
+        late = watch.wait_all(finals, args.drain)
+        drain_s = time.monotonic() - drain_started
+        for res in results:
+            landing_numbers(res, watch)
+        time.sleep(1.0)
+        kube_total = sum((res["kube_counts"] for res in results), Counter()) + env.kube_counts(reset=True)
+        puts_total = sum(res["puts"] for res in results)
         time.sleep(3)
         wrong = final_check(env, expected)
         with watch.cond:
@@ -308,32 +343,41 @@ def main():
             events = watch.events
         hwm, _ = env.rss_kib()
 
-        print("\n%d rounds of bursts (%d puts each, %d writer threads) into %d Secrets, waitTime %s, operator %s\n" % (
-            args.rounds, args.puts, args.writers, args.secrets, args.wait_time,
+        print("\n%d rounds of bursts (%d puts each, %d writer threads, %s) into %d Secrets, waitTime %s, operator %s\n" % (
+            args.rounds, args.puts, args.writers, "at most %g puts/s" % args.rate if args.rate else "unpaced",
+            args.secrets, args.wait_time,
             "through the counting proxy" if env.proxy else "direct"))
-        print("| burst | puts/s | landed | p50 (s) | p99 (s) | max (s) | last put → all landed (s) | "
-              "Kubernetes requests / put | Secret writes | Decrypt / put |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| burst | puts/s | landed within %.0f s | p50 (s) | p99 (s) | max (s) | last put → all landed (s) | "
+              "Kubernetes requests / put | Secret writes | Decrypt / put | moto calls/s |" % args.timeout)
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        fmt = lambda x: "%.3f" % x if x is not None else "n/a"
         for res in results:
-            print("| %s | %.0f | %d/%d | %.3f | %.3f | %.3f | %s | %s | %s | %.2f |" % (
-                res["burst"], res["puts_per_s"], res["landed"], res["puts"], res["p50"], res["p99"], res["max"],
+            print("| %s | %.1f | %d/%d | %s | %s | %s | %s | %s | %s | %.2f | %.0f |" % (
+                res["burst"], res["puts_per_s"], res["landed"], res["puts"], fmt(res["p50"]), fmt(res["p99"]),
+                fmt(res["max"]),
                 "%.2f" % res["last_put_to_all_landed"] if res["last_put_to_all_landed"] is not None else "never",
                 "%.2f" % res["kube_per_put"] if res["kube_per_put"] is not None else "n/a",
                 res["secret_writes"] if res["secret_writes"] is not None else "%d (metric)" % res["secret_writes_metric"],
-                res["decrypt_per_put"]))
+                res["decrypt_per_put"], res["moto_calls_per_s"]))
         for res in results:
             print("\n%s: proxy %s; operator metric %s; stream records %d, applies %s, full syncs %d, "
                   "drift repairs %d" % (res["burst"], res["kube_requests"], res["kube_metric"],
                                         res["stream_records"], res["stream_apply"], res["full_syncs"],
                                         res["drift_repairs"]))
-        print("\nfinal check: %d keys, %d wrong%s" % (len(expected), len(wrong), (": %s" % wrong[:10]) if wrong else ""))
+        if env.proxy:
+            print("\nKubernetes requests over the whole run (incl. the drain): %.2f per put: %s" % (
+                sum(kube_total.values()) / puts_total, requests_summary(kube_total)))
+        print("\nafter the last burst: every key had its last value after %.1f s%s" % (
+            drain_s, "" if not late else " - NOT: %d never arrived, e.g. %s" % (len(late), late[:5])))
+        print("final check: %d keys, %d wrong%s" % (len(expected), len(wrong), (": %s" % wrong[:10]) if wrong else ""))
         print("watch: %d events, %d keys missing or reverted after a newer value was seen%s" % (
             events, len(incidents), (": %s" % incidents[:10]) if incidents else ""))
         print("operator peak RSS %.1f MiB" % (hwm / 1024.0))
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"bursts": results, "wrong": wrong, "incidents": incidents, "events": events}, f, indent=1)
-        if wrong or incidents or any(res["missing"] for res in results):
+                json.dump({"bursts": [{k: v for k, v in r.items() if k != "kube_counts"} for r in results], "wrong": wrong, "incidents": incidents, "events": events,
+                           "drain_s": drain_s, "late": late}, f, indent=1)
+        if wrong or incidents or late or any(res["missing"] for res in results):
             sys.exit(1)
     finally:
         if watch:
