@@ -283,6 +283,8 @@ def main():
     parser.add_argument("--secrets", type=int, default=40)
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--wait-time", default="0s", help="the CredstashSync's waitTime")
+    parser.add_argument("--sync-timeout", help="the CredstashSync's syncTimeout (default: the CRD's, 5m)")
+    parser.add_argument("--binary", default=bench.KUBESTASH, help="the kubestash binary (default: the release build)")
     parser.add_argument("--rate", type=float, default=0, help="at most this many puts/s in all (0: unpaced)")
     parser.add_argument("--direct", action="store_true", help="no counting proxy")
     parser.add_argument("--timeout", type=float, default=60.0, help="after a burst's last put")
@@ -290,6 +292,7 @@ def main():
                         help="after the last burst, how long to wait for late puts before calling them lost")
     parser.add_argument("--json", help="also write the raw numbers to this file")
     args = parser.parse_args()
+    bench.KUBESTASH = args.binary
     for binary in (bench.KUBESTASH, bench.FAKE):
         if not os.path.exists(binary):
             sys.exit("missing %s (cargo build --release --bin kubestash; cargo build -p fake-apiserver)" % binary)
@@ -302,8 +305,10 @@ def main():
         bench.seed(TABLE, ["%s/s%d/SEED" % (NS, j) for j in range(args.secrets)], lambda n: "seed")
         for ns in (NS, bench.OPERATOR_NS):
             env.create_namespace(ns)
-        env.install_crd_and_cr(CSS, {"table": TABLE, "dryRun": False, "waitTime": args.wait_time,
-                                     "minResyncInterval": "0s"})
+        spec = {"table": TABLE, "dryRun": False, "waitTime": args.wait_time, "minResyncInterval": "0s"}
+        if args.sync_timeout:
+            spec["syncTimeout"] = args.sync_timeout
+        env.install_crd_and_cr(CSS, spec)
         env.start_operator()
         bench.wait_for(lambda: (lambda s: s.get("lastSyncTime") and (s.get("secrets") or {}).get("managed") == args.secrets)(
             env.css(CSS).get("status") or {}), 300, "the start-up sync", env)
@@ -343,9 +348,9 @@ def main():
             events = watch.events
         hwm, _ = env.rss_kib()
 
-        print("\n%d rounds of bursts (%d puts each, %d writer threads, %s) into %d Secrets, waitTime %s, operator %s\n" % (
+        print("\n%d rounds of bursts (%d puts each, %d writer threads, %s) into %d Secrets, waitTime %s%s, operator %s\n" % (
             args.rounds, args.puts, args.writers, "at most %g puts/s" % args.rate if args.rate else "unpaced",
-            args.secrets, args.wait_time,
+            args.secrets, args.wait_time, ", syncTimeout %s" % args.sync_timeout if args.sync_timeout else "",
             "through the counting proxy" if env.proxy else "direct"))
         print("| burst | puts/s | landed within %.0f s | p50 (s) | p99 (s) | max (s) | last put → all landed (s) | "
               "Kubernetes requests / put | Secret writes | Decrypt / put | moto calls/s |" % args.timeout)
