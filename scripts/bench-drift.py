@@ -175,8 +175,10 @@ def main():
     parser.add_argument("--quiet", type=float, default=30.0, help="the quiet window after the edits (s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="per repair")
     parser.add_argument("--direct", action="store_true", help="no counting proxy")
+    parser.add_argument("--binary", default=bench.KUBESTASH, help="the kubestash binary (default: the release build)")
     parser.add_argument("--json", help="also write the raw numbers to this file")
     args = parser.parse_args()
+    bench.KUBESTASH = args.binary
     for binary in (bench.KUBESTASH, bench.FAKE):
         if not os.path.exists(binary):
             sys.exit("missing %s (cargo build --release --bin kubestash; cargo build -p fake-apiserver)" % binary)
