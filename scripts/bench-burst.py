@@ -32,14 +32,11 @@ Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -
 """
 import argparse
 import base64
-import http.client
 import importlib.util
 import json
 import os
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 
@@ -66,37 +63,21 @@ def value_rank(value):
         return (-1, -1)
 
 
-class NamespaceWatch:
-    """Watches every Secret of one namespace; remembers when each (Secret,
-    key, value) was first seen, and each key that went missing or back to an
-    older value after a newer one was seen."""
+class BurstWatch(bench.NamespaceWatch):
+    """Remembers when each (Secret, key, value) was first seen, and each key
+    that went missing or back to an older value after a newer one was seen."""
 
     def __init__(self, env, namespace):
-        self.env = env
         self.seen = {}
         self.best = {}      # (secret, key) -> the highest-ranked value seen
         self.incidents = []  # (time, secret, key, what)
         self.events = 0
-        self.cond = threading.Condition()
-        self.error = None
-        code, listing = env.kube("GET", "/api/v1/namespaces/%s/secrets" % namespace)
-        if code != 200:
-            raise RuntimeError("listing secrets: %s %s" % (code, listing))
-        for item in listing.get("items", []):
-            self._note(item, deleted=False)
-        rv = listing["metadata"]["resourceVersion"]
-        path = "/api/v1/namespaces/%s/secrets?watch=true&resourceVersion=%s&timeoutSeconds=3600" % (namespace, rv)
-        self.conn = http.client.HTTPConnection("127.0.0.1", env.fake_port)
-        self.conn.request("GET", path)
-        self.response = self.conn.getresponse()
-        if self.response.status != 200:
-            raise RuntimeError("watch: %s" % self.response.status)
-        threading.Thread(target=self._run, daemon=True).start()
+        super().__init__(env, namespace)
 
-    def _note(self, secret, deleted):
-        now = time.monotonic()
+    def on_event(self, kind, secret, now):
         name = secret["metadata"]["name"]
-        data = {} if deleted else {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
+        data = {} if kind == "DELETED" else {
+            k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
         with self.cond:
             self.events += 1
             for key, value in data.items():
@@ -114,21 +95,6 @@ class NamespaceWatch:
                     self.best[(name, key)] = value
             self.cond.notify_all()
 
-    def _run(self):
-        try:
-            for line in self.response:
-                event = json.loads(line)
-                kind = event.get("type")
-                if kind in ("ADDED", "MODIFIED", "DELETED"):
-                    self._note(event["object"], deleted=kind == "DELETED")
-                elif kind == "ERROR":
-                    raise RuntimeError("watch error: %s" % event)
-            raise RuntimeError("the watch ended")
-        except Exception as err:  # noqa: BLE001 - reported to the waiter
-            with self.cond:
-                self.error = err
-                self.cond.notify_all()
-
     def wait_all(self, triples, timeout):
         """Waits until every (secret, key, value) was seen; returns the missing ones."""
         deadline = time.monotonic() + timeout
@@ -137,19 +103,11 @@ class NamespaceWatch:
                 missing = [t for t in triples if t not in self.seen]
                 if not missing:
                     return []
-                if self.error:
-                    raise RuntimeError(str(self.error))
+                self.check()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return missing
                 self.cond.wait(min(left, 0.5))
-                self.env.check_operator()
-
-    def close(self):
-        try:
-            self.conn.sock.shutdown(socket.SHUT_RDWR)
-        except (AttributeError, OSError):
-            pass
 
 
 def run_writers(jobs, writers, rate):
@@ -315,7 +273,7 @@ def main():
         bench.wait_for(lambda: any(c.get("type") == "Streaming" and c.get("status") == "True"
                                    for c in (env.css(CSS).get("status") or {}).get("conditions", [])),
                        60, "the Streaming condition", env)
-        watch = NamespaceWatch(env, NS)
+        watch = BurstWatch(env, NS)
         expected = {("s%d" % j, "SEED"): "seed" for j in range(args.secrets)}
 
         def key_of(name):

@@ -30,14 +30,11 @@ Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -
 """
 import argparse
 import base64
-import http.client
 import importlib.util
 import json
 import os
 import random
-import socket
 import sys
-import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,50 +55,19 @@ def b64(text):
     return base64.b64encode(text.encode()).decode()
 
 
-class NamespaceEvents:
-    """Watches every Secret of one namespace and keeps each event with the
-    time it arrived."""
+class NamespaceEvents(bench.NamespaceWatch):
+    """Keeps every event of every Secret with the time it arrived."""
 
     def __init__(self, env, namespace):
-        self.env = env
         self.events = {}  # secret name -> [(time, type, rv, data)]
-        self.cond = threading.Condition()
-        self.error = None
-        code, listing = env.kube("GET", "/api/v1/namespaces/%s/secrets" % namespace)
-        if code != 200:
-            raise RuntimeError("listing secrets: %s %s" % (code, listing))
-        for item in listing.get("items", []):
-            self._note("ADDED", item)
-        rv = listing["metadata"]["resourceVersion"]
-        path = "/api/v1/namespaces/%s/secrets?watch=true&resourceVersion=%s&timeoutSeconds=3600" % (namespace, rv)
-        self.conn = http.client.HTTPConnection("127.0.0.1", env.fake_port)
-        self.conn.request("GET", path)
-        self.response = self.conn.getresponse()
-        if self.response.status != 200:
-            raise RuntimeError("watch: %s" % self.response.status)
-        threading.Thread(target=self._run, daemon=True).start()
+        super().__init__(env, namespace)
 
-    def _note(self, kind, secret):
-        now = time.monotonic()
+    def on_event(self, kind, secret, now):
         meta = secret["metadata"]
         data = {k: base64.b64decode(v).decode() for k, v in (secret.get("data") or {}).items()}
         with self.cond:
             self.events.setdefault(meta["name"], []).append((now, kind, int(meta["resourceVersion"]), data))
             self.cond.notify_all()
-
-    def _run(self):
-        try:
-            for line in self.response:
-                event = json.loads(line)
-                if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
-                    self._note(event["type"], event["object"])
-                elif event.get("type") == "ERROR":
-                    raise RuntimeError("watch error: %s" % event)
-            raise RuntimeError("the watch ended")
-        except Exception as err:  # noqa: BLE001 - reported to the waiter
-            with self.cond:
-                self.error = err
-                self.cond.notify_all()
 
     def latest_rv(self, name):
         with self.cond:
@@ -116,19 +82,11 @@ class NamespaceEvents:
                 for at, kind, rv, data in self.events.get(name, []):
                     if kind != "DELETED" and rv > after_rv and all(data.get(k) == v for k, v in want.items()):
                         return at
-                if self.error:
-                    raise RuntimeError(str(self.error))
+                self.check()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
                 self.cond.wait(min(left, 0.5))
-                self.env.check_operator()
-
-    def close(self):
-        try:
-            self.conn.sock.shutdown(socket.SHUT_RDWR)
-        except (AttributeError, OSError):
-            pass
 
 
 def hand_patch(env, secret, body):

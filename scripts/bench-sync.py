@@ -20,9 +20,11 @@ Usage: .venv/bin/python scripts/bench-sync.py [--namespaces 20] [--secrets 50] [
             then come from the operator's kubestash_kube_api_requests_total.
 Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -p fake-apiserver.
 
-bench-stream.py imports the harness below (Env, Proxy, ...).
+bench-stream.py, bench-burst.py, bench-drift.py and bench-ha.py import the harness
+below (Env, Proxy, NamespaceWatch, ...).
 """
 import argparse
+import http.client
 import json
 import os
 import re
@@ -393,6 +395,62 @@ class Env:
 
     def kube_counts(self, reset=False):
         return self.proxy.snapshot(reset) if self.proxy else Counter()
+
+
+class NamespaceWatch:
+    """Lists, then watches, the Secrets of one namespace (straight to the fake,
+    not counted); calls self.on_event(kind, secret, arrival time) for each
+    listed Secret (as "ADDED") and each event, from a thread. Waiters hold
+    self.cond, wait on it and call self.check()."""
+
+    def __init__(self, env, namespace):
+        self.env = env
+        self.cond = threading.Condition()
+        self.error = None
+        code, listing = env.kube("GET", "/api/v1/namespaces/%s/secrets" % namespace)
+        if code != 200:
+            raise RuntimeError("listing secrets: %s %s" % (code, listing))
+        for item in listing.get("items", []):
+            self.on_event("ADDED", item, time.monotonic())
+        path = "/api/v1/namespaces/%s/secrets?watch=true&resourceVersion=%s&timeoutSeconds=3600" % (
+            namespace, listing["metadata"]["resourceVersion"])
+        self.conn = http.client.HTTPConnection("127.0.0.1", env.fake_port)
+        self.conn.request("GET", path)
+        self.response = self.conn.getresponse()
+        if self.response.status != 200:
+            raise RuntimeError("watch: %s" % self.response.status)
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def on_event(self, kind, secret, now):
+        raise NotImplementedError
+
+    def _run(self):
+        try:
+            for line in self.response:
+                event = json.loads(line)
+                if event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+                    self.on_event(event["type"], event["object"], time.monotonic())
+                elif event.get("type") == "ERROR":
+                    raise RuntimeError("watch error: %s" % event)
+            raise RuntimeError("the watch ended")
+        except Exception as err:  # noqa: BLE001 - reported to the waiter
+            with self.cond:
+                self.error = err
+                self.cond.notify_all()
+
+    def check(self):
+        """Raises when the watch or the operator has failed (hold self.cond)."""
+        if self.error:
+            raise RuntimeError(str(self.error))
+        self.env.check_operator()
+
+    def close(self):
+        # Shut the socket down rather than close the response: closing it
+        # here would wait for the reader thread's buffer lock (a hang).
+        try:
+            self.conn.sock.shutdown(socket.SHUT_RDWR)
+        except (AttributeError, OSError):
+            pass
 
 
 def wait_for(predicate, timeout, what, env=None, interval=0.05):
