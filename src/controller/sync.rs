@@ -24,9 +24,7 @@ use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
 use crate::metrics::{Metrics, SecretOperation};
 use crate::secrets::apply::{self, WriteResult};
 use crate::secrets::observed::{owns_data_keys, secret_ref};
-use crate::secrets::{
-    self, ChangeScope, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction,
-};
+use crate::secrets::{self, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction};
 use crate::write_gate::WriteGate;
 
 /// What a sync works with besides the table: the cluster as the caller sees
@@ -330,7 +328,6 @@ async fn sync_entries<'e>(
         prune: spec.prune,
         read_complete: read_complete && reasons.is_empty(),
         now: Utc::now(),
-        scope: ChangeScope::Full,
         excluded_namespaces: spec.excluded_namespaces.clone(),
     };
     let plan = secrets::plan(&desired.secrets, &observed, &options);

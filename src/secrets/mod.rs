@@ -14,8 +14,8 @@ pub mod plan;
 pub use ledger::{Echo, OwnWrites};
 pub use observed::{observe_all, Managers, ObservedSecret};
 pub use plan::{
-    plan, plan_secret, ApplySecret, ChangeScope, KeepReason, KeyChange, KeyChangeKind, Plan,
-    PlanCounts, PlanOptions, SecretAction, SecretPlan, SkipReason,
+    plan, plan_secret, ApplySecret, KeepReason, KeyChange, KeyChangeKind, Plan, PlanCounts,
+    PlanOptions, SecretAction, SecretPlan, SkipReason,
 };
 
 /// Label put on every Secret kubestash writes.

@@ -1,6 +1,8 @@
 //! Desired + observed -> what to write. Pure.
 //!
-//! Per key (in the change scope), with `live` the current value, `owned`
+//! Plans cover whole Secrets: every key of every planned Secret.
+//!
+//! Per key, with `live` the current value, `owned`
 //! whether our manager owns it (by server-side apply) and `other` another
 //! `kubestash/*` manager owning it:
 //!
@@ -16,10 +18,8 @@
 //! | none           | owned, otherwise               | Keep(NotPruned)   | live          |
 //! | none           | not owned (hand key)           | not listed        | -             |
 //!
-//! Keys outside the change scope are not listed and, when owned, carried in
-//! the body with their live value. The body lists every key our manager
-//! should keep owning, because server-side apply deletes owned fields that a
-//! body omits.
+//! The body lists every key our manager should keep owning, because
+//! server-side apply deletes owned fields that a body omits.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -30,67 +30,8 @@ use serde_json::json;
 
 use super::observed::ObservedSecret;
 use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OPAQUE, SOURCE_ANNOTATION, SYNCED_AT_ANNOTATION};
-use crate::mapping::{parse_name, DesiredKey, DesiredSecret, KeyRef, ParsedName, SecretRef};
+use crate::mapping::{DesiredKey, DesiredSecret, SecretRef};
 use crate::value::SecretValue;
-
-/// Which keys a sync may change.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ChangeScope {
-    /// A full sync: every key of every planned Secret.
-    Full,
-    /// An incremental sync: only these keys; every other key is carried as
-    /// it is.
-    Names(BTreeSet<KeyRef>),
-}
-
-impl ChangeScope {
-    /// The scope of the credstash names touched by a change. Names that do
-    /// not map to a key (ignored or invalid) are left out.
-    pub fn from_names<'a, I>(names: I) -> Self
-    where
-        I: IntoIterator<Item = &'a str>,
-    {
-        ChangeScope::Names(
-            names
-                .into_iter()
-                .filter_map(|name| match parse_name(name) {
-                    ParsedName::Key(key) => Some(key),
-                    _ => None,
-                })
-                .collect(),
-        )
-    }
-
-    /// Whether `key` of `secret` may change.
-    pub fn includes(&self, secret: &SecretRef, key: &str) -> bool {
-        match self {
-            ChangeScope::Full => true,
-            ChangeScope::Names(keys) => keys
-                .range(key_range_start(secret)..)
-                .take_while(|k| &k.secret == secret)
-                .any(|k| k.key == key),
-        }
-    }
-
-    /// Whether any key of `secret` may change.
-    pub fn touches(&self, secret: &SecretRef) -> bool {
-        match self {
-            ChangeScope::Full => true,
-            ChangeScope::Names(keys) => keys
-                .range(key_range_start(secret)..)
-                .next()
-                .is_some_and(|k| &k.secret == secret),
-        }
-    }
-}
-
-/// The smallest [`KeyRef`] of `secret` (keys sort after the empty string).
-fn key_range_start(secret: &SecretRef) -> KeyRef {
-    KeyRef {
-        secret: secret.clone(),
-        key: String::new(),
-    }
-}
 
 /// How to plan.
 #[derive(Debug, Clone)]
@@ -106,8 +47,6 @@ pub struct PlanOptions {
     pub read_complete: bool,
     /// The timestamp for `kubestash.io/synced-at` when data changes.
     pub now: DateTime<Utc>,
-    /// Which keys may change.
-    pub scope: ChangeScope,
     /// Namespaces never written (Secrets there are skipped).
     pub excluded_namespaces: BTreeSet<String>,
 }
@@ -464,8 +403,7 @@ impl fmt::Display for Plan {
 }
 
 /// Plans every desired Secret and every observed Secret where our manager
-/// owns keys (those may need pruning), limited to Secrets the change scope
-/// touches. `observed` holds the live Secrets by reference; a missing entry
+/// owns keys (those may need pruning). `observed` holds the live Secrets by reference; a missing entry
 /// means the Secret does not exist.
 pub fn plan(
     desired: &BTreeMap<SecretRef, DesiredSecret>,
@@ -474,7 +412,7 @@ pub fn plan(
 ) -> Plan {
     let managed = observed
         .iter()
-        .filter(|(secret, live)| !live.owned_keys.is_empty() && options.scope.touches(secret))
+        .filter(|(_, live)| !live.owned_keys.is_empty())
         .map(|(secret, _)| secret);
     let candidates: BTreeSet<&SecretRef> = desired.keys().chain(managed).collect();
     Plan {
@@ -498,7 +436,7 @@ pub fn plan_secret(
     if desired.is_none() && observed.is_none() {
         return None;
     }
-    let (keys, data) = plan_keys(secret, desired, observed, options);
+    let (keys, data) = plan_keys(desired, observed, options);
     let data_changed = keys.iter().any(|k| k.change.changes_data());
     let claims = observed.is_some_and(|live| claims_ownership(&keys, live));
     let action = decide(options, secret, observed, &data, data_changed, claims);
@@ -586,7 +524,6 @@ fn annotations(
 
 /// The listed key changes and the apply body's data.
 fn plan_keys(
-    secret: &SecretRef,
     desired: Option<&DesiredSecret>,
     observed: Option<&ObservedSecret>,
     options: &PlanOptions,
@@ -608,11 +545,7 @@ fn plan_keys(
             owned: owned.contains(key),
             other: observed.and_then(|o| o.other_kubestash_owners.get(key)),
         };
-        let (change, body) = if options.scope.includes(secret, key) {
-            plan_key(&input, options.prunes())
-        } else {
-            (None, input.owned.then_some(input.live).flatten())
-        };
+        let (change, body) = plan_key(&input, options.prunes());
         if let Some(change) = change {
             changes.push(KeyChange {
                 key: key.to_owned(),
@@ -699,7 +632,6 @@ mod tests {
             prune: false,
             read_complete: true,
             now: now(),
-            scope: ChangeScope::Full,
             excluded_namespaces: BTreeSet::new(),
         }
     }
@@ -1109,67 +1041,6 @@ mod tests {
         assert!(body(p).is_empty());
         assert_eq!(synced_at(p), NOW);
         assert_eq!(p.summary(), "update ns/s (remove: A)");
-    }
-
-    #[test]
-    fn incremental_scope_changes_only_touched_keys() {
-        let options = PlanOptions {
-            prune: true,
-            scope: ChangeScope::from_names(["ns/s/a", "ns/s/deleted", "other-app", "Bad/s/x"]),
-            ..opts()
-        };
-        let desired_map = BTreeMap::from([(
-            sref(),
-            // B is out of scope even though it was read and differs
-            desired(vec![("A", val("new")), ("B", val("new"))]),
-        )]);
-        let observed = BTreeMap::from([
-            (
-                sref(),
-                live(
-                    &[("A", "old"), ("B", "old"), ("C", "c"), ("DELETED", "d")],
-                    &["A", "B", "C", "DELETED"],
-                ),
-            ),
-            // managed, but untouched by the change: not planned
-            (
-                SecretRef::new("ns", "untouched"),
-                live(&[("X", "x")], &["X"]),
-            ),
-        ]);
-        let result = plan(&desired_map, &observed, &options);
-        assert_eq!(result.secrets.len(), 1);
-        let p = &result.secrets[0];
-        assert_eq!(p.action, SecretAction::Update);
-        assert_eq!(changes(p), vec![("A", Change), ("DELETED", Remove)]);
-        assert_eq!(body(p), pairs(&[("A", "new"), ("B", "old"), ("C", "c")]));
-    }
-
-    #[test]
-    fn change_scope_from_names_normalises_and_drops_foreign_names() {
-        let scope = ChangeScope::from_names(["ns/s/a.b", "plain", "ns/S/x", "ns/t/c"]);
-        assert!(scope.includes(&sref(), "A_B"));
-        assert!(!scope.includes(&sref(), "C"));
-        assert!(scope.touches(&SecretRef::new("ns", "t")));
-        assert!(!scope.touches(&SecretRef::new("ns", "u")));
-        assert!(!scope.touches(&SecretRef::new("n", "s")));
-        assert!(ChangeScope::Full.includes(&sref(), "ANY"));
-        assert_eq!(
-            scope,
-            ChangeScope::Names(
-                [
-                    KeyRef {
-                        secret: sref(),
-                        key: "A_B".into()
-                    },
-                    KeyRef {
-                        secret: SecretRef::new("ns", "t"),
-                        key: "C".into()
-                    }
-                ]
-                .into()
-            )
-        );
     }
 
     #[test]
