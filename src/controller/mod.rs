@@ -13,7 +13,7 @@ pub mod streaming;
 pub mod sync;
 pub mod triggers;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -110,6 +110,9 @@ pub struct Context {
     wake: UnboundedSender<()>,
     /// True once every cache has completed its first list.
     caches_synced: tokio::sync::watch::Receiver<bool>,
+    /// uids of CredstashSyncs seen deleted: a reconcile still in flight
+    /// when the deletion arrived must not bring their metrics back.
+    deleted: Mutex<HashSet<String>>,
 }
 
 impl Context {
@@ -224,8 +227,7 @@ impl Context {
     /// its ownership of Secret keys (the values stay), so that any other
     /// applier can take them over.
     async fn forget(&self, name: &str) {
-        self.metrics.forget(name);
-        self.states.lock().remove(name);
+        self.forget_state(name);
         tracing::info!(credstashsync = %name, "CredstashSync deleted: its metrics are removed, its Secrets and values stay");
         let manager = secrets::field_manager(name);
         let active = self.active_namespaces();
@@ -245,6 +247,18 @@ impl Context {
         for secret in owned {
             self.release(&secret, &manager).await;
         }
+    }
+
+    /// Drops the metrics and state of CredstashSync `name`.
+    fn forget_state(&self, name: &str) {
+        self.metrics.forget(name);
+        self.states.lock().remove(name);
+    }
+
+    /// Whether the CredstashSync with this uid was seen deleted.
+    fn was_deleted(&self, css: &CredstashSync) -> bool {
+        css.uid()
+            .is_some_and(|uid| self.deleted.lock().contains(&uid))
     }
 
     /// Removes `manager`'s managedFields entries from `secret`, retrying
@@ -394,7 +408,12 @@ fn follow_deletions(
     .then(move |event| {
         let mut gone = Vec::new();
         match event {
-            Ok(WatchEvent::Delete(meta)) => gone.push(meta.name_any()),
+            Ok(WatchEvent::Delete(meta)) => {
+                if let Some(uid) = meta.uid() {
+                    ctx.deleted.lock().insert(uid);
+                }
+                gone.push(meta.name_any());
+            }
             Ok(WatchEvent::Init) => listed.clear(),
             Ok(WatchEvent::InitApply(meta)) => {
                 listed.insert(meta.name_any());
@@ -449,6 +468,7 @@ pub async fn run(
         own_writes: Mutex::new(OwnWrites::default()),
         wake,
         caches_synced,
+        deleted: Mutex::new(HashSet::new()),
     });
 
     let managed_selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
@@ -523,10 +543,17 @@ fn reconcile(
     Box::pin(async move {
         ctx.caches_ready().await;
         ctx.remove_legacy_finalizer(&css).await?;
-        if css.meta().deletion_timestamp.is_some() {
+        if css.meta().deletion_timestamp.is_some() || ctx.was_deleted(&css) {
             return Ok(Action::await_change());
         }
-        reconcile::apply(css, ctx).await
+        let name = css.name_any();
+        let result = reconcile::apply(css.clone(), ctx.clone()).await;
+        if ctx.was_deleted(&css) {
+            // Deleted while this reconcile ran: what it recorded goes too.
+            ctx.forget_state(&name);
+            return Ok(Action::await_change());
+        }
+        result
     })
 }
 
