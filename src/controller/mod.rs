@@ -321,10 +321,10 @@ impl Context {
         css: &CredstashSync,
         status: &CredstashSyncStatus,
     ) -> Result<(), Error> {
-        if css.status.as_ref() == Some(status) {
+        let name = css.name_any();
+        if self.current_status(css).as_ref() == Some(status) {
             return Ok(());
         }
-        let name = css.name_any();
         let api: Api<CredstashSync> = Api::all(self.client.clone());
         let patch = serde_json::json!({
             "apiVersion": CredstashSync::api_version(&()),
@@ -332,10 +332,26 @@ impl Context {
             "status": status,
         });
         let params = PatchParams::apply(CONTROLLER_NAME).force();
-        api.patch_status(&name, &params, &Patch::Apply(&patch))
+        let stored = api
+            .patch_status(&name, &params, &Patch::Apply(&patch))
             .await
-            .map(|_| ())
-            .map_err(|source| Error::Status { name, source })
+            .map_err(|source| Error::Status {
+                name: name.clone(),
+                source,
+            })?;
+        self.with_state(&name, |s| {
+            s.status_written(stored.resource_version(), status.clone())
+        });
+        Ok(())
+    }
+
+    /// The status of `css` as this process last knew it: its own latest
+    /// write, while the CredstashSync cache has not delivered it yet.
+    fn current_status(&self, css: &CredstashSync) -> Option<CredstashSyncStatus> {
+        let version = css.meta().resource_version.as_deref();
+        self.with_state(&css.name_any(), |s| {
+            s.current_status(version, css.status.as_ref())
+        })
     }
 
     /// Removes the finalizer earlier versions added (a JSON patch that tests

@@ -51,7 +51,7 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
     if !stream_live {
         ctx.metrics.clear_stream_lag(&name);
     }
-    let previous = css.status.clone().unwrap_or_default();
+    let previous = ctx.current_status(css).unwrap_or_default();
     let resync_requested = css.annotations().get(RESYNC_ANNOTATION).cloned();
     let mut decision = decide(
         css,
@@ -198,10 +198,15 @@ async fn invalid_spec(
     name: &str,
     problem: &str,
 ) -> Result<Action, Error> {
-    let previous = css.status.clone().unwrap_or_default();
-    let status = report::status_invalid_spec(&previous, problem, css.meta().generation, Utc::now());
+    let previous = ctx.current_status(css);
+    let status = report::status_invalid_spec(
+        &previous.clone().unwrap_or_default(),
+        problem,
+        css.meta().generation,
+        Utc::now(),
+    );
     ctx.with_state(name, |s| s.stream.link = None);
-    if css.status.as_ref() != Some(&status) {
+    if previous.as_ref() != Some(&status) {
         ctx.metrics.record_sync(
             name,
             SyncTrigger::SpecChange,

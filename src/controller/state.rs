@@ -17,8 +17,10 @@ use tokio::time::Instant;
 use super::report::SyncOutcome;
 use super::streaming::{StreamHealth, StreamKey, StreamLink};
 use super::sync::TableSnapshot;
+use crate::crd::CredstashSyncStatus;
 use crate::credstash::{TableLocation, TableReader};
 use crate::mapping::SecretRef;
+use crate::secrets::ledger::is_older;
 use crate::stream::Changes;
 
 /// Why a Secret must be planned again.
@@ -157,6 +159,14 @@ pub struct SyncState {
     pub pending_retry: Retry,
     pub deferred_notice_for: Option<String>,
     pub stream: StreamSlot,
+    /// The status this process last wrote, until the cache has it.
+    written_status: Option<WrittenStatus>,
+}
+
+/// A status write and the resourceVersion the API server answered it with.
+struct WrittenStatus {
+    resource_version: Option<String>,
+    status: CredstashSyncStatus,
 }
 
 impl SyncState {
@@ -334,6 +344,39 @@ impl SyncState {
         }
     }
 
+    /// Records the status a write stored (`resource_version`: of the object
+    /// the API server returned).
+    pub fn status_written(
+        &mut self,
+        resource_version: Option<String>,
+        status: CredstashSyncStatus,
+    ) {
+        self.written_status = Some(WrittenStatus {
+            resource_version,
+            status,
+        });
+    }
+
+    /// The status to decide and build on: the cached object's, unless this
+    /// process wrote a newer one the cache has not delivered yet (a decision
+    /// on the older status would, for one, take the sync just made for a
+    /// spec change and run it again).
+    pub fn current_status(
+        &mut self,
+        cached_version: Option<&str>,
+        cached: Option<&CredstashSyncStatus>,
+    ) -> Option<CredstashSyncStatus> {
+        match &self.written_status {
+            Some(written) if is_older(cached_version, written.resource_version.as_deref()) => {
+                Some(written.status.clone())
+            }
+            _ => {
+                self.written_status = None;
+                cached.cloned()
+            }
+        }
+    }
+
     /// The table location changed: the reader and what it read are stale.
     pub fn forget_table(&mut self) {
         self.snapshot = None;
@@ -381,6 +424,42 @@ mod tests {
 
     fn app() -> SecretRef {
         SecretRef::new("ns", "app")
+    }
+
+    fn status_of_generation(generation: i64) -> CredstashSyncStatus {
+        CredstashSyncStatus {
+            observed_generation: Some(generation),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_status_write_the_cache_has_not_seen_is_built_on() {
+        let mut state = SyncState::default();
+        let cached = CredstashSyncStatus::default();
+        state.status_written(Some("12".into()), status_of_generation(1));
+        let current = state.current_status(Some("11"), Some(&cached));
+        assert_eq!(current, Some(status_of_generation(1)));
+        let current = state.current_status(Some("12"), Some(&status_of_generation(1)));
+        assert_eq!(current, Some(status_of_generation(1)));
+        assert!(
+            state.written_status.is_none(),
+            "forgotten once the cache has it"
+        );
+    }
+
+    #[test]
+    fn a_newer_cached_object_wins_over_an_older_write() {
+        let mut state = SyncState::default();
+        state.status_written(Some("12".into()), status_of_generation(1));
+        let current = state.current_status(Some("15"), Some(&status_of_generation(2)));
+        assert_eq!(current, Some(status_of_generation(2)));
+        state.status_written(Some("not-a-number".into()), status_of_generation(3));
+        let current = state.current_status(Some("16"), None);
+        assert_eq!(
+            current, None,
+            "versions that do not compare: the cache wins"
+        );
     }
 
     #[test]

@@ -131,8 +131,10 @@ impl OwnWrites {
     }
 }
 
-/// Whether resourceVersion `a` is known to be older than `b`.
-fn is_older(a: Option<&str>, b: Option<&str>) -> bool {
+/// Whether resourceVersion `a` is known to be older than `b` (both integers,
+/// as kube-apiserver's etcd storage issues them; anything else is never
+/// known to be older).
+pub fn is_older(a: Option<&str>, b: Option<&str>) -> bool {
     match (
         a.and_then(|v| v.parse::<u64>().ok()),
         b.and_then(|v| v.parse::<u64>().ok()),
