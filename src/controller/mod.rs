@@ -13,13 +13,13 @@ pub mod streaming;
 pub mod sync;
 pub mod triggers;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::channel::mpsc::{unbounded, UnboundedSender};
 use futures::future::BoxFuture;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -35,7 +35,8 @@ use crate::crd::{CredstashSync, CredstashSyncStatus, ValidSpec};
 use crate::credstash::{self, ReaderOptions, TableLocation, TableReader};
 use crate::metrics::Metrics;
 use crate::secrets::observed::{has_manager, secret_ref};
-use crate::secrets::{self, Echo, OwnWrites, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::secrets::live::reduce_event;
+use crate::secrets::{self, Echo, LiveSecret, OwnWrites, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::server::Health;
 use report::{Notice, Severity};
 use state::SyncState;
@@ -99,7 +100,8 @@ pub struct Context {
     metrics: Metrics,
     health: Health,
     recorder: Recorder,
-    managed_secrets: Store<Secret>,
+    /// Managed Secrets without their values (see [`secrets::live`]).
+    managed_secrets: Store<LiveSecret>,
     namespaces: Store<Namespace>,
     syncs: Store<CredstashSync>,
     settings: Settings,
@@ -113,6 +115,10 @@ pub struct Context {
     /// uids of CredstashSyncs seen deleted: a reconcile still in flight
     /// when the deletion arrived must not bring their metrics back.
     deleted: Mutex<HashSet<String>>,
+    /// One reader per table location, shared by the CredstashSyncs that
+    /// name it (one Scan when they sync together, one Decrypt per item
+    /// version); it lives while one of them holds it.
+    readers: Mutex<BTreeMap<TableLocation, Weak<TableReader>>>,
 }
 
 impl Context {
@@ -127,8 +133,9 @@ impl Context {
         let _ = synced.wait_for(|ready| *ready).await;
     }
 
-    /// The table reader of `name`, kept across reconciles for its KMS cache and
-    /// rebuilt when the table's location changes.
+    /// The table reader of `name`, kept across reconciles for the values it
+    /// remembers, shared with the other CredstashSyncs of the same location,
+    /// and replaced when the table's location changes.
     async fn reader(&self, name: &str, spec: &ValidSpec) -> Arc<TableReader> {
         let location = TableLocation {
             table: spec.table.clone(),
@@ -145,7 +152,25 @@ impl Context {
         if let Some(reader) = existing {
             return reader;
         }
-        let reader = Arc::new(credstash::connect(&location, self.settings.reader.clone()).await);
+        let shared = self
+            .readers
+            .lock()
+            .get(&location)
+            .and_then(Weak::upgrade);
+        let reader = match shared {
+            Some(reader) => reader,
+            None => {
+                let reader =
+                    Arc::new(credstash::connect(&location, self.settings.reader.clone()).await);
+                let mut readers = self.readers.lock();
+                readers.retain(|_, reader| reader.strong_count() > 0);
+                readers
+                    .entry(location.clone())
+                    .or_insert_with(|| Arc::downgrade(&reader))
+                    .upgrade()
+                    .unwrap_or(reader)
+            }
+        };
         self.with_state(name, |s| {
             s.forget_table();
             s.reader = Some((location, reader.clone()));
@@ -195,7 +220,7 @@ impl Context {
     /// A managed Secret changed or was deleted. Unless it is the echo of
     /// our own write, every CredstashSync with keys in it checks it again
     /// (drift repair, from what it already knows).
-    fn secret_changed(&self, secret: &Secret, deleted: bool) {
+    fn secret_changed(&self, secret: &LiveSecret, deleted: bool) {
         if self.own_writes.lock().observe(secret, deleted) == Echo::Own {
             return;
         }
@@ -231,14 +256,14 @@ impl Context {
         tracing::info!(credstashsync = %name, "CredstashSync deleted: its metrics are removed, its Secrets and values stay");
         let manager = secrets::field_manager(name);
         let active = self.active_namespaces();
-        let in_active_namespace = |secret: &Secret| {
+        let in_active_namespace = |secret: &LiveSecret| {
             secret
                 .metadata
                 .namespace
                 .as_ref()
                 .is_some_and(|ns| active.contains(ns))
         };
-        let owned: Vec<Arc<Secret>> = self
+        let owned: Vec<Arc<LiveSecret>> = self
             .managed_secrets
             .state()
             .into_iter()
@@ -263,7 +288,7 @@ impl Context {
 
     /// Removes `manager`'s managedFields entries from `secret`, retrying
     /// from a fresh copy when the Secret changed meanwhile.
-    async fn release(&self, secret: &Secret, manager: &str) {
+    async fn release(&self, secret: &LiveSecret, manager: &str) {
         let mut current = secret.clone();
         let managers = BTreeSet::from([manager.to_owned()]);
         for _ in 0..3 {
@@ -288,7 +313,7 @@ impl Context {
                 .get_opt(name)
                 .await
             {
-                Ok(Some(fresh)) => current = fresh,
+                Ok(Some(fresh)) => current = fresh.into(),
                 Ok(None) => return,
                 Err(err) => {
                     tracing::warn!(%manager, secret = %format!("{namespace}/{name}"), error = %err, "could not release ownership");
@@ -388,7 +413,7 @@ fn report_watch_error(health: &Health, resource: &str, error: &watcher::Error) {
 
 /// Feeds the managed-Secret watch into the cache and the drift detection.
 fn follow_managed_secrets(
-    events: impl Stream<Item = watcher::Result<WatchEvent<Secret>>> + Send,
+    events: impl Stream<Item = watcher::Result<WatchEvent<LiveSecret>>> + Send,
     ctx: Arc<Context>,
 ) -> impl std::future::Future<Output = ()> + Send {
     let mut listed_once = false;
@@ -485,6 +510,7 @@ pub async fn run(
         wake,
         caches_synced,
         deleted: Mutex::new(HashSet::new()),
+        readers: Mutex::new(BTreeMap::new()),
     });
 
     let managed_selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
@@ -493,6 +519,7 @@ pub async fn run(
         watcher::Config::default().labels(&managed_selector),
     )
     .default_backoff()
+    .map_ok(reduce_event)
     .reflect(secrets_writer);
     let secrets_watch = follow_managed_secrets(secret_events, context.clone());
 

@@ -18,7 +18,7 @@ use std::time::Duration;
 use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Region};
 
 /// Where a credstash table and its KMS key live.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TableLocation {
     pub table: String,
     /// DynamoDB region; `None` = the SDK's usual chain (`AWS_REGION`, profile),

@@ -3,23 +3,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
+use super::live::LiveSecret;
 use super::{MANAGER_PREFIX, OPAQUE};
 use crate::mapping::SecretRef;
-use crate::value::SecretValue;
+use crate::value::ValueDigest;
 
-/// A live Secret as the plan sees it. `Debug` shows key names and value
-/// lengths only.
+/// A live Secret as the plan sees it. It holds no value: a digest per key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObservedSecret {
     /// The Secret type (`Opaque` when absent).
     pub type_: String,
     /// Whether the Secret is immutable (its data cannot be changed).
     pub immutable: bool,
-    /// The data, by key.
-    pub data: BTreeMap<String, SecretValue>,
+    /// The digest of each key's value, by key.
+    pub data: BTreeMap<String, ValueDigest>,
     /// Data keys our field manager owns through server-side apply.
     pub owned_keys: BTreeSet<String>,
     /// Data keys owned by another living `kubestash/*` manager (one whose
@@ -49,17 +48,12 @@ impl ObservedSecret {
     /// `f:data`; it belongs to another CredstashSync when any entry of another
     /// living `kubestash/*` manager lists it. Entries that are not `FieldsV1`
     /// or do not parse are ignored. `stringData` is write-only and never read.
-    pub fn from_secret(secret: &Secret, managers: Managers<'_>) -> Self {
+    pub fn from_secret(secret: &LiveSecret, managers: Managers<'_>) -> Self {
         let meta = &secret.metadata;
         let mut observed = ObservedSecret {
             type_: secret.type_.clone().unwrap_or_else(|| OPAQUE.to_owned()),
             immutable: secret.immutable.unwrap_or(false),
-            data: secret
-                .data
-                .iter()
-                .flatten()
-                .map(|(key, bytes)| (key.clone(), SecretValue::from(bytes.0.as_slice())))
-                .collect(),
+            data: secret.data.clone(),
             labels: meta.labels.clone().unwrap_or_default(),
             annotations: meta.annotations.clone().unwrap_or_default(),
             ..Default::default()
@@ -124,7 +118,7 @@ pub fn managed_data_keys(entry: &ManagedFieldsEntry) -> Vec<String> {
 }
 
 /// The reference of a live Secret (`None` without a name or namespace).
-pub fn secret_ref(secret: &Secret) -> Option<SecretRef> {
+pub fn secret_ref(secret: &LiveSecret) -> Option<SecretRef> {
     let meta = &secret.metadata;
     Some(SecretRef::new(meta.namespace.clone()?, meta.name.clone()?))
 }
@@ -133,7 +127,7 @@ pub fn secret_ref(secret: &Secret) -> Option<SecretRef> {
 /// without a name or namespace are left out.
 pub fn observe_all<'a, I>(secrets: I, managers: Managers<'_>) -> BTreeMap<SecretRef, ObservedSecret>
 where
-    I: IntoIterator<Item = &'a Secret>,
+    I: IntoIterator<Item = &'a LiveSecret>,
 {
     secrets
         .into_iter()
@@ -147,7 +141,7 @@ where
 /// Whether `manager` owns any data key of `secret` through an `Apply`
 /// entry (what [`ObservedSecret::owned_keys`] would list, without copying
 /// the data).
-pub fn owns_data_keys(secret: &Secret, manager: &str) -> bool {
+pub fn owns_data_keys(secret: &LiveSecret, manager: &str) -> bool {
     secret
         .metadata
         .managed_fields
@@ -161,7 +155,7 @@ pub fn owns_data_keys(secret: &Secret, manager: &str) -> bool {
 }
 
 /// Whether any `managedFields` entry of `secret` belongs to `manager`.
-pub fn has_manager(secret: &Secret, manager: &str) -> bool {
+pub fn has_manager(secret: &LiveSecret, manager: &str) -> bool {
     secret
         .metadata
         .managed_fields
@@ -185,8 +179,10 @@ mod tests {
         Managers { ours: OURS, living }
     }
 
-    fn secret(value: serde_json::Value) -> Secret {
-        serde_json::from_value(value).expect("test Secret")
+    fn secret(value: serde_json::Value) -> LiveSecret {
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_value(value).expect("test Secret");
+        secret.into()
     }
 
     fn entry(manager: &str, operation: &str, keys: &[&str]) -> serde_json::Value {
@@ -218,7 +214,7 @@ mod tests {
         assert_eq!(o.type_, "kubernetes.io/tls");
         assert!(!o.is_opaque());
         assert!(o.immutable);
-        assert_eq!(o.data["tls.crt"].expose(), b"cert");
+        assert_eq!(o.data["tls.crt"], ValueDigest::of(b"cert"));
         assert_eq!(o.labels["a"], "1");
         assert_eq!(o.annotations["b"], "2");
         assert_eq!(secret_ref(&s), Some(SecretRef::new("ns", "s")));
