@@ -312,8 +312,9 @@ async fn sync_once(args: &SyncArgs) -> u8 {
         Ok(env) => env,
         Err(err) => return fail(&format!("listing namespaces and managed Secrets: {err}")),
     };
-    let reader =
-        std::sync::Arc::new(credstash::connect(&args.table.location(), args.table.reader_options()).await);
+    let reader = std::sync::Arc::new(
+        credstash::connect(&args.table.location(), args.table.reader_options()).await,
+    );
     let now = tokio::time::Instant::now();
     let (outcome, _snapshot) =
         crate::controller::sync::full_sync(&env, &args.name, &spec, &reader, now).await;

@@ -34,8 +34,8 @@ use parking_lot::Mutex;
 use crate::crd::{CredstashSync, CredstashSyncStatus, ValidSpec};
 use crate::credstash::{self, ReaderOptions, TableLocation, TableReader};
 use crate::metrics::Metrics;
-use crate::secrets::observed::{has_manager, secret_ref};
 use crate::secrets::live::reduce_event;
+use crate::secrets::observed::{has_manager, secret_ref};
 use crate::secrets::{self, Echo, LiveSecret, OwnWrites, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::server::Health;
 use report::{Notice, Severity};
@@ -152,11 +152,7 @@ impl Context {
         if let Some(reader) = existing {
             return reader;
         }
-        let shared = self
-            .readers
-            .lock()
-            .get(&location)
-            .and_then(Weak::upgrade);
+        let shared = self.readers.lock().get(&location).and_then(Weak::upgrade);
         let reader = match shared {
             Some(reader) => reader,
             None => {

@@ -151,7 +151,8 @@ impl TableReader {
             scan.latest.into_values().collect();
         if complete {
             let live: HashSet<&str> = sealed.iter().map(|(id, _)| id.name.as_str()).collect();
-            self.opened_values().retain(|name, _| live.contains(name.as_str()));
+            self.opened_values()
+                .retain(|name, _| live.contains(name.as_str()));
         }
         let entries = stream::iter(sealed)
             .map(|(id, sealed)| async move {

@@ -170,10 +170,7 @@ async fn secret_names(client: &Client, namespace: &str) -> Result<BTreeSet<Strin
     }
 }
 
-async fn get_secrets(
-    client: &Client,
-    secrets: Vec<SecretRef>,
-) -> Result<Vec<LiveSecret>, String> {
+async fn get_secrets(client: &Client, secrets: Vec<SecretRef>) -> Result<Vec<LiveSecret>, String> {
     let fetched: Vec<Result<Option<LiveSecret>, String>> = stream::iter(secrets)
         .map(|secret| {
             let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);

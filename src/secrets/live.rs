@@ -131,13 +131,22 @@ mod tests {
         let live = LiveSecret::reduce(secret);
         assert_eq!(live.data["K"], ValueDigest::of(b"hunter2"));
         assert_eq!(live.metadata.resource_version.as_deref(), Some("7"));
-        assert_eq!(live.metadata.labels.as_ref().map(|l| l["a"].as_str()), Some("1"));
+        assert_eq!(
+            live.metadata.labels.as_ref().map(|l| l["a"].as_str()),
+            Some("1")
+        );
         let annotations = live.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(annotations.keys().collect::<Vec<_>>(), vec!["b"]);
         assert_eq!(live.metadata.managed_fields.as_ref().map(Vec::len), Some(1));
         assert_eq!(live.type_.as_deref(), Some("Opaque"));
         let printed = format!("{live:?}");
-        assert!(!printed.contains("hunter2") && !printed.contains("aHVudGVy"), "{printed}");
-        assert_eq!(LiveSecret::url_path(&(), Some("ns")), "/api/v1/namespaces/ns/secrets");
+        assert!(
+            !printed.contains("hunter2") && !printed.contains("aHVudGVy"),
+            "{printed}"
+        );
+        assert_eq!(
+            LiveSecret::url_path(&(), Some("ns")),
+            "/api/v1/namespaces/ns/secrets"
+        );
     }
 }

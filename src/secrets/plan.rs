@@ -32,10 +32,10 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 
 use super::observed::ObservedSecret;
-use crate::value::ValueDigest;
 use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OPAQUE, SOURCE_ANNOTATION, SYNCED_AT_ANNOTATION};
 use crate::mapping::{DesiredKey, DesiredSecret, SecretRef};
 use crate::value::SecretValue;
+use crate::value::ValueDigest;
 
 /// How to plan.
 #[derive(Debug, Clone)]
@@ -551,7 +551,11 @@ fn plan_keys(
     desired: Option<&DesiredSecret>,
     observed: Option<&ObservedSecret>,
     options: &PlanOptions,
-) -> (Vec<KeyChange>, BTreeMap<String, SecretValue>, BTreeSet<String>) {
+) -> (
+    Vec<KeyChange>,
+    BTreeMap<String, SecretValue>,
+    BTreeSet<String>,
+) {
     let no_keys = BTreeMap::new();
     let desired_keys = desired.map_or(&no_keys, |d| &d.keys);
     let owned = observed.map(owned_live_keys).unwrap_or_default();
