@@ -149,7 +149,7 @@ fn two_credstashsyncs_of_one_table_decrypt_each_item_once() {
             "no Decrypt for unchanged items: {warm:?}"
         );
         assert!(
-            warm.get("Scan").is_some(),
+            warm.contains_key("Scan"),
             "the resyncs read the table: {warm:?}"
         );
     });
