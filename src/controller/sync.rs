@@ -460,11 +460,9 @@ async fn release_dead_managers(
     ours: &str,
 ) -> Option<LiveSecret> {
     let dead: BTreeSet<String> = secret
-        .metadata
         .managed_fields
         .iter()
-        .flatten()
-        .filter_map(|entry| entry.manager.clone())
+        .filter_map(|entry| entry.manager().map(str::to_owned))
         .filter(|m| {
             m.starts_with(secrets::MANAGER_PREFIX) && m != ours && !env.living_managers.contains(m)
         })

@@ -100,7 +100,7 @@ pub async fn release_managers(
     let (Some(namespace), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name) else {
         return Ok(None);
     };
-    let entries = secret.metadata.managed_fields.clone().unwrap_or_default();
+    let entries = secret.managed_fields_entries();
     let Some(replacement) = super::handover::hand_over(&entries, managers, heir) else {
         return Ok(None);
     };

@@ -8,12 +8,16 @@
 //! and the values of every managed Secret would otherwise stay in memory for
 //! the life of the process. The one annotation that can hold values,
 //! `kubectl.kubernetes.io/last-applied-configuration`, is dropped too.
+//!
+//! `managedFields` are kept whole, but each entry's `fieldsV1` as JSON text
+//! ([`ManagedEntry`]): parsed, those small trees of maps cost a few KiB per
+//! Secret, more than everything else the cache keeps of it.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntry, ObjectMeta};
 use k8s_openapi::NamespaceResourceScope;
 use kube::runtime::watcher::Event;
 use kube::Resource;
@@ -27,8 +31,11 @@ pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-co
 /// A Secret without its values (see the module documentation).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LiveSecret {
-    /// The Secret's metadata, without [`LAST_APPLIED_ANNOTATION`].
+    /// The Secret's metadata, without [`LAST_APPLIED_ANNOTATION`] and
+    /// without `managedFields` (in [`LiveSecret::managed_fields`]).
     pub metadata: ObjectMeta,
+    /// The `managedFields` entries, in order.
+    pub managed_fields: Vec<ManagedEntry>,
     /// `type` as stored (`None`: Opaque).
     pub type_: Option<String>,
     /// `immutable` as stored.
@@ -50,8 +57,16 @@ impl LiveSecret {
         if let Some(annotations) = &mut metadata.annotations {
             annotations.remove(LAST_APPLIED_ANNOTATION);
         }
+        let managed_fields = metadata
+            .managed_fields
+            .take()
+            .into_iter()
+            .flatten()
+            .map(ManagedEntry::compact)
+            .collect();
         LiveSecret {
             metadata,
+            managed_fields,
             type_,
             immutable,
             data: data
@@ -60,6 +75,56 @@ impl LiveSecret {
                 .map(|(key, value)| (key, ValueDigest::of(&value.0)))
                 .collect(),
         }
+    }
+
+    /// The `managedFields` entries as the API server sent them.
+    pub fn managed_fields_entries(&self) -> Vec<ManagedFieldsEntry> {
+        self.managed_fields
+            .iter()
+            .map(ManagedEntry::expand)
+            .collect()
+    }
+}
+
+/// One `managedFields` entry with its `fieldsV1` kept as JSON text.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ManagedEntry {
+    /// The entry without `fieldsV1`.
+    entry: ManagedFieldsEntry,
+    /// `fieldsV1` as JSON.
+    fields: Option<Box<str>>,
+}
+
+impl ManagedEntry {
+    fn compact(mut entry: ManagedFieldsEntry) -> Self {
+        let fields = entry
+            .fields_v1
+            .take()
+            .map(|fields| fields.0.to_string().into_boxed_str());
+        ManagedEntry { entry, fields }
+    }
+
+    /// The whole entry, `fieldsV1` parsed again.
+    pub fn expand(&self) -> ManagedFieldsEntry {
+        let fields_v1 = self
+            .fields
+            .as_deref()
+            .and_then(|text| serde_json::from_str(text).ok())
+            .map(FieldsV1);
+        ManagedFieldsEntry {
+            fields_v1,
+            ..self.entry.clone()
+        }
+    }
+
+    /// The field manager.
+    pub fn manager(&self) -> Option<&str> {
+        self.entry.manager.as_deref()
+    }
+
+    /// The operation (`Apply` or `Update`).
+    pub fn operation(&self) -> Option<&str> {
+        self.entry.operation.as_deref()
     }
 }
 
@@ -137,7 +202,15 @@ mod tests {
         );
         let annotations = live.metadata.annotations.clone().unwrap_or_default();
         assert_eq!(annotations.keys().collect::<Vec<_>>(), vec!["b"]);
-        assert_eq!(live.metadata.managed_fields.as_ref().map(Vec::len), Some(1));
+        assert_eq!(live.metadata.managed_fields, None);
+        let entries = live.managed_fields_entries();
+        assert_eq!(entries.len(), 1);
+        assert_eq!(entries[0].manager.as_deref(), Some("kubestash/x"));
+        assert_eq!(
+            entries[0].fields_v1.as_ref().map(|f| f.0.clone()),
+            Some(json!({"f:data": {"f:K": {}}})),
+            "fieldsV1 comes back as it was"
+        );
         assert_eq!(live.type_.as_deref(), Some("Opaque"));
         let printed = format!("{live:?}");
         assert!(

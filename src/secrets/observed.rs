@@ -58,8 +58,8 @@ impl ObservedSecret {
             annotations: meta.annotations.clone().unwrap_or_default(),
             ..Default::default()
         };
-        for entry in meta.managed_fields.iter().flatten() {
-            observed.add_managed_entry(entry, managers);
+        for entry in &secret.managed_fields {
+            observed.add_managed_entry(&entry.expand(), managers);
         }
         observed
     }
@@ -142,26 +142,19 @@ where
 /// entry (what [`ObservedSecret::owned_keys`] would list, without copying
 /// the data).
 pub fn owns_data_keys(secret: &LiveSecret, manager: &str) -> bool {
-    secret
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .any(|entry| {
-            entry.manager.as_deref() == Some(manager)
-                && entry.operation.as_deref() == Some("Apply")
-                && !managed_data_keys(entry).is_empty()
-        })
+    secret.managed_fields.iter().any(|entry| {
+        entry.manager() == Some(manager)
+            && entry.operation() == Some("Apply")
+            && !managed_data_keys(&entry.expand()).is_empty()
+    })
 }
 
 /// Whether any `managedFields` entry of `secret` belongs to `manager`.
 pub fn has_manager(secret: &LiveSecret, manager: &str) -> bool {
     secret
-        .metadata
         .managed_fields
         .iter()
-        .flatten()
-        .any(|entry| entry.manager.as_deref() == Some(manager))
+        .any(|entry| entry.manager() == Some(manager))
 }
 
 #[cfg(test)]
