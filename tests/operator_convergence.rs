@@ -422,10 +422,6 @@ fn a_renamed_credstashsync_takes_its_keys_over_without_a_gap() {
         sampler
             .assert_never_missed("renaming a CredstashSync")
             .await;
-        let managers = |secret: &Secret| -> Vec<String> {
-            let entries = secret.metadata.managed_fields.iter().flatten();
-            entries.filter_map(|e| e.manager.clone()).collect()
-        };
         let secret = wait_for("kubestash/crename-one to be released", || async {
             let secret = env.secret("crename", "app").await?;
             (!managers(&secret).contains(&"kubestash/crename-one".to_owned())).then_some(secret)
@@ -445,6 +441,54 @@ fn a_renamed_credstashsync_takes_its_keys_over_without_a_gap() {
             (!data(&secret).contains_key("GOES")).then_some(())
         })
         .await;
+    });
+}
+
+/// The field managers of a Secret.
+fn managers(secret: &Secret) -> Vec<String> {
+    let entries = secret.metadata.managed_fields.iter().flatten();
+    entries.filter_map(|e| e.manager.clone()).collect()
+}
+
+/// Found by the chaos suite (seed 57): a Secret whose names were all
+/// deleted from the table while its CredstashSync was renamed kept its keys
+/// with the dead manager, where no CredstashSync could ever prune them.
+#[test]
+fn a_renamed_credstashsync_inherits_keys_whose_names_are_all_gone() {
+    let env = Env::start();
+    env.table("c-orphan");
+    env.put("c-orphan", "corphan/app/A", "a");
+    env.put("c-orphan", "corphan/old/B", "b");
+    block_on(async {
+        env.create_namespace("corphan").await;
+        env.apply_css("corphan-one", spec("c-orphan", false)).await;
+        env.wait_value("corphan", "old", "B", "b").await;
+        env.delete("c-orphan", "corphan/old/B");
+        env.delete_css("corphan-one").await;
+        env.apply_css("corphan-two", spec("c-orphan", false)).await;
+        wait_ready(&env, "corphan-two").await;
+        wait_for("corphan/old to pass to kubestash/corphan-two", || async {
+            let owners = managers(&env.secret("corphan", "old").await?);
+            (!owners.contains(&"kubestash/corphan-one".to_owned())
+                && owners.contains(&"kubestash/corphan-two".to_owned()))
+            .then_some(())
+        })
+        .await;
+        let kept = env.secret("corphan", "old").await.expect("the Secret");
+        assert_eq!(
+            data(&kept).get("B").map(String::as_str),
+            Some("b"),
+            "prune is off"
+        );
+
+        env.apply_css("corphan-two", spec("c-orphan", true)).await;
+        wait_for("B to be pruned by the heir", || async {
+            let secret = env.secret("corphan", "old").await?;
+            (!data(&secret).contains_key("B")).then_some(())
+        })
+        .await;
+        let app = env.secret("corphan", "app").await.expect("the Secret");
+        assert_eq!(data(&app).get("A").map(String::as_str), Some("a"));
     });
 }
 

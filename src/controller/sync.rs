@@ -23,7 +23,7 @@ use crate::credstash::{Entry, ReadStats, TableError, TableReader};
 use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
 use crate::metrics::{Metrics, SecretOperation};
 use crate::secrets::apply::{self, WriteResult};
-use crate::secrets::observed::{owns_data_keys, secret_ref};
+use crate::secrets::observed::{holds_orphaned_keys_of, owns_data_keys, secret_ref};
 use crate::secrets::{self, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction};
 use crate::write_gate::WriteGate;
 
@@ -312,7 +312,7 @@ async fn sync_entries<'e>(
 
     let _batch = env.write_gate.enter().await;
     let manager = secrets::field_manager(name);
-    let observed = match observe(env, &desired, &manager, only, spec.dry_run).await {
+    let observed = match observe(env, &desired, &manager, &spec.table, only, spec.dry_run).await {
         Ok(observed) => observed,
         Err(error) => {
             return SyncOutcome {
@@ -393,6 +393,7 @@ async fn observe(
     env: &SyncEnv<'_>,
     desired: &DesiredState,
     manager: &str,
+    table: &str,
     only: Option<&BTreeSet<SecretRef>>,
     read_only: bool,
 ) -> Result<BTreeMap<SecretRef, ObservedSecret>, String> {
@@ -408,7 +409,9 @@ async fn observe(
         let Some(reference) = secret_ref(secret) else {
             continue;
         };
-        let wanted = desired.secrets.contains_key(&reference) || owns_data_keys(secret, manager);
+        let wanted = desired.secrets.contains_key(&reference)
+            || owns_data_keys(secret, manager)
+            || (!read_only && holds_orphaned_keys_of(secret, managers, table));
         if in_view(&reference) && wanted {
             live.insert(reference, secret.clone());
         }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
-use super::{MANAGER_PREFIX, OPAQUE};
+use super::{MANAGER_PREFIX, OPAQUE, SOURCE_ANNOTATION};
 use crate::mapping::SecretRef;
 use crate::value::SecretValue;
 
@@ -160,6 +160,33 @@ pub fn owns_data_keys(secret: &Secret, manager: &str) -> bool {
         })
 }
 
+/// Whether `secret` holds keys of a CredstashSync that no longer exists and
+/// that read `table` (the Secret's source annotation says so): the
+/// CredstashSync now reading that table inherits them, also when the table
+/// no longer maps any name into the Secret (a renamed CredstashSync whose
+/// keys were all deleted meanwhile must not leave them to a dead manager).
+pub fn holds_orphaned_keys_of(secret: &Secret, managers: Managers<'_>, table: &str) -> bool {
+    let from_table = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SOURCE_ANNOTATION))
+        .and_then(|source| source.split_once('/'))
+        .is_some_and(|(_, source_table)| source_table == table);
+    from_table
+        && secret
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter(|entry| entry.operation.as_deref() == Some("Apply"))
+            .filter(|entry| !managed_data_keys(entry).is_empty())
+            .filter_map(|entry| entry.manager.as_deref())
+            .any(|m| {
+                m.starts_with(MANAGER_PREFIX) && m != managers.ours && !managers.living.contains(m)
+            })
+}
+
 /// Whether any `managedFields` entry of `secret` belongs to `manager`.
 pub fn has_manager(secret: &Secret, manager: &str) -> bool {
     secret
@@ -203,6 +230,40 @@ mod tests {
 
     fn names(set: &BTreeSet<String>) -> Vec<&str> {
         set.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn keys_of_a_dead_manager_on_the_same_table_are_inherited() {
+        let only_ours = living(&[OURS]);
+        let orphaned = |source: &str, manager: &str| {
+            secret(json!({
+                "metadata": {"name": "s", "namespace": "ns",
+                    "annotations": {SOURCE_ANNOTATION: source},
+                    "managedFields": [entry(manager, "Apply", &["A"])]},
+            }))
+        };
+        let dead = "kubestash/old";
+        assert!(holds_orphaned_keys_of(
+            &orphaned("old/t", dead),
+            ours(&only_ours),
+            "t"
+        ));
+        assert!(!holds_orphaned_keys_of(
+            &orphaned("old/other", dead),
+            ours(&only_ours),
+            "t"
+        ));
+        assert!(!holds_orphaned_keys_of(
+            &orphaned("prod/t", OURS),
+            ours(&only_ours),
+            "t"
+        ));
+        let alive = living(&[OURS, dead]);
+        assert!(!holds_orphaned_keys_of(
+            &orphaned("old/t", dead),
+            ours(&alive),
+            "t"
+        ));
     }
 
     #[test]
