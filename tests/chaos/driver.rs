@@ -669,7 +669,7 @@ impl<'a> Harness<'a> {
             tokio::time::sleep(settings.quiet).await;
             let after = self.fake.counters();
             self.outcome.invariants_checked += 1;
-            let writes = after.writes("secrets") - before.writes("secrets");
+            let writes = after.writes_arrived("secrets") - before.writes_arrived("secrets");
             if writes > 0 {
                 problems.push(format!(
                     "[5 quiet] {writes} Secret writes in {:?} after convergence: {}; sampled: {:?}",
@@ -753,7 +753,7 @@ impl<'a> Harness<'a> {
         };
         let mut problems = Vec::new();
         let counters = self.fake.counters();
-        let writes = counters.writes("secrets") - writes_before.writes("secrets");
+        let writes = counters.writes_arrived("secrets") - writes_before.writes_arrived("secrets");
         if writes > 0 {
             problems.push(format!(
                 "a full sync of a converged cluster wrote {writes} times: {}; sampled: {:?}",
