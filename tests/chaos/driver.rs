@@ -232,7 +232,7 @@ impl<'a> Harness<'a> {
             .path()
             .join(format!("operator-{}.log", self.generation));
         let file = std::fs::File::create(&log).expect("operator log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kubestash"));
+        let mut command = Command::new(operator_binary());
         command
             .args(run_args(port))
             .args(["--stream-check-interval", "2s"])
@@ -933,4 +933,12 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(format!("driver: {what}: still failing after 20 tries"))
+}
+
+/// The operator binary: `KUBESTASH_BIN` (the soak sets the release build),
+/// else the one cargo built for this test.
+fn operator_binary() -> std::path::PathBuf {
+    std::env::var_os("KUBESTASH_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_kubestash").into())
 }
