@@ -24,6 +24,7 @@ if [ -z "${KUBESTASH_BIN:-}" ]; then
   # A copy: a rebuild during the soak must not change the binary under test.
   KUBESTASH_BIN=$(mktemp --suffix=-kubestash)
   cp "${CARGO_TARGET_DIR:-target}/release/kubestash" "$KUBESTASH_BIN"
+  chmod 755 "$KUBESTASH_BIN"
   export KUBESTASH_BIN
   built_copy=$KUBESTASH_BIN
 fi
