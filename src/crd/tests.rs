@@ -165,6 +165,15 @@ fn minimal_object_deserializes_with_defaults() {
     assert_eq!(valid.min_resync_interval, Duration::from_secs(600));
     assert!(valid.dry_run);
     assert!(!valid.prune);
+    assert!(
+        valid.adopt_existing,
+        "adoptExisting defaults to today's behaviour"
+    );
+    assert!(valid.secret_metadata.is_empty());
+    assert!(
+        valid.selects(&BTreeMap::new()),
+        "no selector: every namespace"
+    );
     assert_eq!(valid.schedule.expression(), "0 */3 * * *");
     assert!(valid.is_excluded("kube-system"));
     assert!(!valid.is_excluded("kubestash"));
@@ -227,6 +236,97 @@ fn validate_reports_every_problem() {
         "{msg}"
     );
     assert!(msg.contains("expected 5 fields"), "{msg}");
+}
+
+#[test]
+fn secret_metadata_selector_and_adoption_parse_from_the_spec() {
+    let spec: CredstashSyncSpec = serde_json::from_value(json!({
+        "table": "credential-store",
+        "secretMetadata": {"labels": {"team": "payments"}, "annotations": {"note": "x"}},
+        "namespaceSelector": {"matchLabels": {"kubestash.io/secrets": "yes"}},
+        "adoptExisting": false
+    }))
+    .unwrap();
+    let valid = spec.validate().unwrap();
+    assert!(!valid.adopt_existing);
+    assert_eq!(valid.secret_metadata.labels["team"], "payments");
+    let labels = |pairs: &[(&str, &str)]| -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    };
+    let namespaces = BTreeMap::from([
+        ("on".to_owned(), labels(&[("kubestash.io/secrets", "yes")])),
+        ("off".to_owned(), labels(&[("kubestash.io/secrets", "no")])),
+        ("bare".to_owned(), labels(&[])),
+    ]);
+    assert_eq!(
+        valid.unselected_namespaces(&namespaces),
+        BTreeSet::from(["bare".to_owned(), "off".to_owned()])
+    );
+    let round_trip = serde_json::to_value(&spec).unwrap();
+    assert_eq!(
+        round_trip["namespaceSelector"]["matchLabels"]["kubestash.io/secrets"],
+        "yes"
+    );
+    assert!(serde_json::to_value(CredstashSyncSpec::new("t-1"))
+        .unwrap()
+        .get("secretMetadata")
+        .is_none());
+}
+
+#[test]
+fn the_operators_own_metadata_and_bad_selectors_are_invalid_specs() {
+    let spec: CredstashSyncSpec = serde_json::from_value(json!({
+        "table": "credential-store",
+        "secretMetadata": {
+            "labels": {"app.kubernetes.io/managed-by": "helm", "bad key": "v"},
+            "annotations": {"kubestash.io/synced-at": "never"}
+        },
+        "namespaceSelector": {"matchExpressions": [{"key": "env", "operator": "In"}]}
+    }))
+    .unwrap();
+    let err = spec.validate().unwrap_err();
+    let fields: Vec<_> = err.problems.iter().map(|p| p.field).collect();
+    assert_eq!(
+        fields,
+        [
+            "secretMetadata.labels",
+            "secretMetadata.labels",
+            "secretMetadata.annotations",
+            "namespaceSelector"
+        ]
+    );
+    let msg = err.to_string();
+    for needle in [
+        "spec.secretMetadata.labels: app.kubernetes.io/managed-by is set by kubestash",
+        "spec.secretMetadata.labels: invalid label key \"bad key\"",
+        "spec.secretMetadata.annotations: \"kubestash.io/synced-at\": kubestash.io/* annotations are the operator's own",
+        "spec.namespaceSelector: matchExpressions[0]: operator In needs at least one value",
+    ] {
+        assert!(msg.contains(needle), "{needle} not in {msg}");
+    }
+}
+
+#[test]
+fn schema_checks_label_values_and_selector_operators() {
+    let props = &spec_schema()["properties"];
+    let label_value =
+        json!({"type": "string", "maxLength": 63, "pattern": labels::LABEL_VALUE_PATTERN});
+    assert_eq!(
+        props["secretMetadata"]["properties"]["labels"]["additionalProperties"],
+        label_value
+    );
+    let selector = &props["namespaceSelector"]["properties"];
+    assert_eq!(selector["matchLabels"]["additionalProperties"], label_value);
+    let requirement = &selector["matchExpressions"]["items"]["properties"];
+    assert_eq!(
+        requirement["operator"]["enum"],
+        json!(["In", "NotIn", "Exists", "DoesNotExist"])
+    );
+    assert_eq!(requirement["values"]["items"], label_value);
+    assert_eq!(props["adoptExisting"]["default"], true);
 }
 
 #[test]
