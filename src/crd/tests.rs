@@ -386,3 +386,23 @@ fn crd_yaml_has_header_and_round_trips() {
     let parsed: Value = serde_yaml::from_str(&yaml).unwrap();
     assert_eq!(parsed, crd_json());
 }
+
+#[test]
+fn every_example_passes_the_reconcilers_validation() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut checked = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&path).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let css = CredstashSync::deserialize(document).unwrap();
+            let checked_spec = css.spec.validate();
+            assert!(checked_spec.is_ok(), "{}: {checked_spec:?}", path.display());
+            checked += 1;
+        }
+    }
+    assert!(checked >= 5, "only {checked} examples");
+}
