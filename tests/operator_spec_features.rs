@@ -339,5 +339,14 @@ fn without_adoption_a_foreign_secret_is_left_alone_and_a_labelled_one_is_written
         assert!(!annotations(&foreign).contains_key("kubestash.io/source"));
         let event = wait_event(env, "adopt", "SecretSkipped", "adopt/foreign").await;
         assert!(event.contains("adoptExisting is false"), "{event}");
+
+        // Its owner opts it in: written at once, the hand key kept.
+        let opt_in = json!({"metadata": {"labels": {MANAGED_BY: "kubestash"}}});
+        Api::<Secret>::namespaced(env.client().await, "adopt")
+            .patch("foreign", &PatchParams::default(), &Patch::Merge(&opt_in))
+            .await
+            .expect("label the foreign Secret");
+        let adopted = env.wait_value("adopt", "foreign", "KEY", "foreign").await;
+        assert_eq!(data(&adopted)["HAND"], "mine");
     });
 }
