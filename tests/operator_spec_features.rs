@@ -239,12 +239,7 @@ fn a_namespace_labelled_after_the_fact_receives_its_secrets_without_a_full_sync(
 }
 
 fn full_syncs(env: &Env, css: &str) -> f64 {
-    let label = format!("credstashsync=\"{css}\"");
-    env.metrics()
-        .lines()
-        .filter(|l| l.starts_with("kubestash_sync_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    cluster::css_total(&env.metrics(), "kubestash_sync_total", css)
 }
 
 #[test]
