@@ -49,12 +49,7 @@ async fn wait_ready(env: &Env, css: &str) -> serde_json::Value {
 }
 
 fn counter(env: &Env, family: &str, css: &str) -> f64 {
-    let label = format!("credstashsync=\"{css}\"");
-    env.metrics()
-        .lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    cluster::css_total(&env.metrics(), family, css)
 }
 
 /// Reads one Secret every 50 ms until stopped, recording every read that

@@ -49,12 +49,7 @@ fn stream_applies(env: &Env, css: &str) -> f64 {
 }
 
 fn full_syncs(env: &Env, css: &str) -> f64 {
-    let label = format!("credstashsync=\"{css}\"");
-    env.metrics()
-        .lines()
-        .filter(|l| l.starts_with("kubestash_sync_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    cluster::css_total(&env.metrics(), "kubestash_sync_total", css)
 }
 
 #[test]

@@ -13,7 +13,7 @@ pub mod streaming;
 pub mod sync;
 pub mod triggers;
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -153,13 +153,13 @@ impl Context {
         reader
     }
 
-    /// Names of the namespaces that exist and are not terminating.
-    fn active_namespaces(&self) -> BTreeSet<String> {
+    /// The namespaces that exist and are not terminating, with their labels.
+    fn active_namespaces(&self) -> BTreeMap<String, sync::Labels> {
         self.namespaces
             .state()
             .iter()
             .filter(|ns| sync::is_active(ns))
-            .map(|ns| ns.name_any())
+            .map(|ns| (ns.name_any(), ns.labels().clone()))
             .collect()
     }
 
@@ -236,7 +236,7 @@ impl Context {
                 .metadata
                 .namespace
                 .as_ref()
-                .is_some_and(|ns| active.contains(ns))
+                .is_some_and(|ns| active.contains_key(ns))
         };
         let owned: Vec<Arc<Secret>> = self
             .managed_secrets

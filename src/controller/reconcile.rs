@@ -43,9 +43,12 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
     };
     let _running = ctx.health.begin_reconcile(&name, spec.sync_timeout);
     let key = StreamKey::of(&spec);
-    let active = ctx.active_namespaces();
+    let namespaces = ctx.active_namespaces();
+    let unselected = spec.unselected_namespaces(&namespaces);
+    let active: BTreeSet<String> = namespaces.into_keys().collect();
     let stream_live = ctx.with_state(&name, |s| {
         s.namespaces_appeared(&active);
+        s.selection_changed(&unselected, &active);
         s.take_stream_news(&key)
     });
     if !stream_live {

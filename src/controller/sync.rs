@@ -27,13 +27,16 @@ use crate::secrets::observed::{holds_orphaned_keys_of, owns_data_keys, secret_re
 use crate::secrets::{self, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction};
 use crate::write_gate::WriteGate;
 
+/// The labels of an object.
+pub type Labels = BTreeMap<String, String>;
+
 /// What a sync works with besides the table: the cluster as the caller sees
 /// it (the operator's caches, or one LIST each for `kubestash sync`).
 pub struct SyncEnv<'a> {
     pub client: &'a Client,
     pub metrics: &'a Metrics,
-    /// Names of the namespaces that exist and are not terminating.
-    pub namespaces: BTreeSet<String>,
+    /// The namespaces that exist and are not terminating, with their labels.
+    pub namespaces: BTreeMap<String, Labels>,
     /// Secrets labelled as managed by kubestash, our own recent writes
     /// included; others are read with GET.
     pub managed_secrets: Vec<Arc<Secret>>,
@@ -86,7 +89,7 @@ impl<'a> SyncEnv<'a> {
                 .items
                 .iter()
                 .filter(|ns| is_active(ns))
-                .map(|ns| ns.name_any())
+                .map(|ns| (ns.name_any(), ns.labels().clone()))
                 .collect(),
             managed_secrets: managed.items.into_iter().map(Arc::new).collect(),
             living_managers: living.iter().map(|n| secrets::field_manager(n)).collect(),
@@ -304,9 +307,14 @@ async fn sync_entries<'e>(
         };
         (*item, value)
     });
+    let unselected = spec.unselected_namespaces(&env.namespaces);
     let mapping_scope = MappingScope {
-        excluded: spec.excluded_namespaces.clone(),
-        existing_namespaces: Some(env.namespaces.clone()),
+        excluded: spec
+            .excluded_namespaces
+            .union(&unselected)
+            .cloned()
+            .collect(),
+        existing_namespaces: Some(env.namespaces.keys().cloned().collect()),
     };
     let desired = mapping::map_table(mapped, &mapping_scope);
 
@@ -329,6 +337,9 @@ async fn sync_entries<'e>(
         read_complete: read_complete && reasons.is_empty(),
         now: Utc::now(),
         excluded_namespaces: spec.excluded_namespaces.clone(),
+        unselected_namespaces: unselected.clone(),
+        secret_metadata: spec.secret_metadata.clone(),
+        adopt_existing: spec.adopt_existing,
     };
     let plan = secrets::plan(&desired.secrets, &observed, &options);
     let writes = if spec.dry_run {
@@ -337,7 +348,10 @@ async fn sync_entries<'e>(
         apply::apply_all(env.client, &plan.secrets).await
     };
     record_writes(env, name, &writes);
-    describe(spec.dry_run, &desired, &plan, &writes)
+    SyncOutcome {
+        unselected_namespaces: unselected,
+        ..describe(spec.dry_run, &desired, &plan, &writes)
+    }
 }
 
 /// Counts successful writes and remembers what they returned, so that the
@@ -402,7 +416,8 @@ async fn observe(
         living: &env.living_managers,
     };
     let in_view = |secret: &SecretRef| {
-        env.namespaces.contains(&secret.namespace) && only.is_none_or(|set| set.contains(secret))
+        env.namespaces.contains_key(&secret.namespace)
+            && only.is_none_or(|set| set.contains(secret))
     };
     let mut live: BTreeMap<SecretRef, Arc<Secret>> = BTreeMap::new();
     for secret in &env.managed_secrets {
