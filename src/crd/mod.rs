@@ -8,6 +8,7 @@
 //! zero timeouts...), reported as `Ready=False` with reason `InvalidSpec`.
 
 mod condition;
+mod rollout;
 mod schedule;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -23,6 +24,7 @@ pub use condition::{
     condition_type, find_condition, reason, set_condition, to_time, ConditionStatus,
     MAX_CONDITION_MESSAGE_BYTES,
 };
+pub use rollout::{RolloutSettings, RolloutSpec, DEFAULT_ROLLOUT_DEBOUNCE};
 pub use schedule::{CronSchedule, ScheduleError, SCHEDULE_PATTERN};
 
 /// API group of the CredstashSync resource.
@@ -176,6 +178,11 @@ pub struct CredstashSyncSpec {
     /// table, only after a complete, error-free read. Default: false (keep).
     #[serde(default = "default_prune")]
     pub prune: bool,
+
+    /// Restart workloads annotated `kubestash.io/restart-on-change: "true"`
+    /// when this CredstashSync changes a Secret they reference. Default: off.
+    #[serde(default, skip_serializing_if = "RolloutSpec::is_default")]
+    pub rollout: RolloutSpec,
 }
 
 fn default_excluded_namespaces() -> Vec<String> {
@@ -219,6 +226,7 @@ impl CredstashSyncSpec {
             sync_timeout: default_sync_timeout(),
             min_resync_interval: default_min_resync_interval(),
             prune: DEFAULT_PRUNE,
+            rollout: RolloutSpec::default(),
         }
     }
 
@@ -243,12 +251,28 @@ impl CredstashSyncSpec {
         let schedule = CronSchedule::parse(&self.schedule)
             .map_err(|e| check("schedule", Err(e.to_string())))
             .ok();
-        match (wait_time, sync_timeout, min_resync_interval, schedule) {
-            (Some(wait_time), Some(sync_timeout), Some(min_resync_interval), Some(schedule))
-                if problems.is_empty() =>
-            {
-                Ok(self.to_valid(wait_time, sync_timeout, min_resync_interval, schedule))
-            }
+        let rollout = self
+            .rollout
+            .validate()
+            .map_err(|e| check("rollout.debounce", Err(e)))
+            .ok();
+        match (
+            wait_time,
+            sync_timeout,
+            min_resync_interval,
+            schedule,
+            rollout,
+        ) {
+            (
+                Some(wait_time),
+                Some(sync_timeout),
+                Some(min_resync_interval),
+                Some(schedule),
+                Some(rollout),
+            ) if problems.is_empty() => Ok(ValidSpec {
+                rollout,
+                ..self.to_valid(wait_time, sync_timeout, min_resync_interval, schedule)
+            }),
             _ => Err(SpecError { problems }),
         }
     }
@@ -273,6 +297,7 @@ impl CredstashSyncSpec {
             sync_timeout,
             min_resync_interval,
             prune: self.prune,
+            rollout: RolloutSettings::default(),
         }
     }
 }
@@ -367,6 +392,8 @@ pub struct ValidSpec {
     pub min_resync_interval: Duration,
     /// Remove keys no longer in the table.
     pub prune: bool,
+    /// `spec.rollout`.
+    pub rollout: RolloutSettings,
 }
 
 impl ValidSpec {
