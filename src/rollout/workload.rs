@@ -63,6 +63,8 @@ impl std::fmt::Display for WorkloadRef {
 /// object is kept).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Workload {
+    /// Its `metadata.uid` (events name it).
+    pub uid: Option<String>,
     /// Names of the Secrets its pod template references (same namespace).
     pub secrets: BTreeSet<String>,
     /// Its pod template's `kubestash.io/secrets-digest`.
@@ -109,6 +111,7 @@ impl Workload {
         Some((
             reference,
             Workload {
+                uid: meta.uid.clone(),
                 secrets,
                 digest,
                 restarted_at,
