@@ -8,6 +8,7 @@
 
 pub mod reconcile;
 pub mod report;
+pub mod rollout;
 pub mod state;
 pub mod streaming;
 pub mod sync;
@@ -113,6 +114,8 @@ pub struct Context {
     /// uids of CredstashSyncs seen deleted: a reconcile still in flight
     /// when the deletion arrived must not bring their metrics back.
     deleted: Mutex<HashSet<String>>,
+    /// Restarts of workloads whose Secrets changed (`spec.rollout`).
+    rollouts: rollout::Rollouts,
 }
 
 impl Context {
@@ -176,20 +179,24 @@ impl Context {
     /// What a sync sees of the cluster: the watch caches, with our own
     /// recent writes laid over the managed Secrets.
     fn sync_env(&self) -> sync::SyncEnv<'_> {
-        let cached = self.managed_secrets.state();
-        let managed_secrets = self
-            .own_writes
-            .lock()
-            .overlay(cached, tokio::time::Instant::now());
         sync::SyncEnv {
             client: &self.client,
             metrics: &self.metrics,
             namespaces: self.active_namespaces(),
-            managed_secrets,
+            managed_secrets: self.managed_secrets_now(),
             living_managers: self.living_managers(),
             own_writes: &self.own_writes,
             write_gate: self.settings.write_gate.clone(),
         }
+    }
+
+    /// The managed Secrets: the watch cache with our own recent writes laid
+    /// over it.
+    fn managed_secrets_now(&self) -> Vec<Arc<Secret>> {
+        let cached = self.managed_secrets.state();
+        self.own_writes
+            .lock()
+            .overlay(cached, tokio::time::Instant::now())
     }
 
     /// A managed Secret changed or was deleted. Unless it is the echo of
@@ -485,6 +492,7 @@ pub async fn run(
         wake,
         caches_synced,
         deleted: Mutex::new(HashSet::new()),
+        rollouts: rollout::Rollouts::default(),
     });
 
     let managed_selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
@@ -512,6 +520,7 @@ pub async fn run(
     });
 
     let deletions = follow_deletions(client.clone(), context.clone());
+    let rollouts = rollout::run(context.clone());
     let controller = controller
         .reconcile_all_on(namespace_changes)
         // Stream batches and drift wake every CredstashSync (stable API; the
@@ -544,6 +553,7 @@ pub async fn run(
         _ = controller => "the controller loop ended",
         _ = secrets_watch => "the managed Secret watch ended",
         _ = deletions => "the CredstashSync deletion watch ended",
+        _ = rollouts => "the workload watch ended",
         _ = ready => "unreachable",
     };
     tracing::info!(reason = stopped, "controller stopped");

@@ -10,6 +10,7 @@
 mod condition;
 pub mod labels;
 mod metadata;
+mod rollout;
 mod schedule;
 mod selector;
 
@@ -27,6 +28,7 @@ pub use condition::{
     MAX_CONDITION_MESSAGE_BYTES,
 };
 pub use metadata::{SecretMetadata, RESERVED_ANNOTATION_PREFIX, RESERVED_LABEL};
+pub use rollout::{RolloutSettings, RolloutSpec, DEFAULT_ROLLOUT_DEBOUNCE};
 pub use schedule::{CronSchedule, ScheduleError, SCHEDULE_PATTERN};
 pub use selector::NamespaceSelector;
 
@@ -207,6 +209,11 @@ pub struct CredstashSyncSpec {
     /// others are skipped and reported. Default: true.
     #[serde(default = "default_adopt_existing")]
     pub adopt_existing: bool,
+
+    /// Restart workloads annotated `kubestash.io/restart-on-change: "true"`
+    /// when this CredstashSync changes a Secret they reference. Default: off.
+    #[serde(default, skip_serializing_if = "RolloutSpec::is_default")]
+    pub rollout: RolloutSpec,
 }
 
 fn default_excluded_namespaces() -> Vec<String> {
@@ -256,6 +263,7 @@ impl CredstashSyncSpec {
             secret_metadata: SecretMetadata::default(),
             namespace_selector: None,
             adopt_existing: DEFAULT_ADOPT_EXISTING,
+            rollout: RolloutSpec::default(),
         }
     }
 
@@ -293,16 +301,26 @@ impl CredstashSyncSpec {
         for problem in selector.clone().and_then(Result::err).into_iter().flatten() {
             check("namespaceSelector", Err(problem));
         }
-        match (wait_time, sync_timeout, min_resync_interval, schedule) {
-            (Some(wait_time), Some(sync_timeout), Some(min_resync_interval), Some(schedule))
-                if problems.is_empty() =>
-            {
+        let rollout = self
+            .rollout
+            .validate()
+            .map_err(|e| check("rollout.debounce", Err(e)))
+            .ok();
+        match (wait_time, sync_timeout, min_resync_interval, schedule, rollout) {
+            (
+                Some(wait_time),
+                Some(sync_timeout),
+                Some(min_resync_interval),
+                Some(schedule),
+                Some(rollout),
+            ) if problems.is_empty() => {
                 let parsed = Parsed {
                     wait_time,
                     sync_timeout,
                     min_resync_interval,
                     schedule,
                     namespace_selector: selector.and_then(Result::ok),
+                    rollout,
                 };
                 Ok(self.to_valid(parsed))
             }
@@ -317,6 +335,7 @@ impl CredstashSyncSpec {
             min_resync_interval,
             schedule,
             namespace_selector,
+            rollout,
         } = parsed;
         ValidSpec {
             table: self.table.clone(),
@@ -334,6 +353,7 @@ impl CredstashSyncSpec {
             secret_metadata: self.secret_metadata.clone(),
             namespace_selector,
             adopt_existing: self.adopt_existing,
+            rollout,
         }
     }
 }
@@ -345,6 +365,7 @@ struct Parsed {
     min_resync_interval: Duration,
     schedule: CronSchedule,
     namespace_selector: Option<NamespaceSelector>,
+    rollout: RolloutSettings,
 }
 
 fn non_empty(value: &Option<String>) -> Option<String> {
@@ -444,6 +465,8 @@ pub struct ValidSpec {
     pub namespace_selector: Option<NamespaceSelector>,
     /// Write into existing Secrets kubestash did not create.
     pub adopt_existing: bool,
+    /// `spec.rollout`.
+    pub rollout: RolloutSettings,
 }
 
 impl ValidSpec {
