@@ -306,7 +306,13 @@ impl CredstashSyncSpec {
             .validate()
             .map_err(|e| check("rollout.debounce", Err(e)))
             .ok();
-        match (wait_time, sync_timeout, min_resync_interval, schedule, rollout) {
+        match (
+            wait_time,
+            sync_timeout,
+            min_resync_interval,
+            schedule,
+            rollout,
+        ) {
             (
                 Some(wait_time),
                 Some(sync_timeout),
