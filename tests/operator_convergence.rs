@@ -487,6 +487,42 @@ fn a_renamed_credstashsync_inherits_keys_whose_names_are_all_gone() {
     });
 }
 
+/// Found by the chaos soak (seed 1007): the inheritance above must not
+/// write into a namespace the new CredstashSync excludes, not even to hand
+/// ownership over.
+#[test]
+fn an_excluded_namespace_is_not_written_to_inherit_keys() {
+    let env = Env::start();
+    env.table("c-frozen");
+    env.put("c-frozen", "cfrozen/app/A", "a");
+    block_on(async {
+        env.create_namespace("cfrozen").await;
+        env.apply_css("cfrozen-one", spec("c-frozen", false)).await;
+        env.wait_value("cfrozen", "app", "A", "a").await;
+        let mut excluding = spec("c-frozen", true);
+        excluding["excludedNamespaces"] = json!(["cfrozen"]);
+        env.apply_css("cfrozen-one", excluding.clone()).await;
+        wait_for("the exclusion to be synced", || async {
+            let css = env.css("cfrozen-one").await;
+            (css["status"]["keys"]["excluded"] == 1).then_some(())
+        })
+        .await;
+        let before = env.secret("cfrozen", "app").await.expect("the Secret");
+        env.delete_css("cfrozen-one").await;
+        env.apply_css("cfrozen-two", excluding).await;
+        let css = wait_ready(&env, "cfrozen-two").await;
+        assert_eq!(css["status"]["keys"]["excluded"], 1, "{css}");
+        let after = env.secret("cfrozen", "app").await.expect("the Secret");
+        assert_eq!(
+            after.metadata.resource_version,
+            before.metadata.resource_version,
+            "the Secret in the excluded namespace was written: managers {:?}",
+            managers(&after)
+        );
+        assert_eq!(data(&after).get("A").map(String::as_str), Some("a"));
+    });
+}
+
 #[test]
 fn kubestash_sync_leaves_no_owner_that_blocks_the_operator() {
     let env = Env::start();

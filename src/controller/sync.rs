@@ -320,7 +320,21 @@ async fn sync_entries<'e>(
 
     let _batch = env.write_gate.enter().await;
     let manager = secrets::field_manager(name);
-    let observed = match observe(env, &desired, &manager, &spec.table, only, spec.dry_run).await {
+    // Never written, not even to hand ownership over: excluded namespaces,
+    // and unselected ones unless their keys are being pruned.
+    let frozen: BTreeSet<String> = if spec.prune {
+        spec.excluded_namespaces.clone()
+    } else {
+        mapping_scope.excluded.clone()
+    };
+    let scope = ObserveScope {
+        manager: &manager,
+        table: &spec.table,
+        frozen: &frozen,
+        only,
+        read_only: spec.dry_run,
+    };
+    let observed = match observe(env, &desired, &scope).await {
         Ok(observed) => observed,
         Err(error) => {
             return SyncOutcome {
@@ -406,11 +420,15 @@ fn record_kms_calls<'e>(
 async fn observe(
     env: &SyncEnv<'_>,
     desired: &DesiredState,
-    manager: &str,
-    table: &str,
-    only: Option<&BTreeSet<SecretRef>>,
-    read_only: bool,
+    scope: &ObserveScope<'_>,
 ) -> Result<BTreeMap<SecretRef, ObservedSecret>, String> {
+    let ObserveScope {
+        manager,
+        table,
+        frozen,
+        only,
+        read_only,
+    } = *scope;
     let managers = Managers {
         ours: manager,
         living: &env.living_managers,
@@ -424,9 +442,10 @@ async fn observe(
         let Some(reference) = secret_ref(secret) else {
             continue;
         };
+        let writable = !read_only && !frozen.contains(&reference.namespace);
         let wanted = desired.secrets.contains_key(&reference)
             || owns_data_keys(secret, manager)
-            || (!read_only && holds_orphaned_keys_of(secret, managers, table));
+            || (writable && holds_orphaned_keys_of(secret, managers, table));
         if in_view(&reference) && wanted {
             live.insert(reference, secret.clone());
         }
@@ -443,7 +462,10 @@ async fn observe(
         }
     }
     if !read_only {
-        for secret in live.values_mut() {
+        let writable = live
+            .iter_mut()
+            .filter(|(reference, _)| !frozen.contains(&reference.namespace));
+        for (_, secret) in writable {
             if let Some(released) = release_dead_managers(env, secret, manager).await {
                 *secret = Arc::new(released);
             }
@@ -453,6 +475,21 @@ async fn observe(
         live.values().map(|s| s.as_ref()),
         managers,
     ))
+}
+
+/// Whose Secrets a sync observes, and which it may change before planning.
+#[derive(Clone, Copy)]
+struct ObserveScope<'a> {
+    /// Our field manager.
+    manager: &'a str,
+    /// Our table (Secrets whose source names it may be inherited).
+    table: &'a str,
+    /// Namespaces where nothing is written, not even a handover.
+    frozen: &'a BTreeSet<String>,
+    /// Only these Secrets, when given.
+    only: Option<&'a BTreeSet<SecretRef>>,
+    /// Dry run: change nothing.
+    read_only: bool,
 }
 
 /// Hands the keys of the `kubestash/*` managers of `secret` that belong to
