@@ -641,6 +641,12 @@ impl<'a> Harness<'a> {
         if let Some(exit) = self.operator_exited() {
             problems.push(exit);
         }
+        // The operator has acted on the latest spec (as `kubectl wait` on
+        // observedGeneration would tell a user): a reconcile that began
+        // with the previous spec may still write until then.
+        if let Err(problem) = self.wait_spec_observed(settings).await {
+            problems.push(problem);
+        }
         // 1, 2: the Secrets converge to the model.
         let start = Instant::now();
         let mut mismatches = self.model.check(&self.world, &self.observe());
@@ -723,6 +729,30 @@ impl<'a> Harness<'a> {
             Ok(())
         } else {
             Err(problems.join("\n  "))
+        }
+    }
+
+    async fn wait_spec_observed(&self, settings: &Settings) -> Result<(), String> {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
+        let name = &self.world.css.name;
+        let deadline = Instant::now() + settings.converge;
+        loop {
+            let css = api.get(name).await.ok();
+            let observed = css.as_ref().is_some_and(|css| {
+                let generation = css.metadata.generation;
+                generation.is_some()
+                    && css.data["status"]["observedGeneration"].as_i64() == generation
+            });
+            if observed {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "[6 status] {name}: the latest spec was not observed within {:?}",
+                    settings.converge
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
