@@ -283,7 +283,11 @@ fn hand_edits_and_deletions_are_repaired_from_memory() {
         env.wait_value("cdrift", "app", "A", "table-a").await;
         env.wait_value("cdrift", "app", "B", "table-b").await;
 
-        assert!(counter(&env, "kubestash_drift_repairs_total", "cdrift") >= 3.0);
+        // Counted just after the write the test saw: awaited, not read once.
+        wait_for("three counted repairs", || async {
+            (counter(&env, "kubestash_drift_repairs_total", "cdrift") >= 3.0).then_some(())
+        })
+        .await;
         assert_eq!(
             counter(
                 &env,

@@ -109,6 +109,17 @@ fn rollouts(env: &Env, css: &str) -> f64 {
     metric(&env.metrics(), "kubestash_rollouts_total", &labels).unwrap_or(0.0)
 }
 
+/// Waits until `css` has counted at least `expected` rollouts and returns
+/// the count: the operator counts a rollout just after its patch, so a test
+/// that saw the patched Deployment may still read the old count.
+async fn counted_rollouts(env: &Env, css: &str, expected: f64) -> f64 {
+    wait_for("the rollout to be counted", || async {
+        let count = rollouts(env, css);
+        (count >= expected).then_some(count)
+    })
+    .await
+}
+
 fn counter(env: &Env, family: &str, css: &str) -> f64 {
     let label = format!("credstashsync=\"{css}\"");
     metric(&env.metrics(), family, &[&label]).unwrap_or(0.0)
@@ -156,7 +167,7 @@ fn a_burst_of_puts_restarts_an_opted_in_deployment_once_per_window_and_others_ne
         .await;
         let generation = wait_digest(&env, "opted", &["s0"]).await;
         assert_eq!(generation, 2, "the burst restarted the Deployment once");
-        assert_eq!(rollouts(&env, "rburst"), 1.0);
+        assert_eq!(counted_rollouts(&env, "rburst", 1.0).await, 1.0);
         assert_eq!(
             rollout_state(&env, "plain").await,
             (1, None),
@@ -288,7 +299,7 @@ fn one_digest_covers_both_secrets_and_unchanged_or_repaired_data_restarts_nothin
         env.wait_value(NS, "sb", "KEY", "b2").await;
         let generation = wait_digest(&env, "both", &["sa", "sb"]).await;
         assert_eq!(generation, 3);
-        assert_eq!(rollouts(&env, "rtwo"), 2.0);
+        assert_eq!(counted_rollouts(&env, "rtwo", 2.0).await, 2.0);
         let css_events = env.events("rtwo").await;
         assert!(
             css_events
