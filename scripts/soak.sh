@@ -18,8 +18,19 @@ while [ $# -gt 0 ]; do
   esac
 done
 
+# The release binary, as shipped, unless KUBESTASH_BIN names another.
+if [ -z "${KUBESTASH_BIN:-}" ]; then
+  nice cargo build --release --locked --bin kubestash
+  # A copy: a rebuild during the soak must not change the binary under test.
+  KUBESTASH_BIN=$(mktemp --suffix=-kubestash)
+  cp "${CARGO_TARGET_DIR:-target}/release/kubestash" "$KUBESTASH_BIN"
+  chmod 755 "$KUBESTASH_BIN"
+  export KUBESTASH_BIN
+  built_copy=$KUBESTASH_BIN
+fi
+
 summary=$(mktemp --suffix=.json)
-trap 'rm -f "$summary"' EXIT
+trap 'rm -f "$summary" ${built_copy:+"$built_copy"}' EXIT
 status=0
 CHAOS_MINUTES=$minutes CHAOS_OPS=$ops CHAOS_FIRST_SEED=$first_seed CHAOS_SUMMARY=$summary \
   ${features:+CHAOS_FEATURES=$features} \

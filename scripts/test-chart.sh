@@ -209,6 +209,12 @@ def check_render(name, docs, values):
             check(not {"delete", "deletecollection", "*", "update"} & set(rule["verbs"]) or rule["resources"] == ["leases"],
                   f"{name}: {role['kind']} {role['metadata']['name']} grants {rule['verbs']} on {rule['resources']}")
             check("*" not in rule["resources"] and "*" not in rule["apiGroups"], f"{name}: wildcard in {rule}")
+    workload_rules = [r for role in by_kind.get("ClusterRole", []) for r in role["rules"] if r["apiGroups"] == ["apps"]]
+    if values["rollout"]["enabled"] and values["rbac"]["create"]:
+        check(workload_rules == [{"apiGroups": ["apps"], "resources": ["deployments", "statefulsets", "daemonsets"],
+                                  "verbs": ["get", "list", "watch", "patch"]}], f"{name}: workload RBAC for rollout")
+    else:
+        check(not workload_rules, f"{name}: no access to workloads without rollout.enabled")
     (svc,) = by_kind["Service"]
     labels = dep["spec"]["template"]["metadata"]["labels"]
     check(all(labels.get(k) == v for k, v in svc["spec"]["selector"].items()), f"{name}: Service selects the pod")
@@ -247,8 +253,12 @@ else:
     # examples/*.yaml against the CRD schema (tests/chart.rs applies them to the fake API server)
     for p in sorted(glob.glob("examples/*.yaml")):
         docs = objects(p)
-        check(docs and all(d["kind"] == "CredstashSync" for d in docs), f"{p}: only CredstashSync objects expected")
-        for d in docs:
+        # Workloads beside a CredstashSync (examples/rollout.yaml) are
+        # applied to the fake API server by tests/chart.rs.
+        known = ("CredstashSync", "Deployment", "StatefulSet", "DaemonSet", "Namespace")
+        check(docs and all(d["kind"] in known for d in docs), f"{p}: only CredstashSyncs and workloads expected")
+        check(any(d["kind"] == "CredstashSync" for d in docs), f"{p}: no CredstashSync")
+        for d in (d for d in docs if d["kind"] == "CredstashSync"):
             for e in jsonschema.Draft7Validator(crd_schema).iter_errors(d):
                 failures.append(f"{p}: {d['metadata']['name']}: {'/'.join(map(str, e.path))}: {e.message}")
 

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod mapping;
 pub mod metrics;
 pub mod operator;
+pub mod rollout;
 pub mod secrets;
 pub mod server;
 pub mod stream;

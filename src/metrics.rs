@@ -160,6 +160,7 @@ struct Families {
     stream_lag: GaugeVec,
     stream_apply: IntCounterVec,
     drift_repairs: IntCounterVec,
+    rollouts: IntCounterVec,
     pending_secrets: IntGaugeVec,
     leader: IntGauge,
     leader_transitions: IntCounter,
@@ -301,6 +302,12 @@ impl Metrics {
                 "kubestash_drift_repairs_total",
                 "Managed Secrets put back after somebody else changed or deleted keys the operator owns.",
                 &[CSS],
+            )?,
+            rollouts: counter_vec(
+                &registry,
+                "kubestash_rollouts_total",
+                "Workloads restarted because a Secret they reference changed (spec.rollout), by the CredstashSync whose write caused it, namespace and kind.",
+                &[CSS, "namespace", "kind"],
             )?,
             pending_secrets: int_gauge_vec(
                 &registry,
@@ -520,6 +527,14 @@ impl Metrics {
         self.inner.watch_errors.with_label_values(&[resource]).inc();
     }
 
+    /// Counts a workload restart caused by CredstashSync `css`.
+    pub fn record_rollout(&self, css: &str, namespace: &str, kind: &str) {
+        self.inner
+            .rollouts
+            .with_label_values(&[css, namespace, kind])
+            .inc();
+    }
+
     /// Removes every series labelled with this CredstashSync (call when the
     /// object is deleted). Series of other CredstashSyncs and global series
     /// (KMS, Kubernetes API) stay.
@@ -538,6 +553,7 @@ impl Metrics {
         forget_in(&m.stream_lag, css);
         forget_in(&m.stream_apply, css);
         forget_in(&m.drift_repairs, css);
+        forget_in(&m.rollouts, css);
         forget_in(&m.pending_secrets, css);
     }
 
@@ -731,6 +747,7 @@ mod tests {
         m.record_stream_record(css, StreamEvent::Modify);
         m.set_stream_lag(css, Duration::from_secs(2));
         m.record_drift_repair(css);
+        m.record_rollout(css, "app", "Deployment");
         m.set_pending_secrets(css, 2);
         m.record_stream_apply(css, SyncResult::Success);
         m.record_kms_decrypt(Ok(()));
@@ -809,6 +826,10 @@ mod tests {
             ("kubestash_leader_transitions_total", set(&[])),
             ("kubestash_drift_repairs_total", set(&["credstashsync"])),
             ("kubestash_pending_secrets", set(&["credstashsync"])),
+            (
+                "kubestash_rollouts_total",
+                set(&["credstashsync", "namespace", "kind"]),
+            ),
             ("kubestash_watch_errors_total", set(&["resource"])),
         ]
         .into_iter()

@@ -483,18 +483,34 @@ fn examples_apply_to_the_fake_api_server() {
         .collect();
     files.sort();
     assert!(files.len() >= 4, "examples/*.yaml: {files:?}");
+    let mut namespaces = std::collections::BTreeSet::new();
+    for file in &files {
+        let rel = file.strip_prefix(root()).unwrap().to_str().unwrap();
+        for (_, _, doc) in apply::documents(&read(rel)) {
+            let v: serde_yaml::Value = serde_yaml::from_str(&doc).unwrap();
+            if let Some(ns) = v["metadata"]["namespace"].as_str() {
+                if namespaces.insert(ns.to_owned()) {
+                    cluster.kubectl(&["create", "namespace", ns], None);
+                }
+            }
+        }
+    }
     for file in &files {
         let rel = file.strip_prefix(root()).unwrap().to_str().unwrap();
         let out = cluster.kubectl(&["apply", "-f", rel], None);
         for (_, kind, doc) in apply::documents(&read(rel)) {
-            assert_eq!(kind, "CredstashSync", "{rel}");
             let v: serde_yaml::Value = serde_yaml::from_str(&doc).unwrap();
             let name = v["metadata"]["name"].as_str().unwrap().to_string();
-            assert!(
-                out.contains(&format!("credstashsync.kubestash.io/{name} created")),
-                "{rel}: {out}"
-            );
-            names.push(name);
+            // Workloads show how to opt in (examples/rollout.yaml).
+            let created = match kind.as_str() {
+                "CredstashSync" => format!("credstashsync.kubestash.io/{name} created"),
+                "Deployment" => format!("deployment.apps/{name} created"),
+                other => panic!("{rel}: unexpected kind {other}"),
+            };
+            assert!(out.contains(&created), "{rel}: {out}");
+            if kind == "CredstashSync" {
+                names.push(name);
+            }
         }
     }
     let listed = cluster.kubectl(&["get", "css", "-o", "name"], None);

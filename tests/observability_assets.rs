@@ -103,6 +103,9 @@ fn exported() -> &'static Exported {
         }
         m.set_stream_lag(css, Duration::from_secs(2));
         m.record_drift_repair(css);
+        for kind in ["Deployment", "StatefulSet", "DaemonSet"] {
+            m.record_rollout(css, "apps", kind);
+        }
         m.set_pending_secrets(css, 1);
         m.set_leader(true);
         for resource in kubestash::server::CACHES {

@@ -49,12 +49,7 @@ async fn wait_ready(env: &Env, css: &str) -> serde_json::Value {
 }
 
 fn counter(env: &Env, family: &str, css: &str) -> f64 {
-    let label = format!("credstashsync=\"{css}\"");
-    env.metrics()
-        .lines()
-        .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    cluster::css_total(&env.metrics(), family, css)
 }
 
 /// Reads one Secret every 50 ms until stopped, recording every read that
@@ -288,7 +283,11 @@ fn hand_edits_and_deletions_are_repaired_from_memory() {
         env.wait_value("cdrift", "app", "A", "table-a").await;
         env.wait_value("cdrift", "app", "B", "table-b").await;
 
-        assert!(counter(&env, "kubestash_drift_repairs_total", "cdrift") >= 3.0);
+        // Counted just after the write the test saw: awaited, not read once.
+        wait_for("three counted repairs", || async {
+            (counter(&env, "kubestash_drift_repairs_total", "cdrift") >= 3.0).then_some(())
+        })
+        .await;
         assert_eq!(
             counter(
                 &env,
@@ -422,10 +421,6 @@ fn a_renamed_credstashsync_takes_its_keys_over_without_a_gap() {
         sampler
             .assert_never_missed("renaming a CredstashSync")
             .await;
-        let managers = |secret: &Secret| -> Vec<String> {
-            let entries = secret.metadata.managed_fields.iter().flatten();
-            entries.filter_map(|e| e.manager.clone()).collect()
-        };
         let secret = wait_for("kubestash/crename-one to be released", || async {
             let secret = env.secret("crename", "app").await?;
             (!managers(&secret).contains(&"kubestash/crename-one".to_owned())).then_some(secret)
@@ -445,6 +440,90 @@ fn a_renamed_credstashsync_takes_its_keys_over_without_a_gap() {
             (!data(&secret).contains_key("GOES")).then_some(())
         })
         .await;
+    });
+}
+
+/// The field managers of a Secret.
+fn managers(secret: &Secret) -> Vec<String> {
+    let entries = secret.metadata.managed_fields.iter().flatten();
+    entries.filter_map(|e| e.manager.clone()).collect()
+}
+
+/// Found by the chaos suite (seed 57): a Secret whose names were all
+/// deleted from the table while its CredstashSync was renamed kept its keys
+/// with the dead manager, where no CredstashSync could ever prune them.
+#[test]
+fn a_renamed_credstashsync_inherits_keys_whose_names_are_all_gone() {
+    let env = Env::start();
+    env.table("c-orphan");
+    env.put("c-orphan", "corphan/app/A", "a");
+    env.put("c-orphan", "corphan/old/B", "b");
+    block_on(async {
+        env.create_namespace("corphan").await;
+        env.apply_css("corphan-one", spec("c-orphan", false)).await;
+        env.wait_value("corphan", "old", "B", "b").await;
+        env.delete("c-orphan", "corphan/old/B");
+        env.delete_css("corphan-one").await;
+        env.apply_css("corphan-two", spec("c-orphan", false)).await;
+        wait_ready(&env, "corphan-two").await;
+        wait_for("corphan/old to pass to kubestash/corphan-two", || async {
+            let owners = managers(&env.secret("corphan", "old").await?);
+            (!owners.contains(&"kubestash/corphan-one".to_owned())
+                && owners.contains(&"kubestash/corphan-two".to_owned()))
+            .then_some(())
+        })
+        .await;
+        let kept = env.secret("corphan", "old").await.expect("the Secret");
+        assert_eq!(
+            data(&kept).get("B").map(String::as_str),
+            Some("b"),
+            "prune is off"
+        );
+
+        env.apply_css("corphan-two", spec("c-orphan", true)).await;
+        wait_for("B to be pruned by the heir", || async {
+            let secret = env.secret("corphan", "old").await?;
+            (!data(&secret).contains_key("B")).then_some(())
+        })
+        .await;
+        let app = env.secret("corphan", "app").await.expect("the Secret");
+        assert_eq!(data(&app).get("A").map(String::as_str), Some("a"));
+    });
+}
+
+/// Found by the chaos soak (seed 1007): the inheritance above must not
+/// write into a namespace the new CredstashSync excludes, not even to hand
+/// ownership over.
+#[test]
+fn an_excluded_namespace_is_not_written_to_inherit_keys() {
+    let env = Env::start();
+    env.table("c-frozen");
+    env.put("c-frozen", "cfrozen/app/A", "a");
+    block_on(async {
+        env.create_namespace("cfrozen").await;
+        env.apply_css("cfrozen-one", spec("c-frozen", false)).await;
+        env.wait_value("cfrozen", "app", "A", "a").await;
+        let mut excluding = spec("c-frozen", true);
+        excluding["excludedNamespaces"] = json!(["cfrozen"]);
+        env.apply_css("cfrozen-one", excluding.clone()).await;
+        wait_for("the exclusion to be synced", || async {
+            let css = env.css("cfrozen-one").await;
+            (css["status"]["keys"]["excluded"] == 1).then_some(())
+        })
+        .await;
+        let before = env.secret("cfrozen", "app").await.expect("the Secret");
+        env.delete_css("cfrozen-one").await;
+        env.apply_css("cfrozen-two", excluding).await;
+        let css = wait_ready(&env, "cfrozen-two").await;
+        assert_eq!(css["status"]["keys"]["excluded"], 1, "{css}");
+        let after = env.secret("cfrozen", "app").await.expect("the Secret");
+        assert_eq!(
+            after.metadata.resource_version,
+            before.metadata.resource_version,
+            "the Secret in the excluded namespace was written: managers {:?}",
+            managers(&after)
+        );
+        assert_eq!(data(&after).get("A").map(String::as_str), Some("a"));
     });
 }
 

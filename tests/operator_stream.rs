@@ -9,7 +9,7 @@ mod support;
 
 use std::sync::OnceLock;
 
-use cluster::{block_on, data, metric, wait_for, Env};
+use cluster::{block_on, data, wait_for, Env};
 use serde_json::json;
 
 fn env() -> &'static Env {
@@ -44,17 +44,22 @@ fn spec(table: &str, wait_time: &str, prune: bool) -> serde_json::Value {
 }
 
 fn stream_applies(env: &Env, css: &str) -> f64 {
-    let label = format!("credstashsync=\"{css}\"");
-    metric(&env.metrics(), "kubestash_stream_apply_total", &[&label]).unwrap_or(0.0)
+    cluster::css_total(&env.metrics(), "kubestash_stream_apply_total", css)
+}
+
+/// Waits until `css` has applied stream changes more than `before` times and
+/// returns the count: the operator counts an application just after its
+/// write, so a test that saw the write may still read the old count.
+async fn stream_applies_above(env: &Env, css: &str, before: f64) -> f64 {
+    wait_for("the stream application to be counted", || async {
+        let applies = stream_applies(env, css);
+        (applies > before).then_some(applies)
+    })
+    .await
 }
 
 fn full_syncs(env: &Env, css: &str) -> f64 {
-    let label = format!("credstashsync=\"{css}\"");
-    env.metrics()
-        .lines()
-        .filter(|l| l.starts_with("kubestash_sync_total{") && l.contains(&label))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
+    cluster::css_total(&env.metrics(), "kubestash_sync_total", css)
 }
 
 #[test]
@@ -88,7 +93,7 @@ fn a_put_reaches_the_secret_through_the_stream() {
             syncs_before,
             "stream changes must not cause full syncs"
         );
-        assert!(stream_applies(env, "sput") >= 1.0);
+        stream_applies_above(env, "sput", 0.0).await;
     });
 }
 
@@ -119,7 +124,7 @@ fn a_burst_of_puts_is_applied_in_a_few_batches() {
         })
         .await;
         assert_eq!(data(&secret)["BURST_42"], "burst value 42");
-        let applies = stream_applies(env, "sburst");
+        let applies = stream_applies_above(env, "sburst", 0.0).await;
         assert!(
             (1.0..=5.0).contains(&applies),
             "100 puts took {applies} applies"
@@ -155,10 +160,7 @@ fn credstash_delete_keeps_the_key_or_prunes_it() {
             (!data(&secret).contains_key("GOES")).then_some(())
         })
         .await;
-        wait_for("the delete to reach the keeping CredstashSync", || async {
-            (stream_applies(env, "s-keep") >= 1.0).then_some(())
-        })
-        .await;
+        stream_applies_above(env, "s-keep", 0.0).await;
         let kept = env.secret("s-keep", "app").await.expect("secret");
         assert_eq!(data(&kept).get("GOES").map(String::as_str), Some("g"));
         assert_eq!(
@@ -210,7 +212,7 @@ fn a_replaced_stream_is_followed() {
         let syncs_before = full_syncs(env, "sreplace");
         env.put("s-replace", "sreplace/app/KEY", "after");
         env.wait_value("sreplace", "app", "KEY", "after").await;
-        assert!(stream_applies(env, "sreplace") > applies_before);
+        stream_applies_above(env, "sreplace", applies_before).await;
         assert_eq!(
             full_syncs(env, "sreplace"),
             syncs_before,

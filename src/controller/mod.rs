@@ -8,6 +8,7 @@
 
 pub mod reconcile;
 pub mod report;
+pub mod rollout;
 pub mod state;
 pub mod streaming;
 pub mod sync;
@@ -119,6 +120,8 @@ pub struct Context {
     /// name it (one Scan when they sync together, one Decrypt per item
     /// version); it lives while one of them holds it.
     readers: Mutex<BTreeMap<TableLocation, Weak<TableReader>>>,
+    /// Restarts of workloads whose Secrets changed (`spec.rollout`).
+    rollouts: rollout::Rollouts,
 }
 
 impl Context {
@@ -174,13 +177,13 @@ impl Context {
         reader
     }
 
-    /// Names of the namespaces that exist and are not terminating.
-    fn active_namespaces(&self) -> BTreeSet<String> {
+    /// The namespaces that exist and are not terminating, with their labels.
+    fn active_namespaces(&self) -> BTreeMap<String, sync::Labels> {
         self.namespaces
             .state()
             .iter()
             .filter(|ns| sync::is_active(ns))
-            .map(|ns| ns.name_any())
+            .map(|ns| (ns.name_any(), ns.labels().clone()))
             .collect()
     }
 
@@ -197,20 +200,24 @@ impl Context {
     /// What a sync sees of the cluster: the watch caches, with our own
     /// recent writes laid over the managed Secrets.
     fn sync_env(&self) -> sync::SyncEnv<'_> {
-        let cached = self.managed_secrets.state();
-        let managed_secrets = self
-            .own_writes
-            .lock()
-            .overlay(cached, tokio::time::Instant::now());
         sync::SyncEnv {
             client: &self.client,
             metrics: &self.metrics,
             namespaces: self.active_namespaces(),
-            managed_secrets,
+            managed_secrets: self.managed_secrets_now(),
             living_managers: self.living_managers(),
             own_writes: &self.own_writes,
             write_gate: self.settings.write_gate.clone(),
         }
+    }
+
+    /// The managed Secrets: the watch cache with our own recent writes laid
+    /// over it.
+    fn managed_secrets_now(&self) -> Vec<Arc<LiveSecret>> {
+        let cached = self.managed_secrets.state();
+        self.own_writes
+            .lock()
+            .overlay(cached, tokio::time::Instant::now())
     }
 
     /// A managed Secret changed or was deleted. Unless it is the echo of
@@ -257,7 +264,7 @@ impl Context {
                 .metadata
                 .namespace
                 .as_ref()
-                .is_some_and(|ns| active.contains(ns))
+                .is_some_and(|ns| active.contains_key(ns))
         };
         let owned: Vec<Arc<LiveSecret>> = self
             .managed_secrets
@@ -507,6 +514,7 @@ pub async fn run(
         caches_synced,
         deleted: Mutex::new(HashSet::new()),
         readers: Mutex::new(BTreeMap::new()),
+        rollouts: rollout::Rollouts::default(),
     });
 
     let managed_selector = format!("{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}");
@@ -535,6 +543,7 @@ pub async fn run(
     });
 
     let deletions = follow_deletions(client.clone(), context.clone());
+    let rollouts = rollout::run(context.clone());
     let controller = controller
         .reconcile_all_on(namespace_changes)
         // Stream batches and drift wake every CredstashSync (stable API; the
@@ -567,6 +576,7 @@ pub async fn run(
         _ = controller => "the controller loop ended",
         _ = secrets_watch => "the managed Secret watch ended",
         _ = deletions => "the CredstashSync deletion watch ended",
+        _ = rollouts => "the workload watch ended",
         _ = ready => "unreachable",
     };
     tracing::info!(reason = stopped, "controller stopped");

@@ -46,10 +46,16 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
         Err(problem) => return invalid_spec(css, ctx, &name, &problem.to_string()).await,
     };
     let _running = ctx.health.begin_reconcile(&name, spec.sync_timeout);
+    if spec.rollout.enabled {
+        ctx.rollouts.enable();
+    }
     let key = StreamKey::of(&spec);
-    let active = ctx.active_namespaces();
+    let namespaces = ctx.active_namespaces();
+    let unselected = spec.unselected_namespaces(&namespaces);
+    let active: BTreeSet<String> = namespaces.into_keys().collect();
     let stream_live = ctx.with_state(&name, |s| {
         s.namespaces_appeared(&active);
+        s.selection_changed(&unselected, &active);
         s.take_stream_news(&key)
     });
     if !stream_live {
@@ -308,6 +314,8 @@ impl FullSyncRun<'_> {
             ..outcome
         };
         record_sync_metrics(ctx, name, &outcome, now);
+        ctx.rollouts
+            .secrets_changed(name, spec.rollout, outcome.changed_keys.keys());
         let manual = self.trigger == SyncTrigger::Manual;
         match snapshot {
             Some(snapshot) if outcome.cluster_error.is_none() => {
@@ -467,6 +475,10 @@ impl PendingRun<'_> {
         };
         let failing = snapshot.failed_names(spec);
         let repaired = repaired_secrets(&work, &outcome);
+        let changed = outcome.changed_keys.keys();
+        let not_repaired = changed.filter(|s| work.secrets.get(*s) != Some(&Cause::Drift));
+        ctx.rollouts
+            .secrets_changed(name, spec.rollout, not_repaired);
         let read_ok = unread.is_empty();
         ctx.with_state(name, |s| {
             s.pending_applied(snapshot, unread, Some(&outcome), now)

@@ -63,6 +63,9 @@ pub struct SyncOutcome {
     pub plan: Vec<String>,
     /// Namespaces that keys wait for (they do not exist yet).
     pub waiting_namespaces: BTreeSet<String>,
+    /// Namespaces that existed and that the namespace selector did not
+    /// select when the sync planned.
+    pub unselected_namespaces: BTreeSet<String>,
 }
 
 impl SyncOutcome {

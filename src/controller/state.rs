@@ -151,6 +151,9 @@ pub struct SyncState {
     pending: PendingWork,
     /// Namespaces that keys wait for.
     waiting_namespaces: BTreeSet<String>,
+    /// Existing namespaces the namespace selector did not select at the
+    /// last look.
+    unselected_namespaces: BTreeSet<String>,
     pub last_full_sync: Option<DateTime<Utc>>,
     pub last_manual_resync: Option<DateTime<Utc>>,
     /// Full syncs that could not read the table or the cluster.
@@ -252,6 +255,38 @@ impl SyncState {
         appeared
     }
 
+    /// Namespaces that the namespace selector now selects and did not, or
+    /// no longer selects (`unselected`, among the `active` ones), since the
+    /// last look: their Secrets become pending, and the names of newly
+    /// selected ones are read again (the snapshot may be older than a
+    /// change). Returns those namespaces.
+    pub fn selection_changed(
+        &mut self,
+        unselected: &BTreeSet<String>,
+        active: &BTreeSet<String>,
+    ) -> BTreeSet<String> {
+        let Some(snapshot) = &self.snapshot else {
+            return BTreeSet::new();
+        };
+        let changed: BTreeSet<String> = self
+            .unselected_namespaces
+            .symmetric_difference(unselected)
+            .filter(|namespace| active.contains(*namespace))
+            .cloned()
+            .collect();
+        for namespace in &changed {
+            let (names, secrets) = snapshot.names_in(namespace);
+            if !unselected.contains(namespace) {
+                self.pending.names.extend(names);
+            }
+            for secret in secrets {
+                self.pending.mark(secret, Cause::Namespace);
+            }
+        }
+        self.unselected_namespaces = unselected.clone();
+        changed
+    }
+
     /// Names taken for a run that did not fit in it: pending again, due at
     /// once.
     pub fn defer_names(&mut self, names: BTreeSet<String>) {
@@ -292,6 +327,7 @@ impl SyncState {
     ) {
         self.snapshot = Some(snapshot);
         self.waiting_namespaces = outcome.waiting_namespaces.clone();
+        self.unselected_namespaces = outcome.unselected_namespaces.clone();
         self.last_full_sync = Some(now);
         if manual {
             self.last_manual_resync = Some(now);
@@ -519,6 +555,50 @@ mod tests {
             BTreeSet::from(["late/app/A".to_owned(), "late/db/B".to_owned()]),
             "waiting names are read again: the snapshot may predate a delete"
         );
+    }
+
+    #[test]
+    fn namespaces_entering_or_leaving_the_selection_make_their_secrets_pending() {
+        let mut state = SyncState::default();
+        let _ = state.begin_full_sync();
+        let seen = SyncOutcome {
+            unselected_namespaces: BTreeSet::from(["off".to_owned(), "gone".to_owned()]),
+            ..outcome(&[], &[])
+        };
+        let names = ["off/app/A", "off/db/B", "on/app/C", "gone/app/D"];
+        state.full_sync_done(&seen, snapshot(&names), Utc::now(), false);
+        let active = BTreeSet::from(["off".to_owned(), "on".to_owned()]);
+        let same = BTreeSet::from(["off".to_owned()]);
+        assert!(state.selection_changed(&same, &active).is_empty());
+        assert_eq!(
+            state.pending_secrets(),
+            0,
+            "a deleted namespace is not a change"
+        );
+
+        let labelled = state.selection_changed(&BTreeSet::new(), &active);
+        assert_eq!(labelled, BTreeSet::from(["off".to_owned()]));
+        let (work, snap) = state.take_pending().expect("a snapshot");
+        assert_eq!(
+            work.secrets.keys().cloned().collect::<Vec<_>>(),
+            vec![SecretRef::new("off", "app"), SecretRef::new("off", "db")]
+        );
+        assert!(work.secrets.values().all(|c| *c == Cause::Namespace));
+        assert_eq!(
+            work.names,
+            BTreeSet::from(["off/app/A".to_owned(), "off/db/B".to_owned()]),
+            "names of a newly selected namespace are read again"
+        );
+        state.pending_applied(snap, PendingWork::default(), None, Instant::now());
+
+        let unlabelled = state.selection_changed(&BTreeSet::from(["on".to_owned()]), &active);
+        assert_eq!(unlabelled, BTreeSet::from(["on".to_owned()]));
+        let (work, _) = state.take_pending().expect("a snapshot");
+        assert_eq!(
+            work.secrets.keys().cloned().collect::<Vec<_>>(),
+            vec![SecretRef::new("on", "app")]
+        );
+        assert!(work.names.is_empty(), "nothing to read to keep or prune");
     }
 
     #[test]

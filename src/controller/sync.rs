@@ -23,19 +23,22 @@ use crate::credstash::{Entry, ReadStats, TableError, TableReader};
 use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
 use crate::metrics::{Metrics, SecretOperation};
 use crate::secrets::apply::{self, WriteResult};
-use crate::secrets::observed::{owns_data_keys, secret_ref};
+use crate::secrets::observed::{holds_orphaned_keys_of, owns_data_keys, secret_ref};
 use crate::secrets::{
     self, LiveSecret, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction,
 };
 use crate::write_gate::WriteGate;
+
+/// The labels of an object.
+pub type Labels = BTreeMap<String, String>;
 
 /// What a sync works with besides the table: the cluster as the caller sees
 /// it (the operator's caches, or one LIST each for `kubestash sync`).
 pub struct SyncEnv<'a> {
     pub client: &'a Client,
     pub metrics: &'a Metrics,
-    /// Names of the namespaces that exist and are not terminating.
-    pub namespaces: BTreeSet<String>,
+    /// The namespaces that exist and are not terminating, with their labels.
+    pub namespaces: BTreeMap<String, Labels>,
     /// Secrets labelled as managed by kubestash (without values), our own
     /// recent writes included; others are read with GET.
     pub managed_secrets: Vec<Arc<LiveSecret>>,
@@ -88,7 +91,7 @@ impl<'a> SyncEnv<'a> {
                 .items
                 .iter()
                 .filter(|ns| is_active(ns))
-                .map(|ns| ns.name_any())
+                .map(|ns| (ns.name_any(), ns.labels().clone()))
                 .collect(),
             managed_secrets: managed
                 .items
@@ -316,15 +319,34 @@ async fn sync_entries<'e>(
         };
         (*item, value)
     });
+    let unselected = spec.unselected_namespaces(&env.namespaces);
     let mapping_scope = MappingScope {
-        excluded: spec.excluded_namespaces.clone(),
-        existing_namespaces: Some(env.namespaces.clone()),
+        excluded: spec
+            .excluded_namespaces
+            .union(&unselected)
+            .cloned()
+            .collect(),
+        existing_namespaces: Some(env.namespaces.keys().cloned().collect()),
     };
     let desired = mapping::map_table(mapped, &mapping_scope);
 
     let _batch = env.write_gate.enter().await;
     let manager = secrets::field_manager(name);
-    let observed = match observe(env, &desired, &manager, only, spec.dry_run).await {
+    // Never written, not even to hand ownership over: excluded namespaces,
+    // and unselected ones unless their keys are being pruned.
+    let frozen: BTreeSet<String> = if spec.prune {
+        spec.excluded_namespaces.clone()
+    } else {
+        mapping_scope.excluded.clone()
+    };
+    let scope = ObserveScope {
+        manager: &manager,
+        table: &spec.table,
+        frozen: &frozen,
+        only,
+        read_only: spec.dry_run,
+    };
+    let observed = match observe(env, &desired, &scope).await {
         Ok(observed) => observed,
         Err(error) => {
             return SyncOutcome {
@@ -341,6 +363,9 @@ async fn sync_entries<'e>(
         read_complete: read_complete && reasons.is_empty(),
         now: Utc::now(),
         excluded_namespaces: spec.excluded_namespaces.clone(),
+        unselected_namespaces: unselected.clone(),
+        secret_metadata: spec.secret_metadata.clone(),
+        adopt_existing: spec.adopt_existing,
     };
     let plan = secrets::plan(&desired.secrets, &observed, &options);
     let writes = if spec.dry_run {
@@ -349,7 +374,10 @@ async fn sync_entries<'e>(
         apply::apply_all(env.client, &plan.secrets).await
     };
     record_writes(env, name, &writes);
-    describe(spec.dry_run, &desired, &plan, &writes)
+    SyncOutcome {
+        unselected_namespaces: unselected,
+        ..describe(spec.dry_run, &desired, &plan, &writes)
+    }
 }
 
 /// Counts successful writes and remembers what they returned, so that the
@@ -404,23 +432,32 @@ fn record_kms_calls<'e>(
 async fn observe(
     env: &SyncEnv<'_>,
     desired: &DesiredState,
-    manager: &str,
-    only: Option<&BTreeSet<SecretRef>>,
-    read_only: bool,
+    scope: &ObserveScope<'_>,
 ) -> Result<BTreeMap<SecretRef, ObservedSecret>, String> {
+    let ObserveScope {
+        manager,
+        table,
+        frozen,
+        only,
+        read_only,
+    } = *scope;
     let managers = Managers {
         ours: manager,
         living: &env.living_managers,
     };
     let in_view = |secret: &SecretRef| {
-        env.namespaces.contains(&secret.namespace) && only.is_none_or(|set| set.contains(secret))
+        env.namespaces.contains_key(&secret.namespace)
+            && only.is_none_or(|set| set.contains(secret))
     };
     let mut live: BTreeMap<SecretRef, Arc<LiveSecret>> = BTreeMap::new();
     for secret in &env.managed_secrets {
         let Some(reference) = secret_ref(secret) else {
             continue;
         };
-        let wanted = desired.secrets.contains_key(&reference) || owns_data_keys(secret, manager);
+        let writable = !read_only && !frozen.contains(&reference.namespace);
+        let wanted = desired.secrets.contains_key(&reference)
+            || owns_data_keys(secret, manager)
+            || (writable && holds_orphaned_keys_of(secret, managers, table));
         if in_view(&reference) && wanted {
             live.insert(reference, secret.clone());
         }
@@ -437,7 +474,10 @@ async fn observe(
         }
     }
     if !read_only {
-        for secret in live.values_mut() {
+        let writable = live
+            .iter_mut()
+            .filter(|(reference, _)| !frozen.contains(&reference.namespace));
+        for (_, secret) in writable {
             if let Some(released) = release_dead_managers(env, secret, manager).await {
                 *secret = Arc::new(released);
             }
@@ -447,6 +487,21 @@ async fn observe(
         live.values().map(|s| s.as_ref()),
         managers,
     ))
+}
+
+/// Whose Secrets a sync observes, and which it may change before planning.
+#[derive(Clone, Copy)]
+struct ObserveScope<'a> {
+    /// Our field manager.
+    manager: &'a str,
+    /// Our table (Secrets whose source names it may be inherited).
+    table: &'a str,
+    /// Namespaces where nothing is written, not even a handover.
+    frozen: &'a BTreeSet<String>,
+    /// Only these Secrets, when given.
+    only: Option<&'a BTreeSet<SecretRef>>,
+    /// Dry run: change nothing.
+    read_only: bool,
 }
 
 /// Hands the keys of the `kubestash/*` managers of `secret` that belong to

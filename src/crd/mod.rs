@@ -8,12 +8,16 @@
 //! zero timeouts...), reported as `Ready=False` with reason `InvalidSpec`.
 
 mod condition;
+pub mod labels;
+mod metadata;
+mod rollout;
 mod schedule;
+mod selector;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -23,7 +27,10 @@ pub use condition::{
     condition_type, find_condition, reason, set_condition, to_time, ConditionStatus,
     MAX_CONDITION_MESSAGE_BYTES,
 };
+pub use metadata::{SecretMetadata, RESERVED_ANNOTATION_PREFIX, RESERVED_LABEL};
+pub use rollout::{RolloutSettings, RolloutSpec, DEFAULT_ROLLOUT_DEBOUNCE};
 pub use schedule::{CronSchedule, ScheduleError, SCHEDULE_PATTERN};
+pub use selector::NamespaceSelector;
 
 /// API group of the CredstashSync resource.
 pub const API_GROUP: &str = "kubestash.io";
@@ -50,6 +57,8 @@ pub const DEFAULT_SYNC_TIMEOUT: &str = "5m";
 pub const DEFAULT_MIN_RESYNC_INTERVAL: &str = "10m";
 /// Default `spec.prune`.
 pub const DEFAULT_PRUNE: bool = false;
+/// Default `spec.adoptExisting`.
+pub const DEFAULT_ADOPT_EXISTING: bool = true;
 
 /// Most lines kept in `status.plan` (including the "... and N more" line).
 pub const PLAN_MAX_LINES: usize = 100;
@@ -176,6 +185,35 @@ pub struct CredstashSyncSpec {
     /// table, only after a complete, error-free read. Default: false (keep).
     #[serde(default = "default_prune")]
     pub prune: bool,
+
+    /// Labels and annotations put on every Secret this CredstashSync
+    /// writes, owned like its keys: removed from the Secrets when removed
+    /// here. `app.kubernetes.io/managed-by` and `kubestash.io/*` annotations
+    /// are the operator's own and cannot be set. Default: none.
+    #[serde(default, skip_serializing_if = "SecretMetadata::is_empty")]
+    pub secret_metadata: SecretMetadata,
+
+    /// Only namespaces whose labels match this standard label selector
+    /// (matchLabels, matchExpressions) receive Secrets, in addition to
+    /// excludedNamespaces; keys for other namespaces count as excluded. A
+    /// namespace labelled to match is synced at once; one that stops
+    /// matching keeps its Secrets, or loses this CredstashSync's keys with
+    /// prune (after a complete read). Default: every namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "selector::schema")]
+    pub namespace_selector: Option<LabelSelector>,
+
+    /// Write into Secrets that exist already but were not created by
+    /// kubestash. When false, only Secrets that kubestash created, or that
+    /// carry the label app.kubernetes.io/managed-by=kubestash, are written;
+    /// others are skipped and reported. Default: true.
+    #[serde(default = "default_adopt_existing")]
+    pub adopt_existing: bool,
+
+    /// Restart workloads annotated `kubestash.io/restart-on-change: "true"`
+    /// when this CredstashSync changes a Secret they reference. Default: off.
+    #[serde(default, skip_serializing_if = "RolloutSpec::is_default")]
+    pub rollout: RolloutSpec,
 }
 
 fn default_excluded_namespaces() -> Vec<String> {
@@ -202,6 +240,9 @@ fn default_min_resync_interval() -> String {
 fn default_prune() -> bool {
     DEFAULT_PRUNE
 }
+fn default_adopt_existing() -> bool {
+    DEFAULT_ADOPT_EXISTING
+}
 
 impl CredstashSyncSpec {
     /// A spec for `table` with every other field at its default.
@@ -219,6 +260,10 @@ impl CredstashSyncSpec {
             sync_timeout: default_sync_timeout(),
             min_resync_interval: default_min_resync_interval(),
             prune: DEFAULT_PRUNE,
+            secret_metadata: SecretMetadata::default(),
+            namespace_selector: None,
+            adopt_existing: DEFAULT_ADOPT_EXISTING,
+            rollout: RolloutSpec::default(),
         }
     }
 
@@ -243,23 +288,61 @@ impl CredstashSyncSpec {
         let schedule = CronSchedule::parse(&self.schedule)
             .map_err(|e| check("schedule", Err(e.to_string())))
             .ok();
-        match (wait_time, sync_timeout, min_resync_interval, schedule) {
-            (Some(wait_time), Some(sync_timeout), Some(min_resync_interval), Some(schedule))
-                if problems.is_empty() =>
-            {
-                Ok(self.to_valid(wait_time, sync_timeout, min_resync_interval, schedule))
+        for problem in self.secret_metadata.label_problems() {
+            check("secretMetadata.labels", Err(problem));
+        }
+        for problem in self.secret_metadata.annotation_problems() {
+            check("secretMetadata.annotations", Err(problem));
+        }
+        let selector = self
+            .namespace_selector
+            .as_ref()
+            .map(NamespaceSelector::parse);
+        for problem in selector.clone().and_then(Result::err).into_iter().flatten() {
+            check("namespaceSelector", Err(problem));
+        }
+        let rollout = self
+            .rollout
+            .validate()
+            .map_err(|e| check("rollout.debounce", Err(e)))
+            .ok();
+        match (
+            wait_time,
+            sync_timeout,
+            min_resync_interval,
+            schedule,
+            rollout,
+        ) {
+            (
+                Some(wait_time),
+                Some(sync_timeout),
+                Some(min_resync_interval),
+                Some(schedule),
+                Some(rollout),
+            ) if problems.is_empty() => {
+                let parsed = Parsed {
+                    wait_time,
+                    sync_timeout,
+                    min_resync_interval,
+                    schedule,
+                    namespace_selector: selector.and_then(Result::ok),
+                    rollout,
+                };
+                Ok(self.to_valid(parsed))
             }
             _ => Err(SpecError { problems }),
         }
     }
 
-    fn to_valid(
-        &self,
-        wait_time: Duration,
-        sync_timeout: Duration,
-        min_resync_interval: Duration,
-        schedule: CronSchedule,
-    ) -> ValidSpec {
+    fn to_valid(&self, parsed: Parsed) -> ValidSpec {
+        let Parsed {
+            wait_time,
+            sync_timeout,
+            min_resync_interval,
+            schedule,
+            namespace_selector,
+            rollout,
+        } = parsed;
         ValidSpec {
             table: self.table.clone(),
             region: non_empty(&self.region),
@@ -273,8 +356,22 @@ impl CredstashSyncSpec {
             sync_timeout,
             min_resync_interval,
             prune: self.prune,
+            secret_metadata: self.secret_metadata.clone(),
+            namespace_selector,
+            adopt_existing: self.adopt_existing,
+            rollout,
         }
     }
+}
+
+/// The spec fields that validation parses.
+struct Parsed {
+    wait_time: Duration,
+    sync_timeout: Duration,
+    min_resync_interval: Duration,
+    schedule: CronSchedule,
+    namespace_selector: Option<NamespaceSelector>,
+    rollout: RolloutSettings,
 }
 
 fn non_empty(value: &Option<String>) -> Option<String> {
@@ -367,6 +464,15 @@ pub struct ValidSpec {
     pub min_resync_interval: Duration,
     /// Remove keys no longer in the table.
     pub prune: bool,
+    /// Labels and annotations for every written Secret (checked: none of
+    /// the operator's own).
+    pub secret_metadata: SecretMetadata,
+    /// Namespaces that may receive Secrets; `None`: all.
+    pub namespace_selector: Option<NamespaceSelector>,
+    /// Write into existing Secrets kubestash did not create.
+    pub adopt_existing: bool,
+    /// `spec.rollout`.
+    pub rollout: RolloutSettings,
 }
 
 impl ValidSpec {
@@ -381,6 +487,26 @@ impl ValidSpec {
     /// Whether Secrets in `namespace` must never be written.
     pub fn is_excluded(&self, namespace: &str) -> bool {
         self.excluded_namespaces.contains(namespace)
+    }
+
+    /// Whether the namespace selector admits a namespace with `labels`.
+    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
+        self.namespace_selector
+            .as_ref()
+            .is_none_or(|selector| selector.matches(labels))
+    }
+
+    /// The namespaces of `namespaces` (name -> labels) that the namespace
+    /// selector does not admit.
+    pub fn unselected_namespaces(
+        &self,
+        namespaces: &BTreeMap<String, BTreeMap<String, String>>,
+    ) -> BTreeSet<String> {
+        namespaces
+            .iter()
+            .filter(|(_, labels)| !self.selects(labels))
+            .map(|(name, _)| name.clone())
+            .collect()
     }
 }
 
@@ -447,7 +573,8 @@ pub struct SecretCounts {
     /// Secrets already up to date.
     #[serde(default)]
     pub unchanged: i64,
-    /// Secrets left alone: excluded or missing namespace, non-Opaque type.
+    /// Secrets left alone: excluded or unselected namespace, non-Opaque
+    /// type, immutable, not adopted (adoptExisting false).
     #[serde(default)]
     pub skipped: i64,
     /// Secrets holding keys this CredstashSync manages.
@@ -474,7 +601,8 @@ pub struct KeyCounts {
     /// Keys whose namespace does not exist yet.
     #[serde(default)]
     pub waiting_for_namespace: i64,
-    /// Keys in excluded namespaces.
+    /// Keys in excluded namespaces or in namespaces the namespaceSelector
+    /// does not select.
     #[serde(default)]
     pub excluded: i64,
 }

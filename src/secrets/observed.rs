@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
 use super::live::LiveSecret;
-use super::{MANAGER_PREFIX, OPAQUE};
+use super::{MANAGER_PREFIX, OPAQUE, SOURCE_ANNOTATION};
 use crate::mapping::SecretRef;
 use crate::value::ValueDigest;
 
@@ -30,6 +30,47 @@ pub struct ObservedSecret {
     pub labels: BTreeMap<String, String>,
     /// The Secret's annotations.
     pub annotations: BTreeMap<String, String>,
+    /// Labels and annotations our field manager owns through an `Apply`
+    /// entry (what `spec.secretMetadata` and our own metadata put there).
+    pub owned_metadata: MetadataOwners,
+    /// Labels and annotations owned by another living `kubestash/*` manager.
+    pub other_metadata_owners: MetadataOwners,
+}
+
+/// Label and annotation keys, each with the manager owning it (the
+/// lexicographically first one when several do).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataOwners {
+    /// Label key -> manager.
+    pub labels: BTreeMap<String, String>,
+    /// Annotation key -> manager.
+    pub annotations: BTreeMap<String, String>,
+}
+
+impl MetadataOwners {
+    /// Records the labels and annotations `entry` lists, for `manager`.
+    fn add(&mut self, entry: &ManagedFieldsEntry, manager: &str) {
+        for (path, owners) in [
+            (["f:metadata", "f:labels"], &mut self.labels),
+            (["f:metadata", "f:annotations"], &mut self.annotations),
+        ] {
+            for key in listed_fields(entry, &path) {
+                add_owner(owners, key, manager);
+            }
+        }
+    }
+}
+
+/// Records `manager` as an owner of `key`, keeping the first by name.
+fn add_owner(owners: &mut BTreeMap<String, String>, key: String, manager: &str) {
+    owners
+        .entry(key)
+        .and_modify(|owner| {
+            if manager < owner.as_str() {
+                *owner = manager.to_owned();
+            }
+        })
+        .or_insert_with(|| manager.to_owned());
 }
 
 /// Whose field ownership counts when reading a Secret.
@@ -73,18 +114,13 @@ impl ObservedSecret {
         if manager == managers.ours {
             if entry.operation.as_deref() == Some("Apply") {
                 self.owned_keys.extend(keys);
+                self.owned_metadata.add(entry, manager);
             }
         } else if manager.starts_with(MANAGER_PREFIX) && managers.living.contains(manager) {
             for key in keys {
-                self.other_kubestash_owners
-                    .entry(key)
-                    .and_modify(|owner| {
-                        if manager < owner.as_str() {
-                            *owner = manager.to_owned();
-                        }
-                    })
-                    .or_insert_with(|| manager.to_owned());
+                add_owner(&mut self.other_kubestash_owners, key, manager);
             }
+            self.other_metadata_owners.add(entry, manager);
         }
     }
 
@@ -96,6 +132,12 @@ impl ObservedSecret {
 
 /// The data keys listed under `f:data` in a `FieldsV1` managed-fields entry.
 pub fn managed_data_keys(entry: &ManagedFieldsEntry) -> Vec<String> {
+    listed_fields(entry, &["f:data"])
+}
+
+/// The map keys listed under `path` (e.g. `f:metadata`, `f:labels`) in a
+/// `FieldsV1` managed-fields entry.
+fn listed_fields(entry: &ManagedFieldsEntry, path: &[&str]) -> Vec<String> {
     if entry
         .fields_type
         .as_deref()
@@ -103,15 +145,15 @@ pub fn managed_data_keys(entry: &ManagedFieldsEntry) -> Vec<String> {
     {
         return Vec::new();
     }
-    let Some(data) = entry
-        .fields_v1
-        .as_ref()
-        .and_then(|fields| fields.0.get("f:data"))
-        .and_then(|data| data.as_object())
-    else {
+    let Some(fields) = entry.fields_v1.as_ref().and_then(|fields| {
+        path.iter()
+            .try_fold(&fields.0, |node, step| node.get(step))
+            .and_then(|node| node.as_object())
+    }) else {
         return Vec::new();
     };
-    data.keys()
+    fields
+        .keys()
         .filter_map(|field| field.strip_prefix("f:"))
         .map(str::to_owned)
         .collect()
@@ -147,6 +189,34 @@ pub fn owns_data_keys(secret: &LiveSecret, manager: &str) -> bool {
             && entry.operation() == Some("Apply")
             && !managed_data_keys(&entry.expand()).is_empty()
     })
+}
+
+/// Whether `secret` holds keys of a CredstashSync that no longer exists and
+/// that read `table` (the Secret's source annotation says so): the
+/// CredstashSync now reading that table inherits them, also when the table
+/// no longer maps any name into the Secret (a renamed CredstashSync whose
+/// keys were all deleted meanwhile must not leave them to a dead manager).
+pub fn holds_orphaned_keys_of(secret: &LiveSecret, managers: Managers<'_>, table: &str) -> bool {
+    let from_table = secret
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SOURCE_ANNOTATION))
+        .and_then(|source| source.split_once('/'))
+        .is_some_and(|(_, source_table)| source_table == table);
+    from_table
+        && secret
+            .managed_fields
+            .iter()
+            .filter(|entry| entry.operation() == Some("Apply"))
+            .filter(|entry| {
+                entry.manager().is_some_and(|m| {
+                    m.starts_with(MANAGER_PREFIX)
+                        && m != managers.ours
+                        && !managers.living.contains(m)
+                })
+            })
+            .any(|entry| !managed_data_keys(&entry.expand()).is_empty())
 }
 
 /// Whether any `managedFields` entry of `secret` belongs to `manager`.
@@ -192,6 +262,40 @@ mod tests {
 
     fn names(set: &BTreeSet<String>) -> Vec<&str> {
         set.iter().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn keys_of_a_dead_manager_on_the_same_table_are_inherited() {
+        let only_ours = living(&[OURS]);
+        let orphaned = |source: &str, manager: &str| {
+            secret(json!({
+                "metadata": {"name": "s", "namespace": "ns",
+                    "annotations": {SOURCE_ANNOTATION: source},
+                    "managedFields": [entry(manager, "Apply", &["A"])]},
+            }))
+        };
+        let dead = "kubestash/old";
+        assert!(holds_orphaned_keys_of(
+            &orphaned("old/t", dead),
+            ours(&only_ours),
+            "t"
+        ));
+        assert!(!holds_orphaned_keys_of(
+            &orphaned("old/other", dead),
+            ours(&only_ours),
+            "t"
+        ));
+        assert!(!holds_orphaned_keys_of(
+            &orphaned("prod/t", OURS),
+            ours(&only_ours),
+            "t"
+        ));
+        let alive = living(&[OURS, dead]);
+        assert!(!holds_orphaned_keys_of(
+            &orphaned("old/t", dead),
+            ours(&alive),
+            "t"
+        ));
     }
 
     #[test]
@@ -263,6 +367,49 @@ mod tests {
             "an Update entry owns nothing of ours"
         );
         assert!(!has_manager(&s, "kubestash/gone"));
+    }
+
+    #[test]
+    fn metadata_ownership_comes_from_managed_fields() {
+        let metadata = |labels: &[&str], annotations: &[&str]| {
+            let fields = |keys: &[&str]| -> serde_json::Map<String, serde_json::Value> {
+                keys.iter().map(|k| (format!("f:{k}"), json!({}))).collect()
+            };
+            json!({"f:metadata": {"f:labels": fields(labels), "f:annotations": fields(annotations)}})
+        };
+        let s = secret(json!({
+            "metadata": {"name": "s", "namespace": "ns", "managedFields": [
+                {"manager": OURS, "operation": "Apply", "fieldsType": "FieldsV1",
+                 "fieldsV1": metadata(&["app.kubernetes.io/managed-by", "team"], &["kubestash.io/source", "note"])},
+                {"manager": OURS, "operation": "Update", "fieldsType": "FieldsV1",
+                 "fieldsV1": metadata(&["from-update"], &[])},
+                {"manager": "kubestash/other", "operation": "Apply", "fieldsType": "FieldsV1",
+                 "fieldsV1": metadata(&["team", "tier"], &["note"])},
+                {"manager": "kubestash/gone", "operation": "Apply", "fieldsType": "FieldsV1",
+                 "fieldsV1": metadata(&["gone"], &[])},
+                {"manager": "kubectl-label", "operation": "Update", "fieldsType": "FieldsV1",
+                 "fieldsV1": metadata(&["hand"], &[])},
+            ]}
+        }));
+        let everyone = living(&[OURS, "kubestash/other"]);
+        let o = ObservedSecret::from_secret(&s, ours(&everyone));
+        let keys = |owners: &BTreeMap<String, String>| owners.keys().cloned().collect::<Vec<_>>();
+        assert_eq!(
+            keys(&o.owned_metadata.labels),
+            vec!["app.kubernetes.io/managed-by", "team"]
+        );
+        assert_eq!(
+            keys(&o.owned_metadata.annotations),
+            vec!["kubestash.io/source", "note"]
+        );
+        assert_eq!(
+            o.other_metadata_owners.labels,
+            BTreeMap::from([
+                ("team".to_owned(), "kubestash/other".to_owned()),
+                ("tier".to_owned(), "kubestash/other".to_owned()),
+            ])
+        );
+        assert_eq!(keys(&o.other_metadata_owners.annotations), vec!["note"]);
     }
 
     #[test]

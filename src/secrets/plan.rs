@@ -23,6 +23,17 @@
 //! live Secrets as digests ([`ObservedSecret`]); a key the body carries with
 //! its live value is listed in [`ApplySecret::carried`], and its value is read
 //! from the API server right before the apply ([`ApplySecret::carry_from`]).
+//! The same holds
+//! for labels and annotations: the body lists ours and `spec.secretMetadata`'s,
+//! so that one removed from the spec leaves the Secret with the next apply
+//! (and a Secret whose metadata differs from the spec is applied even when
+//! its data does not change).
+//!
+//! A Secret is not written (skipped) in an excluded namespace, in a
+//! namespace the namespace selector does not select (unless keys are
+//! pruned there), when it is not `Opaque`, when it is immutable and its data
+//! would change, or when `adoptExisting` is off and kubestash did not create
+//! it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -33,6 +44,7 @@ use serde_json::json;
 
 use super::observed::ObservedSecret;
 use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OPAQUE, SOURCE_ANNOTATION, SYNCED_AT_ANNOTATION};
+use crate::crd::SecretMetadata;
 use crate::mapping::{DesiredKey, DesiredSecret, SecretRef};
 use crate::value::SecretValue;
 use crate::value::ValueDigest;
@@ -53,6 +65,14 @@ pub struct PlanOptions {
     pub now: DateTime<Utc>,
     /// Namespaces never written (Secrets there are skipped).
     pub excluded_namespaces: BTreeSet<String>,
+    /// Namespaces the namespace selector does not select: written only to
+    /// prune, skipped otherwise.
+    pub unselected_namespaces: BTreeSet<String>,
+    /// `spec.secretMetadata`: labels and annotations on every written Secret.
+    pub secret_metadata: SecretMetadata,
+    /// `spec.adoptExisting`: write into existing Secrets kubestash did not
+    /// create.
+    pub adopt_existing: bool,
 }
 
 impl PlanOptions {
@@ -132,6 +152,12 @@ pub enum SkipReason {
     NothingToWrite,
     /// The namespace is excluded.
     ExcludedNamespace,
+    /// The namespace selector does not select the namespace (and nothing
+    /// is pruned there).
+    NamespaceNotSelected,
+    /// `adoptExisting` is off and the Secret was neither created by
+    /// kubestash nor labelled as managed by it.
+    NotAdopted,
 }
 
 impl fmt::Display for SkipReason {
@@ -141,6 +167,13 @@ impl fmt::Display for SkipReason {
             SkipReason::Immutable => f.write_str("immutable"),
             SkipReason::NothingToWrite => f.write_str("no key to write"),
             SkipReason::ExcludedNamespace => f.write_str("excluded namespace"),
+            SkipReason::NamespaceNotSelected => {
+                f.write_str("namespace not selected by namespaceSelector")
+            }
+            SkipReason::NotAdopted => write!(
+                f,
+                "exists and is not managed by kubestash (adoptExisting is false; label it {MANAGED_BY_LABEL}={MANAGED_BY_VALUE} to allow)"
+            ),
         }
     }
 }
@@ -237,6 +270,10 @@ pub struct SecretPlan {
     pub keys: Vec<KeyChange>,
     /// What to apply, for Create and Update only.
     pub apply: Option<ApplySecret>,
+    /// Labels and annotations of `spec.secretMetadata` left out because
+    /// another CredstashSync owns them with another value, e.g.
+    /// `label team owned by kubestash/other`.
+    pub metadata_conflicts: Vec<String>,
 }
 
 impl SecretPlan {
@@ -396,19 +433,24 @@ impl Plan {
         self.secrets.iter().filter_map(|s| s.apply.as_ref())
     }
 
-    /// Keys another CredstashSync owns, as `namespace/name:KEY owned by manager`.
+    /// Keys another CredstashSync owns, as `namespace/name:KEY owned by
+    /// manager`, then labels and annotations, as `namespace/name: label KEY
+    /// owned by manager`.
     pub fn ownership_conflicts(&self) -> Vec<String> {
-        self.secrets
-            .iter()
-            .flat_map(|plan| {
-                plan.keys.iter().filter_map(move |k| match &k.change {
-                    KeyChangeKind::Keep(KeepReason::OwnedByOther(manager)) => {
-                        Some(format!("{}:{} owned by {manager}", plan.secret, k.key))
-                    }
-                    _ => None,
-                })
+        let keys = self.secrets.iter().flat_map(|plan| {
+            plan.keys.iter().filter_map(move |k| match &k.change {
+                KeyChangeKind::Keep(KeepReason::OwnedByOther(manager)) => {
+                    Some(format!("{}:{} owned by {manager}", plan.secret, k.key))
+                }
+                _ => None,
             })
-            .collect()
+        });
+        let metadata = self.secrets.iter().flat_map(|plan| {
+            plan.metadata_conflicts
+                .iter()
+                .map(move |conflict| format!("{}: {conflict}", plan.secret))
+        });
+        keys.chain(metadata).collect()
     }
 }
 
@@ -460,16 +502,21 @@ pub fn plan_secret(
     }
     let (keys, data, carried) = plan_keys(desired, observed, options);
     let data_changed = keys.iter().any(|k| k.change.changes_data());
-    let claims = observed.is_some_and(|live| claims_ownership(&keys, live));
-    let writable = !data.is_empty() || !carried.is_empty();
-    let action = decide(options, secret, observed, writable, data_changed, claims);
+    let metadata = plan_metadata(options, observed, data_changed);
+    let differences = Differences {
+        data_changed,
+        claims: observed.is_some_and(|live| claims_ownership(&keys, live)),
+        metadata_stale: metadata.stale,
+        has_data: !data.is_empty() || !carried.is_empty(),
+    };
+    let action = decide(options, secret, observed, &differences);
     let apply =
         matches!(action, SecretAction::Create | SecretAction::Update).then(|| ApplySecret {
             namespace: secret.namespace.clone(),
             name: secret.name.clone(),
             field_manager: options.manager.clone(),
-            labels: BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())]),
-            annotations: annotations(options, observed, data_changed),
+            labels: metadata.labels,
+            annotations: metadata.annotations,
             data,
             carried,
         });
@@ -478,7 +525,20 @@ pub fn plan_secret(
         action,
         keys,
         apply,
+        metadata_conflicts: metadata.conflicts,
     })
+}
+
+/// How the planned Secret differs from the live one.
+struct Differences {
+    /// A key is added, changed or removed.
+    data_changed: bool,
+    /// A key already right is not ours yet (see [`claims_ownership`]).
+    claims: bool,
+    /// Our labels or annotations are missing, or differ from the spec.
+    metadata_stale: bool,
+    /// The apply body holds keys.
+    has_data: bool,
 }
 
 /// The Secret's action from its key changes and live state.
@@ -486,29 +546,42 @@ fn decide(
     options: &PlanOptions,
     secret: &SecretRef,
     observed: Option<&ObservedSecret>,
-    writable: bool,
-    data_changed: bool,
-    claims: bool,
+    differences: &Differences,
 ) -> SecretAction {
     if options.excluded_namespaces.contains(&secret.namespace) {
         return SecretAction::Skip(SkipReason::ExcludedNamespace);
     }
+    if options.unselected_namespaces.contains(&secret.namespace) && !differences.data_changed {
+        return SecretAction::Skip(SkipReason::NamespaceNotSelected);
+    }
     let Some(live) = observed else {
-        return if !writable {
-            SecretAction::Skip(SkipReason::NothingToWrite)
-        } else {
+        return if differences.has_data {
             SecretAction::Create
+        } else {
+            SecretAction::Skip(SkipReason::NothingToWrite)
         };
     };
     if !live.is_opaque() {
         SecretAction::Skip(SkipReason::NotOpaque(live.type_.clone()))
-    } else if data_changed && live.immutable {
+    } else if !options.adopt_existing && !created_by_kubestash(live) {
+        SecretAction::Skip(SkipReason::NotAdopted)
+    } else if differences.data_changed && live.immutable {
         SecretAction::Skip(SkipReason::Immutable)
-    } else if data_changed || claims || (writable && lacks_our_metadata(live)) {
+    } else if differences.data_changed
+        || differences.claims
+        || (differences.has_data && differences.metadata_stale)
+    {
         SecretAction::Update
     } else {
         SecretAction::Unchanged
     }
+}
+
+/// Whether kubestash may write into an existing Secret when `adoptExisting`
+/// is off: it carries our label, or our manager already owns keys in it.
+fn created_by_kubestash(live: &ObservedSecret) -> bool {
+    live.labels.get(MANAGED_BY_LABEL).map(String::as_str) == Some(MANAGED_BY_VALUE)
+        || !live.owned_keys.is_empty()
 }
 
 /// Whether a key we write already has its value but is not ours yet (it was
@@ -526,6 +599,81 @@ fn claims_ownership(keys: &[KeyChange], live: &ObservedSecret) -> bool {
 fn lacks_our_metadata(live: &ObservedSecret) -> bool {
     live.labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some(MANAGED_BY_VALUE)
         || !live.annotations.contains_key(SOURCE_ANNOTATION)
+}
+
+/// The labels and annotations of the apply body.
+struct MetadataPlan {
+    labels: BTreeMap<String, String>,
+    annotations: BTreeMap<String, String>,
+    /// The live Secret lacks our label or source annotation, has a spec
+    /// label or annotation with another value, or has one we own that the
+    /// body no longer lists (removed from the spec).
+    stale: bool,
+    /// Spec labels and annotations left to another CredstashSync.
+    conflicts: Vec<String>,
+}
+
+/// Our label and annotations plus `spec.secretMetadata`'s. A spec label or
+/// annotation that another living CredstashSync owns with another value is
+/// left to it and reported, so that two CredstashSyncs never rewrite a
+/// Secret back and forth.
+fn plan_metadata(
+    options: &PlanOptions,
+    observed: Option<&ObservedSecret>,
+    data_changed: bool,
+) -> MetadataPlan {
+    let mut labels = BTreeMap::from([(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())]);
+    let mut annotations = annotations(options, observed, data_changed);
+    let Some(live) = observed else {
+        labels.extend(options.secret_metadata.labels.clone());
+        annotations.extend(options.secret_metadata.annotations.clone());
+        return MetadataPlan {
+            labels,
+            annotations,
+            stale: false,
+            conflicts: Vec::new(),
+        };
+    };
+    let mut conflicts = Vec::new();
+    let mut stale = lacks_our_metadata(live);
+    for (kind, wanted, body, values, ours, others) in [
+        (
+            "label",
+            &options.secret_metadata.labels,
+            &mut labels,
+            &live.labels,
+            &live.owned_metadata.labels,
+            &live.other_metadata_owners.labels,
+        ),
+        (
+            "annotation",
+            &options.secret_metadata.annotations,
+            &mut annotations,
+            &live.annotations,
+            &live.owned_metadata.annotations,
+            &live.other_metadata_owners.annotations,
+        ),
+    ] {
+        for (key, value) in wanted {
+            let differs = values.get(key) != Some(value);
+            match others.get(key) {
+                Some(manager) if differs => {
+                    conflicts.push(format!("{kind} {key} owned by {manager}"));
+                }
+                _ => {
+                    stale |= differs;
+                    body.insert(key.clone(), value.clone());
+                }
+            }
+        }
+        stale |= ours.keys().any(|key| !body.contains_key(key));
+    }
+    MetadataPlan {
+        labels,
+        annotations,
+        stale,
+        conflicts,
+    }
 }
 
 /// Our annotations: `synced-at` is `now` when the data changes (or there is
@@ -674,6 +822,9 @@ mod tests {
             read_complete: true,
             now: now(),
             excluded_namespaces: BTreeSet::new(),
+            unselected_namespaces: BTreeSet::new(),
+            secret_metadata: SecretMetadata::default(),
+            adopt_existing: true,
         }
     }
 
@@ -1336,5 +1487,211 @@ mod tests {
             assert!(!printed.contains(needle), "{needle} in {printed}");
         }
         assert!(printed.contains("update ns/s (change: A; keep: B (failed))"));
+    }
+
+    fn with_metadata(labels: &[(&str, &str)], annotations: &[(&str, &str)]) -> PlanOptions {
+        let map = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect()
+        };
+        PlanOptions {
+            secret_metadata: SecretMetadata {
+                labels: map(labels),
+                annotations: map(annotations),
+            },
+            ..opts()
+        }
+    }
+
+    /// `secret` after an apply of `plan` by our manager: the body's labels
+    /// and annotations are the Secret's and ours (what SSA leaves).
+    fn applied(secret: ObservedSecret, plan: &SecretPlan) -> ObservedSecret {
+        let apply = plan.apply.as_ref().expect("an apply");
+        let owners = |body: &BTreeMap<String, String>| {
+            body.keys().map(|k| (k.clone(), OURS.to_owned())).collect()
+        };
+        ObservedSecret {
+            labels: apply.labels.clone(),
+            annotations: apply.annotations.clone(),
+            owned_metadata: super::super::observed::MetadataOwners {
+                labels: owners(&apply.labels),
+                annotations: owners(&apply.annotations),
+            },
+            ..secret
+        }
+    }
+
+    #[test]
+    fn secret_metadata_is_applied_kept_and_removed_without_a_data_change() {
+        let wanted = || Some(desired(vec![("A", val("1"))]));
+        let added = with_metadata(
+            &[("team", "payments")],
+            &[("reloader.stakater.com/match", "true")],
+        );
+        let p = one(wanted(), Some(live(&[("A", "1")], &["A"])), &added);
+        assert_eq!(
+            p.action,
+            SecretAction::Update,
+            "metadata alone makes an apply"
+        );
+        assert_eq!(p.summary(), "update ns/s (labels and annotations)");
+        let apply = p.apply.as_ref().expect("an apply");
+        assert_eq!(apply.labels["team"], "payments");
+        assert_eq!(apply.labels[MANAGED_BY_LABEL], MANAGED_BY_VALUE);
+        assert_eq!(apply.annotations["reloader.stakater.com/match"], "true");
+        assert_eq!(synced_at(&p), BEFORE, "the data did not change");
+        assert_eq!(body(&p), pairs(&[("A", "1")]));
+
+        let steady = applied(live(&[("A", "1")], &["A"]), &p);
+        let again = one(wanted(), Some(steady.clone()), &added);
+        assert_eq!(
+            again.action,
+            SecretAction::Unchanged,
+            "steady state: no write"
+        );
+
+        let changed = with_metadata(
+            &[("team", "billing")],
+            &[("reloader.stakater.com/match", "true")],
+        );
+        let p = one(wanted(), Some(steady.clone()), &changed);
+        assert_eq!(p.action, SecretAction::Update);
+        assert_eq!(
+            p.apply.as_ref().expect("an apply").labels["team"],
+            "billing"
+        );
+
+        let p = one(wanted(), Some(steady), &opts());
+        assert_eq!(p.action, SecretAction::Update, "removed from the spec");
+        let apply = p.apply.as_ref().expect("an apply");
+        assert!(!apply.labels.contains_key("team"), "{:?}", apply.labels);
+        assert!(!apply
+            .annotations
+            .contains_key("reloader.stakater.com/match"));
+        assert_eq!(apply.labels[MANAGED_BY_LABEL], MANAGED_BY_VALUE);
+    }
+
+    #[test]
+    fn secret_metadata_goes_into_created_secrets() {
+        let p = one(
+            Some(desired(vec![("A", val("1"))])),
+            None,
+            &with_metadata(&[("team", "payments")], &[]),
+        );
+        assert_eq!(p.action, SecretAction::Create);
+        assert_eq!(
+            p.apply.as_ref().expect("an apply").labels["team"],
+            "payments"
+        );
+    }
+
+    #[test]
+    fn a_hand_set_label_with_another_value_is_taken_over_but_another_syncs_is_left() {
+        let options = with_metadata(&[("team", "payments")], &[]);
+        let mut hand = live(&[("A", "1")], &["A"]);
+        hand.labels.insert("team".into(), "someone".into());
+        let p = one(
+            Some(desired(vec![("A", val("1"))])),
+            Some(hand.clone()),
+            &options,
+        );
+        assert_eq!(p.action, SecretAction::Update);
+        assert_eq!(
+            p.apply.as_ref().expect("an apply").labels["team"],
+            "payments"
+        );
+
+        let mut theirs = hand;
+        theirs
+            .other_metadata_owners
+            .labels
+            .insert("team".into(), "kubestash/other".into());
+        let p = one(
+            Some(desired(vec![("A", val("2"))])),
+            Some(theirs.clone()),
+            &options,
+        );
+        assert!(!p
+            .apply
+            .as_ref()
+            .expect("an apply")
+            .labels
+            .contains_key("team"));
+        let plan = Plan { secrets: vec![p] };
+        assert_eq!(
+            plan.ownership_conflicts(),
+            vec!["ns/s: label team owned by kubestash/other"]
+        );
+        let p = one(Some(desired(vec![("A", val("1"))])), Some(theirs), &options);
+        assert_eq!(
+            p.action,
+            SecretAction::Unchanged,
+            "no rewriting back and forth"
+        );
+    }
+
+    #[test]
+    fn unselected_namespaces_are_skipped_unless_keys_are_pruned() {
+        let observed = BTreeMap::from([(sref(), live(&[("A", "1"), ("HAND", "h")], &["A"]))]);
+        let unselected = |prune, read_complete| PlanOptions {
+            prune,
+            read_complete,
+            unselected_namespaces: ["ns".to_owned()].into(),
+            ..with_metadata(&[("team", "new")], &[])
+        };
+        for (prune, complete) in [(false, true), (true, false)] {
+            let kept = plan(&BTreeMap::new(), &observed, &unselected(prune, complete));
+            assert_eq!(
+                kept.secrets[0].action,
+                SecretAction::Skip(SkipReason::NamespaceNotSelected),
+                "prune={prune} complete={complete}"
+            );
+            assert_eq!(kept.applies().count(), 0);
+        }
+        let pruned = plan(&BTreeMap::new(), &observed, &unselected(true, true));
+        let p = &pruned.secrets[0];
+        assert_eq!(p.action, SecretAction::Update);
+        assert_eq!(changes(p), vec![("A", Remove)]);
+        assert!(body(p).is_empty(), "the hand key is not ours to remove");
+        assert!(p.summary().starts_with("update ns/s (remove: A)"));
+    }
+
+    #[test]
+    fn without_adoption_only_secrets_of_kubestash_are_written() {
+        let options = PlanOptions {
+            adopt_existing: false,
+            ..opts()
+        };
+        let wanted = || Some(desired(vec![("A", val("1"))]));
+        let p = one(wanted(), Some(foreign(&[("OTHER", "x")])), &options);
+        assert_eq!(p.action, SecretAction::Skip(SkipReason::NotAdopted));
+        assert_eq!(p.apply, None);
+        assert!(
+            p.summary().contains("adoptExisting is false"),
+            "{}",
+            p.summary()
+        );
+        let mut labelled = foreign(&[("OTHER", "x")]);
+        labelled
+            .labels
+            .insert(MANAGED_BY_LABEL.into(), MANAGED_BY_VALUE.into());
+        assert_eq!(
+            one(wanted(), Some(labelled), &options).action,
+            SecretAction::Update
+        );
+        let ours_unlabelled = ObservedSecret {
+            labels: BTreeMap::new(),
+            ..live(&[("A", "0")], &["A"])
+        };
+        assert_eq!(
+            one(wanted(), Some(ours_unlabelled), &options).action,
+            SecretAction::Update,
+            "a Secret our manager has keys in was ours"
+        );
+        assert_eq!(one(wanted(), None, &options).action, SecretAction::Create);
+        let adopting = one(wanted(), Some(foreign(&[("OTHER", "x")])), &opts());
+        assert_eq!(adopting.action, SecretAction::Update, "the default adopts");
     }
 }

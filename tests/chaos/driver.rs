@@ -232,7 +232,7 @@ impl<'a> Harness<'a> {
             .path()
             .join(format!("operator-{}.log", self.generation));
         let file = std::fs::File::create(&log).expect("operator log");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_kubestash"));
+        let mut command = Command::new(operator_binary());
         command
             .args(run_args(port))
             .args(["--stream-check-interval", "2s"])
@@ -641,6 +641,12 @@ impl<'a> Harness<'a> {
         if let Some(exit) = self.operator_exited() {
             problems.push(exit);
         }
+        // The operator has acted on the latest spec (as `kubectl wait` on
+        // observedGeneration would tell a user): a reconcile that began
+        // with the previous spec may still write until then.
+        if let Err(problem) = self.wait_spec_observed(settings).await {
+            problems.push(problem);
+        }
         // 1, 2: the Secrets converge to the model.
         let start = Instant::now();
         let mut mismatches = self.model.check(&self.world, &self.observe());
@@ -669,7 +675,7 @@ impl<'a> Harness<'a> {
             tokio::time::sleep(settings.quiet).await;
             let after = self.fake.counters();
             self.outcome.invariants_checked += 1;
-            let writes = after.writes("secrets") - before.writes("secrets");
+            let writes = after.writes_arrived("secrets") - before.writes_arrived("secrets");
             if writes > 0 {
                 problems.push(format!(
                     "[5 quiet] {writes} Secret writes in {:?} after convergence: {}; sampled: {:?}",
@@ -726,6 +732,30 @@ impl<'a> Harness<'a> {
         }
     }
 
+    async fn wait_spec_observed(&self, settings: &Settings) -> Result<(), String> {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
+        let name = &self.world.css.name;
+        let deadline = Instant::now() + settings.converge;
+        loop {
+            let css = api.get(name).await.ok();
+            let observed = css.as_ref().is_some_and(|css| {
+                let generation = css.metadata.generation;
+                generation.is_some()
+                    && css.data["status"]["observedGeneration"].as_i64() == generation
+            });
+            if observed {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "[6 status] {name}: the latest spec was not observed within {:?}",
+                    settings.converge
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     async fn check_status(&mut self, settings: &Settings) -> Result<(), String> {
         self.outcome.invariants_checked += 1;
         let writes_before = self.fake.counters();
@@ -753,7 +783,7 @@ impl<'a> Harness<'a> {
         };
         let mut problems = Vec::new();
         let counters = self.fake.counters();
-        let writes = counters.writes("secrets") - writes_before.writes("secrets");
+        let writes = counters.writes_arrived("secrets") - writes_before.writes_arrived("secrets");
         if writes > 0 {
             problems.push(format!(
                 "a full sync of a converged cluster wrote {writes} times: {}; sampled: {:?}",
@@ -933,4 +963,12 @@ where
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     Err(format!("driver: {what}: still failing after 20 tries"))
+}
+
+/// The operator binary: `KUBESTASH_BIN` (the soak sets the release build),
+/// else the one cargo built for this test.
+fn operator_binary() -> std::path::PathBuf {
+    std::env::var_os("KUBESTASH_BIN")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_kubestash").into())
 }

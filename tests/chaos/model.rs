@@ -280,6 +280,9 @@ pub struct Expectations {
     pinned: BTreeMap<(SecretId, String), Option<String>>,
     /// Values a key may rightly have taken since the last check.
     possible: BTreeMap<(SecretId, String), BTreeSet<Option<String>>>,
+    /// Every value the table gave a key since the last check, whether its
+    /// namespace could receive it or not.
+    table_history: BTreeMap<(SecretId, String), BTreeSet<String>>,
 }
 
 /// One disagreement between the cluster and the model.
@@ -333,14 +336,20 @@ impl Expectations {
             _ => {}
         }
         let desired = world.desired();
+        self.record_history(&desired);
         for secret in universe() {
             if !world.writable(&secret.0) || world.non_opaque.contains_key(&secret) {
                 continue;
             }
             let wanted = desired.get(&secret);
             for (key, d) in wanted.into_iter().flatten() {
-                if let Desired::Value(v) = d {
-                    self.allow(&secret, key, Some(v.clone()));
+                match d {
+                    Desired::Value(v) => self.allow(&secret, key, Some(v.clone())),
+                    // The operator's view of the table lags (the stream):
+                    // it may have written one of the names before it saw
+                    // the other, and a conflict keeps what the key has.
+                    Desired::Conflict => self.allow_history(&secret, key),
+                    Desired::Failed => {}
                 }
             }
             if world.css.prune {
@@ -359,6 +368,27 @@ impl Expectations {
             .entry((secret.clone(), key.to_owned()))
             .or_default()
             .insert(value);
+    }
+
+    fn record_history(&mut self, desired: &BTreeMap<SecretId, BTreeMap<String, Desired>>) {
+        for (secret, keys) in desired {
+            for (key, d) in keys {
+                if let Desired::Value(v) = d {
+                    self.table_history
+                        .entry((secret.clone(), key.clone()))
+                        .or_default()
+                        .insert(v.clone());
+                }
+            }
+        }
+    }
+
+    fn allow_history(&mut self, secret: &SecretId, key: &str) {
+        let id = (secret.clone(), key.to_owned());
+        let values = self.table_history.get(&id).cloned().unwrap_or_default();
+        for value in values {
+            self.allow(secret, key, Some(value));
+        }
     }
 
     fn allow_absent(&mut self, secret: &SecretId) {
@@ -472,6 +502,10 @@ impl Expectations {
     pub fn pin(&mut self, world: &World, observed: &BTreeMap<SecretId, Observed>) {
         self.pinned.clear();
         self.possible.clear();
+        // The operator's view of the table may lag into the next period:
+        // what the table held at this check counts as seen in it.
+        self.table_history.clear();
+        self.record_history(&world.desired());
         for (secret, seen) in observed {
             if world.non_opaque.contains_key(secret) {
                 continue;
@@ -606,6 +640,43 @@ mod tests {
         assert_eq!(model.check(&world, &stale).len(), 1);
         let missing = model.check(&world, &BTreeMap::new());
         assert_eq!(missing.len(), 2, "absent, and so not owned: {missing:?}");
+    }
+
+    /// Found by the soak (seed 1001): a namespace appeared after the first
+    /// of two colliding names was put but before the stream brought the
+    /// second; writing the first, then keeping it as a conflict, is right.
+    #[test]
+    fn a_conflict_may_keep_a_value_the_operator_saw_before_the_collision() {
+        let (world, model) = run(&[
+            put("ns-c/svc/Region", "1"),
+            put("ns-c/svc/region", "2"),
+            Op::CreateNamespace("ns-c".into()),
+        ]);
+        for kept in [Some("1"), None] {
+            let data: Vec<(&str, &str)> = kept.map(|v| ("REGION", v)).into_iter().collect();
+            let seen = BTreeMap::from([(sid("ns-c", "svc"), observed(&data))]);
+            assert!(model.check(&world, &seen).is_empty(), "{kept:?}");
+        }
+        let made_up = BTreeMap::from([(sid("ns-c", "svc"), observed(&[("REGION", "3")]))]);
+        assert_eq!(model.check(&world, &made_up).len(), 1);
+    }
+
+    /// Found by the soak (seed 1004): the first name was put before the
+    /// last check, its namespace was absent then, and the colliding name
+    /// came in the next period.
+    #[test]
+    fn a_conflict_may_keep_a_value_the_table_had_at_the_last_check() {
+        let (mut world, mut model) = run(&[put("ns-c/svc/region", "1")]);
+        model.pin(&world, &BTreeMap::new());
+        for op in [
+            put("ns-c/svc/REGION", "2"),
+            Op::CreateNamespace("ns-c".into()),
+        ] {
+            world.apply(&op);
+            model.after(&op, &world);
+        }
+        let kept = BTreeMap::from([(sid("ns-c", "svc"), observed(&[("REGION", "1")]))]);
+        assert!(model.check(&world, &kept).is_empty());
     }
 
     #[test]

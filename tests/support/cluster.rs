@@ -496,6 +496,17 @@ pub fn metric(metrics: &str, name: &str, labels: &[&str]) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The sum of every series of counter `family` for CredstashSync `css`
+/// (0 when there is none yet).
+pub fn css_total(metrics: &str, family: &str, css: &str) -> f64 {
+    let label = format!("credstashsync=\"{css}\"");
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(&format!("{family}{{")) && l.contains(&label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 /// Runs `command` to completion, with stdin closed.
 pub fn quiet(command: &mut Command) -> &mut Command {
     command.stdin(Stdio::null())

@@ -113,9 +113,27 @@ const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deleteco
 pub struct RequestCounters {
     by_key: BTreeMap<(String, String, u16), u64>,
     by_user_agent: BTreeMap<(String, String, String), u64>,
+    /// Writes by resource, counted when they arrive (before their effect is
+    /// visible), so that a snapshot taken after seeing a write's effect
+    /// always includes it.
+    writes_arrived: BTreeMap<String, u64>,
 }
 
 impl RequestCounters {
+    /// Records the arrival of a request, before it is served.
+    pub fn arrived(&mut self, verb: &str, resource: &str) {
+        if WRITE_VERBS.contains(&verb) {
+            *self.writes_arrived.entry(resource.to_string()).or_default() += 1;
+        }
+    }
+
+    /// Writes to the resource that have arrived, answered or not: unlike
+    /// [`RequestCounters::writes`], a write whose effect a client has seen
+    /// is always included.
+    pub fn writes_arrived(&self, resource: &str) -> u64 {
+        self.writes_arrived.get(resource).copied().unwrap_or(0)
+    }
+
     /// Records one answered request of the client sending `user_agent`.
     pub fn record(&mut self, verb: &str, resource: &str, status: u16, user_agent: &str) {
         *self
@@ -183,5 +201,22 @@ impl RequestCounters {
     /// Every (verb, resource, status) → count.
     pub fn entries(&self) -> &BTreeMap<(String, String, u16), u64> {
         &self.by_key
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_count_on_arrival_and_reads_do_not() {
+        let mut counters = RequestCounters::default();
+        counters.arrived("patch", "secrets");
+        counters.arrived("get", "secrets");
+        assert_eq!(counters.writes_arrived("secrets"), 1);
+        assert_eq!(counters.writes("secrets"), 0, "not answered yet");
+        counters.record("patch", "secrets", 200, "kubestash");
+        assert_eq!(counters.writes("secrets"), 1);
+        assert_eq!(counters.writes_arrived("configmaps"), 0);
     }
 }

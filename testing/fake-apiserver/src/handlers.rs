@@ -185,6 +185,7 @@ async fn handle_parts(shared: &Arc<Shared>, parts: http::request::Parts, body: B
     let verb = verb_of(&r, &target);
     let label = target.label();
     let agent = r.header("user-agent").to_owned();
+    shared.arrived(verb, &label);
     match shared.take_fault(verb, &label, &agent) {
         Some(FaultAction::Status(code)) => {
             shared.record(verb, &label, code, &agent);

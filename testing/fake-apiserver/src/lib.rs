@@ -19,6 +19,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod apps;
 pub mod crd;
 pub mod discovery;
 pub mod errors;

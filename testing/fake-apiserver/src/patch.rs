@@ -41,6 +41,9 @@ fn strategy(path: &[String], kind: &str) -> Strategy {
         (_, ["metadata", "finalizers"]) => Strategy::MergePrimitive,
         (_, ["metadata", "ownerReferences"]) => Strategy::MergeByKey("uid"),
         ("Namespace", ["status", "conditions"]) => Strategy::MergeByKey("type"),
+        ("Deployment" | "StatefulSet" | "DaemonSet", p) => crate::apps::merge_key(p)
+            .map(Strategy::MergeByKey)
+            .unwrap_or(Strategy::Replace),
         _ => Strategy::Replace,
     }
 }

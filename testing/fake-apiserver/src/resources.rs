@@ -22,6 +22,8 @@ pub enum Class {
     Lease,
     /// apiextensions.k8s.io/v1 CustomResourceDefinition.
     Crd,
+    /// apps/v1 Deployment, StatefulSet or DaemonSet (see [`crate::apps`]).
+    Workload,
     /// A kind with no special strategy (ResourceQuota, LimitRange, ServiceAccount).
     Plain,
     /// A custom resource served from a CRD.
@@ -231,7 +233,9 @@ pub fn builtins() -> Vec<ResourceInfo> {
         Class::Plain,
     );
     sas.short_names = vec!["sa".into()];
-    vec![ns, secrets, cms, ev, ev2, leases, crd, quotas, limits, sas]
+    let mut all = vec![ns, secrets, cms, ev, ev2, leases, crd, quotas, limits, sas];
+    all.extend(crate::apps::resources());
+    all
 }
 
 /// Builds the served resources for an established CRD (one per served version).

@@ -42,6 +42,7 @@ impl<'a> TypeInfo<'a> {
             (_, ["metadata", "labels" | "annotations"]) => true,
             (Class::Secret, ["data" | "stringData"]) => true,
             (Class::ConfigMap, ["data" | "binaryData"]) => true,
+            (Class::Workload, _) => crate::apps::is_map(&without_item_steps(&p)),
             (Class::Custom, _) => self.schema.and_then(|s| schema_at(s, &p)).is_some_and(|n| {
                 n.get("properties").is_none() && n["additionalProperties"].is_object()
             }),
@@ -69,6 +70,9 @@ impl<'a> TypeInfo<'a> {
                 ["status", "conditions"] => ListType::Map(vec!["type".into()]),
                 _ => ListType::Atomic,
             },
+            Class::Workload => crate::apps::list_map_keys(&without_item_steps(&p))
+                .map(ListType::Map)
+                .unwrap_or(ListType::Atomic),
             Class::Custom => self
                 .schema
                 .and_then(|s| schema_at(s, &p))
@@ -752,6 +756,11 @@ pub fn go_float(f: f64) -> String {
 /// An empty JSON object.
 pub fn empty_object() -> Value {
     Value::Object(Map::new())
+}
+
+/// A path of field names without its `[]` list-item steps.
+fn without_item_steps<'p>(path: &[&'p str]) -> Vec<&'p str> {
+    path.iter().copied().filter(|s| *s != "[]").collect()
 }
 
 #[cfg(test)]

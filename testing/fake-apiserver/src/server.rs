@@ -149,6 +149,11 @@ impl Shared {
         lock(&self.faults).take(verb, resource, user_agent)
     }
 
+    /// Counts a request as it arrives.
+    pub fn arrived(&self, verb: &str, resource: &str) {
+        lock(&self.counters).arrived(verb, resource);
+    }
+
     /// Counts an answered request.
     pub fn record(&self, verb: &str, resource: &str, status: u16, user_agent: &str) {
         lock(&self.counters).record(verb, resource, status, user_agent);

@@ -141,6 +141,7 @@ pub fn columns(res: &ResourceInfo) -> Vec<Column> {
             age_col,
         ],
         Class::Crd => vec![name, col("Created At", "date", "", AGE_DESC, 0)],
+        Class::Workload => crate::apps::columns(&res.kind),
         Class::Custom => {
             let mut cols = vec![name];
             if res.columns.is_empty() {
@@ -275,6 +276,7 @@ pub fn cells(res: &ResourceInfo, obj: &Value) -> Vec<Value> {
             json!(age(created)),
         ],
         Class::Crd => vec![name, json!(created.unwrap_or_default())],
+        Class::Workload => crate::apps::cells(&res.kind, obj),
         Class::Custom => {
             let cols = columns(res);
             let mut out = vec![name];

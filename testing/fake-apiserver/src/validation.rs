@@ -88,10 +88,41 @@ pub fn validate_metadata(res: &ResourceInfo, obj: &Value, causes: &mut Vec<Cause
                 )),
             }
             if !valid_qualified_name(k) {
-                causes.push(cause("FieldValueInvalid", &field, format!("Invalid value: \"{k}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')")));
+                causes.push(qualified_name_cause(&field, k));
             }
         }
     }
+    validate_annotations(obj, causes);
+}
+
+/// AM `ValidateAnnotations`: keys are qualified names once lower-cased, and
+/// keys plus values hold at most 256 KiB.
+fn validate_annotations(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(annotations) = obj["metadata"]["annotations"].as_object() else {
+        return;
+    };
+    let field = "metadata.annotations";
+    let mut size = 0;
+    for (k, v) in annotations {
+        if !valid_qualified_name(&k.to_lowercase()) {
+            causes.push(qualified_name_cause(field, k));
+        }
+        size += k.len() + v.as_str().map_or(0, str::len);
+    }
+    if size > MAX_ANNOTATIONS_BYTES {
+        causes.push(cause(
+            "FieldValueTooLong",
+            field,
+            format!("Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes"),
+        ));
+    }
+}
+
+/// `TotalAnnotationSizeLimitB`.
+const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+
+fn qualified_name_cause(field: &str, key: &str) -> Cause {
+    cause("FieldValueInvalid", field, format!("Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"))
 }
 
 fn valid_label_value(s: &str) -> bool {
@@ -440,6 +471,37 @@ pub fn check_shape(obj: &Value, kind: &str, api_version: &str) -> Result<(), Api
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod metadata_tests {
+    use super::*;
+    use serde_json::json;
+
+    fn causes_of(metadata: Value) -> Vec<Cause> {
+        let mut causes = Vec::new();
+        validate_annotations(&json!({"metadata": metadata}), &mut causes);
+        causes
+    }
+
+    #[test]
+    fn annotation_keys_are_qualified_names_in_any_case_and_their_size_is_bounded() {
+        let fine = causes_of(json!({"annotations": {
+            "Example.COM/Note": "x", "reloader.stakater.com/match": "true", "plain": ""
+        }}));
+        assert!(fine.is_empty(), "{fine:?}");
+        let bad = causes_of(json!({"annotations": {"bad key": "x", "a/b/c": "x"}}));
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert!(bad.iter().all(|c| c.field == "metadata.annotations"));
+        assert!(
+            bad[0].message.contains("Invalid value: \"a/b/c\""),
+            "{bad:?}"
+        );
+        let big = "x".repeat(MAX_ANNOTATIONS_BYTES);
+        let too_big = causes_of(json!({"annotations": {"k": big}}));
+        assert_eq!(too_big.len(), 1);
+        assert_eq!(too_big[0].reason, "FieldValueTooLong");
+    }
 }
 
 #[cfg(test)]

@@ -215,6 +215,10 @@ fn validate(ctx: &WriteCtx, obj: &mut Value, old: Option<&Value>) -> Result<(), 
     if ctx.res.class == Class::Crd {
         crd::validate(obj, &mut causes);
     }
+    if ctx.res.class == Class::Workload && ctx.subresource.is_none() {
+        crate::apps::apply_defaults(&ctx.res.kind, obj);
+        crate::apps::validate(obj, old, &mut causes);
+    }
     if ctx.res.class == Class::EventsV1Event || ctx.res.class == Class::CoreEvent {
         validation::validate_event_lengths(obj, &mut causes);
         let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
@@ -388,6 +392,7 @@ fn prepare_create(res: &ResourceInfo, obj: &mut Value, now: &str) {
             obj["status"] = json!({"phase": "Active"});
         }
         Class::Crd => crd::prepare_create(obj),
+        Class::Workload => obj["status"] = json!({}),
         Class::Custom if res.status_subresource => {
             if let Some(m) = m {
                 m.remove("status");

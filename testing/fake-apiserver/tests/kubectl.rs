@@ -329,6 +329,52 @@ async fn kubectl_applies_a_crd_and_prints_custom_columns() {
 }
 
 #[tokio::test]
+async fn kubectl_applies_gets_and_restarts_a_deployment() {
+    let Some(t) = Target::start() else { return };
+    let ns = t.ns.clone();
+    let deployment = |image: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "web", "namespace": ns},
+        "spec": {"selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": image}]}}}})
+    };
+    assert_eq!(
+        t.apply(&[], &deployment("nginx:1.26")).trim(),
+        "deployment.apps/web created"
+    );
+    assert_eq!(
+        t.apply(&[], &deployment("nginx:1.27")).trim(),
+        "deployment.apps/web configured"
+    );
+    let out = t.ok(&["-n", &ns, "get", "deployments"]);
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
+        "{out}"
+    );
+    assert_eq!(lines[1][..4], ["web", "0/1", "0", "0"], "{out}");
+    let out = t.ok(&["-n", &ns, "get", "deploy", "-o", "wide"]);
+    assert!(
+        out.contains("nginx:1.27") && out.contains("app=web"),
+        "{out}"
+    );
+    let out = t.ok(&["-n", &ns, "rollout", "restart", "deployment/web"]);
+    assert_eq!(out.trim(), "deployment.apps/web restarted");
+    let out = t.ok(&["-n", &ns, "get", "deploy", "web", "-o", "json"]);
+    let stored: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(stored["metadata"]["generation"], 3, "{out}");
+    let template = &stored["spec"]["template"];
+    assert!(template["metadata"]["annotations"]["kubectl.kubernetes.io/restartedAt"].is_string());
+    assert_eq!(template["spec"]["containers"][0]["image"], "nginx:1.27");
+    t.cleanup();
+}
+
+#[tokio::test]
 async fn kubectl_get_watch_streams_new_objects() {
     let Some(t) = Target::start() else { return };
     let ns = t.ns.clone();
