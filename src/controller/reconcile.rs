@@ -323,7 +323,7 @@ impl FullSyncRun<'_> {
             }
             _ => ctx.with_state(name, |s| s.full_sync_failed(taken)),
         }
-        super::release_freed_memory();
+        crate::allocator::release_freed_memory();
         let status =
             report::status_after_sync(previous, &outcome, generation, resync_requested, now);
         for notice in report::sync_notices(&outcome) {

@@ -3,15 +3,17 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{self, StreamExt};
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::crypto;
+use super::crypto::CryptoError;
 use super::error::{ItemError, TableError};
 use super::item::{attr, ItemId, SealFingerprint, SealedItem};
 use super::kms::KeyService;
@@ -83,9 +85,12 @@ pub struct ReadStats {
 
 /// Reads and opens the items of one credstash table.
 ///
-/// The reader remembers the value it last opened for each name, with the
+/// The reader remembers what it last opened for each name, with the
 /// fingerprint of the sealed item it came from: an item read again unchanged
-/// is not decrypted again (no KMS call), and no data key is ever kept. The
+/// is not decrypted again (no KMS call), and no data key is ever kept. A
+/// value that failed its integrity check is remembered as failed (the same
+/// sealed item always fails the same way); a failed KMS call is not (it may
+/// succeed next time). The
 /// values are the same allocations the callers hold ([`SecretValue`] clones
 /// share them); a complete read drops those of items that are gone.
 pub struct TableReader {
@@ -94,9 +99,12 @@ pub struct TableReader {
     keys: KeyService,
     options: ReaderOptions,
     dynamodb_calls: AtomicU64,
-    opened: Mutex<HashMap<String, (SealFingerprint, SecretValue)>>,
+    opened: Mutex<HashMap<String, (SealFingerprint, Opened)>>,
     in_flight: Mutex<Option<Flight>>,
 }
+
+/// What opening one sealed item gave once KMS had unwrapped its data key.
+type Opened = Result<SecretValue, CryptoError>;
 
 /// A full read under way that other callers may join.
 struct Flight {
@@ -151,7 +159,8 @@ impl TableReader {
             scan.latest.into_values().collect();
         if complete {
             let live: HashSet<&str> = sealed.iter().map(|(id, _)| id.name.as_str()).collect();
-            self.opened_values()
+            self.opened
+                .lock()
                 .retain(|name, _| live.contains(name.as_str()));
         }
         let entries = stream::iter(sealed)
@@ -180,7 +189,7 @@ impl TableReader {
     /// iterators opened before the read) passes the time of that event.
     pub async fn read_all_joined(self: &Arc<Self>, not_before: Instant) -> Arc<TableRead> {
         let read = {
-            let mut flight = lock(&self.in_flight);
+            let mut flight = self.in_flight.lock();
             match flight.as_ref() {
                 Some(running) if running.started >= not_before => running.read.clone(),
                 _ => {
@@ -197,7 +206,7 @@ impl TableReader {
             }
         };
         let result = read.clone().await;
-        let mut flight = lock(&self.in_flight);
+        let mut flight = self.in_flight.lock();
         if flight.as_ref().is_some_and(|f| f.read.ptr_eq(&read)) {
             // Done: later callers start their own read, and the result is not
             // kept alive here.
@@ -226,7 +235,7 @@ impl TableReader {
         match output.items.unwrap_or_default().into_iter().next() {
             Some(item) => Ok(Some(self.open_attributes(item).await)),
             None => {
-                self.opened_values().remove(name);
+                self.opened.lock().remove(name);
                 Ok(None)
             }
         }
@@ -297,33 +306,29 @@ impl TableReader {
         let fingerprint = sealed.fingerprint();
         let name = &sealed.id.name;
         let known = self
-            .opened_values()
+            .opened
+            .lock()
             .get(name)
             .filter(|(seen, _)| *seen == fingerprint)
-            .map(|(_, value)| value.clone());
-        if let Some(value) = known {
+            .map(|(_, opened)| opened.clone());
+        if let Some(opened) = known {
             self.keys
                 .counters()
                 .cache_hits
                 .fetch_add(1, Ordering::Relaxed);
-            return Ok(value);
+            return Ok(opened?);
         }
         let data_key = self.keys.unwrap_key(&sealed.wrapped_key).await?;
-        let value = crypto::open(&data_key, sealed.digest, &sealed.ciphertext, &sealed.hmac)?;
-        self.opened_values()
-            .insert(name.clone(), (fingerprint, value.clone()));
-        Ok(value)
+        let opened = crypto::open(&data_key, sealed.digest, &sealed.ciphertext, &sealed.hmac);
+        self.opened
+            .lock()
+            .insert(name.clone(), (fingerprint, opened.clone()));
+        Ok(opened?)
     }
 
     /// How many opened values the reader remembers.
     pub fn remembered_values(&self) -> usize {
-        self.opened_values().len()
-    }
-
-    fn opened_values(
-        &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, (SealFingerprint, SecretValue)>> {
-        lock(&self.opened)
+        self.opened.lock().len()
     }
 
     /// Scans all segments concurrently and keeps each name's latest version,
@@ -403,14 +408,6 @@ impl TableReader {
             cause: cause.to_string(),
         }
     }
-}
-
-/// Locks `mutex`. A poisoned lock only means another task panicked while
-/// holding it; what it guards (a cache, a slot) is still valid.
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Each name's latest item seen by a Scan, as `T`.
