@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -28,6 +29,9 @@ pub struct ReaderOptions {
     pub scan_segments: u32,
     /// KMS Decrypt calls in flight at once.
     pub decrypt_concurrency: usize,
+    /// Longest one attempt of an AWS call may take (a Scan page, a Query, a
+    /// KMS Decrypt) before it is cut and retried.
+    pub attempt_timeout: Duration,
 }
 
 impl Default for ReaderOptions {
@@ -35,6 +39,7 @@ impl Default for ReaderOptions {
         Self {
             scan_segments: 4,
             decrypt_concurrency: 32,
+            attempt_timeout: super::ATTEMPT_TIMEOUT,
         }
     }
 }
