@@ -84,6 +84,11 @@ pub struct RunArgs {
     /// KMS Decrypt calls in flight at once, per CredstashSync.
     #[arg(long, default_value_t = ReaderOptions::default().decrypt_concurrency)]
     pub decrypt_concurrency: usize,
+    /// Longest one attempt of a table read's AWS call (a Scan page, a Query,
+    /// a KMS Decrypt) before it is cut and retried. Raise it only for a slow
+    /// endpoint (a local emulator scanning a large table).
+    #[arg(long, env = "KUBESTASH_AWS_ATTEMPT_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    pub aws_attempt_timeout: std::time::Duration,
     /// How often a followed DynamoDB stream is checked for replacement
     /// (disabled and re-enabled) and new shards, and a table without a
     /// stream for a new one (DescribeTable + DescribeStream).
@@ -169,6 +174,9 @@ pub struct TableArgs {
     /// KMS Decrypt calls in flight at once.
     #[arg(long, default_value_t = ReaderOptions::default().decrypt_concurrency)]
     pub decrypt_concurrency: usize,
+    /// Longest one attempt of an AWS call before it is cut and retried.
+    #[arg(long, env = "KUBESTASH_AWS_ATTEMPT_TIMEOUT", default_value = "10s", value_parser = parse_interval)]
+    pub aws_attempt_timeout: std::time::Duration,
 }
 
 impl TableArgs {
@@ -190,6 +198,7 @@ impl TableArgs {
         ReaderOptions {
             scan_segments: self.scan_segments,
             decrypt_concurrency: self.decrypt_concurrency,
+            attempt_timeout: self.aws_attempt_timeout,
         }
     }
 }
@@ -269,6 +278,7 @@ async fn run_operator(args: RunArgs) -> u8 {
         reader: ReaderOptions {
             scan_segments: args.scan_segments,
             decrypt_concurrency: args.decrypt_concurrency,
+            attempt_timeout: args.aws_attempt_timeout,
         },
         stream_check_interval: args.stream_check_interval,
         write_gate: Default::default(),
@@ -312,9 +322,12 @@ async fn sync_once(args: &SyncArgs) -> u8 {
         Ok(env) => env,
         Err(err) => return fail(&format!("listing namespaces and managed Secrets: {err}")),
     };
-    let reader = credstash::connect(&args.table.location(), args.table.reader_options()).await;
+    let reader = std::sync::Arc::new(
+        credstash::connect(&args.table.location(), args.table.reader_options()).await,
+    );
+    let now = tokio::time::Instant::now();
     let (outcome, _snapshot) =
-        crate::controller::sync::full_sync(&env, &args.name, &spec, &reader).await;
+        crate::controller::sync::full_sync(&env, &args.name, &spec, &reader, now).await;
     report_sync(&outcome)
 }
 

@@ -3,6 +3,7 @@
 //! Data flows one way: read the table ([`credstash`]) -> desired state
 //! ([`mapping`]) -> plan and apply ([`secrets`]) -> status ([`controller`]).
 
+pub mod allocator;
 pub mod cli;
 pub mod controller;
 pub mod crd;

@@ -1,6 +1,8 @@
 //! A steady state costs nothing: a full sync of an unchanged table makes no
 //! Secret write and no Secret GET; a first sync reads a namespace with one
-//! LIST, not a GET per Secret (counted by the fake API server).
+//! LIST, not a GET per Secret (counted by the fake API server); two
+//! CredstashSyncs of one table decrypt each item once between them (counted
+//! by moto).
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -109,10 +111,58 @@ fn a_first_sync_lists_each_namespace_instead_of_getting_each_secret() {
     });
 }
 
+#[test]
+fn two_credstashsyncs_of_one_table_decrypt_each_item_once() {
+    let mut env = Env::without_operator();
+    env.table("t-shared");
+    let names = ["east/app/KEY", "east/db/KEY", "west/app/KEY", "west/db/KEY"];
+    for name in names {
+        env.put("t-shared", name, name);
+    }
+    block_on(async {
+        env.create_namespace("east").await;
+        env.create_namespace("west").await;
+        for (css, other) in [("shared-east", "west"), ("shared-west", "east")] {
+            let spec = json!({"table": "t-shared", "dryRun": false,
+                "minResyncInterval": "0s", "excludedNamespaces": [other]});
+            env.apply_css(css, spec).await;
+        }
+    });
+    env.moto.api_counts(true);
+    env.start_operator();
+    block_on(async {
+        env.wait_value("east", "db", "KEY", "east/db/KEY").await;
+        env.wait_value("west", "db", "KEY", "west/db/KEY").await;
+        let cold = env.moto.api_counts(true);
+        assert_eq!(
+            cold.get("Decrypt").copied(),
+            Some(names.len() as u64),
+            "one Decrypt per item for both CredstashSyncs: {cold:?}"
+        );
+        for css in ["shared-east", "shared-west"] {
+            resync_of(&env, css, "again").await;
+        }
+        let warm = env.moto.api_counts(true);
+        assert_eq!(
+            warm.get("Decrypt"),
+            None,
+            "no Decrypt for unchanged items: {warm:?}"
+        );
+        assert!(
+            warm.contains_key("Scan"),
+            "the resyncs read the table: {warm:?}"
+        );
+    });
+}
+
 async fn resync(env: &Env, value: &str) {
-    env.request_resync("steady", value).await;
-    wait_for(&format!("resync {value}"), || async {
-        let css = env.css("steady").await;
+    resync_of(env, "steady", value).await;
+}
+
+async fn resync_of(env: &Env, name: &str, value: &str) {
+    env.request_resync(name, value).await;
+    wait_for(&format!("resync {value} of {name}"), || async {
+        let css = env.css(name).await;
         (css["status"]["lastResyncRequest"] == value).then_some(())
     })
     .await;

@@ -14,6 +14,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use kubestash::rollout::{secret_key_digests, workload_digest, DIGEST_ANNOTATION};
+use kubestash::secrets::LiveSecret;
 use serde_json::{json, Value};
 
 const NS: &str = "roll";
@@ -79,9 +80,10 @@ async fn rollout_state(env: &Env, name: &str) -> (i64, Option<String>) {
 /// The digest the operator must write for these Secrets, computed from what
 /// the API server holds.
 async fn expected_digest(env: &Env, secrets: &[&str]) -> String {
-    let mut found: Vec<Secret> = Vec::new();
+    let mut found: Vec<LiveSecret> = Vec::new();
     for name in secrets {
-        found.push(env.secret(NS, name).await.expect("the Secret exists"));
+        let secret = env.secret(NS, name).await.expect("the Secret exists");
+        found.push(LiveSecret::from(secret));
     }
     workload_digest(found.iter().flat_map(secret_key_digests))
 }

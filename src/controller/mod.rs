@@ -15,12 +15,12 @@ pub mod sync;
 pub mod triggers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use futures::channel::mpsc::{unbounded, UnboundedSender};
 use futures::future::BoxFuture;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -35,8 +35,9 @@ use parking_lot::Mutex;
 use crate::crd::{CredstashSync, CredstashSyncStatus, ValidSpec};
 use crate::credstash::{self, ReaderOptions, TableLocation, TableReader};
 use crate::metrics::Metrics;
+use crate::secrets::live::reduce_event;
 use crate::secrets::observed::{has_manager, secret_ref};
-use crate::secrets::{self, Echo, OwnWrites, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
+use crate::secrets::{self, Echo, LiveSecret, OwnWrites, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::server::Health;
 use report::{Notice, Severity};
 use state::SyncState;
@@ -100,7 +101,8 @@ pub struct Context {
     metrics: Metrics,
     health: Health,
     recorder: Recorder,
-    managed_secrets: Store<Secret>,
+    /// Managed Secrets without their values (see [`secrets::live`]).
+    managed_secrets: Store<LiveSecret>,
     namespaces: Store<Namespace>,
     syncs: Store<CredstashSync>,
     settings: Settings,
@@ -114,6 +116,10 @@ pub struct Context {
     /// uids of CredstashSyncs seen deleted: a reconcile still in flight
     /// when the deletion arrived must not bring their metrics back.
     deleted: Mutex<HashSet<String>>,
+    /// One reader per table location, shared by the CredstashSyncs that
+    /// name it (one Scan when they sync together, one Decrypt per item
+    /// version); it lives while one of them holds it.
+    readers: Mutex<BTreeMap<TableLocation, Weak<TableReader>>>,
     /// Restarts of workloads whose Secrets changed (`spec.rollout`).
     rollouts: rollout::Rollouts,
 }
@@ -130,8 +136,9 @@ impl Context {
         let _ = synced.wait_for(|ready| *ready).await;
     }
 
-    /// The table reader of `name`, kept across reconciles for its KMS cache and
-    /// rebuilt when the table's location changes.
+    /// The table reader of `name`, kept across reconciles for the values it
+    /// remembers, shared with the other CredstashSyncs of the same location,
+    /// and replaced when the table's location changes.
     async fn reader(&self, name: &str, spec: &ValidSpec) -> Arc<TableReader> {
         let location = TableLocation {
             table: spec.table.clone(),
@@ -148,7 +155,21 @@ impl Context {
         if let Some(reader) = existing {
             return reader;
         }
-        let reader = Arc::new(credstash::connect(&location, self.settings.reader.clone()).await);
+        let shared = self.readers.lock().get(&location).and_then(Weak::upgrade);
+        let reader = match shared {
+            Some(reader) => reader,
+            None => {
+                let reader =
+                    Arc::new(credstash::connect(&location, self.settings.reader.clone()).await);
+                let mut readers = self.readers.lock();
+                readers.retain(|_, reader| reader.strong_count() > 0);
+                readers
+                    .entry(location.clone())
+                    .or_insert_with(|| Arc::downgrade(&reader))
+                    .upgrade()
+                    .unwrap_or(reader)
+            }
+        };
         self.with_state(name, |s| {
             s.forget_table();
             s.reader = Some((location, reader.clone()));
@@ -192,7 +213,7 @@ impl Context {
 
     /// The managed Secrets: the watch cache with our own recent writes laid
     /// over it.
-    fn managed_secrets_now(&self) -> Vec<Arc<Secret>> {
+    fn managed_secrets_now(&self) -> Vec<Arc<LiveSecret>> {
         let cached = self.managed_secrets.state();
         self.own_writes
             .lock()
@@ -202,7 +223,7 @@ impl Context {
     /// A managed Secret changed or was deleted. Unless it is the echo of
     /// our own write, every CredstashSync with keys in it checks it again
     /// (drift repair, from what it already knows).
-    fn secret_changed(&self, secret: &Secret, deleted: bool) {
+    fn secret_changed(&self, secret: &LiveSecret, deleted: bool) {
         if self.own_writes.lock().observe(secret, deleted) == Echo::Own {
             return;
         }
@@ -238,14 +259,14 @@ impl Context {
         tracing::info!(credstashsync = %name, "CredstashSync deleted: its metrics are removed, its Secrets and values stay");
         let manager = secrets::field_manager(name);
         let active = self.active_namespaces();
-        let in_active_namespace = |secret: &Secret| {
+        let in_active_namespace = |secret: &LiveSecret| {
             secret
                 .metadata
                 .namespace
                 .as_ref()
                 .is_some_and(|ns| active.contains_key(ns))
         };
-        let owned: Vec<Arc<Secret>> = self
+        let owned: Vec<Arc<LiveSecret>> = self
             .managed_secrets
             .state()
             .into_iter()
@@ -270,7 +291,7 @@ impl Context {
 
     /// Removes `manager`'s managedFields entries from `secret`, retrying
     /// from a fresh copy when the Secret changed meanwhile.
-    async fn release(&self, secret: &Secret, manager: &str) {
+    async fn release(&self, secret: &LiveSecret, manager: &str) {
         let mut current = secret.clone();
         let managers = BTreeSet::from([manager.to_owned()]);
         for _ in 0..3 {
@@ -295,7 +316,7 @@ impl Context {
                 .get_opt(name)
                 .await
             {
-                Ok(Some(fresh)) => current = fresh,
+                Ok(Some(fresh)) => current = fresh.into(),
                 Ok(None) => return,
                 Err(err) => {
                     tracing::warn!(%manager, secret = %format!("{namespace}/{name}"), error = %err, "could not release ownership");
@@ -395,7 +416,7 @@ fn report_watch_error(health: &Health, resource: &str, error: &watcher::Error) {
 
 /// Feeds the managed-Secret watch into the cache and the drift detection.
 fn follow_managed_secrets(
-    events: impl Stream<Item = watcher::Result<WatchEvent<Secret>>> + Send,
+    events: impl Stream<Item = watcher::Result<WatchEvent<LiveSecret>>> + Send,
     ctx: Arc<Context>,
 ) -> impl std::future::Future<Output = ()> + Send {
     let mut listed_once = false;
@@ -492,6 +513,7 @@ pub async fn run(
         wake,
         caches_synced,
         deleted: Mutex::new(HashSet::new()),
+        readers: Mutex::new(BTreeMap::new()),
         rollouts: rollout::Rollouts::default(),
     });
 
@@ -501,6 +523,7 @@ pub async fn run(
         watcher::Config::default().labels(&managed_selector),
     )
     .default_backoff()
+    .map_ok(reduce_event)
     .reflect(secrets_writer);
     let secrets_watch = follow_managed_secrets(secret_events, context.clone());
 
@@ -595,19 +618,6 @@ fn error_policy(css: Arc<CredstashSync>, error: &Error, ctx: Arc<Context>) -> Ac
     });
     tracing::warn!(credstashsync = %name, error = %error, retry_in_s = backoff.as_secs(), "reconcile failed");
     Action::requeue(backoff)
-}
-
-/// Hands memory freed by a full sync back to the system. A full sync
-/// allocates a second copy of the table while the first is alive; glibc keeps
-/// the freed pages resident and fragmented, so without this the peak RSS
-/// crept up sync after sync (see BENCHMARKS.md).
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns unused pages of glibc's own heap to
-    // the kernel; it takes glibc's allocator locks and touches no live data.
-    unsafe {
-        libc::malloc_trim(0);
-    }
 }
 
 /// How soon a reconcile that raced a change of its object runs again.

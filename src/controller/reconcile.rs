@@ -36,6 +36,10 @@ pub(super) fn apply(
 
 async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> {
     let name = css.meta().name.clone().ok_or(Error::Unnamed)?;
+    // A full sync reads the table from a Scan that starts after this (or
+    // after the stream iterators it opens): never one begun before the
+    // request it answers.
+    let mut read_not_before = tokio::time::Instant::now();
     ctx.metrics.set_settings(&name, &css.spec);
     let spec = match css.spec.validate() {
         Ok(spec) => spec.with_operator_namespace(&ctx.settings.operator_namespace),
@@ -76,8 +80,11 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
             ctx.with_state(&name, |s| {
                 s.stream.checked_at = Some(tokio::time::Instant::now())
             });
-            if matches!(result, Opened::Follower(_)) && !full_sync_coming {
-                decision.action = Next::FullSync(SyncTrigger::StreamGap);
+            if matches!(result, Opened::Follower(_)) {
+                read_not_before = tokio::time::Instant::now();
+                if !full_sync_coming {
+                    decision.action = Next::FullSync(SyncTrigger::StreamGap);
+                }
             }
             opened = Some(result);
         }
@@ -95,6 +102,7 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
                 name: &name,
                 spec: &spec,
                 trigger,
+                read_not_before,
             };
             status = run
                 .execute(&previous, resync_requested.as_deref(), opened)
@@ -268,6 +276,8 @@ struct FullSyncRun<'a> {
     name: &'a str,
     spec: &'a ValidSpec,
     trigger: SyncTrigger,
+    /// The table read must start no earlier than this.
+    read_not_before: tokio::time::Instant,
 }
 
 impl FullSyncRun<'_> {
@@ -287,7 +297,7 @@ impl FullSyncRun<'_> {
         let env = ctx.sync_env();
         let result = tokio::time::timeout(
             spec.sync_timeout,
-            sync::full_sync(&env, name, spec, &reader),
+            sync::full_sync(&env, name, spec, &reader, self.read_not_before),
         )
         .await;
         self.start_stream(opened);
@@ -313,7 +323,7 @@ impl FullSyncRun<'_> {
             }
             _ => ctx.with_state(name, |s| s.full_sync_failed(taken)),
         }
-        super::release_freed_memory();
+        crate::allocator::release_freed_memory();
         let status =
             report::status_after_sync(previous, &outcome, generation, resync_requested, now);
         for notice in report::sync_notices(&outcome) {

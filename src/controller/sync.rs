@@ -24,7 +24,9 @@ use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
 use crate::metrics::{Metrics, SecretOperation};
 use crate::secrets::apply::{self, WriteResult};
 use crate::secrets::observed::{holds_orphaned_keys_of, owns_data_keys, secret_ref};
-use crate::secrets::{self, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction};
+use crate::secrets::{
+    self, LiveSecret, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction,
+};
 use crate::write_gate::WriteGate;
 
 /// The labels of an object.
@@ -37,9 +39,9 @@ pub struct SyncEnv<'a> {
     pub metrics: &'a Metrics,
     /// The namespaces that exist and are not terminating, with their labels.
     pub namespaces: BTreeMap<String, Labels>,
-    /// Secrets labelled as managed by kubestash, our own recent writes
-    /// included; others are read with GET.
-    pub managed_secrets: Vec<Arc<Secret>>,
+    /// Secrets labelled as managed by kubestash (without values), our own
+    /// recent writes included; others are read with GET.
+    pub managed_secrets: Vec<Arc<LiveSecret>>,
     /// Field managers of the CredstashSyncs that exist (`kubestash/<name>`):
     /// only they can own a key against us.
     pub living_managers: BTreeSet<String>,
@@ -91,7 +93,11 @@ impl<'a> SyncEnv<'a> {
                 .filter(|ns| is_active(ns))
                 .map(|ns| (ns.name_any(), ns.labels().clone()))
                 .collect(),
-            managed_secrets: managed.items.into_iter().map(Arc::new).collect(),
+            managed_secrets: managed
+                .items
+                .into_iter()
+                .map(|secret| Arc::new(secret.into()))
+                .collect(),
             living_managers: living.iter().map(|n| secrets::field_manager(n)).collect(),
             own_writes,
             write_gate: WriteGate::default(),
@@ -174,17 +180,23 @@ impl TableSnapshot {
     }
 }
 
-/// Runs one full sync of CredstashSync `name`. Returns what happened and,
-/// when the table could be read, the snapshot to keep.
+/// Runs one full sync of CredstashSync `name` from a read of the whole table
+/// that started no earlier than `not_before` (shared with other
+/// CredstashSyncs of the table reading at the same time). Returns what
+/// happened and, when the table could be read, the snapshot to keep.
 pub async fn full_sync(
     env: &SyncEnv<'_>,
     name: &str,
     spec: &ValidSpec,
-    reader: &TableReader,
+    reader: &Arc<TableReader>,
+    not_before: tokio::time::Instant,
 ) -> (SyncOutcome, Option<TableSnapshot>) {
     let before = reader.stats();
     let started = Instant::now();
-    let read = reader.read_all().await;
+    let shared = reader.read_all_joined(not_before).await;
+    // The only holder takes the read as it is; a shared one is copied
+    // (the values themselves are shared, not copied).
+    let read = Arc::try_unwrap(shared).unwrap_or_else(|shared| shared.as_ref().clone());
     env.metrics.observe_table_read(name, started.elapsed());
     record_kms_calls(env, before, reader.stats(), read.entries.values());
     if let Some(error) = &read.error {
@@ -437,7 +449,7 @@ async fn observe(
         env.namespaces.contains_key(&secret.namespace)
             && only.is_none_or(|set| set.contains(secret))
     };
-    let mut live: BTreeMap<SecretRef, Arc<Secret>> = BTreeMap::new();
+    let mut live: BTreeMap<SecretRef, Arc<LiveSecret>> = BTreeMap::new();
     for secret in &env.managed_secrets {
         let Some(reference) = secret_ref(secret) else {
             continue;
@@ -497,13 +509,15 @@ struct ObserveScope<'a> {
 /// over to `ours`. A failure is logged and leaves the Secret as it was: its
 /// keys are then written (they are not owned against us) but may not be
 /// prunable yet.
-async fn release_dead_managers(env: &SyncEnv<'_>, secret: &Secret, ours: &str) -> Option<Secret> {
+async fn release_dead_managers(
+    env: &SyncEnv<'_>,
+    secret: &LiveSecret,
+    ours: &str,
+) -> Option<LiveSecret> {
     let dead: BTreeSet<String> = secret
-        .metadata
         .managed_fields
         .iter()
-        .flatten()
-        .filter_map(|entry| entry.manager.clone())
+        .filter_map(|entry| entry.manager().map(str::to_owned))
         .filter(|m| {
             m.starts_with(secrets::MANAGER_PREFIX) && m != ours && !env.living_managers.contains(m)
         })

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use base64::Engine;
+use sha2::{Digest as _, Sha256};
 
 use super::crypto::Digest;
 use super::error::ItemError;
@@ -86,7 +87,29 @@ impl SealedItem {
             id,
         })
     }
+
+    /// A digest of everything that determines the item's plaintext (wrapped
+    /// key, ciphertext, HMAC and digest name): two sealed items with the same
+    /// fingerprint open to the same value, so an opened value can be reused
+    /// without unwrapping the data key again.
+    pub fn fingerprint(&self) -> SealFingerprint {
+        let mut hasher = Sha256::new();
+        for part in [
+            self.wrapped_key.as_slice(),
+            &self.ciphertext,
+            &self.hmac,
+            format!("{:?}", self.digest).as_bytes(),
+        ] {
+            hasher.update((part.len() as u64).to_be_bytes());
+            hasher.update(part);
+        }
+        SealFingerprint(hasher.finalize().into())
+    }
 }
+
+/// See [`SealedItem::fingerprint`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SealFingerprint([u8; 32]);
 
 fn string_attr<'a>(
     item: &'a HashMap<String, AttributeValue>,
@@ -228,6 +251,24 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    #[test]
+    fn the_fingerprint_changes_with_any_sealed_part() {
+        let base = parse(&full_item(s("00"))).unwrap();
+        assert_eq!(base.fingerprint(), base.clone().fingerprint());
+        let mut other = base.clone();
+        other.hmac = vec![1];
+        assert_ne!(other.fingerprint(), base.fingerprint());
+        let mut other = base.clone();
+        other.ciphertext.push(0);
+        assert_ne!(other.fingerprint(), base.fingerprint());
+        let mut other = base.clone();
+        other.wrapped_key.push(0);
+        assert_ne!(other.fingerprint(), base.fingerprint());
+        let mut other = base.clone();
+        other.digest = Digest::Sha512;
+        assert_ne!(other.fingerprint(), base.fingerprint());
     }
 
     #[test]

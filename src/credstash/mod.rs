@@ -18,7 +18,7 @@ use std::time::Duration;
 use aws_config::{retry::RetryConfig, timeout::TimeoutConfig, BehaviorVersion, Region};
 
 /// Where a credstash table and its KMS key live.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct TableLocation {
     pub table: String,
     /// DynamoDB region; `None` = the SDK's usual chain (`AWS_REGION`, profile),
@@ -36,6 +36,10 @@ pub const DEFAULT_REGION: &str = "us-east-1";
 /// (credentials chain, `AWS_ENDPOINT_URL`, profiles).
 pub async fn connect(location: &TableLocation, options: ReaderOptions) -> TableReader {
     let shared = aws_sdk_config(location.region.as_deref()).await;
+    let shared = shared
+        .into_builder()
+        .timeout_config(timeouts(options.attempt_timeout))
+        .build();
     connect_with(&shared, location, options)
 }
 
@@ -60,29 +64,37 @@ pub fn connect_with(
 /// regional endpoint answers in milliseconds, a VPC endpoint or NAT in well
 /// under a second; a black-holed route fails after this and is retried.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
-/// Longest one attempt of a call may take. Every call kubestash makes (a
-/// Scan or Query page of at most 1 MB, a KMS Decrypt, GetRecords, which
-/// never long-polls, DescribeTable/Stream) answers in well under a second;
-/// ten times headroom still cuts a hung connection quickly enough to retry.
+/// Longest one attempt of a call may take, by default. Every call kubestash
+/// makes (a Scan or Query page of at most 1 MB, a KMS Decrypt, GetRecords,
+/// which never long-polls, DescribeTable/Stream) answers in well under a
+/// second on AWS; ten times headroom still cuts a hung connection quickly
+/// enough to retry. Table reads take `--aws-attempt-timeout` for slower
+/// endpoints (a local emulator's Scan of a large table).
 pub const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest one call may take with all its retries (5 attempts with
-/// backoff). Bounds what one AWS call can cost a sync (`syncTimeout`, 5 min
+/// backoff), by default: three attempts' worth when the attempt timeout is
+/// raised. Bounds what one AWS call can cost a sync (`syncTimeout`, 5 min
 /// by default) or one stream shard's poll.
 pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The timeouts of every call: [`CONNECT_TIMEOUT`], `attempt`, and
+/// [`OPERATION_TIMEOUT`] or three attempts, whichever is longer.
+fn timeouts(attempt: Duration) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .operation_attempt_timeout(attempt)
+        .operation_timeout(OPERATION_TIMEOUT.max(attempt * 3))
+        .build()
+}
 
 /// The shared AWS configuration: region as asked (or the default chain, or
 /// `us-east-1`), standard retries with a few more attempts for throttling,
 /// and [`CONNECT_TIMEOUT`], [`ATTEMPT_TIMEOUT`] and [`OPERATION_TIMEOUT`] on
 /// every call of every client built from it.
 pub async fn aws_sdk_config(region: Option<&str>) -> aws_config::SdkConfig {
-    let timeouts = TimeoutConfig::builder()
-        .connect_timeout(CONNECT_TIMEOUT)
-        .operation_attempt_timeout(ATTEMPT_TIMEOUT)
-        .operation_timeout(OPERATION_TIMEOUT)
-        .build();
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .retry_config(RetryConfig::standard().with_max_attempts(5))
-        .timeout_config(timeouts);
+        .timeout_config(timeouts(ATTEMPT_TIMEOUT));
     if let Some(region) = region {
         loader = loader.region(Region::new(region.to_owned()));
     }
@@ -140,5 +152,19 @@ mod tests {
             waited >= ATTEMPT_TIMEOUT && waited <= OPERATION_TIMEOUT + Duration::from_secs(1),
             "gave up after {waited:?} (virtual time)"
         );
+    }
+
+    #[test]
+    fn a_raised_attempt_timeout_leaves_room_for_three_attempts() {
+        let default = timeouts(ATTEMPT_TIMEOUT);
+        assert_eq!(default.operation_attempt_timeout(), Some(ATTEMPT_TIMEOUT));
+        assert_eq!(default.operation_timeout(), Some(OPERATION_TIMEOUT));
+        let slow = timeouts(Duration::from_secs(40));
+        assert_eq!(
+            slow.operation_attempt_timeout(),
+            Some(Duration::from_secs(40))
+        );
+        assert_eq!(slow.operation_timeout(), Some(Duration::from_secs(120)));
+        assert_eq!(slow.connect_timeout(), Some(CONNECT_TIMEOUT));
     }
 }

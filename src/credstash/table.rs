@@ -3,14 +3,20 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
+use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{self, StreamExt};
+use parking_lot::Mutex;
+use tokio::time::Instant;
 
 use super::crypto;
+use super::crypto::CryptoError;
 use super::error::{ItemError, TableError};
-use super::item::{attr, ItemId, SealedItem};
+use super::item::{attr, ItemId, SealFingerprint, SealedItem};
 use super::kms::KeyService;
 use crate::value::SecretValue;
 
@@ -23,6 +29,9 @@ pub struct ReaderOptions {
     pub scan_segments: u32,
     /// KMS Decrypt calls in flight at once.
     pub decrypt_concurrency: usize,
+    /// Longest one attempt of an AWS call may take (a Scan page, a Query, a
+    /// KMS Decrypt) before it is cut and retried.
+    pub attempt_timeout: Duration,
 }
 
 impl Default for ReaderOptions {
@@ -30,6 +39,7 @@ impl Default for ReaderOptions {
         Self {
             scan_segments: 4,
             decrypt_concurrency: 32,
+            attempt_timeout: super::ATTEMPT_TIMEOUT,
         }
     }
 }
@@ -42,7 +52,7 @@ pub struct Entry {
 }
 
 /// The result of a full read: every name's latest version, opened or failed.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct TableRead {
     /// By credstash name.
     pub entries: BTreeMap<String, Entry>,
@@ -79,12 +89,32 @@ pub struct ReadStats {
 }
 
 /// Reads and opens the items of one credstash table.
+///
+/// The reader remembers what it last opened for each name, with the
+/// fingerprint of the sealed item it came from: an item read again unchanged
+/// is not decrypted again (no KMS call), and no data key is ever kept. A
+/// value that failed its integrity check is remembered as failed (the same
+/// sealed item always fails the same way); a failed KMS call is not (it may
+/// succeed next time). The
+/// values are the same allocations the callers hold ([`SecretValue`] clones
+/// share them); a complete read drops those of items that are gone.
 pub struct TableReader {
     dynamodb: aws_sdk_dynamodb::Client,
     table: String,
     keys: KeyService,
     options: ReaderOptions,
     dynamodb_calls: AtomicU64,
+    opened: Mutex<HashMap<String, (SealFingerprint, Opened)>>,
+    in_flight: Mutex<Option<Flight>>,
+}
+
+/// What opening one sealed item gave once KMS had unwrapped its data key.
+type Opened = Result<SecretValue, CryptoError>;
+
+/// A full read under way that other callers may join.
+struct Flight {
+    started: Instant,
+    read: Shared<BoxFuture<'static, Arc<TableRead>>>,
 }
 
 impl TableReader {
@@ -101,6 +131,8 @@ impl TableReader {
             keys,
             options,
             dynamodb_calls: AtomicU64::new(0),
+            opened: Mutex::new(HashMap::new()),
+            in_flight: Mutex::new(None),
         }
     }
 
@@ -131,12 +163,10 @@ impl TableReader {
         let sealed: Vec<(ItemId, Result<SealedItem, ItemError>)> =
             scan.latest.into_values().collect();
         if complete {
-            let live: HashSet<&[u8]> = sealed
-                .iter()
-                .filter_map(|(_, s)| s.as_ref().ok())
-                .map(|s| s.wrapped_key.as_slice())
-                .collect();
-            self.keys.cache().retain(&live);
+            let live: HashSet<&str> = sealed.iter().map(|(id, _)| id.name.as_str()).collect();
+            self.opened
+                .lock()
+                .retain(|name, _| live.contains(name.as_str()));
         }
         let entries = stream::iter(sealed)
             .map(|(id, sealed)| async move {
@@ -155,6 +185,39 @@ impl TableReader {
             complete,
             error: scan.error,
         }
+    }
+
+    /// Like [`TableReader::read_all`], but joins a full read already under
+    /// way when it started at or after `not_before`: CredstashSyncs of one
+    /// table that sync at the same time share one Scan. Whoever needs a read
+    /// that began no earlier than an event (a resync request, stream
+    /// iterators opened before the read) passes the time of that event.
+    pub async fn read_all_joined(self: &Arc<Self>, not_before: Instant) -> Arc<TableRead> {
+        let read = {
+            let mut flight = self.in_flight.lock();
+            match flight.as_ref() {
+                Some(running) if running.started >= not_before => running.read.clone(),
+                _ => {
+                    let reader = self.clone();
+                    let read = async move { Arc::new(reader.read_all().await) }
+                        .boxed()
+                        .shared();
+                    *flight = Some(Flight {
+                        started: Instant::now(),
+                        read: read.clone(),
+                    });
+                    read
+                }
+            }
+        };
+        let result = read.clone().await;
+        let mut flight = self.in_flight.lock();
+        if flight.as_ref().is_some_and(|f| f.read.ptr_eq(&read)) {
+            // Done: later callers start their own read, and the result is not
+            // kept alive here.
+            *flight = None;
+        }
+        result
     }
 
     /// Reads and opens the latest version of `name` with one consistent Query
@@ -176,7 +239,10 @@ impl TableReader {
             .map_err(|err| self.query_error(name, DisplayErrorContext(err)))?;
         match output.items.unwrap_or_default().into_iter().next() {
             Some(item) => Ok(Some(self.open_attributes(item).await)),
-            None => Ok(None),
+            None => {
+                self.opened.lock().remove(name);
+                Ok(None)
+            }
         }
     }
 
@@ -238,14 +304,36 @@ impl TableReader {
         Entry { id, value }
     }
 
+    /// Opens `sealed`: the value opened before when the sealed item is the
+    /// same, else KMS unwraps its data key (dropped, and zeroized, once the
+    /// value is open).
     async fn open_sealed(&self, sealed: &SealedItem) -> Result<SecretValue, ItemError> {
+        let fingerprint = sealed.fingerprint();
+        let name = &sealed.id.name;
+        let known = self
+            .opened
+            .lock()
+            .get(name)
+            .filter(|(seen, _)| *seen == fingerprint)
+            .map(|(_, opened)| opened.clone());
+        if let Some(opened) = known {
+            self.keys
+                .counters()
+                .cache_hits
+                .fetch_add(1, Ordering::Relaxed);
+            return Ok(opened?);
+        }
         let data_key = self.keys.unwrap_key(&sealed.wrapped_key).await?;
-        Ok(crypto::open(
-            &data_key,
-            sealed.digest,
-            &sealed.ciphertext,
-            &sealed.hmac,
-        )?)
+        let opened = crypto::open(&data_key, sealed.digest, &sealed.ciphertext, &sealed.hmac);
+        self.opened
+            .lock()
+            .insert(name.clone(), (fingerprint, opened.clone()));
+        Ok(opened?)
+    }
+
+    /// How many opened values the reader remembers.
+    pub fn remembered_values(&self) -> usize {
+        self.opened.lock().len()
     }
 
     /// Scans all segments concurrently and keeps each name's latest version,

@@ -1,12 +1,13 @@
 //! The digest of the managed Secrets a workload references.
 //!
-//! Built from one SHA-256 per key value ([`secret_key_digests`]) so that a
-//! cache holding per-key digests instead of values can feed it unchanged.
+//! Built from one SHA-256 per key value ([`secret_key_digests`]): the
+//! managed-Secret cache holds those digests, never the values.
 //! Each Secret's `uid` is part of the input: whoever can read the workload
 //! but not the Secret cannot test guesses of a value against the digest.
 
-use k8s_openapi::api::core::v1::Secret;
 use sha2::{Digest, Sha256};
+
+use crate::secrets::LiveSecret;
 
 /// One key of one referenced Secret, with the SHA-256 of its value.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -22,7 +23,7 @@ pub struct KeyDigest {
 }
 
 /// The per-key digests of `secret`'s data.
-pub fn secret_key_digests(secret: &Secret) -> Vec<KeyDigest> {
+pub fn secret_key_digests(secret: &LiveSecret) -> Vec<KeyDigest> {
     let name = format!(
         "{}/{}",
         secret.metadata.namespace.as_deref().unwrap_or_default(),
@@ -32,12 +33,11 @@ pub fn secret_key_digests(secret: &Secret) -> Vec<KeyDigest> {
     secret
         .data
         .iter()
-        .flatten()
-        .map(|(key, value)| KeyDigest {
+        .map(|(key, digest)| KeyDigest {
             secret: name.clone(),
             uid: uid.clone(),
             key: key.clone(),
-            value_sha256: Sha256::digest(&value.0).into(),
+            value_sha256: *digest.as_bytes(),
         })
         .collect()
 }
@@ -65,23 +65,21 @@ pub fn workload_digest(keys: impl IntoIterator<Item = KeyDigest>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use k8s_openapi::ByteString;
-    use std::collections::BTreeMap;
+    use crate::value::ValueDigest;
 
-    fn secret(name: &str, uid: &str, data: &[(&str, &str)]) -> Secret {
-        let mut secret = Secret::default();
+    fn secret(name: &str, uid: &str, data: &[(&str, &str)]) -> LiveSecret {
+        let mut secret = LiveSecret::default();
         secret.metadata.namespace = Some("app".into());
         secret.metadata.name = Some(name.into());
         secret.metadata.uid = Some(uid.into());
-        secret.data = Some(
-            data.iter()
-                .map(|(k, v)| ((*k).to_owned(), ByteString(v.as_bytes().to_vec())))
-                .collect::<BTreeMap<_, _>>(),
-        );
+        secret.data = data
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), ValueDigest::of(v.as_bytes())))
+            .collect();
         secret
     }
 
-    fn digest_of(secrets: &[Secret]) -> String {
+    fn digest_of(secrets: &[LiveSecret]) -> String {
         workload_digest(secrets.iter().flat_map(secret_key_digests))
     }
 

@@ -8,6 +8,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::Client;
 
+use super::live::LiveSecret;
 use super::plan::{ApplySecret, SecretAction, SecretPlan};
 use crate::mapping::SecretRef;
 
@@ -25,9 +26,9 @@ const LIST_PAGE_SIZE: u32 = 500;
 pub struct WriteResult {
     pub secret: SecretRef,
     pub action: SecretAction,
-    /// The Secret as the API server returned it, or the server's message
-    /// (never a value).
-    pub result: Result<Option<Secret>, String>,
+    /// The Secret as the API server returned it (without values), or the
+    /// server's message (never a value).
+    pub result: Result<Option<LiveSecret>, String>,
 }
 
 /// Applies every write of `plans` with its field manager and `force`: the
@@ -47,7 +48,7 @@ pub async fn apply_all(client: &Client, plans: &[SecretPlan]) -> Vec<WriteResult
         .map(|(secret, action, apply)| {
             let client = client.clone();
             async move {
-                let result = apply_one(&client, &apply).await;
+                let result = apply_one(&client, apply).await;
                 WriteResult {
                     secret,
                     action,
@@ -60,12 +61,27 @@ pub async fn apply_all(client: &Client, plans: &[SecretPlan]) -> Vec<WriteResult
         .await
 }
 
-async fn apply_one(client: &Client, apply: &ApplySecret) -> Result<Option<Secret>, String> {
+/// Applies one Secret; keys carried with their live value are read first
+/// (one GET), so that the apply keeps them as they are.
+async fn apply_one(client: &Client, apply: ApplySecret) -> Result<Option<LiveSecret>, String> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &apply.namespace);
+    let mut apply = apply;
+    if !apply.carried.is_empty() {
+        let live = api.get_opt(&apply.name).await.map_err(|err| {
+            format!(
+                "reading the values to keep before writing: {}",
+                describe_error(&err)
+            )
+        })?;
+        match live {
+            Some(live) => apply.carry_from(&live),
+            None => apply.carried.clear(),
+        }
+    }
     let params = PatchParams::apply(&apply.field_manager).force();
     api.patch(&apply.name, &params, &Patch::Apply(apply.to_apply_body()))
         .await
-        .map(Some)
+        .map(|written| Some(written.into()))
         .map_err(|err| describe_error(&err))
 }
 
@@ -77,14 +93,14 @@ async fn apply_one(client: &Client, apply: &ApplySecret) -> Result<Option<Secret
 /// manager's entry; the caller retries from a fresh copy.
 pub async fn release_managers(
     client: &Client,
-    secret: &Secret,
+    secret: &LiveSecret,
     managers: &BTreeSet<String>,
     heir: Option<&str>,
-) -> Result<Option<Secret>, String> {
+) -> Result<Option<LiveSecret>, String> {
     let (Some(namespace), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name) else {
         return Ok(None);
     };
-    let entries = secret.metadata.managed_fields.clone().unwrap_or_default();
+    let entries = secret.managed_fields_entries();
     let Some(replacement) = super::handover::hand_over(&entries, managers, heir) else {
         return Ok(None);
     };
@@ -98,7 +114,7 @@ pub async fn release_managers(
     let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
     api.patch(name, &PatchParams::default(), &Patch::<()>::Json(patch))
         .await
-        .map(Some)
+        .map(|patched| Some(patched.into()))
         .map_err(|err| {
             format!(
                 "releasing {listed} from Secret {namespace}/{name}: {}",
@@ -114,7 +130,7 @@ pub async fn release_managers(
 pub async fn fetch_secrets(
     client: &Client,
     missing: Vec<SecretRef>,
-) -> Result<Vec<Secret>, String> {
+) -> Result<Vec<LiveSecret>, String> {
     let mut by_namespace: BTreeMap<String, Vec<SecretRef>> = BTreeMap::new();
     for secret in missing {
         by_namespace
@@ -154,13 +170,15 @@ async fn secret_names(client: &Client, namespace: &str) -> Result<BTreeSet<Strin
     }
 }
 
-async fn get_secrets(client: &Client, secrets: Vec<SecretRef>) -> Result<Vec<Secret>, String> {
-    let fetched: Vec<Result<Option<Secret>, String>> = stream::iter(secrets)
+async fn get_secrets(client: &Client, secrets: Vec<SecretRef>) -> Result<Vec<LiveSecret>, String> {
+    let fetched: Vec<Result<Option<LiveSecret>, String>> = stream::iter(secrets)
         .map(|secret| {
             let api: Api<Secret> = Api::namespaced(client.clone(), &secret.namespace);
             async move {
                 let found = api.get_opt(&secret.name).await;
-                found.map_err(|err| format!("reading Secret {secret}: {}", describe_error(&err)))
+                found
+                    .map(|found| found.map(LiveSecret::from))
+                    .map_err(|err| format!("reading Secret {secret}: {}", describe_error(&err)))
             }
         })
         .buffer_unordered(GET_CONCURRENCY)

@@ -6,8 +6,8 @@
 //! that has not yet seen the operator's previous write would omit the keys
 //! that write added, and server-side apply would then remove them (or send an
 //! older value back). The ledger keeps the object each successful apply
-//! returned and answers with it until the watch delivers that write or a
-//! later change of the same Secret.
+//! returned, reduced to a [`LiveSecret`] (no values), and answers with it
+//! until the watch delivers that write or a later change of the same Secret.
 //!
 //! resourceVersions are compared as integers (what kube-apiserver's etcd
 //! storage issues); one that is not an integer is only ever matched by
@@ -17,9 +17,9 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Secret;
 use tokio::time::Instant;
 
+use super::live::LiveSecret;
 use super::observed::secret_ref;
 use crate::mapping::SecretRef;
 
@@ -28,7 +28,7 @@ pub const FORGET_AFTER: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Clone)]
 struct Written {
-    secret: Arc<Secret>,
+    secret: Arc<LiveSecret>,
     at: Instant,
 }
 
@@ -57,7 +57,7 @@ pub struct OwnWrites {
 
 impl OwnWrites {
     /// Records the object a successful apply returned.
-    pub fn record(&mut self, secret: Secret, now: Instant) {
+    pub fn record(&mut self, secret: LiveSecret, now: Instant) {
         let Some(reference) = secret_ref(&secret) else {
             return;
         };
@@ -76,7 +76,7 @@ impl OwnWrites {
     /// Takes in one watch event (`deleted`: a deletion) and tells whether it
     /// is the echo of our own write. A write the event has caught up with is
     /// forgotten.
-    pub fn observe(&mut self, secret: &Secret, deleted: bool) -> Echo {
+    pub fn observe(&mut self, secret: &LiveSecret, deleted: bool) -> Echo {
         let Some(reference) = secret_ref(secret) else {
             return Echo::Foreign;
         };
@@ -99,10 +99,10 @@ impl OwnWrites {
     /// The cache as it would be with our writes applied: a written Secret
     /// replaces an older cached copy (or stands in for one not cached yet).
     /// Writes older than [`FORGET_AFTER`] are dropped first.
-    pub fn overlay(&mut self, cached: Vec<Arc<Secret>>, now: Instant) -> Vec<Arc<Secret>> {
+    pub fn overlay(&mut self, cached: Vec<Arc<LiveSecret>>, now: Instant) -> Vec<Arc<LiveSecret>> {
         self.writes
             .retain(|_, written| now.saturating_duration_since(written.at) < FORGET_AFTER);
-        let mut view: BTreeMap<SecretRef, Arc<Secret>> = cached
+        let mut view: BTreeMap<SecretRef, Arc<LiveSecret>> = cached
             .into_iter()
             .filter_map(|secret| Some((secret_ref(&secret)?, secret)))
             .collect();
@@ -149,22 +149,23 @@ mod tests {
     use super::*;
     use serde_json::json;
 
-    fn secret(name: &str, version: &str, keys: &[&str]) -> Secret {
+    fn secret(name: &str, version: &str, keys: &[&str]) -> LiveSecret {
         let data: serde_json::Map<String, serde_json::Value> = keys
             .iter()
             .map(|k| (k.to_string(), json!("dg==")))
             .collect();
-        serde_json::from_value(json!({
+        let secret: k8s_openapi::api::core::v1::Secret = serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": "ns", "resourceVersion": version},
             "data": data,
         }))
-        .expect("test Secret")
+        .expect("test Secret");
+        secret.into()
     }
 
-    fn keys_of(view: &[Arc<Secret>], name: &str) -> Vec<String> {
+    fn keys_of(view: &[Arc<LiveSecret>], name: &str) -> Vec<String> {
         view.iter()
             .find(|s| s.metadata.name.as_deref() == Some(name))
-            .map(|s| s.data.iter().flatten().map(|(k, _)| k.clone()).collect())
+            .map(|s| s.data.keys().cloned().collect())
             .unwrap_or_default()
     }
 

@@ -8,10 +8,12 @@
 pub mod apply;
 pub mod handover;
 pub mod ledger;
+pub mod live;
 pub mod observed;
 pub mod plan;
 
 pub use ledger::{Echo, OwnWrites};
+pub use live::LiveSecret;
 pub use observed::{observe_all, Managers, ObservedSecret};
 pub use plan::{
     plan, plan_secret, ApplySecret, KeepReason, KeyChange, KeyChangeKind, Plan, PlanCounts,

@@ -3,23 +3,22 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 
+use super::live::LiveSecret;
 use super::{MANAGER_PREFIX, OPAQUE, SOURCE_ANNOTATION};
 use crate::mapping::SecretRef;
-use crate::value::SecretValue;
+use crate::value::ValueDigest;
 
-/// A live Secret as the plan sees it. `Debug` shows key names and value
-/// lengths only.
+/// A live Secret as the plan sees it. It holds no value: a digest per key.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ObservedSecret {
     /// The Secret type (`Opaque` when absent).
     pub type_: String,
     /// Whether the Secret is immutable (its data cannot be changed).
     pub immutable: bool,
-    /// The data, by key.
-    pub data: BTreeMap<String, SecretValue>,
+    /// The digest of each key's value, by key.
+    pub data: BTreeMap<String, ValueDigest>,
     /// Data keys our field manager owns through server-side apply.
     pub owned_keys: BTreeSet<String>,
     /// Data keys owned by another living `kubestash/*` manager (one whose
@@ -90,23 +89,18 @@ impl ObservedSecret {
     /// `f:data`; it belongs to another CredstashSync when any entry of another
     /// living `kubestash/*` manager lists it. Entries that are not `FieldsV1`
     /// or do not parse are ignored. `stringData` is write-only and never read.
-    pub fn from_secret(secret: &Secret, managers: Managers<'_>) -> Self {
+    pub fn from_secret(secret: &LiveSecret, managers: Managers<'_>) -> Self {
         let meta = &secret.metadata;
         let mut observed = ObservedSecret {
             type_: secret.type_.clone().unwrap_or_else(|| OPAQUE.to_owned()),
             immutable: secret.immutable.unwrap_or(false),
-            data: secret
-                .data
-                .iter()
-                .flatten()
-                .map(|(key, bytes)| (key.clone(), SecretValue::from(bytes.0.as_slice())))
-                .collect(),
+            data: secret.data.clone(),
             labels: meta.labels.clone().unwrap_or_default(),
             annotations: meta.annotations.clone().unwrap_or_default(),
             ..Default::default()
         };
-        for entry in meta.managed_fields.iter().flatten() {
-            observed.add_managed_entry(entry, managers);
+        for entry in &secret.managed_fields {
+            observed.add_managed_entry(&entry.expand(), managers);
         }
         observed
     }
@@ -166,7 +160,7 @@ fn listed_fields(entry: &ManagedFieldsEntry, path: &[&str]) -> Vec<String> {
 }
 
 /// The reference of a live Secret (`None` without a name or namespace).
-pub fn secret_ref(secret: &Secret) -> Option<SecretRef> {
+pub fn secret_ref(secret: &LiveSecret) -> Option<SecretRef> {
     let meta = &secret.metadata;
     Some(SecretRef::new(meta.namespace.clone()?, meta.name.clone()?))
 }
@@ -175,7 +169,7 @@ pub fn secret_ref(secret: &Secret) -> Option<SecretRef> {
 /// without a name or namespace are left out.
 pub fn observe_all<'a, I>(secrets: I, managers: Managers<'_>) -> BTreeMap<SecretRef, ObservedSecret>
 where
-    I: IntoIterator<Item = &'a Secret>,
+    I: IntoIterator<Item = &'a LiveSecret>,
 {
     secrets
         .into_iter()
@@ -189,17 +183,12 @@ where
 /// Whether `manager` owns any data key of `secret` through an `Apply`
 /// entry (what [`ObservedSecret::owned_keys`] would list, without copying
 /// the data).
-pub fn owns_data_keys(secret: &Secret, manager: &str) -> bool {
-    secret
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .any(|entry| {
-            entry.manager.as_deref() == Some(manager)
-                && entry.operation.as_deref() == Some("Apply")
-                && !managed_data_keys(entry).is_empty()
-        })
+pub fn owns_data_keys(secret: &LiveSecret, manager: &str) -> bool {
+    secret.managed_fields.iter().any(|entry| {
+        entry.manager() == Some(manager)
+            && entry.operation() == Some("Apply")
+            && !managed_data_keys(&entry.expand()).is_empty()
+    })
 }
 
 /// Whether `secret` holds keys of a CredstashSync that no longer exists and
@@ -207,7 +196,7 @@ pub fn owns_data_keys(secret: &Secret, manager: &str) -> bool {
 /// CredstashSync now reading that table inherits them, also when the table
 /// no longer maps any name into the Secret (a renamed CredstashSync whose
 /// keys were all deleted meanwhile must not leave them to a dead manager).
-pub fn holds_orphaned_keys_of(secret: &Secret, managers: Managers<'_>, table: &str) -> bool {
+pub fn holds_orphaned_keys_of(secret: &LiveSecret, managers: Managers<'_>, table: &str) -> bool {
     let from_table = secret
         .metadata
         .annotations
@@ -217,26 +206,25 @@ pub fn holds_orphaned_keys_of(secret: &Secret, managers: Managers<'_>, table: &s
         .is_some_and(|(_, source_table)| source_table == table);
     from_table
         && secret
-            .metadata
             .managed_fields
             .iter()
-            .flatten()
-            .filter(|entry| entry.operation.as_deref() == Some("Apply"))
-            .filter(|entry| !managed_data_keys(entry).is_empty())
-            .filter_map(|entry| entry.manager.as_deref())
-            .any(|m| {
-                m.starts_with(MANAGER_PREFIX) && m != managers.ours && !managers.living.contains(m)
+            .filter(|entry| entry.operation() == Some("Apply"))
+            .filter(|entry| {
+                entry.manager().is_some_and(|m| {
+                    m.starts_with(MANAGER_PREFIX)
+                        && m != managers.ours
+                        && !managers.living.contains(m)
+                })
             })
+            .any(|entry| !managed_data_keys(&entry.expand()).is_empty())
 }
 
 /// Whether any `managedFields` entry of `secret` belongs to `manager`.
-pub fn has_manager(secret: &Secret, manager: &str) -> bool {
+pub fn has_manager(secret: &LiveSecret, manager: &str) -> bool {
     secret
-        .metadata
         .managed_fields
         .iter()
-        .flatten()
-        .any(|entry| entry.manager.as_deref() == Some(manager))
+        .any(|entry| entry.manager() == Some(manager))
 }
 
 #[cfg(test)]
@@ -254,8 +242,10 @@ mod tests {
         Managers { ours: OURS, living }
     }
 
-    fn secret(value: serde_json::Value) -> Secret {
-        serde_json::from_value(value).expect("test Secret")
+    fn secret(value: serde_json::Value) -> LiveSecret {
+        let secret: k8s_openapi::api::core::v1::Secret =
+            serde_json::from_value(value).expect("test Secret");
+        secret.into()
     }
 
     fn entry(manager: &str, operation: &str, keys: &[&str]) -> serde_json::Value {
@@ -321,7 +311,7 @@ mod tests {
         assert_eq!(o.type_, "kubernetes.io/tls");
         assert!(!o.is_opaque());
         assert!(o.immutable);
-        assert_eq!(o.data["tls.crt"].expose(), b"cert");
+        assert_eq!(o.data["tls.crt"], ValueDigest::of(b"cert"));
         assert_eq!(o.labels["a"], "1");
         assert_eq!(o.annotations["b"], "2");
         assert_eq!(secret_ref(&s), Some(SecretRef::new("ns", "s")));

@@ -19,7 +19,11 @@
 //! | none           | not owned (hand key)           | not listed        | -             |
 //!
 //! The body lists every key our manager should keep owning, because
-//! server-side apply deletes owned fields that a body omits. The same holds
+//! server-side apply deletes owned fields that a body omits. The plan sees
+//! live Secrets as digests ([`ObservedSecret`]); a key the body carries with
+//! its live value is listed in [`ApplySecret::carried`], and its value is read
+//! from the API server right before the apply ([`ApplySecret::carry_from`]).
+//! The same holds
 //! for labels and annotations: the body lists ours and `spec.secretMetadata`'s,
 //! so that one removed from the spec leaves the Secret with the next apply
 //! (and a Secret whose metadata differs from the spec is applied even when
@@ -43,6 +47,7 @@ use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OPAQUE, SOURCE_ANNOTATION, SYNCE
 use crate::crd::SecretMetadata;
 use crate::mapping::{DesiredKey, DesiredSecret, SecretRef};
 use crate::value::SecretValue;
+use crate::value::ValueDigest;
 
 /// How to plan.
 #[derive(Debug, Clone)]
@@ -198,8 +203,12 @@ pub struct ApplySecret {
     pub name: String,
     /// The field manager to apply as.
     pub field_manager: String,
-    /// Every key our manager should own after the apply.
+    /// Every key our manager should own after the apply with a value from
+    /// the table.
     pub data: BTreeMap<String, SecretValue>,
+    /// Keys our manager owns and keeps with their live value (failed,
+    /// conflicting, not pruned): read from the live Secret before applying.
+    pub carried: BTreeSet<String>,
     /// Labels we own.
     pub labels: BTreeMap<String, String>,
     /// Annotations we own.
@@ -212,7 +221,21 @@ impl ApplySecret {
         OPAQUE
     }
 
-    /// The server-side apply body: a v1 Secret with base64 data. Holds values.
+    /// Takes the values of the [`ApplySecret::carried`] keys from `live`, a
+    /// fresh copy of the Secret. A carried key `live` no longer has is left
+    /// out (nobody can be holding a value for it).
+    pub fn carry_from(&mut self, live: &k8s_openapi::api::core::v1::Secret) {
+        let data = live.data.as_ref();
+        for key in std::mem::take(&mut self.carried) {
+            if let Some(bytes) = data.and_then(|d| d.get(&key)) {
+                self.data.insert(key, SecretValue::from(bytes.0.as_slice()));
+            }
+        }
+    }
+
+    /// The server-side apply body: a v1 Secret with base64 data. Holds
+    /// values. Carried keys are in it only once [`ApplySecret::carry_from`]
+    /// has filled them in.
     pub fn to_apply_body(&self) -> serde_json::Value {
         let engine = base64::engine::general_purpose::STANDARD;
         let data: serde_json::Map<String, serde_json::Value> = self
@@ -477,14 +500,14 @@ pub fn plan_secret(
     if desired.is_none() && observed.is_none() {
         return None;
     }
-    let (keys, data) = plan_keys(desired, observed, options);
+    let (keys, data, carried) = plan_keys(desired, observed, options);
     let data_changed = keys.iter().any(|k| k.change.changes_data());
     let metadata = plan_metadata(options, observed, data_changed);
     let differences = Differences {
         data_changed,
         claims: observed.is_some_and(|live| claims_ownership(&keys, live)),
         metadata_stale: metadata.stale,
-        has_data: !data.is_empty(),
+        has_data: !data.is_empty() || !carried.is_empty(),
     };
     let action = decide(options, secret, observed, &differences);
     let apply =
@@ -495,6 +518,7 @@ pub fn plan_secret(
             labels: metadata.labels,
             annotations: metadata.annotations,
             data,
+            carried,
         });
     Some(SecretPlan {
         secret: secret.clone(),
@@ -670,12 +694,16 @@ fn annotations(
     ])
 }
 
-/// The listed key changes and the apply body's data.
+/// The listed key changes, the apply body's data and its carried keys.
 fn plan_keys(
     desired: Option<&DesiredSecret>,
     observed: Option<&ObservedSecret>,
     options: &PlanOptions,
-) -> (Vec<KeyChange>, BTreeMap<String, SecretValue>) {
+) -> (
+    Vec<KeyChange>,
+    BTreeMap<String, SecretValue>,
+    BTreeSet<String>,
+) {
     let no_keys = BTreeMap::new();
     let desired_keys = desired.map_or(&no_keys, |d| &d.keys);
     let owned = observed.map(owned_live_keys).unwrap_or_default();
@@ -686,6 +714,7 @@ fn plan_keys(
         .collect();
     let mut changes = Vec::new();
     let mut data = BTreeMap::new();
+    let mut carried = BTreeSet::new();
     for key in all_keys {
         let input = KeyInput {
             desired: desired_keys.get(key),
@@ -700,11 +729,17 @@ fn plan_keys(
                 change,
             });
         }
-        if let Some(value) = body {
-            data.insert(key.to_owned(), value.clone());
+        match body {
+            Some(Body::Value(value)) => {
+                data.insert(key.to_owned(), value.clone());
+            }
+            Some(Body::Live) => {
+                carried.insert(key.to_owned());
+            }
+            None => {}
         }
     }
-    (changes, data)
+    (changes, data, carried)
 }
 
 /// Keys our manager owns that the Secret actually has.
@@ -716,22 +751,28 @@ fn owned_live_keys(live: &ObservedSecret) -> BTreeSet<&str> {
         .collect()
 }
 
+/// What the apply body carries for one key.
+#[derive(Debug, PartialEq, Eq)]
+enum Body<'a> {
+    /// The table's value.
+    Value(&'a SecretValue),
+    /// The live value (read before applying).
+    Live,
+}
+
 /// What is known about one key.
 struct KeyInput<'a> {
     desired: Option<&'a DesiredKey>,
-    live: Option<&'a SecretValue>,
+    live: Option<&'a ValueDigest>,
     /// Our manager owns it and the Secret has it.
     owned: bool,
     other: Option<&'a String>,
 }
 
 /// One in-scope key: its listed change (`None`: not ours, not listed) and
-/// the value the apply body carries for it (`None`: left out).
-fn plan_key<'a>(
-    input: &KeyInput<'a>,
-    prunes: bool,
-) -> (Option<KeyChangeKind>, Option<&'a SecretValue>) {
-    let carried = if input.owned { input.live } else { None };
+/// what the apply body carries for it (`None`: left out).
+fn plan_key<'a>(input: &KeyInput<'a>, prunes: bool) -> (Option<KeyChangeKind>, Option<Body<'a>>) {
+    let carried = (input.owned && input.live.is_some()).then_some(Body::Live);
     if let Some(other) = input.other {
         if input.desired.is_some() || input.owned {
             let reason = KeepReason::OwnedByOther(other.clone());
@@ -742,10 +783,10 @@ fn plan_key<'a>(
         Some(DesiredKey::Value { value, .. }) => {
             let change = match input.live {
                 None => KeyChangeKind::Add,
-                Some(live) if live == value => KeyChangeKind::Unchanged,
+                Some(live) if *live == value.digest() => KeyChangeKind::Unchanged,
                 Some(_) => KeyChangeKind::Change,
             };
-            (Some(change), Some(value))
+            (Some(change), Some(Body::Value(value)))
         }
         Some(DesiredKey::Failed { .. }) => (Some(KeyChangeKind::Keep(KeepReason::Failed)), carried),
         Some(DesiredKey::Conflict { .. }) => {
@@ -825,7 +866,10 @@ mod tests {
     fn live(data: &[(&str, &str)], owned: &[&str]) -> ObservedSecret {
         ObservedSecret {
             type_: OPAQUE.into(),
-            data: data.iter().map(|(k, v)| ((*k).to_owned(), sv(v))).collect(),
+            data: data
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), sv(v).digest()))
+                .collect(),
             owned_keys: owned.iter().map(|k| (*k).to_owned()).collect(),
             labels: [(MANAGED_BY_LABEL.to_owned(), MANAGED_BY_VALUE.to_owned())].into(),
             annotations: [
@@ -861,16 +905,20 @@ mod tests {
             .collect()
     }
 
-    /// The apply body's data as text.
+    /// The apply body's data as text; a carried key's value is `(live)`.
     fn body(plan: &SecretPlan) -> Vec<(String, String)> {
-        plan.apply
-            .as_ref()
-            .expect("an apply")
+        let apply = plan.apply.as_ref().expect("an apply");
+        let values = apply
             .data
             .iter()
-            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v.expose()).into_owned()))
-            .collect()
+            .map(|(k, v)| (k.clone(), String::from_utf8_lossy(v.expose()).into_owned()));
+        let carried = apply.carried.iter().map(|k| (k.clone(), LIVE.to_owned()));
+        let mut all: Vec<(String, String)> = values.chain(carried).collect();
+        all.sort();
+        all
     }
+
+    const LIVE: &str = "(live)";
 
     fn pairs(items: &[(&str, &str)]) -> Vec<(String, String)> {
         items
@@ -1044,7 +1092,7 @@ mod tests {
             },
         );
         assert_eq!(changes(&p), vec![("A", Change), ("SHARED", kept)]);
-        assert_eq!(body(&p), pairs(&[("A", "2"), ("SHARED", "theirs")]));
+        assert_eq!(body(&p), pairs(&[("A", "2"), ("SHARED", LIVE)]));
     }
 
     #[test]
@@ -1067,7 +1115,7 @@ mod tests {
                 changes(&p),
                 vec![("A", Keep(reason.clone())), ("B", Change)]
             );
-            assert_eq!(body(&p), pairs(&[("A", "good"), ("B", "new")]));
+            assert_eq!(body(&p), pairs(&[("A", LIVE), ("B", "new")]));
             // hand-written: left to its owner, not claimed with its old value
             let p = one(
                 Some(desired(vec![("A", state.clone()), ("B", val("new"))])),
@@ -1159,7 +1207,7 @@ mod tests {
             &opts(),
         );
         assert_eq!(p.action, SecretAction::Update);
-        assert_eq!(body(&p), pairs(&[("A", "2"), ("GONE", "g")]));
+        assert_eq!(body(&p), pairs(&[("A", "2"), ("GONE", LIVE)]));
     }
 
     #[test]
@@ -1377,7 +1425,8 @@ mod tests {
             ours: OURS,
             living: &living,
         };
-        let observed = super::super::observe_all([&secret], managers);
+        let reduced = super::super::LiveSecret::from(secret.clone());
+        let observed = super::super::observe_all([&reduced], managers);
         let desired_map = BTreeMap::from([(
             sref(),
             desired(vec![("A", val("a2")), ("B", val("mine")), ("C", val("c"))]),
@@ -1396,8 +1445,16 @@ mod tests {
                 ("OLD", Keep(KeepReason::NotPruned)),
             ]
         );
-        assert_eq!(body(p), pairs(&[("A", "a2"), ("C", "c"), ("OLD", "old")]));
+        assert_eq!(body(p), pairs(&[("A", "a2"), ("C", "c"), ("OLD", LIVE)]));
         assert_eq!(synced_at(p), NOW);
+        let mut apply = p.apply.clone().expect("an apply");
+        apply.carry_from(&secret);
+        let sent = apply.to_apply_body();
+        assert_eq!(
+            sent["data"],
+            json!({"A": "YTI=", "C": "Yw==", "OLD": "b2xk"}),
+            "the carried key goes with its live value"
+        );
     }
 
     #[test]
