@@ -13,7 +13,7 @@
 //!   holder's Lease would expire. [`campaign`] also watches the Lease and
 //!   looks again as soon as the holder releases it (a graceful hand-over).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
@@ -23,6 +23,7 @@ use kube::client::Body;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseParams};
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use crate::kube_client::RequestObserver;
@@ -155,13 +156,13 @@ pub struct RenewalClock {
 
 impl RenewalClock {
     fn confirm(&self, sent_at: Instant) {
-        let mut confirmed = self.confirmed.lock().unwrap_or_else(|p| p.into_inner());
+        let mut confirmed = self.confirmed.lock();
         *confirmed = Some(confirmed.map_or(sent_at, |known| known.max(sent_at)));
     }
 
     /// When the last successful Lease write was sent, if any.
     pub fn confirmed_at(&self) -> Option<Instant> {
-        *self.confirmed.lock().unwrap_or_else(|p| p.into_inner())
+        *self.confirmed.lock()
     }
 
     /// Resolves once no Lease write sent within `deadline` has succeeded.

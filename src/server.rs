@@ -17,7 +17,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -25,6 +25,7 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use parking_lot::{Mutex, MutexGuard};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 
@@ -95,7 +96,7 @@ pub struct ReconcileGuard {
 
 impl Drop for ReconcileGuard {
     fn drop(&mut self) {
-        lock(&self.state).running.remove(&self.id);
+        self.state.lock().running.remove(&self.id);
     }
 }
 
@@ -244,13 +245,8 @@ impl Health {
     }
 
     fn lock(&self) -> MutexGuard<'_, HealthState> {
-        lock(&self.state)
+        self.state.lock()
     }
-}
-
-/// The state stays consistent even if a holder panicked (plain values).
-fn lock(state: &Mutex<HealthState>) -> MutexGuard<'_, HealthState> {
-    state.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 #[derive(Clone)]

@@ -1,9 +1,10 @@
 //! The controller's side of a DynamoDB stream: open a follower before a full
 //! sync, run it after, and hand its debounced batches to the reconciler.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
@@ -145,7 +146,7 @@ impl StreamLink {
 
     /// Takes what is pending.
     pub fn take(&self) -> Pending {
-        std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()))
+        std::mem::take(&mut *self.pending.lock())
     }
 
     /// Whether the follower still runs (not replaced, disabled or crashed).
@@ -176,7 +177,7 @@ impl Drop for StreamLink {
 }
 
 fn record(pending: &Mutex<Pending>, event: StreamEvent) {
-    let mut pending = pending.lock().unwrap_or_else(|p| p.into_inner());
+    let mut pending = pending.lock();
     match event {
         StreamEvent::Changes(changes) => match &mut pending.changes {
             Some(existing) => existing.merge(changes),

@@ -4,10 +4,10 @@
 //! module and of the controller); it never talks to AWS.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
-use std::sync::{Mutex, MutexGuard};
 
 use chrono::Utc;
 use futures::future::{self, BoxFuture};
+use parking_lot::{Mutex, MutexGuard};
 use tokio::time::Instant;
 
 use super::source::{
@@ -113,8 +113,7 @@ impl MemoryStreamSource {
     }
 
     fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panicking test thread must not hide the state from the others.
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock()
     }
 
     /// Creates `table` without a stream.
