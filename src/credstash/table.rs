@@ -111,6 +111,14 @@ pub struct TableReader {
 /// What opening one sealed item gave once KMS had unwrapped its data key.
 type Opened = Result<SecretValue, CryptoError>;
 
+/// An item as a full read's Scan keeps it until every page is in: already
+/// opened when the reader knew its sealed form (its sealed bytes are dropped
+/// with the page), else sealed, to be opened after the Scan.
+enum Scanned {
+    Known(Opened),
+    Sealed(SealedItem),
+}
+
 /// A full read under way that other callers may join.
 struct Flight {
     started: Instant,
@@ -156,22 +164,27 @@ impl TableReader {
     pub async fn read_all(&self) -> TableRead {
         let scan = self
             .scan(None, |id, attributes| {
-                SealedItem::from_attributes(id, &attributes)
+                let sealed = SealedItem::from_attributes(id, &attributes)?;
+                Ok(match self.recall(&sealed) {
+                    Some(opened) => Scanned::Known(opened),
+                    None => Scanned::Sealed(sealed),
+                })
             })
             .await;
         let complete = scan.error.is_none();
-        let sealed: Vec<(ItemId, Result<SealedItem, ItemError>)> =
+        let scanned: Vec<(ItemId, Result<Scanned, ItemError>)> =
             scan.latest.into_values().collect();
         if complete {
-            let live: HashSet<&str> = sealed.iter().map(|(id, _)| id.name.as_str()).collect();
+            let live: HashSet<&str> = scanned.iter().map(|(id, _)| id.name.as_str()).collect();
             self.opened
                 .lock()
                 .retain(|name, _| live.contains(name.as_str()));
         }
-        let entries = stream::iter(sealed)
-            .map(|(id, sealed)| async move {
-                let value = match sealed {
-                    Ok(sealed) => self.open_sealed(&sealed).await,
+        let entries = stream::iter(scanned)
+            .map(|(id, scanned)| async move {
+                let value = match scanned {
+                    Ok(Scanned::Known(opened)) => opened.map_err(ItemError::from),
+                    Ok(Scanned::Sealed(sealed)) => self.open_sealed(&sealed).await,
                     Err(err) => Err(err),
                 };
                 (id.name.clone(), Entry { id, value })
@@ -308,27 +321,33 @@ impl TableReader {
     /// same, else KMS unwraps its data key (dropped, and zeroized, once the
     /// value is open).
     async fn open_sealed(&self, sealed: &SealedItem) -> Result<SecretValue, ItemError> {
-        let fingerprint = sealed.fingerprint();
-        let name = &sealed.id.name;
-        let known = self
-            .opened
-            .lock()
-            .get(name)
-            .filter(|(seen, _)| *seen == fingerprint)
-            .map(|(_, opened)| opened.clone());
-        if let Some(opened) = known {
-            self.keys
-                .counters()
-                .cache_hits
-                .fetch_add(1, Ordering::Relaxed);
+        if let Some(opened) = self.recall(sealed) {
             return Ok(opened?);
         }
         let data_key = self.keys.unwrap_key(&sealed.wrapped_key).await?;
         let opened = crypto::open(&data_key, sealed.digest, &sealed.ciphertext, &sealed.hmac);
-        self.opened
-            .lock()
-            .insert(name.clone(), (fingerprint, opened.clone()));
+        self.opened.lock().insert(
+            sealed.id.name.clone(),
+            (sealed.fingerprint(), opened.clone()),
+        );
         Ok(opened?)
+    }
+
+    /// What opening `sealed` gave before, when the reader last opened this
+    /// very sealed item for its name (counted as a KMS call saved).
+    fn recall(&self, sealed: &SealedItem) -> Option<Opened> {
+        let fingerprint = sealed.fingerprint();
+        let known = self
+            .opened
+            .lock()
+            .get(&sealed.id.name)
+            .filter(|(seen, _)| *seen == fingerprint)
+            .map(|(_, opened)| opened.clone())?;
+        self.keys
+            .counters()
+            .cache_hits
+            .fetch_add(1, Ordering::Relaxed);
+        Some(known)
     }
 
     /// How many opened values the reader remembers.
