@@ -26,6 +26,8 @@ Usage: .venv/bin/python scripts/bench-sync.py [--namespaces 20] [--secrets 50] [
             (bare_scan below: 4 segments, consistent, raw HTTP to moto) on
             the same moto; the table reports their median next to the warm
             syncs.
+The operator inherits KUBESTASH_* variables (e.g. KUBESTASH_AWS_ATTEMPT_TIMEOUT=60s
+for the 50,000-key table, whose Scan pages take moto longer than the default 10 s).
 Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -p fake-apiserver.
 
 bench-stream.py, bench-burst.py, bench-drift.py and bench-ha.py import the harness
@@ -375,6 +377,8 @@ class Env:
     def start_operator(self):
         self.metrics_port = free_port()
         env = dict(self.aws_env, KUBECONFIG=self.operator_kubeconfig, RUST_LOG=os.environ.get("RUST_LOG", "info"))
+        # The operator's own settings (e.g. KUBESTASH_AWS_ATTEMPT_TIMEOUT) pass through.
+        env.update((k, v) for k, v in os.environ.items() if k.startswith("KUBESTASH_"))
         self.operator_log = os.path.join(self.tmp, "operator.log")
         self.operator = self._spawn([KUBESTASH, "run", "--listen", "127.0.0.1:%d" % self.metrics_port,
                                      "--namespace", OPERATOR_NS], env=env,
