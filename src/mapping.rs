@@ -310,6 +310,16 @@ pub struct DesiredSecret {
     pub keys: BTreeMap<String, DesiredKey>,
 }
 
+impl DesiredSecret {
+    /// Whether an item of this Secret failed to open: which keys it would
+    /// hold is unknown, so none of the Secret's keys is pruned.
+    pub fn has_failed_key(&self) -> bool {
+        self.keys
+            .values()
+            .any(|key| matches!(key, DesiredKey::Failed { .. }))
+    }
+}
+
 /// An invalid name and why.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InvalidName {

@@ -231,6 +231,63 @@ fn the_resync_annotation_syncs_now_and_too_soon_is_deferred() {
     });
 }
 
+/// `prune: true` with a broken item in the table: the broken item's Secret
+/// keeps every key (which keys its item holds is unknown), while a name
+/// deleted from another Secret is still pruned there.
+#[test]
+fn a_broken_item_stops_pruning_only_in_its_own_secret() {
+    let env = env();
+    let table = "t-broken";
+    env.table(table);
+    for (name, value) in [
+        ("app/GOES", "g"),
+        ("app/STAYS", "s"),
+        ("db/GOES", "d"),
+        ("db/PASS", "p"),
+    ] {
+        env.put(table, &format!("{table}/{name}"), value);
+    }
+    block_on(async {
+        env.create_namespace(table).await;
+        let spec =
+            json!({"table": table, "dryRun": false, "prune": true, "minResyncInterval": "0s"});
+        env.apply_css(table, spec).await;
+        env.wait_value(table, "db", "PASS", "p").await;
+        env.wait_value(table, "app", "GOES", "g").await;
+    });
+    env.moto
+        .fixture(&["tamper", table, &format!("{table}/db/PASS")]);
+    env.delete(table, &format!("{table}/app/GOES"));
+    env.delete(table, &format!("{table}/db/GOES"));
+    block_on(async {
+        env.request_resync(table, "after-delete").await;
+        let css = wait_for("the resync to be handled", || async {
+            let css = env.css(table).await;
+            (css["status"]["lastResyncRequest"] == "after-delete").then_some(css)
+        })
+        .await;
+        assert_eq!(css["status"]["keys"]["failed"], 1, "{css}");
+        let app = env.secret(table, "app").await.expect("app");
+        assert_eq!(
+            data(&app).get("GOES"),
+            None,
+            "pruned: no item of app failed"
+        );
+        assert_eq!(data(&app)["STAYS"], "s");
+        let db = env.secret(table, "db").await.expect("db");
+        assert_eq!(
+            data(&db).get("GOES").map(String::as_str),
+            Some("d"),
+            "kept: db/PASS failed"
+        );
+        assert_eq!(
+            data(&db)["PASS"],
+            "p",
+            "the failed key keeps its last good value"
+        );
+    });
+}
+
 #[test]
 fn a_deleted_name_is_kept_without_prune_and_removed_with_it() {
     let env = env();

@@ -360,7 +360,7 @@ async fn sync_entries<'e>(
         manager,
         source: secrets::source_annotation(name, &spec.table),
         prune: spec.prune,
-        read_complete: read_complete && reasons.is_empty(),
+        read_complete,
         now: Utc::now(),
         excluded_namespaces: spec.excluded_namespaces.clone(),
         unselected_namespaces: unselected.clone(),

@@ -182,7 +182,8 @@ pub struct CredstashSyncSpec {
     pub min_resync_interval: String,
 
     /// Remove keys this CredstashSync wrote earlier that are no longer in the
-    /// table, only after a complete, error-free read. Default: false (keep).
+    /// table, only after a complete read, and never in a Secret one of whose
+    /// items failed to open. Default: false (keep).
     #[serde(default = "default_prune")]
     pub prune: bool,
 

@@ -14,9 +14,12 @@
 //! | value          | live differs (even by hand)    | Change            | value         |
 //! | failed         |                                | Keep(Failed)      | live if owned |
 //! | conflict       |                                | Keep(Conflict)    | live if owned |
-//! | none           | owned, prune and complete read | Remove            | -             |
+//! | none           | owned, prune, complete read ¹  | Remove            | -             |
 //! | none           | owned, otherwise               | Keep(NotPruned)   | live          |
 //! | none           | not owned (hand key)           | not listed        | -             |
+//!
+//! ¹ and no item of this Secret failed to open (its keys are then unknown);
+//! a failed item elsewhere in the table does not stop pruning here.
 //!
 //! The body lists every key our manager should keep owning, because
 //! server-side apply deletes owned fields that a body omits. The plan sees
@@ -58,8 +61,9 @@ pub struct PlanOptions {
     pub source: String,
     /// `spec.prune`: remove keys that vanished from the table.
     pub prune: bool,
-    /// The read behind the desired state was complete and error-free.
-    /// Nothing is pruned otherwise.
+    /// The read behind the desired state was complete (every Scan page,
+    /// every item named). Nothing is pruned otherwise; a Secret one of whose
+    /// items failed to open is not pruned either.
     pub read_complete: bool,
     /// The timestamp for `kubestash.io/synced-at` when data changes.
     pub now: DateTime<Utc>,
@@ -712,6 +716,7 @@ fn plan_keys(
         .map(String::as_str)
         .chain(owned.iter().copied())
         .collect();
+    let prunes = options.prunes() && !desired.is_some_and(DesiredSecret::has_failed_key);
     let mut changes = Vec::new();
     let mut data = BTreeMap::new();
     let mut carried = BTreeSet::new();
@@ -722,7 +727,7 @@ fn plan_keys(
             owned: owned.contains(key),
             other: observed.and_then(|o| o.other_kubestash_owners.get(key)),
         };
-        let (change, body) = plan_key(&input, options.prunes());
+        let (change, body) = plan_key(&input, prunes);
         if let Some(change) = change {
             changes.push(KeyChange {
                 key: key.to_owned(),
@@ -1197,6 +1202,29 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn a_failed_item_stops_pruning_only_in_its_own_secret() {
+        let options = PlanOptions {
+            prune: true,
+            ..opts()
+        };
+        let live_secret = || Some(live(&[("A", "1"), ("GONE", "g")], &["A", "GONE"]));
+        let with_failure = one(
+            Some(desired(vec![("A", val("1")), ("BROKEN", failed())])),
+            live_secret(),
+            &options,
+        );
+        assert_eq!(with_failure.action, SecretAction::Unchanged);
+        assert!(changes(&with_failure).contains(&("GONE", Keep(KeepReason::NotPruned))));
+        let elsewhere = one(
+            Some(desired(vec![("A", val("1"))])),
+            live_secret(),
+            &options,
+        );
+        assert_eq!(elsewhere.action, SecretAction::Update);
+        assert!(changes(&elsewhere).contains(&("GONE", Remove)));
     }
 
     #[test]

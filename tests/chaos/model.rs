@@ -216,9 +216,12 @@ impl World {
         out
     }
 
-    /// Whether any name in the table fails to open (a full sync then prunes nothing).
-    pub fn any_failed(&self) -> bool {
-        self.table.values().any(|l| *l == Latest::Failed)
+    /// Whether a name of `secret` fails to open: the operator then prunes
+    /// none of its keys (failures in other Secrets do not matter).
+    pub fn failed_in(&self, secret: &SecretId) -> bool {
+        self.desired()
+            .get(secret)
+            .is_some_and(|keys| keys.values().any(|d| *d == Desired::Failed))
     }
 
     /// The key counts a full sync must report (status.keys).
@@ -487,7 +490,7 @@ impl Expectations {
         let writable = world.writable(&secret.0);
         match desired {
             Some(Desired::Value(v)) if writable => return BTreeSet::from([Some(v.clone())]),
-            None if writable && world.css.prune && !world.any_failed() => {
+            None if writable && world.css.prune && !world.failed_in(secret) => {
                 return BTreeSet::from([None])
             }
             _ => {}
@@ -731,7 +734,7 @@ mod tests {
     }
 
     #[test]
-    fn prune_removes_deleted_names_unless_an_item_failed() {
+    fn prune_removes_deleted_names_unless_an_item_of_the_secret_failed() {
         let (mut world, mut model) = run(&[Op::SetPrune(true), put("ns-a/app/token", "t")]);
         let seen = BTreeMap::from([(sid("ns-a", "app"), observed(&[("TOKEN", "t")]))]);
         model.pin(&world, &seen);
@@ -749,9 +752,21 @@ mod tests {
         }]);
         world.apply(&op);
         model.after(&op, &world);
+        assert_eq!(
+            model.check(&world, &seen).len(),
+            1,
+            "a failed item in another Secret does not stop pruning"
+        );
+        let op = put("ns-a/app/other", "o");
+        world.apply(&op);
+        let op = Op::Table(vec![TableOp::Tamper {
+            name: "ns-a/app/other".into(),
+        }]);
+        world.apply(&op);
+        model.after(&op, &world);
         assert!(
             model.check(&world, &seen).is_empty(),
-            "a failed item blocks pruning by full sync"
+            "a failed item of the Secret stops pruning there"
         );
     }
 
