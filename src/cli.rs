@@ -199,6 +199,7 @@ impl TableArgs {
             scan_segments: self.scan_segments,
             decrypt_concurrency: self.decrypt_concurrency,
             attempt_timeout: self.aws_attempt_timeout,
+            ..ReaderOptions::default()
         }
     }
 }
@@ -279,6 +280,7 @@ async fn run_operator(args: RunArgs) -> u8 {
             scan_segments: args.scan_segments,
             decrypt_concurrency: args.decrypt_concurrency,
             attempt_timeout: args.aws_attempt_timeout,
+            ..ReaderOptions::default()
         },
         stream_check_interval: args.stream_check_interval,
         write_gate: Default::default(),

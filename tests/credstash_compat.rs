@@ -321,6 +321,53 @@ fn reading_an_unchanged_table_again_costs_no_kms_call() {
     });
 }
 
+/// A Scan split into pages of a few items (a name's 12 versions straddle
+/// page boundaries), in one or four segments: the same values as credstash
+/// and one Decrypt per name, as with whole pages.
+#[test]
+fn small_scan_pages_read_the_same_latest_values_with_one_decrypt_per_name() {
+    let seeded = seeded();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let location = kubestash::credstash::TableLocation {
+            table: TABLE.into(),
+            ..Default::default()
+        };
+        let config = seeded.moto.sdk_config().await;
+        let whole_pages =
+            kubestash::credstash::connect_with(&config, &location, Default::default());
+        let expected = whole_pages.read_all().await;
+        let decrypts = whole_pages.stats().kms_decrypt_calls;
+        for (segments, items) in [(1, 1), (1, 2), (1, 5), (4, 3), (4, 7)] {
+            let options = kubestash::credstash::ReaderOptions {
+                scan_segments: segments,
+                scan_page_items: Some(items),
+                ..Default::default()
+            };
+            let reader = kubestash::credstash::connect_with(&config, &location, options);
+            let read = reader.read_all().await;
+            let case = format!("{segments} segments, {items} items a page");
+            assert!(read.complete, "{case}");
+            let values: BTreeMap<String, String> = read
+                .values()
+                .map(|(name, value)| {
+                    (
+                        name.to_owned(),
+                        String::from_utf8_lossy(value.expose()).into_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(values, seeded.credstash_getall, "{case}");
+            assert_eq!(
+                read.failures().count(),
+                expected.failures().count(),
+                "{case}"
+            );
+            assert_eq!(reader.stats().kms_decrypt_calls, decrypts, "{case}");
+        }
+    });
+}
+
 /// Items whose KMS Decrypt fails are never cached, so they cost a call each read.
 fn failed_count(read: &kubestash::credstash::TableRead) -> u64 {
     read.failures()

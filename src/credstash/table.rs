@@ -1,7 +1,8 @@
 //! Reading a credstash table: one paginated (optionally parallel) Scan for
 //! everything, or one consistent Query for one name's latest version.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,6 +33,8 @@ pub struct ReaderOptions {
     /// Longest one attempt of an AWS call may take (a Scan page, a Query, a
     /// KMS Decrypt) before it is cut and retried.
     pub attempt_timeout: Duration,
+    /// Items per Scan page (DynamoDB's `Limit`); `None`: pages of 1 MB.
+    pub scan_page_items: Option<u32>,
 }
 
 impl Default for ReaderOptions {
@@ -40,6 +43,7 @@ impl Default for ReaderOptions {
             scan_segments: 4,
             decrypt_concurrency: 32,
             attempt_timeout: super::ATTEMPT_TIMEOUT,
+            scan_page_items: None,
         }
     }
 }
@@ -111,12 +115,18 @@ pub struct TableReader {
 /// What opening one sealed item gave once KMS had unwrapped its data key.
 type Opened = Result<SecretValue, CryptoError>;
 
-/// An item as a full read's Scan keeps it until every page is in: already
-/// opened when the reader knew its sealed form (its sealed bytes are dropped
-/// with the page), else sealed, to be opened after the Scan.
+/// An item as a full read's Scan found it: already opened when the reader
+/// knew its sealed form (its sealed bytes are dropped with the page), else
+/// sealed.
 enum Scanned {
     Known(Opened),
     Sealed(SealedItem),
+}
+
+/// A name's latest item during a full read: found, or opened.
+enum Slot {
+    Sealed(Result<Scanned, ItemError>),
+    Open(Result<SecretValue, ItemError>),
 }
 
 /// A full read under way that other callers may join.
@@ -161,33 +171,35 @@ impl TableReader {
 
     /// Reads every name's latest version and opens it. One bad item never
     /// stops the others; a failed Scan page makes the read incomplete.
+    ///
+    /// Items are opened page by page, as each segment's Scan goes on, so that
+    /// at most about a page of sealed items per segment is held at once, not
+    /// the whole table's. The last name of a page waits for the next page,
+    /// which may hold its newer versions (DynamoDB returns a name's versions
+    /// together, in order); a store that does not only costs a Decrypt more.
     pub async fn read_all(&self) -> TableRead {
+        let segments = self.options.scan_segments.max(1) as usize;
+        let per_segment = (self.options.decrypt_concurrency / segments).max(1);
         let scan = self
-            .scan(None, |id, attributes| {
-                let sealed = SealedItem::from_attributes(id, &attributes)?;
-                Ok(match self.recall(&sealed) {
-                    Some(opened) => Scanned::Known(opened),
-                    None => Scanned::Sealed(sealed),
-                })
-            })
+            .scan(
+                None,
+                |id, attributes| Slot::Sealed(self.scanned(id, &attributes)),
+                |result, unfinished| self.open_slots(result, unfinished, per_segment),
+            )
             .await;
         let complete = scan.error.is_none();
-        let scanned: Vec<(ItemId, Result<Scanned, ItemError>)> =
-            scan.latest.into_values().collect();
         if complete {
-            let live: HashSet<&str> = scanned.iter().map(|(id, _)| id.name.as_str()).collect();
             self.opened
                 .lock()
-                .retain(|name, _| live.contains(name.as_str()));
+                .retain(|name, _| scan.latest.contains_key(name));
         }
-        let entries = stream::iter(scanned)
-            .map(|(id, scanned)| async move {
-                let value = match scanned {
-                    Ok(Scanned::Known(opened)) => opened.map_err(ItemError::from),
-                    Ok(Scanned::Sealed(sealed)) => self.open_sealed(&sealed).await,
-                    Err(err) => Err(err),
+        let entries = stream::iter(scan.latest)
+            .map(|(name, (id, slot))| async move {
+                let value = match slot {
+                    Slot::Open(value) => value,
+                    Slot::Sealed(scanned) => self.open_scanned(scanned).await,
                 };
-                (id.name.clone(), Entry { id, value })
+                (name, Entry { id, value })
             })
             .buffer_unordered(self.options.decrypt_concurrency.max(1))
             .collect()
@@ -198,6 +210,63 @@ impl TableReader {
             complete,
             error: scan.error,
         }
+    }
+
+    /// An item as the Scan found it: known already when the reader opened
+    /// this very sealed item before, else sealed.
+    fn scanned(&self, id: ItemId, attributes: &Attributes) -> Result<Scanned, ItemError> {
+        let sealed = SealedItem::from_attributes(id, attributes)?;
+        Ok(match self.recall(&sealed) {
+            Some(opened) => Scanned::Known(opened),
+            None => Scanned::Sealed(sealed),
+        })
+    }
+
+    async fn open_scanned(
+        &self,
+        scanned: Result<Scanned, ItemError>,
+    ) -> Result<SecretValue, ItemError> {
+        match scanned {
+            Ok(Scanned::Known(opened)) => opened.map_err(ItemError::from),
+            Ok(Scanned::Sealed(sealed)) => self.open_sealed(&sealed).await,
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Opens every sealed slot of `result` but `unfinished`'s (a name whose
+    /// newer versions may still come), `concurrency` at a time.
+    async fn open_slots(
+        &self,
+        mut result: ScanResult<Slot>,
+        unfinished: Option<String>,
+        concurrency: usize,
+    ) -> ScanResult<Slot> {
+        let ready: Vec<String> = result
+            .latest
+            .iter()
+            .filter(|(name, (_, slot))| {
+                matches!(slot, Slot::Sealed(_)) && unfinished.as_ref() != Some(*name)
+            })
+            .map(|(name, _)| name.clone())
+            .collect();
+        let sealed: Vec<(ItemId, Result<Scanned, ItemError>)> = ready
+            .into_iter()
+            .filter_map(|name| match result.latest.remove(&name) {
+                Some((id, Slot::Sealed(scanned))) => Some((id, scanned)),
+                _ => None,
+            })
+            .collect();
+        let opened: Vec<(ItemId, Result<SecretValue, ItemError>)> = stream::iter(sealed)
+            .map(|(id, scanned)| async move { (id, self.open_scanned(scanned).await) })
+            .buffer_unordered(concurrency)
+            .collect()
+            .await;
+        for (id, value) in opened {
+            result
+                .latest
+                .insert(id.name.clone(), (id, Slot::Open(value)));
+        }
+        result
     }
 
     /// Like [`TableReader::read_all`], but joins a full read already under
@@ -286,7 +355,9 @@ impl TableReader {
 
     /// Every name with its latest version, without decrypting anything.
     pub async fn list_latest(&self) -> Result<Vec<ItemId>, TableError> {
-        let scan = self.scan(Some("#n, version"), |_, _| ()).await;
+        let scan = self
+            .scan(Some("#n, version"), |_, _| (), |result, _| async { result })
+            .await;
         match scan.error {
             Some(err) => Err(err),
             None => {
@@ -357,15 +428,22 @@ impl TableReader {
 
     /// Scans all segments concurrently and keeps each name's latest version,
     /// turned into `T` by `keep` as its page arrives: a whole table of raw
-    /// DynamoDB items is never held at once.
-    async fn scan<T>(
+    /// DynamoDB items is never held at once. After each page but the last,
+    /// `after_page` gets the segment's result and the page's last name (which
+    /// the next page may continue).
+    async fn scan<T, F>(
         &self,
         projection: Option<&str>,
         keep: impl Fn(ItemId, Attributes) -> T + Copy,
-    ) -> ScanResult<T> {
+        after_page: impl Fn(ScanResult<T>, Option<String>) -> F + Copy,
+    ) -> ScanResult<T>
+    where
+        F: Future<Output = ScanResult<T>>,
+    {
         let segments = self.options.scan_segments.max(1);
         let results = futures::future::join_all(
-            (0..segments).map(|segment| self.scan_segment(segment, segments, projection, keep)),
+            (0..segments)
+                .map(|segment| self.scan_segment(segment, segments, projection, keep, after_page)),
         )
         .await;
         let mut merged = ScanResult::default();
@@ -375,13 +453,17 @@ impl TableReader {
         merged
     }
 
-    async fn scan_segment<T>(
+    async fn scan_segment<T, F>(
         &self,
         segment: u32,
         total: u32,
         projection: Option<&str>,
         keep: impl Fn(ItemId, Attributes) -> T,
-    ) -> ScanResult<T> {
+        after_page: impl Fn(ScanResult<T>, Option<String>) -> F,
+    ) -> ScanResult<T>
+    where
+        F: Future<Output = ScanResult<T>>,
+    {
         let mut result = ScanResult::default();
         let mut start_key: Option<Attributes> = None;
         loop {
@@ -394,6 +476,9 @@ impl TableReader {
             if total > 1 {
                 request = request.segment(segment as i32).total_segments(total as i32);
             }
+            if let Some(limit) = self.options.scan_page_items {
+                request = request.limit(limit.clamp(1, i32::MAX as u32) as i32);
+            }
             if let Some(projection) = projection {
                 request = request
                     .projection_expression(projection)
@@ -402,13 +487,15 @@ impl TableReader {
             self.count_call();
             match request.send().await {
                 Ok(page) => {
+                    let mut last_name = None;
                     for item in page.items.unwrap_or_default() {
-                        result.keep_if_latest(item, &keep);
+                        last_name = result.keep_if_latest(item, &keep);
                     }
                     match page.last_evaluated_key {
                         Some(key) if !key.is_empty() => start_key = Some(key),
                         _ => return result,
                     }
+                    result = after_page(result, last_name).await;
                 }
                 Err(err) => {
                     result.error = Some(TableError::Scan {
@@ -452,14 +539,26 @@ impl<T> Default for ScanResult<T> {
 }
 
 impl<T> ScanResult<T> {
-    fn keep_if_latest(&mut self, attributes: Attributes, keep: impl Fn(ItemId, Attributes) -> T) {
+    /// Keeps the item when it is its name's latest so far; returns the
+    /// item's name.
+    fn keep_if_latest(
+        &mut self,
+        attributes: Attributes,
+        keep: impl Fn(ItemId, Attributes) -> T,
+    ) -> Option<String> {
         match ItemId::from_attributes(&attributes) {
-            Ok(id) if self.is_latest(&id) => {
-                let kept = keep(id.clone(), attributes);
-                self.latest.insert(id.name.clone(), (id, kept));
+            Ok(id) => {
+                let name = id.name.clone();
+                if self.is_latest(&id) {
+                    let kept = keep(id.clone(), attributes);
+                    self.latest.insert(name.clone(), (id, kept));
+                }
+                Some(name)
             }
-            Ok(_) => {}
-            Err(err) => self.unnamed_failures.push(err),
+            Err(err) => {
+                self.unnamed_failures.push(err);
+                None
+            }
         }
     }
 
