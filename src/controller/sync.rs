@@ -23,7 +23,7 @@ use crate::credstash::{Entry, ReadStats, TableError, TableReader};
 use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
 use crate::metrics::{Metrics, SecretOperation};
 use crate::secrets::apply::{self, WriteResult};
-use crate::secrets::observed::{holds_orphaned_keys_of, owns_data_keys, secret_ref};
+use crate::secrets::observed::{holds_orphaned_fields_of, owns_data_keys, secret_ref};
 use crate::secrets::{
     self, LiveSecret, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction,
 };
@@ -457,7 +457,7 @@ async fn observe(
         let writable = !read_only && !frozen.contains(&reference.namespace);
         let wanted = desired.secrets.contains_key(&reference)
             || owns_data_keys(secret, manager)
-            || (writable && holds_orphaned_keys_of(secret, managers, table));
+            || (writable && holds_orphaned_fields_of(secret, managers, table));
         if in_view(&reference) && wanted {
             live.insert(reference, secret.clone());
         }

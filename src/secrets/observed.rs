@@ -191,12 +191,13 @@ pub fn owns_data_keys(secret: &LiveSecret, manager: &str) -> bool {
     })
 }
 
-/// Whether `secret` holds keys of a CredstashSync that no longer exists and
-/// that read `table` (the Secret's source annotation says so): the
-/// CredstashSync now reading that table inherits them, also when the table
-/// no longer maps any name into the Secret (a renamed CredstashSync whose
-/// keys were all deleted meanwhile must not leave them to a dead manager).
-pub fn holds_orphaned_keys_of(secret: &LiveSecret, managers: Managers<'_>, table: &str) -> bool {
+/// Whether `secret` holds fields (keys, or only our label and annotations)
+/// of a CredstashSync that no longer exists and that read `table` (the
+/// Secret's source annotation says so): the CredstashSync now reading that
+/// table inherits them, also when the table no longer maps any name into the
+/// Secret (a renamed CredstashSync whose keys were all deleted meanwhile must
+/// not leave them to a dead manager, which owns nothing).
+pub fn holds_orphaned_fields_of(secret: &LiveSecret, managers: Managers<'_>, table: &str) -> bool {
     let from_table = secret
         .metadata
         .annotations
@@ -205,18 +206,14 @@ pub fn holds_orphaned_keys_of(secret: &LiveSecret, managers: Managers<'_>, table
         .and_then(|source| source.split_once('/'))
         .is_some_and(|(_, source_table)| source_table == table);
     from_table
-        && secret
-            .managed_fields
-            .iter()
-            .filter(|entry| entry.operation() == Some("Apply"))
-            .filter(|entry| {
-                entry.manager().is_some_and(|m| {
+        && secret.managed_fields.iter().any(|entry| {
+            entry.operation() == Some("Apply")
+                && entry.manager().is_some_and(|m| {
                     m.starts_with(MANAGER_PREFIX)
                         && m != managers.ours
                         && !managers.living.contains(m)
                 })
-            })
-            .any(|entry| !managed_data_keys(&entry.expand()).is_empty())
+        })
 }
 
 /// Whether any `managedFields` entry of `secret` belongs to `manager`.
@@ -265,7 +262,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_of_a_dead_manager_on_the_same_table_are_inherited() {
+    fn fields_of_a_dead_manager_on_the_same_table_are_inherited() {
         let only_ours = living(&[OURS]);
         let orphaned = |source: &str, manager: &str| {
             secret(json!({
@@ -275,23 +272,32 @@ mod tests {
             }))
         };
         let dead = "kubestash/old";
-        assert!(holds_orphaned_keys_of(
+        assert!(holds_orphaned_fields_of(
             &orphaned("old/t", dead),
             ours(&only_ours),
             "t"
         ));
-        assert!(!holds_orphaned_keys_of(
+        assert!(!holds_orphaned_fields_of(
             &orphaned("old/other", dead),
             ours(&only_ours),
             "t"
         ));
-        assert!(!holds_orphaned_keys_of(
+        assert!(!holds_orphaned_fields_of(
             &orphaned("prod/t", OURS),
             ours(&only_ours),
             "t"
         ));
+        let metadata_only = secret(json!({
+            "metadata": {"name": "s", "namespace": "ns",
+                "annotations": {SOURCE_ANNOTATION: "old/t"},
+                "managedFields": [entry(dead, "Apply", &[])]},
+        }));
+        assert!(
+            holds_orphaned_fields_of(&metadata_only, ours(&only_ours), "t"),
+            "a dead manager owning only our label and annotations is inherited too"
+        );
         let alive = living(&[OURS, dead]);
-        assert!(!holds_orphaned_keys_of(
+        assert!(!holds_orphaned_fields_of(
             &orphaned("old/t", dead),
             ours(&alive),
             "t"
