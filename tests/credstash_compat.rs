@@ -301,12 +301,7 @@ fn reading_an_unchanged_table_again_costs_no_kms_call() {
     let seeded = seeded();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let location = kubestash::credstash::TableLocation {
-            table: TABLE.into(),
-            ..Default::default()
-        };
-        let config = seeded.moto.sdk_config().await;
-        let reader = kubestash::credstash::connect_with(&config, &location, Default::default());
+        let reader = table_reader(seeded, Default::default()).await;
         let first = reader.read_all().await;
         assert!(first.complete);
         let after_first = reader.stats();
@@ -329,13 +324,7 @@ fn small_scan_pages_read_the_same_latest_values_with_one_decrypt_per_name() {
     let seeded = seeded();
     let runtime = tokio::runtime::Runtime::new().unwrap();
     runtime.block_on(async {
-        let location = kubestash::credstash::TableLocation {
-            table: TABLE.into(),
-            ..Default::default()
-        };
-        let config = seeded.moto.sdk_config().await;
-        let whole_pages =
-            kubestash::credstash::connect_with(&config, &location, Default::default());
+        let whole_pages = table_reader(seeded, Default::default()).await;
         let expected = whole_pages.read_all().await;
         let decrypts = whole_pages.stats().kms_decrypt_calls;
         for (segments, items) in [(1, 1), (1, 2), (1, 5), (4, 3), (4, 7)] {
@@ -344,7 +333,7 @@ fn small_scan_pages_read_the_same_latest_values_with_one_decrypt_per_name() {
                 scan_page_items: Some(items),
                 ..Default::default()
             };
-            let reader = kubestash::credstash::connect_with(&config, &location, options);
+            let reader = table_reader(seeded, options).await;
             let read = reader.read_all().await;
             let case = format!("{segments} segments, {items} items a page");
             assert!(read.complete, "{case}");
@@ -366,6 +355,19 @@ fn small_scan_pages_read_the_same_latest_values_with_one_decrypt_per_name() {
             assert_eq!(reader.stats().kms_decrypt_calls, decrypts, "{case}");
         }
     });
+}
+
+/// A reader of the seeded table on moto.
+async fn table_reader(
+    seeded: &Seeded,
+    options: kubestash::credstash::ReaderOptions,
+) -> kubestash::credstash::TableReader {
+    let location = kubestash::credstash::TableLocation {
+        table: TABLE.into(),
+        ..Default::default()
+    };
+    let config = seeded.moto.sdk_config().await;
+    kubestash::credstash::connect_with(&config, &location, options)
 }
 
 /// Items whose KMS Decrypt fails are never cached, so they cost a call each read.

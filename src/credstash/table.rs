@@ -216,7 +216,7 @@ impl TableReader {
     /// this very sealed item before, else sealed.
     fn scanned(&self, id: ItemId, attributes: &Attributes) -> Result<Scanned, ItemError> {
         let sealed = SealedItem::from_attributes(id, attributes)?;
-        Ok(match self.recall(&sealed) {
+        Ok(match self.recall(&sealed.id.name, sealed.fingerprint()) {
             Some(opened) => Scanned::Known(opened),
             None => Scanned::Sealed(sealed),
         })
@@ -392,26 +392,26 @@ impl TableReader {
     /// same, else KMS unwraps its data key (dropped, and zeroized, once the
     /// value is open).
     async fn open_sealed(&self, sealed: &SealedItem) -> Result<SecretValue, ItemError> {
-        if let Some(opened) = self.recall(sealed) {
+        let fingerprint = sealed.fingerprint();
+        if let Some(opened) = self.recall(&sealed.id.name, fingerprint) {
             return Ok(opened?);
         }
         let data_key = self.keys.unwrap_key(&sealed.wrapped_key).await?;
         let opened = crypto::open(&data_key, sealed.digest, &sealed.ciphertext, &sealed.hmac);
-        self.opened.lock().insert(
-            sealed.id.name.clone(),
-            (sealed.fingerprint(), opened.clone()),
-        );
+        self.opened
+            .lock()
+            .insert(sealed.id.name.clone(), (fingerprint, opened.clone()));
         Ok(opened?)
     }
 
-    /// What opening `sealed` gave before, when the reader last opened this
-    /// very sealed item for its name (counted as a KMS call saved).
-    fn recall(&self, sealed: &SealedItem) -> Option<Opened> {
-        let fingerprint = sealed.fingerprint();
+    /// What opening the sealed item of `name` with `fingerprint` gave
+    /// before, when the reader last opened that very item (counted as a KMS
+    /// call saved).
+    fn recall(&self, name: &str, fingerprint: SealFingerprint) -> Option<Opened> {
         let known = self
             .opened
             .lock()
-            .get(&sealed.id.name)
+            .get(name)
             .filter(|(seen, _)| *seen == fingerprint)
             .map(|(_, opened)| opened.clone())?;
         self.keys
