@@ -491,6 +491,49 @@ fn a_renamed_credstashsync_inherits_keys_whose_names_are_all_gone() {
     });
 }
 
+/// Found by the chaos soak (seeds 1009 and 1019): a sync still running when
+/// its CredstashSync was deleted (here, held up reading the Secret it is
+/// about to create) wrote afterwards, so a dead manager's entry appeared
+/// after the heir had converged, and the heir wrote again to take it over:
+/// two writes with no change, long after the cluster looked settled.
+#[test]
+fn a_sync_outlived_by_its_credstashsync_writes_nothing() {
+    let env = Env::start();
+    let Some(fake) = env.fake_for("holding a sync up") else {
+        return;
+    };
+    env.table("c-outlived");
+    env.put("c-outlived", "coutlived/app/A", "a");
+    block_on(async {
+        env.create_namespace("coutlived").await;
+        let gets_before = fake.counters().requests_arrived("get", "secrets");
+        fake.inject_fault(Fault::delay("get", "secrets", 1, Duration::from_secs(6)));
+        env.apply_css("coutlived-one", spec("c-outlived", true)).await;
+        wait_for("the first sync to ask for the Secret it will create", || async {
+            let gets = fake.counters().requests_arrived("get", "secrets");
+            (gets > gets_before).then_some(())
+        })
+        .await;
+        env.delete_css("coutlived-one").await;
+        let ended = |line: &str| {
+            line.contains("credstashsync=coutlived-one")
+                && (line.contains("full sync finished") || line.contains("full sync abandoned"))
+        };
+        wait_for("the first sync to end", || async {
+            env.operator_log().lines().any(ended).then_some(())
+        })
+        .await;
+        assert!(
+            env.secret("coutlived", "app").await.is_none(),
+            "the sync of a deleted CredstashSync wrote its Secret"
+        );
+
+        env.apply_css("coutlived-two", spec("c-outlived", true)).await;
+        let secret = env.wait_value("coutlived", "app", "A", "a").await;
+        assert_eq!(managers(&secret), ["kubestash/coutlived-two"]);
+    });
+}
+
 /// Found by the chaos soak (seed 1007): the inheritance above must not
 /// write into a namespace the new CredstashSync excludes, not even to hand
 /// ownership over.

@@ -26,7 +26,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
-use kube::runtime::reflector::{self, Store};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher, Event as WatchEvent};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource, ResourceExt};
@@ -197,9 +197,9 @@ impl Context {
             .collect()
     }
 
-    /// What a sync sees of the cluster: the watch caches, with our own
-    /// recent writes laid over the managed Secrets.
-    fn sync_env(&self) -> sync::SyncEnv<'_> {
+    /// What a sync of `css` sees of the cluster: the watch caches, with our
+    /// own recent writes laid over the managed Secrets.
+    fn sync_env<'a>(&'a self, css: &'a CredstashSync) -> sync::SyncEnv<'a> {
         sync::SyncEnv {
             client: &self.client,
             metrics: &self.metrics,
@@ -208,7 +208,19 @@ impl Context {
             living_managers: self.living_managers(),
             own_writes: &self.own_writes,
             write_gate: self.settings.write_gate.clone(),
+            still_exists: Box::new(move || self.still_exists(css)),
         }
+    }
+
+    /// Whether `css` (this very object, by uid) exists and is not being
+    /// deleted, as far as either watch has seen.
+    fn still_exists(&self, css: &CredstashSync) -> bool {
+        if self.was_deleted(css) {
+            return false;
+        }
+        self.syncs
+            .get(&ObjectRef::from_obj(css))
+            .is_some_and(|live| live.uid() == css.uid() && live.meta().deletion_timestamp.is_none())
     }
 
     /// The managed Secrets: the watch cache with our own recent writes laid
@@ -350,7 +362,9 @@ impl Context {
         status: &CredstashSyncStatus,
     ) -> Result<(), Error> {
         let name = css.name_any();
-        if self.current_status(css).as_ref() == Some(status) {
+        // Not for a CredstashSync gone meanwhile: its status would land on
+        // one re-created under the same name.
+        if self.current_status(css).as_ref() == Some(status) || !self.still_exists(css) {
             return Ok(());
         }
         let api: Api<CredstashSync> = Api::all(self.client.clone());

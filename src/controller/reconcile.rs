@@ -294,13 +294,18 @@ impl FullSyncRun<'_> {
         let reader = ctx.reader(name, spec).await;
         let taken = ctx.with_state(name, |s| s.begin_full_sync());
         tracing::info!(credstashsync = %name, trigger = self.trigger.as_str(), table = %spec.table, "full sync");
-        let env = ctx.sync_env();
+        let env = ctx.sync_env(self.css);
         let result = tokio::time::timeout(
             spec.sync_timeout,
             sync::full_sync(&env, name, spec, &reader, self.read_not_before),
         )
         .await;
         self.start_stream(opened);
+        if !ctx.still_exists(self.css) {
+            ctx.with_state(name, |s| s.full_sync_failed(taken));
+            tracing::info!(credstashsync = %name, "full sync abandoned: the CredstashSync was deleted while it ran");
+            return Ok(previous.clone());
+        }
         let generation = self.css.meta().generation;
         let Ok((outcome, snapshot)) = result else {
             ctx.with_state(name, |s| s.full_sync_failed(taken));
@@ -441,7 +446,7 @@ impl PendingRun<'_> {
         } else {
             Some(ctx.reader(name, spec).await)
         };
-        let env = ctx.sync_env();
+        let env = ctx.sync_env(self.css);
         let run = async {
             let mut unread = PendingWork::default();
             if let Some(reader) = &reader {

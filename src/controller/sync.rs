@@ -50,6 +50,12 @@ pub struct SyncEnv<'a> {
     /// Passed from plan to last write; closed, it parks a batch before it
     /// writes (a leader handing over).
     pub write_gate: WriteGate,
+    /// Whether the CredstashSync being synced still exists, asked right
+    /// before anything is written: a sync that outlived its CredstashSync
+    /// (deleted, or replaced under another name, while it read or planned)
+    /// writes nothing, so that no dead manager's entry appears after its
+    /// heir has taken the keys over.
+    pub still_exists: Box<dyn Fn() -> bool + Send + Sync + 'a>,
 }
 
 impl<'a> SyncEnv<'a> {
@@ -101,6 +107,7 @@ impl<'a> SyncEnv<'a> {
             living_managers: living.iter().map(|n| secrets::field_manager(n)).collect(),
             own_writes,
             write_gate: WriteGate::default(),
+            still_exists: Box::new(|| true),
         })
     }
 }
@@ -348,7 +355,8 @@ async fn sync_entries<'e>(
     };
     let observed = match observe(env, &desired, &scope).await {
         Ok(observed) => observed,
-        Err(error) => {
+        Err(Unobserved::Outlived) => return outlived(spec),
+        Err(Unobserved::Cluster(error)) => {
             return SyncOutcome {
                 dry_run: spec.dry_run,
                 cluster_error: Some(error),
@@ -368,6 +376,9 @@ async fn sync_entries<'e>(
         adopt_existing: spec.adopt_existing,
     };
     let plan = secrets::plan(&desired.secrets, &observed, &options);
+    if !spec.dry_run && !(env.still_exists)() {
+        return outlived(spec);
+    }
     let writes = if spec.dry_run {
         Vec::new()
     } else {
@@ -377,6 +388,18 @@ async fn sync_entries<'e>(
     SyncOutcome {
         unselected_namespaces: unselected,
         ..describe(spec.dry_run, &desired, &plan, &writes)
+    }
+}
+
+/// The outcome of a sync whose CredstashSync went away before it wrote:
+/// nothing written, and a failure, so that nothing it learned is kept.
+fn outlived(spec: &ValidSpec) -> SyncOutcome {
+    SyncOutcome {
+        dry_run: spec.dry_run,
+        cluster_error: Some(
+            "the CredstashSync was deleted while this sync ran; nothing was written".to_owned(),
+        ),
+        ..Default::default()
     }
 }
 
@@ -433,7 +456,7 @@ async fn observe(
     env: &SyncEnv<'_>,
     desired: &DesiredState,
     scope: &ObserveScope<'_>,
-) -> Result<BTreeMap<SecretRef, ObservedSecret>, String> {
+) -> Result<BTreeMap<SecretRef, ObservedSecret>, Unobserved> {
     let ObserveScope {
         manager,
         table,
@@ -468,12 +491,18 @@ async fn observe(
         .filter(|secret| in_view(secret) && !live.contains_key(secret))
         .cloned()
         .collect();
-    for secret in apply::fetch_secrets(env.client, missing).await? {
+    let fetched = apply::fetch_secrets(env.client, missing)
+        .await
+        .map_err(Unobserved::Cluster)?;
+    for secret in fetched {
         if let Some(reference) = secret_ref(&secret) {
             live.insert(reference, Arc::new(secret));
         }
     }
     if !read_only {
+        if !(env.still_exists)() {
+            return Err(Unobserved::Outlived);
+        }
         let writable = live
             .iter_mut()
             .filter(|(reference, _)| !frozen.contains(&reference.namespace));
@@ -487,6 +516,14 @@ async fn observe(
         live.values().map(|s| s.as_ref()),
         managers,
     ))
+}
+
+/// Why a sync could not observe the cluster.
+enum Unobserved {
+    /// A Secret could not be read.
+    Cluster(String),
+    /// The CredstashSync is gone: not even a handover is written.
+    Outlived,
 }
 
 /// Whose Secrets a sync observes, and which it may change before planning.

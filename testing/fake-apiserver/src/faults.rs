@@ -113,25 +113,39 @@ const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deleteco
 pub struct RequestCounters {
     by_key: BTreeMap<(String, String, u16), u64>,
     by_user_agent: BTreeMap<(String, String, String), u64>,
-    /// Writes by resource, counted when they arrive (before their effect is
-    /// visible), so that a snapshot taken after seeing a write's effect
-    /// always includes it.
-    writes_arrived: BTreeMap<String, u64>,
+    /// Requests by verb and resource, counted when they arrive (before they
+    /// are delayed or served), so that a snapshot taken after seeing a
+    /// write's effect always includes it, and a test can tell that a request
+    /// it delays is under way.
+    arrived: BTreeMap<(String, String), u64>,
 }
 
 impl RequestCounters {
     /// Records the arrival of a request, before it is served.
     pub fn arrived(&mut self, verb: &str, resource: &str) {
-        if WRITE_VERBS.contains(&verb) {
-            *self.writes_arrived.entry(resource.to_string()).or_default() += 1;
-        }
+        *self
+            .arrived
+            .entry((verb.to_string(), resource.to_string()))
+            .or_default() += 1;
     }
 
     /// Writes to the resource that have arrived, answered or not: unlike
     /// [`RequestCounters::writes`], a write whose effect a client has seen
     /// is always included.
     pub fn writes_arrived(&self, resource: &str) -> u64 {
-        self.writes_arrived.get(resource).copied().unwrap_or(0)
+        WRITE_VERBS
+            .iter()
+            .map(|verb| self.requests_arrived(verb, resource))
+            .sum()
+    }
+
+    /// Requests with this verb on this resource that have arrived, answered
+    /// or not.
+    pub fn requests_arrived(&self, verb: &str, resource: &str) -> u64 {
+        self.arrived
+            .get(&(verb.to_string(), resource.to_string()))
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Records one answered request of the client sending `user_agent`.
@@ -209,11 +223,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn writes_count_on_arrival_and_reads_do_not() {
+    fn requests_count_on_arrival_and_only_writes_count_as_writes() {
         let mut counters = RequestCounters::default();
         counters.arrived("patch", "secrets");
         counters.arrived("get", "secrets");
         assert_eq!(counters.writes_arrived("secrets"), 1);
+        assert_eq!(counters.requests_arrived("get", "secrets"), 1);
+        assert_eq!(counters.count("get", "secrets"), 0, "not answered yet");
         assert_eq!(counters.writes("secrets"), 0, "not answered yet");
         counters.record("patch", "secrets", 200, "kubestash");
         assert_eq!(counters.writes("secrets"), 1);
