@@ -491,6 +491,57 @@ fn a_renamed_credstashsync_inherits_keys_whose_names_are_all_gone() {
     });
 }
 
+/// Found by the chaos soak (seed 1002): deleting a CredstashSync dropped its
+/// ownership from the Secrets that had other owners too (here the owner of a
+/// hand-added key), so the keys it wrote were owned by nobody and its
+/// successor could never prune those whose names were deleted meanwhile.
+#[test]
+fn keys_of_a_deleted_credstashsync_stay_prunable_next_to_a_hand_key() {
+    let env = Env::start();
+    env.table("c-heir");
+    env.put("c-heir", "cheir/app/A", "a");
+    env.put("c-heir", "cheir/app/GOES", "soon gone");
+    block_on(async {
+        env.create_namespace("cheir").await;
+        env.apply_css("cheir-one", spec("c-heir", true)).await;
+        env.wait_value("cheir", "app", "GOES", "soon gone").await;
+        let hand = json!({"data": {"HAND": "aGFuZA=="}});
+        let params = PatchParams {
+            field_manager: Some("kubectl-patch".into()),
+            ..Default::default()
+        };
+        Api::<Secret>::namespaced(env.client().await, "cheir")
+            .patch("app", &params, &Patch::Merge(&hand))
+            .await
+            .expect("add a key by hand");
+        env.wait_value("cheir", "app", "HAND", "hand").await;
+
+        env.delete_css("cheir-one").await;
+        wait_for("the operator to see the deletion", || async {
+            let log = env.operator_log();
+            log.lines()
+                .any(|l| l.contains("CredstashSync deleted") && l.contains("cheir-one"))
+                .then_some(())
+        })
+        .await;
+        env.delete("c-heir", "cheir/app/GOES");
+        env.apply_css("cheir-two", spec("c-heir", true)).await;
+        wait_ready(&env, "cheir-two").await;
+        let secret = wait_for("GOES to be pruned by the successor", || async {
+            let secret = env.secret("cheir", "app").await?;
+            (!data(&secret).contains_key("GOES")).then_some(secret)
+        })
+        .await;
+        assert_eq!(data(&secret).get("A").map(String::as_str), Some("a"));
+        assert_eq!(data(&secret).get("HAND").map(String::as_str), Some("hand"));
+        assert!(
+            !managers(&secret).contains(&"kubestash/cheir-one".to_owned()),
+            "{:?}",
+            managers(&secret)
+        );
+    });
+}
+
 /// Found by the chaos soak (seeds 1009 and 1019): a sync still running when
 /// its CredstashSync was deleted (here, held up reading the Secret it is
 /// about to create) wrote afterwards, so a dead manager's entry appeared
@@ -508,11 +559,15 @@ fn a_sync_outlived_by_its_credstashsync_writes_nothing() {
         env.create_namespace("coutlived").await;
         let gets_before = fake.counters().requests_arrived("get", "secrets");
         fake.inject_fault(Fault::delay("get", "secrets", 1, Duration::from_secs(6)));
-        env.apply_css("coutlived-one", spec("c-outlived", true)).await;
-        wait_for("the first sync to ask for the Secret it will create", || async {
-            let gets = fake.counters().requests_arrived("get", "secrets");
-            (gets > gets_before).then_some(())
-        })
+        env.apply_css("coutlived-one", spec("c-outlived", true))
+            .await;
+        wait_for(
+            "the first sync to ask for the Secret it will create",
+            || async {
+                let gets = fake.counters().requests_arrived("get", "secrets");
+                (gets > gets_before).then_some(())
+            },
+        )
         .await;
         env.delete_css("coutlived-one").await;
         let ended = |line: &str| {
@@ -528,7 +583,8 @@ fn a_sync_outlived_by_its_credstashsync_writes_nothing() {
             "the sync of a deleted CredstashSync wrote its Secret"
         );
 
-        env.apply_css("coutlived-two", spec("c-outlived", true)).await;
+        env.apply_css("coutlived-two", spec("c-outlived", true))
+            .await;
         let secret = env.wait_value("coutlived", "app", "A", "a").await;
         assert_eq!(managers(&secret), ["kubestash/coutlived-two"]);
     });

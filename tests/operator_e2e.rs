@@ -423,6 +423,19 @@ fn two_credstashsyncs_on_one_key_report_a_conflict_without_takeover() {
             "t-first",
             "no forced takeover between CredstashSyncs"
         );
+
+        // Deleting the first ends the conflict: the second takes the key over
+        // at once, from what it read (no resync).
+        env.delete_css("first").await;
+        let secret = env.wait_value("two", "app", "SHARED", "t-second").await;
+        let managers: Vec<&str> = secret
+            .metadata
+            .managed_fields
+            .iter()
+            .flatten()
+            .filter_map(|entry| entry.manager.as_deref())
+            .collect();
+        assert_eq!(managers, ["kubestash/second"]);
     });
 }
 

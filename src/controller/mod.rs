@@ -187,12 +187,13 @@ impl Context {
             .collect()
     }
 
-    /// Field managers of the CredstashSyncs that exist and are not deleted.
+    /// Field managers of the CredstashSyncs that exist and are not deleted
+    /// (as far as either watch has seen).
     fn living_managers(&self) -> BTreeSet<String> {
         self.syncs
             .state()
             .iter()
-            .filter(|css| css.meta().deletion_timestamp.is_none())
+            .filter(|css| css.meta().deletion_timestamp.is_none() && !self.was_deleted(css))
             .map(|css| secrets::field_manager(&css.name_any()))
             .collect()
     }
@@ -263,30 +264,32 @@ impl Context {
         let _ = self.wake.unbounded_send(());
     }
 
-    /// A CredstashSync was deleted: forget its metrics and state, and release
-    /// its ownership of Secret keys (the values stay), so that any other
-    /// applier can take them over.
-    async fn forget(&self, name: &str) {
+    /// A CredstashSync was deleted: forget its metrics and state. Its
+    /// Secrets, values and field ownership stay: the `kubestash/<name>`
+    /// entries pass to the next CredstashSync that writes each Secret (see
+    /// [`sync`]), keys of names deleted meanwhile included, so that they stay
+    /// prunable. Dropping the entries here would leave such keys owned by
+    /// nobody, never to be pruned (soak seed 1002). The CredstashSyncs that
+    /// map into its Secrets plan them again now, so that a key they were
+    /// refused as a conflict passes to them at once.
+    fn forget(&self, name: &str) {
         self.forget_state(name);
-        tracing::info!(credstashsync = %name, "CredstashSync deleted: its metrics are removed, its Secrets and values stay");
+        tracing::info!(credstashsync = %name, "CredstashSync deleted: its metrics are removed; its Secrets, values and keys stay until another CredstashSync of the table takes them over");
         let manager = secrets::field_manager(name);
-        let active = self.active_namespaces();
-        let in_active_namespace = |secret: &LiveSecret| {
-            secret
-                .metadata
-                .namespace
-                .as_ref()
-                .is_some_and(|ns| active.contains_key(ns))
-        };
-        let owned: Vec<Arc<LiveSecret>> = self
+        let held: Vec<crate::mapping::SecretRef> = self
             .managed_secrets
             .state()
-            .into_iter()
-            .filter(|secret| in_active_namespace(secret) && has_manager(secret, &manager))
+            .iter()
+            .filter(|secret| has_manager(secret, &manager))
+            .filter_map(|secret| secret_ref(secret))
             .collect();
-        for secret in owned {
-            self.release(&secret, &manager).await;
+        if held.is_empty() {
+            return;
         }
+        for state in self.states.lock().values_mut() {
+            held.iter().for_each(|secret| state.owner_gone(secret));
+        }
+        let _ = self.wake.unbounded_send(());
     }
 
     /// Drops the metrics and state of CredstashSync `name`.
@@ -299,44 +302,6 @@ impl Context {
     fn was_deleted(&self, css: &CredstashSync) -> bool {
         css.uid()
             .is_some_and(|uid| self.deleted.lock().contains(&uid))
-    }
-
-    /// Removes `manager`'s managedFields entries from `secret`, retrying
-    /// from a fresh copy when the Secret changed meanwhile.
-    async fn release(&self, secret: &LiveSecret, manager: &str) {
-        let mut current = secret.clone();
-        let managers = BTreeSet::from([manager.to_owned()]);
-        for _ in 0..3 {
-            match secrets::apply::release_managers(&self.client, &current, &managers, None).await {
-                Ok(released) => {
-                    if let Some(released) = released {
-                        self.own_writes
-                            .lock()
-                            .record(released, tokio::time::Instant::now());
-                    }
-                    return;
-                }
-                Err(err) => {
-                    tracing::debug!(%manager, error = %err, "releasing ownership; retrying from a fresh copy");
-                }
-            }
-            let (Some(namespace), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name)
-            else {
-                return;
-            };
-            match Api::<Secret>::namespaced(self.client.clone(), namespace)
-                .get_opt(name)
-                .await
-            {
-                Ok(Some(fresh)) => current = fresh.into(),
-                Ok(None) => return,
-                Err(err) => {
-                    tracing::warn!(%manager, secret = %format!("{namespace}/{name}"), error = %err, "could not release ownership");
-                    return;
-                }
-            }
-        }
-        tracing::warn!(%manager, "could not release ownership of a Secret that keeps changing");
     }
 
     async fn publish(&self, css: &CredstashSync, notice: &Notice) {
@@ -463,7 +428,7 @@ fn follow_deletions(
         watcher::Config::default(),
     )
     .default_backoff()
-    .then(move |event| {
+    .for_each(move |event| {
         let mut gone = Vec::new();
         match event {
             Ok(WatchEvent::Delete(meta)) => {
@@ -483,14 +448,11 @@ fn follow_deletions(
             Ok(WatchEvent::Apply(_)) => {}
             Err(error) => report_watch_error(&ctx.health, "credstashsyncs", &error),
         }
-        let ctx = ctx.clone();
-        async move {
-            for name in gone {
-                ctx.forget(&name).await;
-            }
+        for name in gone {
+            ctx.forget(&name);
         }
+        futures::future::ready(())
     })
-    .for_each(|()| futures::future::ready(()))
 }
 
 /// Runs the controller until `shutdown` resolves.

@@ -34,6 +34,9 @@ pub enum Cause {
     Drift,
     /// Its last write failed.
     Retry,
+    /// A CredstashSync that owned keys in it was deleted: its keys may pass
+    /// to this one (a conflict it reported may be over).
+    OwnerGone,
 }
 
 /// Work waiting to be applied from the snapshot.
@@ -296,6 +299,14 @@ impl SyncState {
     /// Somebody else changed or deleted `secret`.
     pub fn drifted(&mut self, secret: SecretRef) {
         self.pending.mark(secret, Cause::Drift);
+    }
+
+    /// A deleted CredstashSync owned keys in `secret`: plan it again, so
+    /// that its keys pass to this one if it maps into the Secret.
+    pub fn owner_gone(&mut self, secret: &SecretRef) {
+        if self.maps_into(secret) {
+            self.pending.mark(secret.clone(), Cause::OwnerGone);
+        }
     }
 
     /// The watch cache was listed again after a gap: every Secret of the

@@ -562,7 +562,7 @@ async fn release_dead_managers(
     if dead.is_empty() {
         return None;
     }
-    match apply::release_managers(env.client, secret, &dead, Some(ours)).await {
+    match apply::release_managers(env.client, secret, &dead, ours).await {
         Ok(Some(released)) => {
             tracing::info!(managers = ?dead, secret = ?secret_ref(&released), "released the keys of CredstashSyncs that no longer exist");
             env.own_writes

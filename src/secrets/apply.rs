@@ -86,8 +86,7 @@ async fn apply_one(client: &Client, apply: ApplySecret) -> Result<Option<LiveSec
 }
 
 /// Hands the `managedFields` entries of `managers` (deleted CredstashSyncs)
-/// over to `heir`, or drops them without one (see [`super::handover`]),
-/// leaving the data as it is. Returns the patched Secret, or `None` when
+/// over to `heir` (see [`super::handover`]), leaving the data as it is. Returns the patched Secret, or `None` when
 /// nothing changes. A JSON patch that first tests the resourceVersion, so a
 /// concurrent change makes it fail (409/422) rather than overwrite another
 /// manager's entry; the caller retries from a fresh copy.
@@ -95,7 +94,7 @@ pub async fn release_managers(
     client: &Client,
     secret: &LiveSecret,
     managers: &BTreeSet<String>,
-    heir: Option<&str>,
+    heir: &str,
 ) -> Result<Option<LiveSecret>, String> {
     let (Some(namespace), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name) else {
         return Ok(None);

@@ -3,14 +3,12 @@
 //!
 //! A `kubestash/<name>` manager whose CredstashSync no longer exists must
 //! not keep owning keys: while it co-owns a key, server-side apply never
-//! removes it (no pruning), and it blocks nobody but confuses everyone.
-//! Simply dropping its entry is not enough when it is the last entry: an
-//! empty `managedFields` makes kube-apiserver give every field to the
-//! `before-first-apply` manager on the next apply, which then keeps them
-//! forever. So the entries go to an heir (the CredstashSync about to write
-//! the Secret, which takes the keys over as a renamed or replacement
-//! CredstashSync should), and are only dropped outright when other entries
-//! remain.
+//! removes it (no pruning), and it blocks nobody but confuses everyone. Its
+//! entries are not simply dropped: keys owned by nobody are never pruned
+//! either (and an empty `managedFields` makes kube-apiserver give every
+//! field to `before-first-apply` on the next apply). So they go to an heir,
+//! the CredstashSync about to write the Secret, which takes the keys over as
+//! a renamed or replacement CredstashSync should.
 
 use std::collections::BTreeSet;
 
@@ -18,13 +16,12 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{FieldsV1, ManagedFieldsEntr
 use serde_json::Value;
 
 /// The `managedFields` after handing the entries of `dead` managers to
-/// `heir` (merged into its `Apply` entry, or becoming it), or, without an
-/// heir, after dropping them. `None` when nothing changes: no entry of
-/// `dead`, or dropping would leave no entry at all.
+/// `heir` (merged into its `Apply` entry, or becoming it); `None` when no
+/// entry is `dead`'s.
 pub fn hand_over(
     entries: &[ManagedFieldsEntry],
     dead: &BTreeSet<String>,
-    heir: Option<&str>,
+    heir: &str,
 ) -> Option<Vec<ManagedFieldsEntry>> {
     let is_dead = |entry: &ManagedFieldsEntry| {
         entry.subresource.is_none() && entry.manager.as_ref().is_some_and(|m| dead.contains(m))
@@ -36,9 +33,6 @@ pub fn hand_over(
     if gone.is_empty() {
         return None;
     }
-    let Some(heir) = heir else {
-        return (!kept.is_empty()).then_some(kept);
-    };
     let is_heirs = |entry: &ManagedFieldsEntry| {
         entry.manager.as_deref() == Some(heir)
             && entry.operation.as_deref() == Some("Apply")
@@ -128,8 +122,8 @@ mod tests {
     #[test]
     fn the_last_entry_of_a_deleted_credstashsync_goes_to_its_heir() {
         let entries = [entry("kubestash/old", "Apply", data(&["A", "B"]))];
-        let after = hand_over(&entries, &dead(&["kubestash/old"]), Some("kubestash/new"))
-            .expect("a change");
+        let after =
+            hand_over(&entries, &dead(&["kubestash/old"]), "kubestash/new").expect("a change");
         assert_eq!(
             summary(&after),
             vec![("kubestash/new".to_owned(), data(&["A", "B"]))]
@@ -144,8 +138,8 @@ mod tests {
             entry("kubectl-edit", "Update", data(&["HAND"])),
             entry("kubestash/old", "Apply", data(&["B"])),
         ];
-        let after = hand_over(&entries, &dead(&["kubestash/old"]), Some("kubestash/new"))
-            .expect("a change");
+        let after =
+            hand_over(&entries, &dead(&["kubestash/old"]), "kubestash/new").expect("a change");
         assert_eq!(
             summary(&after),
             vec![
@@ -156,25 +150,10 @@ mod tests {
     }
 
     #[test]
-    fn without_an_heir_entries_are_dropped_unless_none_would_remain() {
-        let entries = [
-            entry("kubectl-edit", "Update", data(&["HAND"])),
-            entry("kubestash/old", "Apply", data(&["B"])),
-        ];
-        let after = hand_over(&entries, &dead(&["kubestash/old"]), None).expect("a change");
-        assert_eq!(
-            summary(&after),
-            vec![("kubectl-edit".to_owned(), data(&["HAND"]))]
-        );
-        let alone = [entry("kubestash/old", "Apply", data(&["B"]))];
-        assert_eq!(hand_over(&alone, &dead(&["kubestash/old"]), None), None);
-    }
-
-    #[test]
     fn nothing_changes_without_a_dead_entry() {
         let entries = [entry("kubestash/new", "Apply", data(&["A"]))];
         assert_eq!(
-            hand_over(&entries, &dead(&["kubestash/old"]), Some("kubestash/new")),
+            hand_over(&entries, &dead(&["kubestash/old"]), "kubestash/new"),
             None
         );
     }
