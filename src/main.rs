@@ -2,7 +2,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
-    kubestash::cli::run(kubestash::cli::Cli::parse()).await
+fn main() -> ExitCode {
+    // Before the runtime starts its threads (see the allocator module).
+    kubestash::allocator::configure();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("kubestash: could not start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(kubestash::cli::run(kubestash::cli::Cli::parse()))
 }

@@ -327,15 +327,17 @@ fn small_scan_pages_read_the_same_latest_values_with_one_decrypt_per_name() {
         let whole_pages = table_reader(seeded, Default::default()).await;
         let expected = whole_pages.read_all().await;
         let decrypts = whole_pages.stats().kms_decrypt_calls;
-        for (segments, items) in [(1, 1), (1, 2), (1, 5), (4, 3), (4, 7)] {
+        for (segments, items, in_flight) in [(1, 1, 1), (1, 2, 1), (1, 5, 1), (4, 3, 1), (4, 7, 4)]
+        {
             let options = kubestash::credstash::ReaderOptions {
                 scan_segments: segments,
                 scan_page_items: Some(items),
+                scan_pages_in_flight: in_flight,
                 ..Default::default()
             };
             let reader = table_reader(seeded, options).await;
             let read = reader.read_all().await;
-            let case = format!("{segments} segments, {items} items a page");
+            let case = format!("{segments} segments, {items} items a page, {in_flight} in flight");
             assert!(read.complete, "{case}");
             let values: BTreeMap<String, String> = read
                 .values()

@@ -384,10 +384,11 @@ async fn sync_entries<'e>(
     } else {
         apply::apply_all(env.client, &plan.secrets).await
     };
-    record_writes(env, name, &writes);
+    let outcome = describe(spec.dry_run, &desired, &plan, &writes);
+    record_writes(env, name, writes);
     SyncOutcome {
         unselected_namespaces: unselected,
-        ..describe(spec.dry_run, &desired, &plan, &writes)
+        ..outcome
     }
 }
 
@@ -403,12 +404,12 @@ fn outlived(spec: &ValidSpec) -> SyncOutcome {
     }
 }
 
-/// Counts successful writes and remembers what they returned, so that the
+/// Counts successful writes and keeps what they returned, so that the
 /// next plan sees them even before the watch cache does.
-fn record_writes(env: &SyncEnv<'_>, name: &str, writes: &[WriteResult]) {
+fn record_writes(env: &SyncEnv<'_>, name: &str, writes: Vec<WriteResult>) {
     let now = tokio::time::Instant::now();
     for write in writes {
-        let Ok(written) = &write.result else { continue };
+        let Ok(written) = write.result else { continue };
         let operation = if write.action == SecretAction::Create {
             SecretOperation::Create
         } else {
@@ -416,7 +417,7 @@ fn record_writes(env: &SyncEnv<'_>, name: &str, writes: &[WriteResult]) {
         };
         env.metrics.record_secret_write(name, operation);
         if let Some(secret) = written {
-            env.own_writes.lock().record(secret.clone(), now);
+            env.own_writes.lock().record(secret, now);
         }
     }
 }

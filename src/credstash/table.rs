@@ -12,6 +12,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{self, StreamExt};
 use parking_lot::Mutex;
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use super::crypto;
@@ -35,6 +36,12 @@ pub struct ReaderOptions {
     pub attempt_timeout: Duration,
     /// Items per Scan page (DynamoDB's `Limit`); `None`: pages of 1 MB.
     pub scan_page_items: Option<u32>,
+    /// Scan pages requested and decoded at once, across segments. A decoded
+    /// page of 1 MB is a few MiB of attribute maps until its items are
+    /// sealed compactly, so this, not the segment count, bounds a full
+    /// read's memory; the segments still overlap one page's Decrypts with
+    /// the next page's request.
+    pub scan_pages_in_flight: usize,
 }
 
 impl Default for ReaderOptions {
@@ -44,6 +51,7 @@ impl Default for ReaderOptions {
             decrypt_concurrency: 32,
             attempt_timeout: super::ATTEMPT_TIMEOUT,
             scan_page_items: None,
+            scan_pages_in_flight: 1,
         }
     }
 }
@@ -110,6 +118,8 @@ pub struct TableReader {
     dynamodb_calls: AtomicU64,
     opened: Mutex<HashMap<String, (SealFingerprint, Opened)>>,
     in_flight: Mutex<Option<Flight>>,
+    /// One per Scan page that may be requested and decoded at once.
+    page_permits: Semaphore,
 }
 
 /// What opening one sealed item gave once KMS had unwrapped its data key.
@@ -147,10 +157,11 @@ impl TableReader {
             dynamodb,
             table: table.into(),
             keys,
-            options,
             dynamodb_calls: AtomicU64::new(0),
             opened: Mutex::new(HashMap::new()),
             in_flight: Mutex::new(None),
+            page_permits: Semaphore::new(options.scan_pages_in_flight.max(1)),
+            options,
         }
     }
 
@@ -484,6 +495,8 @@ impl TableReader {
                     .projection_expression(projection)
                     .expression_attribute_names("#n", attr::NAME);
             }
+            // Never closed; without a permit the page is read all the same.
+            let permit = self.page_permits.acquire().await.ok();
             self.count_call();
             match request.send().await {
                 Ok(page) => {
@@ -491,6 +504,7 @@ impl TableReader {
                     for item in page.items.unwrap_or_default() {
                         last_name = result.keep_if_latest(item, &keep);
                     }
+                    drop(permit);
                     match page.last_evaluated_key {
                         Some(key) if !key.is_empty() => start_key = Some(key),
                         _ => return result,
