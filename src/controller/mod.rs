@@ -274,7 +274,7 @@ impl Context {
     /// refused as a conflict passes to them at once.
     fn forget(&self, name: &str) {
         self.forget_state(name);
-        tracing::info!(credstashsync = %name, "CredstashSync deleted: its metrics are removed; its Secrets, values and keys stay until another CredstashSync of the table takes them over");
+        tracing::info!(credstashsync = %name, "CredstashSync deleted: its metrics are removed; its Secrets, values and keys stay until another CredstashSync writes those Secrets and takes them over");
         let manager = secrets::field_manager(name);
         let held: Vec<crate::mapping::SecretRef> = self
             .managed_secrets
