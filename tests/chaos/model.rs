@@ -286,6 +286,13 @@ pub struct Expectations {
     /// Every value the table gave a key since the last check, whether its
     /// namespace could receive it or not.
     table_history: BTreeMap<(SecretId, String), BTreeSet<String>>,
+    /// Keys of the operator that a hand edit gave a value of its own, with
+    /// that value. Server-side apply gives an edited field to its editor;
+    /// the operator takes it back while the key's name is in the table
+    /// (drift repair), but when the name is deleted before that repair the
+    /// key is the editor's, like one added by hand, and stays even with
+    /// `prune: true` (seed 1012). Forgotten once a check sees another value.
+    hand_taken: BTreeMap<(SecretId, String), String>,
 }
 
 /// One disagreement between the cluster and the model.
@@ -328,7 +335,11 @@ impl Expectations {
     /// to `world`; `affected` are the Secrets a hand operation touched.
     pub fn after(&mut self, op: &Op, world: &World) {
         match op {
-            Op::HandEdit { secret, key, value } => self.allow(secret, key, Some(value.clone())),
+            Op::HandEdit { secret, key, value } => {
+                self.allow(secret, key, Some(value.clone()));
+                self.hand_taken
+                    .insert((secret.clone(), key.clone()), value.clone());
+            }
             Op::HandRemove { secret, key } => self.allow(secret, key, None),
             Op::DeleteSecret(secret) => self.allow_absent(secret),
             Op::DeleteNamespace { namespace, .. } => {
@@ -490,7 +501,8 @@ impl Expectations {
         match desired {
             Some(Desired::Value(v)) if writable => return BTreeSet::from([Some(v.clone())]),
             None if writable && world.css.prune && !world.failed_in(secret) => {
-                return BTreeSet::from([None])
+                let taken = self.hand_taken.get(&(secret.clone(), key.to_owned()));
+                return BTreeSet::from([None, taken.cloned()]);
             }
             _ => {}
         }
@@ -502,6 +514,9 @@ impl Expectations {
 
     /// After a passed check: what was observed is the new baseline.
     pub fn pin(&mut self, world: &World, observed: &BTreeMap<SecretId, Observed>) {
+        self.hand_taken.retain(|(secret, key), value| {
+            observed.get(secret).and_then(|seen| seen.data.get(key)) == Some(value)
+        });
         self.pinned.clear();
         self.possible.clear();
         // The operator's view of the table may lag into the next period:
@@ -813,6 +828,45 @@ mod tests {
             1,
             "the hand key is missing"
         );
+    }
+
+    #[test]
+    fn a_hand_edited_key_whose_name_goes_before_its_repair_may_stay() {
+        let (mut world, mut model) = run(&[Op::SetPrune(true), put("ns-a/app/user", "1")]);
+        let secret = sid("ns-a", "app");
+        model.pin(
+            &world,
+            &BTreeMap::from([(secret.clone(), observed(&[("USER", "1")]))]),
+        );
+        let hand_edit = Op::HandEdit {
+            secret: secret.clone(),
+            key: "USER".into(),
+            value: "h".into(),
+        };
+        let delete = Op::Table(vec![TableOp::Delete {
+            name: "ns-a/app/user".into(),
+        }]);
+        for op in [&hand_edit, &delete] {
+            world.apply(op);
+            model.after(op, &world);
+        }
+        let edited = BTreeMap::from([(secret.clone(), observed(&[("USER", "h")]))]);
+        assert!(model.check(&world, &edited).is_empty(), "the editor's key");
+        assert!(
+            model.check(&world, &BTreeMap::new()).is_empty(),
+            "repaired, then pruned"
+        );
+        let table_value = BTreeMap::from([(secret.clone(), observed(&[("USER", "1")]))]);
+        assert_eq!(model.check(&world, &table_value).len(), 1);
+
+        // Once a check has seen the key repaired, it is the operator's again.
+        let (mut world, mut model) = run(&[Op::SetPrune(true), put("ns-a/app/user", "1")]);
+        world.apply(&hand_edit);
+        model.after(&hand_edit, &world);
+        model.pin(&world, &table_value);
+        world.apply(&delete);
+        model.after(&delete, &world);
+        assert_eq!(model.check(&world, &edited).len(), 1);
     }
 
     #[test]
