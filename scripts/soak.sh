@@ -63,13 +63,19 @@ lines = [
     "| operation families | %s |" % ", ".join(s["features"]),
     "",
 ]
+# The generated summary ends at a marker; what follows it in the section
+# (findings, earlier runs) is written by hand and kept.
+MARK = "<!-- end of the generated soak summary -->"
+lines.append(MARK)
 text = open(sys.argv[2]).read()
 start = text.find("## Reliability: the chaos soak")
 if start >= 0:
-    end = text.find("\n## ", start + 1)
-    text = text[:start] + "\n".join(lines) + (text[end + 1:] if end >= 0 else "")
+    mark = text.find(MARK, start)
+    end = mark + len(MARK) + 1 if mark >= 0 else text.find("\n## ", start + 1) + 1
+    rest = text[end:] if end > 0 else ""
+    text = text[:start] + "\n".join(lines) + "\n" + ("\n" + rest.lstrip("\n") if rest.strip() else "")
 else:
-    text = text.rstrip("\n") + "\n\n" + "\n".join(lines)
+    text = text.rstrip("\n") + "\n\n" + "\n".join(lines) + "\n"
 open(sys.argv[2], "w").write(text)
 print("\n".join(lines))
 PY
