@@ -466,6 +466,10 @@ impl PendingRun<'_> {
             (unread, outcome)
         };
         let result = tokio::time::timeout(spec.sync_timeout, run).await;
+        if !ctx.still_exists(self.css) {
+            tracing::info!(credstashsync = %name, "pending changes abandoned: the CredstashSync was deleted while they were applied");
+            return None;
+        }
         let now = tokio::time::Instant::now();
         let Ok((unread, outcome)) = result else {
             tracing::warn!(credstashsync = %name, "applying pending changes timed out; they stay pending");
