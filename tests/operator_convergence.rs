@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cluster::{block_on, condition, data, metric, wait_for, Env};
+use cluster::{block_on, condition, data, managers, metric, wait_for, Env};
 use fake_apiserver::Fault;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
@@ -441,12 +441,6 @@ fn a_renamed_credstashsync_takes_its_keys_over_without_a_gap() {
         })
         .await;
     });
-}
-
-/// The field managers of a Secret.
-fn managers(secret: &Secret) -> Vec<String> {
-    let entries = secret.metadata.managed_fields.iter().flatten();
-    entries.filter_map(|e| e.manager.clone()).collect()
 }
 
 /// Found by the chaos suite (seed 57): a Secret whose names were all

@@ -9,7 +9,7 @@ mod support;
 
 use std::sync::OnceLock;
 
-use cluster::{block_on, data, metric, wait_for, Env};
+use cluster::{block_on, data, managers, metric, wait_for, Env};
 use serde_json::json;
 
 fn env() -> &'static Env {
@@ -428,14 +428,7 @@ fn two_credstashsyncs_on_one_key_report_a_conflict_without_takeover() {
         // at once, from what it read (no resync).
         env.delete_css("first").await;
         let secret = env.wait_value("two", "app", "SHARED", "t-second").await;
-        let managers: Vec<&str> = secret
-            .metadata
-            .managed_fields
-            .iter()
-            .flatten()
-            .filter_map(|entry| entry.manager.as_deref())
-            .collect();
-        assert_eq!(managers, ["kubestash/second"]);
+        assert_eq!(managers(&secret), ["kubestash/second"]);
     });
 }
 
@@ -684,13 +677,7 @@ fn kubestash_sync_prints_the_plan_in_dry_run_and_applies_without_it() {
     let (code, _, stderr) = sync(&[]);
     assert_eq!(code, Some(0), "{stderr}");
     let secret = block_on(env.wait_value("cli", "app", "KEY", "from-the-cli"));
-    let managers: Vec<String> = secret
-        .metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .filter_map(|m| m.manager.clone())
-        .collect();
+    let managers = managers(&secret);
     assert!(
         managers.contains(&"kubestash/cli".to_string()),
         "{managers:?}"

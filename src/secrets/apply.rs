@@ -86,10 +86,11 @@ async fn apply_one(client: &Client, apply: ApplySecret) -> Result<Option<LiveSec
 }
 
 /// Hands the `managedFields` entries of `managers` (deleted CredstashSyncs)
-/// over to `heir` (see [`super::handover`]), leaving the data as it is. Returns the patched Secret, or `None` when
-/// nothing changes. A JSON patch that first tests the resourceVersion, so a
-/// concurrent change makes it fail (409/422) rather than overwrite another
-/// manager's entry; the caller retries from a fresh copy.
+/// over to `heir` (see [`super::handover`]), leaving the data as it is.
+/// Returns the patched Secret, or `None` when nothing changes. A JSON patch
+/// that first tests the resourceVersion, so a concurrent change makes it
+/// fail (409/422) rather than overwrite another manager's entry (the sync
+/// then plans from the Secret as it was, and the next one hands over).
 pub async fn release_managers(
     client: &Client,
     secret: &LiveSecret,

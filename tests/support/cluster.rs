@@ -444,6 +444,12 @@ pub fn data(secret: &Secret) -> BTreeMap<String, String> {
         .collect()
 }
 
+/// The field managers of a Secret, in `managedFields` order.
+pub fn managers(secret: &Secret) -> Vec<String> {
+    let entries = secret.metadata.managed_fields.iter().flatten();
+    entries.filter_map(|e| e.manager.clone()).collect()
+}
+
 /// Polls `probe` until it returns `Some`, or fails the test after [`PATIENCE`].
 pub async fn wait_for<T, F, Fut>(what: &str, mut probe: F) -> T
 where
