@@ -37,8 +37,9 @@ pub struct SyncOutcome {
     pub dry_run: bool,
     /// The table could not be read completely (nothing was pruned).
     pub table_error: Option<String>,
-    /// The cluster could not be read (Secrets outside the cache); nothing
-    /// was planned or written.
+    /// The cluster could not be read (Secrets outside the cache): the sync
+    /// stopped at the batch of Secrets that needed it (earlier batches may
+    /// have been written; their changes are listed).
     pub cluster_error: Option<String>,
     pub secrets: SecretCounts,
     pub keys: KeyCounts,
@@ -110,6 +111,35 @@ impl SyncOutcome {
             }
         }
         text
+    }
+
+    /// Adds the outcome of another batch of Secrets of the same sync (see
+    /// [`crate::controller::sync`]): counts add up, lists follow each other.
+    pub fn absorb(&mut self, batch: SyncOutcome) {
+        let (s, b) = (&mut self.secrets, &batch.secrets);
+        s.created += b.created;
+        s.updated += b.updated;
+        s.unchanged += b.unchanged;
+        s.skipped += b.skipped;
+        s.managed += b.managed;
+        let (k, b) = (&mut self.keys, &batch.keys);
+        k.total += b.total;
+        k.invalid += b.invalid;
+        k.failed += b.failed;
+        k.conflicting += b.conflicting;
+        k.waiting_for_namespace += b.waiting_for_namespace;
+        k.excluded += b.excluded;
+        self.key_failures.extend(batch.key_failures);
+        self.conflicts.extend(batch.conflicts);
+        self.invalid_names.extend(batch.invalid_names);
+        self.write_failures.extend(batch.write_failures);
+        self.failed_secrets.extend(batch.failed_secrets);
+        self.changed_keys.extend(batch.changed_keys);
+        self.skipped.extend(batch.skipped);
+        self.created.extend(batch.created);
+        self.updated.extend(batch.updated);
+        self.plan.extend(batch.plan);
+        self.waiting_namespaces.extend(batch.waiting_namespaces);
     }
 }
 

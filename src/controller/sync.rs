@@ -298,9 +298,15 @@ fn secret_of(credstash_name: &str) -> Option<SecretRef> {
     }
 }
 
+/// Secrets mapped, observed, planned and applied at once. A sync goes
+/// through its Secrets in batches of this many, so that what planning costs
+/// per Secret (desired keys, observed state, plan, apply bodies, written
+/// copies) is held for one batch, not for every Secret of the table.
+pub const SECRETS_PER_BATCH: usize = 100;
+
 /// Maps `entries` to desired Secrets, plans them against the cluster (only
 /// `only` when given), applies the plan unless dry run, and describes the
-/// outcome.
+/// outcome; a batch of whole Secrets at a time ([`SECRETS_PER_BATCH`]).
 async fn sync_entries<'e>(
     env: &SyncEnv<'_>,
     name: &str,
@@ -309,7 +315,129 @@ async fn sync_entries<'e>(
     read_complete: bool,
     only: Option<&BTreeSet<SecretRef>>,
 ) -> SyncOutcome {
-    let entries: Vec<(&str, &Entry)> = entries.collect();
+    let unselected = spec.unselected_namespaces(&env.namespaces);
+    let mapping_scope = MappingScope {
+        excluded: spec
+            .excluded_namespaces
+            .union(&unselected)
+            .cloned()
+            .collect(),
+        existing_namespaces: Some(env.namespaces.keys().cloned().collect()),
+    };
+    let manager = secrets::field_manager(name);
+    // Never written, not even to hand ownership over: excluded namespaces,
+    // and unselected ones unless their keys are being pruned.
+    let frozen: BTreeSet<String> = if spec.prune {
+        spec.excluded_namespaces.clone()
+    } else {
+        mapping_scope.excluded.clone()
+    };
+    let scope = ObserveScope {
+        manager: &manager,
+        table: &spec.table,
+        frozen: &frozen,
+        only,
+        read_only: spec.dry_run,
+    };
+    let options = PlanOptions {
+        manager: manager.clone(),
+        source: secrets::source_annotation(name, &spec.table),
+        prune: spec.prune,
+        read_complete,
+        now: Utc::now(),
+        excluded_namespaces: spec.excluded_namespaces.clone(),
+        unselected_namespaces: unselected.clone(),
+        secret_metadata: spec.secret_metadata.clone(),
+        adopt_existing: spec.adopt_existing,
+    };
+    let mut outcome = SyncOutcome {
+        dry_run: spec.dry_run,
+        unselected_namespaces: unselected,
+        ..Default::default()
+    };
+    let _batch = env.write_gate.enter().await;
+    let mut cached = cached_in_view(env, only);
+    let named = SecretBatches::new(entries.collect());
+    let mut batches: Vec<Batch<'_, '_>> = named
+        .batches()
+        .map(|batch| Batch {
+            cached: batch
+                .secrets
+                .iter()
+                .filter_map(|secret| cached.remove_entry(secret))
+                .collect(),
+            entries: batch.entries,
+        })
+        .collect();
+    // Secrets we may hold keys in that no name maps into come last.
+    let unnamed: Vec<(SecretRef, Arc<LiveSecret>)> = cached.into_iter().collect();
+    batches.extend(unnamed.chunks(SECRETS_PER_BATCH).map(|secrets| Batch {
+        entries: &[],
+        cached: secrets.to_vec(),
+    }));
+    let context = BatchContext {
+        name,
+        spec,
+        mapping_scope: &mapping_scope,
+        observe: &scope,
+        plan: &options,
+    };
+    for batch in batches {
+        match sync_batch(env, &context, batch).await {
+            Ok(part) => outcome.absorb(part),
+            Err(Unobserved::Outlived) => return outlived(spec),
+            Err(Unobserved::Cluster(error)) => {
+                outcome.cluster_error = Some(error);
+                break;
+            }
+        }
+    }
+    outcome
+}
+
+/// One batch of a sync: the names of some whole Secrets, and the cached
+/// copies of those Secrets (or, last, of Secrets no name maps into).
+struct Batch<'b, 'e> {
+    entries: &'b [(&'e str, &'e Entry)],
+    cached: Vec<(SecretRef, Arc<LiveSecret>)>,
+}
+
+/// What every batch of one sync shares.
+struct BatchContext<'s> {
+    /// The CredstashSync's name.
+    name: &'s str,
+    spec: &'s ValidSpec,
+    mapping_scope: &'s MappingScope,
+    observe: &'s ObserveScope<'s>,
+    plan: &'s PlanOptions,
+}
+
+/// Maps, observes, plans and applies one batch; records its writes.
+async fn sync_batch(
+    env: &SyncEnv<'_>,
+    context: &BatchContext<'_>,
+    batch: Batch<'_, '_>,
+) -> Result<SyncOutcome, Unobserved> {
+    let dry_run = context.spec.dry_run;
+    let desired = map_entries(batch.entries, context.mapping_scope);
+    let observed = observe(env, &desired, batch.cached, context.observe).await?;
+    let plan = secrets::plan(&desired.secrets, &observed, context.plan);
+    drop(observed);
+    if !dry_run && !(env.still_exists)() {
+        return Err(Unobserved::Outlived);
+    }
+    let writes = if dry_run {
+        Vec::new()
+    } else {
+        apply::apply_all(env.client, &plan.secrets).await
+    };
+    let outcome = describe(dry_run, &desired, &plan, &writes);
+    record_writes(env, context.name, writes);
+    Ok(outcome)
+}
+
+/// The desired Secrets of `entries` (a failed item keeps its reason).
+fn map_entries(entries: &[(&str, &Entry)], scope: &MappingScope) -> DesiredState {
     let reasons: BTreeMap<&str, String> = entries
         .iter()
         .filter_map(|(item, entry)| entry.value.as_ref().err().map(|e| (*item, e.to_string())))
@@ -326,70 +454,88 @@ async fn sync_entries<'e>(
         };
         (*item, value)
     });
-    let unselected = spec.unselected_namespaces(&env.namespaces);
-    let mapping_scope = MappingScope {
-        excluded: spec
-            .excluded_namespaces
-            .union(&unselected)
-            .cloned()
-            .collect(),
-        existing_namespaces: Some(env.namespaces.keys().cloned().collect()),
-    };
-    let desired = mapping::map_table(mapped, &mapping_scope);
+    mapping::map_table(mapped, scope)
+}
 
-    let _batch = env.write_gate.enter().await;
-    let manager = secrets::field_manager(name);
-    // Never written, not even to hand ownership over: excluded namespaces,
-    // and unselected ones unless their keys are being pruned.
-    let frozen: BTreeSet<String> = if spec.prune {
-        spec.excluded_namespaces.clone()
-    } else {
-        mapping_scope.excluded.clone()
-    };
-    let scope = ObserveScope {
-        manager: &manager,
-        table: &spec.table,
-        frozen: &frozen,
-        only,
-        read_only: spec.dry_run,
-    };
-    let observed = match observe(env, &desired, &scope).await {
-        Ok(observed) => observed,
-        Err(Unobserved::Outlived) => return outlived(spec),
-        Err(Unobserved::Cluster(error)) => {
-            return SyncOutcome {
-                dry_run: spec.dry_run,
-                cluster_error: Some(error),
-                ..Default::default()
+/// The names of a sync ordered by the Secret they map into (the
+/// `namespace/secret` of `namespace/secret/KEY`; other names first), so
+/// that every batch holds all the names of its Secrets: a Secret planned
+/// from part of its names would lose the others' keys.
+struct SecretBatches<'e> {
+    entries: Vec<(&'e str, &'e Entry)>,
+}
+
+/// The names of the Secrets of one batch, and those Secrets.
+struct NamedBatch<'b, 'e> {
+    entries: &'b [(&'e str, &'e Entry)],
+    secrets: Vec<SecretRef>,
+}
+
+impl<'e> SecretBatches<'e> {
+    fn new(mut entries: Vec<(&'e str, &'e Entry)>) -> Self {
+        entries.sort_by(|(a, _), (b, _)| secret_parts(a).cmp(&secret_parts(b)).then(a.cmp(b)));
+        Self { entries }
+    }
+
+    /// Consecutive runs of the names of at most [`SECRETS_PER_BATCH`]
+    /// Secrets each.
+    fn batches(&self) -> impl Iterator<Item = NamedBatch<'_, 'e>> {
+        let mut start = 0;
+        std::iter::from_fn(move || {
+            if start == self.entries.len() {
+                return None;
             }
-        }
-    };
-    let options = PlanOptions {
-        manager,
-        source: secrets::source_annotation(name, &spec.table),
-        prune: spec.prune,
-        read_complete,
-        now: Utc::now(),
-        excluded_namespaces: spec.excluded_namespaces.clone(),
-        unselected_namespaces: unselected.clone(),
-        secret_metadata: spec.secret_metadata.clone(),
-        adopt_existing: spec.adopt_existing,
-    };
-    let plan = secrets::plan(&desired.secrets, &observed, &options);
-    if !spec.dry_run && !(env.still_exists)() {
-        return outlived(spec);
+            let mut secrets: Vec<SecretRef> = Vec::new();
+            let mut end = start;
+            while let Some((name, _)) = self.entries.get(end) {
+                if let Some((namespace, secret)) = secret_parts(name) {
+                    let new = secrets
+                        .last()
+                        .is_none_or(|last| last.namespace != namespace || last.name != secret);
+                    if new && secrets.len() == SECRETS_PER_BATCH {
+                        break;
+                    }
+                    if new {
+                        secrets.push(SecretRef::new(namespace, secret));
+                    }
+                }
+                end += 1;
+            }
+            let batch = NamedBatch {
+                entries: &self.entries[start..end],
+                secrets,
+            };
+            start = end;
+            Some(batch)
+        })
     }
-    let writes = if spec.dry_run {
-        Vec::new()
-    } else {
-        apply::apply_all(env.client, &plan.secrets).await
-    };
-    let outcome = describe(spec.dry_run, &desired, &plan, &writes);
-    record_writes(env, name, writes);
-    SyncOutcome {
-        unselected_namespaces: unselected,
-        ..outcome
-    }
+}
+
+/// `(namespace, secret)` of a name of three parts `namespace/secret/KEY`,
+/// valid or not: the Secret [`mapping::parse_name`] maps it into if valid.
+fn secret_parts(name: &str) -> Option<(&str, &str)> {
+    let mut parts = name.split('/');
+    let (namespace, secret, _key) = (parts.next()?, parts.next()?, parts.next()?);
+    parts.next().is_none().then_some((namespace, secret))
+}
+
+/// The cached managed Secrets in namespaces that can receive Secrets (and
+/// within `only` when given), by reference.
+fn cached_in_view(
+    env: &SyncEnv<'_>,
+    only: Option<&BTreeSet<SecretRef>>,
+) -> BTreeMap<SecretRef, Arc<LiveSecret>> {
+    env.managed_secrets
+        .iter()
+        .filter_map(|secret| Some((secret_ref(secret)?, secret.clone())))
+        .filter(|(reference, _)| in_view(env, only, reference))
+        .collect()
+}
+
+/// Whether a sync may plan `secret`: its namespace can receive Secrets, and
+/// it is one of `only` when given.
+fn in_view(env: &SyncEnv<'_>, only: Option<&BTreeSet<SecretRef>>, secret: &SecretRef) -> bool {
+    env.namespaces.contains_key(&secret.namespace) && only.is_none_or(|set| set.contains(secret))
 }
 
 /// The outcome of a sync whose CredstashSync went away before it wrote:
@@ -447,15 +593,17 @@ fn record_kms_calls<'e>(
     }
 }
 
-/// The live state of every Secret the plan may touch: the desired ones and
-/// those where we own keys (within `only` when given), in namespaces that
-/// can receive Secrets. The managed-Secret cache answers for Secrets
-/// kubestash wrote; only the others cost a GET. Unless `read_only`, the
-/// entries of `kubestash/*` managers whose CredstashSync no longer exists
-/// are released first, so that their keys can be taken over and pruned.
+/// The live state of the Secrets of one batch the plan may touch: the
+/// desired ones and, of the `cached` ones, those where we own keys, in
+/// namespaces that can receive Secrets. The managed-Secret cache answers
+/// for Secrets kubestash wrote; only the others cost a GET. Unless
+/// `read_only`, the entries of `kubestash/*` managers whose CredstashSync no
+/// longer exists are released first, so that their keys can be taken over
+/// and pruned.
 async fn observe(
     env: &SyncEnv<'_>,
     desired: &DesiredState,
+    cached: Vec<(SecretRef, Arc<LiveSecret>)>,
     scope: &ObserveScope<'_>,
 ) -> Result<BTreeMap<SecretRef, ObservedSecret>, Unobserved> {
     let ObserveScope {
@@ -469,27 +617,19 @@ async fn observe(
         ours: manager,
         living: &env.living_managers,
     };
-    let in_view = |secret: &SecretRef| {
-        env.namespaces.contains_key(&secret.namespace)
-            && only.is_none_or(|set| set.contains(secret))
-    };
-    let mut live: BTreeMap<SecretRef, Arc<LiveSecret>> = BTreeMap::new();
-    for secret in &env.managed_secrets {
-        let Some(reference) = secret_ref(secret) else {
-            continue;
-        };
-        let writable = !read_only && !frozen.contains(&reference.namespace);
-        let wanted = desired.secrets.contains_key(&reference)
-            || owns_data_keys(secret, manager)
-            || (writable && holds_orphaned_fields_of(secret, managers, table));
-        if in_view(&reference) && wanted {
-            live.insert(reference, secret.clone());
-        }
-    }
+    let mut live: BTreeMap<SecretRef, Arc<LiveSecret>> = cached
+        .into_iter()
+        .filter(|(reference, secret)| {
+            let writable = !read_only && !frozen.contains(&reference.namespace);
+            desired.secrets.contains_key(reference)
+                || owns_data_keys(secret, manager)
+                || (writable && holds_orphaned_fields_of(secret, managers, table))
+        })
+        .collect();
     let missing: Vec<SecretRef> = desired
         .secrets
         .keys()
-        .filter(|secret| in_view(secret) && !live.contains_key(secret))
+        .filter(|secret| in_view(env, only, secret) && !live.contains_key(secret))
         .cloned()
         .collect();
     let fetched = apply::fetch_secrets(env.client, missing)
@@ -667,5 +807,87 @@ fn describe(
         updated: done(SecretAction::Update),
         plan: plan.summary(),
         ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credstash::ItemId;
+
+    fn entry(name: &str) -> Entry {
+        Entry {
+            id: ItemId {
+                name: name.to_owned(),
+                version: "0000000000000000001".to_owned(),
+            },
+            value: Ok(crate::value::SecretValue::from(&b"v"[..])),
+        }
+    }
+
+    /// The names of every batch, and the Secrets each batch names.
+    fn batch_names(names: &[String]) -> Vec<(Vec<String>, Vec<SecretRef>)> {
+        let entries: Vec<Entry> = names.iter().map(|n| entry(n)).collect();
+        let pairs = names.iter().map(String::as_str).zip(entries.iter());
+        let batches = SecretBatches::new(pairs.collect());
+        batches
+            .batches()
+            .map(|b| {
+                let names = b.entries.iter().map(|(n, _)| (*n).to_owned()).collect();
+                (names, b.secrets)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_batch_holds_every_name_of_its_secrets() {
+        // Sorted by name, `ns/a/K` and `ns/a/L` are apart (`ns/a-b/...`
+        // and `ns/a.c/...` sort between them): a batch must still hold both.
+        let mut names = vec![
+            "ns/a/K".to_owned(),
+            "ns/a-b/K".to_owned(),
+            "ns/a.c/K".to_owned(),
+            "ns/a/L".to_owned(),
+            "plain-name".to_owned(),
+            "ns/bad_secret/K".to_owned(),
+        ];
+        for i in 0..(2 * SECRETS_PER_BATCH) {
+            names.push(format!("ns/s{i:04}/K1"));
+            names.push(format!("ns/s{i:04}/K2"));
+        }
+        let batches = batch_names(&names);
+        assert_eq!(batches.len(), 3);
+        // A Secret in two batches would be planned from part of its names.
+        let mut seen = BTreeSet::new();
+        let mut all_names = Vec::new();
+        for (names, secrets) in &batches {
+            assert!(secrets.len() <= SECRETS_PER_BATCH);
+            for name in names {
+                if let Some((namespace, secret)) = secret_parts(name) {
+                    let secret = SecretRef::new(namespace, secret);
+                    assert!(secrets.contains(&secret), "{name} outside its batch");
+                }
+            }
+            for secret in secrets {
+                assert!(seen.insert(secret.clone()), "{secret} in two batches");
+            }
+            all_names.extend(names.iter().cloned());
+        }
+        all_names.sort();
+        names.sort();
+        assert_eq!(all_names, names, "every name in exactly one batch");
+        let first = &batches[0].0;
+        assert_eq!(first[0], "plain-name", "names of no Secret come first");
+        let a = first.iter().position(|n| n == "ns/a/K").unwrap();
+        assert_eq!(first[a + 1], "ns/a/L");
+    }
+
+    #[test]
+    fn secret_parts_are_those_of_three_part_names_only() {
+        assert_eq!(secret_parts("ns/app/KEY"), Some(("ns", "app")));
+        assert_eq!(secret_parts("ns/App_1/KEY"), Some(("ns", "App_1")));
+        assert_eq!(secret_parts("ns/app"), None);
+        assert_eq!(secret_parts("ns/app/KEY/more"), None);
+        assert_eq!(secret_parts("plain"), None);
     }
 }
