@@ -444,14 +444,17 @@ mod tests {
                 version: "0000000000000000001".to_owned(),
             },
             value: Ok(SecretValue::from(b"v".as_slice())),
+            seal: None,
         }
     }
 
     fn snapshot(names: &[&str]) -> TableSnapshot {
-        TableSnapshot {
-            entries: names.iter().map(|n| (n.to_string(), entry(n))).collect(),
-            complete: true,
+        let mut snapshot = TableSnapshot::default();
+        for name in names {
+            snapshot.set(name.to_string(), Some(entry(name)));
         }
+        snapshot.complete = true;
+        snapshot
     }
 
     fn outcome(waiting: &[&str], failed: &[SecretRef]) -> SyncOutcome {
@@ -616,7 +619,7 @@ mod tests {
     fn stream_applies_remember_namespaces_their_keys_wait_for() {
         let mut state = synced(&["ns/app/A"], &[]);
         let (work, mut snap) = state.take_pending().expect("a snapshot");
-        snap.entries.insert("new/app/A".into(), entry("new/app/A"));
+        snap.set("new/app/A".into(), Some(entry("new/app/A")));
         state.pending_applied(snap, work, Some(&outcome(&["new"], &[])), Instant::now());
         let appeared = state.namespaces_appeared(&BTreeSet::from(["new".to_owned()]));
         assert_eq!(appeared.len(), 1);

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 
 use super::report::SyncOutcome;
 use crate::crd::{KeyCounts, SecretCounts, ValidSpec};
-use crate::credstash::{Entry, ReadStats, TableError, TableReader};
+use crate::credstash::{Entry, ReadStats, TableError, TableRead, TableReader};
 use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
 use crate::metrics::{Metrics, SecretOperation};
 use crate::secrets::apply::{self, WriteResult};
@@ -126,29 +126,83 @@ pub fn is_active(namespace: &k8s_openapi::api::core::v1::Namespace) -> bool {
 /// The latest entry of every credstash name, as last read: kept between
 /// syncs so that stream changes, namespaces that appear and drift repairs
 /// are planned without reading the whole table again.
+///
+/// It is the last full read, shared with the table's reader and the other
+/// CredstashSyncs of the table (one copy of the table in memory, not one
+/// each), with the names re-read since laid over it.
 #[derive(Debug, Default)]
 pub struct TableSnapshot {
-    /// By credstash name.
-    pub entries: BTreeMap<String, Entry>,
+    /// The last full read.
+    read: Arc<TableRead>,
+    /// Names re-read since (stream changes): the entry, or `None` when no
+    /// version of the name is left.
+    changes: BTreeMap<String, Option<Entry>>,
     /// Every item of the table could be read: keys missing from it may be
     /// pruned.
     pub complete: bool,
 }
 
 impl TableSnapshot {
+    /// The snapshot of a full read.
+    pub fn new(read: Arc<TableRead>) -> Self {
+        Self {
+            complete: read.unnamed_failures.is_empty(),
+            read,
+            changes: BTreeMap::new(),
+        }
+    }
+
+    /// The entry of `name`.
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        match self.changes.get(name) {
+            Some(changed) => changed.as_ref(),
+            None => self.read.get(name),
+        }
+    }
+
+    /// Records what re-reading `name` found (`None`: no version left).
+    pub fn set(&mut self, name: String, entry: Option<Entry>) {
+        self.changes.insert(name, entry);
+    }
+
+    /// Every name and its entry, in name order.
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &Entry)> {
+        self.entries_from(String::new())
+    }
+
+    /// The names starting with `prefix` and their entries, in name order.
+    fn entries_from(&self, prefix: String) -> impl Iterator<Item = (&str, &Entry)> {
+        let read = self.read.entries.range(prefix.clone()..);
+        let changes = self.changes.range(prefix.clone()..);
+        let mut read = read.map(|(n, e)| (n.as_str(), e)).peekable();
+        let mut changes = changes.map(|(n, e)| (n.as_str(), e.as_ref())).peekable();
+        std::iter::from_fn(move || loop {
+            let next_read = read.peek().map(|(name, _)| *name);
+            match (next_read, changes.peek().map(|(name, _)| *name)) {
+                (None, None) => return None,
+                (Some(r), Some(c)) if r < c => return read.next(),
+                (Some(_), None) => return read.next(),
+                (next_read, Some(changed)) => {
+                    if next_read == Some(changed) {
+                        read.next();
+                    }
+                    if let Some((name, Some(entry))) = changes.next() {
+                        return Some((name, entry));
+                    }
+                }
+            }
+        })
+        .take_while(move |(name, _)| name.starts_with(&prefix))
+    }
+
     /// The names (and entries) that map into `secret`.
-    fn entries_of<'s>(&'s self, secret: &SecretRef) -> impl Iterator<Item = (&'s str, &'s Entry)> {
-        let prefix = format!("{}/{}/", secret.namespace, secret.name);
-        self.entries
-            .range(prefix.clone()..)
-            .take_while(move |(name, _)| name.starts_with(&prefix))
-            .map(|(name, entry)| (name.as_str(), entry))
+    fn entries_of(&self, secret: &SecretRef) -> impl Iterator<Item = (&str, &Entry)> {
+        self.entries_from(format!("{}/{}/", secret.namespace, secret.name))
     }
 
     /// Names that map to a key we may write and failed to open.
     pub fn failed_names(&self, spec: &ValidSpec) -> usize {
-        self.entries
-            .iter()
+        self.entries()
             .filter(|(name, entry)| {
                 entry.value.is_err()
                     && secret_of(name).is_some_and(|s| !spec.is_excluded(&s.namespace))
@@ -163,23 +217,18 @@ impl TableSnapshot {
 
     /// Every Secret that some name maps into.
     pub fn all_secrets(&self) -> BTreeSet<SecretRef> {
-        self.entries
-            .keys()
-            .filter_map(|name| secret_of(name))
+        self.entries()
+            .filter_map(|(name, _)| secret_of(name))
             .collect()
     }
 
     /// The names that map into `namespace`, and their Secrets.
     pub fn names_in(&self, namespace: &str) -> (BTreeSet<String>, BTreeSet<SecretRef>) {
-        let prefix = format!("{namespace}/");
         let mut names = BTreeSet::new();
         let mut secrets = BTreeSet::new();
-        for name in self.entries.range(prefix.clone()..).map(|(name, _)| name) {
-            if !name.starts_with(&prefix) {
-                break;
-            }
+        for (name, _) in self.entries_from(format!("{namespace}/")) {
             if let Some(secret) = secret_of(name) {
-                names.insert(name.clone());
+                names.insert(name.to_owned());
                 secrets.insert(secret);
             }
         }
@@ -200,10 +249,7 @@ pub async fn full_sync(
 ) -> (SyncOutcome, Option<TableSnapshot>) {
     let before = reader.stats();
     let started = Instant::now();
-    let shared = reader.read_all_joined(not_before).await;
-    // The only holder takes the read as it is; a shared one is copied
-    // (the values themselves are shared, not copied).
-    let read = Arc::try_unwrap(shared).unwrap_or_else(|shared| shared.as_ref().clone());
+    let read = reader.read_all_joined(not_before).await;
     env.metrics.observe_table_read(name, started.elapsed());
     record_kms_calls(env, before, reader.stats(), read.entries.values());
     if let Some(error) = &read.error {
@@ -214,12 +260,8 @@ pub async fn full_sync(
         };
         return (outcome, None);
     }
-    let snapshot = TableSnapshot {
-        complete: read.unnamed_failures.is_empty(),
-        entries: read.entries,
-    };
-    let entries = snapshot.entries.iter().map(|(n, e)| (n.as_str(), e));
-    let outcome = sync_entries(env, name, spec, entries, snapshot.complete, None).await;
+    let snapshot = TableSnapshot::new(read);
+    let outcome = sync_entries(env, name, spec, snapshot.entries(), snapshot.complete, None).await;
     (outcome, Some(snapshot))
 }
 
@@ -258,10 +300,7 @@ pub async fn refresh_names(
     let mut touched = BTreeSet::new();
     let result = read.map(|entries| {
         for (name, secret, entry) in entries {
-            match entry {
-                Some(entry) => snapshot.entries.insert(name, entry),
-                None => snapshot.entries.remove(&name),
-            };
+            snapshot.set(name, entry);
             touched.insert(secret);
         }
     });
@@ -269,7 +308,7 @@ pub async fn refresh_names(
         env,
         before,
         reader.stats(),
-        names.iter().filter_map(|n| snapshot.entries.get(n)),
+        names.iter().filter_map(|n| snapshot.get(n)),
     );
     result.map(|()| touched)
 }
@@ -822,6 +861,7 @@ mod tests {
                 version: "0000000000000000001".to_owned(),
             },
             value: Ok(crate::value::SecretValue::from(&b"v"[..])),
+            seal: None,
         }
     }
 
@@ -880,6 +920,42 @@ mod tests {
         assert_eq!(first[0], "plain-name", "names of no Secret come first");
         let a = first.iter().position(|n| n == "ns/a/K").unwrap();
         assert_eq!(first[a + 1], "ns/a/L");
+    }
+
+    #[test]
+    fn names_read_again_are_laid_over_the_full_read() {
+        let read = TableRead {
+            entries: ["ns/a/K", "ns/a/L", "ns/ab/K", "ns/b/K"]
+                .map(|n| (n.to_owned(), entry(n)))
+                .into(),
+            complete: true,
+            ..Default::default()
+        };
+        let mut snapshot = TableSnapshot::new(Arc::new(read));
+        snapshot.set("ns/a/L".into(), None);
+        snapshot.set("ns/a/M".into(), Some(entry("ns/a/M")));
+        let mut changed = entry("ns/b/K");
+        changed.id.version = "0000000000000000002".into();
+        snapshot.set("ns/b/K".into(), Some(changed));
+        snapshot.set("ns/c/K".into(), None);
+
+        let names = |entries: Vec<(&str, &Entry)>| -> Vec<String> {
+            entries.iter().map(|(n, _)| (*n).to_owned()).collect()
+        };
+        assert_eq!(
+            names(snapshot.entries().collect()),
+            ["ns/a/K", "ns/a/M", "ns/ab/K", "ns/b/K"]
+        );
+        assert_eq!(
+            names(snapshot.entries_of(&SecretRef::new("ns", "a")).collect()),
+            ["ns/a/K", "ns/a/M"]
+        );
+        assert!(snapshot.get("ns/a/L").is_none(), "a deleted name is gone");
+        let version = snapshot.get("ns/b/K").map(|e| e.id.version.as_str());
+        assert_eq!(version, Some("0000000000000000002"));
+        assert!(!snapshot.has_entries_of(&SecretRef::new("ns", "c")));
+        let (_, secrets) = snapshot.names_in("ns");
+        assert_eq!(secrets.len(), 3);
     }
 
     #[test]

@@ -61,6 +61,27 @@ impl Default for ReaderOptions {
 pub struct Entry {
     pub id: ItemId,
     pub value: Result<SecretValue, ItemError>,
+    /// The fingerprint of the sealed item it was opened from (`None`: the
+    /// item could not even be parsed): the reader recalls the value of an
+    /// item read again unchanged instead of decrypting it again.
+    pub seal: Option<SealFingerprint>,
+}
+
+impl Entry {
+    /// What opening the sealed item `seal` gave, if this entry is that
+    /// item's and the outcome is worth remembering: a value, or a failed
+    /// integrity check (the same sealed item always fails the same way); a
+    /// failed KMS call is not (it may succeed next time).
+    fn opened_from(&self, seal: SealFingerprint) -> Option<Opened> {
+        if self.seal != Some(seal) {
+            return None;
+        }
+        match &self.value {
+            Ok(value) => Some(Ok(value.clone())),
+            Err(ItemError::Crypto(error)) => Some(Err(error.clone())),
+            Err(_) => None,
+        }
+    }
 }
 
 /// The result of a full read: every name's latest version, opened or failed.
@@ -77,6 +98,11 @@ pub struct TableRead {
 }
 
 impl TableRead {
+    /// The entry of `name`.
+    pub fn get(&self, name: &str) -> Option<&Entry> {
+        self.entries.get(name)
+    }
+
     /// Entries that opened, by name.
     pub fn values(&self) -> impl Iterator<Item = (&str, &SecretValue)> {
         self.entries
@@ -102,21 +128,20 @@ pub struct ReadStats {
 
 /// Reads and opens the items of one credstash table.
 ///
-/// The reader remembers what it last opened for each name, with the
-/// fingerprint of the sealed item it came from: an item read again unchanged
-/// is not decrypted again (no KMS call), and no data key is ever kept. A
-/// value that failed its integrity check is remembered as failed (the same
-/// sealed item always fails the same way); a failed KMS call is not (it may
-/// succeed next time). The
-/// values are the same allocations the callers hold ([`SecretValue`] clones
-/// share them); a complete read drops those of items that are gone.
+/// The reader remembers what it opened, with the fingerprint of the sealed
+/// item it came from: an item read again unchanged is not decrypted again
+/// (no KMS call), and no data key is ever kept. What it remembers is its
+/// last complete full read, the very [`TableRead`] the CredstashSyncs of the
+/// table keep as their snapshot (shared, not copied), and what it opened
+/// since; a complete read replaces both, so the values of items that are
+/// gone are dropped.
 pub struct TableReader {
     dynamodb: aws_sdk_dynamodb::Client,
     table: String,
     keys: KeyService,
     options: ReaderOptions,
     dynamodb_calls: AtomicU64,
-    opened: Mutex<HashMap<String, (SealFingerprint, Opened)>>,
+    remembered: Mutex<Remembered>,
     in_flight: Mutex<Option<Flight>>,
     /// One per Scan page that may be requested and decoded at once.
     page_permits: Semaphore,
@@ -125,18 +150,28 @@ pub struct TableReader {
 /// What opening one sealed item gave once KMS had unwrapped its data key.
 type Opened = Result<SecretValue, CryptoError>;
 
+/// What a reader opened before (see [`TableReader`]).
+#[derive(Default)]
+struct Remembered {
+    /// The last complete full read.
+    last_read: Arc<TableRead>,
+    /// Items opened since it began (by Queries, or by reads under way).
+    since: HashMap<String, (SealFingerprint, Opened)>,
+}
+
 /// An item as a full read's Scan found it: already opened when the reader
 /// knew its sealed form (its sealed bytes are dropped with the page), else
 /// sealed.
 enum Scanned {
-    Known(Opened),
+    Known(SealFingerprint, Opened),
     Sealed(SealedItem),
 }
 
-/// A name's latest item during a full read: found, or opened.
+/// A name's latest item during a full read: found, or opened (with the
+/// fingerprint of the sealed item).
 enum Slot {
     Sealed(Result<Scanned, ItemError>),
-    Open(Result<SecretValue, ItemError>),
+    Open(Option<SealFingerprint>, Result<SecretValue, ItemError>),
 }
 
 /// A full read under way that other callers may join.
@@ -158,7 +193,7 @@ impl TableReader {
             table: table.into(),
             keys,
             dynamodb_calls: AtomicU64::new(0),
-            opened: Mutex::new(HashMap::new()),
+            remembered: Mutex::new(Remembered::default()),
             in_flight: Mutex::new(None),
             page_permits: Semaphore::new(options.scan_pages_in_flight.max(1)),
             options,
@@ -188,7 +223,9 @@ impl TableReader {
     /// the whole table's. The last name of a page waits for the next page,
     /// which may hold its newer versions (DynamoDB returns a name's versions
     /// together, in order); a store that does not only costs a Decrypt more.
-    pub async fn read_all(&self) -> TableRead {
+    ///
+    /// A complete read is what the reader remembers from then on.
+    pub async fn read_all(&self) -> Arc<TableRead> {
         let segments = self.options.scan_segments.max(1) as usize;
         let per_segment = (self.options.decrypt_concurrency / segments).max(1);
         let scan = self
@@ -199,36 +236,38 @@ impl TableReader {
             )
             .await;
         let complete = scan.error.is_none();
-        if complete {
-            self.opened
-                .lock()
-                .retain(|name, _| scan.latest.contains_key(name));
-        }
         let entries = stream::iter(scan.latest)
             .map(|(name, (id, slot))| async move {
-                let value = match slot {
-                    Slot::Open(value) => value,
+                let (seal, value) = match slot {
+                    Slot::Open(seal, value) => (seal, value),
                     Slot::Sealed(scanned) => self.open_scanned(scanned).await,
                 };
-                (name, Entry { id, value })
+                (name, Entry { id, value, seal })
             })
             .buffer_unordered(self.options.decrypt_concurrency.max(1))
             .collect()
             .await;
-        TableRead {
+        let read = Arc::new(TableRead {
             entries,
             unnamed_failures: scan.unnamed_failures,
             complete,
             error: scan.error,
+        });
+        if complete {
+            let mut remembered = self.remembered.lock();
+            remembered.last_read = read.clone();
+            remembered.since.clear();
         }
+        read
     }
 
     /// An item as the Scan found it: known already when the reader opened
     /// this very sealed item before, else sealed.
     fn scanned(&self, id: ItemId, attributes: &Attributes) -> Result<Scanned, ItemError> {
         let sealed = SealedItem::from_attributes(id, attributes)?;
-        Ok(match self.recall(&sealed.id.name, sealed.fingerprint()) {
-            Some(opened) => Scanned::Known(opened),
+        let seal = sealed.fingerprint();
+        Ok(match self.recall(&sealed.id.name, seal) {
+            Some(opened) => Scanned::Known(seal, opened),
             None => Scanned::Sealed(sealed),
         })
     }
@@ -236,11 +275,13 @@ impl TableReader {
     async fn open_scanned(
         &self,
         scanned: Result<Scanned, ItemError>,
-    ) -> Result<SecretValue, ItemError> {
+    ) -> (Option<SealFingerprint>, Result<SecretValue, ItemError>) {
         match scanned {
-            Ok(Scanned::Known(opened)) => opened.map_err(ItemError::from),
-            Ok(Scanned::Sealed(sealed)) => self.open_sealed(&sealed).await,
-            Err(err) => Err(err),
+            Ok(Scanned::Known(seal, opened)) => (Some(seal), opened.map_err(ItemError::from)),
+            Ok(Scanned::Sealed(sealed)) => {
+                (Some(sealed.fingerprint()), self.open_sealed(&sealed).await)
+            }
+            Err(err) => (None, Err(err)),
         }
     }
 
@@ -267,15 +308,15 @@ impl TableReader {
                 _ => None,
             })
             .collect();
-        let opened: Vec<(ItemId, Result<SecretValue, ItemError>)> = stream::iter(sealed)
+        let opened: Vec<_> = stream::iter(sealed)
             .map(|(id, scanned)| async move { (id, self.open_scanned(scanned).await) })
             .buffer_unordered(concurrency)
             .collect()
             .await;
-        for (id, value) in opened {
+        for (id, (seal, value)) in opened {
             result
                 .latest
-                .insert(id.name.clone(), (id, Slot::Open(value)));
+                .insert(id.name.clone(), (id, Slot::Open(seal, value)));
         }
         result
     }
@@ -292,9 +333,7 @@ impl TableReader {
                 Some(running) if running.started >= not_before => running.read.clone(),
                 _ => {
                     let reader = self.clone();
-                    let read = async move { Arc::new(reader.read_all().await) }
-                        .boxed()
-                        .shared();
+                    let read = async move { reader.read_all().await }.boxed().shared();
                     *flight = Some(Flight {
                         started: Instant::now(),
                         read: read.clone(),
@@ -333,7 +372,7 @@ impl TableReader {
         match output.items.unwrap_or_default().into_iter().next() {
             Some(item) => Ok(Some(self.open_attributes(item).await)),
             None => {
-                self.opened.lock().remove(name);
+                self.remembered.lock().since.remove(name);
                 Ok(None)
             }
         }
@@ -389,14 +428,15 @@ impl TableReader {
                         version: String::new(),
                     },
                     value: Err(err),
+                    seal: None,
                 }
             }
         };
-        let value = match SealedItem::from_attributes(id.clone(), &attributes) {
-            Ok(sealed) => self.open_sealed(&sealed).await,
-            Err(err) => Err(err),
+        let (seal, value) = match SealedItem::from_attributes(id.clone(), &attributes) {
+            Ok(sealed) => (Some(sealed.fingerprint()), self.open_sealed(&sealed).await),
+            Err(err) => (None, Err(err)),
         };
-        Entry { id, value }
+        Entry { id, value, seal }
     }
 
     /// Opens `sealed`: the value opened before when the sealed item is the
@@ -409,8 +449,9 @@ impl TableReader {
         }
         let data_key = self.keys.unwrap_key(&sealed.wrapped_key).await?;
         let opened = crypto::open(&data_key, sealed.digest, &sealed.ciphertext, &sealed.hmac);
-        self.opened
+        self.remembered
             .lock()
+            .since
             .insert(sealed.id.name.clone(), (fingerprint, opened.clone()));
         Ok(opened?)
     }
@@ -419,22 +460,21 @@ impl TableReader {
     /// before, when the reader last opened that very item (counted as a KMS
     /// call saved).
     fn recall(&self, name: &str, fingerprint: SealFingerprint) -> Option<Opened> {
-        let known = self
-            .opened
-            .lock()
-            .get(name)
-            .filter(|(seen, _)| *seen == fingerprint)
-            .map(|(_, opened)| opened.clone())?;
+        let known = {
+            let remembered = self.remembered.lock();
+            match remembered.since.get(name) {
+                Some((seen, opened)) if *seen == fingerprint => Some(opened.clone()),
+                _ => remembered
+                    .last_read
+                    .get(name)
+                    .and_then(|entry| entry.opened_from(fingerprint)),
+            }
+        }?;
         self.keys
             .counters()
             .cache_hits
             .fetch_add(1, Ordering::Relaxed);
         Some(known)
-    }
-
-    /// How many opened values the reader remembers.
-    pub fn remembered_values(&self) -> usize {
-        self.opened.lock().len()
     }
 
     /// Scans all segments concurrently and keeps each name's latest version,
