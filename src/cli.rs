@@ -456,7 +456,8 @@ pub fn printable_values(read: &TableRead) -> (BTreeMap<&str, &str>, Vec<String>)
         .iter()
         .map(|err| format!("unreadable item: {err}"))
         .collect();
-    for (name, entry) in &read.entries {
+    for entry in read.entries() {
+        let name = &entry.id.name;
         match entry
             .value
             .as_ref()

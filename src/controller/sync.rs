@@ -172,9 +172,9 @@ impl TableSnapshot {
 
     /// The names starting with `prefix` and their entries, in name order.
     fn entries_from(&self, prefix: String) -> impl Iterator<Item = (&str, &Entry)> {
-        let read = self.read.entries.range(prefix.clone()..);
+        let read = self.read.entries_from(&prefix).iter();
         let changes = self.changes.range(prefix.clone()..);
-        let mut read = read.map(|(n, e)| (n.as_str(), e)).peekable();
+        let mut read = read.map(|e| (e.id.name.as_str(), e)).peekable();
         let mut changes = changes.map(|(n, e)| (n.as_str(), e.as_ref())).peekable();
         std::iter::from_fn(move || loop {
             let next_read = read.peek().map(|(name, _)| *name);
@@ -251,7 +251,7 @@ pub async fn full_sync(
     let started = Instant::now();
     let read = reader.read_all_joined(not_before).await;
     env.metrics.observe_table_read(name, started.elapsed());
-    record_kms_calls(env, before, reader.stats(), read.entries.values());
+    record_kms_calls(env, before, reader.stats(), read.entries());
     if let Some(error) = &read.error {
         let outcome = SyncOutcome {
             dry_run: spec.dry_run,
@@ -924,13 +924,7 @@ mod tests {
 
     #[test]
     fn names_read_again_are_laid_over_the_full_read() {
-        let read = TableRead {
-            entries: ["ns/a/K", "ns/a/L", "ns/ab/K", "ns/b/K"]
-                .map(|n| (n.to_owned(), entry(n)))
-                .into(),
-            complete: true,
-            ..Default::default()
-        };
+        let read = TableRead::of_entries(["ns/b/K", "ns/a/L", "ns/ab/K", "ns/a/K"].map(entry));
         let mut snapshot = TableSnapshot::new(Arc::new(read));
         snapshot.set("ns/a/L".into(), None);
         snapshot.set("ns/a/M".into(), Some(entry("ns/a/M")));

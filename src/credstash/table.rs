@@ -1,7 +1,7 @@
 //! Reading a credstash table: one paginated (optionally parallel) Scan for
 //! everything, or one consistent Query for one name's latest version.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -87,8 +87,9 @@ impl Entry {
 /// The result of a full read: every name's latest version, opened or failed.
 #[derive(Debug, Default, Clone)]
 pub struct TableRead {
-    /// By credstash name.
-    pub entries: BTreeMap<String, Entry>,
+    /// Sorted by credstash name, each name once (a sorted list, not a map:
+    /// the name is stored once, in the entry, and nothing else per name).
+    entries: Vec<Entry>,
     /// Items whose name or version could not even be read (outside `entries`).
     pub unnamed_failures: Vec<ItemError>,
     /// Whether every Scan page was read. When false, `error` says why and
@@ -98,22 +99,61 @@ pub struct TableRead {
 }
 
 impl TableRead {
+    /// A complete read of `entries` (the latest of each name; for tests and
+    /// one-off reads).
+    pub fn of_entries(entries: impl IntoIterator<Item = Entry>) -> Self {
+        let mut entries: Vec<Entry> = entries.into_iter().collect();
+        entries.sort_by(|a, b| a.id.name.cmp(&b.id.name));
+        entries.dedup_by(|later, earlier| later.id.name == earlier.id.name);
+        Self {
+            entries,
+            complete: true,
+            ..Default::default()
+        }
+    }
+
     /// The entry of `name`.
     pub fn get(&self, name: &str) -> Option<&Entry> {
-        self.entries.get(name)
+        self.entries
+            .binary_search_by(|entry| entry.id.name.as_str().cmp(name))
+            .ok()
+            .map(|at| &self.entries[at])
+    }
+
+    /// Every entry, in name order.
+    pub fn entries(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// The entries from the first name not before `name` on, in name order.
+    pub fn entries_from(&self, name: &str) -> &[Entry] {
+        let start = self
+            .entries
+            .partition_point(|entry| entry.id.name.as_str() < name);
+        &self.entries[start..]
+    }
+
+    /// How many names were read.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no name was read.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
     }
 
     /// Entries that opened, by name.
     pub fn values(&self) -> impl Iterator<Item = (&str, &SecretValue)> {
         self.entries
             .iter()
-            .filter_map(|(name, e)| e.value.as_ref().ok().map(|v| (name.as_str(), v)))
+            .filter_map(|e| e.value.as_ref().ok().map(|v| (e.id.name.as_str(), v)))
     }
 
     /// Entries that failed, by name.
     pub fn failures(&self) -> impl Iterator<Item = (&Entry, &ItemError)> {
         self.entries
-            .values()
+            .iter()
             .filter_map(|e| e.value.as_ref().err().map(|err| (e, err)))
     }
 }
@@ -164,7 +204,8 @@ struct Remembered {
 /// sealed.
 enum Scanned {
     Known(SealFingerprint, Opened),
-    Sealed(SealedItem),
+    /// Boxed: a few of these wait at once, the many known ones stay small.
+    Sealed(Box<SealedItem>),
 }
 
 /// A name's latest item during a full read: found, or opened (with the
@@ -236,16 +277,20 @@ impl TableReader {
             )
             .await;
         let complete = scan.error.is_none();
-        let entries = stream::iter(scan.latest)
-            .map(|(name, (id, slot))| async move {
+        let mut entries = Vec::with_capacity(scan.latest.len());
+        stream::iter(scan.latest)
+            .map(|(id, slot)| async move {
                 let (seal, value) = match slot {
                     Slot::Open(seal, value) => (seal, value),
                     Slot::Sealed(scanned) => self.open_scanned(scanned).await,
                 };
-                (name, Entry { id, value, seal })
+                Entry { id, value, seal }
             })
-            .buffer_unordered(self.options.decrypt_concurrency.max(1))
-            .collect()
+            .buffered(self.options.decrypt_concurrency.max(1))
+            .for_each(|entry| {
+                entries.push(entry);
+                async {}
+            })
             .await;
         let read = Arc::new(TableRead {
             entries,
@@ -268,7 +313,7 @@ impl TableReader {
         let seal = sealed.fingerprint();
         Ok(match self.recall(&sealed.id.name, seal) {
             Some(opened) => Scanned::Known(seal, opened),
-            None => Scanned::Sealed(sealed),
+            None => Scanned::Sealed(Box::new(sealed)),
         })
     }
 
@@ -410,11 +455,7 @@ impl TableReader {
             .await;
         match scan.error {
             Some(err) => Err(err),
-            None => {
-                let mut ids: Vec<ItemId> = scan.latest.into_values().map(|(id, _)| id).collect();
-                ids.sort();
-                Ok(ids)
-            }
+            None => Ok(scan.latest.into_iter().map(|(id, _)| id).collect()),
         }
     }
 
@@ -487,7 +528,7 @@ impl TableReader {
         projection: Option<&str>,
         keep: impl Fn(ItemId, Attributes) -> T + Copy,
         after_page: impl Fn(ScanResult<T>, Option<String>) -> F + Copy,
-    ) -> ScanResult<T>
+    ) -> FullScan<T>
     where
         F: Future<Output = ScanResult<T>>,
     {
@@ -497,11 +538,7 @@ impl TableReader {
                 .map(|segment| self.scan_segment(segment, segments, projection, keep, after_page)),
         )
         .await;
-        let mut merged = ScanResult::default();
-        for result in results {
-            merged.merge(result);
-        }
-        merged
+        FullScan::merge(results)
     }
 
     async fn scan_segment<T, F>(
@@ -621,16 +658,105 @@ impl<T> ScanResult<T> {
             .get(&id.name)
             .is_none_or(|(current, _)| id.is_newer_than(current))
     }
+}
 
-    /// Adds another segment's result, keeping the later version of a name
-    /// seen in both.
-    fn merge(&mut self, other: ScanResult<T>) {
-        self.error = self.error.take().or(other.error);
-        self.unnamed_failures.extend(other.unnamed_failures);
-        for (name, (id, kept)) in other.latest {
-            if self.is_latest(&id) {
-                self.latest.insert(name, (id, kept));
+/// Each name's latest item over every segment of a Scan, in name order.
+struct FullScan<T> {
+    latest: Vec<(ItemId, T)>,
+    unnamed_failures: Vec<ItemError>,
+    error: Option<TableError>,
+}
+
+impl<T> FullScan<T> {
+    /// The segments' results together, keeping the later version of a name
+    /// seen in several (a store may split a name's versions over segments).
+    /// Each segment's map is freed as it is moved into one sorted list.
+    fn merge(segments: Vec<ScanResult<T>>) -> Self {
+        let total = segments.iter().map(|s| s.latest.len()).sum();
+        let mut merged = FullScan {
+            latest: Vec::with_capacity(total),
+            unnamed_failures: Vec::new(),
+            error: None,
+        };
+        for segment in segments {
+            merged.error = merged.error.take().or(segment.error);
+            merged.unnamed_failures.extend(segment.unnamed_failures);
+            merged.latest.extend(segment.latest.into_values());
+        }
+        merged.latest.sort_by(|(a, _), (b, _)| {
+            a.name
+                .cmp(&b.name)
+                .then_with(|| b.version.as_bytes().cmp(a.version.as_bytes()))
+        });
+        merged
+            .latest
+            .dedup_by(|(later, _), (newest, _)| later.name == newest.name);
+        merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(name: &str, version: &str) -> ItemId {
+        ItemId {
+            name: name.to_owned(),
+            version: version.to_owned(),
+        }
+    }
+
+    fn segment(items: &[(&str, &str)]) -> ScanResult<()> {
+        let mut result = ScanResult::default();
+        for (name, version) in items {
+            let id = id(name, version);
+            if result.is_latest(&id) {
+                result.latest.insert(id.name.clone(), (id, ()));
             }
         }
+        result
+    }
+
+    #[test]
+    fn segments_merge_into_the_latest_version_of_each_name_in_name_order() {
+        // A store may put a name's versions in different segments; the
+        // byte-wise greatest version string wins, as in credstash.
+        let merged = FullScan::merge(vec![
+            segment(&[("b", "0000000000000000002"), ("c", "0000000000000000001")]),
+            segment(&[("b", "0000000000000000010"), ("a", "0000000000000000001")]),
+            segment(&[("b", "0000000000000000003"), ("a", "4")]),
+        ]);
+        let latest: Vec<(&str, &str)> = merged
+            .latest
+            .iter()
+            .map(|(id, ())| (id.name.as_str(), id.version.as_str()))
+            .collect();
+        assert_eq!(
+            latest,
+            [
+                ("a", "4"),
+                ("b", "0000000000000000010"),
+                ("c", "0000000000000000001")
+            ]
+        );
+    }
+
+    #[test]
+    fn a_read_finds_each_name_and_the_names_from_a_prefix() {
+        let entry = |name: &str| Entry {
+            id: id(name, "0000000000000000001"),
+            value: Ok(SecretValue::from(&b"v"[..])),
+            seal: None,
+        };
+        let read = TableRead::of_entries(["ns/b/K", "ns/a/K", "ns/a-b/K", "x"].map(entry));
+        assert_eq!(read.len(), 4);
+        assert!(read.get("ns/a/K").is_some());
+        assert!(read.get("ns/a/L").is_none());
+        let from: Vec<&str> = read
+            .entries_from("ns/a/")
+            .iter()
+            .map(|e| e.id.name.as_str())
+            .collect();
+        assert_eq!(from, ["ns/a/K", "ns/b/K", "x"]);
     }
 }
