@@ -205,7 +205,7 @@ struct Remembered {
 enum Scanned {
     Known(SealFingerprint, Opened),
     /// Boxed: a few of these wait at once, the many known ones stay small.
-    Sealed(Box<SealedItem>),
+    Sealed(SealFingerprint, Box<SealedItem>),
 }
 
 /// A name's latest item during a full read: found, or opened (with the
@@ -313,7 +313,7 @@ impl TableReader {
         let seal = sealed.fingerprint();
         Ok(match self.recall(&sealed.id.name, seal) {
             Some(opened) => Scanned::Known(seal, opened),
-            None => Scanned::Sealed(Box::new(sealed)),
+            None => Scanned::Sealed(seal, Box::new(sealed)),
         })
     }
 
@@ -323,8 +323,8 @@ impl TableReader {
     ) -> (Option<SealFingerprint>, Result<SecretValue, ItemError>) {
         match scanned {
             Ok(Scanned::Known(seal, opened)) => (Some(seal), opened.map_err(ItemError::from)),
-            Ok(Scanned::Sealed(sealed)) => {
-                (Some(sealed.fingerprint()), self.open_sealed(&sealed).await)
+            Ok(Scanned::Sealed(seal, sealed)) => {
+                (Some(seal), self.open_sealed(&sealed, seal).await)
             }
             Err(err) => (None, Err(err)),
         }
@@ -474,17 +474,23 @@ impl TableReader {
             }
         };
         let (seal, value) = match SealedItem::from_attributes(id.clone(), &attributes) {
-            Ok(sealed) => (Some(sealed.fingerprint()), self.open_sealed(&sealed).await),
+            Ok(sealed) => {
+                let seal = sealed.fingerprint();
+                (Some(seal), self.open_sealed(&sealed, seal).await)
+            }
             Err(err) => (None, Err(err)),
         };
         Entry { id, value, seal }
     }
 
-    /// Opens `sealed`: the value opened before when the sealed item is the
-    /// same, else KMS unwraps its data key (dropped, and zeroized, once the
-    /// value is open).
-    async fn open_sealed(&self, sealed: &SealedItem) -> Result<SecretValue, ItemError> {
-        let fingerprint = sealed.fingerprint();
+    /// Opens `sealed`, whose fingerprint is `fingerprint`: the value opened
+    /// before when the sealed item is the same, else KMS unwraps its data key
+    /// (dropped, and zeroized, once the value is open).
+    async fn open_sealed(
+        &self,
+        sealed: &SealedItem,
+        fingerprint: SealFingerprint,
+    ) -> Result<SecretValue, ItemError> {
         if let Some(opened) = self.recall(&sealed.id.name, fingerprint) {
             return Ok(opened?);
         }
