@@ -187,10 +187,17 @@ pub enum ParsedName {
     Key(KeyRef),
 }
 
+/// The three parts of a name `namespace/secret/KEY`, checked or not
+/// (`None`: not three parts, so not ours).
+pub fn name_parts(name: &str) -> Option<[&str; 3]> {
+    let mut parts = name.split('/');
+    let three = [parts.next()?, parts.next()?, parts.next()?];
+    parts.next().is_none().then_some(three)
+}
+
 /// Parses a credstash name into the Secret key it maps to.
 pub fn parse_name(name: &str) -> ParsedName {
-    let parts: Vec<&str> = name.split('/').collect();
-    let [namespace, secret, key] = parts.as_slice() else {
+    let Some([namespace, secret, key]) = name_parts(name) else {
         return ParsedName::Ignored;
     };
     let checks = [
@@ -204,7 +211,7 @@ pub fn parse_name(name: &str) -> ParsedName {
         }
     }
     ParsedName::Key(KeyRef {
-        secret: SecretRef::new(*namespace, *secret),
+        secret: SecretRef::new(namespace, secret),
         key: normalise_key(key),
     })
 }

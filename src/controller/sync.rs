@@ -553,9 +553,7 @@ impl<'e> SecretBatches<'e> {
 /// `(namespace, secret)` of a name of three parts `namespace/secret/KEY`,
 /// valid or not: the Secret [`mapping::parse_name`] maps it into if valid.
 fn secret_parts(name: &str) -> Option<(&str, &str)> {
-    let mut parts = name.split('/');
-    let (namespace, secret, _key) = (parts.next()?, parts.next()?, parts.next()?);
-    parts.next().is_none().then_some((namespace, secret))
+    mapping::name_parts(name).map(|[namespace, secret, _]| (namespace, secret))
 }
 
 /// The cached managed Secrets in namespaces that can receive Secrets (and
