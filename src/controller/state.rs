@@ -434,24 +434,12 @@ impl SyncState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credstash::{Entry, ItemId};
-    use crate::value::SecretValue;
-
-    fn entry(name: &str) -> Entry {
-        Entry {
-            id: ItemId {
-                name: name.to_owned(),
-                version: "0000000000000000001".to_owned(),
-            },
-            value: Ok(SecretValue::from(b"v".as_slice())),
-            seal: None,
-        }
-    }
+    use crate::credstash::Entry;
 
     fn snapshot(names: &[&str]) -> TableSnapshot {
         let mut snapshot = TableSnapshot::default();
         for name in names {
-            snapshot.set(name.to_string(), Some(entry(name)));
+            snapshot.set(name.to_string(), Some(Entry::opened(name)));
         }
         snapshot.complete = true;
         snapshot
@@ -619,7 +607,7 @@ mod tests {
     fn stream_applies_remember_namespaces_their_keys_wait_for() {
         let mut state = synced(&["ns/app/A"], &[]);
         let (work, mut snap) = state.take_pending().expect("a snapshot");
-        snap.set("new/app/A".into(), Some(entry("new/app/A")));
+        snap.set("new/app/A".into(), Some(Entry::opened("new/app/A")));
         state.pending_applied(snap, work, Some(&outcome(&["new"], &[])), Instant::now());
         let appeared = state.namespaces_appeared(&BTreeSet::from(["new".to_owned()]));
         assert_eq!(appeared.len(), 1);

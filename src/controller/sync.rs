@@ -850,22 +850,10 @@ fn describe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credstash::ItemId;
-
-    fn entry(name: &str) -> Entry {
-        Entry {
-            id: ItemId {
-                name: name.to_owned(),
-                version: "0000000000000000001".to_owned(),
-            },
-            value: Ok(crate::value::SecretValue::from(&b"v"[..])),
-            seal: None,
-        }
-    }
 
     /// The names of every batch, and the Secrets each batch names.
     fn batch_names(names: &[String]) -> Vec<(Vec<String>, Vec<SecretRef>)> {
-        let entries: Vec<Entry> = names.iter().map(|n| entry(n)).collect();
+        let entries: Vec<Entry> = names.iter().map(|n| Entry::opened(n)).collect();
         let pairs = names.iter().map(String::as_str).zip(entries.iter());
         let batches = SecretBatches::new(pairs.collect());
         batches
@@ -922,11 +910,12 @@ mod tests {
 
     #[test]
     fn names_read_again_are_laid_over_the_full_read() {
-        let read = TableRead::of_entries(["ns/b/K", "ns/a/L", "ns/ab/K", "ns/a/K"].map(entry));
+        let read =
+            TableRead::of_entries(["ns/b/K", "ns/a/L", "ns/ab/K", "ns/a/K"].map(Entry::opened));
         let mut snapshot = TableSnapshot::new(Arc::new(read));
         snapshot.set("ns/a/L".into(), None);
-        snapshot.set("ns/a/M".into(), Some(entry("ns/a/M")));
-        let mut changed = entry("ns/b/K");
+        snapshot.set("ns/a/M".into(), Some(Entry::opened("ns/a/M")));
+        let mut changed = Entry::opened("ns/b/K");
         changed.id.version = "0000000000000000002".into();
         snapshot.set("ns/b/K".into(), Some(changed));
         snapshot.set("ns/c/K".into(), None);

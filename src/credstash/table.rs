@@ -98,13 +98,28 @@ pub struct TableRead {
     pub error: Option<TableError>,
 }
 
+#[cfg(test)]
+impl Entry {
+    /// Version 1 of `name`, opened to `v` (a unit-test fixture).
+    pub(crate) fn opened(name: &str) -> Self {
+        Entry {
+            id: ItemId {
+                name: name.to_owned(),
+                version: "0000000000000000001".to_owned(),
+            },
+            value: Ok(SecretValue::from(&b"v"[..])),
+            seal: None,
+        }
+    }
+}
+
 impl TableRead {
-    /// A complete read of `entries` (the latest of each name; for tests and
-    /// one-off reads).
-    pub fn of_entries(entries: impl IntoIterator<Item = Entry>) -> Self {
+    /// A complete read of `entries`, the latest version of each name kept (a
+    /// unit-test fixture).
+    #[cfg(test)]
+    pub(crate) fn of_entries(entries: impl IntoIterator<Item = Entry>) -> Self {
         let mut entries: Vec<Entry> = entries.into_iter().collect();
-        entries.sort_by(|a, b| a.id.name.cmp(&b.id.name));
-        entries.dedup_by(|later, earlier| later.id.name == earlier.id.name);
+        keep_latest(&mut entries, |entry| &entry.id);
         Self {
             entries,
             complete: true,
@@ -131,16 +146,6 @@ impl TableRead {
             .entries
             .partition_point(|entry| entry.id.name.as_str() < name);
         &self.entries[start..]
-    }
-
-    /// How many names were read.
-    pub fn len(&self) -> usize {
-        self.entries.len()
-    }
-
-    /// Whether no name was read.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
     }
 
     /// Entries that opened, by name.
@@ -689,16 +694,21 @@ impl<T> FullScan<T> {
             merged.unnamed_failures.extend(segment.unnamed_failures);
             merged.latest.extend(segment.latest.into_values());
         }
-        merged.latest.sort_by(|(a, _), (b, _)| {
-            a.name
-                .cmp(&b.name)
-                .then_with(|| b.version.as_bytes().cmp(a.version.as_bytes()))
-        });
-        merged
-            .latest
-            .dedup_by(|(later, _), (newest, _)| later.name == newest.name);
+        keep_latest(&mut merged.latest, |(id, _)| id);
         merged
     }
+}
+
+/// Sorts `items` by name and keeps the latest version of each name (by
+/// [`ItemId::is_newer_than`]: the byte-wise greatest version string).
+fn keep_latest<T>(items: &mut Vec<T>, id: fn(&T) -> &ItemId) {
+    items.sort_by(|a, b| {
+        let (a, b) = (id(a), id(b));
+        a.name
+            .cmp(&b.name)
+            .then_with(|| b.version.as_bytes().cmp(a.version.as_bytes()))
+    });
+    items.dedup_by(|later, newest| id(later).name == id(newest).name);
 }
 
 #[cfg(test)]
@@ -749,13 +759,8 @@ mod tests {
 
     #[test]
     fn a_read_finds_each_name_and_the_names_from_a_prefix() {
-        let entry = |name: &str| Entry {
-            id: id(name, "0000000000000000001"),
-            value: Ok(SecretValue::from(&b"v"[..])),
-            seal: None,
-        };
-        let read = TableRead::of_entries(["ns/b/K", "ns/a/K", "ns/a-b/K", "x"].map(entry));
-        assert_eq!(read.len(), 4);
+        let read = TableRead::of_entries(["ns/b/K", "ns/a/K", "ns/a-b/K", "x"].map(Entry::opened));
+        assert_eq!(read.entries().count(), 4);
         assert!(read.get("ns/a/K").is_some());
         assert!(read.get("ns/a/L").is_none());
         let from: Vec<&str> = read
