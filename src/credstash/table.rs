@@ -278,7 +278,7 @@ impl TableReader {
             .scan(
                 None,
                 |id, attributes| Slot::Sealed(self.scanned(id, &attributes)),
-                |result, unfinished| self.open_slots(result, unfinished, per_segment),
+                |result| self.open_slots(result, per_segment),
             )
             .await;
         let complete = scan.error.is_none();
@@ -335,39 +335,32 @@ impl TableReader {
         }
     }
 
-    /// Opens every sealed slot of `result` but `unfinished`'s (a name whose
-    /// newer versions may still come), `concurrency` at a time.
+    /// Opens the slots `result` kept since the last page but the last one
+    /// (its name's newer versions may come with the next page),
+    /// `concurrency` at a time.
     async fn open_slots(
         &self,
         mut result: ScanResult<Slot>,
-        unfinished: Option<String>,
         concurrency: usize,
     ) -> ScanResult<Slot> {
-        let ready: Vec<String> = result
-            .latest
-            .iter()
-            .filter(|(name, (_, slot))| {
-                matches!(slot, Slot::Sealed(_)) && unfinished.as_ref() != Some(*name)
+        let unfinished = result.latest.pop();
+        let new = result.latest.split_off(result.settled);
+        let opened: Vec<(ItemId, Slot)> = stream::iter(new)
+            .map(|(id, slot)| async move {
+                match slot {
+                    Slot::Sealed(scanned) => {
+                        let (seal, value) = self.open_scanned(scanned).await;
+                        (id, Slot::Open(seal, value))
+                    }
+                    open => (id, open),
+                }
             })
-            .map(|(name, _)| name.clone())
-            .collect();
-        let sealed: Vec<(ItemId, Result<Scanned, ItemError>)> = ready
-            .into_iter()
-            .filter_map(|name| match result.latest.remove(&name) {
-                Some((id, Slot::Sealed(scanned))) => Some((id, scanned)),
-                _ => None,
-            })
-            .collect();
-        let opened: Vec<_> = stream::iter(sealed)
-            .map(|(id, scanned)| async move { (id, self.open_scanned(scanned).await) })
-            .buffer_unordered(concurrency)
+            .buffered(concurrency)
             .collect()
             .await;
-        for (id, (seal, value)) in opened {
-            result
-                .latest
-                .insert(id.name.clone(), (id, Slot::Open(seal, value)));
-        }
+        result.latest.extend(opened);
+        result.settled = result.latest.len();
+        result.latest.extend(unfinished);
         result
     }
 
@@ -456,7 +449,7 @@ impl TableReader {
     /// Every name with its latest version, without decrypting anything.
     pub async fn list_latest(&self) -> Result<Vec<ItemId>, TableError> {
         let scan = self
-            .scan(Some("#n, version"), |_, _| (), |result, _| async { result })
+            .scan(Some("#n, version"), |_, _| (), |result| async { result })
             .await;
         match scan.error {
             Some(err) => Err(err),
@@ -532,13 +525,13 @@ impl TableReader {
     /// Scans all segments concurrently and keeps each name's latest version,
     /// turned into `T` by `keep` as its page arrives: a whole table of raw
     /// DynamoDB items is never held at once. After each page but the last,
-    /// `after_page` gets the segment's result and the page's last name (which
-    /// the next page may continue).
+    /// `after_page` gets the segment's result, whose last item the next page
+    /// may continue.
     async fn scan<T, F>(
         &self,
         projection: Option<&str>,
         keep: impl Fn(ItemId, Attributes) -> T + Copy,
-        after_page: impl Fn(ScanResult<T>, Option<String>) -> F + Copy,
+        after_page: impl Fn(ScanResult<T>) -> F + Copy,
     ) -> FullScan<T>
     where
         F: Future<Output = ScanResult<T>>,
@@ -558,7 +551,7 @@ impl TableReader {
         total: u32,
         projection: Option<&str>,
         keep: impl Fn(ItemId, Attributes) -> T,
-        after_page: impl Fn(ScanResult<T>, Option<String>) -> F,
+        after_page: impl Fn(ScanResult<T>) -> F,
     ) -> ScanResult<T>
     where
         F: Future<Output = ScanResult<T>>,
@@ -588,16 +581,15 @@ impl TableReader {
             self.count_call();
             match request.send().await {
                 Ok(page) => {
-                    let mut last_name = None;
                     for item in page.items.unwrap_or_default() {
-                        last_name = result.keep_if_latest(item, &keep);
+                        result.keep_if_latest(item, &keep);
                     }
                     drop(permit);
                     match page.last_evaluated_key {
                         Some(key) if !key.is_empty() => start_key = Some(key),
                         _ => return result,
                     }
-                    result = after_page(result, last_name).await;
+                    result = after_page(result).await;
                 }
                 Err(err) => {
                     result.error = Some(TableError::Scan {
@@ -624,8 +616,15 @@ impl TableReader {
 }
 
 /// Each name's latest item seen by a Scan, as `T`.
+/// The items one segment of a Scan kept, as `T`, in the order the Scan
+/// returned them. DynamoDB returns a name's versions together, so an item
+/// of the same name as the last one kept replaces it when newer; a store
+/// that does not keeps several versions of a name, and [`FullScan::merge`]
+/// keeps the latest.
 struct ScanResult<T> {
-    latest: HashMap<String, (ItemId, T)>,
+    latest: Vec<(ItemId, T)>,
+    /// How many items of `latest` `after_page` is done with.
+    settled: usize,
     unnamed_failures: Vec<ItemError>,
     error: Option<TableError>,
 }
@@ -633,7 +632,8 @@ struct ScanResult<T> {
 impl<T> Default for ScanResult<T> {
     fn default() -> Self {
         Self {
-            latest: HashMap::new(),
+            latest: Vec::new(),
+            settled: 0,
             unnamed_failures: Vec::new(),
             error: None,
         }
@@ -641,33 +641,25 @@ impl<T> Default for ScanResult<T> {
 }
 
 impl<T> ScanResult<T> {
-    /// Keeps the item when it is its name's latest so far; returns the
-    /// item's name.
-    fn keep_if_latest(
-        &mut self,
-        attributes: Attributes,
-        keep: impl Fn(ItemId, Attributes) -> T,
-    ) -> Option<String> {
-        match ItemId::from_attributes(&attributes) {
-            Ok(id) => {
-                let name = id.name.clone();
-                if self.is_latest(&id) {
-                    let kept = keep(id.clone(), attributes);
-                    self.latest.insert(name.clone(), (id, kept));
+    /// Keeps the item unless it is an older version of the last name kept.
+    fn keep_if_latest(&mut self, attributes: Attributes, keep: impl Fn(ItemId, Attributes) -> T) {
+        let id = match ItemId::from_attributes(&attributes) {
+            Ok(id) => id,
+            Err(err) => return self.unnamed_failures.push(err),
+        };
+        let unsettled = self.latest.len() > self.settled;
+        match self.latest.last_mut() {
+            Some((last, kept)) if unsettled && last.name == id.name => {
+                if id.is_newer_than(last) {
+                    *kept = keep(id.clone(), attributes);
+                    *last = id;
                 }
-                Some(name)
             }
-            Err(err) => {
-                self.unnamed_failures.push(err);
-                None
+            _ => {
+                let kept = keep(id.clone(), attributes);
+                self.latest.push((id, kept));
             }
         }
-    }
-
-    fn is_latest(&self, id: &ItemId) -> bool {
-        self.latest
-            .get(&id.name)
-            .is_none_or(|(current, _)| id.is_newer_than(current))
     }
 }
 
@@ -692,7 +684,7 @@ impl<T> FullScan<T> {
         for segment in segments {
             merged.error = merged.error.take().or(segment.error);
             merged.unnamed_failures.extend(segment.unnamed_failures);
-            merged.latest.extend(segment.latest.into_values());
+            merged.latest.extend(segment.latest);
         }
         keep_latest(&mut merged.latest, |(id, _)| id);
         merged
@@ -723,14 +715,44 @@ mod tests {
     }
 
     fn segment(items: &[(&str, &str)]) -> ScanResult<()> {
-        let mut result = ScanResult::default();
-        for (name, version) in items {
-            let id = id(name, version);
-            if result.is_latest(&id) {
-                result.latest.insert(id.name.clone(), (id, ()));
-            }
+        ScanResult {
+            latest: items.iter().map(|(n, v)| (id(n, v), ())).collect(),
+            ..Default::default()
         }
-        result
+    }
+
+    fn attributes(name: &str, version: &str) -> Attributes {
+        Attributes::from([
+            (attr::NAME.to_owned(), AttributeValue::S(name.to_owned())),
+            (
+                attr::VERSION.to_owned(),
+                AttributeValue::S(version.to_owned()),
+            ),
+        ])
+    }
+
+    #[test]
+    fn a_segment_keeps_the_latest_of_each_run_of_versions_of_a_name() {
+        let mut result = ScanResult::default();
+        let keep = |id: ItemId, _| id.version;
+        for (name, version) in [("a", "1"), ("a", "3"), ("a", "2"), ("b", "1")] {
+            result.keep_if_latest(attributes(name, version), keep);
+        }
+        result.keep_if_latest(Attributes::new(), keep);
+        assert_eq!(result.unnamed_failures.len(), 1, "an item without a name");
+        // What `after_page` is done with is not replaced: a later version
+        // of its name is kept beside it (and the merge keeps the latest).
+        result.settled = result.latest.len();
+        result.keep_if_latest(attributes("b", "2"), keep);
+        let kept: Vec<(&str, &str)> = result
+            .latest
+            .iter()
+            .map(|(id, kept)| (id.name.as_str(), kept.as_str()))
+            .collect();
+        assert_eq!(kept, [("a", "3"), ("b", "1"), ("b", "2")]);
+        let merged = FullScan::merge(vec![result]);
+        let latest: Vec<&str> = merged.latest.iter().map(|(_, v)| v.as_str()).collect();
+        assert_eq!(latest, ["3", "2"]);
     }
 
     #[test]
