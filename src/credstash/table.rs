@@ -17,7 +17,7 @@ use tokio::time::Instant;
 
 use super::crypto;
 use super::crypto::CryptoError;
-use super::error::{ItemError, TableError};
+use super::error::{ItemError, KmsError, TableError};
 use super::item::{attr, ItemId, SealFingerprint, SealedItem};
 use super::kms::KeyService;
 use crate::value::SecretValue;
@@ -204,20 +204,30 @@ struct Remembered {
     since: HashMap<String, (SealFingerprint, Opened)>,
 }
 
-/// An item as a full read's Scan found it: already opened when the reader
-/// knew its sealed form (its sealed bytes are dropped with the page), else
-/// sealed.
-enum Scanned {
-    Known(SealFingerprint, Opened),
-    /// Boxed: a few of these wait at once, the many known ones stay small.
+/// A name's latest item during a full read.
+enum Slot {
+    /// What its entry holds: opened (now, or before when the reader knew
+    /// this very sealed item, whose bytes are then dropped with the page),
+    /// or failed, with the fingerprint of the sealed item.
+    Open(Option<SealFingerprint>, Result<SecretValue, ItemError>),
+    /// Waiting for KMS to unwrap its data key. Boxed: a few of these wait
+    /// at once, the many open ones stay small.
     Sealed(SealFingerprint, Box<SealedItem>),
 }
 
-/// A name's latest item during a full read: found, or opened (with the
-/// fingerprint of the sealed item).
-enum Slot {
-    Sealed(Result<Scanned, ItemError>),
-    Open(Option<SealFingerprint>, Result<SecretValue, ItemError>),
+impl Slot {
+    /// The entry of `id`. [`TableReader::read_all`] opens every slot first;
+    /// one left sealed is reported as a failed Decrypt, retried next read.
+    fn into_entry(self, id: ItemId) -> Entry {
+        match self {
+            Slot::Open(seal, value) => Entry { id, value, seal },
+            Slot::Sealed(seal, _) => Entry {
+                id,
+                value: Err(KmsError::Other("its data key was not unwrapped".into()).into()),
+                seal: Some(seal),
+            },
+        }
+    }
 }
 
 /// A full read under way that other callers may join.
@@ -273,30 +283,23 @@ impl TableReader {
     /// A complete read is what the reader remembers from then on.
     pub async fn read_all(&self) -> Arc<TableRead> {
         let segments = self.options.scan_segments.max(1) as usize;
-        let per_segment = (self.options.decrypt_concurrency / segments).max(1);
-        let scan = self
+        let concurrency = self.options.decrypt_concurrency.max(1);
+        let per_segment = (concurrency / segments).max(1);
+        let mut scan = self
             .scan(
                 None,
-                |id, attributes| Slot::Sealed(self.scanned(id, &attributes)),
+                |id, attributes| self.scanned(id, &attributes),
                 |result| self.open_slots(result, per_segment),
             )
             .await;
+        self.open_in_place(&mut scan.latest, concurrency).await;
+        // Collected in place: the Scan's list becomes the read's.
+        let entries = scan
+            .latest
+            .into_iter()
+            .map(|(id, slot)| slot.into_entry(id))
+            .collect();
         let complete = scan.error.is_none();
-        let mut entries = Vec::with_capacity(scan.latest.len());
-        stream::iter(scan.latest)
-            .map(|(id, slot)| async move {
-                let (seal, value) = match slot {
-                    Slot::Open(seal, value) => (seal, value),
-                    Slot::Sealed(scanned) => self.open_scanned(scanned).await,
-                };
-                Entry { id, value, seal }
-            })
-            .buffered(self.options.decrypt_concurrency.max(1))
-            .for_each(|entry| {
-                entries.push(entry);
-                async {}
-            })
-            .await;
         let read = Arc::new(TableRead {
             entries,
             unnamed_failures: scan.unnamed_failures,
@@ -311,28 +314,31 @@ impl TableReader {
         read
     }
 
-    /// An item as the Scan found it: known already when the reader opened
+    /// An item as the Scan found it: open already when the reader opened
     /// this very sealed item before, else sealed.
-    fn scanned(&self, id: ItemId, attributes: &Attributes) -> Result<Scanned, ItemError> {
-        let sealed = SealedItem::from_attributes(id, attributes)?;
+    fn scanned(&self, id: ItemId, attributes: &Attributes) -> Slot {
+        let sealed = match SealedItem::from_attributes(id, attributes) {
+            Ok(sealed) => sealed,
+            Err(err) => return Slot::Open(None, Err(err)),
+        };
         let seal = sealed.fingerprint();
-        Ok(match self.recall(&sealed.id.name, seal) {
-            Some(opened) => Scanned::Known(seal, opened),
-            None => Scanned::Sealed(seal, Box::new(sealed)),
-        })
+        match self.recall(&sealed.id.name, seal) {
+            Some(opened) => Slot::Open(Some(seal), opened.map_err(ItemError::from)),
+            None => Slot::Sealed(seal, Box::new(sealed)),
+        }
     }
 
-    async fn open_scanned(
-        &self,
-        scanned: Result<Scanned, ItemError>,
-    ) -> (Option<SealFingerprint>, Result<SecretValue, ItemError>) {
-        match scanned {
-            Ok(Scanned::Known(seal, opened)) => (Some(seal), opened.map_err(ItemError::from)),
-            Ok(Scanned::Sealed(seal, sealed)) => {
-                (Some(seal), self.open_sealed(&sealed, seal).await)
-            }
-            Err(err) => (None, Err(err)),
-        }
+    /// Opens the sealed slots of `slots`, `concurrency` at a time.
+    async fn open_in_place(&self, slots: &mut [(ItemId, Slot)], concurrency: usize) {
+        stream::iter(slots.iter_mut())
+            .for_each_concurrent(concurrency, |(_, slot)| async move {
+                if let Slot::Sealed(seal, sealed) = slot {
+                    let seal = *seal;
+                    let value = self.open_sealed(sealed, seal).await;
+                    *slot = Slot::Open(Some(seal), value);
+                }
+            })
+            .await;
     }
 
     /// Opens the slots `result` kept since the last page but the last one
@@ -343,24 +349,11 @@ impl TableReader {
         mut result: ScanResult<Slot>,
         concurrency: usize,
     ) -> ScanResult<Slot> {
-        let unfinished = result.latest.pop();
-        let new = result.latest.split_off(result.settled);
-        let opened: Vec<(ItemId, Slot)> = stream::iter(new)
-            .map(|(id, slot)| async move {
-                match slot {
-                    Slot::Sealed(scanned) => {
-                        let (seal, value) = self.open_scanned(scanned).await;
-                        (id, Slot::Open(seal, value))
-                    }
-                    open => (id, open),
-                }
-            })
-            .buffered(concurrency)
-            .collect()
+        let unfinished = result.latest.len().saturating_sub(1);
+        let new = result.settled.min(unfinished)..unfinished;
+        self.open_in_place(&mut result.latest[new], concurrency)
             .await;
-        result.latest.extend(opened);
-        result.settled = result.latest.len();
-        result.latest.extend(unfinished);
+        result.settled = unfinished;
         result
     }
 
@@ -692,9 +685,11 @@ impl<T> FullScan<T> {
 }
 
 /// Sorts `items` by name and keeps the latest version of each name (by
-/// [`ItemId::is_newer_than`]: the byte-wise greatest version string).
+/// [`ItemId::is_newer_than`]: the byte-wise greatest version string). The
+/// sort is unstable, which needs no scratch list: no two items share both
+/// name and version, the table's key.
 fn keep_latest<T>(items: &mut Vec<T>, id: fn(&T) -> &ItemId) {
-    items.sort_by(|a, b| {
+    items.sort_unstable_by(|a, b| {
         let (a, b) = (id(a), id(b));
         a.name
             .cmp(&b.name)
