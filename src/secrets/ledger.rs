@@ -98,14 +98,21 @@ impl OwnWrites {
 
     /// The cache as it would be with our writes applied: a written Secret
     /// replaces an older cached copy (or stands in for one not cached yet).
-    /// Writes older than [`FORGET_AFTER`] are dropped first.
+    /// Writes older than [`FORGET_AFTER`], and writes the cache has caught
+    /// up with (it holds that version or a later one), are forgotten first.
     pub fn overlay(&mut self, cached: Vec<Arc<LiveSecret>>, now: Instant) -> Vec<Arc<LiveSecret>> {
-        self.writes
-            .retain(|_, written| now.saturating_duration_since(written.at) < FORGET_AFTER);
         let mut view: BTreeMap<SecretRef, Arc<LiveSecret>> = cached
             .into_iter()
             .filter_map(|secret| Some((secret_ref(&secret)?, secret)))
             .collect();
+        self.writes.retain(|reference, written| {
+            let cached = view
+                .get(reference)
+                .map(|cached| cached.metadata.resource_version.as_deref());
+            let caught_up = cached
+                .is_some_and(|seen| seen == written.version() || is_older(written.version(), seen));
+            now.saturating_duration_since(written.at) < FORGET_AFTER && !caught_up
+        });
         for (reference, written) in &self.writes {
             let newer = view.get(reference).is_none_or(|cached| {
                 is_older(
@@ -200,6 +207,22 @@ mod tests {
         assert!(ledger.is_empty());
         let view = ledger.overlay(vec![Arc::new(secret("app", "12", &["A"]))], now);
         assert_eq!(keys_of(&view, "app"), vec!["A"]);
+    }
+
+    #[test]
+    fn a_write_the_cache_has_caught_up_with_is_forgotten() {
+        // The watch may deliver a write's echo before the apply's response
+        // is recorded; the next view finds the cache holding that version.
+        let now = Instant::now();
+        let mut ledger = OwnWrites::default();
+        ledger.record(secret("app", "11", &["A", "B"]), now);
+        ledger.record(secret("new", "12", &["K"]), now);
+        let view = ledger.overlay(vec![Arc::new(secret("app", "11", &["A", "B"]))], now);
+        assert_eq!(keys_of(&view, "new"), vec!["K"]);
+        assert_eq!(ledger.len(), 1, "only the write the cache lacks is kept");
+        let view = ledger.overlay(vec![Arc::new(secret("new", "13", &[]))], now);
+        assert_eq!(keys_of(&view, "new"), Vec::<String>::new());
+        assert!(ledger.is_empty());
     }
 
     #[test]
