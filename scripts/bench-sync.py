@@ -403,7 +403,8 @@ class Env:
             for line in f:
                 k, _, v = line.partition(":")
                 fields[k] = v.strip()
-        return int(fields["VmHWM"].split()[0]), int(fields["VmRSS"].split()[0])
+        kib = lambda k: int(fields[k].split()[0])
+        return kib("VmHWM"), kib("VmRSS"), kib("RssFile"), kib("RssAnon")
 
     def kube_counts(self, reset=False):
         return self.proxy.snapshot(reset) if self.proxy else Counter()
@@ -563,7 +564,7 @@ def phase_numbers(env, name, seconds, moto, kube, before, after):
     status_writes = sum(v for (verb, res), v in kube.items()
                         if res == "credstashsyncs/status" and verb in ("patch", "update"))
     secret_gets = kube.get(("get", "secrets"), 0)
-    hwm, rss = env.rss_kib()
+    hwm, rss, rss_file, rss_anon = env.rss_kib()
     d = lambda metric_name, **kw: metric(after, metric_name, **kw) - metric(before, metric_name, **kw)
     return {
         "wall_s": seconds,
@@ -586,6 +587,8 @@ def phase_numbers(env, name, seconds, moto, kube, before, after):
                         and after[(n, l)] - before.get((n, l), 0)},
         "vmhwm_mib": hwm / 1024.0,
         "vmrss_mib": rss / 1024.0,
+        "rss_file_mib": rss_file / 1024.0,
+        "rss_anon_mib": rss_anon / 1024.0,
     }
 
 
@@ -710,9 +713,10 @@ def main():
                       (warm_walls[len(warm_walls) // 2] / median) if warm_walls and median else 0))
         for label, p in phases:
             print("\n%s: DynamoDB %s; stream calls %d; KMS Decrypt per operator metric %d, cache hits %d; "
-                  "Secret writes per operator metric %d; VmRSS now %.1f MiB" % (
+                  "Secret writes per operator metric %d; VmRSS now %.1f MiB (code and other file pages %.1f, "
+                  "anonymous %.1f)" % (
                       label, p["dynamodb_detail"], p["streams"], p["kms_metric"], p["kms_cache_hits"],
-                      p["secret_writes_metric"], p["vmrss_mib"]))
+                      p["secret_writes_metric"], p["vmrss_mib"], p["rss_file_mib"], p["rss_anon_mib"]))
             print("%s: Kubernetes requests seen by the proxy: %s" % (label, p["kube_requests"]))
             print("%s: kubestash_kube_api_requests_total delta: %s" % (label, p["kube_metric"]))
         if args.json:
