@@ -34,6 +34,7 @@ use parking_lot::Mutex;
 
 use crate::crd::{CredstashSync, CredstashSyncStatus, ValidSpec};
 use crate::credstash::{self, ReaderOptions, TableLocation, TableReader};
+use crate::mapping::SecretRef;
 use crate::metrics::Metrics;
 use crate::secrets::live::reduce_event;
 use crate::secrets::observed::{has_manager, secret_ref};
@@ -208,6 +209,7 @@ impl Context {
             managed_secrets: self.managed_secrets_now(),
             living_managers: self.living_managers(),
             own_writes: &self.own_writes,
+            cached_version: Box::new(move |secret| self.cached_version(secret)),
             write_gate: self.settings.write_gate.clone(),
             still_exists: Box::new(move || self.still_exists(css)),
         }
@@ -222,6 +224,14 @@ impl Context {
         self.syncs
             .get(&ObjectRef::from_obj(css))
             .is_some_and(|live| live.uid() == css.uid() && live.meta().deletion_timestamp.is_none())
+    }
+
+    /// The resourceVersion of `secret` in the managed-Secret watch cache.
+    fn cached_version(&self, secret: &SecretRef) -> Option<String> {
+        let key = ObjectRef::new(&secret.name).within(&secret.namespace);
+        self.managed_secrets
+            .get(&key)
+            .and_then(|cached| cached.metadata.resource_version.clone())
     }
 
     /// The managed Secrets: the watch cache with our own recent writes laid
@@ -276,7 +286,7 @@ impl Context {
         self.forget_state(name);
         tracing::info!(credstashsync = %name, "CredstashSync deleted: its metrics are removed; its Secrets, values and keys stay until another CredstashSync writes those Secrets and takes them over");
         let manager = secrets::field_manager(name);
-        let held: Vec<crate::mapping::SecretRef> = self
+        let held: Vec<SecretRef> = self
             .managed_secrets
             .state()
             .iter()

@@ -47,6 +47,10 @@ pub struct SyncEnv<'a> {
     pub living_managers: BTreeSet<String>,
     /// Where successful writes are recorded (read-your-writes).
     pub own_writes: &'a Mutex<OwnWrites>,
+    /// The resourceVersion of a Secret in the managed-Secret watch cache
+    /// now (`None`: not cached, or no cache): a write the cache holds
+    /// already is not recorded.
+    pub cached_version: CachedVersion<'a>,
     /// Passed from plan to last write; closed, it parks a batch before it
     /// writes (a leader handing over).
     pub write_gate: WriteGate,
@@ -57,6 +61,9 @@ pub struct SyncEnv<'a> {
     /// heir has taken the keys over.
     pub still_exists: Box<dyn Fn() -> bool + Send + Sync + 'a>,
 }
+
+/// See [`SyncEnv::cached_version`].
+pub type CachedVersion<'a> = Box<dyn Fn(&SecretRef) -> Option<String> + Send + Sync + 'a>;
 
 impl<'a> SyncEnv<'a> {
     /// The cluster as one LIST of namespaces, of managed Secrets and of
@@ -106,6 +113,7 @@ impl<'a> SyncEnv<'a> {
                 .collect(),
             living_managers: living.iter().map(|n| secrets::field_manager(n)).collect(),
             own_writes,
+            cached_version: Box::new(|_| None),
             write_gate: WriteGate::default(),
             still_exists: Box::new(|| true),
         })
@@ -600,9 +608,15 @@ fn record_writes(env: &SyncEnv<'_>, name: &str, writes: Vec<WriteResult>) {
         };
         env.metrics.record_secret_write(name, operation);
         if let Some(secret) = written {
-            env.own_writes.lock().record(secret, now);
+            record_write(env, secret, now);
         }
     }
+}
+
+/// Lays one write over the cache until the cache has it.
+fn record_write(env: &SyncEnv<'_>, secret: LiveSecret, now: tokio::time::Instant) {
+    let cached = secret_ref(&secret).and_then(|reference| (env.cached_version)(&reference));
+    env.own_writes.lock().record(secret, cached.as_deref(), now);
 }
 
 fn record_kms_calls<'e>(
@@ -743,9 +757,7 @@ async fn release_dead_managers(
     match apply::release_managers(env.client, secret, &dead, ours).await {
         Ok(Some(released)) => {
             tracing::info!(managers = ?dead, secret = ?secret_ref(&released), "released the keys of CredstashSyncs that no longer exist");
-            env.own_writes
-                .lock()
-                .record(released.clone(), tokio::time::Instant::now());
+            record_write(env, released.clone(), tokio::time::Instant::now());
             Some(released)
         }
         Ok(None) => None,

@@ -309,7 +309,9 @@ impl TableReader {
         if complete {
             let mut remembered = self.remembered.lock();
             remembered.last_read = read.clone();
-            remembered.since.clear();
+            // A new map: a cold read filled this one with every name, and
+            // a cleared map would keep that capacity.
+            remembered.since = HashMap::new();
         }
         read
     }

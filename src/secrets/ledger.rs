@@ -56,11 +56,16 @@ pub struct OwnWrites {
 }
 
 impl OwnWrites {
-    /// Records the object a successful apply returned.
-    pub fn record(&mut self, secret: LiveSecret, now: Instant) {
+    /// Records the object a successful apply returned, unless the watch
+    /// cache, holding resourceVersion `cached` of that Secret, has caught up
+    /// with it already (the echo of a write may come before its response).
+    pub fn record(&mut self, secret: LiveSecret, cached: Option<&str>, now: Instant) {
         let Some(reference) = secret_ref(&secret) else {
             return;
         };
+        if caught_up(cached, secret.metadata.resource_version.as_deref()) {
+            return;
+        }
         let newer = Written {
             secret: Arc::new(secret),
             at: now,
@@ -90,7 +95,7 @@ impl OwnWrites {
         } else {
             Echo::Foreign
         };
-        if deleted || seen == known.version() || is_older(known.version(), seen) {
+        if deleted || caught_up(seen, known.version()) {
             self.writes.remove(&reference);
         }
         echo
@@ -138,6 +143,12 @@ impl OwnWrites {
     }
 }
 
+/// Whether a copy of a Secret at resourceVersion `seen` has caught up with
+/// our write of it at `written`: it is that version or a later one.
+fn caught_up(seen: Option<&str>, written: Option<&str>) -> bool {
+    seen.is_some() && (seen == written || is_older(written, seen))
+}
+
 /// Whether resourceVersion `a` is known to be older than `b` (both integers,
 /// as kube-apiserver's etcd storage issues them; anything else is never
 /// known to be older).
@@ -180,7 +191,7 @@ mod tests {
     fn a_write_the_cache_has_not_seen_replaces_the_cached_copy() {
         let now = Instant::now();
         let mut ledger = OwnWrites::default();
-        ledger.record(secret("app", "11", &["A", "B"]), now);
+        ledger.record(secret("app", "11", &["A", "B"]), None, now);
         let view = ledger.overlay(vec![Arc::new(secret("app", "10", &["A"]))], now);
         assert_eq!(keys_of(&view, "app"), vec!["A", "B"]);
     }
@@ -189,7 +200,7 @@ mod tests {
     fn a_created_secret_is_seen_before_the_cache_has_it() {
         let now = Instant::now();
         let mut ledger = OwnWrites::default();
-        ledger.record(secret("new", "5", &["K"]), now);
+        ledger.record(secret("new", "5", &["K"]), None, now);
         let view = ledger.overlay(vec![Arc::new(secret("other", "3", &[]))], now);
         assert_eq!(keys_of(&view, "new"), vec!["K"]);
         assert_eq!(view.len(), 2);
@@ -199,7 +210,7 @@ mod tests {
     fn a_newer_cached_copy_wins_and_the_echo_is_recognised() {
         let now = Instant::now();
         let mut ledger = OwnWrites::default();
-        ledger.record(secret("app", "11", &["A", "B"]), now);
+        ledger.record(secret("app", "11", &["A", "B"]), None, now);
         assert_eq!(
             ledger.observe(&secret("app", "11", &["A", "B"]), false),
             Echo::Own
@@ -210,13 +221,24 @@ mod tests {
     }
 
     #[test]
+    fn a_write_the_cache_already_holds_is_not_recorded() {
+        let now = Instant::now();
+        let mut ledger = OwnWrites::default();
+        ledger.record(secret("app", "11", &["A"]), Some("11"), now);
+        ledger.record(secret("old", "11", &["A"]), Some("12"), now);
+        assert!(ledger.is_empty());
+        ledger.record(secret("app", "13", &["A"]), Some("12"), now);
+        assert_eq!(ledger.len(), 1, "a write newer than the cache is kept");
+    }
+
+    #[test]
     fn a_write_the_cache_has_caught_up_with_is_forgotten() {
         // The watch may deliver a write's echo before the apply's response
         // is recorded; the next view finds the cache holding that version.
         let now = Instant::now();
         let mut ledger = OwnWrites::default();
-        ledger.record(secret("app", "11", &["A", "B"]), now);
-        ledger.record(secret("new", "12", &["K"]), now);
+        ledger.record(secret("app", "11", &["A", "B"]), None, now);
+        ledger.record(secret("new", "12", &["K"]), None, now);
         let view = ledger.overlay(vec![Arc::new(secret("app", "11", &["A", "B"]))], now);
         assert_eq!(keys_of(&view, "new"), vec!["K"]);
         assert_eq!(ledger.len(), 1, "only the write the cache lacks is kept");
@@ -229,7 +251,7 @@ mod tests {
     fn only_a_later_change_is_foreign_and_it_supersedes_the_write() {
         let now = Instant::now();
         let mut ledger = OwnWrites::default();
-        ledger.record(secret("app", "11", &["A"]), now);
+        ledger.record(secret("app", "11", &["A"]), None, now);
         assert_eq!(
             ledger.observe(&secret("app", "10", &["A"]), false),
             Echo::Own,
@@ -247,7 +269,7 @@ mod tests {
     fn a_deletion_is_foreign_and_forgets_the_write() {
         let now = Instant::now();
         let mut ledger = OwnWrites::default();
-        ledger.record(secret("app", "11", &["A"]), now);
+        ledger.record(secret("app", "11", &["A"]), None, now);
         assert_eq!(
             ledger.observe(&secret("app", "11", &["A"]), true),
             Echo::Foreign
@@ -259,8 +281,8 @@ mod tests {
     fn an_older_write_never_replaces_a_newer_one() {
         let now = Instant::now();
         let mut ledger = OwnWrites::default();
-        ledger.record(secret("app", "12", &["A", "B"]), now);
-        ledger.record(secret("app", "11", &["A"]), now);
+        ledger.record(secret("app", "12", &["A", "B"]), None, now);
+        ledger.record(secret("app", "11", &["A"]), None, now);
         let view = ledger.overlay(Vec::new(), now);
         assert_eq!(keys_of(&view, "app"), vec!["A", "B"]);
     }
@@ -269,7 +291,7 @@ mod tests {
     fn unconfirmed_writes_are_forgotten_after_a_while() {
         let now = Instant::now();
         let mut ledger = OwnWrites::default();
-        ledger.record(secret("app", "not-a-number", &["A"]), now);
+        ledger.record(secret("app", "not-a-number", &["A"]), None, now);
         let later = now + FORGET_AFTER + Duration::from_secs(1);
         let view = ledger.overlay(vec![Arc::new(secret("app", "x", &[]))], later);
         assert_eq!(keys_of(&view, "app"), Vec::<String>::new());
