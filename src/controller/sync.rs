@@ -22,7 +22,7 @@ use crate::crd::{KeyCounts, SecretCounts, ValidSpec};
 use crate::credstash::{Entry, ReadStats, TableError, TableRead, TableReader};
 use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
 use crate::metrics::{Metrics, SecretOperation};
-use crate::secrets::apply::{self, WriteResult};
+use crate::secrets::apply::{self, WriteError, WriteResult};
 use crate::secrets::observed::{holds_orphaned_fields_of, owns_data_keys, secret_ref};
 use crate::secrets::{
     self, LiveSecret, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction,
@@ -777,18 +777,30 @@ fn describe(
 ) -> SyncOutcome {
     let report = &desired.report;
     let counts = plan.counts();
-    let failed_writes: BTreeSet<&SecretRef> = writes
+    let unwritten: BTreeSet<&SecretRef> = writes
         .iter()
         .filter(|w| w.result.is_err())
         .map(|w| &w.secret)
         .collect();
+    let refused: Vec<(&SecretRef, &String)> = writes
+        .iter()
+        .filter_map(|w| match &w.result {
+            Err(WriteError::Refused(message)) => Some((&w.secret, message)),
+            _ => None,
+        })
+        .collect();
+    // Namespaces the API server said are terminating: their keys wait.
+    let terminating = writes.iter().filter_map(|w| match &w.result {
+        Err(WriteError::NamespaceTerminating(namespace)) => Some(namespace.clone()),
+        _ => None,
+    });
     let done = |action: SecretAction| -> Vec<String> {
         if dry_run {
             return Vec::new();
         }
         plan.secrets
             .iter()
-            .filter(|p| p.action == action && !failed_writes.contains(&p.secret))
+            .filter(|p| p.action == action && !unwritten.contains(&p.secret))
             .map(|p| p.secret.to_string())
             .collect()
     };
@@ -818,7 +830,7 @@ fn describe(
     } else {
         plan.secrets
             .iter()
-            .filter(|p| p.writes() && !failed_writes.contains(&p.secret))
+            .filter(|p| p.writes() && !unwritten.contains(&p.secret))
             .map(|p| {
                 let keys = p.keys.iter().filter(|k| k.change.changes_data());
                 (p.secret.clone(), keys.map(|k| k.key.clone()).collect())
@@ -827,22 +839,25 @@ fn describe(
     };
     SyncOutcome {
         dry_run,
-        waiting_namespaces: report.waiting_for_namespace.keys().cloned().collect(),
+        waiting_namespaces: report
+            .waiting_for_namespace
+            .keys()
+            .cloned()
+            .chain(terminating)
+            .collect(),
         secrets,
         keys,
         key_failures: report.failed.iter().map(ToString::to_string).collect(),
         conflicts,
         invalid_names: report.invalid.iter().map(ToString::to_string).collect(),
-        write_failures: writes
+        write_failures: refused
             .iter()
-            .filter_map(|w| {
-                w.result
-                    .as_ref()
-                    .err()
-                    .map(|e| format!("{}: {e}", w.secret))
-            })
+            .map(|(secret, message)| format!("{secret}: {message}"))
             .collect(),
-        failed_secrets: failed_writes.iter().map(|s| (*s).clone()).collect(),
+        failed_secrets: refused
+            .iter()
+            .map(|(secret, _)| (*secret).clone())
+            .collect(),
         changed_keys,
         skipped: plan
             .secrets
@@ -862,6 +877,52 @@ fn describe(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secrets::SecretPlan;
+
+    #[test]
+    fn a_create_refused_in_a_terminating_namespace_waits_for_it_and_is_no_failure() {
+        let secret = |namespace: &str| SecretRef {
+            namespace: namespace.to_owned(),
+            name: "app".to_owned(),
+        };
+        let create = |namespace: &str| SecretPlan {
+            secret: secret(namespace),
+            action: SecretAction::Create,
+            keys: Vec::new(),
+            apply: None,
+            metadata_conflicts: Vec::new(),
+        };
+        let plan = Plan {
+            secrets: vec![create("ns-a"), create("ns-b"), create("ns-c")],
+        };
+        let write = |namespace: &str, result| WriteResult {
+            secret: secret(namespace),
+            action: SecretAction::Create,
+            result,
+        };
+        let writes = [
+            write("ns-a", Ok(None)),
+            write(
+                "ns-b",
+                Err(WriteError::NamespaceTerminating("ns-b".to_owned())),
+            ),
+            write(
+                "ns-c",
+                Err(WriteError::Refused("quota exceeded".to_owned())),
+            ),
+        ];
+        let outcome = describe(false, &DesiredState::default(), &plan, &writes);
+        assert_eq!(outcome.created, ["ns-a/app"]);
+        assert_eq!(
+            outcome.waiting_namespaces.iter().collect::<Vec<_>>(),
+            ["ns-b"]
+        );
+        assert_eq!(outcome.write_failures, ["ns-c/app: quota exceeded"]);
+        assert_eq!(
+            outcome.failed_secrets.iter().collect::<Vec<_>>(),
+            [&secret("ns-c")]
+        );
+    }
 
     /// The names of every batch, and the Secrets each batch names.
     fn batch_names(names: &[String]) -> Vec<(Vec<String>, Vec<SecretRef>)> {

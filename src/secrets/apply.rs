@@ -26,9 +26,46 @@ const LIST_PAGE_SIZE: u32 = 500;
 pub struct WriteResult {
     pub secret: SecretRef,
     pub action: SecretAction,
-    /// The Secret as the API server returned it (without values), or the
-    /// server's message (never a value).
-    pub result: Result<Option<LiveSecret>, String>,
+    /// The Secret as the API server returned it (without values), or why
+    /// it was not written.
+    pub result: Result<Option<LiveSecret>, WriteError>,
+}
+
+/// Why a Secret was not written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WriteError {
+    /// Its namespace is being deleted: the API server creates nothing in it
+    /// any more (403, cause `NamespaceTerminating`). The namespace watch
+    /// may not have told the operator yet; the key waits for the namespace
+    /// like one whose namespace does not exist.
+    #[error("namespace {0} is being terminated")]
+    NamespaceTerminating(String),
+    /// The server's message (never a value).
+    #[error("{0}")]
+    Refused(String),
+}
+
+impl WriteError {
+    fn of(err: &kube::Error, namespace: &str) -> Self {
+        match err {
+            kube::Error::Api(status) if is_namespace_terminating(status) => {
+                WriteError::NamespaceTerminating(namespace.to_owned())
+            }
+            other => WriteError::Refused(describe_error(other)),
+        }
+    }
+}
+
+/// Whether the API server refused a creation because the namespace is
+/// terminating (the NamespaceLifecycle admission plugin's answer).
+fn is_namespace_terminating(status: &kube::core::Status) -> bool {
+    status.is_forbidden()
+        && status.details.as_ref().is_some_and(|details| {
+            details
+                .causes
+                .iter()
+                .any(|cause| cause.reason == "NamespaceTerminating")
+        })
 }
 
 /// Applies every write of `plans` with its field manager and `force`: the
@@ -63,15 +100,15 @@ pub async fn apply_all(client: &Client, plans: &[SecretPlan]) -> Vec<WriteResult
 
 /// Applies one Secret; keys carried with their live value are read first
 /// (one GET), so that the apply keeps them as they are.
-async fn apply_one(client: &Client, apply: ApplySecret) -> Result<Option<LiveSecret>, String> {
+async fn apply_one(client: &Client, apply: ApplySecret) -> Result<Option<LiveSecret>, WriteError> {
     let api: Api<Secret> = Api::namespaced(client.clone(), &apply.namespace);
     let mut apply = apply;
     if !apply.carried.is_empty() {
         let live = api.get_opt(&apply.name).await.map_err(|err| {
-            format!(
+            WriteError::Refused(format!(
                 "reading the values to keep before writing: {}",
                 describe_error(&err)
-            )
+            ))
         })?;
         match live {
             Some(live) => apply.carry_from(&live),
@@ -82,7 +119,7 @@ async fn apply_one(client: &Client, apply: ApplySecret) -> Result<Option<LiveSec
     api.patch(&apply.name, &params, &Patch::Apply(apply.to_apply_body()))
         .await
         .map(|written| Some(written.into()))
-        .map_err(|err| describe_error(&err))
+        .map_err(|err| WriteError::of(&err, &apply.namespace))
 }
 
 /// Hands the `managedFields` entries of `managers` (deleted CredstashSyncs)
@@ -197,5 +234,42 @@ fn describe_error(err: &kube::Error) -> String {
     match err {
         kube::Error::Api(status) => format!("{} ({})", status.message, status.code),
         other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn api_error(status: serde_json::Value) -> kube::Error {
+        let status: kube::core::Status = serde_json::from_value(status).expect("test Status");
+        kube::Error::Api(Box::new(status))
+    }
+
+    #[test]
+    fn a_create_in_a_terminating_namespace_is_told_apart() {
+        // What kube-apiserver's NamespaceLifecycle admission answers.
+        let terminating = api_error(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "secrets \"app\" is forbidden: unable to create new content in namespace ns-b because it is being terminated",
+            "details": {"name": "app", "kind": "secrets", "causes": [{
+                "reason": "NamespaceTerminating",
+                "message": "namespace ns-b is being terminated",
+                "field": "metadata.namespace"}]}
+        }));
+        assert_eq!(
+            WriteError::of(&terminating, "ns-b"),
+            WriteError::NamespaceTerminating("ns-b".to_owned())
+        );
+        let forbidden = api_error(serde_json::json!({
+            "status": "Failure", "code": 403, "reason": "Forbidden",
+            "message": "secrets \"app\" is forbidden: User cannot patch resource"
+        }));
+        assert_eq!(
+            WriteError::of(&forbidden, "ns-b"),
+            WriteError::Refused(
+                "secrets \"app\" is forbidden: User cannot patch resource (403)".to_owned()
+            )
+        );
     }
 }
