@@ -626,7 +626,7 @@ fn record_kms_calls<'e>(
     entries: impl Iterator<Item = &'e Entry>,
 ) {
     let kms_failures: Vec<&str> = entries
-        .filter_map(|e| e.value.as_ref().err())
+        .filter_map(|e| e.value.as_ref().err().map(|err| &**err))
         .filter(|e| matches!(e, crate::credstash::ItemError::Kms(_)))
         .map(|e| e.reason())
         .collect();
@@ -1005,8 +1005,8 @@ mod tests {
             ["ns/a/K", "ns/a/M"]
         );
         assert!(snapshot.get("ns/a/L").is_none(), "a deleted name is gone");
-        let version = snapshot.get("ns/b/K").map(|e| e.id.version.as_str());
-        assert_eq!(version, Some("0000000000000000002"));
+        let version = snapshot.get("ns/b/K").map(|e| e.id.version.to_string());
+        assert_eq!(version.as_deref(), Some("0000000000000000002"));
         assert!(!snapshot.has_entries_of(&SecretRef::new("ns", "c")));
         let (_, secrets) = snapshot.names_in("ns");
         assert_eq!(secrets.len(), 3);

@@ -30,7 +30,7 @@ const BASE64: GeneralPurpose = GeneralPurpose::new(
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ItemId {
     pub name: String,
-    pub version: String,
+    pub version: Version,
 }
 
 impl ItemId {
@@ -38,7 +38,7 @@ impl ItemId {
     pub fn from_attributes(item: &HashMap<String, AttributeValue>) -> Result<ItemId, ItemError> {
         Ok(ItemId {
             name: string_attr(item, attr::NAME)?.to_owned(),
-            version: string_attr(item, attr::VERSION)?.to_owned(),
+            version: Version::from(string_attr(item, attr::VERSION)?),
         })
     }
 
@@ -46,7 +46,63 @@ impl ItemId {
     /// byte-wise greater version string wins (so a legacy unpadded `"4"` beats
     /// `"0000000000000000007"`, exactly as credstash's descending Query does).
     pub fn is_newer_than(&self, other: &ItemId) -> bool {
-        self.version.as_bytes() > other.version.as_bytes()
+        self.version > other.version
+    }
+}
+
+/// An item's version string. `credstash put` writes 19 zero-padded digits,
+/// kept as their number (no allocation per item); any other string is kept
+/// as it is. Versions order as their strings do, byte by byte.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Version {
+    /// Exactly 19 ASCII digits.
+    Padded(u64),
+    /// Anything else (legacy unpadded versions, hand-written items).
+    Other(Box<str>),
+}
+
+/// Digits in a version `credstash put` writes.
+const PADDED_DIGITS: usize = 19;
+
+impl Version {
+    /// The version string, as stored.
+    pub fn as_text(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            Version::Padded(number) => format!("{number:0PADDED_DIGITS$}").into(),
+            Version::Other(text) => std::borrow::Cow::Borrowed(text),
+        }
+    }
+}
+
+impl From<&str> for Version {
+    fn from(text: &str) -> Self {
+        let padded = text.len() == PADDED_DIGITS && text.bytes().all(|b| b.is_ascii_digit());
+        match text.parse() {
+            Ok(number) if padded => Version::Padded(number),
+            _ => Version::Other(text.into()),
+        }
+    }
+}
+
+impl Ord for Version {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        match (self, other) {
+            // Same length, digits only: numeric order is byte order.
+            (Version::Padded(a), Version::Padded(b)) => a.cmp(b),
+            _ => self.as_text().as_bytes().cmp(other.as_text().as_bytes()),
+        }
+    }
+}
+
+impl PartialOrd for Version {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Display for Version {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.as_text())
     }
 }
 
@@ -291,5 +347,21 @@ mod tests {
         assert!(id("4").is_newer_than(&id("0000000000000000007")));
         assert!(id("9").is_newer_than(&id("10")));
         assert!(!id("1").is_newer_than(&id("1")));
+    }
+
+    #[test]
+    fn a_padded_version_is_kept_as_its_number_and_reads_back_as_stored() {
+        for text in [
+            "0000000000000000001",
+            "9999999999999999999",
+            "4",
+            "",
+            "000000000000000001x",
+            "00000000000000000001",
+        ] {
+            assert_eq!(Version::from(text).to_string(), text);
+        }
+        assert_eq!(Version::from("0000000000000000012"), Version::Padded(12));
+        assert!(matches!(Version::from("12"), Version::Other(_)));
     }
 }

@@ -60,7 +60,8 @@ impl Default for ReaderOptions {
 #[derive(Debug, Clone)]
 pub struct Entry {
     pub id: ItemId,
-    pub value: Result<SecretValue, ItemError>,
+    /// Boxed: failures are rare, and an entry stays small.
+    pub value: Result<SecretValue, Box<ItemError>>,
     /// The fingerprint of the sealed item it was opened from (`None`: the
     /// item could not even be parsed): the reader recalls the value of an
     /// item read again unchanged instead of decrypting it again.
@@ -78,8 +79,10 @@ impl Entry {
         }
         match &self.value {
             Ok(value) => Some(Ok(value.clone())),
-            Err(ItemError::Crypto(error)) => Some(Err(error.clone())),
-            Err(_) => None,
+            Err(error) => match &**error {
+                ItemError::Crypto(error) => Some(Err(error.clone())),
+                _ => None,
+            },
         }
     }
 }
@@ -105,7 +108,7 @@ impl Entry {
         Entry {
             id: ItemId {
                 name: name.to_owned(),
-                version: "0000000000000000001".to_owned(),
+                version: "0000000000000000001".into(),
             },
             value: Ok(SecretValue::from(&b"v"[..])),
             seal: None,
@@ -159,7 +162,7 @@ impl TableRead {
     pub fn failures(&self) -> impl Iterator<Item = (&Entry, &ItemError)> {
         self.entries
             .iter()
-            .filter_map(|e| e.value.as_ref().err().map(|err| (e, err)))
+            .filter_map(|e| e.value.as_ref().err().map(|err| (e, &**err)))
     }
 }
 
@@ -209,7 +212,7 @@ enum Slot {
     /// What its entry holds: opened (now, or before when the reader knew
     /// this very sealed item, whose bytes are then dropped with the page),
     /// or failed, with the fingerprint of the sealed item.
-    Open(Option<SealFingerprint>, Result<SecretValue, ItemError>),
+    Open(Option<SealFingerprint>, Result<SecretValue, Box<ItemError>>),
     /// Waiting for KMS to unwrap its data key. Boxed: a few of these wait
     /// at once, the many open ones stay small.
     Sealed(SealFingerprint, Box<SealedItem>),
@@ -223,7 +226,9 @@ impl Slot {
             Slot::Open(seal, value) => Entry { id, value, seal },
             Slot::Sealed(seal, _) => Entry {
                 id,
-                value: Err(KmsError::Other("its data key was not unwrapped".into()).into()),
+                value: Err(Box::new(
+                    KmsError::Other("its data key was not unwrapped".into()).into(),
+                )),
                 seal: Some(seal),
             },
         }
@@ -321,11 +326,11 @@ impl TableReader {
     fn scanned(&self, id: ItemId, attributes: &Attributes) -> Slot {
         let sealed = match SealedItem::from_attributes(id, attributes) {
             Ok(sealed) => sealed,
-            Err(err) => return Slot::Open(None, Err(err)),
+            Err(err) => return Slot::Open(None, Err(Box::new(err))),
         };
         let seal = sealed.fingerprint();
         match self.recall(&sealed.id.name, seal) {
-            Some(opened) => Slot::Open(Some(seal), opened.map_err(ItemError::from)),
+            Some(opened) => Slot::Open(Some(seal), opened.map_err(|err| Box::new(err.into()))),
             None => Slot::Sealed(seal, Box::new(sealed)),
         }
     }
@@ -337,7 +342,7 @@ impl TableReader {
                 if let Slot::Sealed(seal, sealed) = slot {
                     let seal = *seal;
                     let value = self.open_sealed(sealed, seal).await;
-                    *slot = Slot::Open(Some(seal), value);
+                    *slot = Slot::Open(Some(seal), value.map_err(Box::new));
                 }
             })
             .await;
@@ -459,9 +464,9 @@ impl TableReader {
                 return Entry {
                     id: ItemId {
                         name: String::new(),
-                        version: String::new(),
+                        version: "".into(),
                     },
-                    value: Err(err),
+                    value: Err(Box::new(err)),
                     seal: None,
                 }
             }
@@ -473,7 +478,11 @@ impl TableReader {
             }
             Err(err) => (None, Err(err)),
         };
-        Entry { id, value, seal }
+        Entry {
+            id,
+            value: value.map_err(Box::new),
+            seal,
+        }
     }
 
     /// Opens `sealed`, whose fingerprint is `fingerprint`: the value opened
@@ -693,9 +702,7 @@ impl<T> FullScan<T> {
 fn keep_latest<T>(items: &mut Vec<T>, id: fn(&T) -> &ItemId) {
     items.sort_unstable_by(|a, b| {
         let (a, b) = (id(a), id(b));
-        a.name
-            .cmp(&b.name)
-            .then_with(|| b.version.as_bytes().cmp(a.version.as_bytes()))
+        a.name.cmp(&b.name).then_with(|| b.version.cmp(&a.version))
     });
     items.dedup_by(|later, newest| id(later).name == id(newest).name);
 }
@@ -707,7 +714,7 @@ mod tests {
     fn id(name: &str, version: &str) -> ItemId {
         ItemId {
             name: name.to_owned(),
-            version: version.to_owned(),
+            version: version.into(),
         }
     }
 
@@ -731,7 +738,7 @@ mod tests {
     #[test]
     fn a_segment_keeps_the_latest_of_each_run_of_versions_of_a_name() {
         let mut result = ScanResult::default();
-        let keep = |id: ItemId, _| id.version;
+        let keep = |id: ItemId, _| id.version.to_string();
         for (name, version) in [("a", "1"), ("a", "3"), ("a", "2"), ("b", "1")] {
             result.keep_if_latest(attributes(name, version), keep);
         }
@@ -761,18 +768,14 @@ mod tests {
             segment(&[("b", "0000000000000000010"), ("a", "0000000000000000001")]),
             segment(&[("b", "0000000000000000003"), ("a", "4")]),
         ]);
-        let latest: Vec<(&str, &str)> = merged
+        let latest: Vec<String> = merged
             .latest
             .iter()
-            .map(|(id, ())| (id.name.as_str(), id.version.as_str()))
+            .map(|(id, ())| format!("{}@{}", id.name, id.version))
             .collect();
         assert_eq!(
             latest,
-            [
-                ("a", "4"),
-                ("b", "0000000000000000010"),
-                ("c", "0000000000000000001")
-            ]
+            ["a@4", "b@0000000000000000010", "c@0000000000000000001"]
         );
     }
 
