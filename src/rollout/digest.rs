@@ -36,7 +36,7 @@ pub fn secret_key_digests(secret: &LiveSecret) -> Vec<KeyDigest> {
         .map(|(key, digest)| KeyDigest {
             secret: name.clone(),
             uid: uid.clone(),
-            key: key.clone(),
+            key: key.to_owned(),
             value_sha256: *digest.as_bytes(),
         })
         .collect()

@@ -183,7 +183,7 @@ mod tests {
     fn keys_of(view: &[Arc<LiveSecret>], name: &str) -> Vec<String> {
         view.iter()
             .find(|s| s.metadata.name.as_deref() == Some(name))
-            .map(|s| s.data.keys().cloned().collect())
+            .map(|s| s.data.iter().map(|(k, _)| k.to_owned()).collect())
             .unwrap_or_default()
     }
 

@@ -11,7 +11,10 @@
 //!
 //! `managedFields` are kept whole, but each entry's `fieldsV1` as JSON text
 //! ([`ManagedEntry`]): parsed, those small trees of maps cost a few KiB per
-//! Secret, more than everything else the cache keeps of it.
+//! Secret, more than everything else the cache keeps of it. Labels,
+//! annotations and digests are sorted lists ([`SortedPairs`]), not maps: a
+//! map spends a node of eleven slots on a Secret's one label. Of the rest of
+//! the metadata, only what identifies the Secret is kept.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -31,42 +34,54 @@ pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-co
 /// A Secret without its values (see the module documentation).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct LiveSecret {
-    /// The Secret's metadata, without [`LAST_APPLIED_ANNOTATION`] and
-    /// without `managedFields` (in [`LiveSecret::managed_fields`]).
+    /// Name, namespace, uid, resourceVersion and deletionTimestamp: the
+    /// rest of the metadata is below or dropped.
     pub metadata: ObjectMeta,
+    /// `metadata.labels`.
+    pub labels: SortedPairs<Box<str>>,
+    /// `metadata.annotations`, without [`LAST_APPLIED_ANNOTATION`].
+    pub annotations: SortedPairs<Box<str>>,
     /// The `managedFields` entries, in order.
-    pub managed_fields: Vec<ManagedEntry>,
+    pub managed_fields: Box<[ManagedEntry]>,
     /// `type` as stored (`None`: Opaque).
     pub type_: Option<String>,
     /// `immutable` as stored.
     pub immutable: Option<bool>,
     /// The SHA-256 digest of each data key's value.
-    pub data: BTreeMap<String, ValueDigest>,
+    pub data: SortedPairs<ValueDigest>,
 }
 
 impl LiveSecret {
     /// Keeps what the operator needs of `secret`; its values are dropped.
     pub fn reduce(secret: Secret) -> Self {
         let Secret {
-            mut metadata,
+            metadata,
             type_,
             immutable,
             data,
             ..
         } = secret;
-        if let Some(annotations) = &mut metadata.annotations {
-            annotations.remove(LAST_APPLIED_ANNOTATION);
-        }
-        let managed_fields = metadata
-            .managed_fields
-            .take()
-            .into_iter()
-            .flatten()
-            .map(ManagedEntry::compact)
-            .collect();
+        let annotations = metadata.annotations.into_iter().flatten();
         LiveSecret {
-            metadata,
-            managed_fields,
+            metadata: ObjectMeta {
+                name: metadata.name,
+                namespace: metadata.namespace,
+                uid: metadata.uid,
+                resource_version: metadata.resource_version,
+                deletion_timestamp: metadata.deletion_timestamp,
+                ..ObjectMeta::default()
+            },
+            labels: metadata.labels.into_iter().flatten().map(boxed).collect(),
+            annotations: annotations
+                .filter(|(key, _)| key != LAST_APPLIED_ANNOTATION)
+                .map(boxed)
+                .collect(),
+            managed_fields: metadata
+                .managed_fields
+                .into_iter()
+                .flatten()
+                .map(ManagedEntry::compact)
+                .collect(),
             type_,
             immutable,
             data: data
@@ -83,6 +98,59 @@ impl LiveSecret {
             .iter()
             .map(ManagedEntry::expand)
             .collect()
+    }
+}
+
+fn boxed((key, value): (String, String)) -> (String, Box<str>) {
+    (key, value.into_boxed_str())
+}
+
+/// A map from string keys, kept as a list sorted by key: small, and
+/// searched by bisection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SortedPairs<V>(Box<[(Box<str>, V)]>);
+
+impl<V> SortedPairs<V> {
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&V> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_ref().cmp(key))
+            .ok()
+            .map(|at| &self.0[at].1)
+    }
+
+    /// Every key and value, in key order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &V)> {
+        self.0.iter().map(|(k, v)| (k.as_ref(), v))
+    }
+}
+
+impl SortedPairs<Box<str>> {
+    /// As a map of strings (labels, annotations).
+    pub fn to_map(&self) -> BTreeMap<String, String> {
+        self.iter()
+            .map(|(key, value)| (key.to_owned(), value.to_string()))
+            .collect()
+    }
+}
+
+impl<V> Default for SortedPairs<V> {
+    fn default() -> Self {
+        Self(Box::default())
+    }
+}
+
+impl<V> FromIterator<(String, V)> for SortedPairs<V> {
+    /// Sorted by key; of a key given twice, the last value is kept.
+    fn from_iter<I: IntoIterator<Item = (String, V)>>(pairs: I) -> Self {
+        let mut pairs: Vec<(Box<str>, V)> = pairs
+            .into_iter()
+            .map(|(k, v)| (k.into_boxed_str(), v))
+            .collect();
+        pairs.reverse();
+        pairs.sort_by(|(a, _), (b, _)| a.cmp(b));
+        pairs.dedup_by(|later, first| later.0 == first.0);
+        Self(pairs.into_boxed_slice())
     }
 }
 
@@ -181,6 +249,17 @@ mod tests {
     use serde_json::json;
 
     #[test]
+    fn sorted_pairs_find_each_key_and_keep_the_last_value_given() {
+        let pairs: SortedPairs<u8> = [("b", 1), ("a", 2), ("b", 3)]
+            .map(|(k, v)| (k.to_owned(), v))
+            .into_iter()
+            .collect();
+        assert_eq!(pairs.iter().collect::<Vec<_>>(), [("a", &2), ("b", &3)]);
+        assert_eq!(pairs.get("b"), Some(&3));
+        assert_eq!(pairs.get("c"), None);
+    }
+
+    #[test]
     fn keeps_metadata_and_digests_and_no_value() {
         let secret: Secret = serde_json::from_value(json!({
             "metadata": {"name": "s", "namespace": "ns", "resourceVersion": "7",
@@ -194,15 +273,13 @@ mod tests {
         }))
         .expect("test Secret");
         let live = LiveSecret::reduce(secret);
-        assert_eq!(live.data["K"], ValueDigest::of(b"hunter2"));
+        assert_eq!(live.data.get("K"), Some(&ValueDigest::of(b"hunter2")));
         assert_eq!(live.metadata.resource_version.as_deref(), Some("7"));
-        assert_eq!(
-            live.metadata.labels.as_ref().map(|l| l["a"].as_str()),
-            Some("1")
-        );
-        let annotations = live.metadata.annotations.clone().unwrap_or_default();
-        assert_eq!(annotations.keys().collect::<Vec<_>>(), vec!["b"]);
+        assert_eq!(live.labels.get("a").map(AsRef::as_ref), Some("1"));
+        let annotations: Vec<&str> = live.annotations.iter().map(|(k, _)| k).collect();
+        assert_eq!(annotations, ["b"]);
         assert_eq!(live.metadata.managed_fields, None);
+        assert_eq!(live.metadata.labels, None, "labels are kept once");
         let entries = live.managed_fields_entries();
         assert_eq!(entries.len(), 1);
         assert_eq!(entries[0].manager.as_deref(), Some("kubestash/x"));

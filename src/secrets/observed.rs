@@ -90,13 +90,16 @@ impl ObservedSecret {
     /// living `kubestash/*` manager lists it. Entries that are not `FieldsV1`
     /// or do not parse are ignored. `stringData` is write-only and never read.
     pub fn from_secret(secret: &LiveSecret, managers: Managers<'_>) -> Self {
-        let meta = &secret.metadata;
         let mut observed = ObservedSecret {
             type_: secret.type_.clone().unwrap_or_else(|| OPAQUE.to_owned()),
             immutable: secret.immutable.unwrap_or(false),
-            data: secret.data.clone(),
-            labels: meta.labels.clone().unwrap_or_default(),
-            annotations: meta.annotations.clone().unwrap_or_default(),
+            data: secret
+                .data
+                .iter()
+                .map(|(key, digest)| (key.to_owned(), *digest))
+                .collect(),
+            labels: secret.labels.to_map(),
+            annotations: secret.annotations.to_map(),
             ..Default::default()
         };
         for entry in &secret.managed_fields {
@@ -199,10 +202,8 @@ pub fn owns_data_keys(secret: &LiveSecret, manager: &str) -> bool {
 /// not leave them to a dead manager, which owns nothing).
 pub fn holds_orphaned_fields_of(secret: &LiveSecret, managers: Managers<'_>, table: &str) -> bool {
     let from_table = secret
-        .metadata
         .annotations
-        .as_ref()
-        .and_then(|a| a.get(SOURCE_ANNOTATION))
+        .get(SOURCE_ANNOTATION)
         .and_then(|source| source.split_once('/'))
         .is_some_and(|(_, source_table)| source_table == table);
     from_table
