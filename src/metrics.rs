@@ -423,20 +423,23 @@ impl Metrics {
             .set(i64::from(failed));
     }
 
-    /// Counts a KMS Decrypt call: `Ok(())`, or `Err(reason)` with the failed
-    /// item's reason (`ItemError::reason`: `KmsAccessDenied`,
+    /// Counts `calls` KMS Decrypt calls: `Ok(())`, or `Err(reason)` with the
+    /// failed item's reason (`ItemError::reason`: `KmsAccessDenied`,
     /// `KmsInvalidCiphertext`, `KmsError`).
-    pub fn record_kms_decrypt(&self, result: Result<(), &str>) {
+    pub fn record_kms_decrypts(&self, result: Result<(), &str>, calls: u64) {
         let label = match result {
             Ok(()) => "success",
             Err(code) => code,
         };
-        self.inner.kms_decrypt.with_label_values(&[label]).inc();
+        self.inner
+            .kms_decrypt
+            .with_label_values(&[label])
+            .inc_by(calls);
     }
 
-    /// Counts a data key served from the KMS cache.
-    pub fn kms_cache_hit(&self) {
-        self.inner.kms_cache_hits.inc();
+    /// Counts `hits` data keys not decrypted again (the value was reused).
+    pub fn kms_cache_hits(&self, hits: u64) {
+        self.inner.kms_cache_hits.inc_by(hits);
     }
 
     /// Counts a Kubernetes API request: verb (`get`, `list`, `watch`,
@@ -750,8 +753,8 @@ mod tests {
         m.record_rollout(css, "app", "Deployment");
         m.set_pending_secrets(css, 2);
         m.record_stream_apply(css, SyncResult::Success);
-        m.record_kms_decrypt(Ok(()));
-        m.kms_cache_hit();
+        m.record_kms_decrypts(Ok(()), 1);
+        m.kms_cache_hits(1);
         m.record_kube_request("patch", Some(200));
         m.set_leader(true);
     }
@@ -845,7 +848,7 @@ mod tests {
     fn records_values_under_the_right_labels() {
         let m = Metrics::new().unwrap();
         exercise(&m, "prod");
-        m.record_kms_decrypt(Err("KmsAccessDenied"));
+        m.record_kms_decrypts(Err("KmsAccessDenied"), 1);
         m.record_kube_request("get", None);
         let t = m.encode();
         let sync = [
@@ -1087,7 +1090,7 @@ mod tests {
     fn clones_share_one_registry_and_instances_are_independent() {
         let a = Metrics::new().unwrap();
         let b = Metrics::new().unwrap();
-        a.clone().kms_cache_hit();
+        a.clone().kms_cache_hits(1);
         assert_eq!(
             value(&a.encode(), "kubestash_kms_cache_hits_total", &[]),
             Some(1.0)

@@ -482,7 +482,7 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let metrics = Metrics::new().unwrap();
-        metrics.kms_cache_hit();
+        metrics.kms_cache_hits(1);
         let h = health();
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let server = tokio::spawn(serve(listener, metrics, h.clone(), async {

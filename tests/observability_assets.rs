@@ -71,16 +71,16 @@ fn exported() -> &'static Exported {
         }
         m.observe_table_read(css, Duration::from_millis(300));
         m.set_table_fetch_failed(css, false);
-        m.record_kms_decrypt(Ok(()));
+        m.record_kms_decrypts(Ok(()), 1);
         // The controller records a failed item's reason.
         for error in [
             KmsError::AccessDenied(String::new()),
             KmsError::InvalidCiphertext(String::new()),
             KmsError::Other(String::new()),
         ] {
-            m.record_kms_decrypt(Err(ItemError::Kms(error).reason()));
+            m.record_kms_decrypts(Err(ItemError::Kms(error).reason()), 1);
         }
-        m.kms_cache_hit();
+        m.kms_cache_hits(1);
         for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD"] {
             let request = http::Request::builder()
                 .method(method)

@@ -8,7 +8,7 @@
 mod cluster;
 mod support;
 
-use cluster::{block_on, data, wait_for, Env};
+use cluster::{block_on, data, metric, wait_for, Env};
 use serde_json::json;
 
 #[test]
@@ -139,6 +139,12 @@ fn two_credstashsyncs_of_one_table_decrypt_each_item_once() {
             Some(names.len() as u64),
             "one Decrypt per item for both CredstashSyncs: {cold:?}"
         );
+        // The operator counts each call once too, though both syncs
+        // shared the reader that made it.
+        let decrypts = |metrics: &str| {
+            metric(metrics, "kubestash_kms_decrypt_total", &["success"]).unwrap_or(0.0)
+        };
+        assert_eq!(decrypts(&env.metrics()), names.len() as f64);
         for css in ["shared-east", "shared-west"] {
             resync_of(&env, css, "again").await;
         }

@@ -19,7 +19,7 @@ use parking_lot::Mutex;
 
 use super::report::SyncOutcome;
 use crate::crd::{KeyCounts, SecretCounts, ValidSpec};
-use crate::credstash::{Entry, ReadStats, TableError, TableRead, TableReader};
+use crate::credstash::{Entry, KmsTally, TableError, TableRead, TableReader};
 use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
 use crate::metrics::{Metrics, SecretOperation};
 use crate::secrets::apply::{self, WriteError, WriteResult};
@@ -255,11 +255,10 @@ pub async fn full_sync(
     reader: &Arc<TableReader>,
     not_before: tokio::time::Instant,
 ) -> (SyncOutcome, Option<TableSnapshot>) {
-    let before = reader.stats();
     let started = Instant::now();
     let read = reader.read_all_joined(not_before).await;
     env.metrics.observe_table_read(name, started.elapsed());
-    record_kms_calls(env, before, reader.stats(), read.entries());
+    record_kms_calls(env, reader);
     if let Some(error) = &read.error {
         let outcome = SyncOutcome {
             dry_run: spec.dry_run,
@@ -291,7 +290,6 @@ pub async fn refresh_names(
         .filter_map(|name| Some((name.clone(), secret_of(name)?)))
         .filter(|(_, secret)| !spec.is_excluded(&secret.namespace))
         .collect();
-    let before = reader.stats();
     // Owned items: borrowing closures here trip rustc's higher-ranked Send
     // checks once this future runs inside kube-runtime's controller.
     let read: Result<Vec<(String, SecretRef, Option<Entry>)>, TableError> = stream::iter(wanted)
@@ -312,12 +310,7 @@ pub async fn refresh_names(
             touched.insert(secret);
         }
     });
-    record_kms_calls(
-        env,
-        before,
-        reader.stats(),
-        names.iter().filter_map(|n| snapshot.get(n)),
-    );
+    record_kms_calls(env, reader);
     result.map(|()| touched)
 }
 
@@ -619,29 +612,15 @@ fn record_write(env: &SyncEnv<'_>, secret: LiveSecret, now: tokio::time::Instant
     env.own_writes.lock().record(secret, cached.as_deref(), now);
 }
 
-fn record_kms_calls<'e>(
-    env: &SyncEnv<'_>,
-    before: ReadStats,
-    after: ReadStats,
-    entries: impl Iterator<Item = &'e Entry>,
-) {
-    let kms_failures: Vec<&str> = entries
-        .filter_map(|e| e.value.as_ref().err().map(|err| &**err))
-        .filter(|e| matches!(e, crate::credstash::ItemError::Kms(_)))
-        .map(|e| e.reason())
-        .collect();
-    let calls = after
-        .kms_decrypt_calls
-        .saturating_sub(before.kms_decrypt_calls);
-    for _ in 0..calls.saturating_sub(kms_failures.len() as u64) {
-        env.metrics.record_kms_decrypt(Ok(()));
+/// Reports the reader's KMS work not reported yet (by this CredstashSync
+/// or another one sharing the reader).
+fn record_kms_calls(env: &SyncEnv<'_>, reader: &TableReader) {
+    let tally = reader.take_unreported_kms();
+    env.metrics.record_kms_decrypts(Ok(()), tally.succeeded);
+    for (reason, count) in KmsTally::FAILURE_REASONS.into_iter().zip(tally.failed) {
+        env.metrics.record_kms_decrypts(Err(reason), count);
     }
-    for reason in kms_failures {
-        env.metrics.record_kms_decrypt(Err(reason));
-    }
-    for _ in 0..after.kms_cache_hits.saturating_sub(before.kms_cache_hits) {
-        env.metrics.kms_cache_hit();
-    }
+    env.metrics.kms_cache_hits(tally.cache_hits);
 }
 
 /// The live state of the Secrets of one batch the plan may touch: the

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aws_sdk_kms::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_kms::operation::decrypt::DecryptError;
 use aws_sdk_kms::primitives::Blob;
+use parking_lot::Mutex;
 use zeroize::Zeroizing;
 
 use super::error::KmsError;
@@ -17,10 +18,60 @@ pub type EncryptionContext = BTreeMap<String, String>;
 #[derive(Debug, Default)]
 pub struct KmsCounters {
     pub decrypt_calls: AtomicU64,
-    pub decrypt_failures: AtomicU64,
+    access_denied: AtomicU64,
+    invalid_ciphertext: AtomicU64,
+    other_failures: AtomicU64,
     /// Decrypts not needed: the item's value was reused (see
     /// [`super::table::TableReader`]).
     pub cache_hits: AtomicU64,
+}
+
+impl KmsCounters {
+    fn count_failure(&self, error: &KmsError) {
+        let counter = match error {
+            KmsError::AccessDenied(_) => &self.access_denied,
+            KmsError::InvalidCiphertext(_) => &self.invalid_ciphertext,
+            KmsError::Other(_) => &self.other_failures,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn tally(&self) -> KmsTally {
+        let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);
+        let failed = [
+            load(&self.access_denied),
+            load(&self.invalid_ciphertext),
+            load(&self.other_failures),
+        ];
+        KmsTally {
+            succeeded: load(&self.decrypt_calls).saturating_sub(failed.iter().sum()),
+            failed,
+            cache_hits: load(&self.cache_hits),
+        }
+    }
+}
+
+/// KMS work in numbers: Decrypt calls by result, and Decrypts saved.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct KmsTally {
+    pub succeeded: u64,
+    /// Failed calls, in the order of [`KmsTally::FAILURE_REASONS`].
+    pub failed: [u64; 3],
+    pub cache_hits: u64,
+}
+
+impl KmsTally {
+    /// The reasons of failed calls (as `ItemError::reason` names them).
+    pub const FAILURE_REASONS: [&'static str; 3] =
+        ["KmsAccessDenied", "KmsInvalidCiphertext", "KmsError"];
+
+    fn since(self, earlier: KmsTally) -> KmsTally {
+        KmsTally {
+            succeeded: self.succeeded.saturating_sub(earlier.succeeded),
+            failed: std::array::from_fn(|i| self.failed[i].saturating_sub(earlier.failed[i])),
+            cache_hits: self.cache_hits.saturating_sub(earlier.cache_hits),
+        }
+    }
 }
 
 /// Unwraps credstash data keys with KMS Decrypt and the encryption context.
@@ -30,6 +81,8 @@ pub struct KeyService {
     kms: aws_sdk_kms::Client,
     context: EncryptionContext,
     counters: KmsCounters,
+    /// What [`KeyService::take_unreported`] has handed out so far.
+    reported: Mutex<KmsTally>,
 }
 
 impl KeyService {
@@ -39,6 +92,7 @@ impl KeyService {
             kms,
             context,
             counters: KmsCounters::default(),
+            reported: Mutex::new(KmsTally::default()),
         }
     }
 
@@ -46,10 +100,8 @@ impl KeyService {
     pub async fn unwrap_key(&self, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>, KmsError> {
         self.counters.decrypt_calls.fetch_add(1, Ordering::Relaxed);
         let result = self.decrypt(wrapped).await;
-        if result.is_err() {
-            self.counters
-                .decrypt_failures
-                .fetch_add(1, Ordering::Relaxed);
+        if let Err(error) = &result {
+            self.counters.count_failure(error);
         }
         result
     }
@@ -73,6 +125,17 @@ impl KeyService {
     pub fn counters(&self) -> &KmsCounters {
         &self.counters
     }
+
+    /// The KMS work done since the last call, each call and saved Decrypt
+    /// handed out once: the CredstashSyncs sharing this key service report
+    /// it to the metrics without counting a shared read twice.
+    pub fn take_unreported(&self) -> KmsTally {
+        let mut reported = self.reported.lock();
+        let now = self.counters.tally();
+        let new = now.since(*reported);
+        *reported = now;
+        new
+    }
 }
 
 fn classify(err: DecryptError) -> KmsError {
@@ -83,5 +146,45 @@ fn classify(err: DecryptError) -> KmsError {
         }
         _ if err.code() == Some("AccessDeniedException") => KmsError::AccessDenied(detail),
         _ => KmsError::Other(detail),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unreported_work_is_handed_out_once() {
+        let counters = KmsCounters::default();
+        counters.decrypt_calls.fetch_add(3, Ordering::Relaxed);
+        counters.count_failure(&KmsError::AccessDenied("no".into()));
+        counters.cache_hits.fetch_add(5, Ordering::Relaxed);
+        let first = counters.tally();
+        assert_eq!(
+            first,
+            KmsTally {
+                succeeded: 2,
+                failed: [1, 0, 0],
+                cache_hits: 5
+            }
+        );
+        counters.decrypt_calls.fetch_add(1, Ordering::Relaxed);
+        counters.count_failure(&KmsError::Other("throttled".into()));
+        assert_eq!(
+            counters.tally().since(first),
+            KmsTally {
+                succeeded: 0,
+                failed: [0, 0, 1],
+                cache_hits: 0
+            }
+        );
+        let errors = [
+            KmsError::AccessDenied(String::new()),
+            KmsError::InvalidCiphertext(String::new()),
+            KmsError::Other(String::new()),
+        ];
+        for (reason, error) in KmsTally::FAILURE_REASONS.iter().zip(errors) {
+            assert_eq!(*reason, super::super::ItemError::Kms(error).reason());
+        }
     }
 }

@@ -10,7 +10,7 @@ pub mod table;
 
 pub use error::{ItemError, KmsError, TableError};
 pub use item::ItemId;
-pub use kms::{EncryptionContext, KeyService};
+pub use kms::{EncryptionContext, KeyService, KmsTally};
 pub use table::{Entry, ReadStats, ReaderOptions, TableRead, TableReader};
 
 use std::time::Duration;

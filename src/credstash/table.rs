@@ -266,6 +266,12 @@ impl TableReader {
         &self.table
     }
 
+    /// The KMS work done since the last call (see
+    /// [`KeyService::take_unreported`]).
+    pub fn take_unreported_kms(&self) -> super::KmsTally {
+        self.keys.take_unreported()
+    }
+
     /// Work done since the reader was made.
     pub fn stats(&self) -> ReadStats {
         let kms = self.keys.counters();
