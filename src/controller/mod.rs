@@ -188,6 +188,14 @@ impl Context {
             .collect()
     }
 
+    /// Whether `namespace` exists and is not terminating (the watch cache
+    /// now).
+    fn namespace_active(&self, namespace: &str) -> bool {
+        self.namespaces
+            .get(&ObjectRef::new(namespace))
+            .is_some_and(|ns| sync::is_active(&ns))
+    }
+
     /// Field managers of the CredstashSyncs that exist and are not deleted
     /// (as far as either watch has seen).
     fn living_managers(&self) -> BTreeSet<String> {
@@ -212,6 +220,7 @@ impl Context {
             cached_version: Box::new(move |secret| self.cached_version(secret)),
             write_gate: self.settings.write_gate.clone(),
             still_exists: Box::new(move || self.still_exists(css)),
+            namespace_active: Box::new(move |namespace| self.namespace_active(namespace)),
         }
     }
 

@@ -26,6 +26,7 @@ use crate::secrets::apply::{self, WriteError, WriteResult};
 use crate::secrets::observed::{holds_orphaned_fields_of, owns_data_keys, secret_ref};
 use crate::secrets::{
     self, LiveSecret, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction,
+    SecretPlan,
 };
 use crate::write_gate::WriteGate;
 
@@ -60,6 +61,10 @@ pub struct SyncEnv<'a> {
     /// writes nothing, so that no dead manager's entry appears after its
     /// heir has taken the keys over.
     pub still_exists: Box<dyn Fn() -> bool + Send + Sync + 'a>,
+    /// Whether a namespace exists and is not terminating, asked right
+    /// before a batch writes: a namespace deleted while the sync ran takes
+    /// no new Secret, and its keys wait for it as in `namespaces`.
+    pub namespace_active: Box<dyn Fn(&str) -> bool + Send + Sync + 'a>,
 }
 
 /// See [`SyncEnv::cached_version`].
@@ -97,15 +102,17 @@ impl<'a> SyncEnv<'a> {
             Err(kube::Error::Api(status)) if status.is_not_found() => Vec::new(),
             Err(err) => return Err(err),
         };
+        let namespaces: BTreeMap<String, Labels> = namespaces
+            .items
+            .iter()
+            .filter(|ns| is_active(ns))
+            .map(|ns| (ns.name_any(), ns.labels().clone()))
+            .collect();
+        let active: BTreeSet<String> = namespaces.keys().cloned().collect();
         Ok(SyncEnv {
             client,
             metrics,
-            namespaces: namespaces
-                .items
-                .iter()
-                .filter(|ns| is_active(ns))
-                .map(|ns| (ns.name_any(), ns.labels().clone()))
-                .collect(),
+            namespaces,
             managed_secrets: managed
                 .items
                 .into_iter()
@@ -116,6 +123,7 @@ impl<'a> SyncEnv<'a> {
             cached_version: Box::new(|_| None),
             write_gate: WriteGate::default(),
             still_exists: Box::new(|| true),
+            namespace_active: Box::new(move |namespace| active.contains(namespace)),
         })
     }
 }
@@ -469,11 +477,29 @@ async fn sync_batch(
     let writes = if dry_run {
         Vec::new()
     } else {
-        apply::apply_all(env.client, &plan.secrets).await
+        apply_where_namespaces_live(env, &plan).await
     };
     let outcome = describe(dry_run, &desired, &plan, &writes);
     record_writes(env, context.name, writes);
     Ok(outcome)
+}
+
+/// Applies the writes of `plan` whose namespace is still active; a write
+/// into one that began terminating since the sync looked is not sent, and
+/// is reported as the API server would refuse it.
+async fn apply_where_namespaces_live(env: &SyncEnv<'_>, plan: &Plan) -> Vec<WriteResult> {
+    let (live, terminating): (Vec<&SecretPlan>, Vec<&SecretPlan>) = plan
+        .secrets
+        .iter()
+        .filter(|p| p.apply.is_some())
+        .partition(|p| (env.namespace_active)(&p.secret.namespace));
+    let mut writes = apply::apply_all(env.client, live).await;
+    writes.extend(terminating.into_iter().map(|p| WriteResult {
+        secret: p.secret.clone(),
+        action: p.action.clone(),
+        result: Err(WriteError::NamespaceTerminating(p.secret.namespace.clone())),
+    }));
+    writes
 }
 
 /// The desired Secrets of `entries` (a failed item keeps its reason).
@@ -856,7 +882,7 @@ fn describe(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secrets::SecretPlan;
+    use crate::secrets::ApplySecret;
 
     #[test]
     fn a_create_refused_in_a_terminating_namespace_waits_for_it_and_is_no_failure() {
@@ -900,6 +926,53 @@ mod tests {
         assert_eq!(
             outcome.failed_secrets.iter().collect::<Vec<_>>(),
             [&secret("ns-c")]
+        );
+    }
+
+    #[tokio::test]
+    async fn no_write_is_sent_into_a_namespace_that_began_terminating() {
+        let config = kube::Config::new("http://127.0.0.1:9".parse().expect("test URL"));
+        let client = Client::try_from(config).expect("test client");
+        let metrics = Metrics::new().expect("metrics");
+        let own_writes = Mutex::new(OwnWrites::default());
+        let env = SyncEnv {
+            client: &client,
+            metrics: &metrics,
+            namespaces: BTreeMap::from([("ns-b".to_owned(), Labels::default())]),
+            managed_secrets: Vec::new(),
+            living_managers: BTreeSet::new(),
+            own_writes: &own_writes,
+            cached_version: Box::new(|_| None),
+            write_gate: WriteGate::default(),
+            still_exists: Box::new(|| true),
+            namespace_active: Box::new(|_| false),
+        };
+        let secret = SecretRef::new("ns-b", "app");
+        let plan = Plan {
+            secrets: vec![SecretPlan {
+                secret: secret.clone(),
+                action: SecretAction::Create,
+                keys: Vec::new(),
+                apply: Some(ApplySecret {
+                    namespace: "ns-b".to_owned(),
+                    name: "app".to_owned(),
+                    field_manager: "kubestash/test".to_owned(),
+                    labels: BTreeMap::new(),
+                    annotations: BTreeMap::new(),
+                    data: BTreeMap::new(),
+                    carried: BTreeSet::new(),
+                }),
+                metadata_conflicts: Vec::new(),
+            }],
+        };
+        // Nothing listens on the client's address: a write sent would fail
+        // with a connection error, not as a terminating namespace.
+        let writes = apply_where_namespaces_live(&env, &plan).await;
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].secret, secret);
+        assert_eq!(
+            writes[0].result.as_ref().err(),
+            Some(&WriteError::NamespaceTerminating("ns-b".to_owned()))
         );
     }
 

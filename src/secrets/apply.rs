@@ -71,11 +71,14 @@ fn is_namespace_terminating(status: &kube::core::Status) -> bool {
 /// Applies every write of `plans` with its field manager and `force`: the
 /// plan never includes keys another CredstashSync owns, so force only takes
 /// over keys written by hand or by other tools.
-pub async fn apply_all(client: &Client, plans: &[SecretPlan]) -> Vec<WriteResult> {
+pub async fn apply_all<'p>(
+    client: &Client,
+    plans: impl IntoIterator<Item = &'p SecretPlan>,
+) -> Vec<WriteResult> {
     // Owned items: borrowing closures here trip rustc's higher-ranked Send
     // checks once this future runs inside kube-runtime's controller.
     let writes: Vec<(SecretRef, SecretAction, ApplySecret)> = plans
-        .iter()
+        .into_iter()
         .filter_map(|plan| {
             let apply = plan.apply.clone()?;
             Some((plan.secret.clone(), plan.action.clone(), apply))
