@@ -111,12 +111,11 @@ impl OwnWrites {
             .filter_map(|secret| Some((secret_ref(&secret)?, secret)))
             .collect();
         self.writes.retain(|reference, written| {
-            let cached = view
+            let seen = view
                 .get(reference)
-                .map(|cached| cached.metadata.resource_version.as_deref());
-            let caught_up = cached
-                .is_some_and(|seen| seen == written.version() || is_older(written.version(), seen));
-            now.saturating_duration_since(written.at) < FORGET_AFTER && !caught_up
+                .and_then(|cached| cached.metadata.resource_version.as_deref());
+            now.saturating_duration_since(written.at) < FORGET_AFTER
+                && !caught_up(seen, written.version())
         });
         for (reference, written) in &self.writes {
             let newer = view.get(reference).is_none_or(|cached| {
