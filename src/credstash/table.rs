@@ -341,16 +341,19 @@ impl TableReader {
         }
     }
 
+    /// Opens `slot` if it is sealed.
+    async fn open_slot(&self, slot: &mut Slot) {
+        if let Slot::Sealed(seal, sealed) = slot {
+            let seal = *seal;
+            let value = self.open_sealed(sealed, seal).await;
+            *slot = Slot::Open(Some(seal), value.map_err(Box::new));
+        }
+    }
+
     /// Opens the sealed slots of `slots`, `concurrency` at a time.
     async fn open_in_place(&self, slots: &mut [(ItemId, Slot)], concurrency: usize) {
         stream::iter(slots.iter_mut())
-            .for_each_concurrent(concurrency, |(_, slot)| async move {
-                if let Slot::Sealed(seal, sealed) = slot {
-                    let seal = *seal;
-                    let value = self.open_sealed(sealed, seal).await;
-                    *slot = Slot::Open(Some(seal), value.map_err(Box::new));
-                }
-            })
+            .for_each_concurrent(concurrency, |(_, slot)| self.open_slot(slot))
             .await;
     }
 
@@ -477,18 +480,9 @@ impl TableReader {
                 }
             }
         };
-        let (seal, value) = match SealedItem::from_attributes(id.clone(), &attributes) {
-            Ok(sealed) => {
-                let seal = sealed.fingerprint();
-                (Some(seal), self.open_sealed(&sealed, seal).await)
-            }
-            Err(err) => (None, Err(err)),
-        };
-        Entry {
-            id,
-            value: value.map_err(Box::new),
-            seal,
-        }
+        let mut slot = self.scanned(id.clone(), &attributes);
+        self.open_slot(&mut slot).await;
+        slot.into_entry(id)
     }
 
     /// Opens `sealed`, whose fingerprint is `fingerprint`: the value opened
