@@ -200,12 +200,6 @@ fn a_burst_of_concurrent_puts_loses_and_reverts_no_key() {
 #[test]
 fn a_restart_against_a_slow_namespace_list_never_empties_a_secret() {
     let mut env = Env::start();
-    let Some(fake_client) = env
-        .fake_for("a delayed Namespace LIST")
-        .map(|fake| block_on(async { fake.client() }))
-    else {
-        return;
-    };
     env.table("c-restart");
     env.put("c-restart", "crestart/app/A", "a");
     env.put("c-restart", "crestart/app/B", "b");
@@ -219,16 +213,15 @@ fn a_restart_against_a_slow_namespace_list_never_empties_a_secret() {
             .unwrap_or("")
             .to_owned()
     });
-    let sampler = block_on(async { Sampler::start(fake_client, "crestart", "app", &["A", "B"]) });
+    let sampler =
+        block_on(async { Sampler::start(env.client().await, "crestart", "app", &["A", "B"]) });
     env.stop_operator();
-    if let Some(fake) = env.fake_for("a delayed Namespace LIST") {
-        fake.inject_fault(Fault::delay(
-            "list",
-            "namespaces",
-            1,
-            Duration::from_secs(3),
-        ));
-    }
+    env.faults().inject_fault(Fault::delay(
+        "list",
+        "namespaces",
+        1,
+        Duration::from_secs(3),
+    ));
     env.start_operator();
     block_on(async {
         env.wait_synced_after("crestart", &before).await;
@@ -341,9 +334,7 @@ fn a_stream_key_for_a_missing_namespace_lands_when_the_namespace_appears() {
 #[test]
 fn a_stream_change_whose_write_fails_once_still_lands() {
     let env = Env::start();
-    let Some(fake) = env.fake_for("a failing Secret write") else {
-        return;
-    };
+    let faults = env.faults();
     streamed(&env, "c-retry");
     env.put("c-retry", "cretry/app/A", "one");
     block_on(async {
@@ -351,10 +342,10 @@ fn a_stream_change_whose_write_fails_once_still_lands() {
         env.apply_css("cretry", spec("c-retry", false)).await;
         env.wait_value("cretry", "app", "A", "one").await;
         wait_streaming(&env, "cretry").await;
-        fake.inject_fault(Fault::status("patch", "secrets", 1, 500));
+        faults.inject_fault(Fault::status("patch", "secrets", 1, 500));
         env.put("c-retry", "cretry/app/A", "two");
         env.wait_value("cretry", "app", "A", "two").await;
-        assert_eq!(fake.counters().count_status("patch", "secrets", 500), 1);
+        assert_eq!(faults.counters().count_status("patch", "secrets", 500), 1);
     });
 }
 
@@ -544,21 +535,19 @@ fn keys_of_a_deleted_credstashsync_stay_prunable_next_to_a_hand_key() {
 #[test]
 fn a_sync_outlived_by_its_credstashsync_writes_nothing() {
     let env = Env::start();
-    let Some(fake) = env.fake_for("holding a sync up") else {
-        return;
-    };
+    let faults = env.faults();
     env.table("c-outlived");
     env.put("c-outlived", "coutlived/app/A", "a");
     block_on(async {
         env.create_namespace("coutlived").await;
-        let gets_before = fake.counters().requests_arrived("get", "secrets");
-        fake.inject_fault(Fault::delay("get", "secrets", 1, Duration::from_secs(6)));
+        let gets_before = faults.counters().requests_arrived("get", "secrets");
+        faults.inject_fault(Fault::delay("get", "secrets", 1, Duration::from_secs(6)));
         env.apply_css("coutlived-one", spec("c-outlived", true))
             .await;
         wait_for(
             "the first sync to ask for the Secret it will create",
             || async {
-                let gets = fake.counters().requests_arrived("get", "secrets");
+                let gets = faults.counters().requests_arrived("get", "secrets");
                 (gets > gets_before).then_some(())
             },
         )

@@ -1,6 +1,6 @@
 //! The operator end to end: credstash tables written by the real credstash
 //! CLI on moto, the operator binary, and a Kubernetes API server (the
-//! project's fake, or a real cluster via KUBESTASH_E2E_KUBECONFIG).
+//! project's fake, or the real control plane with KUBESTASH_TEST_BACKEND=real).
 //! Every wait is on a condition; nothing sleeps for synchronisation.
 
 #[path = "support/cluster.rs"]
@@ -489,13 +489,12 @@ fn secret_values_never_reach_the_logs_even_at_trace_level() {
 #[test]
 fn kubectl_shows_the_columns_and_conditions() {
     let env = env();
-    if std::process::Command::new("kubectl")
+    let kubectl_found = std::process::Command::new(env.kubectl())
         .arg("version")
         .arg("--client")
         .output()
-        .is_err()
-    {
-        eprintln!("kubectl not found: skipped");
+        .is_ok();
+    if !support::subject_available("kubectl", kubectl_found) {
         return;
     }
     env.table("t-kubectl");
@@ -507,7 +506,7 @@ fn kubectl_shows_the_columns_and_conditions() {
     });
     let cache = tempfile::tempdir().unwrap();
     let kubectl = |args: &[&str]| {
-        let output = std::process::Command::new("kubectl")
+        let output = std::process::Command::new(env.kubectl())
             .arg("--kubeconfig")
             .arg(&env.kubeconfig)
             .arg("--cache-dir")

@@ -1,6 +1,6 @@
 //! The operator under a misbehaving API server: a sync that runs past
 //! `syncTimeout` is cancelled, reported and retried; a failing write is
-//! reported and retried. Faults are injected into the fake API server.
+//! reported and retried. Faults are injected by the fake API server, or on the real control plane by the fault proxy in front of kube-apiserver.
 
 #[path = "support/cluster.rs"]
 mod cluster;
@@ -15,14 +15,12 @@ use serde_json::json;
 #[test]
 fn a_sync_past_its_timeout_is_cancelled_reported_and_retried() {
     let env = Env::start();
-    let Some(fake) = env.fake_for("fault injection") else {
-        return;
-    };
+    let faults = env.faults();
     env.table("t-slow");
     env.put("t-slow", "slow/app/KEY", "eventually");
     block_on(async {
         env.create_namespace("slow").await;
-        fake.inject_fault(Fault::delay("patch", "secrets", 1, Duration::from_secs(5)));
+        faults.inject_fault(Fault::delay("patch", "secrets", 1, Duration::from_secs(5)));
         env.apply_css(
             "slow",
             json!({"table": "t-slow", "dryRun": false, "syncTimeout": "1s"}),
@@ -65,14 +63,12 @@ fn a_sync_past_its_timeout_is_cancelled_reported_and_retried() {
 #[test]
 fn a_failing_secret_write_is_reported_and_retried() {
     let env = Env::start();
-    let Some(fake) = env.fake_for("fault injection") else {
-        return;
-    };
+    let faults = env.faults();
     env.table("t-500");
     env.put("t-500", "flaky/app/KEY", "written later");
     block_on(async {
         env.create_namespace("flaky").await;
-        fake.inject_fault(Fault::status("patch", "secrets", 1, 500));
+        faults.inject_fault(Fault::status("patch", "secrets", 1, 500));
         env.apply_css("flaky", json!({"table": "t-500", "dryRun": false}))
             .await;
         let css = wait_for("the write failure in status", || async {

@@ -78,18 +78,17 @@ fn one_replica_writes_and_hands_over_on_sigterm_and_on_a_crash() {
             None,
             "the follower wrote Secrets"
         );
-        if let Some(fake) = env.fake_for("per-replica write counts") {
-            let counters = fake.counters();
-            assert_eq!(counters.writes_by(&agent(follower_pod), "secrets"), 0);
-            assert_eq!(
-                counters.writes_by(&agent(follower_pod), "credstashsyncs/status"),
-                0
-            );
-            assert!(
-                counters.writes("secrets") > 0,
-                "the leader wrote the Secret"
-            );
-        }
+        let faults = env.faults();
+        let counters = faults.counters();
+        assert_eq!(counters.writes_by(&agent(follower_pod), "secrets"), 0);
+        assert_eq!(
+            counters.writes_by(&agent(follower_pod), "credstashsyncs/status"),
+            0
+        );
+        assert!(
+            counters.writes("secrets") > 0,
+            "the leader wrote the Secret"
+        );
 
         // SIGTERM: the leader releases the Lease; the follower takes over
         // at once and its first sync applies what changed meanwhile.
@@ -135,9 +134,7 @@ fn one_replica_writes_and_hands_over_on_sigterm_and_on_a_crash() {
 #[test]
 fn a_leader_that_cannot_renew_stops_before_its_lease_expires() {
     let env = Env::without_operator();
-    let Some(fake) = env.fake_for("fault injection on Lease renewals") else {
-        return;
-    };
+    let faults = env.faults();
     env.table("t-renew");
     env.put("t-renew", "renew/app/KEY", "v1");
     block_on(async {
@@ -152,7 +149,7 @@ fn a_leader_that_cannot_renew_stops_before_its_lease_expires() {
             (&mut b, "renew-b", &a)
         };
         // From now on the API server refuses the leader's Lease writes.
-        fake.inject_fault(
+        faults.inject_fault(
             Fault::status("patch", "leases", 10_000, 500).for_user_agent(&agent(leader_pod)),
         );
         let (status, _) = leader.wait_exit().await;
@@ -187,7 +184,7 @@ fn a_leader_that_cannot_renew_stops_before_its_lease_expires() {
             "exited {} ms after the Lease expired",
             (exited - expires) / 1000
         );
-        let writes_when_gone = fake.counters().writes_by(&agent(leader_pod), "secrets");
+        let writes_when_gone = faults.counters().writes_by(&agent(leader_pod), "secrets");
 
         // The follower takes over once the Lease has expired.
         env.put("t-renew", "renew/app/KEY", "v2");
@@ -196,7 +193,7 @@ fn a_leader_that_cannot_renew_stops_before_its_lease_expires() {
         })
         .await;
         env.wait_value("renew", "app", "KEY", "v2").await;
-        let counters = fake.counters();
+        let counters = faults.counters();
         assert_eq!(
             counters.writes_by(&agent(leader_pod), "secrets"),
             writes_when_gone

@@ -121,13 +121,12 @@ fn secret_metadata_is_added_and_removed_with_the_spec_and_costs_nothing_when_ste
             .await
             .expect("label by hand");
 
-        if let Some(fake) = env.fake_for("the steady-state write count") {
-            resync(env, "meta", "settled").await;
-            fake.reset_counters();
-            resync(env, "meta", "measured").await;
-            let counters = fake.counters();
-            assert_eq!(counters.writes("secrets"), 0, "steady state: {counters:?}");
-        }
+        let faults = env.faults();
+        resync(env, "meta", "settled").await;
+        faults.reset_counters();
+        resync(env, "meta", "measured").await;
+        let counters = faults.counters();
+        assert_eq!(counters.writes("secrets"), 0, "steady state: {counters:?}");
 
         let mut without = with_metadata;
         without

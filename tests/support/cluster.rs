@@ -1,10 +1,12 @@
 //! End-to-end test environment: moto (DynamoDB + KMS, seeded by the real
 //! credstash CLI), a Kubernetes API server, and the `kubestash run` binary.
 //!
-//! The API server is the project's fake (`testing/fake-apiserver`) unless
-//! `KUBESTASH_E2E_KUBECONFIG` names a real cluster's kubeconfig; the tests
-//! are the same either way (those that read the fake's request counters are
-//! skipped on a real cluster).
+//! The API server is the project's fake (`testing/fake-apiserver`), or with
+//! `KUBESTASH_TEST_BACKEND=real` a real control plane of the test's own
+//! (`scripts/control-plane.sh`) with a [`FaultProxy`] between the operator
+//! and kube-apiserver. The tests are the same either way: faults and request
+//! counts come from [`Env::faults`] on both; the few that need more of the
+//! fake ask [`Env::fake_for`] and say why.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -15,13 +17,14 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use fake_apiserver::FakeApiServer;
+use fake_apiserver::{FakeApiServer, FaultInjection, FaultProxy};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::Client;
 use serde_json::json;
 
+use crate::support::control_plane::{Backend, ControlPlane};
 use crate::support::{free_port, repo_root, run_ok, venv, Moto};
 
 /// How long any awaited condition may take before a test fails.
@@ -48,6 +51,8 @@ pub fn block_on<F: Future>(future: F) -> F::Output {
 pub struct Env {
     pub moto: Moto,
     pub fake: Option<FakeApiServer>,
+    real: Option<RealCluster>,
+    /// The operator's kubeconfig: the fake's, or the fault proxy's.
     pub kubeconfig: PathBuf,
     /// Extra arguments of `kubestash run`.
     pub operator_args: Vec<String>,
@@ -132,18 +137,25 @@ impl Env {
     pub fn without_operator() -> Env {
         let moto = Moto::start();
         let dir = tempfile::tempdir().expect("tempdir");
-        let (fake, kubeconfig) = match std::env::var_os("KUBESTASH_E2E_KUBECONFIG") {
-            Some(path) => (None, PathBuf::from(path)),
-            None => {
+        let kubeconfig = dir.path().join("kubeconfig");
+        let (fake, real) = match Backend::from_env() {
+            Backend::Fake => {
                 let fake = block_on(FakeApiServer::start()).expect("start the fake API server");
-                let path = dir.path().join("kubeconfig");
-                fake.write_kubeconfig(&path).expect("write kubeconfig");
-                (Some(fake), path)
+                fake.write_kubeconfig(&kubeconfig)
+                    .expect("write kubeconfig");
+                (Some(fake), None)
+            }
+            Backend::Real => {
+                let real = RealCluster::start();
+                std::fs::write(&kubeconfig, real.proxy.kubeconfig_yaml())
+                    .expect("write kubeconfig");
+                (None, Some(real))
             }
         };
         let env = Env {
             moto,
             fake,
+            real,
             kubeconfig,
             operator_args: Vec::new(),
             operator: None,
@@ -153,13 +165,56 @@ impl Env {
         env
     }
 
-    /// The fake API server, for tests that need its counters or faults; on
-    /// a real cluster `None`, after saying that `what` is skipped.
+    /// The fake API server, for the few checks that need more of it than
+    /// faults and counters (its store, seen write by write); on the real
+    /// backend `None`, after saying that `what` is skipped there.
     pub fn fake_for(&self, what: &str) -> Option<&FakeApiServer> {
         if self.fake.is_none() {
-            eprintln!("{what}: the fake API server is needed; skipped on a real cluster");
+            eprintln!("{what}: needs the fake API server; not checked on the real control plane");
         }
         self.fake.as_ref()
+    }
+
+    /// Fault injection and request counts for the operator's requests: the
+    /// fake's own, or the proxy's in front of the real kube-apiserver.
+    pub fn faults(&self) -> &dyn FaultInjection {
+        match (&self.fake, &self.real) {
+            (Some(fake), _) => fake,
+            (None, Some(real)) => &real.proxy,
+            (None, None) => unreachable!("an Env has a backend"),
+        }
+    }
+
+    /// Ends every watch of the operator's that is open now, as a dropped
+    /// connection would: the real backend's proxy does; `None` on the fake.
+    pub fn drop_watches(&self) -> Option<()> {
+        self.real.as_ref().map(|real| real.proxy.drop_watches())
+    }
+
+    /// The kubectl to use on this backend: the one built with the real
+    /// control plane (same release), or the one on PATH for the fake.
+    pub fn kubectl(&self) -> PathBuf {
+        match &self.real {
+            Some(real) => real.control_plane.kubectl(),
+            None => PathBuf::from("kubectl"),
+        }
+    }
+
+    /// The backend these tests run on.
+    pub fn backend(&self) -> Backend {
+        if self.real.is_some() {
+            Backend::Real
+        } else {
+            Backend::Fake
+        }
+    }
+
+    /// The admin kubeconfig of the API server itself (not through the proxy).
+    pub fn admin_kubeconfig(&self) -> PathBuf {
+        match &self.real {
+            Some(real) => real.control_plane.kubeconfig(),
+            None => self.kubeconfig.clone(),
+        }
     }
 
     /// Starts (or restarts) the operator and waits until it is ready.
@@ -224,14 +279,7 @@ impl Env {
     pub async fn client(&self) -> Client {
         match &self.fake {
             Some(fake) => fake.client(),
-            None => {
-                let kubeconfig =
-                    kube::config::Kubeconfig::read_from(&self.kubeconfig).expect("read kubeconfig");
-                let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-                    .await
-                    .expect("kubeconfig");
-                Client::try_from(config).expect("client")
-            }
+            None => admin_client(&self.admin_kubeconfig()).await,
         }
     }
 
@@ -400,6 +448,38 @@ impl Env {
             })
             .collect()
     }
+}
+
+/// A control plane of the test's own, and the fault proxy the operator
+/// reaches it through.
+struct RealCluster {
+    proxy: FaultProxy,
+    control_plane: ControlPlane,
+}
+
+impl RealCluster {
+    fn start() -> RealCluster {
+        let control_plane = ControlPlane::start();
+        let proxy = block_on(async {
+            let upstream = admin_client(&control_plane.kubeconfig()).await;
+            FaultProxy::start(upstream)
+                .await
+                .expect("start the fault proxy")
+        });
+        RealCluster {
+            proxy,
+            control_plane,
+        }
+    }
+}
+
+/// A client with the credentials of `kubeconfig` (call inside the runtime).
+async fn admin_client(kubeconfig: &std::path::Path) -> Client {
+    let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("kubeconfig");
+    Client::try_from(config).expect("client")
 }
 
 /// `kubestash run` serving on 127.0.0.1:`port`, as if deployed in namespace

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod control_plane;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -233,4 +235,18 @@ fn dechunk(mut body: &str) -> String {
         body = rest[size..].trim_start_matches("\r\n");
     }
     out
+}
+
+/// Whether a test's subject (`what`: a tool it runs) is here to be run: a
+/// test that cannot run it says so and skips, except under `CI=true`, where
+/// it fails instead of passing green.
+pub fn subject_available(what: &str, found: bool) -> bool {
+    if !found {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "{what} is missing: under CI=true a test that cannot run its subject fails"
+        );
+        eprintln!("{what} is missing: skipped");
+    }
+    found
 }

@@ -56,14 +56,10 @@ pub fn available(what: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{what}: prometheus is not installed (scripts/prometheus-env.sh installs it)"
-        );
-        eprintln!("{what}: prometheus is not installed; skipped (run scripts/prometheus-env.sh)");
-    }
-    found
+    crate::support::subject_available(
+        &format!("{what}: prometheus (scripts/prometheus-env.sh installs it)"),
+        found,
+    )
 }
 
 impl Prometheus {

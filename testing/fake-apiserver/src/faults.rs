@@ -218,6 +218,20 @@ impl RequestCounters {
     }
 }
 
+/// A server whose requests can be made to fail or wait, and are counted: the
+/// fake itself, or a [`crate::FaultProxy`] in front of a real kube-apiserver.
+/// Tests written against this run on both.
+pub trait FaultInjection {
+    /// Makes the next `fault.count` matching requests fail or wait.
+    fn inject_fault(&self, fault: Fault);
+    /// Drops all pending faults.
+    fn clear_faults(&self);
+    /// A snapshot of the request counters.
+    fn counters(&self) -> RequestCounters;
+    /// Zeroes the request counters.
+    fn reset_counters(&self);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

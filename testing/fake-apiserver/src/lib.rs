@@ -31,6 +31,7 @@ pub mod kubeconfig;
 pub mod managed;
 pub mod patch;
 pub mod protobuf;
+pub mod proxy;
 pub mod resources;
 pub mod schema;
 pub mod selectors;
@@ -43,5 +44,6 @@ pub mod watch;
 pub mod write;
 
 pub use errors::ApiError;
-pub use faults::{Fault, FaultAction, RequestCounters};
+pub use faults::{Fault, FaultAction, FaultInjection, RequestCounters};
+pub use proxy::FaultProxy;
 pub use server::{Config, Error, FakeApiServer};

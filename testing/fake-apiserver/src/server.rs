@@ -354,3 +354,21 @@ fn seed(inner: &mut Inner) {
         let _ = write::create(inner, &ctx, None, obj, Ownership::Update);
     }
 }
+
+impl crate::faults::FaultInjection for FakeApiServer {
+    fn inject_fault(&self, fault: Fault) {
+        FakeApiServer::inject_fault(self, fault);
+    }
+
+    fn clear_faults(&self) {
+        FakeApiServer::clear_faults(self);
+    }
+
+    fn counters(&self) -> RequestCounters {
+        FakeApiServer::counters(self)
+    }
+
+    fn reset_counters(&self) {
+        FakeApiServer::reset_counters(self);
+    }
+}

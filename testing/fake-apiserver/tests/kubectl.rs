@@ -15,7 +15,12 @@ use kube::api::PostParams;
 use kube::{Api, Client};
 use serde_json::{json, Value};
 
+/// `$KUBECTL` (for a real cluster, the kubectl of its release), else the
+/// first `kubectl` on PATH.
 fn kubectl_path() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("KUBECTL") {
+        return Some(PathBuf::from(path));
+    }
     std::env::var_os("PATH")?
         .to_str()?
         .split(':')
@@ -45,6 +50,10 @@ impl Drop for Target {
 impl Target {
     fn start() -> Option<Target> {
         let Some(kubectl) = kubectl_path() else {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "kubectl not found on PATH: under CI=true this test fails instead of skipping"
+            );
             eprintln!("kubectl not found on PATH: skipping");
             return None;
         };

@@ -23,10 +23,16 @@ pub struct Env {
     pub ns: String,
 }
 
-/// Whether the suite targets a real cluster.
+/// Whether the suite targets a real cluster: `FAKE_APISERVER_CONFORMANCE_REAL=1`
+/// with `KUBECONFIG` naming it. Asking for the real cluster without a
+/// kubeconfig is an error, never a silent run against the fake.
 pub fn real_cluster() -> bool {
-    std::env::var("FAKE_APISERVER_CONFORMANCE_REAL").is_ok_and(|v| v == "1")
-        && std::env::var("KUBECONFIG").is_ok()
+    let real = std::env::var("FAKE_APISERVER_CONFORMANCE_REAL").is_ok_and(|v| v == "1");
+    assert!(
+        !real || std::env::var_os("KUBECONFIG").is_some(),
+        "FAKE_APISERVER_CONFORMANCE_REAL=1 needs KUBECONFIG (scripts/control-plane.sh start DIR writes DIR/kubeconfig)"
+    );
+    real
 }
 
 /// A unique lowercase name.
