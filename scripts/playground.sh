@@ -5,8 +5,18 @@
 # and (when scripts/prometheus-env.sh has installed it) a Prometheus that
 # scrapes the operator with the chart's alerts loaded, asked the dashboard's
 # headline queries. Everything runs on 127.0.0.1 and stops when this script ends.
+#
+#   ./scripts/playground.sh          the fake API server (starts in a moment)
+#   ./scripts/playground.sh --real   the same demo on a real control plane (kube-apiserver,
+#                                    etcd, kube-controller-manager built from the official Go
+#                                    modules by scripts/control-plane.sh; minutes the first time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+case "${1:-}" in
+  "") BACKEND=fake ;;
+  --real) BACKEND=real ;;
+  *) echo "usage: $0 [--real]" >&2; exit 2 ;;
+esac
 ./scripts/test-env.sh
 echo "building kubestash and the fake API server..."
 cargo build --quiet --bin kubestash -p kubestash
@@ -16,7 +26,10 @@ WORK=$(mktemp -d /tmp/kubestash-playground.XXXX)
 free_port() { .venv/bin/python -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 MOTO_PORT=$(free_port); API_PORT=$(free_port); OPERATOR_PORT=$(free_port); PROM_PORT=$(free_port)
 PIDS=()
-cleanup() { for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  if [ "$BACKEND" = real ]; then ./scripts/control-plane.sh stop "$WORK/control-plane"; fi
+}
 trap cleanup EXIT
 step() { printf '\n\033[1m$ %s\033[0m\n' "$*"; "$@"; }
 wait_until() { for _ in $(seq 1 200); do if eval "$1" >/dev/null 2>&1; then return 0; fi; sleep 0.1; done; echo "timed out: $1" >&2; return 1; }
@@ -29,12 +42,19 @@ export AWS_ENDPOINT_URL=http://127.0.0.1:$MOTO_PORT AWS_ACCESS_KEY_ID=playground
 .venv/bin/python tests/support/fixture.py init credential-store
 .venv/bin/python tests/support/fixture.py enable-stream credential-store KEYS_ONLY
 
-# Kubernetes: the fake API server, the CRD, two namespaces.
-target/debug/fake-apiserver --listen "127.0.0.1:$API_PORT" --kubeconfig "$WORK/kubeconfig" >"$WORK/apiserver.log" 2>&1 &
-PIDS+=($!)
-export KUBECONFIG=$WORK/kubeconfig
-wait_until "[ -s $KUBECONFIG ] && kubectl --cache-dir $WORK/cache get ns"
-kubectl() { command kubectl --cache-dir "$WORK/cache" "$@"; }
+# Kubernetes: the fake API server or the real control plane, the CRD, two namespaces.
+if [ "$BACKEND" = real ]; then
+  ./scripts/control-plane.sh start "$WORK/control-plane"
+  export KUBECONFIG=$WORK/control-plane/kubeconfig
+  KUBECTL=$WORK/control-plane/bin/kubectl   # the same release as the server
+else
+  target/debug/fake-apiserver --listen "127.0.0.1:$API_PORT" --kubeconfig "$WORK/kubeconfig" >"$WORK/apiserver.log" 2>&1 &
+  PIDS+=($!)
+  export KUBECONFIG=$WORK/kubeconfig
+  KUBECTL=$(command -v kubectl)
+  wait_until "[ -s $KUBECONFIG ] && $KUBECTL --cache-dir $WORK/cache get ns"
+fi
+kubectl() { "$KUBECTL" --cache-dir "$WORK/cache" "$@"; }
 
 step .venv/bin/credstash put test/mysecret/TEST_KEY '$ecreT'
 step .venv/bin/credstash put test/mysecret/db.password 'hunter2' -d SHA512

@@ -1,6 +1,7 @@
-//! Runs one seed: moto, the fake API server, the AWS proxy and the
-//! `kubestash run` binary; executes the schedule; checks the invariants at
-//! every quiet period.
+//! Runs one seed: moto, the API server (the fake, or the real control plane
+//! with the fault proxy in front of it), the AWS proxy and the `kubestash
+//! run` binary; executes the schedule; checks the invariants at every quiet
+//! period.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -8,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use fake_apiserver::{FakeApiServer, Fault, RequestCounters};
+use fake_apiserver::{Fault, FaultInjection, RequestCounters};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
@@ -93,7 +94,9 @@ impl Drop for Operator {
 
 struct Harness<'a> {
     env: &'a Env,
-    fake: &'a FakeApiServer,
+    /// Faults and request counts of the operator's API requests.
+    faults: &'a dyn FaultInjection,
+    /// The harness's own client (not through the fault proxy).
     client: kube::Client,
     proxy: AwsProxy,
     logs: tempfile::TempDir,
@@ -114,22 +117,17 @@ struct Harness<'a> {
 /// Runs one seed to its end or its first broken invariant.
 pub fn run_seed(settings: &Settings) -> Outcome {
     let env = Env::without_operator();
-    let Some(fake) = env.fake.as_ref() else {
-        panic!(
-            "the chaos suite needs the in-process fake API server (unset KUBESTASH_E2E_KUBECONFIG)"
-        );
-    };
     env.table(TABLE);
     env.moto.fixture(&["enable-stream", TABLE]);
     crate::cluster::block_on(async {
-        let mut h = Harness::start(&env, fake, settings).await;
+        let mut h = Harness::start(&env, settings).await;
         h.drive(settings).await;
         h.finish()
     })
 }
 
 impl<'a> Harness<'a> {
-    async fn start(env: &'a Env, fake: &'a FakeApiServer, settings: &Settings) -> Harness<'a> {
+    async fn start(env: &'a Env, settings: &Settings) -> Harness<'a> {
         let upstream = env
             .moto
             .endpoint
@@ -140,8 +138,8 @@ impl<'a> Harness<'a> {
         let world = World::new(CSS);
         let mut h = Harness {
             env,
-            fake,
-            client: fake.client(),
+            faults: env.faults(),
+            client: env.client().await,
             proxy,
             logs: tempfile::Builder::new()
                 .prefix("chaos-")
@@ -152,7 +150,7 @@ impl<'a> Harness<'a> {
             timeline: Timeline::new(world.css.prune),
             world,
             model: Expectations::default(),
-            sampler: Sampler::start(fake),
+            sampler: Sampler::start(env).await,
             period_start: Instant::now(),
             started: Instant::now(),
             outcome: Outcome {
@@ -362,7 +360,7 @@ impl<'a> Harness<'a> {
                 count,
                 code,
             } => {
-                self.fake
+                self.faults
                     .inject_fault(Fault::status(verb, resource, *count, *code));
                 Ok(())
             }
@@ -371,7 +369,7 @@ impl<'a> Harness<'a> {
                 resource,
                 millis,
             } => {
-                self.fake.inject_fault(Fault::delay(
+                self.faults.inject_fault(Fault::delay(
                     verb,
                     resource,
                     1,
@@ -380,7 +378,7 @@ impl<'a> Harness<'a> {
                 Ok(())
             }
             Op::Compact => {
-                self.fake.compact();
+                self.faults.expire_watches();
                 Ok(())
             }
             Op::Aws(fault) => {
@@ -496,11 +494,7 @@ impl<'a> Harness<'a> {
 
     async fn wait_namespace_gone(&self, ns: &str) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while self
-            .fake
-            .get_object("", "v1", "namespaces", "", ns)
-            .is_some()
-        {
+        while self.namespace_exists(ns).await {
             if Instant::now() > deadline {
                 return Err(format!("namespace {ns} was not deleted within 30 s"));
             }
@@ -623,18 +617,50 @@ impl<'a> Harness<'a> {
 
     // ----- checks -----
 
-    /// Every Secret of the universe, read from the store (not counted).
-    fn observe(&self) -> BTreeMap<SecretId, Observed> {
-        universe()
-            .filter_map(|(ns, name)| {
-                let object = self.fake.get_object("", "v1", "secrets", &ns, &name)?;
-                Some(((ns, name), observed(&object)))
+    /// Every Secret of the universe: on the fake read from its store (not
+    /// counted, no fault), on the real control plane listed by the
+    /// harness's own client (which the fault proxy does not see). A list
+    /// that fails fails the run: a check never passes on a read it did not
+    /// make.
+    async fn observe(&self) -> BTreeMap<SecretId, Observed> {
+        if let Some(fake) = &self.env.fake {
+            return universe()
+                .filter_map(|(ns, name)| {
+                    let object = fake.get_object("", "v1", "secrets", &ns, &name)?;
+                    Some(((ns, name), observed(&object)))
+                })
+                .collect();
+        }
+        let api: Api<Secret> = Api::all(self.client.clone());
+        let list = api
+            .list(&Default::default())
+            .await
+            .unwrap_or_else(|e| panic!("driver: list Secrets: {e}"));
+        let wanted: std::collections::BTreeSet<SecretId> = universe().collect();
+        list.items
+            .iter()
+            .filter_map(|secret| {
+                let id = (
+                    secret.metadata.namespace.clone()?,
+                    secret.metadata.name.clone()?,
+                );
+                let object = serde_json::to_value(secret).ok()?;
+                wanted.contains(&id).then(|| (id, observed(&object)))
             })
             .collect()
     }
 
+    /// Whether namespace `ns` still exists (in any phase).
+    async fn namespace_exists(&self, ns: &str) -> bool {
+        if let Some(fake) = &self.env.fake {
+            return fake.get_object("", "v1", "namespaces", "", ns).is_some();
+        }
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        !matches!(api.get_opt(ns).await, Ok(None))
+    }
+
     async fn check(&mut self, settings: &Settings) -> Result<(), String> {
-        self.fake.clear_faults();
+        self.faults.clear_faults();
         self.proxy.clear();
         self.outcome.checks += 1;
         let mut problems = Vec::new();
@@ -649,10 +675,10 @@ impl<'a> Harness<'a> {
         }
         // 1, 2: the Secrets converge to the model.
         let start = Instant::now();
-        let mut mismatches = self.model.check(&self.world, &self.observe());
+        let mut mismatches = self.model.check(&self.world, &self.observe().await);
         while !mismatches.is_empty() && start.elapsed() < settings.converge {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            mismatches = self.model.check(&self.world, &self.observe());
+            mismatches = self.model.check(&self.world, &self.observe().await);
         }
         self.outcome.invariants_checked += 1;
         if mismatches.is_empty() {
@@ -670,10 +696,10 @@ impl<'a> Harness<'a> {
         }
         // 5: quiet means no writes.
         if mismatches.is_empty() {
-            let before = self.fake.counters();
+            let before = self.faults.counters();
             let window = Instant::now();
             tokio::time::sleep(settings.quiet).await;
-            let after = self.fake.counters();
+            let after = self.faults.counters();
             self.outcome.invariants_checked += 1;
             let writes = after.writes_arrived("secrets") - before.writes_arrived("secrets");
             if writes > 0 {
@@ -684,7 +710,7 @@ impl<'a> Harness<'a> {
                     self.sampler.describe_since(window)
                 ));
             }
-            let drift = self.model.check(&self.world, &self.observe());
+            let drift = self.model.check(&self.world, &self.observe().await);
             if !drift.is_empty() {
                 problems.push(format!(
                     "[1 convergence] changed again while quiet: {}",
@@ -721,7 +747,7 @@ impl<'a> Harness<'a> {
         self.outcome.invariants_checked += 1;
         problems.extend(self.leaks().await);
         if problems.is_empty() {
-            let observed = self.observe();
+            let observed = self.observe().await;
             self.model.pin(&self.world, &observed);
             let now = Instant::now();
             self.timeline.checked(now);
@@ -758,7 +784,7 @@ impl<'a> Harness<'a> {
 
     async fn check_status(&mut self, settings: &Settings) -> Result<(), String> {
         self.outcome.invariants_checked += 1;
-        let writes_before = self.fake.counters();
+        let writes_before = self.faults.counters();
         let resync_start = Instant::now();
         let requested = self.request_resync().await;
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
@@ -782,7 +808,7 @@ impl<'a> Harness<'a> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         };
         let mut problems = Vec::new();
-        let counters = self.fake.counters();
+        let counters = self.faults.counters();
         let writes = counters.writes_arrived("secrets") - writes_before.writes_arrived("secrets");
         if writes > 0 {
             problems.push(format!(

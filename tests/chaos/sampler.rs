@@ -1,15 +1,24 @@
-//! Continuous sampling: every committed write to a Secret, straight from the
-//! fake API server's store (no request, no fault), with the state before and
-//! after, so that even a state that lasted a microsecond is judged.
+//! Continuous sampling: every committed write to a Secret, with the state
+//! before and after, so that even a state that lasted a microsecond is
+//! judged. On the fake straight from its store (no request, no fault); on
+//! the real control plane from a watch of every Secret by the harness's own
+//! client, which the fault proxy does not see (kube-apiserver sends every
+//! write to a watch, in order; a watch that expires is counted as lagged).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use fake_apiserver::store::{EventType, LogEntry};
+use fake_apiserver::store::EventType;
 use fake_apiserver::FakeApiServer;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Api, ListParams, WatchEvent, WatchParams};
+use kube::{Client, ResourceExt};
 use tokio::sync::broadcast::error::RecvError;
+
+use crate::cluster::Env;
 
 use super::model::Observed;
 use super::ops::SecretId;
@@ -29,29 +38,105 @@ pub struct Sample {
 pub struct Sampler {
     samples: Arc<Mutex<Vec<Sample>>>,
     lagged: Arc<Mutex<u64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl Sampler {
-    /// Starts following the store's writes.
-    pub fn start(fake: &FakeApiServer) -> Sampler {
+    /// Starts following the writes to Secrets of `env`'s API server.
+    pub async fn start(env: &Env) -> Sampler {
+        match &env.fake {
+            Some(fake) => Sampler::from_store(fake),
+            None => Sampler::from_watch(env.client().await).await,
+        }
+    }
+
+    /// Follows a real API server through a watch of all Secrets, relisting
+    /// when the watch expires (each relist counted as lagged: writes may
+    /// have been missed).
+    async fn from_watch(client: Client) -> Sampler {
+        let api: Api<Secret> = Api::all(client);
+        let (mut last, mut version) = list_secrets(&api).await;
+        let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
+        let lagged: Arc<Mutex<u64>> = Arc::default();
+        let (out, lost) = (samples.clone(), lagged.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let params = WatchParams::default().timeout(290);
+                let Ok(stream) = api.watch(&params, &version).await else {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                };
+                let mut stream = std::pin::pin!(stream);
+                while let Some(event) = stream.next().await {
+                    let (kind, secret) = match event {
+                        Ok(WatchEvent::Added(s)) => (EventType::Added, s),
+                        Ok(WatchEvent::Modified(s)) => (EventType::Modified, s),
+                        Ok(WatchEvent::Deleted(s)) => (EventType::Deleted, s),
+                        Ok(WatchEvent::Bookmark(b)) => {
+                            version = b.metadata.resource_version;
+                            continue;
+                        }
+                        Ok(WatchEvent::Error(_)) | Err(_) => {
+                            *lost.lock().expect("lagged") += 1;
+                            (last, version) = list_secrets(&api).await;
+                            break;
+                        }
+                    };
+                    version = secret.resource_version().unwrap_or_default();
+                    let Ok(object) = serde_json::to_value(&secret) else {
+                        continue;
+                    };
+                    let id = (secret.namespace().unwrap_or_default(), secret.name_any());
+                    let old = match kind {
+                        EventType::Deleted => last.remove(&id),
+                        _ => last.insert(id, object.clone()),
+                    };
+                    if let Some(sample) = sample_of(kind, &object, old.as_ref()) {
+                        out.lock().expect("samples").push(sample);
+                    }
+                }
+            }
+        });
+        Sampler {
+            samples,
+            lagged,
+            task,
+        }
+    }
+
+    /// Follows the fake's store.
+    fn from_store(fake: &FakeApiServer) -> Sampler {
         let mut rx = fake.subscribe();
         let samples: Arc<Mutex<Vec<Sample>>> = Arc::default();
         let lagged: Arc<Mutex<u64>> = Arc::default();
         let (out, lost) = (samples.clone(), lagged.clone());
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             loop {
                 match rx.recv().await {
-                    Ok(entry) => {
-                        if let Some(sample) = sample_of(&entry) {
+                    Ok(entry) if entry.storage == "/secrets" => {
+                        if let Some(sample) =
+                            sample_of(entry.kind, &entry.object, entry.old.as_ref())
+                        {
                             out.lock().expect("samples").push(sample);
                         }
                     }
+                    Ok(_) => {}
                     Err(RecvError::Lagged(n)) => *lost.lock().expect("lagged") += n,
                     Err(RecvError::Closed) => return,
                 }
             }
         });
-        Sampler { samples, lagged }
+        Sampler {
+            samples,
+            lagged,
+            task,
+        }
     }
 
     /// Takes the samples collected so far.
@@ -77,20 +162,41 @@ impl Sampler {
     }
 }
 
-fn sample_of(entry: &LogEntry) -> Option<Sample> {
-    if entry.storage != "/secrets" {
-        return None;
+/// Every Secret by id, and the list's resourceVersion.
+async fn list_secrets(api: &Api<Secret>) -> (BTreeMap<SecretId, serde_json::Value>, String) {
+    loop {
+        if let Ok(list) = api.list(&ListParams::default()).await {
+            let secrets = list
+                .items
+                .iter()
+                .filter_map(|s| {
+                    let id = (s.namespace()?, s.name_any());
+                    Some((id, serde_json::to_value(s).ok()?))
+                })
+                .collect();
+            return (secrets, list.metadata.resource_version.unwrap_or_default());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let meta = &entry.object["metadata"];
+}
+
+/// The sample of one write: `object` is the Secret after it (for a delete,
+/// its last state), `old` the state before it, if any.
+fn sample_of(
+    kind: EventType,
+    object: &serde_json::Value,
+    old: Option<&serde_json::Value>,
+) -> Option<Sample> {
+    let meta = &object["metadata"];
     let secret = (
         meta["namespace"].as_str()?.to_owned(),
         meta["name"].as_str()?.to_owned(),
     );
-    let after = (entry.kind != EventType::Deleted).then(|| observed(&entry.object));
-    let before = match entry.kind {
+    let after = (kind != EventType::Deleted).then(|| observed(object));
+    let before = match kind {
         EventType::Added => None,
-        EventType::Deleted => Some(observed(&entry.object)),
-        EventType::Modified => entry.old.as_ref().map(observed),
+        EventType::Deleted => Some(observed(object)),
+        EventType::Modified => old.map(observed),
     };
     let managers = meta["managedFields"]
         .as_array()

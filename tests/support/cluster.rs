@@ -185,12 +185,6 @@ impl Env {
         }
     }
 
-    /// Ends every watch of the operator's that is open now, as a dropped
-    /// connection would: the real backend's proxy does; `None` on the fake.
-    pub fn drop_watches(&self) -> Option<()> {
-        self.real.as_ref().map(|real| real.proxy.drop_watches())
-    }
-
     /// The kubectl to use on this backend: the one built with the real
     /// control plane (same release), or the one on PATH for the fake.
     pub fn kubectl(&self) -> PathBuf {

@@ -230,6 +230,11 @@ pub trait FaultInjection {
     fn counters(&self) -> RequestCounters;
     /// Zeroes the request counters.
     fn reset_counters(&self);
+    /// Ends every watch open now, as a dropped connection would.
+    fn drop_watches(&self);
+    /// Ends every watch open now and makes their resumption fail with
+    /// 410, as after an etcd compaction: the clients must list again.
+    fn expire_watches(&self);
 }
 
 #[cfg(test)]

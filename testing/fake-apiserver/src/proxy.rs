@@ -10,6 +10,7 @@
 //! was started with, so the real authorizer judges that identity.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -49,6 +50,26 @@ struct ProxyState {
     counters: Mutex<RequestCounters>,
     /// Bumped to end every open watch.
     watch_generation: watch::Sender<u64>,
+    /// Watches being streamed now.
+    open_watches: Arc<AtomicUsize>,
+    /// How many watch requests to come are answered as expired.
+    expiring: AtomicUsize,
+}
+
+/// Counts a watch as open while its response body lives.
+struct OpenWatch(Arc<AtomicUsize>);
+
+impl OpenWatch {
+    fn new(open: &Arc<AtomicUsize>) -> OpenWatch {
+        open.fetch_add(1, Ordering::SeqCst);
+        OpenWatch(open.clone())
+    }
+}
+
+impl Drop for OpenWatch {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// A running fault proxy; stops when dropped.
@@ -77,6 +98,8 @@ impl FaultProxy {
             faults: Mutex::new(Faults::default()),
             counters: Mutex::new(RequestCounters::default()),
             watch_generation,
+            open_watches: Arc::default(),
+            expiring: AtomicUsize::new(0),
         });
         let app = Router::new().fallback(forward).with_state(state.clone());
         let task = tokio::spawn(async move {
@@ -119,6 +142,16 @@ impl FaultProxy {
     pub fn drop_watches(&self) {
         self.state.watch_generation.send_modify(|g| *g += 1);
     }
+
+    /// Ends every open watch and answers as many watch requests after it
+    /// as kube-apiserver answers a watch resumed from a resourceVersion that
+    /// etcd has compacted (200, then one ERROR event with a `410 Expired`
+    /// Status): the clients must list again.
+    pub fn expire_watches(&self) {
+        let open = self.state.open_watches.load(Ordering::SeqCst);
+        self.state.expiring.fetch_add(open, Ordering::SeqCst);
+        self.drop_watches();
+    }
 }
 
 impl Drop for FaultProxy {
@@ -142,6 +175,14 @@ impl FaultInjection for FaultProxy {
 
     fn reset_counters(&self) {
         FaultProxy::reset_counters(self);
+    }
+
+    fn drop_watches(&self) {
+        FaultProxy::drop_watches(self);
+    }
+
+    fn expire_watches(&self) {
+        FaultProxy::expire_watches(self);
     }
 }
 
@@ -167,6 +208,13 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
             }
             Some(FaultAction::Delay(delay)) => tokio::time::sleep(delay).await,
             None => {}
+        }
+        if kind.verb == "watch" && take_one(&state.expiring) {
+            state
+                .counters
+                .lock()
+                .record(kind.verb, &kind.resource, 200, &agent);
+            return expired_watch();
         }
     }
     let response = match send(&state, parts, body).await {
@@ -220,6 +268,27 @@ async fn send(
     Ok(Response::from_parts(parts, Body::new(body)))
 }
 
+/// Takes one from `counter` if it is not zero.
+fn take_one(counter: &AtomicUsize) -> bool {
+    counter
+        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+        .is_ok()
+}
+
+/// A watch from a compacted resourceVersion, as kube-apiserver answers it.
+fn expired_watch() -> Response {
+    let status = ApiError::expired("too old resource version: expired by the fault proxy");
+    let event = serde_json::json!({"type": "ERROR", "object": status.to_status()});
+    let mut line = serde_json::to_vec(&event).unwrap_or_default();
+    line.push(b'\n');
+    let mut response = Response::new(Body::from(line));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
 /// The response, whose body ends when [`FaultProxy::drop_watches`] is called.
 fn until_watches_dropped(state: &ProxyState, response: Response) -> Response {
     let mut generation = state.watch_generation.subscribe();
@@ -232,7 +301,14 @@ fn until_watches_dropped(state: &ProxyState, response: Response) -> Response {
     parts
         .headers
         .insert("x-kubestash-proxy", HeaderValue::from_static("watch"));
-    let stream = body.into_data_stream().take_until(dropped);
+    let open = OpenWatch::new(&state.open_watches);
+    let stream = body
+        .into_data_stream()
+        .take_until(dropped)
+        // The watch counts as open for as long as its body streams.
+        .inspect(move |_| {
+            let _ = &open;
+        });
     Response::from_parts(parts, Body::from_stream(stream))
 }
 

@@ -127,6 +127,8 @@ pub struct Shared {
     pub config: Config,
     /// Flips to true when the server stops.
     pub shutdown: watch::Receiver<bool>,
+    /// Bumped to end every open watch (a dropped connection).
+    pub watch_drops: watch::Sender<u64>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -206,6 +208,7 @@ impl FakeApiServer {
             counters: Mutex::new(RequestCounters::default()),
             config,
             shutdown: shutdown_rx.clone(),
+            watch_drops: watch::channel(0).0,
         });
         let app = crate::handlers::router(shared.clone());
         let mut stop = shutdown_rx;
@@ -280,6 +283,11 @@ impl FakeApiServer {
         let mut inner = self.shared.inner();
         inner.store.compact();
         inner.snapshots.clear();
+    }
+
+    /// Ends every watch that is open now, as a dropped connection would.
+    pub fn drop_watches(&self) {
+        self.shared.watch_drops.send_modify(|n| *n += 1);
     }
 
     /// Every write from now on, in commit order, straight from the store
@@ -370,5 +378,16 @@ impl crate::faults::FaultInjection for FakeApiServer {
 
     fn reset_counters(&self) {
         FakeApiServer::reset_counters(self);
+    }
+
+    fn drop_watches(&self) {
+        FakeApiServer::drop_watches(self);
+    }
+
+    /// Compacts the event log and ends the open watches: their resumption
+    /// gets `410 Expired`.
+    fn expire_watches(&self) {
+        self.compact();
+        self.drop_watches();
     }
 }

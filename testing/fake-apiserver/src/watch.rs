@@ -52,9 +52,12 @@ pub fn watch(shared: Arc<Shared>, t: &Target, r: &Req) -> Response {
     match prepare(&shared, t, r) {
         Ok((spec, start, start_rv, rx)) => {
             let (tx, out) = mpsc::channel::<Result<Bytes, Infallible>>(256);
-            let shutdown = shared.shutdown.clone();
+            let ends = Ends {
+                shutdown: shared.shutdown.clone(),
+                dropped: shared.watch_drops.subscribe(),
+            };
             let interval = shared.config.bookmark_interval;
-            tokio::spawn(run(spec, start, start_rv, rx, tx, shutdown, interval));
+            tokio::spawn(run(spec, start, start_rv, rx, tx, ends, interval));
             let stream = futures::stream::unfold(out, |mut rx| async move {
                 rx.recv().await.map(|item| (item, rx))
             });
@@ -200,16 +203,24 @@ fn view(spec: &WatchSpec, e: &LogEntry) -> Option<(&'static str, Value)> {
     }
 }
 
+/// What ends a watch besides its timeout and its client.
+struct Ends {
+    /// The server stops.
+    shutdown: tokio::sync::watch::Receiver<bool>,
+    /// [`crate::FakeApiServer::drop_watches`] was called.
+    dropped: tokio::sync::watch::Receiver<u64>,
+}
+
 async fn run(
     spec: WatchSpec,
     start: Start,
     start_rv: u64,
     mut rx: broadcast::Receiver<Arc<LogEntry>>,
     tx: mpsc::Sender<Result<Bytes, Infallible>>,
-    mut shutdown: tokio::sync::watch::Receiver<bool>,
+    mut ends: Ends,
     interval: Duration,
 ) {
-    if *shutdown.borrow() {
+    if *ends.shutdown.borrow() {
         return;
     }
     let mut em = Emitter {
@@ -252,7 +263,8 @@ async fn run(
     loop {
         tokio::select! {
             _ = &mut deadline => break,
-            _ = shutdown.changed() => break,
+            _ = ends.shutdown.changed() => break,
+            _ = ends.dropped.changed() => break,
             _ = ticker.tick(), if spec.bookmarks => {
                 if !em.bookmark(&spec, last_rv, false).await {
                     break;
