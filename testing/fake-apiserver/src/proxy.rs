@@ -90,7 +90,12 @@ impl std::fmt::Debug for FaultProxy {
 impl FaultProxy {
     /// Starts on a free 127.0.0.1 port, forwarding to `upstream`.
     pub async fn start(upstream: kube::Client) -> Result<FaultProxy, Error> {
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), upstream).await
+    }
+
+    /// Starts on `addr`, forwarding to `upstream`.
+    pub async fn start_on(addr: SocketAddr, upstream: kube::Client) -> Result<FaultProxy, Error> {
+        let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (watch_generation, _) = watch::channel(0);
         let state = Arc::new(ProxyState {
@@ -116,6 +121,11 @@ impl FaultProxy {
     /// A kubeconfig that reaches the API server through this proxy.
     pub fn kubeconfig_yaml(&self) -> String {
         crate::kubeconfig::kubeconfig_yaml(&self.url())
+    }
+
+    /// Writes [`FaultProxy::kubeconfig_yaml`] to `path`.
+    pub fn write_kubeconfig(&self, path: impl AsRef<std::path::Path>) -> std::io::Result<()> {
+        std::fs::write(path, self.kubeconfig_yaml())
     }
 
     /// A snapshot of the request counters.
