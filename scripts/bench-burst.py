@@ -26,8 +26,14 @@ proxy, by verb and resource), KMS Decrypt per put (moto; the writers make
 none), stream applies, Secret writes.
 
 Usage: .venv/bin/python scripts/bench-burst.py [--rounds 3] [--puts 1000] [--secrets 40]
-                                              [--writers 8] [--wait-time 0s] [--direct]
+                                              [--writers 8] [--wait-time 0s] [--direct] [--backend fake|real]
   --direct: no counting proxy (Kubernetes requests from the operator's metric only)
+  --backend fake|real: the fake API server (default) or a real control plane
+            (bench-sync.py's Env). On real, the watch goes through
+            fake-apiserver --proxy-to, and the operator's requests take
+            operator -> counting proxy -> fake-apiserver --proxy-to ->
+            kube-apiserver, or with --direct go straight to kube-apiserver
+            (TLS). On the fake: operator -> counting proxy -> fake, or direct.
 Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -p fake-apiserver.
 """
 import argparse
@@ -245,6 +251,7 @@ def main():
     parser.add_argument("--binary", default=bench.KUBESTASH, help="the kubestash binary (default: the release build)")
     parser.add_argument("--rate", type=float, default=0, help="at most this many puts/s in all (0: unpaced)")
     parser.add_argument("--direct", action="store_true", help="no counting proxy")
+    bench.add_backend_argument(parser)
     parser.add_argument("--timeout", type=float, default=60.0, help="after a burst's last put")
     parser.add_argument("--drain", type=float, default=900.0,
                         help="after the last burst, how long to wait for late puts before calling them lost")
@@ -255,7 +262,7 @@ def main():
         if not os.path.exists(binary):
             sys.exit("missing %s (cargo build --release --bin kubestash; cargo build -p fake-apiserver)" % binary)
 
-    env = bench.Env(direct=args.direct)
+    env = bench.Env(direct=args.direct, backend=args.backend)
     watch = None
     try:
         env.fixture("init", TABLE)
@@ -304,12 +311,12 @@ def main():
         with watch.cond:
             incidents = list(watch.incidents)
             events = watch.events
-        hwm, _ = env.rss_kib()
+        hwm = env.rss_kib()[0]  # VmHWM (rss_kib also returns VmRSS, RssFile, RssAnon)
 
         print("\n%d rounds of bursts (%d puts each, %d writer threads, %s) into %d Secrets, waitTime %s%s, operator %s\n" % (
             args.rounds, args.puts, args.writers, "at most %g puts/s" % args.rate if args.rate else "unpaced",
             args.secrets, args.wait_time, ", syncTimeout %s" % args.sync_timeout if args.sync_timeout else "",
-            "through the counting proxy" if env.proxy else "direct"))
+            env.operator_path()))
         print("| burst | puts/s | landed within %.0f s | p50 (s) | p99 (s) | max (s) | last put → all landed (s) | "
               "Kubernetes requests / put | Secret writes | Decrypt / put | moto calls/s |" % args.timeout)
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")

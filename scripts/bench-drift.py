@@ -24,8 +24,15 @@ quiet window the repairs must not touch the table or KMS:
 kubestash_kms_decrypt_total and kubestash_table_read_duration_seconds_count
 unchanged, and moto counts no Decrypt, Scan, Query or GetItem.
 
-Usage: .venv/bin/python scripts/bench-drift.py [--edits 50] [--gap 0.2] [--quiet 30] [--direct]
+Usage: .venv/bin/python scripts/bench-drift.py [--edits 50] [--gap 0.2] [--quiet 30] [--direct] [--backend fake|real]
   --gap: pause after each observed repair, uniform in [0, GAP] s
+  --backend real: a real control plane instead of the fake (bench-sync.py's
+            Env). The hand edits and the watch go through fake-apiserver
+            --proxy-to; the operator's requests take operator -> counting
+            proxy -> fake-apiserver --proxy-to -> kube-apiserver, or with
+            --direct go straight to kube-apiserver (TLS). On the fake, the
+            operator talks to the fake through the counting proxy (or
+            directly with --direct).
 Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -p fake-apiserver.
 """
 import argparse
@@ -133,6 +140,7 @@ def main():
     parser.add_argument("--quiet", type=float, default=30.0, help="the quiet window after the edits (s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="per repair")
     parser.add_argument("--direct", action="store_true", help="no counting proxy")
+    bench.add_backend_argument(parser)
     parser.add_argument("--binary", default=bench.KUBESTASH, help="the kubestash binary (default: the release build)")
     parser.add_argument("--json", help="also write the raw numbers to this file")
     args = parser.parse_args()
@@ -143,7 +151,7 @@ def main():
 
     table_value = lambda j, k: "table-%d-%d" % (j, k)
     want = {"app%d" % j: {"K%d" % k: table_value(j, k) for k in range(args.keys)} for j in range(args.secrets)}
-    env = bench.Env(direct=args.direct)
+    env = bench.Env(direct=args.direct, backend=args.backend)
     watch = None
     try:
         env.fixture("init", TABLE)
@@ -235,7 +243,7 @@ def main():
         print(json.dumps(result), file=sys.stderr)
 
         print("\n%d Secrets of %d keys, %d edits of each kind, pause after each repair uniform 0-%g s, operator %s\n" % (
-            args.secrets, args.keys, args.edits, args.gap, "through the counting proxy" if env.proxy else "direct"))
+            args.secrets, args.keys, args.edits, args.gap, env.operator_path()))
         print("| hand edit | edits | repaired | p50 (s) | p99 (s) | max (s) | Secret writes by the operator | "
               "drift repairs counted |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|")

@@ -13,7 +13,12 @@ started after each run, so that two run at every signal.
 Reports median and max per mode. Goals: SIGTERM < 2 s, SIGKILL < lease
 duration + 2 s.
 
-Usage: .venv/bin/python scripts/bench-ha.py [--runs 10] [--binary target/release/kubestash]
+Usage: .venv/bin/python scripts/bench-ha.py [--runs 10] [--binary target/release/kubestash] [--backend fake|real]
+  --backend fake|real: the fake API server (default) or a real control plane
+            (bench-sync.py's Env). The replicas talk to it directly, no
+            counting proxy: to the fake over plain HTTP, or to kube-apiserver
+            over TLS with the admin client certificate; this script reads
+            the Secret through the fake, or through fake-apiserver --proxy-to.
 Needs: scripts/test-env.sh, cargo build [--release] --bin kubestash, cargo build -p fake-apiserver.
 """
 import argparse
@@ -92,10 +97,11 @@ def main():
     release = os.path.join(bench.ROOT, "target", "release", "kubestash")
     default = release if os.path.exists(release) else os.path.join(bench.ROOT, "target", "debug", "kubestash")
     parser.add_argument("--binary", default=default)
+    bench.add_backend_argument(parser)
     parser.add_argument("--json", help="also write the raw numbers to this file")
     args = parser.parse_args()
 
-    env = bench.Env(direct=True)
+    env = bench.Env(direct=True, backend=args.backend)
     try:
         env.fixture("init", TABLE)
         credstash.putSecret(NAME, "v0", version="0000000000000000000", table=TABLE)
@@ -130,6 +136,8 @@ def main():
         for mode, r in result.items():
             print("%s: median %.3f s, max %.3f s over %d runs" % (mode, r["median"], r["max"], r["runs"]))
         print("binary: %s" % args.binary)
+        if args.backend != "fake":
+            print("backend: %s (replicas %s)" % (args.backend, env.operator_path()))
         if args.json:
             with open(args.json, "w") as f:
                 json.dump(result, f, indent=2)

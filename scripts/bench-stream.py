@@ -13,9 +13,17 @@ first put and the last Secret update, divided by N (the puts themselves make
 neither), plus the operator's Secret writes per put.
 
 Usage: .venv/bin/python scripts/bench-stream.py [--puts 200] [--background-keys 1000] [--gap S] [--proxy]
+                                               [--backend fake|real]
   --gap: sleep uniform [0, S] s before each put (0: back to back, the default)
   --background-keys: other keys in the table (ns bg), so the snapshot is not trivial
   --proxy: put the counting proxy of bench-sync.py between operator and fake
+  --backend fake|real: the fake API server (default) or a real control plane
+            (bench-sync.py's Env). On real, the operator talks straight to
+            kube-apiserver (TLS, admin client certificate), or with --proxy
+            through counting proxy -> fake-apiserver --proxy-to ->
+            kube-apiserver; the watch goes through fake-apiserver --proxy-to.
+            On the fake, the operator talks to it directly (or through the
+            counting proxy with --proxy).
 Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -p fake-apiserver.
 """
 import argparse
@@ -122,6 +130,7 @@ def main():
     parser.add_argument("--puts", type=int, default=200)
     parser.add_argument("--background-keys", type=int, default=1000)
     parser.add_argument("--proxy", action="store_true")
+    bench.add_backend_argument(parser)
     parser.add_argument("--timeout", type=float, default=30.0, help="per put")
     parser.add_argument("--gap", type=float, default=0.0,
                         help="quiet time before each put: uniform random in [0, GAP] s (default 0: back to back)")
@@ -129,7 +138,7 @@ def main():
     args = parser.parse_args()
     table, css = "stream-table", "bench"
 
-    env = bench.Env(direct=not args.proxy)
+    env = bench.Env(direct=not args.proxy, backend=args.backend)
     watch = None
     try:
         env.fixture("init", table)
@@ -173,7 +182,7 @@ def main():
         moto = env.moto_counts(reset=True)
         kube = env.kube_counts(reset=True)
         m_after = env.metrics()
-        hwm, rss = env.rss_kib()
+        hwm = env.rss_kib()[0]  # VmHWM (rss_kib also returns VmRSS, RssFile, RssAnon)
         d = lambda name, **kw: bench.metric(m_after, name, **kw) - bench.metric(m_before, name, **kw)
         n = args.puts
         result = {
@@ -196,7 +205,7 @@ def main():
         }
         print(json.dumps(result), file=sys.stderr)
         print("\n%d sequential puts of %s (background keys: %d, gap before each put: uniform 0-%g s), waitTime 0s, operator %s\n" % (
-            n, NAME, args.background_keys, args.gap, "through the counting proxy" if args.proxy else "direct"))
+            n, NAME, args.background_keys, args.gap, env.operator_path()))
         print("| puts | p50 (s) | p90 (s) | p99 (s) | max (s) | Query / put | Decrypt / put | Secret writes / put |")
         print("|---:|---:|---:|---:|---:|---:|---:|---:|")
         print("| %d | %.3f | %.3f | %.3f | %.3f | %.2f | %.2f | %.2f |" % (

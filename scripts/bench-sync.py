@@ -16,9 +16,15 @@ KMS Decrypt and DynamoDB calls (moto's counts), Secret writes and GETs (proxy
 counts, cross-checked with kubestash_secret_writes_total), peak RSS (VmHWM).
 
 Usage: .venv/bin/python scripts/bench-sync.py [--namespaces 20] [--secrets 50] [--keys 10] [--warm-runs 3] [--direct]
-                                             [--syncs 1] [--bare-scans 3] [--binary PATH]
+                                             [--syncs 1] [--bare-scans 3] [--binary PATH] [--backend fake|real]
   --direct: no proxy (operator talks to the fake directly); Kubernetes counts
             then come from the operator's kubestash_kube_api_requests_total.
+  --backend real: a real control plane (scripts/control-plane.sh, see Env)
+            instead of the fake. The operator's requests then take
+            operator -> counting proxy -> fake-apiserver --proxy-to ->
+            kube-apiserver (TLS), or with --direct go straight to
+            kube-apiserver (TLS, admin client certificate); this script's own
+            requests and watches go through the --proxy-to.
   --syncs N: N CredstashSyncs on the one table, each writing its share of the
             namespaces (the others are in its excludedNamespaces); a warm
             phase annotates all of them at once.
@@ -31,7 +37,8 @@ for the 50,000-key table, whose Scan pages take moto longer than the default 10 
 Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -p fake-apiserver.
 
 bench-stream.py, bench-burst.py, bench-drift.py and bench-ha.py import the harness
-below (Env, Proxy, NamespaceWatch, ...).
+below (Env, Proxy, NamespaceWatch, add_backend_argument, ...); Env is the one
+place that decides the backend.
 """
 import argparse
 import http.client
@@ -55,7 +62,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV = os.path.join(ROOT, ".venv", "bin")
 KUBESTASH = os.path.join(ROOT, "target", "release", "kubestash")
 FAKE = os.path.join(ROOT, "target", "debug", "fake-apiserver")
-KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"
+KUBECTL = shutil.which("kubectl") or "/usr/bin/kubectl"  # the fake backend's; a real one brings its own
+CONTROL_PLANE = os.path.join(ROOT, "scripts", "control-plane.sh")
+BACKENDS = ("fake", "real")
 DYNAMODB_OPS = ("Scan", "Query", "GetItem", "BatchGetItem", "DescribeTable")
 STREAM_OPS = ("DescribeStream", "GetShardIterator", "GetRecords", "ListStreams")
 OPERATOR_NS = "kubestash-system"
@@ -244,22 +253,55 @@ def metric(metrics, name, **labels):
     return total
 
 
+def add_backend_argument(parser):
+    """--backend fake|real, for every script that runs an Env."""
+    parser.add_argument("--backend", choices=BACKENDS, default="fake",
+                        help="the API server: the fake (default) or a real control plane started by "
+                             "scripts/control-plane.sh (see Env)")
+
+
 def _exit_on_signal(signum, _frame):
     raise SystemExit(128 + signum)
 
 
 class Env:
-    """moto + fake API server (+ counting proxy) + operator; close() ends all."""
+    """moto + an API server (+ counting proxy) + operator; close() ends all.
 
-    def __init__(self, direct=False):
+    The one place that decides the backend (`--backend`, add_backend_argument):
+
+      fake  the fake API server (FAKE), plain HTTP. The script's own requests
+            and watches (kube(), NamespaceWatch, kubectl) go straight to it;
+            the operator too (direct), or through the counting Proxy.
+      real  a control plane of scripts/control-plane.sh (kube-apiserver,
+            etcd, kube-controller-manager) in this Env's temp dir, stopped
+            at close(). `fake-apiserver --proxy-to` serves the script a
+            plain-HTTP door to it with the admin credentials, so kube(),
+            NamespaceWatch (fake_port) and the rest run unchanged; kubectl is
+            the control plane's own (DIR/bin/kubectl). The operator talks to
+            kube-apiserver itself over TLS with the admin client certificate
+            (DIR/kubeconfig) when direct, and otherwise through the counting
+            Proxy, which sits in front of the `--proxy-to` door (operator ->
+            Proxy -> fake-apiserver --proxy-to -> kube-apiserver).
+
+    Attributes: `kubeconfig` reaches the backend directly (fake: the fake's;
+    real: DIR/kubeconfig); `kube_url`/`fake_port` is the plain-HTTP door
+    (the fake itself, or the --proxy-to); `operator_kubeconfig` is what the
+    operator is given."""
+
+    def __init__(self, direct=False, backend="fake"):
+        if backend not in BACKENDS:
+            raise ValueError("backend %r: not one of %s" % (backend, ", ".join(BACKENDS)))
         # SIGTERM/SIGHUP (timeout, a closed terminal) -> SystemExit, so that
         # the callers' finally: env.close() still ends what was started.
         for sig in (signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, _exit_on_signal)
+        self.backend = backend
         self.tmp = tempfile.mkdtemp(prefix="kubestash-bench-")
         self.procs = []
         self.proxy = None
         self.operator = None
+        self.control_plane = None
+        self.kubectl_binary = KUBECTL
         try:
             self._start(direct)
         except BaseException:
@@ -280,9 +322,16 @@ class Env:
         if moto.stdout.readline().strip() != b"ready":
             raise RuntimeError("moto did not start")
         self.fake_port = free_port()
-        self.kubeconfig = os.path.join(self.tmp, "kubeconfig")
-        fake = self._spawn([FAKE, "--listen", "127.0.0.1:%d" % self.fake_port, "--kubeconfig", self.kubeconfig],
-                           stdout=subprocess.PIPE, stderr=open(os.path.join(self.tmp, "fake.log"), "wb"))
+        if self.backend == "real":
+            self._start_control_plane()
+            # The script's plain-HTTP door to kube-apiserver.
+            plain_kubeconfig = os.path.join(self.tmp, "kubeconfig-plain")
+            command = [FAKE, "--proxy-to", self.kubeconfig, "--listen", "127.0.0.1:%d" % self.fake_port,
+                       "--kubeconfig", plain_kubeconfig]
+        else:
+            self.kubeconfig = plain_kubeconfig = os.path.join(self.tmp, "kubeconfig")
+            command = [FAKE, "--listen", "127.0.0.1:%d" % self.fake_port, "--kubeconfig", self.kubeconfig]
+        fake = self._spawn(command, stdout=subprocess.PIPE, stderr=open(os.path.join(self.tmp, "fake.log"), "wb"))
         if b"listening" not in fake.stdout.readline():
             raise RuntimeError("fake-apiserver did not start")
         self.kube_url = "http://127.0.0.1:%d" % self.fake_port
@@ -290,8 +339,33 @@ class Env:
         if not direct:
             self.proxy = Proxy(self.fake_port)
             self.operator_kubeconfig = os.path.join(self.tmp, "kubeconfig-proxy")
-            with open(self.kubeconfig) as src, open(self.operator_kubeconfig, "w") as dst:
+            with open(plain_kubeconfig) as src, open(self.operator_kubeconfig, "w") as dst:
                 dst.write(src.read().replace(":%d" % self.fake_port, ":%d" % self.proxy.port))
+
+    def _start_control_plane(self):
+        """scripts/control-plane.sh start TMP/control-plane (it stops by
+        itself, too, once this process has exited)."""
+        self.control_plane = os.path.join(self.tmp, "control-plane")
+        started = time.monotonic()
+        done = subprocess.run([CONTROL_PLANE, "start", self.control_plane], stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              env=dict(os.environ, KUBESTASH_CONTROL_PLANE_WATCH_PID=str(os.getpid())))
+        if done.returncode != 0:
+            raise RuntimeError("control-plane.sh start failed (%d):\n%s" % (
+                done.returncode, done.stderr.decode(errors="replace")[-4000:]))
+        self.kubeconfig = os.path.join(self.control_plane, "kubeconfig")
+        self.kubectl_binary = os.path.join(self.control_plane, "bin", "kubectl")
+        with open(os.path.join(self.control_plane, "server")) as f:
+            self.server = f.read().strip()
+        print("backend real: kube-apiserver at %s, ready in %.1f s (%s)" % (
+            self.server, time.monotonic() - started, self.control_plane), file=sys.stderr, flush=True)
+
+    def operator_path(self):
+        """How the operator reaches the API server, for the reports."""
+        if self.backend == "real":
+            return ("through the counting proxy and fake-apiserver --proxy-to to kube-apiserver" if self.proxy
+                    else "direct to kube-apiserver (TLS, client certificate)")
+        return "through the counting proxy" if self.proxy else "direct"
 
     def _spawn(self, command, **kw):
         proc = subprocess.Popen(command, start_new_session=True, **kw)
@@ -308,7 +382,14 @@ class Env:
                 proc.wait()
         if self.proxy:
             self.proxy.close()
-        if os.environ.get("BENCH_KEEP_TMP"):
+        keep = os.environ.get("BENCH_KEEP_TMP")
+        if self.control_plane:
+            if keep:  # `stop` removes the control plane's folder: keep its logs
+                shutil.copytree(os.path.join(self.control_plane, "logs"),
+                                os.path.join(self.tmp, "control-plane-logs"), dirs_exist_ok=True)
+            subprocess.run([CONTROL_PLANE, "stop", self.control_plane], stdin=subprocess.DEVNULL,
+                           stdout=subprocess.DEVNULL)
+        if keep:
             print("kept %s" % self.tmp, file=sys.stderr)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -323,7 +404,7 @@ class Env:
         subprocess.run([os.path.join(VENV, "python"), os.path.join(ROOT, "tests", "support", "fixture.py")]
                        + [str(a) for a in args], env=self.aws_env, check=True)
 
-    # --- Kubernetes (straight to the fake, not counted) ---
+    # --- Kubernetes (straight to the fake or the --proxy-to door, not counted) ---
     def kube(self, method, path, body=None, content_type="application/json"):
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(self.kube_url + path, data=data, method=method)
@@ -333,10 +414,14 @@ class Env:
             with urllib.request.urlopen(request) as response:
                 return response.status, json.load(response)
         except urllib.error.HTTPError as err:
-            return err.code, json.loads(err.read() or b"{}")
+            raw = err.read()
+            try:
+                return err.code, json.loads(raw or b"{}")
+            except ValueError:  # kube-apiserver's "404 page not found" before a new CRD is served
+                return err.code, {"message": raw.decode(errors="replace")}
 
     def kubectl(self, *args):
-        return subprocess.run([KUBECTL, "--kubeconfig", self.kubeconfig, "--cache-dir",
+        return subprocess.run([self.kubectl_binary, "--kubeconfig", self.kubeconfig, "--cache-dir",
                                os.path.join(self.tmp, "kubectl-cache")] + list(args),
                               check=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE).stdout
 
@@ -412,7 +497,7 @@ class Env:
 
 class NamespaceWatch:
     """Lists, then watches, the Secrets of one namespace (straight to the fake,
-    not counted); calls self.on_event(kind, secret, arrival time) for each
+    or on the real backend through the --proxy-to door; not counted); calls self.on_event(kind, secret, arrival time) for each
     listed Secret (as "ADDED") and each event, from a thread. Waiters hold
     self.cond, wait on it and call self.check()."""
 
@@ -599,6 +684,7 @@ def main():
     parser.add_argument("--secrets", type=int, default=50, help="Secrets per namespace")
     parser.add_argument("--keys", type=int, default=10, help="keys per Secret")
     parser.add_argument("--direct", action="store_true", help="no counting proxy")
+    add_backend_argument(parser)
     parser.add_argument("--warm-runs", type=int, default=3, help="warm syncs after the cold one")
     parser.add_argument("--syncs", type=int, default=1, help="CredstashSyncs on the table, each with its share of namespaces")
     parser.add_argument("--bare-scans", type=int, default=3, help="bare parallel Scans timed after the warm runs")
@@ -620,7 +706,7 @@ def main():
         if not os.path.exists(binary):
             sys.exit("missing %s (cargo build --release --bin kubestash; cargo build -p fake-apiserver)" % binary)
 
-    env = Env(direct=args.direct)
+    env = Env(direct=args.direct, backend=args.backend)
     try:
         env.fixture("init", table)
         names = ["ns%d/secret%d/KEY_%d" % (k, j, i)
@@ -690,7 +776,7 @@ def main():
             raise RuntimeError("%s: %s %s" % (last, code, secret))
 
         print("\n%d keys in %d Secrets over %d namespaces, %d CredstashSync(s); operator: %s\n" % (
-            n_keys, n_secrets, args.namespaces, len(syncs), "through the counting proxy" if env.proxy else "direct"))
+            n_keys, n_secrets, args.namespaces, len(syncs), env.operator_path()))
         print("| phase | wall time (s) | operator sync (s) | of which table read (s) | KMS Decrypt | DynamoDB calls | "
               "Scans | Secret writes | Secret GETs | status writes | peak RSS (MiB) |")
         print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
