@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # Installs what scripts/test-chart.sh needs, idempotently:
-#  - Debian: Go 1.19 with sprig v3 and yaml.v3 (for testing/helm-render, an
-#    offline Helm renderer; Helm itself is not installable here) and
-#    structured-merge-diff v4 (for testing/ssa-oracle, the server-side apply
-#    library the fake API server's differential test compares against);
+#  - Debian: Go 1.19 with structured-merge-diff v4 (for testing/ssa-oracle,
+#    the server-side apply library the fake API server's differential test
+#    compares against; Helm itself is built from its module by scripts/helm.sh
+#    with Go 1.26 from /usr/local/go);
 #  - PyPI, into .venv: kubernetes-validate (Kubernetes JSON schemas, and
 #    jsonschema + PyYAML for the values schema and CR checks) and promql-parser
 #    (Python bindings of the Rust PromQL parser, for the alerts and dashboard).
@@ -11,8 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KUBERNETES_VALIDATE_VERSION=1.37.0
 PROMQL_PARSER_VERSION=0.12.0
-GOPKGS=(golang-go golang-github-masterminds-sprig-dev golang-gopkg-yaml.v3-dev
-        golang-k8s-sigs-structured-merge-diff-dev)
+GOPKGS=(golang-go golang-k8s-sigs-structured-merge-diff-dev)
 
 missing=()
 for p in "${GOPKGS[@]}"; do

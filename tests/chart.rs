@@ -6,6 +6,8 @@
 
 use std::path::Path;
 
+mod support;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -156,10 +158,12 @@ fn plain_manifests_run_two_replicas_with_one_leader() {
     assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
 }
 
-// ---- The manifests and examples against the fake API server (kubectl) ----
+// ---- The manifests and examples against the API server (kubectl) ----
 
 mod apply {
     use super::root;
+    use crate::support::control_plane::{Backend, ControlPlane};
+    use crate::support::subject_available;
     use std::path::{Path, PathBuf};
     use std::process::Command;
 
@@ -201,11 +205,15 @@ spec:
             .find(|p| p.is_file())
     }
 
-    /// The fake API server on its own runtime, and kubectl pointed at it.
+    /// The API server of `KUBESTASH_TEST_BACKEND` (the fake on its own
+    /// runtime, or a real control plane of its own), and kubectl pointed at
+    /// it (on the real backend the kubectl of the same release).
     pub struct Cluster {
         dir: tempfile::TempDir,
         kubectl: PathBuf,
+        kubeconfig: PathBuf,
         server: Option<fake_apiserver::FakeApiServer>,
+        control_plane: Option<ControlPlane>,
         runtime: tokio::runtime::Runtime,
     }
 
@@ -218,30 +226,54 @@ spec:
     }
 
     impl Cluster {
-        /// None (after printing why) when kubectl is not installed.
+        /// None (after printing why) when kubectl is not installed (under
+        /// `CI=true` that fails instead).
         pub fn start() -> Option<Cluster> {
-            let Some(kubectl) = on_path("kubectl") else {
-                eprintln!("skipped: kubectl not found on PATH");
-                return None;
-            };
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
                 .enable_all()
                 .build()
                 .unwrap();
+            let dir = tempfile::tempdir().unwrap();
+            if Backend::from_env() == Backend::Real {
+                let control_plane = ControlPlane::start();
+                return Some(Cluster {
+                    kubectl: control_plane.kubectl(),
+                    kubeconfig: control_plane.kubeconfig(),
+                    dir,
+                    server: None,
+                    control_plane: Some(control_plane),
+                    runtime,
+                });
+            }
+            let found = on_path("kubectl");
+            if !subject_available("kubectl", found.is_some()) {
+                return None;
+            }
+            let kubectl = found?;
             let server = runtime
                 .block_on(fake_apiserver::FakeApiServer::start())
                 .expect("fake API server");
-            let dir = tempfile::tempdir().unwrap();
-            server
-                .write_kubeconfig(dir.path().join("kubeconfig"))
-                .unwrap();
+            let kubeconfig = dir.path().join("kubeconfig");
+            server.write_kubeconfig(&kubeconfig).unwrap();
             Some(Cluster {
                 dir,
                 kubectl,
+                kubeconfig,
                 server: Some(server),
+                control_plane: None,
                 runtime,
             })
+        }
+
+        /// Whether this is a real control plane.
+        pub fn is_real(&self) -> bool {
+            self.control_plane.is_some()
+        }
+
+        /// Its admin kubeconfig.
+        pub fn kubeconfig(&self) -> &Path {
+            &self.kubeconfig
         }
 
         /// Runs kubectl; returns (success, stdout, stderr).
@@ -249,7 +281,7 @@ spec:
             use std::io::Write;
             let mut cmd = Command::new(&self.kubectl);
             cmd.arg("--kubeconfig")
-                .arg(self.dir.path().join("kubeconfig"))
+                .arg(&self.kubeconfig)
                 .arg("--cache-dir")
                 .arg(self.dir.path().join("cache"))
                 .args(args)
@@ -314,52 +346,36 @@ spec:
         }
     }
 
-    /// The chart rendered with `ci/full-values.yaml` by testing/helm-render,
-    /// when Go and Debian's sprig/yaml.v3 sources are installed
-    /// (scripts/chart-env.sh); None (after printing why) otherwise.
+    /// The chart rendered with `ci/full-values.yaml` by `helm template`
+    /// (Helm built from its module by scripts/helm.sh, which needs Go).
     pub fn render_full_values() -> Option<String> {
-        const GOPATH: &str = "/usr/share/gocode";
-        let Some(go) = on_path("go") else {
-            eprintln!(
-                "full-values render skipped: no go on PATH (scripts/chart-env.sh installs it)"
-            );
-            return None;
-        };
-        if !Path::new(GOPATH)
-            .join("src/github.com/Masterminds/sprig")
-            .is_dir()
-        {
-            eprintln!(
-                "full-values render skipped: no sprig sources in {GOPATH} (scripts/chart-env.sh)"
-            );
-            return None;
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let bin = dir.path().join("helm-render");
-        let built = Command::new(go)
-            .args(["build", "-o"])
-            .arg(&bin)
-            .arg(".")
-            .current_dir(root().join("testing/helm-render"))
-            .env("GO111MODULE", "off")
-            .env("GOPATH", GOPATH)
-            .status()
-            .unwrap();
-        assert!(built.success(), "building testing/helm-render failed");
-        let out = Command::new(&bin)
+        let out = Command::new(root().join("scripts/helm.sh"))
             .args([
+                "template",
+                "kubestash",
+                "--namespace",
+                "kubestash",
                 "-f",
                 "charts/kubestash/ci/full-values.yaml",
                 "charts/kubestash",
             ])
             .current_dir(root())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "helm-render: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+            .output();
+        let out = match out {
+            Ok(out) if out.status.success() => out,
+            Ok(out) => panic!(
+                "helm template (scripts/helm.sh): {}",
+                String::from_utf8_lossy(&out.stderr)
+            ),
+            Err(e) => {
+                assert!(
+                    std::env::var("CI").as_deref() != Ok("true"),
+                    "scripts/helm.sh could not run: {e}"
+                );
+                eprintln!("full-values render skipped: scripts/helm.sh could not run: {e}");
+                return None;
+            }
+        };
         Some(String::from_utf8(out.stdout).unwrap())
     }
 
@@ -526,4 +542,105 @@ fn examples_apply_to_the_fake_api_server() {
         None,
     );
     assert_eq!(dry_run, "true");
+}
+
+/// `helm install`, `upgrade` and `uninstall` of charts/kubestash, with Helm
+/// built from its module (scripts/helm.sh): every object the chart renders
+/// is accepted, changed and removed by the API server, and an upgrade that
+/// turns rollout on gives the ClusterRole its workload rule. Real control
+/// plane only (`KUBESTASH_TEST_BACKEND=real`, as scripts/test-real.sh runs
+/// it): Helm validates every object against the server's OpenAPI documents,
+/// which the fake does not serve (testing/fake-apiserver/DIFFERENCES.md).
+#[test]
+fn helm_installs_upgrades_and_uninstalls_the_chart() {
+    let Some(cluster) = apply::Cluster::start() else {
+        return;
+    };
+    if !cluster.is_real() {
+        eprintln!("helm install needs the server's OpenAPI: runs on the real control plane only");
+        return;
+    }
+    let helm = |args: &[&str]| {
+        let out = std::process::Command::new(root().join("scripts/helm.sh"))
+            .args(args)
+            .env("KUBECONFIG", cluster.kubeconfig())
+            .current_dir(root())
+            .output()
+            .expect("run scripts/helm.sh");
+        assert!(
+            out.status.success(),
+            "helm {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let release = ["--namespace", "kubestash"];
+    helm(
+        &[
+            &[
+                "install",
+                "kubestash",
+                "charts/kubestash",
+                "--create-namespace",
+            ],
+            &release[..],
+        ]
+        .concat(),
+    );
+    cluster.kubectl(
+        &[
+            "-n",
+            "kubestash",
+            "get",
+            "deployment/kubestash",
+            "serviceaccount/kubestash",
+            "service/kubestash-metrics",
+        ],
+        None,
+    );
+    cluster.kubectl(
+        &[
+            "get",
+            "crd/credstashsyncs.kubestash.io",
+            "clusterrole/kubestash",
+        ],
+        None,
+    );
+    let rules = |cluster: &apply::Cluster| {
+        cluster.kubectl(
+            &["get", "clusterrole", "kubestash", "-o", "jsonpath={.rules}"],
+            None,
+        )
+    };
+    assert!(
+        !rules(&cluster).contains("deployments"),
+        "rollout is off by default"
+    );
+
+    helm(
+        &[
+            &[
+                "upgrade",
+                "kubestash",
+                "charts/kubestash",
+                "--set",
+                "rollout.enabled=true",
+            ],
+            &release[..],
+        ]
+        .concat(),
+    );
+    assert!(
+        rules(&cluster).contains("deployments"),
+        "the upgrade grants the workload rule"
+    );
+
+    helm(&[&["uninstall", "kubestash", "--wait"], &release[..]].concat());
+    let (found, _, _) = cluster.try_kubectl(&["get", "clusterrole", "kubestash"], None);
+    assert!(!found, "uninstall removes the ClusterRole");
+    let (found, _, _) =
+        cluster.try_kubectl(&["-n", "kubestash", "get", "deployment", "kubestash"], None);
+    assert!(!found, "uninstall removes the Deployment");
+    cluster.kubectl(&["get", "crd/credstashsyncs.kubestash.io"], None);
 }
