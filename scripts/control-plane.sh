@@ -65,13 +65,17 @@ build() {
   done
   echo "control-plane: building kube-apiserver, kube-controller-manager, kubectl and etcd into $bin (minutes on a cold cache)" >&2
   local started=$SECONDS
-  mkdir -p "$bin.tmp"
-  (cd "$SRC" && GOTOOLCHAIN=local "$go" build -mod=readonly -ldflags="$ldflags" -o "$bin.tmp/" \
+  # A build of its own, moved into place at once: two builds at the same
+  # time (a test run and CI's background build) never see half a folder.
+  local out
+  mkdir -p "$CACHE"
+  out=$(mktemp -d "$CACHE/build.XXXX")
+  (cd "$SRC" && GOTOOLCHAIN=local "$go" build -mod=readonly -ldflags="$ldflags" -o "$out/" \
       k8s.io/kubernetes/cmd/kube-apiserver \
       k8s.io/kubernetes/cmd/kube-controller-manager \
       k8s.io/kubernetes/cmd/kubectl \
-      ./etcd) >&2 || die "the build failed"
-  rm -rf "$bin" && mv "$bin.tmp" "$bin"
+      ./etcd) >&2 || { rm -rf "$out"; die "the build failed"; }
+  mv -T "$out" "$bin" 2>/dev/null || rm -rf "$out"   # another build got there first
   echo "control-plane: built in $((SECONDS - started)) s" >&2
   echo "$bin"
 }

@@ -15,10 +15,11 @@ if [ ! -x "$bin" ]; then
   version=$(sed -n 's/^\s*\(require \)\?helm.sh\/helm\/v4 \(v[0-9.]*\).*/\2/p' "$SRC/go.mod" | head -n1)
   echo "helm: building $version into $bin (minutes on a cold Go cache)" >&2
   mkdir -p "$CACHE/$hash"
+  out=$(mktemp "$CACHE/$hash/helm.XXXX")   # own file: concurrent builds never race
   (cd "$SRC" && GOTOOLCHAIN=local "$GO" build -mod=readonly \
       -ldflags "-X helm.sh/helm/v4/internal/version.version=$version" \
-      -o "$bin.tmp" helm.sh/helm/v4/cmd/helm) >&2
-  mv "$bin.tmp" "$bin"
+      -o "$out" helm.sh/helm/v4/cmd/helm) >&2 || { rm -f "$out"; exit 1; }
+  mv -f "$out" "$bin"
 fi
 if [ "${1:-}" = --path ]; then echo "$bin"; exit 0; fi
 exec "$bin" "$@"
