@@ -508,7 +508,7 @@ fn kubectl_shows_the_columns_and_conditions() {
     let kubectl = |args: &[&str]| {
         let output = std::process::Command::new(env.kubectl())
             .arg("--kubeconfig")
-            .arg(&env.kubeconfig)
+            .arg(env.admin_kubeconfig())
             .arg("--cache-dir")
             .arg(cache.path())
             .args(args)

@@ -273,7 +273,7 @@ impl Env {
     pub async fn client(&self) -> Client {
         match &self.fake {
             Some(fake) => fake.client(),
-            None => admin_client(&self.admin_kubeconfig()).await,
+            None => client_of(&self.admin_kubeconfig()).await,
         }
     }
 
@@ -452,10 +452,16 @@ struct RealCluster {
 }
 
 impl RealCluster {
+    /// A control plane, and the proxy that forwards the operator's requests
+    /// with the chart's ServiceAccount's token: the operator has exactly
+    /// the rights `helm install` gives it (rollout on, as the rollout tests
+    /// need), enforced by the real authorizer.
     fn start() -> RealCluster {
         let control_plane = ControlPlane::start();
+        let operator_kubeconfig =
+            control_plane.chart_service_account(OPERATOR_NAMESPACE, &["rollout.enabled=true"]);
         let proxy = block_on(async {
-            let upstream = admin_client(&control_plane.kubeconfig()).await;
+            let upstream = client_of(&operator_kubeconfig).await;
             FaultProxy::start(upstream)
                 .await
                 .expect("start the fault proxy")
@@ -468,7 +474,7 @@ impl RealCluster {
 }
 
 /// A client with the credentials of `kubeconfig` (call inside the runtime).
-async fn admin_client(kubeconfig: &std::path::Path) -> Client {
+async fn client_of(kubeconfig: &std::path::Path) -> Client {
     let kubeconfig = kube::config::Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
@@ -476,15 +482,18 @@ async fn admin_client(kubeconfig: &std::path::Path) -> Client {
     Client::try_from(config).expect("client")
 }
 
+/// The namespace the operator runs in, as the chart installs it.
+pub const OPERATOR_NAMESPACE: &str = "kubestash-system";
+
 /// `kubestash run` serving on 127.0.0.1:`port`, as if deployed in namespace
-/// `kubestash-system`.
+/// [`OPERATOR_NAMESPACE`].
 pub fn run_args(port: u16) -> Vec<String> {
     vec![
         "run".into(),
         "--listen".into(),
         format!("127.0.0.1:{port}"),
         "--namespace".into(),
-        "kubestash-system".into(),
+        OPERATOR_NAMESPACE.into(),
     ]
 }
 

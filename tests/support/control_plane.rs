@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
+use base64::Engine as _;
+
 use super::{repo_root, run_ok};
 
 /// The API server behind the cluster tests, chosen by
@@ -68,6 +70,80 @@ impl ControlPlane {
     /// The kubectl built with the control plane (same release).
     pub fn kubectl(&self) -> PathBuf {
         self.dir.join("bin/kubectl")
+    }
+
+    /// Installs the chart's ServiceAccount, ClusterRole and Role with their
+    /// bindings exactly as `helm template` renders them (release `kubestash`
+    /// in `namespace`, with the chart `values` given as `--set` pairs), and
+    /// returns a kubeconfig with that ServiceAccount's token from the
+    /// TokenRequest API: a client that the real authorizer holds to the
+    /// chart's rights.
+    pub fn chart_service_account(&self, namespace: &str, values: &[&str]) -> PathBuf {
+        let mut helm = Command::new(repo_root().join("scripts/helm.sh"));
+        helm.args([
+            "template",
+            "kubestash",
+            "charts/kubestash",
+            "--namespace",
+            namespace,
+        ])
+        .args(["--show-only", "templates/rbac.yaml"])
+        .args(["--show-only", "templates/serviceaccount.yaml"])
+        .current_dir(repo_root());
+        for value in values {
+            helm.args(["--set", value]);
+        }
+        let rendered = run_ok(helm.stdin(Stdio::null())).stdout;
+        let namespace_yaml =
+            format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {namespace}\n");
+        self.kubectl_stdin(&["apply", "-f", "-"], namespace_yaml.as_bytes());
+        self.kubectl_stdin(&["apply", "-f", "-"], &rendered);
+        let token = run_ok(
+            Command::new(self.kubectl())
+                .arg("--kubeconfig")
+                .arg(self.kubeconfig())
+                .args(["create", "token", "kubestash", "--namespace", namespace])
+                .args(["--duration", "6h"])
+                .stdin(Stdio::null()),
+        )
+        .stdout;
+        let token = String::from_utf8(token).expect("a token");
+        let server = std::fs::read_to_string(self.dir.join("server")).expect("the server's URL");
+        let ca = std::fs::read(self.dir.join("ca.crt")).expect("the CA");
+        let path = self.dir.join("kubeconfig-chart-service-account");
+        let kubeconfig = format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- name: control-plane\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: kubestash\n  user:\n    token: {}\ncontexts:\n- name: kubestash\n  context:\n    cluster: control-plane\n    user: kubestash\n    namespace: {namespace}\ncurrent-context: kubestash\n",
+            server.trim(),
+            base64::engine::general_purpose::STANDARD.encode(ca),
+            token.trim()
+        );
+        std::fs::write(&path, kubeconfig).expect("write the ServiceAccount's kubeconfig");
+        path
+    }
+
+    fn kubectl_stdin(&self, args: &[&str], input: &[u8]) {
+        use std::io::Write;
+        let mut child = Command::new(self.kubectl())
+            .arg("--kubeconfig")
+            .arg(self.kubeconfig())
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run kubectl");
+        child
+            .stdin
+            .take()
+            .expect("kubectl's stdin")
+            .write_all(input)
+            .expect("write to kubectl");
+        let output = child.wait_with_output().expect("kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
     }
 }
 
