@@ -40,6 +40,37 @@ fn cause(reason: &str, field: &str, message: String) -> Cause {
     }
 }
 
+/// AM `IsDNS1123Label` (util/validation): the messages for a name that is
+/// not an RFC 1123 label, in kube-apiserver's order (length first).
+fn dns1123_label_errors(name: &str) -> Vec<String> {
+    let mut errs = vec![];
+    if name.len() > 63 {
+        errs.push("must be no more than 63 characters".to_string());
+    }
+    if !is_label(name) {
+        if name.split('.').all(is_label) {
+            // A valid subdomain that is not a label: it has dots.
+            errs.push("must not contain dots".to_string());
+        } else {
+            errs.push(LABEL_MSG.to_string());
+        }
+    }
+    errs
+}
+
+/// AM `IsDNS1123Subdomain`: the messages for a name that is not an RFC 1123
+/// subdomain (length first).
+fn dns1123_subdomain_errors(name: &str) -> Vec<String> {
+    let mut errs = vec![];
+    if name.len() > 253 {
+        errs.push("must be no more than 253 characters".to_string());
+    }
+    if !name.split('.').all(is_label) {
+        errs.push(SUBDOMAIN_MSG.to_string());
+    }
+    errs
+}
+
 /// Name and metadata checks common to all kinds.
 pub fn validate_metadata(res: &ResourceInfo, obj: &Value, causes: &mut Vec<Cause>) {
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
@@ -49,42 +80,38 @@ pub fn validate_metadata(res: &ResourceInfo, obj: &Value, causes: &mut Vec<Cause
             "metadata.name",
             "Required value: name or generateName is required".into(),
         ));
-    } else if res.class == Class::Namespace {
-        if !is_label(name) {
+    } else {
+        // One cause per message, as ValidateObjectMetaAccessor does.
+        let errs = if res.class == Class::Namespace {
+            dns1123_label_errors(name)
+        } else {
+            dns1123_subdomain_errors(name)
+        };
+        for msg in errs {
             causes.push(cause(
                 "FieldValueInvalid",
                 "metadata.name",
-                format!("Invalid value: \"{name}\": {LABEL_MSG}"),
-            ));
-        } else if name.len() > 63 {
-            causes.push(cause(
-                "FieldValueInvalid",
-                "metadata.name",
-                format!("Invalid value: \"{name}\": must be no more than 63 characters"),
+                format!("Invalid value: \"{name}\": {msg}"),
             ));
         }
-    } else if !name.split('.').all(is_label) {
-        causes.push(cause(
-            "FieldValueInvalid",
-            "metadata.name",
-            format!("Invalid value: \"{name}\": {SUBDOMAIN_MSG}"),
-        ));
-    } else if name.len() > 253 {
-        causes.push(cause(
-            "FieldValueInvalid",
-            "metadata.name",
-            format!("Invalid value: \"{name}\": must be no more than 253 characters"),
-        ));
     }
     if let Some(labels) = obj["metadata"]["labels"].as_object() {
         for (k, v) in labels {
             let field = "metadata.labels".to_string();
             match v.as_str() {
-                Some(s) if valid_label_value(s) => {}
-                _ => causes.push(cause(
+                Some(s) => {
+                    for msg in label_value_errors(s) {
+                        causes.push(cause(
+                            "FieldValueInvalid",
+                            &field,
+                            format!("Invalid value: {v}: {msg}"),
+                        ));
+                    }
+                }
+                None => causes.push(cause(
                     "FieldValueInvalid",
                     &field,
-                    format!("Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"),
+                    format!("Invalid value: {v}: {LABEL_VALUE_MSG}"),
                 )),
             }
             if !valid_qualified_name(k) {
@@ -93,6 +120,20 @@ pub fn validate_metadata(res: &ResourceInfo, obj: &Value, causes: &mut Vec<Cause
         }
     }
     validate_annotations(obj, causes);
+}
+
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+
+/// AM `content.IsLabelValue`: too long (in bytes), then the pattern.
+fn label_value_errors(s: &str) -> Vec<String> {
+    let mut errs = vec![];
+    if s.len() > 63 {
+        errs.push("must be no more than 63 bytes".to_string());
+    }
+    if !label_value_pattern(s) {
+        errs.push(LABEL_VALUE_MSG.to_string());
+    }
+    errs
 }
 
 /// AM `ValidateAnnotations`: keys are qualified names once lower-cased, and
@@ -125,16 +166,19 @@ fn qualified_name_cause(field: &str, key: &str) -> Cause {
     cause("FieldValueInvalid", field, format!("Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"))
 }
 
-fn valid_label_value(s: &str) -> bool {
+fn label_value_pattern(s: &str) -> bool {
     if s.is_empty() {
         return true;
     }
     let b = s.as_bytes();
-    s.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    b.iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
+}
+
+fn valid_label_value(s: &str) -> bool {
+    s.len() <= 63 && label_value_pattern(s)
 }
 
 fn valid_qualified_name(k: &str) -> bool {
@@ -501,6 +545,43 @@ mod metadata_tests {
         let too_big = causes_of(json!({"annotations": {"k": big}}));
         assert_eq!(too_big.len(), 1);
         assert_eq!(too_big[0].reason, "FieldValueTooLong");
+    }
+
+    /// The causes kube-apiserver 1.37 gives for names (checked on the real
+    /// server): length first, then the pattern, one cause each; a namespace
+    /// name that is a subdomain but not a label "must not contain dots"; the
+    /// namespace's `kubernetes.io/metadata.name` label is checked as a label
+    /// value (in bytes).
+    #[test]
+    fn names_get_one_cause_per_message_as_on_kube_apiserver() {
+        let ns = crate::resources::builtins()
+            .into_iter()
+            .find(|r| r.class == Class::Namespace)
+            .unwrap();
+        let check = |name: &str| {
+            let mut causes = Vec::new();
+            let obj = json!({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}});
+            validate_metadata(&ns, &obj, &mut causes);
+            causes
+                .into_iter()
+                .map(|c| (c.field, c.message))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            check("a.b"),
+            [(
+                "metadata.name".to_string(),
+                "Invalid value: \"a.b\": must not contain dots".to_string()
+            )]
+        );
+        let long = "A".repeat(64);
+        let got = check(&long);
+        let messages: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(messages.len(), 3, "{got:?}");
+        assert!(messages[0].ends_with("\": must be no more than 63 characters"));
+        assert!(messages[1].contains("\": a lowercase RFC 1123 label must consist of"));
+        assert!(messages[2].ends_with("\": must be no more than 63 bytes"));
+        assert_eq!(got[2].0, "metadata.labels");
     }
 }
 

@@ -136,14 +136,24 @@ async fn create_errors_match_kube_apiserver() {
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     assert!(e.message.starts_with("Secret \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"), "{}", e.message);
 
+    // Namespace names are RFC 1123 labels. A valid subdomain that is not a
+    // label can only have dots, and kube-apiserver says just that
+    // (IsDNS1123Label); other names get the label pattern.
     let nss: Api<Namespace> = Api::all(env.client.clone());
     let bad_ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "a.b"}})).unwrap();
     let e = api_err(nss.create(&PostParams::default(), &bad_ns).await);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        "Namespace \"a.b\" is invalid: metadata.name: Invalid value: \"a.b\": must not contain dots"
+    );
+    let bad_ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "bad_ns"}})).unwrap();
+    let e = api_err(nss.create(&PostParams::default(), &bad_ns).await);
     assert_eq!(e.code, 422);
-    assert!(
-        e.message.contains("a lowercase RFC 1123 label"),
-        "{}",
-        e.message
+    assert_eq!(
+        e.message,
+        "Namespace \"bad_ns\" is invalid: metadata.name: Invalid value: \"bad_ns\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
     );
     env.finish().await;
 }
