@@ -773,13 +773,16 @@ fn check_rv(t: &Target, old: &Value, new: &Value, required: bool) -> Result<(), 
         Some(rv) if Some(rv) != old["metadata"]["resourceVersion"].as_str() => {
             Err(ApiError::conflict_modified(&t.res.gr(), name))
         }
+        // The generic store names the resource (plural) where the kind
+        // would go, and 1.37 prints the uint64 0 as `0` (field.Invalid of
+        // a number), older releases as `0x0`.
         None if required => Err(ApiError::invalid(
-            &t.res.kind,
+            &t.res.plural,
             &t.res.group,
             name,
             vec![crate::errors::Cause {
                 reason: "FieldValueInvalid".into(),
-                message: "Invalid value: 0x0: must be specified for an update".into(),
+                message: "Invalid value: 0: must be specified for an update".into(),
                 field: "metadata.resourceVersion".into(),
             }],
         )),
