@@ -207,7 +207,11 @@ fn schema_checks(ctx: &WriteCtx, obj: &mut Value, causes: &mut Vec<Cause>) -> Re
 
 fn validate(ctx: &WriteCtx, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
     let mut causes = vec![];
-    validation::validate_metadata(&ctx.res, obj, &mut causes);
+    let is_event = matches!(ctx.res.class, Class::EventsV1Event | Class::CoreEvent);
+    // Events check their metadata among their own rules.
+    if !is_event {
+        validation::validate_metadata(&ctx.res, obj, &mut causes);
+    }
     validation::validate_kind(&ctx.res, obj, old, &mut causes);
     if ctx.res.class == Class::Custom {
         schema_checks(ctx, obj, &mut causes)?;
@@ -219,31 +223,8 @@ fn validate(ctx: &WriteCtx, obj: &mut Value, old: Option<&Value>) -> Result<(), 
         crate::apps::apply_defaults(&ctx.res.kind, obj);
         crate::apps::validate(obj, old, &mut causes);
     }
-    if ctx.res.class == Class::EventsV1Event || ctx.res.class == Class::CoreEvent {
-        validation::validate_event_lengths(obj, &mut causes);
-        let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
-        let io_ns = obj["involvedObject"]["namespace"]
-            .as_str()
-            .unwrap_or_default();
-        if ctx.res.class == Class::EventsV1Event && obj["eventTime"].is_null() {
-            causes.push(Cause {
-                reason: "FieldValueRequired".into(),
-                message: "Required value".into(),
-                field: "eventTime".into(),
-            });
-        }
-        if !io_ns.is_empty() && io_ns != ns && ns != "default" {
-            let field = if ctx.res.class == Class::CoreEvent {
-                "involvedObject.namespace"
-            } else {
-                "regarding.namespace"
-            };
-            causes.push(Cause {
-                reason: "FieldValueInvalid".into(),
-                message: format!("Invalid value: \"{io_ns}\": does not match event.namespace"),
-                field: field.into(),
-            });
-        }
+    if is_event {
+        validation::validate_event(&ctx.res, obj, old, &mut causes);
     }
     validation::to_error(&ctx.res, obj, causes)
 }

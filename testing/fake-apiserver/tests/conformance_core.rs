@@ -1113,14 +1113,17 @@ async fn events_over_the_length_limits_are_refused_as_by_kube_apiserver() {
             .await,
     );
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    // An events.k8s.io/v1 Event is validated as the internal core Event,
+    // whose kind has no group: the error says `Event`, not
+    // `Event.events.k8s.io`, and the field is `message`, not `note`.
     assert_eq!(
         e.message,
-        format!("Event.events.k8s.io \"too-long\" is invalid: message: {limit_message}")
+        format!("Event \"too-long\" is invalid: message: {limit_message}")
     );
     let details = e.details.as_ref().expect("details");
     assert_eq!(
         (details.kind.as_str(), details.group.as_str()),
-        ("Event", "events.k8s.io")
+        ("Event", "")
     );
     let causes: Vec<(&str, &str, &str)> = details
         .causes
@@ -1128,6 +1131,31 @@ async fn events_over_the_length_limits_are_refused_as_by_kube_apiserver() {
         .map(|c| (c.reason.as_str(), c.field.as_str(), c.message.as_str()))
         .collect();
     assert_eq!(causes, [("FieldValueInvalid", "message", limit_message)]);
+
+    // Every limit at once: one cause each, in kube-apiserver's order.
+    let mut all_over = events_v1_event(&env.ns, "all-over", &over);
+    all_over.reason = Some("r".repeat(129));
+    all_over.action = Some("a".repeat(129));
+    all_over.reporting_instance = Some("i".repeat(129));
+    let e = api_err(v1.create(&pp, &all_over).await);
+    let causes: Vec<(&str, &str)> = e
+        .details
+        .as_ref()
+        .expect("details")
+        .causes
+        .iter()
+        .map(|c| (c.field.as_str(), c.message.as_str()))
+        .collect();
+    let at_most_128 = "Invalid value: \"\": can have at most 128 characters";
+    assert_eq!(
+        causes,
+        [
+            ("reportingInstance", at_most_128),
+            ("action", at_most_128),
+            ("reason", at_most_128),
+            ("message", limit_message)
+        ]
+    );
 
     let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(env.client.clone(), &env.ns);
     let e = api_err(
