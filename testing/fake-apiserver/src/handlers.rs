@@ -884,9 +884,10 @@ fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), 
     let patched = match pt {
         PatchType::Merge => {
             if !patch_doc.is_object() {
-                return Err(ApiError::bad_request(
-                    "json: cannot unmarshal into Go value of type map[string]interface {}",
-                ));
+                return Err(ApiError::bad_request(format!(
+                    "error decoding patch: json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+                    patch::json_type(&patch_doc)
+                )));
             }
             patch::merge_patch(&old_ext, &patch_doc)
         }

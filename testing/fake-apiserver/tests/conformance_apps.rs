@@ -138,9 +138,11 @@ async fn strategic_merge_patches_merge_containers_and_env_by_name() {
     let containers = &patched["spec"]["template"]["spec"]["containers"];
     assert_eq!(containers.as_array().unwrap().len(), 2);
     assert_eq!(containers[0]["image"], "nginx:1.27");
+    // Merged by name; as in every strategic merge of a list, the items new to
+    // it come first (apimachinery's normalizeElementOrder).
     assert_eq!(
         containers[0]["env"],
-        json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}])
+        json!([{"name": "B", "value": "2"}, {"name": "A", "value": "1"}])
     );
     let delete = json!({"spec": {"template": {"spec": {"containers": [{"name": "sidecar", "$patch": "delete"}]}}}});
     let patched = api

@@ -577,6 +577,8 @@ async fn patches_merge_strategic_and_json_follow_apiserver_rules() {
     );
 
     // Strategic merge patch unions finalizers (a merge patch would replace the list).
+    // The merged list puts the items new to it first: apimachinery's
+    // mergeSortedSlice lets a live item go first only ahead of another live one.
     let smp = api
         .patch(
             "p",
@@ -587,7 +589,7 @@ async fn patches_merge_strategic_and_json_follow_apiserver_rules() {
         .unwrap();
     assert_eq!(
         smp.metadata.finalizers.unwrap(),
-        vec!["x.io/one", "x.io/two"]
+        vec!["x.io/two", "x.io/one"]
     );
     let smp = api
         .patch(
