@@ -961,11 +961,7 @@ fn apply(
     if let Some(old) = &old {
         check_rv(t, old, &config, false)?;
     }
-    let scope = match t.subresource.as_deref() {
-        Some("status") => Scope::StatusOnly,
-        _ if t.res.status_subresource => Scope::NoStatus,
-        _ => Scope::All,
-    };
+    let scope = Scope::of(&t.res, t.subresource.as_deref());
     let api_version = t.res.api_version();
     let now = now_rfc3339();
     let op = managed::Op {

@@ -138,6 +138,39 @@ impl LabelSelector {
         self.reqs.is_empty()
     }
 
+    /// A `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`
+    /// with In, NotIn, Exists, DoesNotExist), as `LabelSelectorAsSelector`
+    /// reads it; unknown operators select nothing.
+    pub fn from_object(selector: &Value) -> Self {
+        let mut reqs = vec![];
+        if let Some(labels) = selector["matchLabels"].as_object() {
+            for (k, v) in labels {
+                reqs.push(Req::Eq(k.clone(), v.as_str().unwrap_or_default().into()));
+            }
+        }
+        for e in selector["matchExpressions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let key = e["key"].as_str().unwrap_or_default().to_string();
+            let values: Vec<String> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            reqs.push(match e["operator"].as_str().unwrap_or_default() {
+                "In" => Req::In(key, values),
+                "NotIn" => Req::NotIn(key, values),
+                "Exists" => Req::Exists(key),
+                "DoesNotExist" => Req::NotExists(key),
+                _ => Req::In(key, vec![]),
+            });
+        }
+        LabelSelector { reqs }
+    }
+
     /// Whether an object with these labels matches.
     pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
         self.reqs.iter().all(|r| match r {

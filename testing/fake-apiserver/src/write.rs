@@ -31,11 +31,7 @@ pub struct WriteCtx {
 
 impl WriteCtx {
     fn scope(&self) -> Scope {
-        match self.subresource.as_deref() {
-            Some("status") => Scope::StatusOnly,
-            _ if self.res.status_subresource => Scope::NoStatus,
-            _ => Scope::All,
-        }
+        Scope::of(&self.res, self.subresource.as_deref())
     }
 
     fn sub(&self) -> &str {
@@ -160,6 +156,25 @@ fn drop_empty_meta_maps(res: &ResourceInfo, obj: &mut Value) {
                 .is_some_and(Map::is_empty)
             {
                 meta.remove(k);
+            }
+        }
+    }
+}
+
+fn is_workload(ctx: &WriteCtx, kind: &str) -> bool {
+    ctx.res.class == Class::Workload && ctx.res.kind == kind
+}
+
+/// Sets `keys` of `obj` to their values in `old` (removing them where `old`
+/// has none).
+fn keep_old(obj: &mut Value, old: &Value, keys: &[&str]) {
+    for k in keys {
+        match old.get(*k) {
+            Some(v) => obj[*k] = v.clone(),
+            None => {
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove(*k);
+                }
             }
         }
     }
@@ -340,11 +355,21 @@ pub fn create(
     if ctx.res.has_generation {
         meta.insert("generation".into(), json!(1));
     }
+    // A DaemonSet's template generation starts at 1 (the client's, if
+    // higher); the creator owns the annotation.
+    let template_generation = is_workload(ctx, "DaemonSet").then(|| {
+        let g = crate::apps::template_generation(&obj);
+        crate::apps::set_template_generation(&mut obj, g);
+        g.max(1)
+    });
     let entries = match own {
         Ownership::Update => managed::update(vec![], &json!({}), &obj, &ctx.op(&api_version, &now)),
         Ownership::Applied(e) => e,
     };
     managed::encode(&mut obj, entries);
+    if let Some(g) = template_generation {
+        crate::apps::set_template_generation(&mut obj, g);
+    }
     if ctx.dry_run {
         return Ok(obj);
     }
@@ -411,6 +436,16 @@ pub fn update(
     new["kind"] = json!(ctx.res.kind);
     // Subresource and status handling.
     match ctx.subresource.as_deref() {
+        Some("status") if matches!(ctx.scope(), Scope::NoSpec { .. }) => {
+            // The status strategies of Deployments, StatefulSets, DaemonSets
+            // and Namespaces reset only spec (a Deployment's labels too).
+            let mut merged = new.clone();
+            keep_old(&mut merged, old, &["spec"]);
+            if ctx.res.kind == "Deployment" {
+                keep_old(&mut merged["metadata"], &old["metadata"], &["labels"]);
+            }
+            new = merged;
+        }
         Some("status") => {
             let mut merged = old.clone();
             match new.get("status") {
@@ -511,13 +546,32 @@ pub fn update(
     }
     if ctx.res.has_generation {
         let g = old_meta["generation"].as_i64().unwrap_or(1);
-        let g = if spec_changed(&ctx.res, old, &new) {
+        // A Deployment's annotation changes count too: they are copied to
+        // its ReplicaSets (deploymentStrategy.PrepareForUpdate).
+        let annotations_changed = is_workload(ctx, "Deployment")
+            && ctx.subresource.is_none()
+            && old_meta["annotations"] != new["metadata"]["annotations"];
+        let g = if spec_changed(&ctx.res, old, &new) || annotations_changed {
             g + 1
         } else {
             g
         };
         new["metadata"]["generation"] = json!(g);
     }
+    // A DaemonSet's template generation: the field manager sees the
+    // client's annotation (0 without one, as the conversion to apps/v1
+    // writes it), the strategy then keeps the stored one, bumped when a
+    // write through the main endpoint changes the template.
+    let template_generation = is_workload(ctx, "DaemonSet").then(|| {
+        let sent = crate::apps::template_generation(&new);
+        crate::apps::set_template_generation(&mut new, sent);
+        let g = crate::apps::template_generation(old);
+        if ctx.subresource.is_none() && old["spec"]["template"] != new["spec"]["template"] {
+            g + 1
+        } else {
+            g
+        }
+    });
     let entries = match own {
         // An existing object without managedFields: Updates are not tracked
         // (kube-apiserver's skipNonAppliedManager) until the first apply.
@@ -526,6 +580,9 @@ pub fn update(
         Ownership::Applied(e) => e,
     };
     managed::encode(&mut new, entries);
+    if let Some(g) = template_generation {
+        crate::apps::set_template_generation(&mut new, g);
+    }
     if new == *old {
         return Ok(old.clone());
     }
