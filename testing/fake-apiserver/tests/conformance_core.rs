@@ -335,22 +335,27 @@ async fn list_filters_by_label_and_field_selectors() {
     env.finish().await;
 }
 
+/// Secrets, not ConfigMaps: on a real cluster the controller manager's
+/// root-CA publisher adds a `kube-root-ca.crt` ConfigMap to every new
+/// namespace (at a moment of its choosing), which would be one more item in
+/// the pages; nothing adds Secrets.
 #[tokio::test]
 async fn list_pages_share_the_first_page_resource_version() {
     let env = Env::new().await;
-    let api: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    let api: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
     for i in 0..5 {
-        let cm: ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": format!("cm{i}")}})).unwrap();
-        api.create(&PostParams::default(), &cm).await.unwrap();
+        api.create(&PostParams::default(), &secret(&format!("s{i}"), &[], &[]))
+            .await
+            .unwrap();
     }
     let first = api.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(first.items.len(), 2);
     let token = first.metadata.continue_.clone().expect("continue token");
     assert_eq!(first.metadata.remaining_item_count, Some(3));
     // A write between pages is not visible in later pages.
-    let late: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cm9"}})).unwrap();
-    api.create(&PostParams::default(), &late).await.unwrap();
+    api.create(&PostParams::default(), &secret("s9", &[], &[]))
+        .await
+        .unwrap();
     let mut names: Vec<String> = first
         .items
         .iter()
@@ -369,7 +374,7 @@ async fn list_pages_share_the_first_page_resource_version() {
         names.extend(page.items.iter().map(|c| c.metadata.name.clone().unwrap()));
         token = page.metadata.continue_.filter(|c| !c.is_empty());
     }
-    assert_eq!(names, vec!["cm0", "cm1", "cm2", "cm3", "cm4"]);
+    assert_eq!(names, vec!["s0", "s1", "s2", "s3", "s4"]);
     env.finish().await;
 }
 
@@ -500,12 +505,14 @@ async fn watch_with_send_initial_events_ends_initial_state_with_a_bookmark() {
     env.finish().await;
 }
 
+/// Watches Secrets, of which a new namespace has none (a real cluster puts
+/// a `kube-root-ca.crt` ConfigMap in it, which would come as ADDED).
 #[tokio::test]
 async fn watch_ends_after_timeout_seconds() {
     let env = Env::new().await;
     let start = std::time::Instant::now();
     let path = format!(
-        "/api/v1/namespaces/{}/configmaps?watch=true&timeoutSeconds=1&resourceVersion=0",
+        "/api/v1/namespaces/{}/secrets?watch=true&timeoutSeconds=1&resourceVersion=0",
         env.ns
     );
     let lines = watch_lines(&env.client, &path, &[], |_| false, Duration::from_secs(15)).await;
@@ -702,8 +709,10 @@ async fn finalizers_hold_deletion_until_removed() {
     .unwrap();
     let e = api_err(api.get("f").await);
     assert_eq!(e.code, 404);
+    // Only this ConfigMap: on a real cluster the root-CA publisher may add
+    // `kube-root-ca.crt` to the namespace after it.
     let path = format!(
-        "/api/v1/namespaces/{}/configmaps?watch=true&resourceVersion={rv0}&timeoutSeconds=5",
+        "/api/v1/namespaces/{}/configmaps?watch=true&resourceVersion={rv0}&timeoutSeconds=5&fieldSelector=metadata.name%3Df",
         env.ns
     );
     let lines = watch_lines(
