@@ -14,6 +14,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::errors::ApiError;
 use crate::handlers::{core_view, error_response, render_mode, Filter, Render, Req, Target};
+use crate::resources::Class;
 use crate::server::Shared;
 use crate::store::{EventType, LogEntry};
 use crate::table;
@@ -114,7 +115,9 @@ fn prepare(shared: &Shared, t: &Target, r: &Req) -> Result<Prepared, ApiError> {
         })?;
         match inner.store.events_since(rv) {
             Some(backlog) => (Start::Backlog(backlog), rv),
-            None => (Start::TooOld(rv, inner.store.compacted_rv() + 1), rv),
+            // The watch cache names the oldest resourceVersion it can
+            // still watch from.
+            None => (Start::TooOld(rv, inner.store.compacted_rv()), rv),
         }
     };
     let rx = inner.store.subscribe();
@@ -219,9 +222,17 @@ async fn run(
     let mut last_rv = start_rv;
     match start {
         Start::TooOld(requested, oldest) => {
-            let status =
-                ApiError::expired(format!("too old resource version: {requested} ({oldest})"))
-                    .to_status();
+            // Events have no watch cache in kube-apiserver: their watches
+            // read etcd, which words it differently from the watch cache.
+            let message = if matches!(
+                spec.target.res.class,
+                Class::CoreEvent | Class::EventsV1Event
+            ) {
+                "The resourceVersion for the provided watch is too old.".to_string()
+            } else {
+                format!("too old resource version: {requested} ({oldest})")
+            };
+            let status = ApiError::expired(message).to_status();
             em.line(json!({"type": "ERROR", "object": status})).await;
             return;
         }
