@@ -494,53 +494,152 @@ impl Filter {
     }
 }
 
-fn list_options_invalid(msg: &str) -> ApiError {
-    let mut e = ApiError::new(
-        422,
-        "Invalid",
-        format!("ListOptions.meta.k8s.io \"\" is invalid: {msg}"),
-    );
-    e.details = Some(
-        json!({"kind": "ListOptions", "group": "meta.k8s.io", "causes": [{"reason": "FieldValueInvalid", "message": msg}]}),
-    );
-    e
+/// apimachinery's `ValidateListOptions` (internalversion/validation) for a
+/// list (`watch` false) or a watch: 422 `ListOptions.meta.k8s.io "" is
+/// invalid`, one cause per rule broken.
+pub fn validate_list_options(r: &Req, watch: bool) -> Result<(), ApiError> {
+    let rv = r.q("resourceVersion").unwrap_or_default();
+    let rvm = r.q("resourceVersionMatch").unwrap_or_default();
+    let continued = r.q("continue").is_some_and(|c| !c.is_empty());
+    let send_initial = r.q("sendInitialEvents").is_some();
+    use crate::errors::Cause;
+    let forbidden = |field: &str, detail: &str| Cause {
+        reason: "FieldValueForbidden".into(),
+        message: format!("Forbidden: {detail}"),
+        field: field.into(),
+    };
+    let not_supported = |supported: &str| Cause {
+        reason: "FieldValueNotSupported".into(),
+        message: format!("Unsupported value: \"{rvm}\": supported values: {supported}"),
+        field: "resourceVersionMatch".into(),
+    };
+    let mut causes = vec![];
+    if watch {
+        if send_initial && rvm != "NotOlderThan" {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if !rvm.is_empty() {
+            if !send_initial {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                ));
+            }
+            if rvm != "NotOlderThan" {
+                causes.push(not_supported("\"NotOlderThan\""));
+            }
+            if continued {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+        }
+    } else {
+        if !rvm.is_empty() {
+            if rv.is_empty() {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            if continued {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            if rvm != "Exact" && rvm != "NotOlderThan" {
+                causes.push(not_supported("\"Exact\", \"NotOlderThan\", \"\""));
+            }
+            if rvm == "Exact" && rv == "0" {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ));
+            }
+        }
+        if send_initial {
+            causes.push(forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            ));
+        }
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    let mut e = ApiError::invalid("ListOptions", "meta.k8s.io", "", causes);
+    // An options object has no name: details carry none.
+    if let Some(d) = e.details.as_mut().and_then(Value::as_object_mut) {
+        d.remove("name");
+    }
+    Err(e)
 }
 
 fn expired_continue() -> ApiError {
     ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
 }
 
+/// A continue token in kube-apiserver's shape (`storage.EncodeContinue`:
+/// unpadded base64url of `{"v","rv","start"}`), whose start key names the
+/// fake's snapshot and offset.
 fn encode_continue(rv: u64, id: u64, offset: usize) -> String {
     use base64::Engine;
     let tok = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{id}:{offset}")});
-    base64::engine::general_purpose::URL_SAFE.encode(tok.to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok.to_string())
 }
 
+/// Reads a continue token with `storage.DecodeContinue`'s errors (a 400
+/// `invalid continue token: …`); a well-formed token the fake did not issue
+/// is as good as expired.
 fn decode_continue(s: &str) -> Result<(u64, usize), ApiError> {
     use base64::Engine;
-    let bad = || ApiError::bad_request(format!("continue key is not valid: {s}"));
-    let raw = base64::engine::general_purpose::URL_SAFE
+    let invalid = |why: String| ApiError::bad_request(format!("invalid continue token: {why}"));
+    let generic = |why: String| invalid(format!("continue key is not valid: {why}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
-        .map_err(|_| bad())?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    let start = v["start"].as_str().ok_or_else(bad)?;
-    let (id, off) = start.split_once(':').ok_or_else(bad)?;
-    Ok((
-        id.parse().map_err(|_| bad())?,
-        off.parse().map_err(|_| bad())?,
-    ))
+        .map_err(|e| {
+            let at = match e {
+                base64::DecodeError::InvalidByte(i, _)
+                | base64::DecodeError::InvalidLastSymbol(i, _) => i,
+                base64::DecodeError::InvalidLength(n) => n.saturating_sub(1),
+                base64::DecodeError::InvalidPadding => s.len(),
+            };
+            generic(format!("illegal base64 data at input byte {at}"))
+        })?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|e| generic(e.to_string()))?;
+    match v["v"].as_str().unwrap_or_default() {
+        "meta.k8s.io/v1" => {}
+        other => {
+            return Err(invalid(format!(
+                "continue key is not valid: server does not recognize this encoded version {other}"
+            )))
+        }
+    }
+    if v["rv"].as_i64().unwrap_or(0) == 0 {
+        return Err(invalid("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)".into()));
+    }
+    let start = v["start"].as_str().unwrap_or_default();
+    if start.is_empty() {
+        return Err(invalid(
+            "continue key is not valid: encoded start key empty (version meta.k8s.io/v1)".into(),
+        ));
+    }
+    let parsed = start
+        .split_once(':')
+        .and_then(|(id, off)| Some((id.parse().ok()?, off.parse().ok()?)));
+    parsed.ok_or_else(expired_continue)
 }
 
 fn list(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError> {
-    if r.q("sendInitialEvents").is_some() {
-        return Err(list_options_invalid(
-            "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list",
-        ));
-    }
-    if r.q("resourceVersionMatch").is_some_and(|m| !m.is_empty())
-        && r.q("resourceVersion").is_none_or(str::is_empty)
-    {
-        return Err(list_options_invalid("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"));
+    validate_list_options(r, false)?;
+    if let Some(rv) = r.q("resourceVersion").filter(|v| !v.is_empty()) {
+        parse_resource_version(rv)
+            .map_err(|e| ApiError::bad_request(format!("invalid resource version: {e}")))?;
     }
     let filter = Filter::from_request(t, r)?;
     let limit: usize = r.q("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
@@ -846,6 +945,32 @@ fn patch_type(r: &Req, t: &Target) -> Result<PatchType, ApiError> {
     Ok(pt)
 }
 
+/// The cause reason of a `field.Error` by the words it starts with.
+fn field_error_reason(msg: &str) -> &'static str {
+    if msg.starts_with("Required value") {
+        "FieldValueRequired"
+    } else if msg.starts_with("Forbidden") {
+        "FieldValueForbidden"
+    } else {
+        "FieldValueInvalid"
+    }
+}
+
+/// A resourceVersion as kube-apiserver parses it (`strconv.ParseUint`), with
+/// Go's error text.
+pub fn parse_resource_version(s: &str) -> Result<u64, String> {
+    s.parse::<u64>().map_err(|_| {
+        let why = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            "value out of range"
+        } else {
+            "invalid syntax"
+        };
+        format!(
+            "resourceVersion: Invalid value: \"{s}\": strconv.ParseUint: parsing \"{s}\": {why}"
+        )
+    })
+}
+
 fn patch_options_invalid(field: &str, msg: &str) -> ApiError {
     let mut e = ApiError::new(
         422,
@@ -853,7 +978,7 @@ fn patch_options_invalid(field: &str, msg: &str) -> ApiError {
         format!("PatchOptions.meta.k8s.io \"\" is invalid: {field}: {msg}"),
     );
     e.details = Some(
-        json!({"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field}]}),
+        json!({"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{"reason": field_error_reason(msg), "message": msg, "field": field}]}),
     );
     e
 }

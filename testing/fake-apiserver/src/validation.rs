@@ -146,7 +146,7 @@ fn validate_labels(obj: &Value, causes: &mut Vec<Cause>) {
 const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
 
 /// AM `content.IsLabelValue`: too long (in bytes), then the pattern.
-fn label_value_errors(s: &str) -> Vec<String> {
+pub fn label_value_errors(s: &str) -> Vec<String> {
     let mut errs = vec![];
     if s.len() > 63 {
         errs.push("must be no more than 63 bytes".to_string());

@@ -20,18 +20,6 @@ use crate::store::{EventType, LogEntry};
 use crate::table;
 use crate::write::external;
 
-fn invalid(msg: &str) -> ApiError {
-    let mut e = ApiError::new(
-        422,
-        "Invalid",
-        format!("ListOptions.meta.k8s.io \"\" is invalid: {msg}"),
-    );
-    e.details = Some(
-        json!({"kind": "ListOptions", "group": "meta.k8s.io", "causes": [{"reason": "FieldValueForbidden", "message": msg}]}),
-    );
-    e
-}
-
 /// Parameters of one watch.
 struct WatchSpec {
     target: Target,
@@ -75,24 +63,14 @@ type Prepared = (WatchSpec, Start, u64, broadcast::Receiver<Arc<LogEntry>>);
 
 fn prepare(shared: &Shared, t: &Target, r: &Req) -> Result<Prepared, ApiError> {
     let send_initial = r.q("sendInitialEvents").is_some_and(|v| v == "true");
-    let rvm = r.q("resourceVersionMatch").filter(|s| !s.is_empty());
     let bookmarks = r.flag("allowWatchBookmarks");
-    if r.q("sendInitialEvents").is_some() {
-        if rvm != Some("NotOlderThan") {
-            return Err(invalid("resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"));
-        }
-        if send_initial && !bookmarks {
-            return Err(invalid("allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true"));
-        }
-    } else if rvm.is_some() {
-        return Err(invalid("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
-    }
+    crate::handlers::validate_list_options(r, true)?;
     let filter = Filter::from_request(t, r)?;
     let timeout = match r.q("timeoutSeconds").filter(|s| !s.is_empty()) {
-        Some(s) => Duration::from_secs(
-            s.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {s}")))?,
-        ),
+        Some(s) => Duration::from_secs(s.parse::<u64>().map_err(|_| {
+            // Decoding the query into ListOptions (Go's strconv).
+            ApiError::bad_request(format!("strconv.ParseInt: parsing \"{s}\": invalid syntax"))
+        })?),
         None => shared.config.default_watch_timeout,
     };
     let rv_param = r.q("resourceVersion").unwrap_or_default();
@@ -108,11 +86,9 @@ fn prepare(shared: &Shared, t: &Target, r: &Req) -> Result<Prepared, ApiError> {
             .collect();
         (Start::Initial(items), current)
     } else {
-        let rv: u64 = rv_param.parse().map_err(|_| {
-            ApiError::bad_request(format!(
-                "resourceVersion: Invalid value: \"{rv_param}\": must be a valid resource version"
-            ))
-        })?;
+        // The watch cache's parse error reaches the client as a 500.
+        let rv = crate::handlers::parse_resource_version(rv_param)
+            .map_err(|e| ApiError::new(500, "", e))?;
         match inner.store.events_since(rv) {
             Some(backlog) => (Start::Backlog(backlog), rv),
             // The watch cache names the oldest resourceVersion it can

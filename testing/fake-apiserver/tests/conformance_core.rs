@@ -298,6 +298,21 @@ async fn list_filters_by_label_and_field_selectors() {
         let got = names(api.list(&ListParams::default().labels(sel)).await.unwrap());
         assert_eq!(got, want, "selector {sel}");
     }
+    // Bad selectors are 400s in the words of apimachinery's label parser.
+    let refused = [
+        ("env===prod", "unable to parse requirement: found '=', expected: identifier"),
+        ("env in (a", "unable to parse requirement: found '', expected: ',' or ')'"),
+        ("env,", "found '', expected: identifier after ','"),
+        ("tier>web", "unable to parse requirement: values[0]: Invalid value: \"web\": for 'Gt', 'Lt' operators, the value must be an integer"),
+    ];
+    for (sel, message) in refused {
+        let e = api_err(api.list(&ListParams::default().labels(sel)).await);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (400, message),
+            "selector {sel}"
+        );
+    }
     let got = names(
         api.list(&ListParams::default().fields("metadata.name=b"))
             .await
@@ -490,6 +505,11 @@ async fn watch_with_send_initial_events_ends_initial_state_with_a_bookmark() {
         )
         .await;
     assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        body["details"]["causes"],
+        json!([{"reason": "FieldValueForbidden", "field": "resourceVersionMatch",
+            "message": "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"}])
+    );
     let (code, _) = env
         .raw_json(
             "GET",
