@@ -893,14 +893,41 @@ fn update(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiErr
     let c = ctx(t, r)?;
     let body = decode_body(r, t)?;
     let name = t.name.as_deref().unwrap_or_default();
-    if let Some(bn) = body["metadata"]["name"].as_str() {
-        if bn != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({bn}) does not match the name on the URL ({name})"
-            )));
+    // The update handler: the namespace, then the name (checkName).
+    let body_ns = body["metadata"]["namespace"].as_str().unwrap_or_default();
+    if let Some(ns) = t.namespace.as_deref() {
+        if !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
     }
+    match body["metadata"]["name"].as_str().unwrap_or_default() {
+        "" => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({name} based on URL) was undeterminable: name must be provided"
+            )))
+        }
+        bn if bn != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({bn}) does not match the name on the URL ({name})"
+            )))
+        }
+        _ => {}
+    }
     let old = existing(inner, t)?;
+    // A uid in the body is a storage precondition.
+    if let Some(uid) = body["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
+        let stored = old["metadata"]["uid"].as_str().unwrap_or_default();
+        if uid != stored {
+            let key = etcd_key(&t.res, t.namespace.as_deref(), name);
+            return Err(ApiError::conflict(
+                &t.res.gr(),
+                name,
+                &format!("StorageError: invalid object, Code: 4, Key: {key}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: {uid}, UID in object meta: {stored}"),
+            ));
+        }
+    }
     // Custom resources and Leases disallow unconditional updates.
     let rv_required = matches!(t.res.class, Class::Custom | Class::Lease);
     check_rv(t, &old, &body, rv_required)?;
@@ -1019,6 +1046,7 @@ fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), 
         PatchType::Strategic => patch::strategic_merge_patch(&old_ext, &patch_doc, &t.res.kind)?,
         _ => patch::json_patch(&old_ext, &patch_doc)?,
     };
+    check_patched(t, &name, &patched, true)?;
     validation::check_shape(&patched, &t.res.kind, &t.res.api_version())?;
     if t.res.class == Class::Secret {
         validation::check_secret_base64(&patched)?;
@@ -1032,6 +1060,54 @@ fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), 
         Ownership::Update,
     )?;
     Ok((200, external(&t.res, &stored)))
+}
+
+/// Where kube-apiserver keeps an object in etcd: `/registry/<resource>/…`
+/// for built-in kinds (core and the groups served here, whose resources
+/// keep their historical prefixes), `/registry/<group>/<resource>/…` for
+/// CRDs and custom resources.
+fn etcd_key(res: &ResourceInfo, ns: Option<&str>, name: &str) -> String {
+    let resource = match res.class {
+        Class::Custom | Class::Crd => format!("{}/{}", res.group, res.plural),
+        Class::EventsV1Event => "events".to_string(),
+        _ => res.plural.clone(),
+    };
+    match ns {
+        Some(ns) => format!("/registry/{resource}/{ns}/{name}"),
+        None => format!("/registry/{resource}/{name}"),
+    }
+}
+
+/// The patcher's checks of a patched object (handlers/patch.go): a uid on an
+/// object that does not exist yet, then the namespace, then the name.
+fn check_patched(t: &Target, name: &str, patched: &Value, exists: bool) -> Result<(), ApiError> {
+    let meta = &patched["metadata"];
+    if !exists {
+        if let Some(uid) = meta["uid"].as_str().filter(|u| !u.is_empty()) {
+            return Err(ApiError::conflict(
+                &t.res.gr(),
+                name,
+                &format!("uid mismatch: the provided object specified uid {uid}, and no existing object was found"),
+            ));
+        }
+    }
+    let object_ns = meta["namespace"].as_str().unwrap_or_default();
+    if let Some(ns) = t.namespace.as_deref() {
+        if !object_ns.is_empty() && object_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+    }
+    match meta["name"].as_str().unwrap_or_default() {
+        "" => Err(ApiError::bad_request(format!(
+            "the name of the object ({name} based on URL) was undeterminable: name must be provided"
+        ))),
+        n if n != name => Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn apply(
@@ -1061,17 +1137,20 @@ fn apply(
     if !config["metadata"]["managedFields"].is_null() {
         return Err(ApiError::bad_request("metadata.managedFields must be nil"));
     }
-    if let Some(n) = config["metadata"]["name"].as_str() {
-        if n != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({n}) does not match the name on the URL ({name})"
-            )));
-        }
-    }
     if t.res.class == Class::Secret {
         validation::check_secret_base64(&config)?;
     }
     let old = inner.store.get(&t.res.storage, ns_str(t), name).cloned();
+    // The patcher's checks, on the config merged into the live object.
+    let mut probe = config.clone();
+    if let Some(live) = &old {
+        for k in ["name", "uid"] {
+            if probe["metadata"][k].is_null() {
+                probe["metadata"][k] = live["metadata"][k].clone();
+            }
+        }
+    }
+    check_patched(t, name, &probe, old.is_some())?;
     if old.is_none() && t.subresource.is_some() {
         return Err(ApiError::not_found(&t.res.gr(), name));
     }

@@ -486,6 +486,21 @@ pub fn update(
     drop_empty_meta_maps(&ctx.res, &mut new);
     // Server-owned metadata.
     let old_meta = old["metadata"].clone();
+    // A uid may be left out (the stored one is kept) but not changed.
+    if let Some(uid) = new["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
+        if Some(uid) != old_meta["uid"].as_str() {
+            return Err(ApiError::invalid(
+                &ctx.res.kind,
+                &ctx.res.group,
+                old_meta["name"].as_str().unwrap_or_default(),
+                vec![Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: format!("Invalid value: \"{uid}\": field is immutable"),
+                    field: "metadata.uid".into(),
+                }],
+            ));
+        }
+    }
     {
         let meta = meta_mut(&mut new);
         for k in [

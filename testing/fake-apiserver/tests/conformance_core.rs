@@ -262,6 +262,67 @@ async fn update_with_stale_resource_version_conflicts() {
     env.finish().await;
 }
 
+/// The handlers' checks of a written object against the URL: its name and
+/// namespace (400s), and its uid (a PUT's uid is a storage precondition, a
+/// patch's a change of an immutable field, an apply's to a missing object a
+/// conflict).
+#[tokio::test]
+async fn writes_must_name_the_object_of_the_url() {
+    let env = Env::new().await;
+    let api: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let created = api
+        .create(&PostParams::default(), &secret("named", &[], &[]))
+        .await
+        .unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    let path = format!("/api/v1/namespaces/{}/secrets/named", env.ns);
+    let merge = [("content-type", "application/merge-patch+json")];
+    let cases = [
+        ("PUT", &[][..], json!({"metadata": {}}), 400, "the name of the object (named based on URL) was undeterminable: name must be provided".to_string()),
+        ("PUT", &[][..], json!({"metadata": {"name": "other"}}), 400, "the name of the object (other) does not match the name on the URL (named)".to_string()),
+        ("PUT", &[][..], json!({"metadata": {"name": "named", "namespace": "elsewhere"}}), 400, "the namespace of the provided object does not match the namespace sent on the request".to_string()),
+        ("PUT", &[][..], json!({"metadata": {"name": "named", "uid": "abc"}}), 409, format!("Operation cannot be fulfilled on secrets \"named\": StorageError: invalid object, Code: 4, Key: /registry/secrets/{}/named, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: abc, UID in object meta: {uid}", env.ns)),
+        ("PATCH", &merge[..], json!({"metadata": {"name": null}}), 400, "the name of the object (named based on URL) was undeterminable: name must be provided".to_string()),
+        ("PATCH", &merge[..], json!({"metadata": {"namespace": "elsewhere"}}), 400, "the namespace of the provided object does not match the namespace sent on the request".to_string()),
+        ("PATCH", &merge[..], json!({"metadata": {"uid": "abc"}}), 422, "Secret \"named\" is invalid: metadata.uid: Invalid value: \"abc\": field is immutable".to_string()),
+    ];
+    for (method, headers, body, code, message) in cases {
+        let (got, status) = env
+            .raw_json(method, &path, headers, Some(body.clone()))
+            .await;
+        assert_eq!(
+            (got, status["message"].as_str()),
+            (code, Some(message.as_str())),
+            "{method} {body}"
+        );
+    }
+    let apply = [("content-type", "application/apply-patch+yaml")];
+    let (code, status) = env
+        .raw_json(
+            "PATCH",
+            &format!("/api/v1/namespaces/{}/secrets/new?fieldManager=m", env.ns),
+            &apply,
+            Some(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "new", "uid": "abc"}})),
+        )
+        .await;
+    assert_eq!(code, 409, "{status}");
+    assert_eq!(status["message"], "Operation cannot be fulfilled on secrets \"new\": uid mismatch: the provided object specified uid abc, and no existing object was found");
+    let (code, status) = env
+        .raw_json(
+            "PATCH",
+            &format!("/api/v1/namespaces/{}/secrets/new?fieldManager=m", env.ns),
+            &apply,
+            Some(json!({"apiVersion": "v1", "kind": "Secret"})),
+        )
+        .await;
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(
+        status["message"],
+        "the name of the object (new based on URL) was undeterminable: name must be provided"
+    );
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn list_filters_by_label_and_field_selectors() {
     let env = Env::new().await;
