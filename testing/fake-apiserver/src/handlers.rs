@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::discovery;
-use crate::errors::ApiError;
+use crate::errors::{ApiError, Cause};
 use crate::faults::FaultAction;
 use crate::managed::{self, Scope};
 use crate::patch;
@@ -502,7 +502,6 @@ pub fn validate_list_options(r: &Req, watch: bool) -> Result<(), ApiError> {
     let rvm = r.q("resourceVersionMatch").unwrap_or_default();
     let continued = r.q("continue").is_some_and(|c| !c.is_empty());
     let send_initial = r.q("sendInitialEvents").is_some();
-    use crate::errors::Cause;
     let forbidden = |field: &str, detail: &str| Cause {
         reason: "FieldValueForbidden".into(),
         message: format!("Forbidden: {detail}"),
@@ -572,12 +571,7 @@ pub fn validate_list_options(r: &Req, watch: bool) -> Result<(), ApiError> {
     if causes.is_empty() {
         return Ok(());
     }
-    let mut e = ApiError::invalid("ListOptions", "meta.k8s.io", "", causes);
-    // An options object has no name: details carry none.
-    if let Some(d) = e.details.as_mut().and_then(Value::as_object_mut) {
-        d.remove("name");
-    }
-    Err(e)
+    Err(ApiError::options_invalid("ListOptions", causes))
 }
 
 fn expired_continue() -> ApiError {
@@ -778,60 +772,104 @@ fn check_type_meta(v: &Value, t: &Target) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn dry_run(r: &Req) -> Result<bool, ApiError> {
-    match r.q("dryRun") {
-        None | Some("") => Ok(false),
-        Some("All") => Ok(true),
-        Some(other) => Err(ApiError::invalid(
-            "",
-            "",
-            "",
-            vec![crate::errors::Cause {
-                reason: "FieldValueNotSupported".into(),
-                message: format!("Unsupported value: \"{other}\": supported values: \"All\""),
-                field: "dryRun".into(),
-            }],
-        )),
+/// A cause of an options error.
+fn option_cause(reason: &str, field: &str, message: String) -> Cause {
+    Cause {
+        reason: reason.into(),
+        message,
+        field: field.into(),
     }
 }
 
-fn field_manager(r: &Req) -> Result<String, ApiError> {
-    if let Some(m) = r.q("fieldManager").filter(|m| !m.is_empty()) {
-        if m.len() > 128 {
-            return Err(ApiError::new(
-                422,
-                "Invalid",
-                "fieldManager: Too long: may not be more than 128 bytes".to_string(),
+/// apimachinery's `ValidateDryRun` of a list of dryRun values.
+fn dry_run_causes(values: &[&str]) -> Vec<Cause> {
+    if values.iter().all(|v| *v == "All") {
+        return vec![];
+    }
+    vec![option_cause(
+        "FieldValueNotSupported",
+        "dryRun",
+        format!(
+            "Unsupported value: {}: supported values: \"All\"",
+            json!(values)
+        ),
+    )]
+}
+
+/// The dryRun query parameter (empty means none).
+fn dry_run_values(r: &Req) -> Vec<&str> {
+    r.q("dryRun")
+        .filter(|v| !v.is_empty())
+        .into_iter()
+        .collect()
+}
+
+/// The checks `ValidateCreateOptions`, `ValidateUpdateOptions` and
+/// `ValidatePatchOptions` share: fieldManager, dryRun, fieldValidation.
+fn common_option_causes(r: &Req) -> Vec<Cause> {
+    let mut causes = vec![];
+    let manager = r.q("fieldManager").unwrap_or_default();
+    if manager.len() > 128 {
+        causes.push(option_cause(
+            "FieldValueTooLong",
+            "fieldManager",
+            "Too long: may not be more than 128 bytes".into(),
+        ));
+    }
+    for (pos, c) in manager.char_indices() {
+        if c.is_control() {
+            causes.push(option_cause(
+                "FieldValueInvalid",
+                "fieldManager",
+                format!(
+                    "Invalid value: {}: invalid character U+{:04X} (at position {pos})",
+                    Value::from(manager),
+                    c as u32
+                ),
             ));
         }
-        return Ok(m.to_string());
+    }
+    causes.extend(dry_run_causes(&dry_run_values(r)));
+    let validation = r.q("fieldValidation").unwrap_or_default();
+    if !matches!(validation, "" | "Ignore" | "Strict" | "Warn") {
+        causes.push(option_cause(
+            "FieldValueNotSupported",
+            "fieldValidation",
+            format!("Unsupported value: \"{validation}\": supported values: \"\", \"Ignore\", \"Strict\", \"Warn\""),
+        ));
+    }
+    causes
+}
+
+/// The field manager of a write: `fieldManager`, else the User-Agent's
+/// first word.
+fn field_manager(r: &Req) -> String {
+    if let Some(m) = r.q("fieldManager").filter(|m| !m.is_empty()) {
+        return m.to_string();
     }
     let ua = r.header("user-agent");
     let prefix = ua.split('/').next().unwrap_or_default();
-    Ok(if prefix.is_empty() {
+    if prefix.is_empty() {
         "unknown".to_string()
     } else {
         prefix.to_string()
-    })
-}
-
-fn field_validation(r: &Req) -> Result<bool, ApiError> {
-    match r.q("fieldValidation") {
-        None | Some("") | Some("Ignore") | Some("Warn") => Ok(false),
-        Some("Strict") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "fieldValidation parameter unsupported: {other}"
-        ))),
     }
 }
 
-fn ctx(t: &Target, r: &Req) -> Result<WriteCtx, ApiError> {
+/// The context of a create, update or patch, after its options are checked
+/// (`kind` is `CreateOptions`, `UpdateOptions` or `PatchOptions`; `causes`
+/// holds the checks of that kind that come first).
+fn ctx(t: &Target, r: &Req, kind: &str, mut causes: Vec<Cause>) -> Result<WriteCtx, ApiError> {
+    causes.extend(common_option_causes(r));
+    if !causes.is_empty() {
+        return Err(ApiError::options_invalid(kind, causes));
+    }
     Ok(WriteCtx {
         res: t.res.clone(),
         subresource: t.subresource.clone(),
-        dry_run: dry_run(r)?,
-        manager: field_manager(r)?,
-        strict: field_validation(r)?,
+        dry_run: r.q("dryRun") == Some("All"),
+        manager: field_manager(r),
+        strict: r.q("fieldValidation") == Some("Strict"),
     })
 }
 
@@ -842,7 +880,7 @@ fn create(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiErr
     if t.res.namespaced && t.namespace.is_none() {
         return Err(not_found_resource());
     }
-    let c = ctx(t, r)?;
+    let c = ctx(t, r, "CreateOptions", vec![])?;
     let body = decode_body(r, t)?;
     let stored = write::create(
         inner,
@@ -890,7 +928,7 @@ fn check_rv(t: &Target, old: &Value, new: &Value, required: bool) -> Result<(), 
 }
 
 fn update(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError> {
-    let c = ctx(t, r)?;
+    let c = ctx(t, r, "UpdateOptions", vec![])?;
     let body = decode_body(r, t)?;
     let name = t.name.as_deref().unwrap_or_default();
     // The update handler: the namespace, then the name (checkName).
@@ -972,17 +1010,6 @@ fn patch_type(r: &Req, t: &Target) -> Result<PatchType, ApiError> {
     Ok(pt)
 }
 
-/// The cause reason of a `field.Error` by the words it starts with.
-fn field_error_reason(msg: &str) -> &'static str {
-    if msg.starts_with("Required value") {
-        "FieldValueRequired"
-    } else if msg.starts_with("Forbidden") {
-        "FieldValueForbidden"
-    } else {
-        "FieldValueInvalid"
-    }
-}
-
 /// A resourceVersion as kube-apiserver parses it (`strconv.ParseUint`), with
 /// Go's error text.
 pub fn parse_resource_version(s: &str) -> Result<u64, String> {
@@ -998,33 +1025,25 @@ pub fn parse_resource_version(s: &str) -> Result<u64, String> {
     })
 }
 
-fn patch_options_invalid(field: &str, msg: &str) -> ApiError {
-    let mut e = ApiError::new(
-        422,
-        "Invalid",
-        format!("PatchOptions.meta.k8s.io \"\" is invalid: {field}: {msg}"),
-    );
-    e.details = Some(
-        json!({"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{"reason": field_error_reason(msg), "message": msg, "field": field}]}),
-    );
-    e
-}
-
 fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError> {
     let pt = patch_type(r, t)?;
-    if pt == PatchType::Apply && r.q("fieldManager").is_none_or(str::is_empty) {
-        return Err(patch_options_invalid(
-            "fieldManager",
-            "Required value: is required for apply patch",
-        ));
-    }
+    // ValidatePatchOptions: force or the apply field manager first.
+    let mut causes = vec![];
     if pt != PatchType::Apply && r.q("force").is_some() {
-        return Err(patch_options_invalid(
+        causes.push(option_cause(
+            "FieldValueForbidden",
             "force",
-            "Forbidden: may not be specified for non-apply patch",
+            "Forbidden: may not be specified for non-apply patch".into(),
         ));
     }
-    let c = ctx(t, r)?;
+    if pt == PatchType::Apply && r.q("fieldManager").is_none_or(str::is_empty) {
+        causes.push(option_cause(
+            "FieldValueRequired",
+            "fieldManager",
+            "Required value: is required for apply patch".into(),
+        ));
+    }
+    let c = ctx(t, r, "PatchOptions", causes)?;
     let name = t.name.as_deref().unwrap_or_default().to_string();
     if pt == PatchType::Apply {
         return apply(inner, t, r, &c, &name);
@@ -1205,36 +1224,54 @@ fn apply(
     }
 }
 
+/// DeleteOptions from the body (or the query), checked as
+/// `ValidateDeleteOptions` checks them.
 fn delete_opts(r: &Req) -> Result<DeleteOpts, ApiError> {
-    let mut opts = DeleteOpts {
-        dry_run: dry_run(r)?,
-        ..Default::default()
-    };
+    let mut opts = DeleteOpts::default();
+    let mut dry_run: Vec<String> = dry_run_values(r).into_iter().map(String::from).collect();
+    let mut policy = r.q("propagationPolicy").map(String::from);
+    let mut orphan = r.q("orphanDependents").is_some();
     if !r.body.is_empty() {
         let body: Value = serde_json::from_slice(&r.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
         if let Some(d) = body["dryRun"].as_array() {
-            if d.iter().any(|x| x == "All") {
-                opts.dry_run = true;
-            } else if !d.is_empty() {
-                return Err(ApiError::new(422, "Invalid", format!("DeleteOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: {d:?}")));
-            }
+            dry_run = d
+                .iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect();
         }
         if let Some(p) = body["propagationPolicy"].as_str() {
-            if !matches!(p, "Orphan" | "Background" | "Foreground") {
-                return Err(ApiError::new(422, "Invalid", format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\"")));
-            }
+            policy = Some(p.to_string());
         }
+        orphan |= !body["orphanDependents"].is_null();
         opts.uid = body["preconditions"]["uid"].as_str().map(str::to_string);
         opts.resource_version = body["preconditions"]["resourceVersion"]
             .as_str()
             .map(str::to_string);
     }
-    if let Some(p) = r.q("propagationPolicy") {
-        if !matches!(p, "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::new(422, "Invalid", format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\"")));
+    let mut causes = vec![];
+    if let Some(p) = &policy {
+        if orphan {
+            causes.push(option_cause(
+                "FieldValueInvalid",
+                "propagationPolicy",
+                format!("Invalid value: \"{p}\": orphanDependents and deletionPropagation cannot be both set"),
+            ));
+        }
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            causes.push(option_cause(
+                "FieldValueNotSupported",
+                "propagationPolicy",
+                format!("Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+            ));
         }
     }
+    let values: Vec<&str> = dry_run.iter().map(String::as_str).collect();
+    causes.extend(dry_run_causes(&values));
+    if !causes.is_empty() {
+        return Err(ApiError::options_invalid("DeleteOptions", causes));
+    }
+    opts.dry_run = values.contains(&"All");
     Ok(opts)
 }
 

@@ -674,16 +674,25 @@ pub fn delete(
         .get(&res.storage, ns, name)
         .cloned()
         .ok_or_else(|| ApiError::not_found(&res.gr(), name))?;
+    // Preconditions: the namespace registry words them its own way; the
+    // generic store (rest.BeforeDelete) names the Kind.
+    let namespace = res.class == Class::Namespace;
+    let gr = if namespace {
+        res.gr()
+    } else {
+        crate::errors::GroupResource::new(&res.group, &res.kind)
+    };
     if let Some(uid) = &opts.uid {
         let actual = old["metadata"]["uid"].as_str().unwrap_or_default();
         if uid != actual {
-            return Err(ApiError::conflict(
-                &res.gr(),
-                name,
-                &format!(
+            let why = if namespace {
+                format!(
                     "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
-                ),
-            ));
+                )
+            } else {
+                format!("the UID in the precondition ({uid}) does not match the UID in record ({actual}). The object might have been deleted and then recreated")
+            };
+            return Err(ApiError::conflict(&gr, name, &why));
         }
     }
     if let Some(rv) = &opts.resource_version {
@@ -691,7 +700,12 @@ pub fn delete(
             .as_str()
             .unwrap_or_default();
         if rv != actual {
-            return Err(ApiError::conflict(&res.gr(), name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}")));
+            let why = if namespace {
+                format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}")
+            } else {
+                format!("the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({actual}). The object might have been modified")
+            };
+            return Err(ApiError::conflict(&gr, name, &why));
         }
     }
     let gone_status = |obj: &Value| {
@@ -705,9 +719,11 @@ pub fn delete(
         let mut new = old.clone();
         if new["metadata"]["deletionTimestamp"].is_null() {
             new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-            new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             if res.class == Class::Namespace {
+                // The namespace registry sets no grace period.
                 new["status"]["phase"] = json!("Terminating");
+            } else {
+                new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             }
             if opts.dry_run {
                 return Ok(Deleted::Pending(new));

@@ -323,6 +323,92 @@ async fn writes_must_name_the_object_of_the_url() {
     env.finish().await;
 }
 
+/// Request options are checked as apimachinery's `Validate*Options` check
+/// them (422 `<Kind>Options.meta.k8s.io "" is invalid`, one cause per rule),
+/// and delete preconditions as the generic store's `BeforeDelete` does
+/// (409 naming the Kind).
+#[tokio::test]
+async fn request_options_and_delete_preconditions_are_checked_as_by_kube_apiserver() {
+    let env = Env::new().await;
+    let api: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let created = api
+        .create(&PostParams::default(), &secret("opts", &[], &[]))
+        .await
+        .unwrap();
+    let collection = format!("/api/v1/namespaces/{}/secrets", env.ns);
+    let (code, status) = env
+        .raw_json(
+            "POST",
+            &format!("{collection}?dryRun=Bogus&fieldValidation=Loose"),
+            &[],
+            Some(json!({"metadata": {"name": "x"}})),
+        )
+        .await;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(
+        status["message"],
+        "CreateOptions.meta.k8s.io \"\" is invalid: [dryRun: Unsupported value: [\"Bogus\"]: supported values: \"All\", fieldValidation: Unsupported value: \"Loose\": supported values: \"\", \"Ignore\", \"Strict\", \"Warn\"]"
+    );
+    assert_eq!(
+        status["details"],
+        json!({"group": "meta.k8s.io", "kind": "CreateOptions", "causes": [
+            {"reason": "FieldValueNotSupported", "message": "Unsupported value: [\"Bogus\"]: supported values: \"All\"", "field": "dryRun"},
+            {"reason": "FieldValueNotSupported", "message": "Unsupported value: \"Loose\": supported values: \"\", \"Ignore\", \"Strict\", \"Warn\"", "field": "fieldValidation"}]})
+    );
+    let one = format!("{collection}/opts");
+    let (code, status) = env
+        .raw_json(
+            "DELETE",
+            &one,
+            &[],
+            Some(json!({"propagationPolicy": "Later"})),
+        )
+        .await;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(
+        status["message"],
+        "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"Later\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+    );
+    let uid = created.metadata.uid.unwrap();
+    let rv = created.metadata.resource_version.unwrap();
+    let (code, status) = env
+        .raw_json(
+            "DELETE",
+            &one,
+            &[],
+            Some(json!({"preconditions": {"uid": "abc"}})),
+        )
+        .await;
+    assert_eq!((code, &status["details"]["kind"]), (409, &json!("Secret")));
+    assert_eq!(
+        status["message"],
+        format!("Operation cannot be fulfilled on Secret \"opts\": the UID in the precondition (abc) does not match the UID in record ({uid}). The object might have been deleted and then recreated")
+    );
+    let (code, status) = env
+        .raw_json(
+            "DELETE",
+            &one,
+            &[],
+            Some(json!({"preconditions": {"resourceVersion": "1"}})),
+        )
+        .await;
+    assert_eq!(code, 409, "{status}");
+    assert_eq!(
+        status["message"],
+        format!("Operation cannot be fulfilled on Secret \"opts\": the ResourceVersion in the precondition (1) does not match the ResourceVersion in record ({rv}). The object might have been modified")
+    );
+    let (code, _) = env
+        .raw_json(
+            "DELETE",
+            &one,
+            &[],
+            Some(json!({"preconditions": {"uid": uid, "resourceVersion": rv}})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn list_filters_by_label_and_field_selectors() {
     let env = Env::new().await;
