@@ -14,6 +14,28 @@ use crate::errors::Cause;
 use crate::resources::{Class, Column, ResourceInfo};
 use crate::util::age;
 
+/// Where apps/v1 keeps a DaemonSet's `templateGeneration` (a field of the
+/// internal type only).
+pub const TEMPLATE_GENERATION: &str = "deprecated.daemonset.template.generation";
+
+/// A DaemonSet's template generation as its annotation says (0 without one).
+pub fn template_generation(obj: &Value) -> i64 {
+    obj["metadata"]["annotations"][TEMPLATE_GENERATION]
+        .as_str()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Writes a DaemonSet's template generation annotation, as the conversion
+/// to apps/v1 always does.
+pub fn set_template_generation(obj: &mut Value, generation: i64) {
+    let meta = &mut obj["metadata"];
+    if !meta["annotations"].is_object() {
+        meta["annotations"] = json!({});
+    }
+    meta["annotations"][TEMPLATE_GENERATION] = json!(generation.to_string());
+}
+
 /// The three kinds, with their discovery names.
 const KINDS: [(&str, &str, &str, &str); 3] = [
     ("deployments", "deployment", "Deployment", "deploy"),
@@ -285,15 +307,78 @@ fn cause(reason: &str, field: &str, message: String) -> Cause {
     }
 }
 
-/// Go's `%v` of a `map[string]string` (keys sorted).
-fn go_map(labels: &Map<String, Value>) -> String {
-    let mut pairs: Vec<(&String, &str)> = labels
-        .iter()
-        .map(|(k, v)| (k, v.as_str().unwrap_or_default()))
-        .collect();
-    pairs.sort();
-    let inner: Vec<String> = pairs.iter().map(|(k, v)| format!("{k:?}:{v:?}")).collect();
-    format!("map[string]string{{{}}}", inner.join(", "))
+/// Go's `encoding/json` text of a value as `field.Invalid` prints it
+/// (apimachinery 1.37): compact, map keys sorted, `<`, `>` and `&` escaped.
+/// Struct fields keep the order they are given in.
+fn go_json(v: &Value, sort_keys: bool) -> String {
+    let text = match v {
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            if sort_keys {
+                keys.sort();
+            }
+            let inner: Vec<String> = keys
+                .iter()
+                .map(|k| {
+                    format!(
+                        "{}:{}",
+                        Value::from(k.as_str()),
+                        go_json(&m[k.as_str()], true)
+                    )
+                })
+                .collect();
+            return format!("{{{}}}", inner.join(","));
+        }
+        Value::Array(a) => {
+            let inner: Vec<String> = a.iter().map(|x| go_json(x, sort_keys)).collect();
+            return format!("[{}]", inner.join(","));
+        }
+        other => other.to_string(),
+    };
+    text.replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+}
+
+/// A `metav1.LabelSelector` as Go marshals it: `matchLabels` then
+/// `matchExpressions` (`key`, `operator`, `values`), empty ones omitted.
+fn go_json_selector(selector: &Value) -> String {
+    let mut fields = vec![];
+    if let Some(labels) = selector["matchLabels"]
+        .as_object()
+        .filter(|m| !m.is_empty())
+    {
+        fields.push(format!(
+            "\"matchLabels\":{}",
+            go_json(&Value::Object(labels.clone()), true)
+        ));
+    }
+    if let Some(exprs) = selector["matchExpressions"]
+        .as_array()
+        .filter(|a| !a.is_empty())
+    {
+        let items: Vec<String> = exprs
+            .iter()
+            .map(|e| {
+                let mut f = vec![];
+                for k in ["key", "operator"] {
+                    f.push(format!(
+                        "\"{k}\":{}",
+                        go_json(&json!(e[k].as_str().unwrap_or_default()), true)
+                    ));
+                }
+                if let Some(values) = e["values"].as_array().filter(|a| !a.is_empty()) {
+                    f.push(format!(
+                        "\"values\":{}",
+                        go_json(&Value::Array(values.clone()), true)
+                    ));
+                }
+                format!("{{{}}}", f.join(","))
+            })
+            .collect();
+        fields.push(format!("\"matchExpressions\":[{}]", items.join(",")));
+    }
+    format!("{{{}}}", fields.join(","))
 }
 
 /// The apps/v1 validation clients meet most: a selector that selects the
@@ -308,14 +393,13 @@ pub fn validate(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
             "spec.selector",
             "Required value".into(),
         ));
-    } else if let Some(wanted) = selector["matchLabels"].as_object() {
-        let matches = wanted
-            .iter()
-            .all(|(k, v)| labels.and_then(|l| l.get(k)) == Some(v));
-        if !matches {
+    } else {
+        let wanted = crate::selectors::LabelSelector::from_object(selector);
+        let template = json!({"metadata": {"labels": labels}});
+        if !wanted.is_empty() && !wanted.matches_object(&template) {
             let shown = labels
-                .map(go_map)
-                .unwrap_or_else(|| "map[string]string(nil)".into());
+                .map(|l| go_json(&Value::Object(l.clone()), true))
+                .unwrap_or_else(|| "null".into());
             causes.push(cause(
                 "FieldValueInvalid",
                 "spec.template.metadata.labels",
@@ -328,7 +412,10 @@ pub fn validate(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
             causes.push(cause(
                 "FieldValueInvalid",
                 "spec.selector",
-                "Invalid value: v1.LabelSelector{…}: field is immutable".into(),
+                format!(
+                    "Invalid value: {}: field is immutable",
+                    go_json_selector(selector)
+                ),
             ));
         }
     }
@@ -573,7 +660,25 @@ mod tests {
         assert_eq!(causes.len(), 1);
         assert_eq!(
             causes[0].message,
-            "Invalid value: map[string]string{\"app\":\"api\"}: `selector` does not match template `labels`"
+            "Invalid value: {\"app\":\"api\"}: `selector` does not match template `labels`"
+        );
+        let mut causes = vec![];
+        let old = obj.clone();
+        let mut changed = obj.clone();
+        changed["spec"]["selector"] =
+            json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["x", "y"]}]});
+        changed["spec"]["template"]["metadata"]
+            .as_object_mut()
+            .unwrap()
+            .remove("labels");
+        validate(&changed, Some(&old), &mut causes);
+        let messages: Vec<&str> = causes.iter().map(|c| c.message.as_str()).collect();
+        assert_eq!(
+            messages,
+            [
+                "Invalid value: null: `selector` does not match template `labels`",
+                "Invalid value: {\"matchExpressions\":[{\"key\":\"app\",\"operator\":\"In\",\"values\":[\"x\",\"y\"]}]}: field is immutable"
+            ]
         );
     }
 }

@@ -278,6 +278,18 @@ impl ApiError {
     }
 }
 
+impl ApiError {
+    /// 422 `<Kind>.meta.k8s.io "" is invalid: …` for request options
+    /// (`CreateOptions`, `ListOptions`, …), whose details carry no name.
+    pub fn options_invalid(kind: &str, causes: Vec<Cause>) -> Self {
+        let mut e = ApiError::invalid(kind, "meta.k8s.io", "", causes);
+        if let Some(d) = e.details.as_mut().and_then(Value::as_object_mut) {
+            d.remove("name");
+        }
+        e
+    }
+}
+
 /// Shorthand for a single-cause 422.
 pub fn invalid_field(
     kind: &str,

@@ -12,7 +12,7 @@ use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde_json::{json, Value};
 
 use crate::discovery;
-use crate::errors::ApiError;
+use crate::errors::{ApiError, Cause};
 use crate::faults::FaultAction;
 use crate::managed::{self, Scope};
 use crate::patch;
@@ -494,53 +494,146 @@ impl Filter {
     }
 }
 
-fn list_options_invalid(msg: &str) -> ApiError {
-    let mut e = ApiError::new(
-        422,
-        "Invalid",
-        format!("ListOptions.meta.k8s.io \"\" is invalid: {msg}"),
-    );
-    e.details = Some(
-        json!({"kind": "ListOptions", "group": "meta.k8s.io", "causes": [{"reason": "FieldValueInvalid", "message": msg}]}),
-    );
-    e
+/// apimachinery's `ValidateListOptions` (internalversion/validation) for a
+/// list (`watch` false) or a watch: 422 `ListOptions.meta.k8s.io "" is
+/// invalid`, one cause per rule broken.
+pub fn validate_list_options(r: &Req, watch: bool) -> Result<(), ApiError> {
+    let rv = r.q("resourceVersion").unwrap_or_default();
+    let rvm = r.q("resourceVersionMatch").unwrap_or_default();
+    let continued = r.q("continue").is_some_and(|c| !c.is_empty());
+    let send_initial = r.q("sendInitialEvents").is_some();
+    let forbidden = |field: &str, detail: &str| Cause {
+        reason: "FieldValueForbidden".into(),
+        message: format!("Forbidden: {detail}"),
+        field: field.into(),
+    };
+    let not_supported = |supported: &str| Cause {
+        reason: "FieldValueNotSupported".into(),
+        message: format!("Unsupported value: \"{rvm}\": supported values: {supported}"),
+        field: "resourceVersionMatch".into(),
+    };
+    let mut causes = vec![];
+    if watch {
+        if send_initial && rvm != "NotOlderThan" {
+            causes.push(forbidden(
+                "resourceVersionMatch",
+                "sendInitialEvents requires setting resourceVersionMatch to NotOlderThan",
+            ));
+        }
+        if !rvm.is_empty() {
+            if !send_initial {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided",
+                ));
+            }
+            if rvm != "NotOlderThan" {
+                causes.push(not_supported("\"NotOlderThan\""));
+            }
+            if continued {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+        }
+    } else {
+        if !rvm.is_empty() {
+            if rv.is_empty() {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden unless resourceVersion is provided",
+                ));
+            }
+            if continued {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch is forbidden when continue is provided",
+                ));
+            }
+            if rvm != "Exact" && rvm != "NotOlderThan" {
+                causes.push(not_supported("\"Exact\", \"NotOlderThan\", \"\""));
+            }
+            if rvm == "Exact" && rv == "0" {
+                causes.push(forbidden(
+                    "resourceVersionMatch",
+                    "resourceVersionMatch \"exact\" is forbidden for resourceVersion \"0\"",
+                ));
+            }
+        }
+        if send_initial {
+            causes.push(forbidden(
+                "sendInitialEvents",
+                "sendInitialEvents is forbidden for list",
+            ));
+        }
+    }
+    if causes.is_empty() {
+        return Ok(());
+    }
+    Err(ApiError::options_invalid("ListOptions", causes))
 }
 
 fn expired_continue() -> ApiError {
     ApiError::expired("The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.")
 }
 
+/// A continue token in kube-apiserver's shape (`storage.EncodeContinue`:
+/// unpadded base64url of `{"v","rv","start"}`), whose start key names the
+/// fake's snapshot and offset.
 fn encode_continue(rv: u64, id: u64, offset: usize) -> String {
     use base64::Engine;
     let tok = json!({"v": "meta.k8s.io/v1", "rv": rv, "start": format!("{id}:{offset}")});
-    base64::engine::general_purpose::URL_SAFE.encode(tok.to_string())
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tok.to_string())
 }
 
+/// Reads a continue token with `storage.DecodeContinue`'s errors (a 400
+/// `invalid continue token: …`); a well-formed token the fake did not issue
+/// is as good as expired.
 fn decode_continue(s: &str) -> Result<(u64, usize), ApiError> {
     use base64::Engine;
-    let bad = || ApiError::bad_request(format!("continue key is not valid: {s}"));
-    let raw = base64::engine::general_purpose::URL_SAFE
+    let invalid = |why: String| ApiError::bad_request(format!("invalid continue token: {why}"));
+    let generic = |why: String| invalid(format!("continue key is not valid: {why}"));
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(s)
-        .map_err(|_| bad())?;
-    let v: Value = serde_json::from_slice(&raw).map_err(|_| bad())?;
-    let start = v["start"].as_str().ok_or_else(bad)?;
-    let (id, off) = start.split_once(':').ok_or_else(bad)?;
-    Ok((
-        id.parse().map_err(|_| bad())?,
-        off.parse().map_err(|_| bad())?,
-    ))
+        .map_err(|e| {
+            let at = match e {
+                base64::DecodeError::InvalidByte(i, _)
+                | base64::DecodeError::InvalidLastSymbol(i, _) => i,
+                base64::DecodeError::InvalidLength(n) => n.saturating_sub(1),
+                base64::DecodeError::InvalidPadding => s.len(),
+            };
+            generic(format!("illegal base64 data at input byte {at}"))
+        })?;
+    let v: Value = serde_json::from_slice(&raw).map_err(|e| generic(e.to_string()))?;
+    match v["v"].as_str().unwrap_or_default() {
+        "meta.k8s.io/v1" => {}
+        other => {
+            return Err(invalid(format!(
+                "continue key is not valid: server does not recognize this encoded version {other}"
+            )))
+        }
+    }
+    if v["rv"].as_i64().unwrap_or(0) == 0 {
+        return Err(invalid("continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)".into()));
+    }
+    let start = v["start"].as_str().unwrap_or_default();
+    if start.is_empty() {
+        return Err(invalid(
+            "continue key is not valid: encoded start key empty (version meta.k8s.io/v1)".into(),
+        ));
+    }
+    let parsed = start
+        .split_once(':')
+        .and_then(|(id, off)| Some((id.parse().ok()?, off.parse().ok()?)));
+    parsed.ok_or_else(expired_continue)
 }
 
 fn list(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError> {
-    if r.q("sendInitialEvents").is_some() {
-        return Err(list_options_invalid(
-            "sendInitialEvents: Forbidden: sendInitialEvents is forbidden for list",
-        ));
-    }
-    if r.q("resourceVersionMatch").is_some_and(|m| !m.is_empty())
-        && r.q("resourceVersion").is_none_or(str::is_empty)
-    {
-        return Err(list_options_invalid("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided"));
+    validate_list_options(r, false)?;
+    if let Some(rv) = r.q("resourceVersion").filter(|v| !v.is_empty()) {
+        parse_resource_version(rv)
+            .map_err(|e| ApiError::bad_request(format!("invalid resource version: {e}")))?;
     }
     let filter = Filter::from_request(t, r)?;
     let limit: usize = r.q("limit").and_then(|l| l.parse().ok()).unwrap_or(0);
@@ -679,60 +772,104 @@ fn check_type_meta(v: &Value, t: &Target) -> Result<(), ApiError> {
     Ok(())
 }
 
-fn dry_run(r: &Req) -> Result<bool, ApiError> {
-    match r.q("dryRun") {
-        None | Some("") => Ok(false),
-        Some("All") => Ok(true),
-        Some(other) => Err(ApiError::invalid(
-            "",
-            "",
-            "",
-            vec![crate::errors::Cause {
-                reason: "FieldValueNotSupported".into(),
-                message: format!("Unsupported value: \"{other}\": supported values: \"All\""),
-                field: "dryRun".into(),
-            }],
-        )),
+/// A cause of an options error.
+fn option_cause(reason: &str, field: &str, message: String) -> Cause {
+    Cause {
+        reason: reason.into(),
+        message,
+        field: field.into(),
     }
 }
 
-fn field_manager(r: &Req) -> Result<String, ApiError> {
-    if let Some(m) = r.q("fieldManager").filter(|m| !m.is_empty()) {
-        if m.len() > 128 {
-            return Err(ApiError::new(
-                422,
-                "Invalid",
-                "fieldManager: Too long: may not be more than 128 bytes".to_string(),
+/// apimachinery's `ValidateDryRun` of a list of dryRun values.
+fn dry_run_causes(values: &[&str]) -> Vec<Cause> {
+    if values.iter().all(|v| *v == "All") {
+        return vec![];
+    }
+    vec![option_cause(
+        "FieldValueNotSupported",
+        "dryRun",
+        format!(
+            "Unsupported value: {}: supported values: \"All\"",
+            json!(values)
+        ),
+    )]
+}
+
+/// The dryRun query parameter (empty means none).
+fn dry_run_values(r: &Req) -> Vec<&str> {
+    r.q("dryRun")
+        .filter(|v| !v.is_empty())
+        .into_iter()
+        .collect()
+}
+
+/// The checks `ValidateCreateOptions`, `ValidateUpdateOptions` and
+/// `ValidatePatchOptions` share: fieldManager, dryRun, fieldValidation.
+fn common_option_causes(r: &Req) -> Vec<Cause> {
+    let mut causes = vec![];
+    let manager = r.q("fieldManager").unwrap_or_default();
+    if manager.len() > 128 {
+        causes.push(option_cause(
+            "FieldValueTooLong",
+            "fieldManager",
+            "Too long: may not be more than 128 bytes".into(),
+        ));
+    }
+    for (pos, c) in manager.char_indices() {
+        if c.is_control() {
+            causes.push(option_cause(
+                "FieldValueInvalid",
+                "fieldManager",
+                format!(
+                    "Invalid value: {}: invalid character U+{:04X} (at position {pos})",
+                    Value::from(manager),
+                    c as u32
+                ),
             ));
         }
-        return Ok(m.to_string());
+    }
+    causes.extend(dry_run_causes(&dry_run_values(r)));
+    let validation = r.q("fieldValidation").unwrap_or_default();
+    if !matches!(validation, "" | "Ignore" | "Strict" | "Warn") {
+        causes.push(option_cause(
+            "FieldValueNotSupported",
+            "fieldValidation",
+            format!("Unsupported value: \"{validation}\": supported values: \"\", \"Ignore\", \"Strict\", \"Warn\""),
+        ));
+    }
+    causes
+}
+
+/// The field manager of a write: `fieldManager`, else the User-Agent's
+/// first word.
+fn field_manager(r: &Req) -> String {
+    if let Some(m) = r.q("fieldManager").filter(|m| !m.is_empty()) {
+        return m.to_string();
     }
     let ua = r.header("user-agent");
     let prefix = ua.split('/').next().unwrap_or_default();
-    Ok(if prefix.is_empty() {
+    if prefix.is_empty() {
         "unknown".to_string()
     } else {
         prefix.to_string()
-    })
-}
-
-fn field_validation(r: &Req) -> Result<bool, ApiError> {
-    match r.q("fieldValidation") {
-        None | Some("") | Some("Ignore") | Some("Warn") => Ok(false),
-        Some("Strict") => Ok(true),
-        Some(other) => Err(ApiError::bad_request(format!(
-            "fieldValidation parameter unsupported: {other}"
-        ))),
     }
 }
 
-fn ctx(t: &Target, r: &Req) -> Result<WriteCtx, ApiError> {
+/// The context of a create, update or patch, after its options are checked
+/// (`kind` is `CreateOptions`, `UpdateOptions` or `PatchOptions`; `causes`
+/// holds the checks of that kind that come first).
+fn ctx(t: &Target, r: &Req, kind: &str, mut causes: Vec<Cause>) -> Result<WriteCtx, ApiError> {
+    causes.extend(common_option_causes(r));
+    if !causes.is_empty() {
+        return Err(ApiError::options_invalid(kind, causes));
+    }
     Ok(WriteCtx {
         res: t.res.clone(),
         subresource: t.subresource.clone(),
-        dry_run: dry_run(r)?,
-        manager: field_manager(r)?,
-        strict: field_validation(r)?,
+        dry_run: r.q("dryRun") == Some("All"),
+        manager: field_manager(r),
+        strict: r.q("fieldValidation") == Some("Strict"),
     })
 }
 
@@ -743,7 +880,7 @@ fn create(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiErr
     if t.res.namespaced && t.namespace.is_none() {
         return Err(not_found_resource());
     }
-    let c = ctx(t, r)?;
+    let c = ctx(t, r, "CreateOptions", vec![])?;
     let body = decode_body(r, t)?;
     let stored = write::create(
         inner,
@@ -773,13 +910,16 @@ fn check_rv(t: &Target, old: &Value, new: &Value, required: bool) -> Result<(), 
         Some(rv) if Some(rv) != old["metadata"]["resourceVersion"].as_str() => {
             Err(ApiError::conflict_modified(&t.res.gr(), name))
         }
+        // The generic store names the resource (plural) where the kind
+        // would go, and 1.37 prints the uint64 0 as `0` (field.Invalid of
+        // a number), older releases as `0x0`.
         None if required => Err(ApiError::invalid(
-            &t.res.kind,
+            &t.res.plural,
             &t.res.group,
             name,
             vec![crate::errors::Cause {
                 reason: "FieldValueInvalid".into(),
-                message: "Invalid value: 0x0: must be specified for an update".into(),
+                message: "Invalid value: 0: must be specified for an update".into(),
                 field: "metadata.resourceVersion".into(),
             }],
         )),
@@ -788,17 +928,44 @@ fn check_rv(t: &Target, old: &Value, new: &Value, required: bool) -> Result<(), 
 }
 
 fn update(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError> {
-    let c = ctx(t, r)?;
+    let c = ctx(t, r, "UpdateOptions", vec![])?;
     let body = decode_body(r, t)?;
     let name = t.name.as_deref().unwrap_or_default();
-    if let Some(bn) = body["metadata"]["name"].as_str() {
-        if bn != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({bn}) does not match the name on the URL ({name})"
-            )));
+    // The update handler: the namespace, then the name (checkName).
+    let body_ns = body["metadata"]["namespace"].as_str().unwrap_or_default();
+    if let Some(ns) = t.namespace.as_deref() {
+        if !body_ns.is_empty() && body_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
         }
     }
+    match body["metadata"]["name"].as_str().unwrap_or_default() {
+        "" => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({name} based on URL) was undeterminable: name must be provided"
+            )))
+        }
+        bn if bn != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({bn}) does not match the name on the URL ({name})"
+            )))
+        }
+        _ => {}
+    }
     let old = existing(inner, t)?;
+    // A uid in the body is a storage precondition.
+    if let Some(uid) = body["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
+        let stored = old["metadata"]["uid"].as_str().unwrap_or_default();
+        if uid != stored {
+            let key = etcd_key(&t.res, t.namespace.as_deref(), name);
+            return Err(ApiError::conflict(
+                &t.res.gr(),
+                name,
+                &format!("StorageError: invalid object, Code: 4, Key: {key}, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: {uid}, UID in object meta: {stored}"),
+            ));
+        }
+    }
     // Custom resources and Leases disallow unconditional updates.
     let rv_required = matches!(t.res.class, Class::Custom | Class::Lease);
     check_rv(t, &old, &body, rv_required)?;
@@ -843,33 +1010,40 @@ fn patch_type(r: &Req, t: &Target) -> Result<PatchType, ApiError> {
     Ok(pt)
 }
 
-fn patch_options_invalid(field: &str, msg: &str) -> ApiError {
-    let mut e = ApiError::new(
-        422,
-        "Invalid",
-        format!("PatchOptions.meta.k8s.io \"\" is invalid: {field}: {msg}"),
-    );
-    e.details = Some(
-        json!({"group": "meta.k8s.io", "kind": "PatchOptions", "causes": [{"reason": "FieldValueInvalid", "message": msg, "field": field}]}),
-    );
-    e
+/// A resourceVersion as kube-apiserver parses it (`strconv.ParseUint`), with
+/// Go's error text.
+pub fn parse_resource_version(s: &str) -> Result<u64, String> {
+    s.parse::<u64>().map_err(|_| {
+        let why = if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+            "value out of range"
+        } else {
+            "invalid syntax"
+        };
+        format!(
+            "resourceVersion: Invalid value: \"{s}\": strconv.ParseUint: parsing \"{s}\": {why}"
+        )
+    })
 }
 
 fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError> {
     let pt = patch_type(r, t)?;
-    if pt == PatchType::Apply && r.q("fieldManager").is_none_or(str::is_empty) {
-        return Err(patch_options_invalid(
-            "fieldManager",
-            "Required value: is required for apply patch",
-        ));
-    }
+    // ValidatePatchOptions: force or the apply field manager first.
+    let mut causes = vec![];
     if pt != PatchType::Apply && r.q("force").is_some() {
-        return Err(patch_options_invalid(
+        causes.push(option_cause(
+            "FieldValueForbidden",
             "force",
-            "Forbidden: may not be specified for non-apply patch",
+            "Forbidden: may not be specified for non-apply patch".into(),
         ));
     }
-    let c = ctx(t, r)?;
+    if pt == PatchType::Apply && r.q("fieldManager").is_none_or(str::is_empty) {
+        causes.push(option_cause(
+            "FieldValueRequired",
+            "fieldManager",
+            "Required value: is required for apply patch".into(),
+        ));
+    }
+    let c = ctx(t, r, "PatchOptions", causes)?;
     let name = t.name.as_deref().unwrap_or_default().to_string();
     if pt == PatchType::Apply {
         return apply(inner, t, r, &c, &name);
@@ -881,15 +1055,17 @@ fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), 
     let patched = match pt {
         PatchType::Merge => {
             if !patch_doc.is_object() {
-                return Err(ApiError::bad_request(
-                    "json: cannot unmarshal into Go value of type map[string]interface {}",
-                ));
+                return Err(ApiError::bad_request(format!(
+                    "error decoding patch: json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+                    patch::json_type(&patch_doc)
+                )));
             }
             patch::merge_patch(&old_ext, &patch_doc)
         }
         PatchType::Strategic => patch::strategic_merge_patch(&old_ext, &patch_doc, &t.res.kind)?,
         _ => patch::json_patch(&old_ext, &patch_doc)?,
     };
+    check_patched(t, &name, &patched, true)?;
     validation::check_shape(&patched, &t.res.kind, &t.res.api_version())?;
     if t.res.class == Class::Secret {
         validation::check_secret_base64(&patched)?;
@@ -903,6 +1079,54 @@ fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), 
         Ownership::Update,
     )?;
     Ok((200, external(&t.res, &stored)))
+}
+
+/// Where kube-apiserver keeps an object in etcd: `/registry/<resource>/…`
+/// for built-in kinds (core and the groups served here, whose resources
+/// keep their historical prefixes), `/registry/<group>/<resource>/…` for
+/// CRDs and custom resources.
+fn etcd_key(res: &ResourceInfo, ns: Option<&str>, name: &str) -> String {
+    let resource = match res.class {
+        Class::Custom | Class::Crd => format!("{}/{}", res.group, res.plural),
+        Class::EventsV1Event => "events".to_string(),
+        _ => res.plural.clone(),
+    };
+    match ns {
+        Some(ns) => format!("/registry/{resource}/{ns}/{name}"),
+        None => format!("/registry/{resource}/{name}"),
+    }
+}
+
+/// The patcher's checks of a patched object (handlers/patch.go): a uid on an
+/// object that does not exist yet, then the namespace, then the name.
+fn check_patched(t: &Target, name: &str, patched: &Value, exists: bool) -> Result<(), ApiError> {
+    let meta = &patched["metadata"];
+    if !exists {
+        if let Some(uid) = meta["uid"].as_str().filter(|u| !u.is_empty()) {
+            return Err(ApiError::conflict(
+                &t.res.gr(),
+                name,
+                &format!("uid mismatch: the provided object specified uid {uid}, and no existing object was found"),
+            ));
+        }
+    }
+    let object_ns = meta["namespace"].as_str().unwrap_or_default();
+    if let Some(ns) = t.namespace.as_deref() {
+        if !object_ns.is_empty() && object_ns != ns {
+            return Err(ApiError::bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request",
+            ));
+        }
+    }
+    match meta["name"].as_str().unwrap_or_default() {
+        "" => Err(ApiError::bad_request(format!(
+            "the name of the object ({name} based on URL) was undeterminable: name must be provided"
+        ))),
+        n if n != name => Err(ApiError::bad_request(format!(
+            "the name of the object ({n}) does not match the name on the URL ({name})"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 fn apply(
@@ -932,17 +1156,20 @@ fn apply(
     if !config["metadata"]["managedFields"].is_null() {
         return Err(ApiError::bad_request("metadata.managedFields must be nil"));
     }
-    if let Some(n) = config["metadata"]["name"].as_str() {
-        if n != name {
-            return Err(ApiError::bad_request(format!(
-                "the name of the object ({n}) does not match the name on the URL ({name})"
-            )));
-        }
-    }
     if t.res.class == Class::Secret {
         validation::check_secret_base64(&config)?;
     }
     let old = inner.store.get(&t.res.storage, ns_str(t), name).cloned();
+    // The patcher's checks, on the config merged into the live object.
+    let mut probe = config.clone();
+    if let Some(live) = &old {
+        for k in ["name", "uid"] {
+            if probe["metadata"][k].is_null() {
+                probe["metadata"][k] = live["metadata"][k].clone();
+            }
+        }
+    }
+    check_patched(t, name, &probe, old.is_some())?;
     if old.is_none() && t.subresource.is_some() {
         return Err(ApiError::not_found(&t.res.gr(), name));
     }
@@ -957,11 +1184,7 @@ fn apply(
     if let Some(old) = &old {
         check_rv(t, old, &config, false)?;
     }
-    let scope = match t.subresource.as_deref() {
-        Some("status") => Scope::StatusOnly,
-        _ if t.res.status_subresource => Scope::NoStatus,
-        _ => Scope::All,
-    };
+    let scope = Scope::of(&t.res, t.subresource.as_deref());
     let api_version = t.res.api_version();
     let now = now_rfc3339();
     let op = managed::Op {
@@ -1001,36 +1224,54 @@ fn apply(
     }
 }
 
+/// DeleteOptions from the body (or the query), checked as
+/// `ValidateDeleteOptions` checks them.
 fn delete_opts(r: &Req) -> Result<DeleteOpts, ApiError> {
-    let mut opts = DeleteOpts {
-        dry_run: dry_run(r)?,
-        ..Default::default()
-    };
+    let mut opts = DeleteOpts::default();
+    let mut dry_run: Vec<String> = dry_run_values(r).into_iter().map(String::from).collect();
+    let mut policy = r.q("propagationPolicy").map(String::from);
+    let mut orphan = r.q("orphanDependents").is_some();
     if !r.body.is_empty() {
         let body: Value = serde_json::from_slice(&r.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
         if let Some(d) = body["dryRun"].as_array() {
-            if d.iter().any(|x| x == "All") {
-                opts.dry_run = true;
-            } else if !d.is_empty() {
-                return Err(ApiError::new(422, "Invalid", format!("DeleteOptions.meta.k8s.io \"\" is invalid: dryRun: Unsupported value: {d:?}")));
-            }
+            dry_run = d
+                .iter()
+                .filter_map(|x| x.as_str().map(String::from))
+                .collect();
         }
         if let Some(p) = body["propagationPolicy"].as_str() {
-            if !matches!(p, "Orphan" | "Background" | "Foreground") {
-                return Err(ApiError::new(422, "Invalid", format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\"")));
-            }
+            policy = Some(p.to_string());
         }
+        orphan |= !body["orphanDependents"].is_null();
         opts.uid = body["preconditions"]["uid"].as_str().map(str::to_string);
         opts.resource_version = body["preconditions"]["resourceVersion"]
             .as_str()
             .map(str::to_string);
     }
-    if let Some(p) = r.q("propagationPolicy") {
-        if !matches!(p, "Orphan" | "Background" | "Foreground") {
-            return Err(ApiError::new(422, "Invalid", format!("DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\"")));
+    let mut causes = vec![];
+    if let Some(p) = &policy {
+        if orphan {
+            causes.push(option_cause(
+                "FieldValueInvalid",
+                "propagationPolicy",
+                format!("Invalid value: \"{p}\": orphanDependents and deletionPropagation cannot be both set"),
+            ));
+        }
+        if !matches!(p.as_str(), "Orphan" | "Background" | "Foreground") {
+            causes.push(option_cause(
+                "FieldValueNotSupported",
+                "propagationPolicy",
+                format!("Unsupported value: \"{p}\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""),
+            ));
         }
     }
+    let values: Vec<&str> = dry_run.iter().map(String::as_str).collect();
+    causes.extend(dry_run_causes(&values));
+    if !causes.is_empty() {
+        return Err(ApiError::options_invalid("DeleteOptions", causes));
+    }
+    opts.dry_run = values.contains(&"All");
     Ok(opts)
 }
 

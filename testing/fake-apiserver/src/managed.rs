@@ -56,9 +56,31 @@ pub enum Scope {
     NoStatus,
     /// Only `status` (the `/status` subresource).
     StatusOnly,
+    /// The `/status` subresource of a built-in kind whose status strategy
+    /// resets only `spec` (and a Deployment's `metadata.labels`): the rest of
+    /// the object, metadata included, goes through.
+    NoSpec {
+        /// Whether `metadata.labels` is reset too (Deployments).
+        reset_labels: bool,
+    },
 }
 
 impl Scope {
+    /// The scope of a write to `res` through `subresource`.
+    pub fn of(res: &crate::resources::ResourceInfo, subresource: Option<&str>) -> Scope {
+        use crate::resources::Class;
+        match subresource {
+            Some("status") if matches!(res.class, Class::Workload | Class::Namespace) => {
+                Scope::NoSpec {
+                    reset_labels: res.kind == "Deployment",
+                }
+            }
+            Some("status") => Scope::StatusOnly,
+            _ if res.status_subresource => Scope::NoStatus,
+            _ => Scope::All,
+        }
+    }
+
     fn keep(self, set: &FieldSet) -> FieldSet {
         let meta = vec!["f:metadata".to_string()];
         let set = set.filter(|p| *p != meta);
@@ -66,6 +88,11 @@ impl Scope {
             Scope::All => set,
             Scope::NoStatus => set.filter(|p| p.first().map(String::as_str) != Some("f:status")),
             Scope::StatusOnly => set.filter(|p| p.first().map(String::as_str) == Some("f:status")),
+            Scope::NoSpec { reset_labels } => set.filter(|p| {
+                let head: Vec<&str> = p.iter().take(2).map(String::as_str).collect();
+                head.first() != Some(&"f:spec")
+                    && !(reset_labels && head == ["f:metadata", "f:labels"])
+            }),
         }
     }
 }
@@ -348,6 +375,16 @@ pub fn apply(
             config_s = json!({});
             if let Some(s) = status {
                 config_s["status"] = s;
+            }
+        }
+        Scope::NoSpec { reset_labels } => {
+            if let Some(m) = config_s.as_object_mut() {
+                m.remove("spec");
+            }
+            if reset_labels {
+                if let Some(m) = config_s["metadata"].as_object_mut() {
+                    m.remove("labels");
+                }
             }
         }
         Scope::All => {}

@@ -29,10 +29,25 @@ pub fn merge_patch(target: &Value, patch: &Value) -> Value {
 }
 
 /// How a list is merged by a strategic merge patch.
+#[derive(Clone, Copy)]
 enum Strategy {
     Replace,
     MergePrimitive,
     MergeByKey(&'static str),
+}
+
+impl Strategy {
+    fn merges(self) -> bool {
+        !matches!(self, Strategy::Replace)
+    }
+
+    /// The `patchMergeKey` (`""` for lists of primitives).
+    fn key(self) -> &'static str {
+        match self {
+            Strategy::MergeByKey(k) => k,
+            _ => "",
+        }
+    }
 }
 
 fn strategy(path: &[String], kind: &str) -> Strategy {
@@ -41,6 +56,7 @@ fn strategy(path: &[String], kind: &str) -> Strategy {
         (_, ["metadata", "finalizers"]) => Strategy::MergePrimitive,
         (_, ["metadata", "ownerReferences"]) => Strategy::MergeByKey("uid"),
         ("Namespace", ["status", "conditions"]) => Strategy::MergeByKey("type"),
+        ("ServiceAccount", ["secrets"]) => Strategy::MergeByKey("name"),
         ("Deployment" | "StatefulSet" | "DaemonSet", p) => crate::apps::merge_key(p)
             .map(Strategy::MergeByKey)
             .unwrap_or(Strategy::Replace),
@@ -48,75 +64,558 @@ fn strategy(path: &[String], kind: &str) -> Strategy {
     }
 }
 
-/// Strategic merge patch for the built-in kinds served here.
-pub fn strategic_merge_patch(target: &Value, patch: &Value, kind: &str) -> Result<Value, ApiError> {
-    smp(target, patch, kind, &mut vec![])
+/// The name of a JSON value's type as Go's encoding/json words it.
+pub fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Array(_) => "array",
+        Value::String(_) => "string",
+        Value::Number(_) => "number",
+        Value::Bool(_) => "bool",
+        Value::Object(_) => "object",
+        Value::Null => "null",
+    }
 }
 
-fn smp(
-    target: &Value,
-    patch: &Value,
+/// Go's `%v` of a decoded JSON value (maps with sorted keys).
+fn go_fmt(v: &Value) -> String {
+    match v {
+        Value::Null => "<nil>".into(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if f.fract() == 0.0 && f.abs() < 1e21 => format!("{}", f as i64),
+            _ => n.to_string(),
+        },
+        Value::Bool(b) => b.to_string(),
+        Value::Array(a) => format!("[{}]", a.iter().map(go_fmt).collect::<Vec<_>>().join(" ")),
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let inner: Vec<String> = keys
+                .iter()
+                .map(|k| format!("{k}:{}", go_fmt(&m[k.as_str()])))
+                .collect();
+            format!("map[{}]", inner.join(" "))
+        }
+    }
+}
+
+/// An error the strategic merge library returns as a plain Go error: the
+/// patch handler passes it on, and it is answered as a 500 without reason.
+fn smp_error(message: String) -> ApiError {
+    ApiError::new(500, "", message)
+}
+
+/// `mergepatch.ErrNoMergeKey`.
+fn no_merge_key(m: &Map<String, Value>, key: &str) -> ApiError {
+    smp_error(format!(
+        "map: {} does not contain declared merge key: {key}",
+        go_fmt(&Value::Object(m.clone()))
+    ))
+}
+
+/// Strategic merge patch for the built-in kinds served here: a port of
+/// apimachinery's `strategicpatch.StrategicMergeMapPatch` as the patch
+/// handler runs it (`MergeParallelList`, `IgnoreUnmatchedNulls`), with the
+/// merge keys of the types served, including its list order (items new to
+/// the list come before the ones only the server had; `$setElementOrder`
+/// sets the order). `$`-directives left in the result are dropped, as
+/// decoding into the typed object drops them.
+pub fn strategic_merge_patch(target: &Value, patch: &Value, kind: &str) -> Result<Value, ApiError> {
+    let Value::Object(p) = patch else {
+        return Err(ApiError::bad_request(format!(
+            "json: cannot unmarshal {} into Go value of type map[string]interface {{}}",
+            json_type(patch)
+        )));
+    };
+    let original = target.as_object().cloned().unwrap_or_default();
+    let merged = merge_map(original, p.clone(), kind, &mut vec![])?;
+    Ok(strip_directives(&Value::Object(merged)))
+}
+
+fn merge_map(
+    mut original: Map<String, Value>,
+    mut patch: Map<String, Value>,
     kind: &str,
     path: &mut Vec<String>,
-) -> Result<Value, ApiError> {
-    let Value::Object(p) = patch else {
-        return Ok(patch.clone());
-    };
-    match p.get("$patch").and_then(Value::as_str) {
-        Some("delete") => return Ok(Value::Null),
-        Some("replace") => {
-            let mut r = p.clone();
-            r.remove("$patch");
-            return Ok(Value::Object(r));
-        }
-        Some(other) if other != "merge" => {
-            return Err(ApiError::bad_request(format!(
-                "unknown patch type: {other}"
-            )));
-        }
-        _ => {}
-    }
-    let mut out = match target {
-        Value::Object(t) => t.clone(),
-        _ => Map::new(),
-    };
-    if let Some(retain) = p.get("$retainKeys").and_then(Value::as_array) {
-        let keep: Vec<&str> = retain.iter().filter_map(Value::as_str).collect();
-        out.retain(|k, _| keep.contains(&k.as_str()));
-    }
-    for (k, v) in p {
-        if k.starts_with("$setElementOrder/") || k == "$retainKeys" || k == "$patch" {
-            continue;
-        }
-        if let Some(field) = k.strip_prefix("$deleteFromPrimitiveList/") {
-            if let (Some(Value::Array(list)), Value::Array(del)) = (out.get_mut(field), v) {
-                list.retain(|it| !del.contains(it));
+) -> Result<Map<String, Value>, ApiError> {
+    if let Some(directive) = patch.get("$patch") {
+        return match directive.as_str() {
+            Some("replace") => {
+                patch.remove("$patch");
+                Ok(patch)
             }
-            continue;
-        }
-        if v.is_null() {
-            out.remove(k);
-            continue;
-        }
-        path.push(k.clone());
-        let merged = match (out.get(k), v) {
-            (Some(Value::Array(cur)), Value::Array(items)) => {
-                merge_list(cur, items, strategy(path, kind), kind, path)?
-            }
-            (Some(cur), Value::Object(_)) => smp(cur, v, kind, path)?,
-            (None, Value::Object(_)) => smp(&Value::Null, v, kind, path)?,
-            (_, other) => strip_directives(other),
+            Some("delete") => Ok(Map::new()),
+            _ => Err(smp_error(format!(
+                "unknown patch type: {} in map: {}",
+                go_fmt(directive),
+                go_fmt(&Value::Object(patch.clone()))
+            ))),
         };
-        path.pop();
-        if merged.is_null() {
-            out.remove(k);
-        } else {
-            out.insert(k.clone(), merged);
+    }
+    apply_retain_keys(&mut original, &mut patch)?;
+    merge_set_element_order(&mut original, &mut patch, kind, path)?;
+    for (k, patch_v) in patch {
+        let (key, is_delete_list) = match k.strip_prefix("$deleteFromPrimitiveList/") {
+            Some(field) => (field.to_string(), true),
+            None if k.starts_with("$deleteFromPrimitiveList") => {
+                return Err(ApiError::bad_request(
+                    "invalid patch format of primitive list",
+                ));
+            }
+            None => (k, false),
+        };
+        if patch_v.is_null() {
+            original.remove(&key);
+            continue;
+        }
+        let merged = match (original.get(&key), &patch_v) {
+            (Some(Value::Object(o)), Value::Object(p)) => {
+                path.push(key.clone());
+                let m = merge_map(o.clone(), p.clone(), kind, path);
+                path.pop();
+                Some(Value::Object(m?))
+            }
+            (Some(Value::Array(o)), Value::Array(p)) => {
+                path.push(key.clone());
+                let strat = strategy(path, kind);
+                let m =
+                    merge_slice_handler(o.clone(), p.clone(), strat, is_delete_list, kind, path);
+                path.pop();
+                Some(Value::Array(m?))
+            }
+            (Some(o), p) if std::mem::discriminant(o) == std::mem::discriminant(p) => {
+                remove_directives(patch_v.clone())
+            }
+            // Absent, or of another type: the patch value, without nulls.
+            _ if is_delete_list => continue,
+            _ => {
+                let mut v = patch_v.clone();
+                discard_nulls(&mut v);
+                remove_directives(v)
+            }
+        };
+        match merged {
+            Some(v) => {
+                original.insert(key, v);
+            }
+            None => {
+                original.remove(&key);
+            }
         }
     }
-    Ok(Value::Object(out))
+    Ok(original)
 }
 
+/// `applyRetainKeysDirective`: every key the patch sets must be listed, and
+/// the original keeps only the listed keys.
+fn apply_retain_keys(
+    original: &mut Map<String, Value>,
+    patch: &mut Map<String, Value>,
+) -> Result<(), ApiError> {
+    let Some(retain) = patch.remove("$retainKeys") else {
+        return Ok(());
+    };
+    let bad = || ApiError::bad_request("invalid patch format of retainKeys");
+    let list = retain.as_array().ok_or_else(bad)?;
+    let listed = |k: &str| list.iter().any(|v| v.as_str() == Some(k));
+    for (k, v) in patch.iter() {
+        if v.is_null()
+            || k.starts_with("$deleteFromPrimitiveList")
+            || k.starts_with("$setElementOrder")
+        {
+            continue;
+        }
+        if !listed(k) {
+            return Err(bad());
+        }
+    }
+    original.retain(|k, _| listed(k));
+    Ok(())
+}
+
+/// `mergePatchIntoOriginal`: merges each list that has a
+/// `$setElementOrder/<list>` directive and orders it by the directive.
+fn merge_set_element_order(
+    original: &mut Map<String, Value>,
+    patch: &mut Map<String, Value>,
+    kind: &str,
+    path: &mut Vec<String>,
+) -> Result<(), ApiError> {
+    let keys: Vec<String> = patch
+        .keys()
+        .filter(|k| k.starts_with("$setElementOrder"))
+        .cloned()
+        .collect();
+    for directive in keys {
+        let order = patch.remove(&directive).unwrap_or(Value::Null);
+        let Some(list_key) = directive.strip_prefix("$setElementOrder/") else {
+            return Err(ApiError::bad_request(
+                "invalid patch format of setElementOrder list",
+            ));
+        };
+        let list_key = list_key.to_string();
+        let Value::Array(order) = order else {
+            return Err(smp_error(format!(
+                "expected a list for {directive}, but got {}",
+                json_type(&order)
+            )));
+        };
+        let as_list = |v: Option<&Value>| -> Result<Option<Vec<Value>>, ApiError> {
+            match v {
+                None => Ok(None),
+                Some(Value::Array(a)) => Ok(Some(a.clone())),
+                Some(other) => Err(smp_error(format!(
+                    "expected a list for {list_key}, but got {}",
+                    json_type(other)
+                ))),
+            }
+        };
+        let original_list = as_list(original.get(&list_key))?;
+        let patch_list = as_list(patch.get(&list_key))?;
+        path.push(list_key.clone());
+        let strat = strategy(path, kind);
+        let key = strat.key();
+        validate_set_order(patch_list.as_deref().unwrap_or_default(), &order, key)?;
+        let merged = match (&original_list, &patch_list) {
+            (Some(o), None) => o.clone(),
+            (None, Some(p)) => p.iter().cloned().filter_map(remove_directives).collect(),
+            (Some(o), Some(p)) => {
+                merge_slice_handler(o.clone(), p.clone(), strat, false, kind, path)?
+            }
+            (None, None) => {
+                path.pop();
+                continue;
+            }
+        };
+        path.pop();
+        let is_map = original_list
+            .iter()
+            .chain(patch_list.iter())
+            .flatten()
+            .any(Value::is_object);
+        let (patch_items, server_only) = partition(merged, &order, key, is_map);
+        let both = normalize_element_order(
+            patch_items,
+            server_only,
+            &order,
+            original_list.as_deref().unwrap_or_default(),
+            key,
+            is_map,
+        )?;
+        original.insert(list_key.clone(), Value::Array(both));
+        patch.remove(&list_key);
+    }
+    Ok(())
+}
+
+/// `validatePatchWithSetOrderList`: the patch list's items (deletions aside)
+/// appear in the order list, in the same relative order.
+fn validate_set_order(patch_list: &[Value], order: &[Value], key: &str) -> Result<(), ApiError> {
+    if order.is_empty() || patch_list.is_empty() {
+        return Ok(());
+    }
+    let non_delete: Vec<&Value> = patch_list
+        .iter()
+        .filter(|v| key.is_empty() || v.get("$patch").and_then(Value::as_str) != Some("delete"))
+        .collect();
+    let (mut pi, mut si) = (0, 0);
+    while pi < non_delete.len() && si < order.len() {
+        if non_delete[pi].get("$patch").is_some() {
+            pi += 1;
+            continue;
+        }
+        let equal = if key.is_empty() {
+            non_delete[pi] == &order[si]
+        } else {
+            match (non_delete[pi], &order[si]) {
+                (Value::Object(l), Value::Object(r)) => {
+                    let lv = l.get(key).ok_or_else(|| no_merge_key(l, key))?;
+                    let rv = r.get(key).ok_or_else(|| no_merge_key(r, key))?;
+                    lv == rv
+                }
+                _ => false,
+            }
+        };
+        if equal {
+            pi += 1;
+        }
+        si += 1;
+    }
+    if pi < non_delete.len() && si >= order.len() {
+        return Err(smp_error(format!(
+            "The order in patch list:\n{}\n doesn't match $setElementOrder list:\n{}\n",
+            go_fmt(&Value::Array(patch_list.to_vec())),
+            go_fmt(&Value::Array(order.to_vec()))
+        )));
+    }
+    Ok(())
+}
+
+fn merge_slice_handler(
+    original: Vec<Value>,
+    patch: Vec<Value>,
+    strat: Strategy,
+    is_delete_list: bool,
+    kind: &str,
+    path: &mut Vec<String>,
+) -> Result<Vec<Value>, ApiError> {
+    if strat.merges() || is_delete_list {
+        merge_slice(original, patch, strat.key(), is_delete_list, kind, path)
+    } else {
+        Ok(patch)
+    }
+}
+
+/// `mergeSlice`.
+fn merge_slice(
+    original: Vec<Value>,
+    patch: Vec<Value>,
+    key: &str,
+    is_delete_list: bool,
+    kind: &str,
+    path: &mut Vec<String>,
+) -> Result<Vec<Value>, ApiError> {
+    if original.is_empty() && patch.is_empty() {
+        return Ok(original);
+    }
+    let all = || original.iter().chain(patch.iter());
+    if all().any(Value::is_array) {
+        return Err(ApiError::new(422, "", "lists of lists are not supported"));
+    }
+    let is_map = all().any(Value::is_object);
+    if is_map && !all().all(Value::is_object) {
+        return Err(smp_error(format!(
+            "{} has values of more than one type",
+            path.join(".")
+        )));
+    }
+    if !is_map {
+        if is_delete_list {
+            return Ok(original
+                .into_iter()
+                .filter(|v| !patch.contains(v))
+                .collect());
+        }
+        let mut merged: Vec<Value> = vec![];
+        for v in original.iter().chain(patch.iter()) {
+            if !merged.contains(v) {
+                merged.push(v.clone());
+            }
+        }
+        let (patch_items, server_only) = partition(merged, &patch, key, false);
+        return normalize_element_order(patch_items, server_only, &patch, &original, key, false);
+    }
+    if key.is_empty() {
+        return Err(smp_error(format!(
+            "cannot merge lists without merge key for {}",
+            path.join(".")
+        )));
+    }
+    let (original, patch) = merge_slice_with_special_elements(original, patch, key)?;
+    let mut merged = original.clone();
+    for item in &patch {
+        let Value::Object(p) = item else { continue };
+        let value = p.get(key).ok_or_else(|| no_merge_key(p, key))?;
+        match merged.iter().position(|o| o.get(key) == Some(value)) {
+            Some(i) => {
+                let o = merged[i].as_object().cloned().unwrap_or_default();
+                merged[i] = Value::Object(merge_map(o, p.clone(), kind, path)?);
+            }
+            None => merged.push(item.clone()),
+        }
+    }
+    let (patch_items, server_only) = partition(merged, &patch, key, true);
+    normalize_element_order(patch_items, server_only, &patch, &original, key, true)
+}
+
+/// `mergeSliceWithSpecialElements`: applies `$patch: delete` items to the
+/// original and `$patch: replace` to the whole list.
+fn merge_slice_with_special_elements(
+    mut original: Vec<Value>,
+    patch: Vec<Value>,
+    key: &str,
+) -> Result<(Vec<Value>, Vec<Value>), ApiError> {
+    let mut plain = vec![];
+    let mut replace = false;
+    for item in patch {
+        let Value::Object(m) = &item else {
+            plain.push(item);
+            continue;
+        };
+        match m.get("$patch") {
+            None => plain.push(item),
+            Some(d) => match d.as_str() {
+                Some("delete") => {
+                    let value = m.get(key).ok_or_else(|| no_merge_key(m, key))?;
+                    original.retain(|o| o.get(key) != Some(value));
+                }
+                Some("replace") => replace = true,
+                Some("merge") => {
+                    return Err(smp_error(
+                        "merging lists cannot yet be specified in the patch".into(),
+                    ));
+                }
+                _ => {
+                    return Err(smp_error(format!(
+                        "unknown patch type: {} in map: {}",
+                        go_fmt(d),
+                        go_fmt(&item)
+                    )));
+                }
+            },
+        }
+    }
+    if replace {
+        return Ok((plain, vec![]));
+    }
+    Ok((original, plain))
+}
+
+/// The value an item is ordered and matched by: its merge key, or itself.
+fn order_value<'v>(item: &'v Value, key: &str, is_map: bool) -> Option<&'v Value> {
+    if is_map {
+        item.get(key)
+    } else {
+        Some(item)
+    }
+}
+
+/// `index`: the position of the first item of `list` with `item`'s value.
+fn index_of(list: &[Value], item: &Value, key: &str, is_map: bool) -> Option<usize> {
+    let wanted = order_value(item, key, is_map);
+    list.iter()
+        .position(|v| order_value(v, key, is_map) == wanted)
+}
+
+/// `partitionMapsByPresentInList` / `partitionPrimitivesByPresentInList`.
+fn partition(
+    merged: Vec<Value>,
+    by: &[Value],
+    key: &str,
+    is_map: bool,
+) -> (Vec<Value>, Vec<Value>) {
+    merged
+        .into_iter()
+        .partition(|v| index_of(by, v, key, is_map).is_some())
+}
+
+/// `normalizeSliceOrder`: a stable sort by position in `order` (Go's
+/// insertion sort, whose comparator calls an item missing from `order`
+/// smaller), deletions last.
+fn normalize_slice_order(
+    mut items: Vec<Value>,
+    order: &[Value],
+    key: &str,
+    is_map: bool,
+) -> Result<Vec<Value>, ApiError> {
+    let mut deletions = vec![];
+    if is_map {
+        for v in items.iter().chain(order.iter()) {
+            if let Value::Object(m) = v {
+                if !m.contains_key(key) {
+                    return Err(no_merge_key(m, key));
+                }
+            }
+        }
+        let (keep, delete): (Vec<Value>, Vec<Value>) = items
+            .into_iter()
+            .partition(|v| v.get("$patch").and_then(Value::as_str) != Some("delete"));
+        items = keep;
+        deletions = delete;
+    }
+    let less = |a: &Value, b: &Value| match (
+        index_of(order, a, key, is_map),
+        index_of(order, b, key, is_map),
+    ) {
+        (Some(i), Some(j)) => i < j,
+        _ => true,
+    };
+    for i in 1..items.len() {
+        let mut j = i;
+        while j > 0 && less(&items[j], &items[j - 1]) {
+            items.swap(j, j - 1);
+            j -= 1;
+        }
+    }
+    items.extend(deletions);
+    Ok(items)
+}
+
+/// `normalizeElementOrder`: the patch's items in the patch order, the
+/// server's own in the server order, then `mergeSortedSlice` interleaves
+/// them: a server item goes first only when both are in the live list and
+/// it came first there, so items new to the list come before the rest.
+fn normalize_element_order(
+    patch: Vec<Value>,
+    server_only: Vec<Value>,
+    patch_order: &[Value],
+    server_order: &[Value],
+    key: &str,
+    is_map: bool,
+) -> Result<Vec<Value>, ApiError> {
+    let right = normalize_slice_order(patch, patch_order, key, is_map)?;
+    let left = normalize_slice_order(server_only, server_order, key, is_map)?;
+    let mut out = Vec::with_capacity(left.len() + right.len());
+    let (mut i, mut j) = (0, 0);
+    while i < left.len() || j < right.len() {
+        let take_left = if i >= left.len() {
+            false
+        } else if j >= right.len() {
+            true
+        } else {
+            matches!(
+                (
+                    index_of(server_order, &left[i], key, is_map),
+                    index_of(server_order, &right[j], key, is_map),
+                ),
+                (Some(l), Some(r)) if l < r
+            )
+        };
+        if take_left {
+            out.push(left[i].clone());
+            i += 1;
+        } else {
+            out.push(right[j].clone());
+            j += 1;
+        }
+    }
+    Ok(out)
+}
+
+/// `removeDirectives`: `None` for a map carrying `$patch`, else the value
+/// with such maps removed from it.
+fn remove_directives(v: Value) -> Option<Value> {
+    match v {
+        Value::Object(m) => {
+            if m.contains_key("$patch") {
+                return None;
+            }
+            Some(Value::Object(
+                m.into_iter()
+                    .filter_map(|(k, v)| remove_directives(v).map(|v| (k, v)))
+                    .collect(),
+            ))
+        }
+        Value::Array(a) => Some(Value::Array(
+            a.into_iter().filter_map(remove_directives).collect(),
+        )),
+        other => Some(other),
+    }
+}
+
+/// `discardNullValuesFromPatch`.
+fn discard_nulls(v: &mut Value) {
+    match v {
+        Value::Object(m) => {
+            m.retain(|_, v| !v.is_null());
+            m.values_mut().for_each(discard_nulls);
+        }
+        Value::Array(a) => a.iter_mut().for_each(discard_nulls),
+        _ => {}
+    }
+}
+
+/// Drops the `$`-keys decoding into a typed object would drop.
 fn strip_directives(v: &Value) -> Value {
     match v {
         Value::Object(m) => Value::Object(
@@ -127,48 +626,6 @@ fn strip_directives(v: &Value) -> Value {
         ),
         Value::Array(a) => Value::Array(a.iter().map(strip_directives).collect()),
         other => other.clone(),
-    }
-}
-
-fn merge_list(
-    cur: &[Value],
-    items: &[Value],
-    strat: Strategy,
-    kind: &str,
-    path: &mut Vec<String>,
-) -> Result<Value, ApiError> {
-    match strat {
-        Strategy::Replace => Ok(Value::Array(items.iter().map(strip_directives).collect())),
-        Strategy::MergePrimitive => {
-            let mut out = cur.to_vec();
-            for it in items {
-                if !out.contains(it) {
-                    out.push(it.clone());
-                }
-            }
-            Ok(Value::Array(out))
-        }
-        Strategy::MergeByKey(key) => {
-            let mut out = cur.to_vec();
-            for it in items {
-                let directive = it.get("$patch").and_then(Value::as_str);
-                let pos = out
-                    .iter()
-                    .position(|o| o.get(key).is_some() && o.get(key) == it.get(key));
-                match (pos, directive) {
-                    (Some(i), Some("delete")) => {
-                        out.remove(i);
-                    }
-                    (None, Some("delete")) => {}
-                    (Some(i), _) => {
-                        let m = smp(&out[i], it, kind, path)?;
-                        out[i] = m;
-                    }
-                    (None, _) => out.push(strip_directives(it)),
-                }
-            }
-            Ok(Value::Array(out))
-        }
     }
 }
 
@@ -394,7 +851,7 @@ mod tests {
         let doc = json!({"metadata": {"finalizers": ["a"], "ownerReferences": [{"uid": "1", "name": "x"}]}, "data": {"k": "v"}});
         let p = json!({"metadata": {"finalizers": ["b"], "ownerReferences": [{"uid": "1", "name": "y"}, {"uid": "2", "name": "z"}]}, "data": {"k": null, "n": "m"}});
         let out = strategic_merge_patch(&doc, &p, "ConfigMap").unwrap();
-        assert_eq!(out["metadata"]["finalizers"], json!(["a", "b"]));
+        assert_eq!(out["metadata"]["finalizers"], json!(["b", "a"]));
         assert_eq!(
             out["metadata"]["ownerReferences"],
             json!([{"uid": "1", "name": "y"}, {"uid": "2", "name": "z"}])
@@ -406,6 +863,56 @@ mod tests {
             out["metadata"]["ownerReferences"],
             json!([{"uid": "2", "name": "z"}])
         );
+        let replace = json!({"data": {"$patch": "replace", "only": "this"}});
+        assert_eq!(
+            strategic_merge_patch(&out, &replace, "ConfigMap").unwrap()["data"],
+            json!({"only": "this"})
+        );
+    }
+
+    /// Orders kube-apiserver 1.37 produced for the same patches (finalizers
+    /// `[one, two, three]` patched in turn): new items first, live items in
+    /// their live order where both are live, `$setElementOrder` wins, and a
+    /// deletion list applies before the merge.
+    #[test]
+    fn strategic_merge_patch_orders_lists_as_kube_apiserver() {
+        let fin = |v: &Value| v["metadata"]["finalizers"].clone();
+        let mut doc = json!({"metadata": {"finalizers": ["one", "two", "three"]}});
+        let steps = [
+            (
+                json!({"finalizers": ["four", "two", "zero"]}),
+                json!(["four", "one", "two", "zero", "three"]),
+            ),
+            (
+                json!({"finalizers": ["three", "one"]}),
+                json!(["four", "two", "zero", "three", "one"]),
+            ),
+            (
+                json!({"$setElementOrder/finalizers": ["zero", "three", "four"], "finalizers": ["zero"]}),
+                json!(["two", "zero", "three", "four", "one"]),
+            ),
+            (
+                json!({"$deleteFromPrimitiveList/finalizers": ["zero"], "finalizers": ["new"]}),
+                json!(["new", "two", "three", "four", "one"]),
+            ),
+        ];
+        for (metadata, want) in steps {
+            doc = strategic_merge_patch(&doc, &json!({"metadata": metadata}), "ConfigMap").unwrap();
+            assert_eq!(fin(&doc), want);
+        }
+        let bad =
+            json!({"metadata": {"$setElementOrder/finalizers": ["x"], "finalizers": ["one"]}});
+        let e = strategic_merge_patch(&doc, &bad, "ConfigMap").unwrap_err();
+        assert_eq!(e.code, 500);
+        assert_eq!(
+            e.message,
+            "The order in patch list:\n[one]\n doesn't match $setElementOrder list:\n[x]\n"
+        );
+    }
+
+    #[test]
+    fn strategic_merge_patch_replace_directive_keeps_only_the_patch() {
+        let out = json!({"data": {"k": "v"}});
         let replace = json!({"data": {"$patch": "replace", "only": "this"}});
         assert_eq!(
             strategic_merge_patch(&out, &replace, "ConfigMap").unwrap()["data"],

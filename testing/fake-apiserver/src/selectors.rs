@@ -26,116 +26,354 @@ pub struct LabelSelector {
     reqs: Vec<Req>,
 }
 
-fn split_top_level(s: &str) -> Vec<String> {
-    let mut parts = vec![];
-    let mut depth = 0i32;
-    let mut cur = String::new();
-    for ch in s.chars() {
-        match ch {
-            '(' => {
-                depth += 1;
-                cur.push(ch)
+/// Tokens of apimachinery's label selector lexer (`labels/selector.go`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tok {
+    Error,
+    End,
+    ClosedPar,
+    Comma,
+    DoesNotExist,
+    DoubleEquals,
+    Equals,
+    GreaterThan,
+    Identifier,
+    In,
+    LessThan,
+    NotEquals,
+    NotIn,
+    OpenPar,
+}
+
+fn literal_token(s: &str) -> Option<Tok> {
+    Some(match s {
+        ")" => Tok::ClosedPar,
+        "," => Tok::Comma,
+        "!" => Tok::DoesNotExist,
+        "==" => Tok::DoubleEquals,
+        "=" => Tok::Equals,
+        ">" => Tok::GreaterThan,
+        "in" => Tok::In,
+        "<" => Tok::LessThan,
+        "!=" => Tok::NotEquals,
+        "notin" => Tok::NotIn,
+        "(" => Tok::OpenPar,
+        _ => return None,
+    })
+}
+
+fn is_whitespace(c: u8) -> bool {
+    matches!(c, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+fn is_special(c: u8) -> bool {
+    matches!(c, b'=' | b'!' | b'(' | b')' | b',' | b'>' | b'<')
+}
+
+/// The lexer, byte by byte as Go's.
+fn lex(s: &str) -> Vec<(Tok, String)> {
+    let b = s.as_bytes();
+    let mut pos = 0;
+    let mut out = vec![];
+    loop {
+        while pos < b.len() && is_whitespace(b[pos]) {
+            pos += 1;
+        }
+        if pos >= b.len() || b[pos] == 0 {
+            out.push((Tok::End, String::new()));
+            return out;
+        }
+        if is_special(b[pos]) {
+            let mut buffer = vec![];
+            let mut last: Option<(Tok, String)> = None;
+            while pos < b.len() && is_special(b[pos]) {
+                buffer.push(b[pos]);
+                let text = String::from_utf8_lossy(&buffer).into_owned();
+                match literal_token(&text) {
+                    Some(t) => {
+                        last = Some((t, text));
+                        pos += 1;
+                    }
+                    None if last.is_some() => break,
+                    None => pos += 1,
+                }
             }
-            ')' => {
-                depth -= 1;
-                cur.push(ch)
+            match last {
+                Some(t) => out.push(t),
+                None => out.push((
+                    Tok::Error,
+                    format!(
+                        "error expected: keyword found '{}'",
+                        String::from_utf8_lossy(&buffer)
+                    ),
+                )),
             }
-            ',' if depth == 0 => parts.push(std::mem::take(&mut cur)),
-            _ => cur.push(ch),
+        } else {
+            let start = pos;
+            while pos < b.len() && b[pos] != 0 && !is_special(b[pos]) && !is_whitespace(b[pos]) {
+                pos += 1;
+            }
+            let text = String::from_utf8_lossy(&b[start..pos]).into_owned();
+            out.push((literal_token(&text).unwrap_or(Tok::Identifier), text));
         }
     }
-    parts.push(cur);
-    parts
 }
 
-fn parse_set(rest: &str, original: &str) -> Result<Vec<String>, ApiError> {
-    let rest = rest.trim();
-    let inner = rest
-        .strip_prefix('(')
-        .and_then(|r| r.strip_suffix(')'))
-        .ok_or_else(|| bad_selector(original, "expected '(' and ')' around the set of values"))?;
-    Ok(inner
-        .split(',')
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-        .collect())
+/// Go's `Parser`: a cursor over the scanned tokens, where `in` and `notin`
+/// read as identifiers among values.
+struct Parser {
+    items: Vec<(Tok, String)>,
+    position: usize,
 }
 
-fn bad_selector(s: &str, why: &str) -> ApiError {
-    ApiError::bad_request(format!(
-        "unable to parse requirement: {why} in label selector \"{s}\""
-    ))
-}
+impl Parser {
+    fn lookahead(&self, values: bool) -> (Tok, String) {
+        let (t, l) = self.items[self.position.min(self.items.len() - 1)].clone();
+        (Self::in_context(t, values), l)
+    }
 
-fn valid_label_key(k: &str) -> bool {
-    !k.is_empty()
-        && k.len() <= 317
-        && k.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | '/'))
+    fn consume(&mut self, values: bool) -> (Tok, String) {
+        let item = self.lookahead(values);
+        self.position += 1;
+        item
+    }
+
+    fn in_context(t: Tok, values: bool) -> Tok {
+        if values && matches!(t, Tok::In | Tok::NotIn) {
+            Tok::Identifier
+        } else {
+            t
+        }
+    }
+
+    fn parse(&mut self) -> Result<Vec<Req>, String> {
+        let mut reqs = vec![];
+        loop {
+            let (tok, lit) = self.lookahead(true);
+            match tok {
+                Tok::Identifier | Tok::DoesNotExist => {
+                    let r = self
+                        .requirement()
+                        .map_err(|e| format!("unable to parse requirement: {e}"))?;
+                    reqs.push(r);
+                    let (t, l) = self.consume(true);
+                    match t {
+                        Tok::End => return Ok(reqs),
+                        Tok::Comma => {
+                            let (t2, l2) = self.lookahead(true);
+                            if t2 != Tok::Identifier && t2 != Tok::DoesNotExist {
+                                return Err(format!(
+                                    "found '{l2}', expected: identifier after ','"
+                                ));
+                            }
+                        }
+                        _ => return Err(format!("found '{l}', expected: ',' or 'end of string'")),
+                    }
+                }
+                Tok::End => return Ok(reqs),
+                _ => {
+                    return Err(format!(
+                        "found '{lit}', expected: !, identifier, or 'end of string'"
+                    ))
+                }
+            }
+        }
+    }
+
+    fn requirement(&mut self) -> Result<Req, String> {
+        let (mut tok, mut key) = self.consume(true);
+        let negated = tok == Tok::DoesNotExist;
+        if negated {
+            (tok, key) = self.consume(true);
+        }
+        if tok != Tok::Identifier {
+            return Err(format!("found '{key}', expected: identifier"));
+        }
+        let key_errors = crate::validation::label_key_errors(&key);
+        if !key_errors.is_empty() {
+            return Err(format!(
+                "<nil>: Invalid value: {}: {}",
+                Value::from(key.as_str()),
+                key_errors.join("; ")
+            ));
+        }
+        let (next, _) = self.lookahead(true);
+        if negated || next == Tok::End || next == Tok::Comma {
+            // Exists / DoesNotExist (a `!key` followed by more is still
+            // DoesNotExist, whose values must be empty).
+            return if negated {
+                Ok(Req::NotExists(key))
+            } else {
+                Ok(Req::Exists(key))
+            };
+        }
+        let (op, lit) = self.consume(false);
+        let values = match op {
+            Tok::In | Tok::NotIn => self.set_values()?,
+            Tok::Equals | Tok::DoubleEquals | Tok::NotEquals | Tok::GreaterThan | Tok::LessThan => {
+                self.exact_value()?
+            }
+            _ => {
+                return Err(format!(
+                    "found '{lit}', expected: in, notin, =, ==, !=, gt, lt"
+                ))
+            }
+        };
+        // NewRequirement: the values (a sorted set) checked one by one.
+        let mut errs = vec![];
+        if matches!(op, Tok::In | Tok::NotIn) && values.is_empty() {
+            errs.push(
+                "values: Invalid value: []: for 'in', 'notin' operators, values set can't be empty"
+                    .to_string(),
+            );
+        }
+        let gt_lt = matches!(op, Tok::GreaterThan | Tok::LessThan);
+        if gt_lt {
+            for (i, v) in values.iter().enumerate() {
+                if v.parse::<i64>().is_err() {
+                    errs.push(format!("values[{i}]: Invalid value: {}: for 'Gt', 'Lt' operators, the value must be an integer", Value::from(v.as_str())));
+                }
+            }
+        }
+        for (i, v) in values.iter().enumerate() {
+            let msgs = crate::validation::label_value_errors(v);
+            if !msgs.is_empty() {
+                errs.push(format!(
+                    "values[{i}][{key}]: Invalid value: {}: {}",
+                    Value::from(v.as_str()),
+                    msgs.join("; ")
+                ));
+            }
+        }
+        match errs.len() {
+            0 => {}
+            1 => return Err(errs.remove(0)),
+            _ => return Err(format!("[{}]", errs.join(", "))),
+        }
+        let one = || values.first().cloned().unwrap_or_default();
+        Ok(match op {
+            Tok::In => Req::In(key, values),
+            Tok::NotIn => Req::NotIn(key, values),
+            Tok::Equals | Tok::DoubleEquals => Req::Eq(key, one()),
+            Tok::NotEquals => Req::NotEq(key, one()),
+            Tok::GreaterThan => Req::Gt(key, one().parse().unwrap_or_default()),
+            _ => Req::Lt(key, one().parse().unwrap_or_default()),
+        })
+    }
+
+    /// `parseValues`: `(a,b)`, a sorted set (`()` is the empty value).
+    fn set_values(&mut self) -> Result<Vec<String>, String> {
+        let (tok, lit) = self.consume(true);
+        if tok != Tok::OpenPar {
+            return Err(format!("found '{lit}' expected: '('"));
+        }
+        let (tok, lit) = self.lookahead(true);
+        let mut set = std::collections::BTreeSet::new();
+        match tok {
+            Tok::Identifier | Tok::Comma => {
+                loop {
+                    let (t, l) = self.consume(true);
+                    match t {
+                        Tok::Identifier => {
+                            set.insert(l);
+                            let (t2, l2) = self.lookahead(true);
+                            match t2 {
+                                Tok::Comma => continue,
+                                Tok::ClosedPar => break,
+                                _ => return Err(format!("found '{l2}', expected: ',' or ')'")),
+                            }
+                        }
+                        Tok::Comma => {
+                            if set.is_empty() {
+                                set.insert(String::new());
+                            }
+                            let (t2, _) = self.lookahead(true);
+                            if t2 == Tok::ClosedPar {
+                                set.insert(String::new());
+                                break;
+                            }
+                            if t2 == Tok::Comma {
+                                set.insert(String::new());
+                            }
+                        }
+                        _ => return Err(format!("found '{l}', expected: ',', or identifier")),
+                    }
+                }
+                if self.consume(true).0 != Tok::ClosedPar {
+                    return Err(format!("found '{lit}', expected: ')'"));
+                }
+            }
+            Tok::ClosedPar => {
+                self.consume(true);
+                set.insert(String::new());
+            }
+            _ => return Err(format!("found '{lit}', expected: ',', ')' or identifier")),
+        }
+        Ok(set.into_iter().collect())
+    }
+
+    /// `parseExactValue`: one value, empty before `,` or the end.
+    fn exact_value(&mut self) -> Result<Vec<String>, String> {
+        let (tok, _) = self.lookahead(true);
+        if tok == Tok::End || tok == Tok::Comma {
+            return Ok(vec![String::new()]);
+        }
+        let (tok, lit) = self.consume(true);
+        if tok == Tok::Identifier {
+            return Ok(vec![lit]);
+        }
+        Err(format!("found '{lit}', expected: identifier"))
+    }
 }
 
 impl LabelSelector {
-    /// Parses `k=v,k!=v,k in (a,b),k notin (a),k,!k`.
+    /// Parses a label selector as apimachinery's `labels.Parse` does (its
+    /// lexer and recursive descent, and its error texts; a 400 answers them).
     pub fn parse(s: &str) -> Result<Self, ApiError> {
-        let mut reqs = vec![];
-        if s.trim().is_empty() {
-            return Ok(LabelSelector { reqs });
-        }
-        for part in split_top_level(s) {
-            let p = part.trim();
-            if p.is_empty() {
-                return Err(bad_selector(s, "found '', expected: identifier"));
-            }
-            let req = if let Some(k) = p.strip_prefix('!') {
-                Req::NotExists(k.trim().to_string())
-            } else if let Some((k, v)) = p.split_once("!=") {
-                Req::NotEq(k.trim().to_string(), v.trim().to_string())
-            } else if let Some((k, v)) = p.split_once("==") {
-                Req::Eq(k.trim().to_string(), v.trim().to_string())
-            } else if let Some((k, v)) = p.split_once('=') {
-                Req::Eq(k.trim().to_string(), v.trim().to_string())
-            } else if let Some(idx) = p.find(" notin ") {
-                Req::NotIn(p[..idx].trim().to_string(), parse_set(&p[idx + 7..], s)?)
-            } else if let Some(idx) = p.find(" in ") {
-                Req::In(p[..idx].trim().to_string(), parse_set(&p[idx + 4..], s)?)
-            } else if let Some((k, v)) = p.split_once('>') {
-                Req::Gt(
-                    k.trim().to_string(),
-                    v.trim().parse().map_err(|_| {
-                        bad_selector(s, "for 'Gt', 'Lt' operators, the value must be an integer")
-                    })?,
-                )
-            } else if let Some((k, v)) = p.split_once('<') {
-                Req::Lt(
-                    k.trim().to_string(),
-                    v.trim().parse().map_err(|_| {
-                        bad_selector(s, "for 'Gt', 'Lt' operators, the value must be an integer")
-                    })?,
-                )
-            } else {
-                Req::Exists(p.to_string())
-            };
-            let key = match &req {
-                Req::Eq(k, _)
-                | Req::NotEq(k, _)
-                | Req::In(k, _)
-                | Req::NotIn(k, _)
-                | Req::Exists(k)
-                | Req::NotExists(k)
-                | Req::Gt(k, _)
-                | Req::Lt(k, _) => k,
-            };
-            if !valid_label_key(key) {
-                return Err(bad_selector(s, &format!("invalid label key \"{key}\"")));
-            }
-            reqs.push(req);
-        }
+        let mut parser = Parser {
+            items: lex(s),
+            position: 0,
+        };
+        let reqs = parser.parse().map_err(ApiError::bad_request)?;
         Ok(LabelSelector { reqs })
     }
 
     /// Whether the selector selects everything.
     pub fn is_empty(&self) -> bool {
         self.reqs.is_empty()
+    }
+
+    /// A `metav1.LabelSelector` object (`matchLabels`, `matchExpressions`
+    /// with In, NotIn, Exists, DoesNotExist), as `LabelSelectorAsSelector`
+    /// reads it; unknown operators select nothing.
+    pub fn from_object(selector: &Value) -> Self {
+        let mut reqs = vec![];
+        if let Some(labels) = selector["matchLabels"].as_object() {
+            for (k, v) in labels {
+                reqs.push(Req::Eq(k.clone(), v.as_str().unwrap_or_default().into()));
+            }
+        }
+        for e in selector["matchExpressions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            let key = e["key"].as_str().unwrap_or_default().to_string();
+            let values: Vec<String> = e["values"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect();
+            reqs.push(match e["operator"].as_str().unwrap_or_default() {
+                "In" => Req::In(key, values),
+                "NotIn" => Req::NotIn(key, values),
+                "Exists" => Req::Exists(key),
+                "DoesNotExist" => Req::NotExists(key),
+                _ => Req::In(key, vec![]),
+            });
+        }
+        LabelSelector { reqs }
     }
 
     /// Whether an object with these labels matches.

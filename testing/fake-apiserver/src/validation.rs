@@ -1,7 +1,7 @@
 //! Object validation with kube-apiserver's messages.
 
 use base64::Engine;
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::errors::{ApiError, Cause};
 use crate::resources::{Class, ResourceInfo};
@@ -40,6 +40,51 @@ fn cause(reason: &str, field: &str, message: String) -> Cause {
     }
 }
 
+/// AM `IsDNS1123Label` (util/validation): the messages for a name that is
+/// not an RFC 1123 label, in kube-apiserver's order (length first).
+fn dns1123_label_errors(name: &str) -> Vec<String> {
+    let mut errs = vec![];
+    if name.len() > 63 {
+        errs.push("must be no more than 63 characters".to_string());
+    }
+    if !is_label(name) {
+        if name.split('.').all(is_label) {
+            // A valid subdomain that is not a label: it has dots.
+            errs.push("must not contain dots".to_string());
+        } else {
+            errs.push(LABEL_MSG.to_string());
+        }
+    }
+    errs
+}
+
+/// AM `IsDNS1123Subdomain`: the messages for a name that is not an RFC 1123
+/// subdomain (length first).
+fn dns1123_subdomain_errors(name: &str) -> Vec<String> {
+    let mut errs = vec![];
+    if name.len() > 253 {
+        errs.push("must be no more than 253 characters".to_string());
+    }
+    if !name.split('.').all(is_label) {
+        errs.push(SUBDOMAIN_MSG.to_string());
+    }
+    errs
+}
+
+/// AM `path.ValidatePathSegmentName`.
+fn path_segment_errors(name: &str) -> Vec<String> {
+    let mut errs = vec![];
+    if name == "." || name == ".." {
+        errs.push(format!("may not be '{name}'"));
+    }
+    for bad in ["/", "%"] {
+        if name.contains(bad) {
+            errs.push(format!("may not contain '{bad}'"));
+        }
+    }
+    errs
+}
+
 /// Name and metadata checks common to all kinds.
 pub fn validate_metadata(res: &ResourceInfo, obj: &Value, causes: &mut Vec<Cause>) {
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
@@ -49,50 +94,67 @@ pub fn validate_metadata(res: &ResourceInfo, obj: &Value, causes: &mut Vec<Cause
             "metadata.name",
             "Required value: name or generateName is required".into(),
         ));
-    } else if res.class == Class::Namespace {
-        if !is_label(name) {
+    } else {
+        // One cause per message, as ValidateObjectMetaAccessor does.
+        let errs = match res.class {
+            Class::Namespace => dns1123_label_errors(name),
+            // core/v1 Events keep any name a URL path segment can hold
+            // (the generic store's check only).
+            Class::CoreEvent => path_segment_errors(name),
+            _ => dns1123_subdomain_errors(name),
+        };
+        for msg in errs {
             causes.push(cause(
                 "FieldValueInvalid",
                 "metadata.name",
-                format!("Invalid value: \"{name}\": {LABEL_MSG}"),
-            ));
-        } else if name.len() > 63 {
-            causes.push(cause(
-                "FieldValueInvalid",
-                "metadata.name",
-                format!("Invalid value: \"{name}\": must be no more than 63 characters"),
+                format!("Invalid value: \"{name}\": {msg}"),
             ));
         }
-    } else if !name.split('.').all(is_label) {
-        causes.push(cause(
-            "FieldValueInvalid",
-            "metadata.name",
-            format!("Invalid value: \"{name}\": {SUBDOMAIN_MSG}"),
-        ));
-    } else if name.len() > 253 {
-        causes.push(cause(
-            "FieldValueInvalid",
-            "metadata.name",
-            format!("Invalid value: \"{name}\": must be no more than 253 characters"),
-        ));
     }
-    if let Some(labels) = obj["metadata"]["labels"].as_object() {
-        for (k, v) in labels {
-            let field = "metadata.labels".to_string();
-            match v.as_str() {
-                Some(s) if valid_label_value(s) => {}
-                _ => causes.push(cause(
-                    "FieldValueInvalid",
-                    &field,
-                    format!("Invalid value: {v}: a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')"),
-                )),
-            }
-            if !valid_qualified_name(k) {
-                causes.push(qualified_name_cause(&field, k));
-            }
-        }
-    }
+    validate_labels(obj, causes);
     validate_annotations(obj, causes);
+}
+
+/// AM `ValidateLabels`: each key as a label key, then its value.
+fn validate_labels(obj: &Value, causes: &mut Vec<Cause>) {
+    let Some(labels) = obj["metadata"]["labels"].as_object() else {
+        return;
+    };
+    let field = "metadata.labels";
+    for (k, v) in labels {
+        for msg in label_key_errors(k) {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: {}: {msg}", Value::from(k.as_str())),
+            ));
+        }
+        let msgs = match v.as_str() {
+            Some(s) => label_value_errors(s),
+            None => vec![LABEL_VALUE_MSG.to_string()],
+        };
+        for msg in msgs {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: {v}: {msg}"),
+            ));
+        }
+    }
+}
+
+const LABEL_VALUE_MSG: &str = "a valid label must be an empty string or consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyValue',  or 'my_value',  or '12345', regex used for validation is '(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?')";
+
+/// AM `content.IsLabelValue`: too long (in bytes), then the pattern.
+pub fn label_value_errors(s: &str) -> Vec<String> {
+    let mut errs = vec![];
+    if s.len() > 63 {
+        errs.push("must be no more than 63 bytes".to_string());
+    }
+    if !label_value_pattern(s) {
+        errs.push(LABEL_VALUE_MSG.to_string());
+    }
+    errs
 }
 
 /// AM `ValidateAnnotations`: keys are qualified names once lower-cased, and
@@ -104,8 +166,12 @@ fn validate_annotations(obj: &Value, causes: &mut Vec<Cause>) {
     let field = "metadata.annotations";
     let mut size = 0;
     for (k, v) in annotations {
-        if !valid_qualified_name(&k.to_lowercase()) {
-            causes.push(qualified_name_cause(field, k));
+        for msg in label_key_errors(&k.to_lowercase()) {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: {}: {msg}", Value::from(k.as_str())),
+            ));
         }
         size += k.len() + v.as_str().map_or(0, str::len);
     }
@@ -113,7 +179,7 @@ fn validate_annotations(obj: &Value, causes: &mut Vec<Cause>) {
         causes.push(cause(
             "FieldValueTooLong",
             field,
-            format!("Too long: must have at most {MAX_ANNOTATIONS_BYTES} bytes"),
+            format!("Too long: may not be more than {MAX_ANNOTATIONS_BYTES} bytes"),
         ));
     }
 }
@@ -121,33 +187,52 @@ fn validate_annotations(obj: &Value, causes: &mut Vec<Cause>) {
 /// `TotalAnnotationSizeLimitB`.
 const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
 
-fn qualified_name_cause(field: &str, key: &str) -> Cause {
-    cause("FieldValueInvalid", field, format!("Invalid value: \"{key}\": name part must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')"))
+const LABEL_KEY_PATTERN: &str = "must consist of alphanumeric characters, '-', '_' or '.', and must start and end with an alphanumeric character (e.g. 'MyName',  or 'my.name',  or '123-abc', regex used for validation is '([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]')";
+
+/// AM `content.IsLabelKey` (`IsQualifiedName`): the messages for a label
+/// key, annotation key or other qualified name, in kube-apiserver's order.
+pub fn label_key_errors(value: &str) -> Vec<String> {
+    let mut errs = vec![];
+    let parts: Vec<&str> = value.split('/').collect();
+    let name = match parts[..] {
+        [name] => name,
+        [prefix, name] => {
+            if prefix.is_empty() {
+                errs.push("prefix part must be non-empty".to_string());
+            } else {
+                errs.extend(
+                    dns1123_subdomain_errors(prefix)
+                        .into_iter()
+                        .map(|m| format!("prefix part {m}")),
+                );
+            }
+            name
+        }
+        _ => {
+            errs.push(format!("a valid label key {LABEL_KEY_PATTERN} with an optional DNS subdomain prefix and '/' (e.g. 'example.com/MyName')"));
+            return errs;
+        }
+    };
+    if name.is_empty() {
+        errs.push("name part must be non-empty".to_string());
+    } else if name.len() > 63 {
+        errs.push("name part must be no more than 63 bytes".to_string());
+    }
+    if name.is_empty() || !label_value_pattern(name) {
+        errs.push(format!("name part {LABEL_KEY_PATTERN}"));
+    }
+    errs
 }
 
-fn valid_label_value(s: &str) -> bool {
+fn label_value_pattern(s: &str) -> bool {
     if s.is_empty() {
         return true;
     }
     let b = s.as_bytes();
-    s.len() <= 63
-        && b.iter()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
+    b.iter()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'-' | b'_' | b'.'))
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-}
-
-fn valid_qualified_name(k: &str) -> bool {
-    let name = match k.rsplit_once('/') {
-        Some((prefix, name)) => {
-            if !is_dns1123_subdomain(prefix) {
-                return false;
-            }
-            name
-        }
-        None => k,
-    };
-    !name.is_empty() && valid_label_value(name)
 }
 
 fn valid_config_key(k: &str) -> bool {
@@ -370,31 +455,172 @@ fn immutable_checks(obj: &Value, old: &Value, fields: &[&str], causes: &mut Vec<
     }
 }
 
-/// Length limits kube-apiserver 1.32 puts on an Event that has an
-/// `eventTime` (every events.k8s.io/v1 Event, and core/v1 ones that set it),
-/// on its stored (core/v1) fields, in order. Counted in bytes (Go's `len`)
-/// although the message says characters (pkg/apis/core/validation/events.go
-/// `legacyValidateEvent`: `field.Invalid(path, "", "can have at most N
-/// characters")`; events.k8s.io/v1 `note` is `message` there).
-const EVENT_LENGTH_LIMITS: [(&str, usize); 4] = [
-    ("reportingInstance", 128),
-    ("action", 128),
-    ("reason", 128),
-    ("message", 1024),
-];
+/// Whether an Event field holds a value (Go's zero values are absent).
+fn event_set(v: &Value) -> bool {
+    match v {
+        Value::Null => false,
+        Value::String(s) => !s.is_empty(),
+        Value::Number(n) => n.as_f64() != Some(0.0),
+        Value::Object(m) => !m.is_empty(),
+        _ => true,
+    }
+}
 
-/// The length checks of an Event in its stored (core/v1) form.
-pub fn validate_event_lengths(obj: &Value, causes: &mut Vec<Cause>) {
-    if obj["eventTime"].is_null() {
+fn event_str<'a>(obj: &'a Value, field: &str) -> &'a str {
+    obj[field].as_str().unwrap_or_default()
+}
+
+/// `field.Invalid`'s rendering of a value: numbers and booleans as they
+/// are, strings quoted, the rest as JSON (apimachinery 1.37).
+fn go_value(v: &Value) -> String {
+    match v {
+        Value::Null => "null".into(),
+        _ => v.to_string(),
+    }
+}
+
+/// kube-apiserver's Event validation (pkg/apis/core/validation/events.go,
+/// 1.37), on the stored (core/v1) form of the Event. `events_v1` is a write
+/// through events.k8s.io/v1, which adds the strict checks; core/v1 writes
+/// get only the legacy ones (no name format either). Field paths are the
+/// core/v1 names (`message` for a `note`, `involvedObject` for `regarding`),
+/// except that the reporting controller is `reportingComponent` through
+/// core/v1. Lengths are bytes although the messages say characters.
+pub fn validate_event(
+    res: &ResourceInfo,
+    obj: &Value,
+    old: Option<&Value>,
+    causes: &mut Vec<Cause>,
+) {
+    let events_v1 = res.class == Class::EventsV1Event;
+    let invalid = |field: &str, value: &Value, detail: &str| {
+        cause(
+            "FieldValueInvalid",
+            field,
+            format!("Invalid value: {}: {detail}", go_value(value)),
+        )
+    };
+    let required = |field: &str| cause("FieldValueRequired", field, "Required value".into());
+    let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
+    let io_ns = obj["involvedObject"]["namespace"]
+        .as_str()
+        .unwrap_or_default();
+    let no_match = |causes: &mut Vec<Cause>| {
+        causes.push(invalid(
+            "involvedObject.namespace",
+            &Value::from(io_ns),
+            "does not match event.namespace",
+        ))
+    };
+    // legacyValidateEvent
+    if !event_set(&obj["eventTime"]) {
+        if io_ns.is_empty() {
+            if !ns.is_empty() && ns != "default" {
+                no_match(causes);
+            }
+        } else if ns != io_ns {
+            no_match(causes);
+        }
+    } else {
+        if io_ns.is_empty() && ns != "default" && ns != "kube-system" {
+            no_match(causes);
+        }
+        let controller = if events_v1 {
+            "reportingController"
+        } else {
+            "reportingComponent"
+        };
+        let reporter = event_str(obj, "reportingComponent");
+        if reporter.is_empty() {
+            causes.push(required(controller));
+        }
+        for msg in label_key_errors(reporter) {
+            causes.push(invalid(controller, &Value::from(reporter), &msg));
+        }
+        for (field, limit) in [("reportingInstance", 128), ("action", 128), ("reason", 128)] {
+            let v = event_str(obj, field);
+            if v.is_empty() {
+                causes.push(required(field));
+            }
+            if v.len() > limit {
+                causes.push(invalid(
+                    field,
+                    &json!(""),
+                    &format!("can have at most {limit} characters"),
+                ));
+            }
+        }
+        if event_str(obj, "message").len() > 1024 {
+            causes.push(invalid(
+                "message",
+                &json!(""),
+                "can have at most 1024 characters",
+            ));
+        }
+    }
+    if !events_v1 {
+        // The generic store's ObjectMeta checks come only once the
+        // strategy found nothing.
+        if causes.is_empty() {
+            validate_metadata(res, obj, causes);
+        }
         return;
     }
-    for (field, limit) in EVENT_LENGTH_LIMITS {
-        if obj[field].as_str().is_some_and(|v| v.len() > limit) {
-            causes.push(cause(
-                "FieldValueInvalid",
-                field,
-                format!("Invalid value: \"\": can have at most {limit} characters"),
-            ));
+    validate_metadata(res, obj, causes);
+    let series_changed = old.is_none_or(|o| o["series"] != obj["series"]);
+    if series_changed && event_set(&obj["series"]) {
+        if obj["series"]["count"].as_i64().unwrap_or(0) < 2 {
+            causes.push(invalid("series.count", &json!(""), "should be at least 2"));
+        }
+        if !event_set(&obj["series"]["lastObservedTime"]) {
+            causes.push(required("series.lastObservedTime"));
+        }
+    }
+    match old {
+        None => {
+            if !event_set(&obj["eventTime"]) {
+                causes.push(required("eventTime"));
+            }
+            let ty = event_str(obj, "type");
+            if ty != "Normal" && ty != "Warning" {
+                causes.push(invalid(
+                    "type",
+                    &json!(""),
+                    &format!("has invalid value: {ty}"),
+                ));
+            }
+            for field in ["firstTimestamp", "lastTimestamp", "count"] {
+                if event_set(&obj[field]) {
+                    causes.push(invalid(field, &json!(""), "needs to be unset"));
+                }
+            }
+            if event_set(&obj["source"]["component"]) || event_set(&obj["source"]["host"]) {
+                causes.push(invalid("source", &json!(""), "needs to be unset"));
+            }
+        }
+        Some(old) => {
+            let immutable = [
+                ("involvedObject", "involvedObject"),
+                ("reason", "reason"),
+                ("message", "message"),
+                ("source", "source"),
+                ("firstTimestamp", "firstTimestamp"),
+                ("lastTimestamp", "lastTimestamp"),
+                ("count", "count"),
+                ("reason", "reason"),
+                ("type", "type"),
+                ("eventTime", "eventTime"),
+                ("action", "action"),
+                ("related", "related"),
+                ("reportingComponent", "reportingController"),
+                ("reportingInstance", "reportingInstance"),
+            ];
+            for (stored, field) in immutable {
+                let (new_v, old_v) = (&obj[stored], &old[stored]);
+                if event_set(new_v) != event_set(old_v) || (event_set(new_v) && new_v != old_v) {
+                    causes.push(invalid(field, new_v, "field is immutable"));
+                }
+            }
         }
     }
 }
@@ -405,7 +631,14 @@ pub fn to_error(res: &ResourceInfo, obj: &Value, causes: Vec<Cause>) -> Result<(
         return Ok(());
     }
     let name = obj["metadata"]["name"].as_str().unwrap_or_default();
-    Err(ApiError::invalid(&res.kind, &res.group, name, causes))
+    // Events of either API are validated as the internal core Event, whose
+    // kind has no group: events.k8s.io/v1 errors say `Event "x"`.
+    let group = if res.class == Class::EventsV1Event {
+        ""
+    } else {
+        &res.group
+    };
+    Err(ApiError::invalid(&res.kind, group, name, causes))
 }
 
 /// Rejects objects whose metadata does not decode as ObjectMeta (400, as a decode error).
@@ -501,6 +734,43 @@ mod metadata_tests {
         let too_big = causes_of(json!({"annotations": {"k": big}}));
         assert_eq!(too_big.len(), 1);
         assert_eq!(too_big[0].reason, "FieldValueTooLong");
+    }
+
+    /// The causes kube-apiserver 1.37 gives for names (checked on the real
+    /// server): length first, then the pattern, one cause each; a namespace
+    /// name that is a subdomain but not a label "must not contain dots"; the
+    /// namespace's `kubernetes.io/metadata.name` label is checked as a label
+    /// value (in bytes).
+    #[test]
+    fn names_get_one_cause_per_message_as_on_kube_apiserver() {
+        let ns = crate::resources::builtins()
+            .into_iter()
+            .find(|r| r.class == Class::Namespace)
+            .unwrap();
+        let check = |name: &str| {
+            let mut causes = Vec::new();
+            let obj = json!({"metadata": {"name": name, "labels": {"kubernetes.io/metadata.name": name}}});
+            validate_metadata(&ns, &obj, &mut causes);
+            causes
+                .into_iter()
+                .map(|c| (c.field, c.message))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            check("a.b"),
+            [(
+                "metadata.name".to_string(),
+                "Invalid value: \"a.b\": must not contain dots".to_string()
+            )]
+        );
+        let long = "A".repeat(64);
+        let got = check(&long);
+        let messages: Vec<&str> = got.iter().map(|(_, m)| m.as_str()).collect();
+        assert_eq!(messages.len(), 3, "{got:?}");
+        assert!(messages[0].ends_with("\": must be no more than 63 characters"));
+        assert!(messages[1].contains("\": a lowercase RFC 1123 label must consist of"));
+        assert!(messages[2].ends_with("\": must be no more than 63 bytes"));
+        assert_eq!(got[2].0, "metadata.labels");
     }
 }
 

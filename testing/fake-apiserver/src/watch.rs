@@ -14,22 +14,11 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::errors::ApiError;
 use crate::handlers::{core_view, error_response, render_mode, Filter, Render, Req, Target};
+use crate::resources::Class;
 use crate::server::Shared;
 use crate::store::{EventType, LogEntry};
 use crate::table;
 use crate::write::external;
-
-fn invalid(msg: &str) -> ApiError {
-    let mut e = ApiError::new(
-        422,
-        "Invalid",
-        format!("ListOptions.meta.k8s.io \"\" is invalid: {msg}"),
-    );
-    e.details = Some(
-        json!({"kind": "ListOptions", "group": "meta.k8s.io", "causes": [{"reason": "FieldValueForbidden", "message": msg}]}),
-    );
-    e
-}
 
 /// Parameters of one watch.
 struct WatchSpec {
@@ -77,24 +66,14 @@ type Prepared = (WatchSpec, Start, u64, broadcast::Receiver<Arc<LogEntry>>);
 
 fn prepare(shared: &Shared, t: &Target, r: &Req) -> Result<Prepared, ApiError> {
     let send_initial = r.q("sendInitialEvents").is_some_and(|v| v == "true");
-    let rvm = r.q("resourceVersionMatch").filter(|s| !s.is_empty());
     let bookmarks = r.flag("allowWatchBookmarks");
-    if r.q("sendInitialEvents").is_some() {
-        if rvm != Some("NotOlderThan") {
-            return Err(invalid("resourceVersionMatch: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"));
-        }
-        if send_initial && !bookmarks {
-            return Err(invalid("allowWatchBookmarks: Forbidden: sendInitialEvents requires setting allowWatchBookmarks to true"));
-        }
-    } else if rvm.is_some() {
-        return Err(invalid("resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden for watch unless sendInitialEvents is provided"));
-    }
+    crate::handlers::validate_list_options(r, true)?;
     let filter = Filter::from_request(t, r)?;
     let timeout = match r.q("timeoutSeconds").filter(|s| !s.is_empty()) {
-        Some(s) => Duration::from_secs(
-            s.parse::<u64>()
-                .map_err(|_| ApiError::bad_request(format!("invalid timeoutSeconds: {s}")))?,
-        ),
+        Some(s) => Duration::from_secs(s.parse::<u64>().map_err(|_| {
+            // Decoding the query into ListOptions (Go's strconv).
+            ApiError::bad_request(format!("strconv.ParseInt: parsing \"{s}\": invalid syntax"))
+        })?),
         None => shared.config.default_watch_timeout,
     };
     let rv_param = r.q("resourceVersion").unwrap_or_default();
@@ -110,14 +89,14 @@ fn prepare(shared: &Shared, t: &Target, r: &Req) -> Result<Prepared, ApiError> {
             .collect();
         (Start::Initial(items), current)
     } else {
-        let rv: u64 = rv_param.parse().map_err(|_| {
-            ApiError::bad_request(format!(
-                "resourceVersion: Invalid value: \"{rv_param}\": must be a valid resource version"
-            ))
-        })?;
+        // The watch cache's parse error reaches the client as a 500.
+        let rv = crate::handlers::parse_resource_version(rv_param)
+            .map_err(|e| ApiError::new(500, "", e))?;
         match inner.store.events_since(rv) {
             Some(backlog) => (Start::Backlog(backlog), rv),
-            None => (Start::TooOld(rv, inner.store.compacted_rv() + 1), rv),
+            // The watch cache names the oldest resourceVersion it can
+            // still watch from.
+            None => (Start::TooOld(rv, inner.store.compacted_rv()), rv),
         }
     };
     let rx = inner.store.subscribe();
@@ -230,9 +209,17 @@ async fn run(
     let mut last_rv = start_rv;
     match start {
         Start::TooOld(requested, oldest) => {
-            let status =
-                ApiError::expired(format!("too old resource version: {requested} ({oldest})"))
-                    .to_status();
+            // Events have no watch cache in kube-apiserver: their watches
+            // read etcd, which words it differently from the watch cache.
+            let message = if matches!(
+                spec.target.res.class,
+                Class::CoreEvent | Class::EventsV1Event
+            ) {
+                "The resourceVersion for the provided watch is too old.".to_string()
+            } else {
+                format!("too old resource version: {requested} ({oldest})")
+            };
+            let status = ApiError::expired(message).to_status();
             em.line(json!({"type": "ERROR", "object": status})).await;
             return;
         }

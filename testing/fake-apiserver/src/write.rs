@@ -31,11 +31,7 @@ pub struct WriteCtx {
 
 impl WriteCtx {
     fn scope(&self) -> Scope {
-        match self.subresource.as_deref() {
-            Some("status") => Scope::StatusOnly,
-            _ if self.res.status_subresource => Scope::NoStatus,
-            _ => Scope::All,
-        }
+        Scope::of(&self.res, self.subresource.as_deref())
     }
 
     fn sub(&self) -> &str {
@@ -165,6 +161,25 @@ fn drop_empty_meta_maps(res: &ResourceInfo, obj: &mut Value) {
     }
 }
 
+fn is_workload(ctx: &WriteCtx, kind: &str) -> bool {
+    ctx.res.class == Class::Workload && ctx.res.kind == kind
+}
+
+/// Sets `keys` of `obj` to their values in `old` (removing them where `old`
+/// has none).
+fn keep_old(obj: &mut Value, old: &Value, keys: &[&str]) {
+    for k in keys {
+        match old.get(*k) {
+            Some(v) => obj[*k] = v.clone(),
+            None => {
+                if let Some(m) = obj.as_object_mut() {
+                    m.remove(*k);
+                }
+            }
+        }
+    }
+}
+
 fn without(obj: &Value, keys: &[&str]) -> Value {
     let mut o = obj.clone();
     if let Some(m) = o.as_object_mut() {
@@ -207,7 +222,11 @@ fn schema_checks(ctx: &WriteCtx, obj: &mut Value, causes: &mut Vec<Cause>) -> Re
 
 fn validate(ctx: &WriteCtx, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
     let mut causes = vec![];
-    validation::validate_metadata(&ctx.res, obj, &mut causes);
+    let is_event = matches!(ctx.res.class, Class::EventsV1Event | Class::CoreEvent);
+    // Events check their metadata among their own rules.
+    if !is_event {
+        validation::validate_metadata(&ctx.res, obj, &mut causes);
+    }
     validation::validate_kind(&ctx.res, obj, old, &mut causes);
     if ctx.res.class == Class::Custom {
         schema_checks(ctx, obj, &mut causes)?;
@@ -219,31 +238,8 @@ fn validate(ctx: &WriteCtx, obj: &mut Value, old: Option<&Value>) -> Result<(), 
         crate::apps::apply_defaults(&ctx.res.kind, obj);
         crate::apps::validate(obj, old, &mut causes);
     }
-    if ctx.res.class == Class::EventsV1Event || ctx.res.class == Class::CoreEvent {
-        validation::validate_event_lengths(obj, &mut causes);
-        let ns = obj["metadata"]["namespace"].as_str().unwrap_or_default();
-        let io_ns = obj["involvedObject"]["namespace"]
-            .as_str()
-            .unwrap_or_default();
-        if ctx.res.class == Class::EventsV1Event && obj["eventTime"].is_null() {
-            causes.push(Cause {
-                reason: "FieldValueRequired".into(),
-                message: "Required value".into(),
-                field: "eventTime".into(),
-            });
-        }
-        if !io_ns.is_empty() && io_ns != ns && ns != "default" {
-            let field = if ctx.res.class == Class::CoreEvent {
-                "involvedObject.namespace"
-            } else {
-                "regarding.namespace"
-            };
-            causes.push(Cause {
-                reason: "FieldValueInvalid".into(),
-                message: format!("Invalid value: \"{io_ns}\": does not match event.namespace"),
-                field: field.into(),
-            });
-        }
+    if is_event {
+        validation::validate_event(&ctx.res, obj, old, &mut causes);
     }
     validation::to_error(&ctx.res, obj, causes)
 }
@@ -359,11 +355,21 @@ pub fn create(
     if ctx.res.has_generation {
         meta.insert("generation".into(), json!(1));
     }
+    // A DaemonSet's template generation starts at 1 (the client's, if
+    // higher); the creator owns the annotation.
+    let template_generation = is_workload(ctx, "DaemonSet").then(|| {
+        let g = crate::apps::template_generation(&obj);
+        crate::apps::set_template_generation(&mut obj, g);
+        g.max(1)
+    });
     let entries = match own {
         Ownership::Update => managed::update(vec![], &json!({}), &obj, &ctx.op(&api_version, &now)),
         Ownership::Applied(e) => e,
     };
     managed::encode(&mut obj, entries);
+    if let Some(g) = template_generation {
+        crate::apps::set_template_generation(&mut obj, g);
+    }
     if ctx.dry_run {
         return Ok(obj);
     }
@@ -430,6 +436,16 @@ pub fn update(
     new["kind"] = json!(ctx.res.kind);
     // Subresource and status handling.
     match ctx.subresource.as_deref() {
+        Some("status") if matches!(ctx.scope(), Scope::NoSpec { .. }) => {
+            // The status strategies of Deployments, StatefulSets, DaemonSets
+            // and Namespaces reset only spec (a Deployment's labels too).
+            let mut merged = new.clone();
+            keep_old(&mut merged, old, &["spec"]);
+            if ctx.res.kind == "Deployment" {
+                keep_old(&mut merged["metadata"], &old["metadata"], &["labels"]);
+            }
+            new = merged;
+        }
         Some("status") => {
             let mut merged = old.clone();
             match new.get("status") {
@@ -470,6 +486,21 @@ pub fn update(
     drop_empty_meta_maps(&ctx.res, &mut new);
     // Server-owned metadata.
     let old_meta = old["metadata"].clone();
+    // A uid may be left out (the stored one is kept) but not changed.
+    if let Some(uid) = new["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
+        if Some(uid) != old_meta["uid"].as_str() {
+            return Err(ApiError::invalid(
+                &ctx.res.kind,
+                &ctx.res.group,
+                old_meta["name"].as_str().unwrap_or_default(),
+                vec![Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: format!("Invalid value: \"{uid}\": field is immutable"),
+                    field: "metadata.uid".into(),
+                }],
+            ));
+        }
+    }
     {
         let meta = meta_mut(&mut new);
         for k in [
@@ -530,13 +561,32 @@ pub fn update(
     }
     if ctx.res.has_generation {
         let g = old_meta["generation"].as_i64().unwrap_or(1);
-        let g = if spec_changed(&ctx.res, old, &new) {
+        // A Deployment's annotation changes count too: they are copied to
+        // its ReplicaSets (deploymentStrategy.PrepareForUpdate).
+        let annotations_changed = is_workload(ctx, "Deployment")
+            && ctx.subresource.is_none()
+            && old_meta["annotations"] != new["metadata"]["annotations"];
+        let g = if spec_changed(&ctx.res, old, &new) || annotations_changed {
             g + 1
         } else {
             g
         };
         new["metadata"]["generation"] = json!(g);
     }
+    // A DaemonSet's template generation: the field manager sees the
+    // client's annotation (0 without one, as the conversion to apps/v1
+    // writes it), the strategy then keeps the stored one, bumped when a
+    // write through the main endpoint changes the template.
+    let template_generation = is_workload(ctx, "DaemonSet").then(|| {
+        let sent = crate::apps::template_generation(&new);
+        crate::apps::set_template_generation(&mut new, sent);
+        let g = crate::apps::template_generation(old);
+        if ctx.subresource.is_none() && old["spec"]["template"] != new["spec"]["template"] {
+            g + 1
+        } else {
+            g
+        }
+    });
     let entries = match own {
         // An existing object without managedFields: Updates are not tracked
         // (kube-apiserver's skipNonAppliedManager) until the first apply.
@@ -545,6 +595,9 @@ pub fn update(
         Ownership::Applied(e) => e,
     };
     managed::encode(&mut new, entries);
+    if let Some(g) = template_generation {
+        crate::apps::set_template_generation(&mut new, g);
+    }
     if new == *old {
         return Ok(old.clone());
     }
@@ -621,16 +674,25 @@ pub fn delete(
         .get(&res.storage, ns, name)
         .cloned()
         .ok_or_else(|| ApiError::not_found(&res.gr(), name))?;
+    // Preconditions: the namespace registry words them its own way; the
+    // generic store (rest.BeforeDelete) names the Kind.
+    let namespace = res.class == Class::Namespace;
+    let gr = if namespace {
+        res.gr()
+    } else {
+        crate::errors::GroupResource::new(&res.group, &res.kind)
+    };
     if let Some(uid) = &opts.uid {
         let actual = old["metadata"]["uid"].as_str().unwrap_or_default();
         if uid != actual {
-            return Err(ApiError::conflict(
-                &res.gr(),
-                name,
-                &format!(
+            let why = if namespace {
+                format!(
                     "Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}"
-                ),
-            ));
+                )
+            } else {
+                format!("the UID in the precondition ({uid}) does not match the UID in record ({actual}). The object might have been deleted and then recreated")
+            };
+            return Err(ApiError::conflict(&gr, name, &why));
         }
     }
     if let Some(rv) = &opts.resource_version {
@@ -638,7 +700,12 @@ pub fn delete(
             .as_str()
             .unwrap_or_default();
         if rv != actual {
-            return Err(ApiError::conflict(&res.gr(), name, &format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}")));
+            let why = if namespace {
+                format!("Precondition failed: ResourceVersion in precondition: {rv}, ResourceVersion in object meta: {actual}")
+            } else {
+                format!("the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({actual}). The object might have been modified")
+            };
+            return Err(ApiError::conflict(&gr, name, &why));
         }
     }
     let gone_status = |obj: &Value| {
@@ -652,9 +719,11 @@ pub fn delete(
         let mut new = old.clone();
         if new["metadata"]["deletionTimestamp"].is_null() {
             new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-            new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             if res.class == Class::Namespace {
+                // The namespace registry sets no grace period.
                 new["status"]["phase"] = json!("Terminating");
+            } else {
+                new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
             }
             if opts.dry_run {
                 return Ok(Deleted::Pending(new));

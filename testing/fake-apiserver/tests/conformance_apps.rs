@@ -5,7 +5,9 @@
 
 mod common;
 
-use common::{api_err, Env};
+use std::time::Duration;
+
+use common::{api_err, eventually, Env};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, StatefulSet};
 use kube::api::{ApiResource, DynamicObject, Patch, PatchParams, PostParams};
 use kube::Api;
@@ -82,6 +84,10 @@ async fn a_created_deployment_is_defaulted_with_generation_one_and_empty_status(
     env.finish().await;
 }
 
+/// On a real cluster the deployment controller also writes the Deployment
+/// (its status and the `deployment.kubernetes.io/revision` annotation,
+/// through `/status`, which bumps nothing): the no-op check below retries
+/// until no such write falls between its read and its patch.
 #[tokio::test]
 async fn a_pod_template_patch_bumps_the_generation_and_a_metadata_patch_does_not() {
     let env = Env::new().await;
@@ -102,21 +108,29 @@ async fn a_pod_template_patch_bumps_the_generation_and_a_metadata_patch_does_not
         2,
         "containers kept"
     );
-    let same = api
-        .patch("web", &params, &restart_patch("sha256:1"))
-        .await
-        .unwrap();
+    // The same value again writes nothing: the answer is the stored object.
+    let same = eventually(Duration::from_secs(10), || async {
+        let before = api.get("web").await.unwrap();
+        let same = api
+            .patch("web", &params, &restart_patch("sha256:1"))
+            .await
+            .unwrap();
+        (same.metadata.resource_version == before.metadata.resource_version).then_some(same)
+    })
+    .await;
     assert_eq!(same.metadata.generation, Some(2), "same value: no change");
-    assert_eq!(
-        same.metadata.resource_version,
-        rolled.metadata.resource_version
-    );
+    let labels = Patch::Merge(json!({"metadata": {"labels": {"team": "x"}}}));
+    let labelled = api.patch("web", &params, &labels).await.unwrap();
+    assert_eq!(labelled.metadata.generation, Some(2), "labels do not count");
+    // A Deployment's annotations do count: kube-apiserver bumps the
+    // generation for them, as they are copied to the ReplicaSets
+    // (deploymentStrategy.PrepareForUpdate).
     let meta = Patch::Merge(json!({"metadata": {"annotations": {"note": "x"}}}));
     let noted = api.patch("web", &params, &meta).await.unwrap();
-    assert_eq!(noted.metadata.generation, Some(2));
+    assert_eq!(noted.metadata.generation, Some(3));
     let status = Patch::Merge(json!({"status": {"readyReplicas": 1, "replicas": 1}}));
     let with_status = api.patch_status("web", &params, &status).await.unwrap();
-    assert_eq!(with_status.metadata.generation, Some(2));
+    assert_eq!(with_status.metadata.generation, Some(3));
     assert_eq!(with_status.status.unwrap().ready_replicas, Some(1));
     env.finish().await;
 }
@@ -138,9 +152,11 @@ async fn strategic_merge_patches_merge_containers_and_env_by_name() {
     let containers = &patched["spec"]["template"]["spec"]["containers"];
     assert_eq!(containers.as_array().unwrap().len(), 2);
     assert_eq!(containers[0]["image"], "nginx:1.27");
+    // Merged by name; as in every strategic merge of a list, the items new to
+    // it come first (apimachinery's normalizeElementOrder).
     assert_eq!(
         containers[0]["env"],
-        json!([{"name": "A", "value": "1"}, {"name": "B", "value": "2"}])
+        json!([{"name": "B", "value": "2"}, {"name": "A", "value": "1"}])
     );
     let delete = json!({"spec": {"template": {"spec": {"containers": [{"name": "sidecar", "$patch": "delete"}]}}}});
     let patched = api
@@ -178,9 +194,10 @@ async fn a_selector_that_does_not_match_the_template_is_refused() {
     body["spec"]["selector"]["matchLabels"]["app"] = json!("other");
     let status = api_err(api.create(&PostParams::default(), &body).await);
     assert_eq!(status.code, 422);
+    // 1.37 prints the labels as JSON (field.Invalid of a map).
     assert_eq!(
         status.message,
-        "DaemonSet.apps \"agent\" is invalid: spec.template.metadata.labels: Invalid value: map[string]string{\"app\":\"agent\"}: `selector` does not match template `labels`"
+        "DaemonSet.apps \"agent\" is invalid: spec.template.metadata.labels: Invalid value: {\"app\":\"agent\"}: `selector` does not match template `labels`"
     );
     let created = api
         .create(&PostParams::default(), &workload("DaemonSet", "agent"))
@@ -189,6 +206,22 @@ async fn a_selector_that_does_not_match_the_template_is_refused() {
     assert_eq!(
         created["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"],
         1
+    );
+    // apps/v1 keeps the internal templateGeneration in an annotation.
+    assert_eq!(
+        created["metadata"]["annotations"]["deprecated.daemonset.template.generation"],
+        "1"
+    );
+    let moved = json!({"spec": {"selector": {"matchLabels": {"app": "agent", "tier": "x"}},
+        "template": {"metadata": {"labels": {"tier": "x"}}}}});
+    let status = api_err(
+        api.patch("agent", &PatchParams::default(), &Patch::Merge(moved))
+            .await,
+    );
+    assert_eq!(status.code, 422);
+    assert_eq!(
+        status.message,
+        "DaemonSet.apps \"agent\" is invalid: spec.selector: Invalid value: {\"matchLabels\":{\"app\":\"agent\",\"tier\":\"x\"}}: field is immutable"
     );
     env.finish().await;
 }

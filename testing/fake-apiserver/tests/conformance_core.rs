@@ -136,14 +136,24 @@ async fn create_errors_match_kube_apiserver() {
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
     assert!(e.message.starts_with("Secret \"Bad_Name\" is invalid: metadata.name: Invalid value: \"Bad_Name\": a lowercase RFC 1123 subdomain"), "{}", e.message);
 
+    // Namespace names are RFC 1123 labels. A valid subdomain that is not a
+    // label can only have dots, and kube-apiserver says just that
+    // (IsDNS1123Label); other names get the label pattern.
     let nss: Api<Namespace> = Api::all(env.client.clone());
     let bad_ns: Namespace = serde_json::from_value(json!({"metadata": {"name": "a.b"}})).unwrap();
     let e = api_err(nss.create(&PostParams::default(), &bad_ns).await);
+    assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    assert_eq!(
+        e.message,
+        "Namespace \"a.b\" is invalid: metadata.name: Invalid value: \"a.b\": must not contain dots"
+    );
+    let bad_ns: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": "bad_ns"}})).unwrap();
+    let e = api_err(nss.create(&PostParams::default(), &bad_ns).await);
     assert_eq!(e.code, 422);
-    assert!(
-        e.message.contains("a lowercase RFC 1123 label"),
-        "{}",
-        e.message
+    assert_eq!(
+        e.message,
+        "Namespace \"bad_ns\" is invalid: metadata.name: Invalid value: \"bad_ns\": a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
     );
     env.finish().await;
 }
@@ -252,6 +262,153 @@ async fn update_with_stale_resource_version_conflicts() {
     env.finish().await;
 }
 
+/// The handlers' checks of a written object against the URL: its name and
+/// namespace (400s), and its uid (a PUT's uid is a storage precondition, a
+/// patch's a change of an immutable field, an apply's to a missing object a
+/// conflict).
+#[tokio::test]
+async fn writes_must_name_the_object_of_the_url() {
+    let env = Env::new().await;
+    let api: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let created = api
+        .create(&PostParams::default(), &secret("named", &[], &[]))
+        .await
+        .unwrap();
+    let uid = created.metadata.uid.clone().unwrap();
+    let path = format!("/api/v1/namespaces/{}/secrets/named", env.ns);
+    let merge = [("content-type", "application/merge-patch+json")];
+    let cases = [
+        ("PUT", &[][..], json!({"metadata": {}}), 400, "the name of the object (named based on URL) was undeterminable: name must be provided".to_string()),
+        ("PUT", &[][..], json!({"metadata": {"name": "other"}}), 400, "the name of the object (other) does not match the name on the URL (named)".to_string()),
+        ("PUT", &[][..], json!({"metadata": {"name": "named", "namespace": "elsewhere"}}), 400, "the namespace of the provided object does not match the namespace sent on the request".to_string()),
+        ("PUT", &[][..], json!({"metadata": {"name": "named", "uid": "abc"}}), 409, format!("Operation cannot be fulfilled on secrets \"named\": StorageError: invalid object, Code: 4, Key: /registry/secrets/{}/named, ResourceVersion: 0, AdditionalErrorMsg: Precondition failed: UID in precondition: abc, UID in object meta: {uid}", env.ns)),
+        ("PATCH", &merge[..], json!({"metadata": {"name": null}}), 400, "the name of the object (named based on URL) was undeterminable: name must be provided".to_string()),
+        ("PATCH", &merge[..], json!({"metadata": {"namespace": "elsewhere"}}), 400, "the namespace of the provided object does not match the namespace sent on the request".to_string()),
+        ("PATCH", &merge[..], json!({"metadata": {"uid": "abc"}}), 422, "Secret \"named\" is invalid: metadata.uid: Invalid value: \"abc\": field is immutable".to_string()),
+    ];
+    for (method, headers, body, code, message) in cases {
+        let (got, status) = env
+            .raw_json(method, &path, headers, Some(body.clone()))
+            .await;
+        assert_eq!(
+            (got, status["message"].as_str()),
+            (code, Some(message.as_str())),
+            "{method} {body}"
+        );
+    }
+    let apply = [("content-type", "application/apply-patch+yaml")];
+    let (code, status) = env
+        .raw_json(
+            "PATCH",
+            &format!("/api/v1/namespaces/{}/secrets/new?fieldManager=m", env.ns),
+            &apply,
+            Some(json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "new", "uid": "abc"}})),
+        )
+        .await;
+    assert_eq!(code, 409, "{status}");
+    assert_eq!(status["message"], "Operation cannot be fulfilled on secrets \"new\": uid mismatch: the provided object specified uid abc, and no existing object was found");
+    let (code, status) = env
+        .raw_json(
+            "PATCH",
+            &format!("/api/v1/namespaces/{}/secrets/new?fieldManager=m", env.ns),
+            &apply,
+            Some(json!({"apiVersion": "v1", "kind": "Secret"})),
+        )
+        .await;
+    assert_eq!(code, 400, "{status}");
+    assert_eq!(
+        status["message"],
+        "the name of the object (new based on URL) was undeterminable: name must be provided"
+    );
+    env.finish().await;
+}
+
+/// Request options are checked as apimachinery's `Validate*Options` check
+/// them (422 `<Kind>Options.meta.k8s.io "" is invalid`, one cause per rule),
+/// and delete preconditions as the generic store's `BeforeDelete` does
+/// (409 naming the Kind).
+#[tokio::test]
+async fn request_options_and_delete_preconditions_are_checked_as_by_kube_apiserver() {
+    let env = Env::new().await;
+    let api: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let created = api
+        .create(&PostParams::default(), &secret("opts", &[], &[]))
+        .await
+        .unwrap();
+    let collection = format!("/api/v1/namespaces/{}/secrets", env.ns);
+    let (code, status) = env
+        .raw_json(
+            "POST",
+            &format!("{collection}?dryRun=Bogus&fieldValidation=Loose"),
+            &[],
+            Some(json!({"metadata": {"name": "x"}})),
+        )
+        .await;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(
+        status["message"],
+        "CreateOptions.meta.k8s.io \"\" is invalid: [dryRun: Unsupported value: [\"Bogus\"]: supported values: \"All\", fieldValidation: Unsupported value: \"Loose\": supported values: \"\", \"Ignore\", \"Strict\", \"Warn\"]"
+    );
+    assert_eq!(
+        status["details"],
+        json!({"group": "meta.k8s.io", "kind": "CreateOptions", "causes": [
+            {"reason": "FieldValueNotSupported", "message": "Unsupported value: [\"Bogus\"]: supported values: \"All\"", "field": "dryRun"},
+            {"reason": "FieldValueNotSupported", "message": "Unsupported value: \"Loose\": supported values: \"\", \"Ignore\", \"Strict\", \"Warn\"", "field": "fieldValidation"}]})
+    );
+    let one = format!("{collection}/opts");
+    let (code, status) = env
+        .raw_json(
+            "DELETE",
+            &one,
+            &[],
+            Some(json!({"propagationPolicy": "Later"})),
+        )
+        .await;
+    assert_eq!(code, 422, "{status}");
+    assert_eq!(
+        status["message"],
+        "DeleteOptions.meta.k8s.io \"\" is invalid: propagationPolicy: Unsupported value: \"Later\": supported values: \"Foreground\", \"Background\", \"Orphan\", \"nil\""
+    );
+    let uid = created.metadata.uid.unwrap();
+    let rv = created.metadata.resource_version.unwrap();
+    let (code, status) = env
+        .raw_json(
+            "DELETE",
+            &one,
+            &[],
+            Some(json!({"preconditions": {"uid": "abc"}})),
+        )
+        .await;
+    assert_eq!((code, &status["details"]["kind"]), (409, &json!("Secret")));
+    assert_eq!(
+        status["message"],
+        format!("Operation cannot be fulfilled on Secret \"opts\": the UID in the precondition (abc) does not match the UID in record ({uid}). The object might have been deleted and then recreated")
+    );
+    let (code, status) = env
+        .raw_json(
+            "DELETE",
+            &one,
+            &[],
+            Some(json!({"preconditions": {"resourceVersion": "1"}})),
+        )
+        .await;
+    assert_eq!(code, 409, "{status}");
+    assert_eq!(
+        status["message"],
+        format!("Operation cannot be fulfilled on Secret \"opts\": the ResourceVersion in the precondition (1) does not match the ResourceVersion in record ({rv}). The object might have been modified")
+    );
+    let (code, _) = env
+        .raw_json(
+            "DELETE",
+            &one,
+            &[],
+            Some(json!({"preconditions": {"uid": uid, "resourceVersion": rv}})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    env.finish().await;
+}
+
 #[tokio::test]
 async fn list_filters_by_label_and_field_selectors() {
     let env = Env::new().await;
@@ -287,6 +444,21 @@ async fn list_filters_by_label_and_field_selectors() {
     for (sel, want) in cases {
         let got = names(api.list(&ListParams::default().labels(sel)).await.unwrap());
         assert_eq!(got, want, "selector {sel}");
+    }
+    // Bad selectors are 400s in the words of apimachinery's label parser.
+    let refused = [
+        ("env===prod", "unable to parse requirement: found '=', expected: identifier"),
+        ("env in (a", "unable to parse requirement: found '', expected: ',' or ')'"),
+        ("env,", "found '', expected: identifier after ','"),
+        ("tier>web", "unable to parse requirement: values[0]: Invalid value: \"web\": for 'Gt', 'Lt' operators, the value must be an integer"),
+    ];
+    for (sel, message) in refused {
+        let e = api_err(api.list(&ListParams::default().labels(sel)).await);
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (400, message),
+            "selector {sel}"
+        );
     }
     let got = names(
         api.list(&ListParams::default().fields("metadata.name=b"))
@@ -325,22 +497,27 @@ async fn list_filters_by_label_and_field_selectors() {
     env.finish().await;
 }
 
+/// Secrets, not ConfigMaps: on a real cluster the controller manager's
+/// root-CA publisher adds a `kube-root-ca.crt` ConfigMap to every new
+/// namespace (at a moment of its choosing), which would be one more item in
+/// the pages; nothing adds Secrets.
 #[tokio::test]
 async fn list_pages_share_the_first_page_resource_version() {
     let env = Env::new().await;
-    let api: Api<ConfigMap> = Api::namespaced(env.client.clone(), &env.ns);
+    let api: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
     for i in 0..5 {
-        let cm: ConfigMap =
-            serde_json::from_value(json!({"metadata": {"name": format!("cm{i}")}})).unwrap();
-        api.create(&PostParams::default(), &cm).await.unwrap();
+        api.create(&PostParams::default(), &secret(&format!("s{i}"), &[], &[]))
+            .await
+            .unwrap();
     }
     let first = api.list(&ListParams::default().limit(2)).await.unwrap();
     assert_eq!(first.items.len(), 2);
     let token = first.metadata.continue_.clone().expect("continue token");
     assert_eq!(first.metadata.remaining_item_count, Some(3));
     // A write between pages is not visible in later pages.
-    let late: ConfigMap = serde_json::from_value(json!({"metadata": {"name": "cm9"}})).unwrap();
-    api.create(&PostParams::default(), &late).await.unwrap();
+    api.create(&PostParams::default(), &secret("s9", &[], &[]))
+        .await
+        .unwrap();
     let mut names: Vec<String> = first
         .items
         .iter()
@@ -359,7 +536,7 @@ async fn list_pages_share_the_first_page_resource_version() {
         names.extend(page.items.iter().map(|c| c.metadata.name.clone().unwrap()));
         token = page.metadata.continue_.filter(|c| !c.is_empty());
     }
-    assert_eq!(names, vec!["cm0", "cm1", "cm2", "cm3", "cm4"]);
+    assert_eq!(names, vec!["s0", "s1", "s2", "s3", "s4"]);
     env.finish().await;
 }
 
@@ -475,6 +652,11 @@ async fn watch_with_send_initial_events_ends_initial_state_with_a_bookmark() {
         )
         .await;
     assert_eq!(code, 422, "{body}");
+    assert_eq!(
+        body["details"]["causes"],
+        json!([{"reason": "FieldValueForbidden", "field": "resourceVersionMatch",
+            "message": "Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan"}])
+    );
     let (code, _) = env
         .raw_json(
             "GET",
@@ -490,12 +672,14 @@ async fn watch_with_send_initial_events_ends_initial_state_with_a_bookmark() {
     env.finish().await;
 }
 
+/// Watches Secrets, of which a new namespace has none (a real cluster puts
+/// a `kube-root-ca.crt` ConfigMap in it, which would come as ADDED).
 #[tokio::test]
 async fn watch_ends_after_timeout_seconds() {
     let env = Env::new().await;
     let start = std::time::Instant::now();
     let path = format!(
-        "/api/v1/namespaces/{}/configmaps?watch=true&timeoutSeconds=1&resourceVersion=0",
+        "/api/v1/namespaces/{}/secrets?watch=true&timeoutSeconds=1&resourceVersion=0",
         env.ns
     );
     let lines = watch_lines(&env.client, &path, &[], |_| false, Duration::from_secs(15)).await;
@@ -508,36 +692,98 @@ async fn watch_ends_after_timeout_seconds() {
     env.finish().await;
 }
 
+/// A watch from before a compaction ends with a 410 `Expired` ERROR event
+/// (HTTP 200). `Env::compact` compacts each backend's history: a physical
+/// etcd compaction on a real cluster, the fake's event log on the fake.
+///
+/// On a real cluster only watches that kube-apiserver serves from etcd see
+/// the compaction: Events (which have no watch cache) get etcd's message.
+/// Secrets are served from the watch cache, whose window does not move with
+/// etcd's compaction, so the watch replays the Secret. The fake has one
+/// event log for everything, and expires the Secret watch too, with the
+/// watch cache's message, and its continue tokens: a deliberate difference
+/// (DIFFERENCES.md, "Compaction and the watch cache"), asserted for each
+/// backend below.
 #[tokio::test]
 async fn watch_from_a_compacted_resource_version_gets_an_expired_error_event() {
     let env = Env::new().await;
-    let api: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
-    api.create(&PostParams::default(), &secret("old", &[], &[]))
+    let events: Api<k8s_openapi::api::core::v1::Event> =
+        Api::namespaced(env.client.clone(), &env.ns);
+    events
+        .create(
+            &PostParams::default(),
+            &core_event(&env.ns, "old", "before the compaction", false),
+        )
         .await
         .unwrap();
-    if let Some(s) = &env.server {
-        s.compact();
-    }
+    let api: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
+    let created = api
+        .create(&PostParams::default(), &secret("old", &[], &[]))
+        .await
+        .unwrap();
+    let secret_rv: u64 = created.metadata.resource_version.unwrap().parse().unwrap();
+    api.create(&PostParams::default(), &secret("older", &[], &[]))
+        .await
+        .unwrap();
+    let page = api.list(&ListParams::default().limit(1)).await.unwrap();
+    let token = page.metadata.continue_.expect("a continue token");
+    env.compact().await;
+
     let path = format!(
-        "/api/v1/namespaces/{}/secrets?watch=true&resourceVersion=1&timeoutSeconds=5",
+        "/api/v1/namespaces/{}/events?watch=true&resourceVersion=1&timeoutSeconds=5",
         env.ns
     );
-    let lines = watch_lines(
-        &env.client,
-        &path,
-        &[],
-        |l| !l.is_empty(),
-        Duration::from_secs(10),
-    )
-    .await;
+    let first = |l: &[Value]| !l.is_empty();
+    let lines = watch_lines(&env.client, &path, &[], first, Duration::from_secs(10)).await;
     assert_eq!(lines.len(), 1, "{lines:?}");
     assert_eq!(lines[0]["type"], "ERROR");
     assert_eq!(lines[0]["object"]["code"], 410);
     assert_eq!(lines[0]["object"]["reason"], "Expired");
-    assert!(lines[0]["object"]["message"]
-        .as_str()
-        .unwrap()
-        .starts_with("too old resource version: 1 ("));
+    assert_eq!(
+        lines[0]["object"]["message"],
+        "The resourceVersion for the provided watch is too old."
+    );
+
+    let before = secret_rv - 1;
+    let path = format!(
+        "/api/v1/namespaces/{}/secrets?watch=true&resourceVersion={before}&timeoutSeconds=5",
+        env.ns
+    );
+    let lines = watch_lines(&env.client, &path, &[], first, Duration::from_secs(10)).await;
+    assert!(!lines.is_empty(), "the watch ended without an event");
+    if env.server.is_none() {
+        // kube-apiserver: the watch cache still holds the create.
+        assert_eq!(lines[0]["type"], "ADDED", "{lines:?}");
+        assert_eq!(lines[0]["object"]["metadata"]["name"], "old");
+    } else {
+        // The fake: its only history is gone.
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert_eq!(lines[0]["type"], "ERROR");
+        assert_eq!(lines[0]["object"]["code"], 410);
+        assert_eq!(lines[0]["object"]["reason"], "Expired");
+        let message = lines[0]["object"]["message"].as_str().unwrap();
+        assert!(
+            message.starts_with(&format!("too old resource version: {before} (")),
+            "{message}"
+        );
+    }
+
+    // The list continues from the watch cache's snapshot on a real cluster;
+    // the fake's continue tokens went with its history.
+    let rest = api
+        .list(&ListParams::default().limit(1).continue_token(&token))
+        .await;
+    if env.server.is_none() {
+        let rest = rest.expect("kube-apiserver continues the list");
+        assert_eq!(
+            rest.metadata.resource_version,
+            page.metadata.resource_version
+        );
+        assert_eq!(rest.items.len(), 1);
+    } else {
+        let e = api_err(rest);
+        assert_eq!((e.code, e.reason.as_str()), (410, "Expired"));
+    }
     env.finish().await;
 }
 
@@ -567,6 +813,8 @@ async fn patches_merge_strategic_and_json_follow_apiserver_rules() {
     );
 
     // Strategic merge patch unions finalizers (a merge patch would replace the list).
+    // The merged list puts the items new to it first: apimachinery's
+    // mergeSortedSlice lets a live item go first only ahead of another live one.
     let smp = api
         .patch(
             "p",
@@ -577,7 +825,7 @@ async fn patches_merge_strategic_and_json_follow_apiserver_rules() {
         .unwrap();
     assert_eq!(
         smp.metadata.finalizers.unwrap(),
-        vec!["x.io/one", "x.io/two"]
+        vec!["x.io/two", "x.io/one"]
     );
     let smp = api
         .patch(
@@ -690,8 +938,10 @@ async fn finalizers_hold_deletion_until_removed() {
     .unwrap();
     let e = api_err(api.get("f").await);
     assert_eq!(e.code, 404);
+    // Only this ConfigMap: on a real cluster the root-CA publisher may add
+    // `kube-root-ca.crt` to the namespace after it.
     let path = format!(
-        "/api/v1/namespaces/{}/configmaps?watch=true&resourceVersion={rv0}&timeoutSeconds=5",
+        "/api/v1/namespaces/{}/configmaps?watch=true&resourceVersion={rv0}&timeoutSeconds=5&fieldSelector=metadata.name%3Df",
         env.ns
     );
     let lines = watch_lines(
@@ -1103,14 +1353,17 @@ async fn events_over_the_length_limits_are_refused_as_by_kube_apiserver() {
             .await,
     );
     assert_eq!((e.code, e.reason.as_str()), (422, "Invalid"));
+    // An events.k8s.io/v1 Event is validated as the internal core Event,
+    // whose kind has no group: the error says `Event`, not
+    // `Event.events.k8s.io`, and the field is `message`, not `note`.
     assert_eq!(
         e.message,
-        format!("Event.events.k8s.io \"too-long\" is invalid: message: {limit_message}")
+        format!("Event \"too-long\" is invalid: message: {limit_message}")
     );
     let details = e.details.as_ref().expect("details");
     assert_eq!(
         (details.kind.as_str(), details.group.as_str()),
-        ("Event", "events.k8s.io")
+        ("Event", "")
     );
     let causes: Vec<(&str, &str, &str)> = details
         .causes
@@ -1118,6 +1371,31 @@ async fn events_over_the_length_limits_are_refused_as_by_kube_apiserver() {
         .map(|c| (c.reason.as_str(), c.field.as_str(), c.message.as_str()))
         .collect();
     assert_eq!(causes, [("FieldValueInvalid", "message", limit_message)]);
+
+    // Every limit at once: one cause each, in kube-apiserver's order.
+    let mut all_over = events_v1_event(&env.ns, "all-over", &over);
+    all_over.reason = Some("r".repeat(129));
+    all_over.action = Some("a".repeat(129));
+    all_over.reporting_instance = Some("i".repeat(129));
+    let e = api_err(v1.create(&pp, &all_over).await);
+    let causes: Vec<(&str, &str)> = e
+        .details
+        .as_ref()
+        .expect("details")
+        .causes
+        .iter()
+        .map(|c| (c.field.as_str(), c.message.as_str()))
+        .collect();
+    let at_most_128 = "Invalid value: \"\": can have at most 128 characters";
+    assert_eq!(
+        causes,
+        [
+            ("reportingInstance", at_most_128),
+            ("action", at_most_128),
+            ("reason", at_most_128),
+            ("message", limit_message)
+        ]
+    );
 
     let core: Api<k8s_openapi::api::core::v1::Event> = Api::namespaced(env.client.clone(), &env.ns);
     let e = api_err(

@@ -204,12 +204,9 @@ async fn crd_serves_namespaced_resources_with_generation_defaults_and_status() {
     cur.metadata.resource_version = None;
     let e = api_err(api.replace("g1", &PostParams::default(), &cur).await);
     assert_eq!(e.code, 422);
-    assert!(
-        e.message.contains(
-            "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
-        ),
-        "{}",
-        e.message
+    assert_eq!(
+        e.message,
+        format!("gadgets.{} \"g1\" is invalid: metadata.resourceVersion: Invalid value: 0: must be specified for an update", crd.group)
     );
     // Schema validation.
     let e = api_err(

@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{real_cluster, unique};
+use common::{eventually, real_cluster, unique};
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::PostParams;
 use kube::{Api, Client};
@@ -151,11 +152,24 @@ impl Target {
         Client::try_from(cfg).unwrap()
     }
 
+    /// The minor version of the kubectl run (`kubectl version --client`).
+    fn client_minor(&self) -> u32 {
+        let out = self.ok(&["version", "--client", "-o", "json"]);
+        let v: Value = serde_json::from_str(&out).unwrap();
+        let minor = v["clientVersion"]["minor"].as_str().unwrap_or_default();
+        minor
+            .trim_end_matches('+')
+            .parse()
+            .unwrap_or_else(|_| panic!("kubectl client minor {minor:?}"))
+    }
+
     fn cleanup(&self) {
         let _ = self.run(&["delete", "namespace", &self.ns, "--wait=false"], None);
     }
 }
 
+/// What kubectl prints after a delete depends on kubectl's version, not on
+/// the server: the test asks the kubectl it runs.
 #[tokio::test]
 async fn kubectl_create_get_describe_annotate_secret() {
     let Some(t) = Target::start() else { return };
@@ -209,8 +223,14 @@ async fn kubectl_create_get_describe_annotate_secret() {
     assert_eq!(out.trim(), "secret/s1");
     let out = t.ok(&["describe", "namespace", &ns]);
     assert!(out.contains("Status:       Active"), "{out}");
+    // kubectl itself words this: since 1.34 it names the namespace.
     let out = t.ok(&["-n", &ns, "delete", "secret", "s1"]);
-    assert_eq!(out.trim(), "secret \"s1\" deleted");
+    let deleted = if t.client_minor() >= 34 {
+        format!("secret \"s1\" deleted from {ns} namespace")
+    } else {
+        "secret \"s1\" deleted".to_string()
+    };
+    assert_eq!(out.trim(), deleted);
     let (ok, _, err) = t.run(&["-n", &ns, "get", "secret", "s1"], None);
     assert!(!ok);
     assert!(
@@ -337,6 +357,9 @@ async fn kubectl_applies_a_crd_and_prints_custom_columns() {
     t.cleanup();
 }
 
+/// The UP-TO-DATE column comes from the deployment controller, which a real
+/// cluster runs and the fake does not: on a real cluster the test waits for
+/// the controller and expects 1, on the fake 0.
 #[tokio::test]
 async fn kubectl_applies_gets_and_restarts_a_deployment() {
     let Some(t) = Target::start() else { return };
@@ -356,6 +379,24 @@ async fn kubectl_applies_gets_and_restarts_a_deployment() {
         t.apply(&[], &deployment("nginx:1.27")).trim(),
         "deployment.apps/web configured"
     );
+    // A real cluster runs the deployment controller: it creates a ReplicaSet
+    // and a Pod (never ready: no nodes here) and reports the Pod as
+    // up to date. The fake runs no workload controllers, so its status stays
+    // empty (DIFFERENCES.md, "No workload controllers").
+    let up_to_date = if real_cluster() {
+        let api: Api<Deployment> = Api::namespaced(t.client().await, &ns);
+        eventually(Duration::from_secs(30), || async {
+            let d = api.get("web").await.ok()?;
+            let status = d.status?;
+            (status.observed_generation == d.metadata.generation
+                && status.updated_replicas == Some(1))
+            .then_some(())
+        })
+        .await;
+        "1"
+    } else {
+        "0"
+    };
     let out = t.ok(&["-n", &ns, "get", "deployments"]);
     let lines: Vec<Vec<&str>> = out
         .lines()
@@ -366,7 +407,7 @@ async fn kubectl_applies_gets_and_restarts_a_deployment() {
         vec!["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
         "{out}"
     );
-    assert_eq!(lines[1][..4], ["web", "0/1", "0", "0"], "{out}");
+    assert_eq!(lines[1][..4], ["web", "0/1", up_to_date, "0"], "{out}");
     let out = t.ok(&["-n", &ns, "get", "deploy", "-o", "wide"]);
     assert!(
         out.contains("nginx:1.27") && out.contains("app=web"),

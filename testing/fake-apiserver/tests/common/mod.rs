@@ -75,6 +75,33 @@ impl Env {
         }
     }
 
+    /// Compacts the history the server keeps, as etcd's compaction does:
+    /// on the fake `FakeApiServer::compact` (which drops its whole event
+    /// log); on a real cluster a physical etcd compaction at the current
+    /// revision, through etcd's HTTP gateway (see [`etcd_url`]). Note that
+    /// on a real cluster this expires watches only where kube-apiserver reads
+    /// etcd itself (resources without a watch cache, such as Events); the
+    /// watch cache keeps serving its own window.
+    pub async fn compact(&self) {
+        if let Some(s) = &self.server {
+            s.compact();
+            return;
+        }
+        let etcd = etcd_url();
+        let (_, header) = etcd_post(&etcd, "/v3/kv/range", &json!({"key": "AA=="})).await;
+        let revision = header["header"]["revision"]
+            .as_str()
+            .expect("etcd revision")
+            .to_string();
+        let (code, body) = etcd_post(
+            &etcd,
+            "/v3/kv/compaction",
+            &json!({"revision": revision, "physical": true}),
+        )
+        .await;
+        assert_eq!(code, 200, "etcd compaction at {revision}: {body}");
+    }
+
     /// A raw request: returns (status, content-type, body text).
     pub async fn raw(
         &self,
@@ -207,4 +234,75 @@ where
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// The etcd client URL of the real cluster's kube-apiserver:
+/// `FAKE_APISERVER_CONFORMANCE_ETCD`, else the `--etcd-servers` flag that
+/// kube-apiserver logs in `logs/kube-apiserver.log` beside the kubeconfig
+/// (`scripts/control-plane.sh start DIR` writes both in DIR). Panics when
+/// neither is there: a test that needs etcd must not pass without it.
+pub fn etcd_url() -> String {
+    if let Ok(url) = std::env::var("FAKE_APISERVER_CONFORMANCE_ETCD") {
+        return url;
+    }
+    let kubeconfig = std::env::var("KUBECONFIG").expect("KUBECONFIG");
+    let log = std::path::Path::new(&kubeconfig)
+        .parent()
+        .expect("the kubeconfig's folder")
+        .join("logs/kube-apiserver.log");
+    let text = std::fs::read_to_string(&log).unwrap_or_else(|e| {
+        panic!(
+            "this test compacts etcd: set FAKE_APISERVER_CONFORMANCE_ETCD to the etcd client URL \
+             (no {}: {e})",
+            log.display()
+        )
+    });
+    let flag = "FLAG: --etcd-servers=\"[";
+    let start = text
+        .find(flag)
+        .unwrap_or_else(|| panic!("no --etcd-servers flag in {}", log.display()))
+        + flag.len();
+    let rest = &text[start..];
+    let end = rest
+        .find([']', ' ', ','])
+        .expect("the end of --etcd-servers");
+    rest[..end].to_string()
+}
+
+/// A POST to etcd's HTTP gateway (plain HTTP/1.0, so no chunked answer):
+/// returns (status, JSON body).
+async fn etcd_post(base: &str, path: &str, body: &Value) -> (u16, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let authority = base
+        .strip_prefix("http://")
+        .unwrap_or_else(|| panic!("etcd URL {base} is not plain http://"))
+        .trim_end_matches('/');
+    let mut stream = tokio::net::TcpStream::connect(authority)
+        .await
+        .unwrap_or_else(|e| panic!("connect to etcd at {authority}: {e}"));
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    stream
+        .write_all(request.as_bytes())
+        .await
+        .expect("write to etcd");
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .await
+        .expect("read from etcd");
+    let answer = String::from_utf8_lossy(&answer);
+    let (head, body) = answer.split_once("\r\n\r\n").expect("an HTTP answer");
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .expect("an HTTP status");
+    (
+        code,
+        serde_json::from_str(body).unwrap_or(Value::String(body.into())),
+    )
 }
