@@ -13,6 +13,7 @@ use cluster::{block_on, data, metric, wait_for, Env};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
+use kubestash::controller::CONTROLLER_NAME;
 use kubestash::rollout::{secret_key_digests, workload_digest, DIGEST_ANNOTATION};
 use kubestash::secrets::LiveSecret;
 use serde_json::{json, Value};
@@ -219,6 +220,8 @@ fn restarted_at(deployment: &Deployment) -> chrono::DateTime<chrono::Utc> {
 
 /// Events about Deployment `name` (events.k8s.io), as ("reason: note",
 /// how many times it was reported).
+/// The events kubestash reported on Deployment `name` (a real cluster's
+/// deployment controller reports its own, `ScalingReplicaSet`, beside them).
 async fn workload_events(env: &Env, name: &str) -> Vec<(String, i32)> {
     let api: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(env.client().await, NS);
     let events = api.list(&Default::default()).await.expect("list events");
@@ -228,6 +231,7 @@ async fn workload_events(env: &Env, name: &str) -> Vec<(String, i32)> {
         .filter(|e| {
             e.regarding.as_ref().and_then(|r| r.kind.as_deref()) == Some("Deployment")
                 && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name)
+                && e.reporting_controller.as_deref() == Some(CONTROLLER_NAME)
         })
         .map(|e| {
             let count = e.series.as_ref().map_or(1, |s| s.count);
