@@ -360,8 +360,16 @@ fn resolve(shared: &Shared, segs: &[&str]) -> Result<Target, ApiError> {
 
 /// The kube-apiserver verb of a request.
 pub fn verb_of(r: &Req, t: &Target) -> &'static str {
-    match (&r.method, t.name.is_some()) {
-        (&Method::GET, _) if t.watch_prefix || r.flag("watch") => "watch",
+    let watch = t.watch_prefix || r.flag("watch");
+    verb(&r.method, t.name.is_some(), watch).unwrap_or("unknown")
+}
+
+/// The kube-apiserver verb of a request with `method` on a path that names
+/// an object (`named`) or not, asking to `watch` or not; `None` for a
+/// method kube-apiserver has no verb for.
+pub fn verb(method: &Method, named: bool, watch: bool) -> Option<&'static str> {
+    Some(match (method, named) {
+        (&Method::GET, _) if watch => "watch",
         (&Method::GET, true) => "get",
         (&Method::GET, false) => "list",
         (&Method::POST, _) => "create",
@@ -369,8 +377,8 @@ pub fn verb_of(r: &Req, t: &Target) -> &'static str {
         (&Method::PATCH, _) => "patch",
         (&Method::DELETE, true) => "delete",
         (&Method::DELETE, false) => "deletecollection",
-        _ => "unknown",
-    }
+        _ => return None,
+    })
 }
 
 fn serve(shared: &Shared, t: &Target, r: &Req, verb: &str) -> Response {

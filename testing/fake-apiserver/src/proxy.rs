@@ -359,17 +359,7 @@ impl RequestKind {
             || uri
                 .query()
                 .is_some_and(|q| q.split('&').any(|p| p == "watch=true" || p == "watch=1"));
-        let verb = match (method, name.is_some()) {
-            (&Method::GET, _) if watch => "watch",
-            (&Method::GET, true) => "get",
-            (&Method::GET, false) => "list",
-            (&Method::POST, _) => "create",
-            (&Method::PUT, _) => "update",
-            (&Method::PATCH, _) => "patch",
-            (&Method::DELETE, true) => "delete",
-            (&Method::DELETE, false) => "deletecollection",
-            _ => return None,
-        };
+        let verb = crate::handlers::verb(method, name.is_some(), watch)?;
         let resource = match subresource {
             Some(sub) => format!("{plural}/{sub}"),
             None => plural.to_owned(),
