@@ -119,25 +119,22 @@ fn the_charts_service_account_may_do_what_the_operator_needs_and_nothing_more() 
     assert!(can_create_leases_in(NAMESPACE));
 
     // What it must not do.
+    let annotate_web = [
+        "-n",
+        "app",
+        "patch",
+        "deployment",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"annotations":{"x":"y"}}}"#,
+    ];
     forbidden(
         &control_plane,
         &operator,
         &["-n", "app", "delete", "secret", "db"],
     );
-    forbidden(
-        &control_plane,
-        &operator,
-        &[
-            "-n",
-            "app",
-            "patch",
-            "deployment",
-            "web",
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"annotations":{"x":"y"}}}"#,
-        ],
-    );
+    forbidden(&control_plane, &operator, &annotate_web);
     forbidden(
         &control_plane,
         &operator,
@@ -154,18 +151,5 @@ fn the_charts_service_account_may_do_what_the_operator_needs_and_nothing_more() 
     // With rollout on (a new token is not needed: RBAC is read per request),
     // the same ServiceAccount may patch Deployments.
     control_plane.chart_service_account(NAMESPACE, &["rollout.enabled=true"]);
-    allowed(
-        &control_plane,
-        &operator,
-        &[
-            "-n",
-            "app",
-            "patch",
-            "deployment",
-            "web",
-            "--type=merge",
-            "-p",
-            r#"{"metadata":{"annotations":{"x":"y"}}}"#,
-        ],
-    );
+    allowed(&control_plane, &operator, &annotate_web);
 }
