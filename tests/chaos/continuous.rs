@@ -91,7 +91,9 @@ impl Timeline {
         }
     }
 
-    fn licensed(&self, secret: &SecretId, key: &str, at: Instant) -> bool {
+    /// Whether the driver had licensed a change of `key` (`""`: of the
+    /// whole Secret) by `at`.
+    pub fn licensed(&self, secret: &SecretId, key: &str, at: Instant) -> bool {
         self.licenses
             .iter()
             .any(|l| l.at <= at && &l.secret == secret && l.key.as_deref().is_none_or(|k| k == key))
@@ -210,6 +212,8 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             owners: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
         })
     }
 

@@ -16,10 +16,14 @@ use serde_json::json;
 
 use super::aws_proxy::AwsProxy;
 use super::continuous::Timeline;
-use super::model::{universe, Expectations, Latest, Observed, World, NAMESPACES};
+use super::expect::{Expectations, KeyId};
+use super::model::{universe, Latest, Observed, Phase, World, NAMESPACES, OPERATOR_NAMESPACE};
+use super::ops::{AwsFault, Storm};
 use super::ops::{Op, SecretId, TableOp};
+use super::sampler::Sample;
 use super::sampler::{observed, Sampler};
 use super::schedule::{Scheduler, VALUE_MARK};
+use super::writers::Writers;
 use crate::cluster::{condition, css_resource, http_get, run_args, Env};
 use crate::support::{repo_root, venv};
 
@@ -39,6 +43,20 @@ pub struct Settings {
     pub replicas: usize,
 }
 
+impl Settings {
+    /// The environment that replays this seed's first `steps` steps.
+    pub fn replay_env(&self, steps: usize) -> String {
+        let features: Vec<&str> = self.features.iter().map(String::as_str).collect();
+        format!(
+            "CHAOS_SEED={} CHAOS_OPS={steps} CHAOS_FEATURES={} CHAOS_REPLICAS={} KUBESTASH_TEST_BACKEND={}",
+            self.seed,
+            features.join(","),
+            self.replicas,
+            crate::support::control_plane::Backend::from_env().name(),
+        )
+    }
+}
+
 /// What a seed did and found.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -49,8 +67,16 @@ pub struct Outcome {
     pub aws_faults_served: u64,
     pub aws_requests: u64,
     pub checks: usize,
-    pub invariants_checked: usize,
+    /// Checks at which every invariant held.
+    pub checks_passed: usize,
+    /// Passes of each invariant (a failed one is not counted).
+    pub invariants_passed: BTreeMap<&'static str, usize>,
+    /// Keys compared with the model at passed checks.
+    pub keys_verified: usize,
+    pub faults_by_kind: BTreeMap<String, usize>,
     pub convergence: Vec<Duration>,
+    /// The environment that replays this seed up to its failing step.
+    pub replay: String,
     pub schedule: Vec<String>,
     pub violations: Vec<String>,
     /// Where the operator logs were kept (failures only).
@@ -61,15 +87,18 @@ impl Outcome {
     /// The failure report: seed, schedule up to the failure, broken invariants.
     pub fn report(&self) -> String {
         format!(
-            "chaos seed {} FAILED after {} operations (replay: CHAOS_SEED={} CHAOS_OPS={} with the same CHAOS_FEATURES)\n\
+            "chaos seed {} FAILED after {} operations\nreplay: {} cargo test --test chaos\n\
              broken invariants:\n  {}\nschedule:\n  {}\noperator logs: {}\n",
             self.seed,
             self.ops_run,
-            self.seed,
-            self.ops_run,
+            self.replay,
             self.violations.join("\n  "),
             self.schedule.join("\n  "),
-            self.logs.as_deref().map(Path::display).map(|d| d.to_string()).unwrap_or_default(),
+            self.logs
+                .as_deref()
+                .map(Path::display)
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
         )
     }
 }
@@ -78,6 +107,17 @@ const TABLE: &str = "chaos";
 const CSS: &str = "chaos";
 const HOLD_FINALIZER: &str = "chaos.example/hold";
 const HAND_MANAGER: &str = "chaos-hand";
+/// Leader election as the chart runs it, with a short Lease so that a
+/// killed leader is replaced within a check's patience.
+const LEADER_ELECTION: [&str; 7] = [
+    "--leader-elect",
+    "--leader-elect-lease-duration",
+    "6s",
+    "--leader-elect-renew-deadline",
+    "4s",
+    "--leader-elect-retry-period",
+    "1s",
+];
 
 /// The operator process (SIGKILLed if the test dies).
 struct Operator {
@@ -112,6 +152,13 @@ struct Harness<'a> {
     outcome: Outcome,
     /// How far each operator log was searched for leaks.
     scanned: BTreeMap<PathBuf, usize>,
+    /// Namespaces the operator must not write to, since when (it had
+    /// observed the spec, or a check had seen the namespace gone).
+    frozen_since: BTreeMap<String, Instant>,
+    /// Who wrote Secrets while whom held the Lease.
+    writers: Writers,
+    /// Replicas elect a leader (more than one).
+    elect: bool,
 }
 
 /// Runs one seed to its end or its first broken invariant.
@@ -158,10 +205,15 @@ impl<'a> Harness<'a> {
                 ..Outcome::default()
             },
             scanned: BTreeMap::new(),
+            frozen_since: BTreeMap::new(),
+            writers: Writers::default(),
+            elect: settings.replicas > 1,
         };
         for ns in &NAMESPACES[..2] {
             env.create_namespace(ns).await;
         }
+        // The Lease lives in the operator's namespace, as with the chart.
+        env.create_namespace(OPERATOR_NAMESPACE).await;
         h.apply_css().await;
         for _ in 0..settings.replicas.max(1) {
             h.start_operator().await;
@@ -169,16 +221,31 @@ impl<'a> Harness<'a> {
         h
     }
 
+    /// Runs `settings.ops` steps (operations and checks), then a final
+    /// check. A failing step `i` is replayed by `CHAOS_OPS=i` when it is a
+    /// check (the final check stands in for it), `i + 1` otherwise.
     async fn drive(&mut self, settings: &Settings) {
-        let mut scheduler = Scheduler::new(settings.seed, settings.features.clone());
+        let mut scheduler =
+            Scheduler::new(settings.seed, settings.features.clone(), settings.replicas);
         for i in 0..settings.ops {
             let op = scheduler.next(&self.world);
+            let steps = if op.is_check() { i } else { i + 1 };
             self.run(i, op, settings).await;
             if !self.outcome.violations.is_empty() {
+                self.outcome.replay = settings.replay_env(steps);
                 return;
             }
         }
         self.run(settings.ops, Op::Check, settings).await;
+        if !self.outcome.violations.is_empty() {
+            self.outcome.replay = settings.replay_env(settings.ops);
+        } else if self.outcome.keys_verified == 0 {
+            self.outcome.violations.push(format!(
+                "nothing was verified: {} checks passed, no key compared (CHAOS_OPS={}, features {:?})",
+                self.outcome.checks_passed, settings.ops, settings.features
+            ));
+            self.outcome.replay = settings.replay_env(settings.ops);
+        }
     }
 
     async fn run(&mut self, index: usize, op: Op, settings: &Settings) {
@@ -186,27 +253,38 @@ impl<'a> Harness<'a> {
         self.outcome
             .schedule
             .push(format!("[{at:7.2}s] #{index} {op}"));
-        if op != Op::Check {
+        if !op.is_check() {
             self.outcome.ops_run += 1;
             *self.outcome.by_family.entry(op.family()).or_default() += 1;
             self.outcome.faults_injected += usize::from(op.is_fault());
         }
+        if let Some(kind) = op.fault_kind() {
+            *self.outcome.faults_by_kind.entry(kind).or_default() += 1;
+        }
+        let began = Instant::now();
         if let Err(problem) = self.execute(&op, settings).await {
             self.outcome.violations.push(problem);
         }
         match &op {
-            Op::Check => {}
+            Op::Check | Op::StormCheck(_) => {}
             // Each write of a batch is a state the operator may have read.
             Op::Table(writes) => {
                 for write in writes {
                     let single = Op::Table(vec![write.clone()]);
                     self.world.apply(&single);
-                    self.model.after(&single, &self.world);
+                    self.model.after(&single, &self.world, began);
                 }
             }
             op => {
                 self.world.apply(op);
-                self.model.after(op, &self.world);
+                self.model.after(op, &self.world, began);
+            }
+        }
+        if let Op::CreateNamespace(ns) = &op {
+            if self.world.writable(ns) {
+                self.frozen_since.remove(ns);
+            } else {
+                self.frozen_since.insert(ns.clone(), began);
             }
         }
     }
@@ -233,7 +311,11 @@ impl<'a> Harness<'a> {
         let mut command = Command::new(operator_binary());
         command
             .args(run_args(port))
-            .args(["--stream-check-interval", "2s"])
+            .args(["--stream-check-interval", "2s"]);
+        if self.elect {
+            command.args(LEADER_ELECTION);
+        }
+        command
             .envs(self.env.moto.aws_env())
             .env("AWS_ENDPOINT_URL", &self.proxy.endpoint)
             .env("KUBECONFIG", &self.env.kubeconfig)
@@ -260,11 +342,17 @@ impl<'a> Harness<'a> {
         }
     }
 
+    /// Stops the leader (the longest-running replica when none leads).
     async fn stop_operator(&mut self, kill: bool) {
         if self.operators.is_empty() {
             return;
         }
-        let mut operator = self.operators.remove(0);
+        let leader = self.operators.iter().position(|o| {
+            http_get(o.port, "/metrics").is_some_and(|(_, body)| {
+                crate::cluster::metric(&body, "kubestash_leader", &[]) == Some(1.0)
+            })
+        });
+        let mut operator = self.operators.remove(leader.unwrap_or(0));
         if kill {
             let _ = operator.child.kill();
         } else {
@@ -323,13 +411,13 @@ impl<'a> Harness<'a> {
                 next.apply(op);
                 self.world.css = next.css;
                 self.apply_css().await;
-                Ok(())
+                self.await_spec(settings).await
             }
             Op::SetPrune(on) => {
                 self.world.css.prune = *on;
                 self.apply_css().await;
                 self.timeline.prune_set(*on);
-                Ok(())
+                self.await_spec(settings).await
             }
             Op::Resync => {
                 self.request_resync().await;
@@ -347,7 +435,7 @@ impl<'a> Harness<'a> {
                 .await?;
                 self.world.css.name = World::css_name(CSS, self.world.renames + 1);
                 self.apply_css().await;
-                Ok(())
+                self.await_spec(settings).await
             }
             Op::Restart { kill } => {
                 self.stop_operator(*kill).await;
@@ -385,7 +473,11 @@ impl<'a> Harness<'a> {
                 self.proxy.inject(fault);
                 Ok(())
             }
-            Op::Check => self.check(settings).await,
+            Op::Check => self.check(settings, false).await,
+            Op::StormCheck(storm) => {
+                self.storm(storm);
+                self.check(settings, true).await
+            }
         }
     }
 
@@ -622,22 +714,23 @@ impl<'a> Harness<'a> {
     /// harness's own client (which the fault proxy does not see). A list
     /// that fails fails the run: a check never passes on a read it did not
     /// make.
-    async fn observe(&self) -> BTreeMap<SecretId, Observed> {
+    async fn observe(&self) -> Result<BTreeMap<SecretId, Observed>, String> {
         if let Some(fake) = &self.env.fake {
-            return universe()
+            return Ok(universe()
                 .filter_map(|(ns, name)| {
                     let object = fake.get_object("", "v1", "secrets", &ns, &name)?;
                     Some(((ns, name), observed(&object)))
                 })
-                .collect();
+                .collect());
         }
         let api: Api<Secret> = Api::all(self.client.clone());
         let list = api
             .list(&Default::default())
             .await
-            .unwrap_or_else(|e| panic!("driver: list Secrets: {e}"));
+            .map_err(|e| format!("driver: list Secrets to check them: {e}"))?;
         let wanted: std::collections::BTreeSet<SecretId> = universe().collect();
-        list.items
+        Ok(list
+            .items
             .iter()
             .filter_map(|secret| {
                 let id = (
@@ -647,7 +740,7 @@ impl<'a> Harness<'a> {
                 let object = serde_json::to_value(secret).ok()?;
                 wanted.contains(&id).then(|| (id, observed(&object)))
             })
-            .collect()
+            .collect())
     }
 
     /// Whether namespace `ns` still exists (in any phase).
@@ -659,9 +752,11 @@ impl<'a> Harness<'a> {
         !matches!(api.get_opt(ns).await, Ok(None))
     }
 
-    async fn check(&mut self, settings: &Settings) -> Result<(), String> {
-        self.faults.clear_faults();
-        self.proxy.clear();
+    async fn check(&mut self, settings: &Settings, under_faults: bool) -> Result<(), String> {
+        if !under_faults {
+            self.faults.clear_faults();
+            self.proxy.clear();
+        }
         self.outcome.checks += 1;
         let mut problems = Vec::new();
         if let Some(exit) = self.operator_exited() {
@@ -673,20 +768,28 @@ impl<'a> Harness<'a> {
         if let Err(problem) = self.wait_spec_observed(settings).await {
             problems.push(problem);
         }
-        // 1, 2: the Secrets converge to the model.
+        // 1, 2: the Secrets converge to the model (through the faults of a
+        // check under faults: the bound is the same).
         let start = Instant::now();
-        let mut mismatches = self.model.check(&self.world, &self.observe().await);
+        let mut seen = self.observe().await?;
+        let mut mismatches = self.model.check(&self.world, &seen);
         while !mismatches.is_empty() && start.elapsed() < settings.converge {
             tokio::time::sleep(Duration::from_millis(100)).await;
-            mismatches = self.model.check(&self.world, &self.observe().await);
+            seen = self.observe().await?;
+            mismatches = self.model.check(&self.world, &seen);
         }
-        self.outcome.invariants_checked += 1;
+        if under_faults {
+            self.faults.clear_faults();
+            self.proxy.clear();
+        }
         if mismatches.is_empty() {
             self.outcome.convergence.push(start.elapsed());
+            self.passed("convergence");
         } else {
             problems.push(format!(
-                "[1/2 convergence] not converged after {:?}:\n    {}",
+                "[1/2 convergence] not converged after {:?}{}:\n    {}",
                 settings.converge,
+                if under_faults { " under faults" } else { "" },
                 mismatches
                     .iter()
                     .map(ToString::to_string)
@@ -694,13 +797,12 @@ impl<'a> Harness<'a> {
                     .join("\n    ")
             ));
         }
-        // 5: quiet means no writes.
+        // 5: quiet means no writes, and the Secrets stay as verified.
         if mismatches.is_empty() {
             let before = self.faults.counters();
             let window = Instant::now();
             tokio::time::sleep(settings.quiet).await;
             let after = self.faults.counters();
-            self.outcome.invariants_checked += 1;
             let writes = after.writes_arrived("secrets") - before.writes_arrived("secrets");
             if writes > 0 {
                 problems.push(format!(
@@ -709,9 +811,12 @@ impl<'a> Harness<'a> {
                     write_diff(&before, &after),
                     self.sampler.describe_since(window)
                 ));
+            } else {
+                self.passed("quiet");
             }
-            let drift = self.model.check(&self.world, &self.observe().await);
-            if !drift.is_empty() {
+            let again = self.observe().await?;
+            if again != seen {
+                let drift = self.model.check(&self.world, &again);
                 problems.push(format!(
                     "[1 convergence] changed again while quiet: {}",
                     drift
@@ -722,40 +827,148 @@ impl<'a> Harness<'a> {
                 ));
             }
         }
-        // 3: every sampled write since the last check.
+        // 2, 3: every write sampled since the last check.
         let samples = self.sampler.take();
-        self.outcome.invariants_checked += 1;
-        problems.extend(
-            self.timeline
-                .judge(&samples, self.period_start)
-                .into_iter()
-                .map(|p| format!("[2/3 sampled] {p}")),
-        );
+        let judged = self.judge_writes(&samples);
+        if judged.is_empty() {
+            self.passed("every write");
+        }
+        problems.extend(judged);
         if self.sampler.lagged() > 0 {
             problems.push(format!(
                 "the sampler missed {} writes",
                 self.sampler.lagged()
             ));
         }
+        if self.elect {
+            problems.extend(self.writers.judge(&self.faults.counters()));
+        }
         // 6: a full sync reports what the model says, and writes nothing.
         if problems.is_empty() {
-            if let Err(p) = self.check_status(settings).await {
-                problems.push(p);
+            match self.check_status(settings).await {
+                Ok(()) => self.passed("status"),
+                Err(p) => problems.push(p),
             }
         }
         // 4: no value anywhere it must not be.
-        self.outcome.invariants_checked += 1;
-        problems.extend(self.leaks().await);
+        let leaks = self.leaks().await;
+        if leaks.is_empty() {
+            self.passed("no leak");
+        }
+        problems.extend(leaks);
         if problems.is_empty() {
-            let observed = self.observe().await;
-            self.model.pin(&self.world, &observed);
+            self.outcome.checks_passed += 1;
+            self.outcome.keys_verified += seen.values().map(|s| s.data.len()).sum::<usize>();
+            self.model.pin(&self.world, &seen);
             let now = Instant::now();
             self.timeline.checked(now);
+            self.freeze_absent_namespaces(now);
             self.period_start = now;
             Ok(())
         } else {
             Err(problems.join("\n  "))
         }
+    }
+
+    fn passed(&mut self, invariant: &'static str) {
+        *self.outcome.invariants_passed.entry(invariant).or_default() += 1;
+    }
+
+    /// Judges the sampled writes: the removals and hand keys by the
+    /// timeline, every new value by the model, and where they landed.
+    fn judge_writes(&mut self, samples: &[Sample]) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .timeline
+            .judge(samples, self.period_start)
+            .into_iter()
+            .map(|p| format!("[2/3 sampled] {p}"))
+            .collect();
+        let known: std::collections::BTreeSet<SecretId> = universe().collect();
+        for sample in samples {
+            let (ns, name) = &sample.secret;
+            if !known.contains(&sample.secret) {
+                out.push(format!(
+                    "[3 sampled] a write to {ns}/{name}, a Secret no CredstashSync maps to (managers {:?})",
+                    sample.managers
+                ));
+                continue;
+            }
+            let changed = changed_keys(sample);
+            let by_driver = !changed.is_empty()
+                && changed
+                    .iter()
+                    .all(|key| self.timeline.licensed(&sample.secret, key, sample.at));
+            if !by_driver {
+                if let Some(since) = self.frozen_since.get(ns).filter(|t| **t <= sample.at) {
+                    out.push(format!(
+                        "[3 sampled] {ns}/{name} written ({changed:?}) {:?} after the operator \
+                         had observed that {ns} must not be written",
+                        sample.at - *since
+                    ));
+                }
+            }
+            if sample.after.as_ref().is_some_and(|o| o.type_ != "Opaque") {
+                continue;
+            }
+            for key in changed.iter().filter(|k| !k.starts_with("HAND_")) {
+                let id: KeyId = (sample.secret.clone(), key.clone());
+                let value = sample.after.as_ref().and_then(|o| o.data.get(key)).cloned();
+                if value.is_some() && !self.model.allows_write(&id, &value, sample.at) {
+                    out.push(format!(
+                        "[3 sampled] {ns}/{name}:{key} was given a value it could not rightly hold then \
+                         (managers {:?})",
+                        sample.managers
+                    ));
+                }
+                self.model.written(&id, value.as_ref());
+            }
+        }
+        out
+    }
+
+    /// Namespaces that are absent or terminating at a passed check: the
+    /// operator has seen them go, and writes nothing there any more.
+    fn freeze_absent_namespaces(&mut self, now: Instant) {
+        for ns in NAMESPACES {
+            if self.world.namespaces.get(ns) != Some(&Phase::Active) {
+                self.frozen_since.entry(ns.to_string()).or_insert(now);
+            }
+        }
+    }
+
+    /// After a spec change was observed at `now`: namespaces the spec
+    /// stops the operator from writing to are frozen from now on.
+    fn spec_observed(&mut self, now: Instant) {
+        for ns in NAMESPACES {
+            let active = self.world.namespaces.get(ns) == Some(&Phase::Active);
+            if active && self.world.writable(ns) {
+                self.frozen_since.remove(ns);
+            } else if active {
+                self.frozen_since.entry(ns.to_string()).or_insert(now);
+            }
+        }
+    }
+
+    /// Waits, as a user's `kubectl wait` would, until the operator has
+    /// observed the spec just applied; from then on it must not write where
+    /// the spec forbids.
+    async fn await_spec(&mut self, settings: &Settings) -> Result<(), String> {
+        self.wait_spec_observed(settings).await?;
+        self.spec_observed(Instant::now());
+        Ok(())
+    }
+
+    /// A storm of faults for a check to converge through.
+    fn storm(&mut self, storm: &Storm) {
+        self.faults
+            .inject_fault(Fault::status("patch", "secrets", storm.patch_429s, 429));
+        self.faults.inject_fault(Fault::delay(
+            "list",
+            "secrets",
+            1,
+            Duration::from_millis(storm.slow_list_ms),
+        ));
+        self.proxy.inject(&AwsFault::Throttle(storm.aws_throttles));
     }
 
     async fn wait_spec_observed(&self, settings: &Settings) -> Result<(), String> {
@@ -783,7 +996,6 @@ impl<'a> Harness<'a> {
     }
 
     async fn check_status(&mut self, settings: &Settings) -> Result<(), String> {
-        self.outcome.invariants_checked += 1;
         let writes_before = self.faults.counters();
         let resync_start = Instant::now();
         let requested = self.request_resync().await;
@@ -862,16 +1074,21 @@ impl<'a> Harness<'a> {
         }
     }
 
-    /// Secret values (marked) in logs, events, status or metrics.
+    /// Secret values (marked) in logs, events, status or metrics; a place
+    /// that cannot be read is a failure, not a pass.
     async fn leaks(&mut self) -> Vec<String> {
         let marks = leak_marks();
         let mut places: Vec<(String, String)> = Vec::new();
-        for entry in std::fs::read_dir(self.logs.path())
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+        let mut unread = Vec::new();
+        let logs = std::fs::read_dir(self.logs.path()).map_err(|e| e.to_string());
+        for entry in logs.into_iter().flatten().flatten() {
+            let bytes = match std::fs::read(entry.path()) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    unread.push(format!("log {}: {e}", entry.path().display()));
+                    continue;
+                }
+            };
             let scanned = self.scanned.entry(entry.path()).or_insert(0);
             let from = scanned.saturating_sub(64).min(bytes.len());
             *scanned = bytes.len();
@@ -879,26 +1096,26 @@ impl<'a> Harness<'a> {
             places.push((format!("log {}", entry.path().display()), text));
         }
         for operator in &self.operators {
-            places.push((
-                "metrics".into(),
-                http_get(operator.port, "/metrics")
-                    .map(|(_, b)| b)
-                    .unwrap_or_default(),
-            ));
+            match http_get(operator.port, "/metrics") {
+                Some((200, body)) => places.push(("metrics".into(), body)),
+                other => unread.push(format!("metrics on port {}: {other:?}", operator.port)),
+            }
         }
         let events: Api<k8s_openapi::api::events::v1::Event> = Api::all(self.client.clone());
-        if let Ok(list) = events.list(&Default::default()).await {
-            places.push((
+        match events.list(&Default::default()).await {
+            Ok(list) => places.push((
                 "events".into(),
                 serde_json::to_string(&list.items).unwrap_or_default(),
-            ));
+            )),
+            Err(e) => unread.push(format!("events: {e}")),
         }
         let css: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
-        if let Ok(list) = css.list(&Default::default()).await {
-            places.push((
+        match css.list(&Default::default()).await {
+            Ok(list) => places.push((
                 "CredstashSync status".into(),
                 serde_json::to_string(&list.items).unwrap_or_default(),
-            ));
+            )),
+            Err(e) => unread.push(format!("CredstashSyncs: {e}")),
         }
         let mut out = Vec::new();
         for (place, text) in places {
@@ -917,8 +1134,25 @@ impl<'a> Harness<'a> {
                 }
             }
         }
+        out.extend(
+            unread
+                .into_iter()
+                .map(|place| format!("[4 leak] could not read {place}")),
+        );
         out
     }
+}
+
+/// The data keys a write changed (added, changed or removed).
+fn changed_keys(sample: &Sample) -> Vec<String> {
+    let empty = BTreeMap::new();
+    let before = sample.before.as_ref().map_or(&empty, |o| &o.data);
+    let after = sample.after.as_ref().map_or(&empty, |o| &o.data);
+    let keys: std::collections::BTreeSet<&String> = before.keys().chain(after.keys()).collect();
+    keys.into_iter()
+        .filter(|k| before.get(*k) != after.get(*k))
+        .cloned()
+        .collect()
 }
 
 /// The Secret writes between two counter snapshots, as `verb status xN`.

@@ -83,6 +83,21 @@ pub enum Op {
     Aws(AwsFault),
     /// Quiet period: wait for convergence, then check every invariant.
     Check,
+    /// A check whose convergence runs through a storm of faults (and the
+    /// faults of earlier operations, not cleared): the operator must
+    /// converge within the same bound.
+    StormCheck(Storm),
+}
+
+/// The faults a [`Op::StormCheck`] converges through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Storm {
+    /// Secret patches answered 429 Too Many Requests.
+    pub patch_429s: u32,
+    /// The next LIST of Secrets held this long.
+    pub slow_list_ms: u64,
+    /// AWS requests throttled.
+    pub aws_throttles: u32,
 }
 
 /// One table write.
@@ -136,6 +151,33 @@ impl Op {
         )
     }
 
+    /// Whether this is a check (a step, not an operation).
+    pub fn is_check(&self) -> bool {
+        matches!(self, Op::Check | Op::StormCheck(_))
+    }
+
+    /// The kind of fault injected, for the counters (`None`: no fault).
+    pub fn fault_kind(&self) -> Option<String> {
+        Some(match self {
+            Op::ApiFault {
+                verb,
+                resource,
+                code,
+                ..
+            } => format!("api {code} on {verb} {resource}"),
+            Op::ApiDelay { verb, resource, .. } => format!("api delay on {verb} {resource}"),
+            Op::Compact => "api watch expiry (410)".into(),
+            Op::Aws(AwsFault::Throttle(_)) => "aws throttle".into(),
+            Op::Aws(AwsFault::ServerError(_)) => "aws 500".into(),
+            Op::Aws(AwsFault::Drop(_)) => "aws dropped connection".into(),
+            Op::Aws(AwsFault::Outage(_)) => "aws outage".into(),
+            Op::Restart { kill: true } => "operator SIGKILL".into(),
+            Op::Restart { kill: false } => "operator SIGTERM".into(),
+            Op::StormCheck(_) => "storm during convergence".into(),
+            _ => return None,
+        })
+    }
+
     /// A short family name (for counting).
     pub fn family(&self) -> &'static str {
         match self {
@@ -154,7 +196,7 @@ impl Op {
             Op::Restart { .. } => "restart",
             Op::ApiFault { .. } | Op::ApiDelay { .. } | Op::Compact => "api-fault",
             Op::Aws(_) => "aws-fault",
-            Op::Check => "check",
+            Op::Check | Op::StormCheck(_) => "check",
         }
     }
 }
@@ -232,6 +274,11 @@ impl fmt::Display for Op {
             Op::Compact => write!(f, "api: compact the event log (watches get 410)"),
             Op::Aws(fault) => write!(f, "aws fault: {fault:?}"),
             Op::Check => write!(f, "CHECK (quiet period, convergence, invariants)"),
+            Op::StormCheck(storm) => write!(
+                f,
+                "CHECK UNDER FAULTS ({} Secret patches 429, a Secret LIST held {} ms, {} AWS throttles, earlier faults kept)",
+                storm.patch_429s, storm.slow_list_ms, storm.aws_throttles
+            ),
         }
     }
 }

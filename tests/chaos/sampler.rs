@@ -242,10 +242,20 @@ pub fn observed(object: &serde_json::Value) -> Observed {
             .filter_map(|(k, _)| k.strip_prefix("f:").map(str::to_owned));
         owners.entry(manager.to_owned()).or_default().extend(keys);
     }
+    let strings = |field: &str| -> BTreeMap<String, String> {
+        object["metadata"][field]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_owned())))
+            .collect()
+    };
     Observed {
         type_: object["type"].as_str().unwrap_or("Opaque").to_owned(),
         data,
         owners,
+        labels: strings("labels"),
+        annotations: strings("annotations"),
     }
 }
 

@@ -5,11 +5,11 @@
 use std::collections::BTreeSet;
 
 use super::model::{key_of, normalise, Phase, World, NAMESPACES, NON_OPAQUE_SECRET, SECRETS};
-use super::ops::{AwsFault, Op, TableOp};
+use super::ops::{AwsFault, Op, Storm, TableOp};
 use super::rng::Rng;
 
 /// Every operation family; `CHAOS_FEATURES` picks among them.
-pub const ALL_FEATURES: [&str; 19] = [
+pub const ALL_FEATURES: [&str; 21] = [
     "table",
     "conflict",
     "tamper",
@@ -29,6 +29,8 @@ pub const ALL_FEATURES: [&str; 19] = [
     "api-delays",
     "compact",
     "aws-faults",
+    "storm",
+    "leader",
 ];
 
 /// Key names the table uses; some pairs normalise onto one key.
@@ -72,18 +74,21 @@ pub struct Scheduler {
     rng: Rng,
     seed: u64,
     features: BTreeSet<String>,
+    /// Operator replicas (more than one elect a leader).
+    replicas: usize,
     values: u64,
     until_check: u64,
 }
 
 impl Scheduler {
-    pub fn new(seed: u64, features: BTreeSet<String>) -> Self {
+    pub fn new(seed: u64, features: BTreeSet<String>, replicas: usize) -> Self {
         let mut rng = Rng::new(seed);
         let until_check = rng.between(3, 8);
         Scheduler {
             rng,
             seed,
             features,
+            replicas,
             values: 0,
             until_check,
         }
@@ -108,6 +113,13 @@ impl Scheduler {
     pub fn next(&mut self, world: &World) -> Op {
         if self.until_check == 0 {
             self.until_check = self.rng.between(3, 8);
+            if self.on("storm") && self.rng.chance(25) {
+                return Op::StormCheck(Storm {
+                    patch_429s: self.rng.between(2, 8) as u32,
+                    slow_list_ms: self.rng.between(500, 3000),
+                    aws_throttles: self.rng.between(1, 5) as u32,
+                });
+            }
             return Op::Check;
         }
         self.until_check -= 1;
@@ -313,7 +325,17 @@ impl Scheduler {
         let faults = self.on("api-faults");
         let delays = self.on("api-delays");
         let compact = self.on("compact");
-        match self.rng.below(4) {
+        let lease = self.on("leader") && self.replicas > 1;
+        match self.rng.below(5) {
+            4 if lease => {
+                let code = *self.rng.pick(&[500u16, 409, 429]);
+                Some(Op::ApiFault {
+                    verb: "patch".into(),
+                    resource: "leases".into(),
+                    count: self.rng.between(1, 6) as u32,
+                    code,
+                })
+            }
             0 | 1 if faults => {
                 let (verb, resource) = *self.rng.pick(&[
                     ("patch", "secrets"),

@@ -30,6 +30,14 @@ impl Backend {
             Ok(other) => panic!("KUBESTASH_TEST_BACKEND={other}: expected `fake` or `real`"),
         }
     }
+
+    /// The value of `KUBESTASH_TEST_BACKEND` that selects it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Fake => "fake",
+            Backend::Real => "real",
+        }
+    }
 }
 
 /// A control plane of its own, started by `scripts/control-plane.sh start`

@@ -108,10 +108,22 @@ impl Faults {
 
 const WRITE_VERBS: [&str; 5] = ["create", "update", "patch", "delete", "deletecollection"];
 
+/// One answered write, as logged in the order answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteRecord {
+    pub user_agent: String,
+    pub verb: String,
+    pub resource: String,
+    pub status: u16,
+}
+
 /// A snapshot of request counts.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RequestCounters {
     by_key: BTreeMap<(String, String, u16), u64>,
+    /// Every answered write, in the order answered (who wrote while whom
+    /// held a Lease).
+    writes_log: Vec<WriteRecord>,
     by_user_agent: BTreeMap<(String, String, String), u64>,
     /// Requests by verb and resource, counted when they arrive (before they
     /// are delayed or served), so that a snapshot taken after seeing a
@@ -150,6 +162,14 @@ impl RequestCounters {
 
     /// Records one answered request of the client sending `user_agent`.
     pub fn record(&mut self, verb: &str, resource: &str, status: u16, user_agent: &str) {
+        if WRITE_VERBS.contains(&verb) {
+            self.writes_log.push(WriteRecord {
+                user_agent: user_agent.to_string(),
+                verb: verb.to_string(),
+                resource: resource.to_string(),
+                status,
+            });
+        }
         *self
             .by_key
             .entry((verb.to_string(), resource.to_string(), status))
@@ -162,6 +182,11 @@ impl RequestCounters {
                 resource.to_string(),
             ))
             .or_default() += 1;
+    }
+
+    /// Every answered write so far, in the order answered.
+    pub fn writes_log(&self) -> &[WriteRecord] {
+        &self.writes_log
     }
 
     /// Writes to the resource by clients whose User-Agent contains `part`

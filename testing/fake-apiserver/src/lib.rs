@@ -44,6 +44,6 @@ pub mod watch;
 pub mod write;
 
 pub use errors::ApiError;
-pub use faults::{Fault, FaultAction, FaultInjection, RequestCounters};
+pub use faults::{Fault, FaultAction, FaultInjection, RequestCounters, WriteRecord};
 pub use proxy::FaultProxy;
 pub use server::{Config, Error, FakeApiServer};
