@@ -698,3 +698,150 @@ fn the_finalizer_of_earlier_versions_is_removed_so_deletion_never_sticks() {
         );
     });
 }
+
+/// Whether field manager `manager` owns key `key` of a Secret's data.
+fn owns_key(secret: &Secret, manager: &str, key: &str) -> bool {
+    let field = format!("f:{key}");
+    let entries = secret.metadata.managed_fields.iter().flatten();
+    entries
+        .filter(|e| e.manager.as_deref() == Some(manager))
+        .filter_map(|e| e.fields_v1.as_ref())
+        .any(|fields| fields.0["f:data"].get(&field).is_some())
+}
+
+/// A hand edit of key USER of Secret `chandover/NAME` to "hand": a JSON
+/// merge patch under field manager `kubectl-edit`, as `kubectl edit` does.
+async fn hand_edit(env: &Env, secret: &str) {
+    let api: Api<Secret> = Api::namespaced(env.client().await, "chandover");
+    let params = PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..Default::default()
+    };
+    let patch = json!({"data": {"USER": "aGFuZA=="}}); // "hand"
+    api.patch(secret, &params, &Patch::Merge(&patch))
+        .await
+        .expect("hand edit");
+}
+
+/// Rule: the operator owns exactly the keys it writes. An owned key edited
+/// by hand (a merge patch under another field manager, like `kubectl
+/// edit`) becomes the editor's by server-side apply; if its name leaves the
+/// table before the operator has repaired it, the key stays, even with
+/// `prune: true`. While the operator runs, the hand edit is repaired first
+/// (the key is the operator's again) and a later delete prunes it.
+#[test]
+fn a_hand_edited_key_whose_name_left_the_table_before_a_repair_stays() {
+    let mut env = Env::start();
+    let table = "c-handover";
+    let ours = "kubestash/chandover";
+    env.table(table);
+    for secret in ["live", "down"] {
+        env.put(table, &format!("chandover/{secret}/USER"), "1");
+        env.put(table, &format!("chandover/{secret}/KEEP"), "k");
+    }
+    block_on(async {
+        env.create_namespace("chandover").await;
+        let spec =
+            json!({"table": table, "dryRun": false, "prune": true, "minResyncInterval": "0s"});
+        env.apply_css("chandover", spec).await;
+        env.wait_value("chandover", "live", "USER", "1").await;
+        env.wait_value("chandover", "down", "USER", "1").await;
+
+        // Operator running: the hand edit is repaired, the key is ours
+        // again, and deleting its name prunes it.
+        hand_edit(&env, "live").await;
+        let secret = env.wait_value("chandover", "live", "USER", "1").await;
+        assert!(owns_key(&secret, ours, "USER"), "{:?}", managers(&secret));
+    });
+    env.delete(table, "chandover/live/USER");
+    block_on(async {
+        env.request_resync("chandover", "live-deleted").await;
+        wait_for("the repaired key to be pruned", || async {
+            let secret = env.secret("chandover", "live").await?;
+            (!data(&secret).contains_key("USER")).then_some(())
+        })
+        .await;
+    });
+
+    // Operator down: the hand edit is not repaired before the name leaves.
+    env.stop_operator();
+    block_on(hand_edit(&env, "down"));
+    let secret = block_on(env.secret("chandover", "down")).expect("the Secret");
+    assert!(
+        !owns_key(&secret, ours, "USER"),
+        "the hand edit took the key over: {:?}",
+        secret.metadata.managed_fields
+    );
+    env.delete(table, "chandover/down/USER");
+    env.start_operator();
+    block_on(async {
+        // A full sync of the restarted operator has completed.
+        env.request_resync("chandover", "after-restart").await;
+        let css = wait_for("the restarted operator's full sync", || async {
+            let css = env.css("chandover").await;
+            (css["status"]["lastResyncRequest"] == "after-restart").then_some(css)
+        })
+        .await;
+        let secret = env.secret("chandover", "down").await.expect("the Secret");
+        assert_eq!(
+            data(&secret).get("USER").map(String::as_str),
+            Some("hand"),
+            "the editor's key stays, even with prune: {css}"
+        );
+        assert_eq!(data(&secret)["KEEP"], "k");
+        assert!(
+            !owns_key(&secret, ours, "USER"),
+            "{:?}",
+            secret.metadata.managed_fields
+        );
+        assert!(owns_key(&secret, ours, "KEEP"));
+    });
+}
+
+/// Rule: a deleted namespace's Secrets are gone; when the namespace exists
+/// again, its Secrets come back from the table (its keys wait for it and
+/// land when it appears, without a full sync).
+#[test]
+fn a_recreated_namespace_gets_its_secrets_back() {
+    let env = Env::start();
+    env.table("c-reborn");
+    env.put("c-reborn", "creborn/app/A", "a");
+    env.put("c-reborn", "creborn/app/B", "b");
+    env.put("c-reborn", "cstays/app/A", "stays");
+    block_on(async {
+        env.create_namespace("creborn").await;
+        env.create_namespace("cstays").await;
+        env.apply_css("creborn", spec("c-reborn", false)).await;
+        env.wait_value("creborn", "app", "B", "b").await;
+        env.wait_value("cstays", "app", "A", "stays").await;
+        let namespaces: Api<Namespace> = Api::all(env.client().await);
+        namespaces
+            .delete("creborn", &DeleteParams::default())
+            .await
+            .expect("delete the namespace");
+        wait_for("the namespace to be gone", || async {
+            namespaces
+                .get_opt("creborn")
+                .await
+                .expect("get the namespace")
+                .is_none()
+                .then_some(())
+        })
+        .await;
+        assert!(env.secret("creborn", "app").await.is_none());
+        let syncs = counter(&env, "kubestash_sync_total", "creborn");
+
+        env.create_namespace("creborn").await;
+        let secret = env.wait_value("creborn", "app", "B", "b").await;
+        assert_eq!(data(&secret).get("A").map(String::as_str), Some("a"));
+        assert_eq!(
+            counter(&env, "kubestash_sync_total", "creborn"),
+            syncs,
+            "no full sync was needed"
+        );
+        let css = wait_ready(&env, "creborn").await;
+        assert_eq!(css["status"]["keys"]["waitingForNamespace"], 0, "{css}");
+        let other = env.secret("cstays", "app").await.expect("the other Secret");
+        assert_eq!(data(&other)["A"], "stays");
+    });
+}

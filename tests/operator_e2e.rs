@@ -332,11 +332,13 @@ fn a_deleted_name_is_kept_without_prune_and_removed_with_it() {
     });
 }
 
+/// Rule: a failed key keeps exactly its last good value (the newest value
+/// written before the failure, not an older one).
 #[test]
 fn a_tampered_item_keeps_the_last_good_value_and_is_reported() {
     let env = env();
     env.table("t-tamper");
-    env.put("t-tamper", "tamper/app/KEY", "good");
+    env.put("t-tamper", "tamper/app/KEY", "older");
     env.put("t-tamper", "tamper/app/OTHER", "fine");
     block_on(async {
         env.create_namespace("tamper").await;
@@ -345,12 +347,19 @@ fn a_tampered_item_keeps_the_last_good_value_and_is_reported() {
             json!({"table": "t-tamper", "dryRun": false, "minResyncInterval": "0s"}),
         )
         .await;
+        env.wait_value("tamper", "app", "KEY", "older").await;
+        env.put("t-tamper", "tamper/app/KEY", "good");
+        env.request_resync("tamper", "after-put").await;
         env.wait_value("tamper", "app", "KEY", "good").await;
         env.moto.fixture(&["tamper", "t-tamper", "tamper/app/KEY"]);
         env.put("t-tamper", "tamper/app/OTHER", "still fine");
         env.request_resync("tamper", "after-tamper").await;
         let secret = env.wait_value("tamper", "app", "OTHER", "still fine").await;
-        assert_eq!(data(&secret)["KEY"], "good");
+        assert_eq!(
+            data(&secret)["KEY"],
+            "good",
+            "exactly the last good value, not an older one"
+        );
         let css = wait_for("the failure in status", || async {
             let css = env.css("tamper").await;
             (css["status"]["keys"]["failed"] == 1).then_some(css)
@@ -396,6 +405,85 @@ fn names_that_normalise_to_one_key_write_neither() {
             .await
             .iter()
             .any(|e| e.starts_with("KeyConflict") && e.contains("db.url") && e.contains("db-url")));
+    });
+}
+
+/// Rule: a conflict keeps the value the key held when the operator first
+/// saw the collision, here found by full syncs (the stream's case is in
+/// tests/operator_stream.rs). Neither removed nor replaced by the second
+/// name's value; a later put of the first name does not change it either;
+/// deleting the second name ends the conflict and the first name's latest
+/// value lands.
+#[test]
+fn a_conflict_found_by_a_full_sync_keeps_the_value_the_key_held() {
+    let env = env();
+    let table = "t-collide";
+    env.table(table);
+    env.put(table, "collide/app/db.url", "first");
+    block_on(async {
+        env.create_namespace("collide").await;
+        env.apply_css(
+            "collide",
+            json!({"table": table, "dryRun": false, "minResyncInterval": "0s"}),
+        )
+        .await;
+        env.wait_value("collide", "app", "DB_URL", "first").await;
+    });
+    let resync = |request: &'static str| async move {
+        env.request_resync("collide", request).await;
+        wait_for(&format!("resync {request} to be handled"), || async {
+            let css = env.css("collide").await;
+            (css["status"]["lastResyncRequest"] == request).then_some(css)
+        })
+        .await
+    };
+
+    env.put(table, "collide/app/DB-URL", "second");
+    block_on(async {
+        let css = resync("second-name").await;
+        assert_eq!(css["status"]["keys"]["conflicting"], 2, "{css}");
+        let ready = condition(&css, "Ready");
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("False"), Some("PartialFailure")),
+            "{css}"
+        );
+        let secret = env.secret("collide", "app").await.expect("secret");
+        assert_eq!(
+            data(&secret).get("DB_URL").map(String::as_str),
+            Some("first"),
+            "the key keeps the value it held when the collision began"
+        );
+        assert!(env
+            .events("collide")
+            .await
+            .iter()
+            .any(|e| e.starts_with("KeyConflict") && e.contains("db.url") && e.contains("DB-URL")));
+    });
+
+    env.put(table, "collide/app/db.url", "first-again");
+    block_on(async {
+        let css = resync("first-name-again").await;
+        assert_eq!(css["status"]["keys"]["conflicting"], 2, "{css}");
+        let secret = env.secret("collide", "app").await.expect("secret");
+        assert_eq!(
+            data(&secret).get("DB_URL").map(String::as_str),
+            Some("first"),
+            "a put of the first name during the conflict changes nothing"
+        );
+    });
+
+    env.delete(table, "collide/app/DB-URL");
+    block_on(async {
+        let css = resync("second-name-gone").await;
+        assert_eq!(css["status"]["keys"]["conflicting"], 0, "{css}");
+        assert_eq!(condition(&css, "Ready")["status"], "True", "{css}");
+        let secret = env.secret("collide", "app").await.expect("secret");
+        assert_eq!(
+            data(&secret).get("DB_URL").map(String::as_str),
+            Some("first-again"),
+            "the conflict is over: the first name's latest value lands"
+        );
     });
 }
 

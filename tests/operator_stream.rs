@@ -245,3 +245,118 @@ fn puts_made_while_the_operator_is_down_are_not_lost() {
         env.wait_value("srestart", "app", "BEFORE", "2").await;
     });
 }
+
+/// Rule: a conflict keeps the value the key held when the operator first
+/// saw the collision. The operator sees `db.url` alone and writes it; the
+/// colliding `DB-URL` arrives through the stream: the key keeps `db.url`'s
+/// value (not removed, never last-writer-wins) and the conflict is
+/// reported. A later put of `db.url` during the conflict changes nothing;
+/// deleting `DB-URL` ends it and `db.url`'s latest value lands.
+#[test]
+fn a_conflict_arriving_by_the_stream_keeps_the_value_the_key_held() {
+    let env = env();
+    let table = "s-conflict";
+    streamed(env, table);
+    env.put(table, "sconflict/app/db.url", "first");
+    env.put(table, "sconflict/app/OTHER", "o1");
+    let spec =
+        json!({"table": table, "dryRun": false, "waitTime": "0s", "minResyncInterval": "0s"});
+    let resync = |request: &'static str| async move {
+        env.request_resync("sconflict", request).await;
+        wait_for(&format!("resync {request} to be handled"), || async {
+            let css = env.css("sconflict").await;
+            (css["status"]["lastResyncRequest"] == request).then_some(css)
+        })
+        .await
+    };
+    let db_url = || async {
+        let secret = env.secret("sconflict", "app").await.expect("the Secret");
+        data(&secret).get("DB_URL").cloned()
+    };
+    block_on(async {
+        env.create_namespace("sconflict").await;
+        env.apply_css("sconflict", spec).await;
+        env.wait_value("sconflict", "app", "DB_URL", "first").await;
+        wait_for("the stream to be followed", || async {
+            stream_arn(&env.css("sconflict").await)
+        })
+        .await;
+    });
+
+    // The second name arrives through the stream. A later put to another
+    // key of the Secret, landed, shows the stream got past it.
+    let syncs = full_syncs(env, "sconflict");
+    env.put(table, "sconflict/app/DB-URL", "second");
+    env.put(table, "sconflict/app/OTHER", "o2");
+    block_on(async {
+        env.wait_value("sconflict", "app", "OTHER", "o2").await;
+        let events = wait_for("a KeyConflict event", || async {
+            let events = env.events("sconflict").await;
+            events
+                .iter()
+                .any(|e| e.starts_with("KeyConflict") && e.contains("db.url"))
+                .then_some(events)
+        })
+        .await;
+        assert!(
+            events.iter().any(|e| e.starts_with("KeyConflict")
+                && e.contains("db.url")
+                && e.contains("DB-URL")),
+            "{events:?}"
+        );
+        assert_eq!(full_syncs(env, "sconflict"), syncs, "no full sync ran");
+        assert_eq!(
+            db_url().await.as_deref(),
+            Some("first"),
+            "the key keeps the value it held when the collision began"
+        );
+        // A stream apply reports the conflict by its event only; the
+        // status counts and Ready follow with the next full sync.
+        let css = resync("during").await;
+        assert_eq!(css["status"]["keys"]["conflicting"], 2, "{css}");
+        let ready = cluster::condition(&css, "Ready").expect("Ready");
+        assert_eq!(
+            (ready["status"].as_str(), ready["reason"].as_str()),
+            (Some("False"), Some("PartialFailure")),
+            "{css}"
+        );
+        assert_eq!(
+            db_url().await.as_deref(),
+            Some("first"),
+            "after a full sync"
+        );
+    });
+
+    // A put of the first name while the collision lasts changes nothing.
+    let syncs = full_syncs(env, "sconflict");
+    env.put(table, "sconflict/app/db.url", "first-again");
+    env.put(table, "sconflict/app/OTHER", "o3");
+    block_on(async {
+        env.wait_value("sconflict", "app", "OTHER", "o3").await;
+        assert_eq!(full_syncs(env, "sconflict"), syncs, "no full sync ran");
+        assert_eq!(
+            db_url().await.as_deref(),
+            Some("first"),
+            "a put of the first name during the conflict changes nothing"
+        );
+        resync("during-again").await;
+        assert_eq!(
+            db_url().await.as_deref(),
+            Some("first"),
+            "after a full sync"
+        );
+    });
+
+    // Deleting the second name ends the conflict.
+    let syncs = full_syncs(env, "sconflict");
+    env.delete(table, "sconflict/app/DB-URL");
+    block_on(async {
+        env.wait_value("sconflict", "app", "DB_URL", "first-again")
+            .await;
+        assert_eq!(full_syncs(env, "sconflict"), syncs, "no full sync ran");
+        let css = resync("after").await;
+        assert_eq!(css["status"]["keys"]["conflicting"], 0, "{css}");
+        let ready = cluster::condition(&css, "Ready").expect("Ready");
+        assert_eq!(ready["status"], "True", "{css}");
+    });
+}
