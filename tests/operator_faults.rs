@@ -224,3 +224,33 @@ fn a_restart_through_slow_lists_and_watches_still_syncs_and_repairs() {
         "the restarted operator listed Secrets: {counters:?}"
     );
 }
+
+/// SIGTERM while the first LIST is still under way (a slow API server at
+/// start-up): the operator exits instead of waiting for caches that will
+/// never fill (found by the chaos suite, seed 4: a SIGTERM 50 ms after the
+/// start hung for good).
+#[test]
+fn a_sigterm_before_the_caches_synced_still_exits() {
+    let env = Env::without_operator();
+    env.faults().inject_fault(Fault::delay(
+        "list",
+        "credstashsyncs",
+        1,
+        Duration::from_secs(5),
+    ));
+    let mut operator = env.spawn_operator(&[], &[]);
+    operator.wait_ready();
+    block_on(async {
+        wait_for(
+            "the first LIST of CredstashSyncs to be under way",
+            || async {
+                let counters = env.faults().counters();
+                (counters.requests_arrived("list", "credstashsyncs") > 0).then_some(())
+            },
+        )
+        .await;
+        operator.terminate();
+        let (status, _) = operator.wait_exit().await;
+        assert!(status.success(), "{status}: {}", operator.log());
+    });
+}

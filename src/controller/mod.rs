@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use futures::channel::mpsc::{unbounded, UnboundedSender};
 use futures::future::BoxFuture;
-use futures::{Stream, StreamExt, TryStreamExt};
+use futures::{FutureExt, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, Patch, PatchParams};
 use kube::core::PartialObjectMeta;
@@ -474,7 +474,16 @@ fn follow_deletions(
     })
 }
 
-/// Runs the controller until `shutdown` resolves.
+/// How long in-flight reconciles get to finish after the shutdown signal
+/// before the controller stops regardless: well inside the chart's
+/// `terminationGracePeriodSeconds` (30 s).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Runs the controller until `shutdown` resolves and its in-flight
+/// reconciles end (at most [`SHUTDOWN_GRACE`] later; at once when the
+/// caches never synced, since kube-runtime holds its runner until the
+/// CredstashSync store is ready, and a store whose first LIST was cut short
+/// by the shutdown never is).
 pub async fn run(
     client: Client,
     metrics: Metrics,
@@ -486,6 +495,16 @@ pub async fn run(
     let (namespaces, namespaces_writer) = reflector::store();
     let (wake, woken) = unbounded();
     let (caches_synced_tx, caches_synced) = tokio::sync::watch::channel(false);
+    let shutdown = shutdown.shared();
+    let grace_over = {
+        let (shutdown, synced) = (shutdown.clone(), caches_synced.clone());
+        async move {
+            shutdown.await;
+            if *synced.borrow() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            }
+        }
+    };
     let controller = Controller::new(
         Api::<CredstashSync>::all(client.clone()),
         watcher::Config::default(),
@@ -544,7 +563,7 @@ pub async fn run(
         // Stream batches and drift wake every CredstashSync (stable API; the
         // others find nothing to do): `reconcile_on` is still unstable.
         .reconcile_all_on(woken)
-        .graceful_shutdown_on(shutdown)
+        .graceful_shutdown_on(shutdown.clone())
         .run(reconcile, error_policy, context.clone())
         .for_each(|result| {
             if let Err(err) = result {
@@ -572,6 +591,7 @@ pub async fn run(
         _ = secrets_watch => "the managed Secret watch ended",
         _ = deletions => "the CredstashSync deletion watch ended",
         _ = rollouts => "the workload watch ended",
+        _ = grace_over => "shut down without waiting any longer for in-flight reconciles",
         _ = ready => "unreachable",
     };
     tracing::info!(reason = stopped, "controller stopped");
