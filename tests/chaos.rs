@@ -46,39 +46,59 @@ fn env_number(var: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn settings(seed: u64, ops: usize) -> Settings {
+/// `CHAOS_REPLICAS` when set, else `default`.
+fn replicas_or(default: usize) -> usize {
+    env_number("CHAOS_REPLICAS", default as u64) as usize
+}
+
+fn settings(seed: u64, ops: usize, replicas: usize) -> Settings {
     Settings {
         seed,
         ops,
         features: features_from_env(),
         converge: Duration::from_secs(env_number("CHAOS_CONVERGE_SECS", 30)),
         quiet: Duration::from_millis(env_number("CHAOS_QUIET_MS", 2500)),
-        replicas: env_number("CHAOS_REPLICAS", 1) as usize,
+        replicas,
     }
 }
 
-/// Seeds found broken once and fixed since: every CI run replays them.
-const REGRESSION_SEEDS: [u64; 3] = [1, 2, 3];
+/// Seeds (with their replica count) found broken once and fixed since, and
+/// one that elects a leader between two replicas: every CI run replays them.
+const REGRESSION_SEEDS: [(u64, usize); 4] = [(1, 1), (2, 1), (3, 1), (4, 2)];
 
 /// `CHAOS_SEED` (one seed), else `CHAOS_SEEDS`, else the regression seeds
-/// plus one fresh seed (printed, so that a failure can be replayed).
-fn seeds() -> Vec<u64> {
+/// plus one fresh seed (printed, so that a failure can be replayed), each
+/// with its replicas (`CHAOS_REPLICAS` overrides).
+fn seeds() -> Vec<(u64, usize)> {
     if let Ok(seed) = std::env::var("CHAOS_SEED") {
-        return vec![seed.parse().expect("CHAOS_SEED must be a number")];
+        return vec![(
+            seed.parse().expect("CHAOS_SEED must be a number"),
+            replicas_or(1),
+        )];
     }
     if let Ok(list) = std::env::var("CHAOS_SEEDS") {
         return list
             .split(',')
             .map(|s| {
-                s.trim()
+                let seed = s
+                    .trim()
                     .parse()
-                    .expect("CHAOS_SEEDS: numbers, comma-separated")
+                    .expect("CHAOS_SEEDS: numbers, comma-separated");
+                (seed, replicas_or(1))
             })
             .collect();
     }
     let fresh = fresh_seed();
-    eprintln!("chaos: regression seeds {REGRESSION_SEEDS:?} and the fresh seed {fresh} (replay: CHAOS_SEED={fresh})");
-    REGRESSION_SEEDS.iter().copied().chain([fresh]).collect()
+    let fresh = (fresh, replicas_or(1 + (fresh % 2) as usize));
+    eprintln!(
+        "chaos: regression seeds {REGRESSION_SEEDS:?} and the fresh seed {} with {} replicas",
+        fresh.0, fresh.1
+    );
+    REGRESSION_SEEDS
+        .iter()
+        .map(|(seed, replicas)| (*seed, replicas_or(*replicas)))
+        .chain([fresh])
+        .collect()
 }
 
 /// A seed no run has chosen on purpose (from the clock), above the pinned
@@ -92,8 +112,9 @@ fn fresh_seed() -> u64 {
 
 fn summary_line(o: &Outcome) -> String {
     format!(
-        "seed {}: {} operations {:?}, faults {:?} ({} of {} AWS requests faulted), {} of {} checks passed, invariants passed {:?}, {} keys verified, {}",
+        "seed {} ({} replicas): {} operations {:?}, faults {:?} ({} of {} AWS requests faulted), {} of {} checks passed, invariants passed {:?}, {} keys verified, {}",
         o.seed,
+        o.replicas,
         o.ops_run,
         o.by_family,
         o.faults_by_kind,
@@ -111,8 +132,8 @@ fn summary_line(o: &Outcome) -> String {
 fn secrets_converge_to_the_table_under_random_schedules() {
     let ops = env_number("CHAOS_OPS", 30) as usize;
     let mut failures = Vec::new();
-    for seed in seeds() {
-        let outcome = run_seed(&settings(seed, ops));
+    for (seed, replicas) in seeds() {
+        let outcome = run_seed(&settings(seed, ops, replicas));
         eprintln!("{}", summary_line(&outcome));
         if !outcome.violations.is_empty() {
             eprintln!("{}", outcome.report());
@@ -128,12 +149,13 @@ fn secrets_converge_to_the_table_under_random_schedules() {
 fn soak() {
     let minutes = env_number("CHAOS_MINUTES", 60);
     let ops = env_number("CHAOS_OPS", 200) as usize;
-    let first = env_number("CHAOS_FIRST_SEED", 1000);
+    let first = env_number("CHAOS_FIRST_SEED", fresh_seed());
+    eprintln!("soak: first seed {first}; odd seeds run two replicas electing a leader");
     let deadline = Instant::now() + Duration::from_secs(minutes * 60);
     let mut outcomes = Vec::new();
     let mut seed = first;
     while Instant::now() < deadline {
-        let outcome = run_seed(&settings(seed, ops));
+        let outcome = run_seed(&settings(seed, ops, replicas_or(1 + (seed % 2) as usize)));
         eprintln!("{}", summary_line(&outcome));
         if !outcome.violations.is_empty() {
             eprintln!("{}", outcome.report());
@@ -183,7 +205,7 @@ fn soak_summary(outcomes: &[Outcome], elapsed: Duration) -> serde_json::Value {
     }
     serde_json::json!({
         "minutes": elapsed.as_secs_f64() / 60.0,
-        "seeds": outcomes.iter().map(|o| o.seed).collect::<Vec<_>>(),
+        "seeds": outcomes.iter().map(|o| serde_json::json!({"seed": o.seed, "replicas": o.replicas, "passed": o.violations.is_empty()})).collect::<Vec<_>>(),
         "operations": outcomes.iter().map(|o| o.ops_run).sum::<usize>(),
         "operations_by_family": families,
         "faults_injected": outcomes.iter().map(|o| o.faults_injected).sum::<usize>(),
@@ -196,5 +218,6 @@ fn soak_summary(outcomes: &[Outcome], elapsed: Duration) -> serde_json::Value {
         "convergence_seconds": {"p50": pick(0.5), "p99": pick(0.99), "max": times.last().map_or(0.0, Duration::as_secs_f64), "count": times.len()},
         "failed_seeds": outcomes.iter().filter(|o| !o.violations.is_empty()).map(|o| serde_json::json!({"seed": o.seed, "ops": o.ops_run, "replay": o.replay, "violations": o.violations})).collect::<Vec<_>>(),
         "features": features_from_env(),
+        "backend": support::control_plane::Backend::from_env().name(),
     })
 }

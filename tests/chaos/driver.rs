@@ -61,6 +61,7 @@ impl Settings {
 #[derive(Debug, Default)]
 pub struct Outcome {
     pub seed: u64,
+    pub replicas: usize,
     pub ops_run: usize,
     pub by_family: BTreeMap<&'static str, usize>,
     pub faults_injected: usize,
@@ -202,6 +203,7 @@ impl<'a> Harness<'a> {
             started: Instant::now(),
             outcome: Outcome {
                 seed: settings.seed,
+                replicas: settings.replicas,
                 ..Outcome::default()
             },
             scanned: BTreeMap::new(),
@@ -424,16 +426,25 @@ impl<'a> Harness<'a> {
                 Ok(())
             }
             Op::Rename => {
-                let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
-                let old = self.world.css.name.clone();
-                let params = DeleteParams::default();
-                retry(
-                    "delete the CredstashSync",
-                    || api.delete(&old, &params),
-                    true,
-                )
-                .await?;
-                self.world.css.name = World::css_name(CSS, self.world.renames + 1);
+                self.delete_css().await?;
+                self.create_css(settings).await
+            }
+            Op::DeleteCss => {
+                self.delete_css().await?;
+                // Gone: nothing may be written from now on.
+                let now = Instant::now();
+                for ns in NAMESPACES {
+                    self.frozen_since.entry(ns.to_string()).or_insert(now);
+                }
+                Ok(())
+            }
+            Op::CreateCss => self.create_css(settings).await,
+            Op::SetMetadata {
+                labels,
+                annotations,
+            } => {
+                self.world.css.labels = labels.clone();
+                self.world.css.annotations = annotations.clone();
                 self.apply_css().await;
                 self.await_spec(settings).await
             }
@@ -467,6 +478,10 @@ impl<'a> Harness<'a> {
             }
             Op::Compact => {
                 self.faults.expire_watches();
+                Ok(())
+            }
+            Op::DropWatches => {
+                self.faults.drop_watches();
                 Ok(())
             }
             Op::Aws(fault) => {
@@ -511,23 +526,19 @@ impl<'a> Harness<'a> {
                 String::from_utf8_lossy(&output.stderr)
             ));
         }
-        let mut table = self.world.table.clone();
+        // The values that became a name's latest, in order: a put's, or
+        // after a rollback the version before (newest again).
+        let mut next = self.world.clone();
         let mut puts = Vec::new();
         for op in ops {
-            match op {
-                TableOp::Put { name, value } => {
-                    table.insert(name.clone(), Latest::Value(value.clone()));
-                    puts.push((name.clone(), value.clone()));
-                }
-                TableOp::Delete { name } => {
-                    table.remove(name);
-                }
-                _ => {
-                    table.insert(op.name().to_owned(), Latest::Failed);
-                }
+            next.apply(&Op::Table(vec![op.clone()]));
+            if let (TableOp::Put { .. } | TableOp::Rollback { .. }, Some(Latest::Value(v))) =
+                (op, next.table.get(op.name()))
+            {
+                puts.push((op.name().to_owned(), v.clone()));
             }
         }
-        self.timeline.table_written(start, &table, &puts);
+        self.timeline.table_written(start, &next.table, &puts);
         Ok(())
     }
 
@@ -660,9 +671,43 @@ impl<'a> Harness<'a> {
         .await
     }
 
+    /// Deletes the CredstashSync and waits until it is gone (its
+    /// finalizer handled).
+    async fn delete_css(&mut self) -> Result<(), String> {
+        let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
+        let name = self.world.css.name.clone();
+        let params = DeleteParams::default();
+        retry(
+            "delete the CredstashSync",
+            || api.delete(&name, &params),
+            true,
+        )
+        .await?;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !matches!(api.get_opt(&name).await, Ok(None)) {
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "CredstashSync {name} was not gone within 30 s of its deletion"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Ok(())
+    }
+
+    /// Creates the CredstashSync under the next name, as a user would after
+    /// deleting it, and waits until its spec is observed.
+    async fn create_css(&mut self, settings: &Settings) -> Result<(), String> {
+        self.world.css.name = World::css_name(CSS, self.world.renames + 1);
+        self.world.css.exists = true;
+        self.apply_css().await;
+        self.await_spec(settings).await
+    }
+
     fn css_spec(&self) -> serde_json::Value {
         let css = &self.world.css;
         json!({
+            "secretMetadata": {"labels": css.labels, "annotations": css.annotations},
             "table": TABLE,
             "dryRun": css.dry_run,
             "prune": css.prune,
@@ -765,8 +810,10 @@ impl<'a> Harness<'a> {
         // The operator has acted on the latest spec (as `kubectl wait` on
         // observedGeneration would tell a user): a reconcile that began
         // with the previous spec may still write until then.
-        if let Err(problem) = self.wait_spec_observed(settings).await {
-            problems.push(problem);
+        if self.world.css.exists {
+            if let Err(problem) = self.wait_spec_observed(settings).await {
+                problems.push(problem);
+            }
         }
         // 1, 2: the Secrets converge to the model (through the faults of a
         // check under faults: the bound is the same).
@@ -844,7 +891,7 @@ impl<'a> Harness<'a> {
             problems.extend(self.writers.judge(&self.faults.counters()));
         }
         // 6: a full sync reports what the model says, and writes nothing.
-        if problems.is_empty() {
+        if problems.is_empty() && self.world.css.exists {
             match self.check_status(settings).await {
                 Ok(()) => self.passed("status"),
                 Err(p) => problems.push(p),
@@ -1034,6 +1081,7 @@ impl<'a> Harness<'a> {
         let got = |field: &str| keys[field].as_u64().unwrap_or(0) as usize;
         for (field, want) in [
             ("total", model.total),
+            ("invalid", model.invalid),
             ("failed", model.failed),
             ("conflicting", model.conflicting),
             ("waitingForNamespace", model.waiting),

@@ -3,7 +3,7 @@
 //! namespace, a name deleted without prune) only the value the key held at
 //! the last verified check or a value the operator could rightly have
 //! written since. Each rule below is a rule of the product
-//! (`docs/semantics.md`), each with a deterministic e2e test:
+//! (`docs/crd-reference.md`, "Rules where more than one value could be right"), each with a deterministic e2e test:
 //!
 //! | the key now                                   | accepted                              |
 //! |-----------------------------------------------|---------------------------------------|
@@ -31,8 +31,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Instant;
 
-use super::model::{key_of, universe, Desired, Latest, Observed, Phase, World, MANAGED_BY_LABEL};
-use super::ops::{Op, SecretId};
+use super::model::{
+    key_of, universe, Desired, Latest, Observed, Phase, World, MANAGED_BY_LABEL, METADATA_PREFIX,
+};
+use super::ops::{short, Op, SecretId};
 
 /// A Secret's key.
 pub type KeyId = (SecretId, String);
@@ -95,8 +97,9 @@ impl std::fmt::Display for Mismatch {
         match &self.key {
             Some(key) => write!(
                 f,
-                "{ns}/{name}:{key} is {:?}, expected {}",
-                self.observed, self.expected
+                "{ns}/{name}:{key} is {}, expected {}",
+                self.observed.as_deref().map_or("<absent>".into(), short),
+                self.expected
             ),
             None => write!(
                 f,
@@ -412,13 +415,32 @@ fn metadata(world: &World, secret: &SecretId, seen: Option<&Observed>) -> Vec<Mi
             &format!("{MANAGED_BY_LABEL}=kubestash"),
         ));
     }
+    let ours = |map: &BTreeMap<String, String>| -> BTreeMap<String, String> {
+        map.iter()
+            .filter(|(k, _)| k.starts_with(METADATA_PREFIX))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    };
+    for (what, seen, spec) in [
+        ("labels", &seen.labels, &world.css.labels),
+        ("annotations", &seen.annotations, &world.css.annotations),
+    ] {
+        if ours(seen) != *spec {
+            out.push(mismatch(
+                secret,
+                None,
+                format!("secretMetadata {what} {:?}", ours(seen)),
+                &format!("{spec:?}"),
+            ));
+        }
+    }
     out
 }
 
 fn describe(accepted: &BTreeSet<Option<String>>) -> String {
     let items: Vec<String> = accepted
         .iter()
-        .map(|v| v.clone().unwrap_or_else(|| "<absent>".into()))
+        .map(|v| v.as_deref().map_or("<absent>".into(), short))
         .collect();
     if items.len() == 1 {
         items[0].clone()
@@ -861,6 +883,31 @@ mod tests {
             model.check(&world, &BTreeMap::from([(app, seen)])).len(),
             1,
             "no label"
+        );
+    }
+
+    #[test]
+    fn a_rollback_makes_the_version_before_the_latest_and_invalid_names_map_nowhere() {
+        let rollback = Op::Table(vec![TableOp::Rollback {
+            name: "ns-a/app/user".into(),
+        }]);
+        let (world, model) = run(&[
+            put("ns-a/app/user", "1"),
+            put("ns-a/app/user", "2"),
+            rollback.clone(),
+            put("ns-a/app/bad key", "x"),
+            put("NS-A/app/user", "y"),
+        ]);
+        let app = sid("ns-a", "app");
+        let seen = |v: &str| BTreeMap::from([(app.clone(), observed(&[("USER", v)]))]);
+        assert!(model.check(&world, &seen("1")).is_empty());
+        assert_eq!(model.check(&world, &seen("2")).len(), 1);
+        assert_eq!(world.key_counts().invalid, 2);
+        assert_eq!(world.key_counts().total, 3);
+        let (world, _) = run(&[put("ns-a/app/user", "1"), rollback]);
+        assert!(
+            world.table.is_empty(),
+            "the only version gone: the name is gone"
         );
     }
 }

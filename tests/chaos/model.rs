@@ -14,6 +14,8 @@ pub const SECRETS: [&str; 3] = ["app", "db", "svc"];
 pub const NON_OPAQUE_SECRET: &str = "svc";
 /// Namespaces every CredstashSync excludes besides its list (the operator's own).
 pub const OPERATOR_NAMESPACE: &str = "kubestash-system";
+/// The prefix of the labels and annotations `spec.secretMetadata` sets.
+pub const METADATA_PREFIX: &str = "chaos.example/";
 /// The label on every Secret the operator writes.
 pub const MANAGED_BY_LABEL: &str = "app.kubernetes.io/managed-by";
 
@@ -38,9 +40,14 @@ pub enum Phase {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Css {
     pub name: String,
+    /// The CredstashSync exists (it may be deleted and created again).
+    pub exists: bool,
     pub excluded: BTreeSet<String>,
     pub prune: bool,
     pub dry_run: bool,
+    /// `spec.secretMetadata`.
+    pub labels: BTreeMap<String, String>,
+    pub annotations: BTreeMap<String, String>,
 }
 
 /// What a key of a Secret should be, by the table alone.
@@ -55,7 +62,10 @@ pub enum Desired {
 /// Everything the schedule has done, as the user sees it.
 #[derive(Debug, Clone)]
 pub struct World {
+    /// The latest version of every name.
     pub table: BTreeMap<String, Latest>,
+    /// Every version of every name, oldest first (for rollbacks).
+    versions: BTreeMap<String, Vec<Latest>>,
     pub namespaces: BTreeMap<String, Phase>,
     pub css: Css,
     /// Non-Opaque Secrets made by hand, with their data.
@@ -79,11 +89,36 @@ pub fn normalise(key: &str) -> String {
         .collect()
 }
 
-/// The Secret and normalised key a `namespace/secret/KEY` name maps to.
+/// The Secret and normalised key a valid `namespace/secret/KEY` name maps
+/// to (`None`: not ours, or invalid).
 pub fn key_of(name: &str) -> Option<(SecretId, String)> {
     let mut parts = name.split('/');
     let (ns, secret, key) = (parts.next()?, parts.next()?, parts.next()?);
-    Some(((ns.to_owned(), secret.to_owned()), normalise(key)))
+    let valid = parts.next().is_none()
+        && dns_label(ns)
+        && dns_subdomain(secret)
+        && !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
+    valid.then(|| ((ns.to_owned(), secret.to_owned()), normalise(key)))
+}
+
+/// Three parts, but one of them not allowed (DESIGN.md, the mapping).
+pub fn is_invalid(name: &str) -> bool {
+    name.split('/').count() == 3 && key_of(name).is_none()
+}
+
+fn dns_label(s: &str) -> bool {
+    let alnum = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    (1..=63).contains(&s.len())
+        && s.chars().all(|c| alnum(c) || c == '-')
+        && s.starts_with(alnum)
+        && s.ends_with(alnum)
+}
+
+fn dns_subdomain(s: &str) -> bool {
+    s.len() <= 253 && s.split('.').all(dns_label)
 }
 
 impl World {
@@ -92,15 +127,19 @@ impl World {
     pub fn new(css_name: &str) -> Self {
         World {
             table: BTreeMap::new(),
+            versions: BTreeMap::new(),
             namespaces: NAMESPACES[..2]
                 .iter()
                 .map(|ns| (ns.to_string(), Phase::Active))
                 .collect(),
             css: Css {
                 name: css_name.to_owned(),
+                exists: true,
                 excluded: BTreeSet::new(),
                 prune: false,
                 dry_run: false,
+                labels: BTreeMap::new(),
+                annotations: BTreeMap::new(),
             },
             non_opaque: BTreeMap::new(),
             hand: BTreeMap::new(),
@@ -162,7 +201,18 @@ impl World {
             Op::SetExcluded(list) => self.css.excluded = list.iter().cloned().collect(),
             Op::SetPrune(on) => self.css.prune = *on,
             Op::SetDryRun(on) => self.css.dry_run = *on,
-            Op::Rename => self.renames += 1,
+            Op::Rename | Op::CreateCss => {
+                self.renames += 1;
+                self.css.exists = true;
+            }
+            Op::DeleteCss => self.css.exists = false,
+            Op::SetMetadata {
+                labels,
+                annotations,
+            } => {
+                self.css.labels = labels.clone();
+                self.css.annotations = annotations.clone();
+            }
             _ => {}
         }
     }
@@ -174,17 +224,19 @@ impl World {
                 self.svc_named.insert(ns);
             }
         }
+        let versions = self.versions.entry(name.clone()).or_default();
         match op {
-            TableOp::Put { value, .. } => {
-                self.table.insert(name, Latest::Value(value.clone()));
-            }
-            TableOp::Delete { .. } => {
-                self.table.remove(&name);
-            }
-            TableOp::Tamper { .. } | TableOp::WrongContext { .. } => {
-                self.table.insert(name, Latest::Failed);
+            TableOp::Put { value, .. } => versions.push(Latest::Value(value.clone())),
+            TableOp::Delete { .. } => versions.clear(),
+            TableOp::Tamper { .. } | TableOp::WrongContext { .. } => versions.push(Latest::Failed),
+            TableOp::Rollback { .. } => {
+                versions.pop();
             }
         }
+        match versions.last() {
+            Some(latest) => self.table.insert(name, latest.clone()),
+            None => self.table.remove(&name),
+        };
     }
 
     /// Whether the namespace is excluded (by the list or as the operator's own).
@@ -194,7 +246,10 @@ impl World {
 
     /// Whether the operator may write Secrets in `ns` now.
     pub fn writable(&self, ns: &str) -> bool {
-        self.namespaces.get(ns) == Some(&Phase::Active) && !self.excluded(ns) && !self.css.dry_run
+        self.css.exists
+            && self.namespaces.get(ns) == Some(&Phase::Active)
+            && !self.excluded(ns)
+            && !self.css.dry_run
     }
 
     /// Every key the table asks for, by Secret (namespace existence and
@@ -234,6 +289,7 @@ impl World {
         };
         let mut mapped: BTreeMap<(SecretId, String), Vec<&Latest>> = BTreeMap::new();
         for (name, latest) in &self.table {
+            counts.invalid += usize::from(is_invalid(name));
             let Some((secret, key)) = key_of(name) else {
                 continue;
             };
@@ -260,6 +316,7 @@ impl World {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyCounts {
     pub total: usize,
+    pub invalid: usize,
     pub failed: usize,
     pub conflicting: usize,
     pub waiting: usize,

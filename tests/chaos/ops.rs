@@ -1,5 +1,6 @@
 //! The operations of a chaos schedule, as printed in a failure report.
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 /// A Secret by namespace and name.
@@ -61,6 +62,15 @@ pub enum Op {
     Resync,
     /// Delete the CredstashSync and create the same spec under a new name.
     Rename,
+    /// Delete the CredstashSync (its Secrets stay, nothing is written).
+    DeleteCss,
+    /// Create the CredstashSync again, under a new name.
+    CreateCss,
+    /// Set `spec.secretMetadata`.
+    SetMetadata {
+        labels: BTreeMap<String, String>,
+        annotations: BTreeMap<String, String>,
+    },
     /// Stop the operator (SIGKILL when `kill`, else SIGTERM) and start it again.
     Restart {
         kill: bool,
@@ -80,6 +90,8 @@ pub enum Op {
     },
     /// Compact the API server's event log (watches get 410 Gone).
     Compact,
+    /// Every open watch ends, as a dropped connection would (no 410).
+    DropWatches,
     Aws(AwsFault),
     /// Quiet period: wait for convergence, then check every invariant.
     Check,
@@ -111,6 +123,9 @@ pub enum TableOp {
     Tamper { name: String },
     /// A newer version sealed with an encryption context the operator does not use.
     WrongContext { name: String, value: String },
+    /// Only the newest version of a name deleted: the one before is the
+    /// latest again.
+    Rollback { name: String },
 }
 
 impl TableOp {
@@ -120,6 +135,7 @@ impl TableOp {
             TableOp::Put { name, .. }
             | TableOp::Delete { name }
             | TableOp::Tamper { name }
+            | TableOp::Rollback { name }
             | TableOp::WrongContext { name, .. } => name,
         }
     }
@@ -131,6 +147,7 @@ impl TableOp {
             TableOp::Put { name, value } => json!({"op": "put", "name": name, "value": value}),
             TableOp::Delete { name } => json!({"op": "delete", "name": name}),
             TableOp::Tamper { name } => json!({"op": "tamper", "name": name}),
+            TableOp::Rollback { name } => json!({"op": "rollback", "name": name}),
             TableOp::WrongContext { name, value } => {
                 json!({"op": "wrong-context", "name": name, "value": value})
             }
@@ -146,6 +163,7 @@ impl Op {
             Op::ApiFault { .. }
                 | Op::ApiDelay { .. }
                 | Op::Compact
+                | Op::DropWatches
                 | Op::Aws(_)
                 | Op::Restart { .. }
         )
@@ -167,6 +185,7 @@ impl Op {
             } => format!("api {code} on {verb} {resource}"),
             Op::ApiDelay { verb, resource, .. } => format!("api delay on {verb} {resource}"),
             Op::Compact => "api watch expiry (410)".into(),
+            Op::DropWatches => "api watch disconnect".into(),
             Op::Aws(AwsFault::Throttle(_)) => "aws throttle".into(),
             Op::Aws(AwsFault::ServerError(_)) => "aws 500".into(),
             Op::Aws(AwsFault::Drop(_)) => "aws dropped connection".into(),
@@ -193,8 +212,12 @@ impl Op {
             Op::SetExcluded(_) | Op::SetPrune(_) | Op::SetDryRun(_) | Op::Resync | Op::Rename => {
                 "credstashsync"
             }
+            Op::DeleteCss | Op::CreateCss => "credstashsync-lifecycle",
+            Op::SetMetadata { .. } => "secret-metadata",
             Op::Restart { .. } => "restart",
-            Op::ApiFault { .. } | Op::ApiDelay { .. } | Op::Compact => "api-fault",
+            Op::ApiFault { .. } | Op::ApiDelay { .. } | Op::Compact | Op::DropWatches => {
+                "api-fault"
+            }
             Op::Aws(_) => "aws-fault",
             Op::Check | Op::StormCheck(_) => "check",
         }
@@ -204,10 +227,13 @@ impl Op {
 impl fmt::Display for TableOp {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            TableOp::Put { name, value } => write!(f, "put {name}={value}"),
+            TableOp::Put { name, value } => write!(f, "put {name}={}", short(value)),
             TableOp::Delete { name } => write!(f, "delete {name}"),
             TableOp::Tamper { name } => write!(f, "tamper {name}"),
-            TableOp::WrongContext { name, value } => write!(f, "wrong-context {name}={value}"),
+            TableOp::Rollback { name } => write!(f, "delete the newest version of {name}"),
+            TableOp::WrongContext { name, value } => {
+                write!(f, "wrong-context {name}={}", short(value))
+            }
         }
     }
 }
@@ -249,6 +275,15 @@ impl fmt::Display for Op {
             Op::SetDryRun(on) => write!(f, "css: dryRun={on}"),
             Op::Resync => write!(f, "css: request a resync"),
             Op::Rename => write!(f, "css: delete and re-create under a new name"),
+            Op::DeleteCss => write!(f, "css: delete (not re-created)"),
+            Op::CreateCss => write!(f, "css: create again under a new name"),
+            Op::SetMetadata {
+                labels,
+                annotations,
+            } => write!(
+                f,
+                "css: secretMetadata labels={labels:?} annotations={annotations:?}"
+            ),
             Op::Restart { kill } => {
                 write!(
                     f,
@@ -272,6 +307,7 @@ impl fmt::Display for Op {
                 write!(f, "api delay: next {verb} {resource} held {millis} ms")
             }
             Op::Compact => write!(f, "api: compact the event log (watches get 410)"),
+            Op::DropWatches => write!(f, "api: drop every watch connection (no 410)"),
             Op::Aws(fault) => write!(f, "aws fault: {fault:?}"),
             Op::Check => write!(f, "CHECK (quiet period, convergence, invariants)"),
             Op::StormCheck(storm) => write!(
@@ -280,5 +316,16 @@ impl fmt::Display for Op {
                 storm.patch_429s, storm.slow_list_ms, storm.aws_throttles
             ),
         }
+    }
+}
+
+/// A value as printed: long or odd values shortened and escaped.
+pub fn short(value: &str) -> String {
+    let escaped: String = value.escape_default().collect();
+    if escaped.chars().count() > 60 {
+        let head: String = escaped.chars().take(40).collect();
+        format!("{head}…({} bytes)", value.len())
+    } else {
+        escaped
     }
 }

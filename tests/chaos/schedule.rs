@@ -2,14 +2,16 @@
 //! enabled families. Choices depend on the seed and the model's world only,
 //! never on what the operator did, so a seed replays the same schedule.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::model::{key_of, normalise, Phase, World, NAMESPACES, NON_OPAQUE_SECRET, SECRETS};
+use super::model::{
+    key_of, normalise, Phase, World, METADATA_PREFIX, NAMESPACES, NON_OPAQUE_SECRET, SECRETS,
+};
 use super::ops::{AwsFault, Op, Storm, TableOp};
 use super::rng::Rng;
 
 /// Every operation family; `CHAOS_FEATURES` picks among them.
-pub const ALL_FEATURES: [&str; 21] = [
+pub const ALL_FEATURES: [&str; 27] = [
     "table",
     "conflict",
     "tamper",
@@ -31,6 +33,21 @@ pub const ALL_FEATURES: [&str; 21] = [
     "aws-faults",
     "storm",
     "leader",
+    "rollback",
+    "invalid-names",
+    "odd-values",
+    "watch-drops",
+    "delete-css",
+    "metadata",
+];
+
+/// Names the operator must count as invalid, never map (DESIGN.md, the
+/// mapping: a DNS label, a DNS subdomain, `[-._a-zA-Z0-9]+`).
+const INVALID_NAMES: [&str; 4] = [
+    "ns-a/app/bad key",
+    "ns-b/App/user",
+    "NS-C/app/user",
+    "ns-a/app/x+y",
 ];
 
 /// Key names the table uses; some pairs normalise onto one key.
@@ -98,15 +115,25 @@ impl Scheduler {
         self.features.contains(feature)
     }
 
-    /// A fresh, unique, marked secret value.
+    /// A fresh, unique, marked secret value; with `odd-values`, now and
+    /// then a large one (48 KiB) or one of control characters and
+    /// multi-byte text.
     fn value(&mut self) -> String {
         self.values += 1;
-        format!(
+        let value = format!(
             "{VALUE_MARK}-{}-{}-{}",
             self.seed,
             self.values,
             self.rng.hex(8)
-        )
+        );
+        if !self.on("odd-values") {
+            return value;
+        }
+        match self.rng.below(10) {
+            0 => format!("{value}:{}", self.rng.hex(48 * 1024)),
+            1 => format!("{value}\n\t\u{0}\r\n é ✓ 🔑 \u{7f}\"'\\"),
+            _ => value,
+        }
     }
 
     /// The next operation (a check after every few).
@@ -167,7 +194,7 @@ impl Scheduler {
         let mut names: Vec<String> = world.table.keys().cloned().collect();
         let mut ops = Vec::new();
         for _ in 0..burst {
-            let kind = self.rng.weighted(&[35, 30, 12, 5, 3, 8]);
+            let kind = self.rng.weighted(&[35, 30, 12, 5, 3, 8, 6, 3]);
             let op = match kind {
                 1..=4 if names.is_empty() => None,
                 1 => Some(TableOp::Put {
@@ -191,6 +218,13 @@ impl Scheduler {
                         value: self.value(),
                     })
                 }
+                6 if self.on("rollback") && !names.is_empty() => Some(TableOp::Rollback {
+                    name: self.rng.pick(&names).clone(),
+                }),
+                7 if self.on("invalid-names") => Some(TableOp::Put {
+                    name: self.rng.pick(&INVALID_NAMES).to_string(),
+                    value: self.value(),
+                }),
                 0 => Some(TableOp::Put {
                     name: self.new_name(),
                     value: self.value(),
@@ -200,6 +234,7 @@ impl Scheduler {
             if let Some(op) = op {
                 match &op {
                     TableOp::Delete { name } => names.retain(|n| n != name),
+                    TableOp::Rollback { .. } => {}
                     other if !names.iter().any(|n| n == other.name()) => {
                         names.push(other.name().to_owned())
                     }
@@ -302,7 +337,29 @@ impl Scheduler {
     }
 
     fn css(&mut self, world: &World) -> Option<Op> {
-        match self.rng.below(4) {
+        if !world.css.exists {
+            return Some(Op::CreateCss);
+        }
+        match self.rng.below(6) {
+            4 if self.on("delete-css") => Some(Op::DeleteCss),
+            5 if self.on("metadata") => {
+                let mut pick = |prefix: &str| -> BTreeMap<String, String> {
+                    let mut out = BTreeMap::new();
+                    for key in ["team", "tier"] {
+                        if self.rng.chance(60) {
+                            let value = format!("v{}", self.rng.below(3));
+                            out.insert(format!("{prefix}{key}"), value);
+                        }
+                    }
+                    out
+                };
+                let labels = pick(METADATA_PREFIX);
+                let annotations = pick(METADATA_PREFIX);
+                Some(Op::SetMetadata {
+                    labels,
+                    annotations,
+                })
+            }
             0 if self.on("exclude") => {
                 let list = NAMESPACES
                     .iter()
@@ -373,7 +430,8 @@ impl Scheduler {
                     millis,
                 })
             }
-            3 if compact => Some(Op::Compact),
+            3 if compact && self.rng.chance(50) => Some(Op::Compact),
+            3 if self.on("watch-drops") => Some(Op::DropWatches),
             _ => None,
         }
     }

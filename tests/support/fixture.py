@@ -21,6 +21,7 @@ pointing at moto.
       {"op": "delete", "name": N}                 every version of N
       {"op": "tamper", "name": N}                 a new version whose ciphertext fails its HMAC
       {"op": "wrong-context", "name": N, "value": V}  a new version sealed with another context
+      {"op": "rollback", "name": N}               delete the newest version of N only
   fixture.py drop-table TABLE          delete the table (and its stream): reads start failing
 """
 import base64
@@ -166,6 +167,11 @@ def batch(table_name, operations):
         elif op == "wrong-context":
             credstash.putSecretAutoversion(name, operation["value"], table=table_name,
                                            context={"app": "someone-else"})
+        elif op == "rollback":
+            newest = credstash.getHighestVersion(name, table=table_name)
+            if int(newest) > 0:
+                boto3.resource("dynamodb").Table(table_name).delete_item(
+                    Key={"name": name, "version": credstash.paddedInt(int(newest))})
         else:
             sys.exit("unknown batch operation %r" % op)
 
