@@ -324,7 +324,12 @@ impl FullSyncRun<'_> {
         let manual = self.trigger == SyncTrigger::Manual;
         match snapshot {
             Some(snapshot) if outcome.cluster_error.is_none() => {
-                ctx.with_state(name, |s| s.full_sync_done(&outcome, snapshot, now, manual));
+                let retry = snapshot.names_to_retry(spec);
+                let at = tokio::time::Instant::now();
+                ctx.with_state(name, |s| {
+                    s.full_sync_done(&outcome, snapshot, now, manual);
+                    s.retry_names(retry, at);
+                });
             }
             _ => ctx.with_state(name, |s| s.full_sync_failed(taken)),
         }
@@ -434,12 +439,13 @@ impl PendingRun<'_> {
             record_stream_records(ctx, name, changes);
         }
         let mut names = std::mem::take(&mut work.names);
+        let mut deferred = BTreeSet::new();
         if names.len() > NAMES_PER_RUN {
             // Bounded runs: a huge burst is applied in parts, each well
             // within syncTimeout, instead of timing out and starting over.
-            let rest =
+            deferred =
                 names.split_off(&names.iter().nth(NAMES_PER_RUN).cloned().unwrap_or_default());
-            ctx.with_state(name, |s| s.defer_names(rest));
+            ctx.with_state(name, |s| s.defer_names(deferred.clone()));
         }
         let reader = if names.is_empty() {
             None
@@ -449,6 +455,9 @@ impl PendingRun<'_> {
         let env = ctx.sync_env(self.css);
         let run = async {
             let mut unread = PendingWork::default();
+            // Names whose re-read is still to come: their Secrets are not
+            // pruned from the older snapshot.
+            let mut waiting = deferred.clone();
             if let Some(reader) = &reader {
                 match sync::refresh_names(&env, spec, reader, &mut snapshot, &names).await {
                     Ok(touched) => touched
@@ -458,11 +467,13 @@ impl PendingRun<'_> {
                         tracing::warn!(credstashsync = %name, error = %error, "reading stream changes failed; they stay pending");
                         unread.names = names.clone();
                         unread.changes = changes.clone();
+                        waiting.extend(names.iter().cloned());
                     }
                 }
             }
             let targets: BTreeSet<SecretRef> = work.secrets.keys().cloned().collect();
-            let outcome = sync::apply_secrets(&env, name, spec, &snapshot, &targets).await;
+            let outcome =
+                sync::apply_secrets(&env, name, spec, &snapshot, &targets, &waiting).await;
             (unread, outcome)
         };
         let result = tokio::time::timeout(spec.sync_timeout, run).await;
@@ -489,6 +500,10 @@ impl PendingRun<'_> {
         ctx.rollouts
             .secrets_changed(name, spec.rollout, not_repaired);
         let read_ok = unread.is_empty();
+        // Names that failed for a reason that may pass are read again, with
+        // the backoff of a failed run.
+        let mut unread = unread;
+        unread.names.extend(snapshot.names_to_retry(spec));
         ctx.with_state(name, |s| {
             s.pending_applied(snapshot, unread, Some(&outcome), now)
         });

@@ -296,6 +296,17 @@ impl SyncState {
         self.pending.names.extend(names);
     }
 
+    /// Names that failed to open for a reason that may pass: read again
+    /// after the backoff of a failed apply, until they open or fail for
+    /// good (their Secrets keep the last good values, unpruned, meanwhile).
+    pub fn retry_names(&mut self, names: BTreeSet<String>, now: Instant) {
+        if names.is_empty() {
+            return;
+        }
+        self.pending.names.extend(names);
+        self.pending_retry.failed(now, pending_backoff);
+    }
+
     /// Somebody else changed or deleted `secret`.
     pub fn drifted(&mut self, secret: SecretRef) {
         self.pending.mark(secret, Cause::Drift);
@@ -636,6 +647,24 @@ mod tests {
         state.pending_applied(snap, unread, None, now);
         assert!(!state.pending_due(now));
         assert!(state.pending_due(now + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn names_to_retry_wait_out_a_backoff_that_grows_while_they_fail() {
+        let mut state = synced(&["ns/app/A"], &[]);
+        let now = Instant::now();
+        state.retry_names(BTreeSet::new(), now);
+        assert!(!state.pending_due(now), "nothing to retry");
+        state.retry_names(BTreeSet::from(["ns/app/A".to_owned()]), now);
+        assert!(!state.pending_due(now), "backing off");
+        assert!(state.pending_due(now + Duration::from_secs(1)));
+        let (work, snap) = state.take_pending().expect("a snapshot");
+        assert_eq!(work.names, BTreeSet::from(["ns/app/A".to_owned()]));
+        // Still failing: handed back as unread, the wait doubles.
+        let later = now + Duration::from_secs(1);
+        state.pending_applied(snap, work, None, later);
+        assert!(!state.pending_due(later + Duration::from_secs(1)));
+        assert!(state.pending_due(later + Duration::from_secs(2)));
     }
 
     #[test]

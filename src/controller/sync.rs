@@ -153,8 +153,10 @@ pub struct TableSnapshot {
     /// Names re-read since (stream changes): the entry, or `None` when no
     /// version of the name is left.
     changes: BTreeMap<String, Option<Entry>>,
-    /// Every item of the table could be read: keys missing from it may be
-    /// pruned.
+    /// The last full read named every item (arm 2 of the prune rule,
+    /// [`crate::secrets::plan::PruneGate`]). An item without a readable name
+    /// may be any Secret's, and no stream record can name it, so this holds
+    /// until the next full read.
     pub complete: bool,
 }
 
@@ -226,6 +228,20 @@ impl TableSnapshot {
             .count()
     }
 
+    /// Names that map to a key we may write and failed for a reason that
+    /// may pass (KMS unavailable or throttled): to be read again, so that
+    /// their Secrets do not keep a passing failure (and stay unpruned) until
+    /// the next full read.
+    pub fn names_to_retry(&self, spec: &ValidSpec) -> BTreeSet<String> {
+        self.entries()
+            .filter(|(name, entry)| {
+                entry.value.as_ref().is_err_and(|error| error.may_pass())
+                    && secret_of(name).is_some_and(|s| !spec.is_excluded(&s.namespace))
+            })
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    }
+
     /// Whether some name maps into `secret`.
     pub fn has_entries_of(&self, secret: &SecretRef) -> bool {
         self.entries_of(secret).next().is_some()
@@ -276,7 +292,11 @@ pub async fn full_sync(
         return (outcome, None);
     }
     let snapshot = TableSnapshot::new(read);
-    let outcome = sync_entries(env, name, spec, snapshot.entries(), snapshot.complete, None).await;
+    let picture = Picture {
+        read_complete: snapshot.complete,
+        unread: BTreeSet::new(),
+    };
+    let outcome = sync_entries(env, name, spec, snapshot.entries(), picture, None).await;
     (outcome, Some(snapshot))
 }
 
@@ -328,15 +348,31 @@ const REFRESH_CONCURRENCY: usize = 16;
 
 /// Plans and applies whole `secrets` from `snapshot` (no table read): for
 /// stream changes, namespaces that appeared, drift and failed writes.
+/// `unread` are the credstash names still waiting to be re-read (their
+/// Secrets are not pruned: the snapshot is older than the table there).
 pub async fn apply_secrets(
     env: &SyncEnv<'_>,
     name: &str,
     spec: &ValidSpec,
     snapshot: &TableSnapshot,
     secrets: &BTreeSet<SecretRef>,
+    unread: &BTreeSet<String>,
 ) -> SyncOutcome {
     let entries = secrets.iter().flat_map(|s| snapshot.entries_of(s));
-    sync_entries(env, name, spec, entries, snapshot.complete, Some(secrets)).await
+    let picture = Picture {
+        read_complete: snapshot.complete,
+        unread: unread.iter().filter_map(|name| secret_of(name)).collect(),
+    };
+    sync_entries(env, name, spec, entries, picture, Some(secrets)).await
+}
+
+/// What the prune rule needs to know of the table behind a sync besides
+/// the entries themselves.
+struct Picture {
+    /// The last full read named every item.
+    read_complete: bool,
+    /// Secrets a name of which waits to be re-read.
+    unread: BTreeSet<SecretRef>,
 }
 
 fn secret_of(credstash_name: &str) -> Option<SecretRef> {
@@ -360,7 +396,7 @@ async fn sync_entries<'e>(
     name: &str,
     spec: &ValidSpec,
     entries: impl Iterator<Item = (&'e str, &'e Entry)>,
-    read_complete: bool,
+    picture: Picture,
     only: Option<&BTreeSet<SecretRef>>,
 ) -> SyncOutcome {
     let unselected = spec.unselected_namespaces(&env.namespaces);
@@ -391,7 +427,8 @@ async fn sync_entries<'e>(
         manager: manager.clone(),
         source: secrets::source_annotation(name, &spec.table),
         prune: spec.prune,
-        read_complete,
+        read_complete: picture.read_complete,
+        unread_secrets: picture.unread,
         now: Utc::now(),
         excluded_namespaces: spec.excluded_namespaces.clone(),
         unselected_namespaces: unselected.clone(),
@@ -1062,6 +1099,49 @@ mod tests {
         assert!(!snapshot.has_entries_of(&SecretRef::new("ns", "c")));
         let (_, secrets) = snapshot.names_in("ns");
         assert_eq!(secrets.len(), 3);
+    }
+
+    #[test]
+    fn only_failures_that_may_pass_are_read_again() {
+        use crate::credstash::crypto::CryptoError;
+        use crate::credstash::{ItemError, KmsError};
+        let failed = |name: &str, error: ItemError| {
+            let mut entry = Entry::opened(name);
+            entry.value = Err(Box::new(error));
+            entry
+        };
+        let unavailable = || ItemError::Kms(KmsError::Other("throttled".into()));
+        let read = TableRead::of_entries([
+            Entry::opened("ns/app/OK"),
+            failed("ns/app/THROTTLED", unavailable()),
+            failed("ns/app/TAMPERED", ItemError::Crypto(CryptoError::Integrity)),
+            failed(
+                "ns/app/CONTEXT",
+                ItemError::Kms(KmsError::InvalidCiphertext("context".into())),
+            ),
+            failed(
+                "ns/app/DENIED",
+                ItemError::Kms(KmsError::AccessDenied("no".into())),
+            ),
+            failed("skipped/app/THROTTLED", unavailable()),
+            failed("plain-name", unavailable()),
+        ]);
+        let mut snapshot = TableSnapshot::new(Arc::new(read));
+        snapshot.set(
+            "ns/db/LATER".into(),
+            Some(failed("ns/db/LATER", unavailable())),
+        );
+        let mut spec = crate::crd::CredstashSyncSpec::new("table");
+        spec.excluded_namespaces = vec!["skipped".into()];
+        let spec = spec.validate().expect("a valid spec");
+        let names: Vec<String> = snapshot.names_to_retry(&spec).into_iter().collect();
+        assert_eq!(names, ["ns/app/THROTTLED", "ns/db/LATER"]);
+        snapshot.set(
+            "ns/app/THROTTLED".into(),
+            Some(Entry::opened("ns/app/THROTTLED")),
+        );
+        let names: Vec<String> = snapshot.names_to_retry(&spec).into_iter().collect();
+        assert_eq!(names, ["ns/db/LATER"], "opened on a re-read");
     }
 
     #[test]

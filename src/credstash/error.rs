@@ -31,6 +31,14 @@ impl ItemError {
         Self::malformed(attribute, format!("expected {expected}"))
     }
 
+    /// Whether reading the item again may open it: KMS could not be asked
+    /// (throttled, unavailable, no answer). A malformed item, a failed
+    /// integrity check, a wrong encryption context or a denied key fail the
+    /// same way every time.
+    pub fn may_pass(&self) -> bool {
+        matches!(self, ItemError::Kms(KmsError::Other(_)))
+    }
+
     /// A short, stable, CamelCase cause for metrics labels and condition reasons.
     pub fn reason(&self) -> &'static str {
         match self {

@@ -14,12 +14,27 @@
 //! | value          | live differs (even by hand)    | Change            | value         |
 //! | failed         |                                | Keep(Failed)      | live if owned |
 //! | conflict       |                                | Keep(Conflict)    | live if owned |
-//! | none           | owned, prune, complete read ¹  | Remove            | -             |
+//! | none           | owned, [`PruneGate`] allows ¹  | Remove            | -             |
 //! | none           | owned, otherwise               | Keep(NotPruned)   | live          |
 //! | none           | not owned (hand key)           | not listed        | -             |
 //!
-//! ¹ and no item of this Secret failed to open (its keys are then unknown);
-//! a failed item elsewhere in the table does not stop pruning here.
+//! ¹ The prune rule, decided by [`PruneGate::decide`] alone for every path
+//! that plans (full sync, stream apply, drift repair, a namespace that
+//! appears, keys handed over from a deleted CredstashSync). A Secret's
+//! picture is its names in the last full read with every name re-read
+//! since laid over it. A key whose name is gone from that picture is
+//! removed only when, in this order:
+//!
+//! | arm | condition                                                        | else              |
+//! |-----|------------------------------------------------------------------|-------------------|
+//! | 1   | `spec.prune` is on                                               | `Off`             |
+//! | 2   | the last full read named every item (an item without a readable name may be any Secret's) | `UnnamedItem` |
+//! | 3   | no name of this Secret failed to open in the picture (the last good values stay; a failure elsewhere does not count) | `FailedItem` |
+//! | 4   | no name of this Secret waits to be re-read (a stream record or appeared namespace whose re-read failed or is deferred: the picture is older than the table) | `UnreadName` |
+//!
+//! A name that failed for a reason that may pass (KMS unavailable,
+//! throttled) is re-read with backoff until it opens or fails for good, so
+//! that arm 3 holds no longer than the failure does.
 //!
 //! The body lists every key our manager should keep owning, because
 //! server-side apply deletes owned fields that a body omits. The plan sees
@@ -61,10 +76,12 @@ pub struct PlanOptions {
     pub source: String,
     /// `spec.prune`: remove keys that vanished from the table.
     pub prune: bool,
-    /// The read behind the desired state was complete (every Scan page,
-    /// every item named). Nothing is pruned otherwise; a Secret one of whose
-    /// items failed to open is not pruned either.
+    /// The last full read behind the desired state named every item (arm 2
+    /// of [`PruneGate`]); nothing is pruned otherwise.
     pub read_complete: bool,
+    /// Secrets a name of which waits to be re-read (arm 4 of
+    /// [`PruneGate`]): they are not pruned.
+    pub unread_secrets: BTreeSet<SecretRef>,
     /// The timestamp for `kubestash.io/synced-at` when data changes.
     pub now: DateTime<Utc>,
     /// Namespaces never written (Secrets there are skipped).
@@ -80,9 +97,65 @@ pub struct PlanOptions {
 }
 
 impl PlanOptions {
+    /// The prune rule's inputs for `secret`, desired as `desired`.
+    pub fn prune_gate(&self, secret: &SecretRef, desired: Option<&DesiredSecret>) -> PruneGate {
+        PruneGate {
+            prune: self.prune,
+            every_item_named: self.read_complete,
+            item_failed: desired.is_some_and(DesiredSecret::has_failed_key),
+            name_unread: self.unread_secrets.contains(secret),
+        }
+    }
+}
+
+/// Everything that decides whether the keys of one Secret whose names are
+/// gone from the table may be removed (see the module's table, note ¹).
+/// The one place the prune rule lives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PruneGate {
+    /// `spec.prune`.
+    pub prune: bool,
+    /// The last full read named every item (no unnamed failure).
+    pub every_item_named: bool,
+    /// A name of this Secret failed to open in the picture.
+    pub item_failed: bool,
+    /// A name of this Secret waits to be re-read.
+    pub name_unread: bool,
+}
+
+/// Why the vanished keys of a Secret are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PruneBlock {
+    /// `spec.prune` is off.
+    Off,
+    /// The last full read had an item without a readable name.
+    UnnamedItem,
+    /// A name of this Secret failed to open.
+    FailedItem,
+    /// A name of this Secret waits to be re-read.
+    UnreadName,
+}
+
+impl PruneGate {
+    /// `Ok` when vanished keys are removed, else the first arm that keeps
+    /// them.
+    pub fn decide(&self) -> Result<(), PruneBlock> {
+        if !self.prune {
+            Err(PruneBlock::Off)
+        } else if !self.every_item_named {
+            Err(PruneBlock::UnnamedItem)
+        } else if self.item_failed {
+            Err(PruneBlock::FailedItem)
+        } else if self.name_unread {
+            Err(PruneBlock::UnreadName)
+        } else {
+            Ok(())
+        }
+    }
+
     /// Whether vanished keys are removed.
-    fn prunes(&self) -> bool {
-        self.prune && self.read_complete
+    pub fn allows(&self) -> bool {
+        self.decide().is_ok()
     }
 }
 
@@ -95,7 +168,7 @@ pub enum KeepReason {
     Conflict,
     /// Another CredstashSync (this manager) owns the key.
     OwnedByOther(String),
-    /// Gone from the table, but pruning is off or the read was incomplete.
+    /// Gone from the table, but the prune rule ([`PruneGate`]) keeps it.
     NotPruned,
 }
 
@@ -504,7 +577,8 @@ pub fn plan_secret(
     if desired.is_none() && observed.is_none() {
         return None;
     }
-    let (keys, data, carried) = plan_keys(desired, observed, options);
+    let prunes = options.prune_gate(secret, desired).allows();
+    let (keys, data, carried) = plan_keys(desired, observed, prunes);
     let data_changed = keys.iter().any(|k| k.change.changes_data());
     let metadata = plan_metadata(options, observed, data_changed);
     let differences = Differences {
@@ -702,7 +776,7 @@ fn annotations(
 fn plan_keys(
     desired: Option<&DesiredSecret>,
     observed: Option<&ObservedSecret>,
-    options: &PlanOptions,
+    prunes: bool,
 ) -> (
     Vec<KeyChange>,
     BTreeMap<String, SecretValue>,
@@ -716,7 +790,6 @@ fn plan_keys(
         .map(String::as_str)
         .chain(owned.iter().copied())
         .collect();
-    let prunes = options.prunes() && !desired.is_some_and(DesiredSecret::has_failed_key);
     let mut changes = Vec::new();
     let mut data = BTreeMap::new();
     let mut carried = BTreeSet::new();
@@ -825,6 +898,7 @@ mod tests {
             source: SOURCE.into(),
             prune: false,
             read_complete: true,
+            unread_secrets: BTreeSet::new(),
             now: now(),
             excluded_namespaces: BTreeSet::new(),
             unselected_namespaces: BTreeSet::new(),
@@ -1173,6 +1247,7 @@ mod tests {
             let options = PlanOptions {
                 prune,
                 read_complete: complete,
+                unread_secrets: BTreeSet::new(),
                 ..opts()
             };
             let p = one(
@@ -1202,6 +1277,133 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The prune rule, arm by arm: each arm alone keeps vanished keys, and
+    /// an earlier arm is named first.
+    #[test]
+    fn the_prune_rule_removes_only_when_every_arm_holds() {
+        let open = PruneGate {
+            prune: true,
+            every_item_named: true,
+            item_failed: false,
+            name_unread: false,
+        };
+        assert_eq!(open.decide(), Ok(()));
+        assert!(open.allows());
+        let cases = [
+            (
+                PruneGate {
+                    prune: false,
+                    ..open
+                },
+                PruneBlock::Off,
+            ),
+            (
+                PruneGate {
+                    every_item_named: false,
+                    ..open
+                },
+                PruneBlock::UnnamedItem,
+            ),
+            (
+                PruneGate {
+                    item_failed: true,
+                    ..open
+                },
+                PruneBlock::FailedItem,
+            ),
+            (
+                PruneGate {
+                    name_unread: true,
+                    ..open
+                },
+                PruneBlock::UnreadName,
+            ),
+            (
+                PruneGate {
+                    prune: false,
+                    every_item_named: false,
+                    item_failed: true,
+                    name_unread: true,
+                },
+                PruneBlock::Off,
+            ),
+            (
+                PruneGate {
+                    item_failed: true,
+                    name_unread: true,
+                    ..open
+                },
+                PruneBlock::FailedItem,
+            ),
+        ];
+        for (gate, block) in cases {
+            assert_eq!(gate.decide(), Err(block), "{gate:?}");
+            assert!(!gate.allows(), "{gate:?}");
+        }
+    }
+
+    #[test]
+    fn the_prune_gate_of_a_secret_comes_from_the_options_and_its_own_names() {
+        let other = SecretRef::new("ns", "other");
+        let options = PlanOptions {
+            prune: true,
+            unread_secrets: BTreeSet::from([other.clone()]),
+            ..opts()
+        };
+        let fine = desired(vec![("A", val("1"))]);
+        let broken = desired(vec![("A", val("1")), ("B", failed())]);
+        let conflicting = desired(vec![("A", val("1")), ("C", conflict())]);
+        assert_eq!(options.prune_gate(&sref(), Some(&fine)).decide(), Ok(()));
+        assert_eq!(options.prune_gate(&sref(), None).decide(), Ok(()));
+        assert_eq!(
+            options.prune_gate(&sref(), Some(&conflicting)).decide(),
+            Ok(()),
+            "a conflict is no failed item"
+        );
+        assert_eq!(
+            options.prune_gate(&sref(), Some(&broken)).decide(),
+            Err(PruneBlock::FailedItem)
+        );
+        assert_eq!(
+            options.prune_gate(&other, Some(&fine)).decide(),
+            Err(PruneBlock::UnreadName)
+        );
+        let incomplete = PlanOptions {
+            read_complete: false,
+            ..options.clone()
+        };
+        assert_eq!(
+            incomplete.prune_gate(&sref(), Some(&fine)).decide(),
+            Err(PruneBlock::UnnamedItem)
+        );
+    }
+
+    #[test]
+    fn a_secret_with_a_name_waiting_to_be_read_again_is_not_pruned() {
+        let live_secret = || Some(live(&[("A", "1"), ("GONE", "g")], &["A", "GONE"]));
+        let waiting = PlanOptions {
+            prune: true,
+            unread_secrets: BTreeSet::from([sref()]),
+            ..opts()
+        };
+        let p = one(
+            Some(desired(vec![("A", val("1"))])),
+            live_secret(),
+            &waiting,
+        );
+        assert_eq!(p.action, SecretAction::Unchanged);
+        assert_eq!(
+            changes(&p),
+            vec![("A", Unchanged), ("GONE", Keep(KeepReason::NotPruned))]
+        );
+        let read = PlanOptions {
+            unread_secrets: BTreeSet::from([SecretRef::new("ns", "other")]),
+            ..waiting
+        };
+        let p = one(Some(desired(vec![("A", val("1"))])), live_secret(), &read);
+        assert_eq!(changes(&p), vec![("A", Unchanged), ("GONE", Remove)]);
     }
 
     #[test]
@@ -1666,6 +1868,7 @@ mod tests {
         let unselected = |prune, read_complete| PlanOptions {
             prune,
             read_complete,
+            unread_secrets: BTreeSet::new(),
             unselected_namespaces: ["ns".to_owned()].into(),
             ..with_metadata(&[("team", "new")], &[])
         };

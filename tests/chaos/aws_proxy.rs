@@ -20,6 +20,8 @@ struct Pending {
     server_error: u32,
     drop: u32,
     down_until: Option<Instant>,
+    /// KMS Decrypt answers 500 until switched off (tests of one failure).
+    kms_down: bool,
 }
 
 /// What happens to one request.
@@ -80,6 +82,13 @@ impl AwsProxy {
         }
     }
 
+    /// KMS Decrypt answers `500 KMSInternalException` while `down` (other
+    /// requests pass): items fail to open for a reason that may pass.
+    #[allow(dead_code)]
+    pub fn kms_unavailable(&self, down: bool) {
+        self.pending.lock().expect("proxy state").kms_down = down;
+    }
+
     /// Disarms every fault (a quiet period starts).
     pub fn clear(&self) {
         *self.pending.lock().expect("proxy state") = Pending::default();
@@ -96,8 +105,11 @@ impl AwsProxy {
     }
 }
 
-fn verdict(pending: &Mutex<Pending>) -> Verdict {
+fn verdict(pending: &Mutex<Pending>, head: &str) -> Verdict {
     let mut p = pending.lock().expect("proxy state");
+    if p.kms_down && header(head, "x-amz-target").is_some_and(|t| t == "TrentService.Decrypt") {
+        return Verdict::Answer(500, "KMS unavailable");
+    }
     if p.down_until.is_some_and(|t| Instant::now() < t) {
         return Verdict::Drop;
     }
@@ -128,7 +140,7 @@ async fn serve(
             return Ok(());
         };
         requests.fetch_add(1, Ordering::Relaxed);
-        match verdict(&pending) {
+        match verdict(&pending, &head) {
             Verdict::Drop => {
                 faults.fetch_add(1, Ordering::Relaxed);
                 return Ok(());
