@@ -17,7 +17,7 @@ BIN=$(./scripts/control-plane.sh build)
 echo "control plane binaries: $BIN ($((SECONDS - started)) s)"
 
 SUITES=(operator_e2e operator_convergence operator_stream operator_steady_state
-        operator_spec_features operator_faults operator_ha rollout prometheus_e2e cli chaos chart rbac)
+        operator_spec_features operator_faults operator_prune operator_ha rollout prometheus_e2e cli chaos chart rbac)
 args=()
 for suite in "${SUITES[@]}"; do args+=(--test "$suite"); done
 KUBESTASH_TEST_BACKEND=real cargo test "${args[@]}"
