@@ -17,7 +17,10 @@ use serde_json::json;
 use super::aws_proxy::AwsProxy;
 use super::continuous::Timeline;
 use super::expect::{Expectations, KeyId};
-use super::model::{universe, Latest, Observed, Phase, World, NAMESPACES, OPERATOR_NAMESPACE};
+use super::model::{
+    universe, Latest, Observed, Phase, World, MANAGED_BY_LABEL, NAMESPACES, OPERATOR_NAMESPACE,
+    SECOND_CSS, SECOND_NAMESPACE, SELECT_LABEL,
+};
 use super::ops::{AwsFault, Storm};
 use super::ops::{Op, SecretId, TableOp};
 use super::sampler::Sample;
@@ -160,6 +163,9 @@ struct Harness<'a> {
     writers: Writers,
     /// Replicas elect a leader (more than one).
     elect: bool,
+    /// When the operator was last seen to have observed a spec change or a
+    /// deletion of the operation running.
+    observed_at: Option<Instant>,
 }
 
 /// Runs one seed to its end or its first broken invariant.
@@ -210,6 +216,7 @@ impl<'a> Harness<'a> {
             frozen_since: BTreeMap::new(),
             writers: Writers::default(),
             elect: settings.replicas > 1,
+            observed_at: None,
         };
         for ns in &NAMESPACES[..2] {
             env.create_namespace(ns).await;
@@ -282,12 +289,10 @@ impl<'a> Harness<'a> {
                 self.model.after(op, &self.world, began);
             }
         }
-        if let Op::CreateNamespace(ns) = &op {
-            if self.world.writable(ns) {
-                self.frozen_since.remove(ns);
-            } else {
-                self.frozen_since.insert(ns.clone(), began);
-            }
+        if let Some(at) = self.observed_at.take() {
+            self.scope_changed(at);
+        } else if matches!(op, Op::CreateNamespace(_) | Op::LabelNamespace { .. }) {
+            self.scope_changed(began);
         }
     }
 
@@ -413,31 +418,66 @@ impl<'a> Harness<'a> {
                 next.apply(op);
                 self.world.css = next.css;
                 self.apply_css().await;
-                self.await_spec(settings).await
+                self.await_main_spec(settings).await
             }
             Op::SetPrune(on) => {
                 self.world.css.prune = *on;
                 self.apply_css().await;
                 self.timeline.prune_set(*on);
-                self.await_spec(settings).await
+                self.await_main_spec(settings).await
+            }
+            Op::SetSelector(on) => {
+                self.world.css.selector = *on;
+                self.apply_css().await;
+                self.await_main_spec(settings).await
+            }
+            Op::SetAdopt(on) => {
+                self.world.css.adopt = *on;
+                self.apply_css().await;
+                self.await_main_spec(settings).await
+            }
+            Op::SetSecondCss(true) => {
+                self.world.second.exists = true;
+                self.apply_second_css().await;
+                self.await_spec(SECOND_CSS, settings).await
+            }
+            Op::SetSecondCss(false) => self.delete_css(SECOND_CSS).await,
+            Op::LabelNamespace {
+                namespace,
+                selected,
+            } => {
+                let api: Api<Namespace> = Api::all(self.client.clone());
+                let value = selected.then_some("yes");
+                let patch = json!({"metadata": {"labels": {SELECT_LABEL: value}}});
+                let (params, patch) = (PatchParams::default(), Patch::Merge(&patch));
+                retry(
+                    "label the namespace",
+                    || api.patch(namespace, &params, &patch),
+                    false,
+                )
+                .await
+            }
+            Op::RecreateTable => {
+                let start = Instant::now();
+                self.env.moto.fixture(&["drop-table", TABLE]);
+                self.env.table(TABLE);
+                self.env.moto.fixture(&["enable-stream", TABLE]);
+                self.timeline.table_written(start, &BTreeMap::new(), &[]);
+                Ok(())
+            }
+            Op::ReplaceStream => {
+                self.env.moto.fixture(&["replace-stream", TABLE]);
+                Ok(())
             }
             Op::Resync => {
                 self.request_resync().await;
                 Ok(())
             }
             Op::Rename => {
-                self.delete_css().await?;
+                self.delete_css(&self.world.css.name.clone()).await?;
                 self.create_css(settings).await
             }
-            Op::DeleteCss => {
-                self.delete_css().await?;
-                // Gone: nothing may be written from now on.
-                let now = Instant::now();
-                for ns in NAMESPACES {
-                    self.frozen_since.entry(ns.to_string()).or_insert(now);
-                }
-                Ok(())
-            }
+            Op::DeleteCss => self.delete_css(&self.world.css.name.clone()).await,
             Op::CreateCss => self.create_css(settings).await,
             Op::SetMetadata {
                 labels,
@@ -446,7 +486,7 @@ impl<'a> Harness<'a> {
                 self.world.css.labels = labels.clone();
                 self.world.css.annotations = annotations.clone();
                 self.apply_css().await;
-                self.await_spec(settings).await
+                self.await_main_spec(settings).await
             }
             Op::Restart { kill } => {
                 self.stop_operator(*kill).await;
@@ -639,7 +679,11 @@ impl<'a> Harness<'a> {
             ..Default::default()
         };
         match retry_opt("create the Secret by hand", || api.create(&post, &body)).await {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                // Not the operator's: with adoptExisting false it stays so.
+                self.world.foreign.insert(secret.clone());
+                Ok(())
+            }
             // Created by the operator meanwhile: patch it after all.
             Err(e) if e.ends_with("AlreadyExists") => retry_opt("patch the Secret by hand", || {
                 api.patch(&secret.1, &params, &patch)
@@ -671,20 +715,19 @@ impl<'a> Harness<'a> {
         .await
     }
 
-    /// Deletes the CredstashSync and waits until it is gone (its
+    /// Deletes CredstashSync `name` and waits until it is gone (its
     /// finalizer handled).
-    async fn delete_css(&mut self) -> Result<(), String> {
+    async fn delete_css(&mut self, name: &str) -> Result<(), String> {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
-        let name = self.world.css.name.clone();
         let params = DeleteParams::default();
         retry(
             "delete the CredstashSync",
-            || api.delete(&name, &params),
+            || api.delete(name, &params),
             true,
         )
         .await?;
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !matches!(api.get_opt(&name).await, Ok(None)) {
+        while !matches!(api.get_opt(name).await, Ok(None)) {
             if Instant::now() > deadline {
                 return Err(format!(
                     "CredstashSync {name} was not gone within 30 s of its deletion"
@@ -692,7 +735,14 @@ impl<'a> Harness<'a> {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+        // Gone: nothing of it may be written from now on.
+        self.observed_at = Some(Instant::now());
         Ok(())
+    }
+
+    async fn await_main_spec(&mut self, settings: &Settings) -> Result<(), String> {
+        let name = self.world.css.name.clone();
+        self.await_spec(&name, settings).await
     }
 
     /// Creates the CredstashSync under the next name, as a user would after
@@ -701,27 +751,60 @@ impl<'a> Harness<'a> {
         self.world.css.name = World::css_name(CSS, self.world.renames + 1);
         self.world.css.exists = true;
         self.apply_css().await;
-        self.await_spec(settings).await
+        self.await_main_spec(settings).await
     }
 
+    /// The first CredstashSync's spec: every namespace but the second's.
     fn css_spec(&self) -> serde_json::Value {
         let css = &self.world.css;
-        json!({
+        let mut excluded: Vec<&str> = css.excluded.iter().map(String::as_str).collect();
+        excluded.push(SECOND_NAMESPACE);
+        let mut spec = json!({
             "secretMetadata": {"labels": css.labels, "annotations": css.annotations},
             "table": TABLE,
             "dryRun": css.dry_run,
             "prune": css.prune,
-            "excludedNamespaces": css.excluded.iter().collect::<Vec<_>>(),
+            "adoptExisting": css.adopt,
+            "excludedNamespaces": excluded,
+            "waitTime": "1s",
+            "minResyncInterval": "1s",
+            "syncTimeout": "30s",
+        });
+        if css.selector {
+            spec["namespaceSelector"] = json!({"matchLabels": {SELECT_LABEL: "yes"}});
+        }
+        spec
+    }
+
+    /// The second CredstashSync's spec: the same table, its namespace only.
+    fn second_spec(&self) -> serde_json::Value {
+        let others: Vec<&str> = NAMESPACES
+            .iter()
+            .copied()
+            .filter(|ns| *ns != SECOND_NAMESPACE)
+            .collect();
+        json!({
+            "table": TABLE,
+            "dryRun": false,
+            "prune": self.world.second.prune,
+            "excludedNamespaces": others,
             "waitTime": "1s",
             "minResyncInterval": "1s",
             "syncTimeout": "30s",
         })
     }
 
+    async fn apply_second_css(&self) {
+        self.apply_spec(SECOND_CSS, self.second_spec()).await;
+    }
+
     async fn apply_css(&self) {
+        self.apply_spec(&self.world.css.name, self.css_spec()).await;
+    }
+
+    async fn apply_spec(&self, name: &str, spec: serde_json::Value) {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
-        let name = &self.world.css.name;
-        let body = json!({"apiVersion": "kubestash.io/v1alpha1", "kind": "CredstashSync", "metadata": {"name": name}, "spec": self.css_spec()});
+        let body = json!({"apiVersion": "kubestash.io/v1alpha1", "kind": "CredstashSync", "metadata": {"name": name}, "spec": spec});
         let (params, body) = (
             PatchParams::apply("chaos-driver").force(),
             Patch::Apply(&body),
@@ -810,9 +893,11 @@ impl<'a> Harness<'a> {
         // The operator has acted on the latest spec (as `kubectl wait` on
         // observedGeneration would tell a user): a reconcile that began
         // with the previous spec may still write until then.
-        if self.world.css.exists {
-            if let Err(problem) = self.wait_spec_observed(settings).await {
-                problems.push(problem);
+        for css in [&self.world.css, &self.world.second] {
+            if css.exists {
+                if let Err(problem) = self.wait_spec_observed(&css.name, settings).await {
+                    problems.push(problem);
+                }
             }
         }
         // 1, 2: the Secrets converge to the model (through the faults of a
@@ -909,7 +994,12 @@ impl<'a> Harness<'a> {
             self.model.pin(&self.world, &seen);
             let now = Instant::now();
             self.timeline.checked(now);
-            self.freeze_absent_namespaces(now);
+            self.freeze_unwritten_namespaces(now);
+            self.world.foreign.retain(|secret| {
+                seen.get(secret).is_none_or(|o| {
+                    o.labels.get(MANAGED_BY_LABEL).map(String::as_str) != Some("kubestash")
+                })
+            });
             self.period_start = now;
             Ok(())
         } else {
@@ -975,33 +1065,38 @@ impl<'a> Harness<'a> {
 
     /// Namespaces that are absent or terminating at a passed check: the
     /// operator has seen them go, and writes nothing there any more.
-    fn freeze_absent_namespaces(&mut self, now: Instant) {
+    /// At a passed check: the operator has seen every namespace it must
+    /// not write to (gone, unlabelled) and writes nothing there any more.
+    fn freeze_unwritten_namespaces(&mut self, now: Instant) {
         for ns in NAMESPACES {
-            if self.world.namespaces.get(ns) != Some(&Phase::Active) {
+            if !self.world.writable(ns) && !self.world.prunes_unselected(ns) {
                 self.frozen_since.entry(ns.to_string()).or_insert(now);
             }
         }
     }
 
-    /// After a spec change was observed at `now`: namespaces the spec
-    /// stops the operator from writing to are frozen from now on.
-    fn spec_observed(&mut self, now: Instant) {
+    /// After the operator observed a spec (or a deletion) at `now`, or a
+    /// namespace changed: namespaces it must not write to are frozen from
+    /// then on, the others thawed. (Gone and unlabelled namespaces freeze at
+    /// the next passed check: no generation tells when they were seen.)
+    fn scope_changed(&mut self, now: Instant) {
         for ns in NAMESPACES {
-            let active = self.world.namespaces.get(ns) == Some(&Phase::Active);
-            if active && self.world.writable(ns) {
+            if self.world.writable(ns) || self.world.prunes_unselected(ns) {
                 self.frozen_since.remove(ns);
-            } else if active {
+            } else if self.world.namespaces.get(ns) == Some(&Phase::Active)
+                && self.world.selected(ns)
+            {
                 self.frozen_since.entry(ns.to_string()).or_insert(now);
             }
         }
     }
 
     /// Waits, as a user's `kubectl wait` would, until the operator has
-    /// observed the spec just applied; from then on it must not write where
-    /// the spec forbids.
-    async fn await_spec(&mut self, settings: &Settings) -> Result<(), String> {
-        self.wait_spec_observed(settings).await?;
-        self.spec_observed(Instant::now());
+    /// observed the spec just applied to `name`; from then on it must not
+    /// write where the spec forbids.
+    async fn await_spec(&mut self, name: &str, settings: &Settings) -> Result<(), String> {
+        self.wait_spec_observed(name, settings).await?;
+        self.observed_at = Some(Instant::now());
         Ok(())
     }
 
@@ -1018,9 +1113,8 @@ impl<'a> Harness<'a> {
         self.proxy.inject(&AwsFault::Throttle(storm.aws_throttles));
     }
 
-    async fn wait_spec_observed(&self, settings: &Settings) -> Result<(), String> {
+    async fn wait_spec_observed(&self, name: &str, settings: &Settings) -> Result<(), String> {
         let api: Api<DynamicObject> = Api::all_with(self.client.clone(), &css_resource());
-        let name = &self.world.css.name;
         let deadline = Instant::now() + settings.converge;
         loop {
             let css = api.get(name).await.ok();

@@ -170,11 +170,20 @@ impl Expectations {
     fn refresh(&mut self, world: &World, at: Instant) {
         let desired = world.desired();
         for secret in universe() {
-            if !world.writable(&secret.0) || world.non_opaque.contains_key(&secret) {
+            if world.non_opaque.contains_key(&secret) {
+                continue;
+            }
+            if world.prunes_unselected(&secret.0) {
+                for (_, track) in self.keys.range_mut(secret_range(&secret)) {
+                    track.allow(None, at);
+                }
+                continue;
+            }
+            if !world.writes_secret(&secret) {
                 continue;
             }
             let wanted = desired.get(&secret);
-            let prunes = world.css.prune && !world.failed_in(&secret);
+            let prunes = world.prune_in(&secret.0) && !world.failed_in(&secret);
             for ((_, key), track) in self.keys.range_mut(secret_range(&secret)) {
                 let seen: Vec<String> = track.seen_values().cloned().collect();
                 for value in seen {
@@ -244,7 +253,7 @@ impl Expectations {
                 out.push(mismatch(&secret, None, seen.type_.clone(), "type Opaque"));
             }
             let wanted = desired.get(&secret);
-            if world.writable(&secret.0) {
+            if world.writes_secret(&secret) {
                 out.extend(ownership(world, &secret, seen, wanted));
                 out.extend(metadata(world, &secret, seen));
             }
@@ -297,11 +306,14 @@ impl Expectations {
             return BTreeSet::from([Some(v.clone())]);
         }
         let id = (secret.clone(), key.to_owned());
-        let writable = world.writable(&secret.0);
+        let writable = world.writes_secret(secret);
+        let taken = self.hand_taken.get(&id).cloned();
+        if world.prunes_unselected(&secret.0) {
+            return BTreeSet::from([None, taken]);
+        }
         match desired {
             Some(Desired::Value(v)) if writable => BTreeSet::from([Some(v.clone())]),
-            None if writable && world.css.prune && !world.failed_in(secret) => {
-                let taken = self.hand_taken.get(&id).cloned();
+            None if writable && world.prune_in(&secret.0) && !world.failed_in(secret) => {
                 BTreeSet::from([None, taken])
             }
             _ => self
@@ -360,7 +372,8 @@ fn ownership(
     seen: Option<&Observed>,
     wanted: Option<&BTreeMap<String, Desired>>,
 ) -> Vec<Mismatch> {
-    let ours = manager(&world.css.name);
+    let css = world.css_for(&secret.0);
+    let ours = manager(&css.name);
     let none = BTreeSet::new();
     let owned = seen.and_then(|s| s.owners.get(&ours)).unwrap_or(&none);
     let mut out = Vec::new();
@@ -402,7 +415,8 @@ fn metadata(world: &World, secret: &SecretId, seen: Option<&Observed>) -> Vec<Mi
     let Some(seen) = seen else {
         return Vec::new();
     };
-    let ours = manager(&world.css.name);
+    let css = world.css_for(&secret.0);
+    let ours = manager(&css.name);
     if seen.owners.get(&ours).is_none_or(BTreeSet::is_empty) {
         return Vec::new();
     }
@@ -422,8 +436,8 @@ fn metadata(world: &World, secret: &SecretId, seen: Option<&Observed>) -> Vec<Mi
             .collect()
     };
     for (what, seen, spec) in [
-        ("labels", &seen.labels, &world.css.labels),
-        ("annotations", &seen.annotations, &world.css.annotations),
+        ("labels", &seen.labels, &css.labels),
+        ("annotations", &seen.annotations, &css.annotations),
     ] {
         if ours(seen) != *spec {
             out.push(mismatch(
@@ -451,7 +465,7 @@ fn describe(accepted: &BTreeSet<Option<String>>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::chaos::model::MANAGED_BY_LABEL;
+    use crate::chaos::model::{MANAGED_BY_LABEL, SECOND_CSS, SECOND_NAMESPACE};
     use crate::chaos::ops::TableOp;
 
     fn put(name: &str, value: &str) -> Op {
@@ -909,5 +923,75 @@ mod tests {
             world.table.is_empty(),
             "the only version gone: the name is gone"
         );
+    }
+
+    #[test]
+    fn unselected_namespaces_freeze_or_lose_the_keys_with_prune_and_foreign_secrets_wait_for_adoption(
+    ) {
+        let (mut world, mut model) = run(&[put("ns-a/app/user", "1")]);
+        let app = sid("ns-a", "app");
+        let seen = |pairs: &[(&str, &str)]| BTreeMap::from([(app.clone(), observed(pairs))]);
+        model.pin(&world, &seen(&[("USER", "1")]));
+        step(&mut world, &mut model, &Op::SetSelector(true));
+        step(&mut world, &mut model, &put("ns-a/app/user", "2"));
+        assert!(
+            model.check(&world, &seen(&[("USER", "1")])).is_empty(),
+            "frozen"
+        );
+        assert_eq!(model.check(&world, &seen(&[("USER", "2")])).len(), 1);
+        step(&mut world, &mut model, &Op::SetPrune(true));
+        assert!(model.check(&world, &BTreeMap::new()).is_empty(), "pruned");
+        assert_eq!(model.check(&world, &seen(&[("USER", "1")])).len(), 1);
+        let label = Op::LabelNamespace {
+            namespace: "ns-a".into(),
+            selected: true,
+        };
+        step(&mut world, &mut model, &label);
+        assert!(
+            model.check(&world, &seen(&[("USER", "2")])).is_empty(),
+            "selected again"
+        );
+
+        let (mut world, mut model) = run(&[Op::SetAdopt(false)]);
+        world.foreign.insert(app.clone());
+        step(&mut world, &mut model, &put("ns-a/app/user", "1"));
+        let mut foreign = observed(&[]);
+        foreign.owners.clear();
+        foreign.labels.clear();
+        let untouched = BTreeMap::from([(app.clone(), foreign)]);
+        assert!(model.check(&world, &untouched).is_empty(), "left alone");
+        step(&mut world, &mut model, &Op::SetAdopt(true));
+        assert_eq!(
+            model.check(&world, &untouched).len(),
+            2,
+            "adopted: the value, owned"
+        );
+    }
+
+    #[test]
+    fn the_second_credstashsync_alone_writes_its_namespace() {
+        let (mut world, mut model) = run(&[
+            Op::CreateNamespace(SECOND_NAMESPACE.into()),
+            put("ns-e/app/user", "1"),
+        ]);
+        let app = sid(SECOND_NAMESPACE, "app");
+        assert!(
+            model.check(&world, &BTreeMap::new()).is_empty(),
+            "nobody writes it"
+        );
+        assert_eq!(world.key_counts().excluded, 1, "the first one excludes it");
+        step(&mut world, &mut model, &Op::SetSecondCss(true));
+        let mut seen = observed(&[("USER", "1")]);
+        assert_eq!(
+            model
+                .check(&world, &BTreeMap::from([(app.clone(), seen.clone())]))
+                .len(),
+            2,
+            "owned by the first one's manager, not the second's"
+        );
+        seen.owners = BTreeMap::from([(manager(SECOND_CSS), BTreeSet::from(["USER".into()]))]);
+        assert!(model
+            .check(&world, &BTreeMap::from([(app, seen)]))
+            .is_empty());
     }
 }

@@ -7,7 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::ops::{Op, SecretId, TableOp};
 
 /// The namespaces a schedule uses; the first two exist from the start.
-pub const NAMESPACES: [&str; 4] = ["ns-a", "ns-b", "ns-c", "ns-d"];
+pub const NAMESPACES: [&str; 5] = ["ns-a", "ns-b", "ns-c", "ns-d", SECOND_NAMESPACE];
+/// The namespace of the second CredstashSync on the same table (the first
+/// always excludes it; the second excludes every other).
+pub const SECOND_NAMESPACE: &str = "ns-e";
+/// The second CredstashSync's name.
+pub const SECOND_CSS: &str = "chaos-second";
+/// The namespace label `spec.namespaceSelector` matches (`yes`).
+pub const SELECT_LABEL: &str = "chaos.example/sync";
 /// The Secret names the table writes to; the last one also gets non-Opaque Secrets.
 pub const SECRETS: [&str; 3] = ["app", "db", "svc"];
 /// The Secret name that may exist as a non-Opaque Secret.
@@ -48,6 +55,27 @@ pub struct Css {
     /// `spec.secretMetadata`.
     pub labels: BTreeMap<String, String>,
     pub annotations: BTreeMap<String, String>,
+    /// `spec.namespaceSelector` selects namespaces labelled [`SELECT_LABEL`].
+    pub selector: bool,
+    /// `spec.adoptExisting`.
+    pub adopt: bool,
+}
+
+impl Css {
+    /// A CredstashSync as created: writing, not pruning, every namespace.
+    pub fn new(name: &str, exists: bool) -> Css {
+        Css {
+            name: name.to_owned(),
+            exists,
+            excluded: BTreeSet::new(),
+            prune: false,
+            dry_run: false,
+            labels: BTreeMap::new(),
+            annotations: BTreeMap::new(),
+            selector: false,
+            adopt: true,
+        }
+    }
 }
 
 /// What a key of a Secret should be, by the table alone.
@@ -62,6 +90,13 @@ pub enum Desired {
 /// Everything the schedule has done, as the user sees it.
 #[derive(Debug, Clone)]
 pub struct World {
+    /// The second CredstashSync, on [`SECOND_NAMESPACE`] alone.
+    pub second: Css,
+    /// Namespaces labelled [`SELECT_LABEL`]`=yes`.
+    pub labelled: BTreeSet<String>,
+    /// Secrets created by hand that never carried the operator's label:
+    /// with `adoptExisting: false` the operator leaves them alone.
+    pub foreign: BTreeSet<SecretId>,
     /// The latest version of every name.
     pub table: BTreeMap<String, Latest>,
     /// Every version of every name, oldest first (for rollbacks).
@@ -132,15 +167,10 @@ impl World {
                 .iter()
                 .map(|ns| (ns.to_string(), Phase::Active))
                 .collect(),
-            css: Css {
-                name: css_name.to_owned(),
-                exists: true,
-                excluded: BTreeSet::new(),
-                prune: false,
-                dry_run: false,
-                labels: BTreeMap::new(),
-                annotations: BTreeMap::new(),
-            },
+            css: Css::new(css_name, true),
+            second: Css::new(SECOND_CSS, false),
+            labelled: BTreeSet::new(),
+            foreign: BTreeSet::new(),
             non_opaque: BTreeMap::new(),
             hand: BTreeMap::new(),
             svc_named: BTreeSet::new(),
@@ -172,6 +202,8 @@ impl World {
             Op::DeleteNamespace { namespace, held } => {
                 self.non_opaque.retain(|(ns, _), _| ns != namespace);
                 self.hand.retain(|(ns, _), _| ns != namespace);
+                self.foreign.retain(|(ns, _)| ns != namespace);
+                self.labelled.remove(namespace);
                 self.svc_named.remove(namespace);
                 if *held {
                     self.namespaces
@@ -191,6 +223,7 @@ impl World {
             }
             Op::DeleteSecret(secret) => {
                 self.hand.remove(secret);
+                self.foreign.remove(secret);
             }
             Op::CreateNonOpaque { secret, key, value } => {
                 self.non_opaque.insert(
@@ -206,6 +239,23 @@ impl World {
                 self.css.exists = true;
             }
             Op::DeleteCss => self.css.exists = false,
+            Op::SetSecondCss(exists) => self.second.exists = *exists,
+            Op::LabelNamespace {
+                namespace,
+                selected,
+            } => {
+                if *selected {
+                    self.labelled.insert(namespace.clone());
+                } else {
+                    self.labelled.remove(namespace);
+                }
+            }
+            Op::SetSelector(on) => self.css.selector = *on,
+            Op::SetAdopt(on) => self.css.adopt = *on,
+            Op::RecreateTable => {
+                self.table.clear();
+                self.versions.clear();
+            }
             Op::SetMetadata {
                 labels,
                 annotations,
@@ -239,17 +289,63 @@ impl World {
         };
     }
 
-    /// Whether the namespace is excluded (by the list or as the operator's own).
+    /// The CredstashSync responsible for `ns`.
+    pub fn css_for(&self, ns: &str) -> &Css {
+        if ns == SECOND_NAMESPACE {
+            &self.second
+        } else {
+            &self.css
+        }
+    }
+
+    /// Whether the first CredstashSync excludes the namespace (by its list,
+    /// as the operator's own, or as the second one's).
     pub fn excluded(&self, ns: &str) -> bool {
-        ns == OPERATOR_NAMESPACE || self.css.excluded.contains(ns)
+        ns == OPERATOR_NAMESPACE || ns == SECOND_NAMESPACE || self.css.excluded.contains(ns)
+    }
+
+    fn active(&self, ns: &str) -> bool {
+        self.namespaces.get(ns) == Some(&Phase::Active)
+    }
+
+    /// Whether the namespace is chosen by its CredstashSync's selector.
+    pub fn selected(&self, ns: &str) -> bool {
+        !self.css_for(ns).selector || self.labelled.contains(ns)
+    }
+
+    /// Whether a CredstashSync writes `ns` at all now (not deleted, not dry
+    /// run, not excluded, the namespace active).
+    fn in_scope(&self, ns: &str) -> bool {
+        let css = self.css_for(ns);
+        let excluded = if ns == SECOND_NAMESPACE {
+            false
+        } else {
+            self.excluded(ns)
+        };
+        css.exists && !css.dry_run && !excluded && self.active(ns)
     }
 
     /// Whether the operator may write Secrets in `ns` now.
     pub fn writable(&self, ns: &str) -> bool {
-        self.css.exists
-            && self.namespaces.get(ns) == Some(&Phase::Active)
-            && !self.excluded(ns)
-            && !self.css.dry_run
+        self.in_scope(ns) && self.selected(ns)
+    }
+
+    /// A namespace that stopped matching the selector, whose keys the
+    /// operator removes because its CredstashSync prunes.
+    pub fn prunes_unselected(&self, ns: &str) -> bool {
+        self.in_scope(ns) && !self.selected(ns) && self.css_for(ns).prune
+    }
+
+    /// Whether the operator writes this Secret now (a foreign one only when
+    /// it may adopt it).
+    pub fn writes_secret(&self, secret: &SecretId) -> bool {
+        self.writable(&secret.0)
+            && !(self.foreign.contains(secret) && !self.css_for(&secret.0).adopt)
+    }
+
+    /// `spec.prune` of the CredstashSync responsible for `ns`.
+    pub fn prune_in(&self, ns: &str) -> bool {
+        self.css_for(ns).prune
     }
 
     /// Every key the table asks for, by Secret (namespace existence and
@@ -293,7 +389,8 @@ impl World {
             let Some((secret, key)) = key_of(name) else {
                 continue;
             };
-            if self.excluded(&secret.0) {
+            let unselected = self.active(&secret.0) && !self.selected(&secret.0);
+            if self.excluded(&secret.0) || unselected {
                 counts.excluded += 1;
             } else if self.namespaces.get(&secret.0) != Some(&Phase::Active) {
                 counts.waiting += 1;

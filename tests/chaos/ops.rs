@@ -66,6 +66,22 @@ pub enum Op {
     DeleteCss,
     /// Create the CredstashSync again, under a new name.
     CreateCss,
+    /// Create (`true`) or delete the second CredstashSync on the same table,
+    /// which writes [`super::model::SECOND_NAMESPACE`] alone.
+    SetSecondCss(bool),
+    /// Label a namespace for the selector (`selected`), or remove the label.
+    LabelNamespace {
+        namespace: String,
+        selected: bool,
+    },
+    /// `spec.namespaceSelector` on (namespaces with the label) or off.
+    SetSelector(bool),
+    /// `spec.adoptExisting`.
+    SetAdopt(bool),
+    /// Delete the table and create it again, empty, with a new stream.
+    RecreateTable,
+    /// Disable the table's stream and enable a new one (a new ARN).
+    ReplaceStream,
     /// Set `spec.secretMetadata`.
     SetMetadata {
         labels: BTreeMap<String, String>,
@@ -213,6 +229,10 @@ impl Op {
                 "credstashsync"
             }
             Op::DeleteCss | Op::CreateCss => "credstashsync-lifecycle",
+            Op::SetSecondCss(_) => "second-credstashsync",
+            Op::LabelNamespace { .. } | Op::SetSelector(_) => "namespace-selector",
+            Op::SetAdopt(_) => "adopt-existing",
+            Op::RecreateTable | Op::ReplaceStream => "table-lifecycle",
             Op::SetMetadata { .. } => "secret-metadata",
             Op::Restart { .. } => "restart",
             Op::ApiFault { .. } | Op::ApiDelay { .. } | Op::Compact | Op::DropWatches => {
@@ -276,6 +296,20 @@ impl fmt::Display for Op {
             Op::Resync => write!(f, "css: request a resync"),
             Op::Rename => write!(f, "css: delete and re-create under a new name"),
             Op::DeleteCss => write!(f, "css: delete (not re-created)"),
+            Op::SetSecondCss(true) => write!(f, "css: create the second CredstashSync"),
+            Op::SetSecondCss(false) => write!(f, "css: delete the second CredstashSync"),
+            Op::LabelNamespace {
+                namespace,
+                selected,
+            } => write!(
+                f,
+                "{} namespace {namespace}",
+                if *selected { "label" } else { "unlabel" }
+            ),
+            Op::SetSelector(on) => write!(f, "css: namespaceSelector {}", if *on { "on" } else { "off" }),
+            Op::SetAdopt(on) => write!(f, "css: adoptExisting={on}"),
+            Op::RecreateTable => write!(f, "table: delete it and create it again, empty"),
+            Op::ReplaceStream => write!(f, "table: replace its stream (new ARN)"),
             Op::CreateCss => write!(f, "css: create again under a new name"),
             Op::SetMetadata {
                 labels,

@@ -11,7 +11,7 @@ use super::ops::{AwsFault, Op, Storm, TableOp};
 use super::rng::Rng;
 
 /// Every operation family; `CHAOS_FEATURES` picks among them.
-pub const ALL_FEATURES: [&str; 27] = [
+pub const ALL_FEATURES: [&str; 31] = [
     "table",
     "conflict",
     "tamper",
@@ -39,6 +39,10 @@ pub const ALL_FEATURES: [&str; 27] = [
     "watch-drops",
     "delete-css",
     "metadata",
+    "second-css",
+    "selector",
+    "adopt",
+    "table-lifecycle",
 ];
 
 /// Names the operator must count as invalid, never map (DESIGN.md, the
@@ -173,7 +177,7 @@ impl Scheduler {
                 }),
                 "api" => self.api(),
                 "aws" if self.on("aws-faults") => Some(Op::Aws(self.aws())),
-                "resync" if self.on("resync") => Some(Op::Resync),
+                "resync" if self.on("resync") && world.css.exists => Some(Op::Resync),
                 _ => None,
             };
             if let Some(op) = op {
@@ -258,6 +262,15 @@ impl Scheduler {
             return None;
         }
         let ns = self.rng.pick(&NAMESPACES).to_string();
+        if self.on("selector")
+            && world.namespaces.get(&ns) == Some(&Phase::Active)
+            && self.rng.chance(30)
+        {
+            return Some(Op::LabelNamespace {
+                selected: !world.labelled.contains(&ns),
+                namespace: ns,
+            });
+        }
         match world.namespaces.get(&ns) {
             None => Some(Op::CreateNamespace(ns)),
             Some(Phase::Terminating) => Some(Op::ReleaseNamespace(ns)),
@@ -340,8 +353,16 @@ impl Scheduler {
         if !world.css.exists {
             return Some(Op::CreateCss);
         }
-        match self.rng.below(6) {
+        match self.rng.below(11) {
             4 if self.on("delete-css") => Some(Op::DeleteCss),
+            6 if self.on("second-css") => Some(Op::SetSecondCss(!world.second.exists)),
+            7 if self.on("selector") => Some(Op::SetSelector(!world.css.selector)),
+            8 if self.on("adopt") => Some(Op::SetAdopt(!world.css.adopt && self.rng.chance(70))),
+            9 if self.on("table-lifecycle") => Some(if self.rng.chance(70) {
+                Op::ReplaceStream
+            } else {
+                Op::RecreateTable
+            }),
             5 if self.on("metadata") => {
                 let mut pick = |prefix: &str| -> BTreeMap<String, String> {
                     let mut out = BTreeMap::new();
