@@ -26,6 +26,7 @@ mod chaos {
     pub mod model;
     pub mod ops;
     pub mod rng;
+    pub mod rollout;
     pub mod sampler;
     pub mod schedule;
     pub mod writers;

@@ -339,8 +339,8 @@ impl World {
     /// Whether the operator writes this Secret now (a foreign one only when
     /// it may adopt it).
     pub fn writes_secret(&self, secret: &SecretId) -> bool {
-        self.writable(&secret.0)
-            && !(self.foreign.contains(secret) && !self.css_for(&secret.0).adopt)
+        let adoptable = self.css_for(&secret.0).adopt || !self.foreign.contains(secret);
+        adoptable && self.writable(&secret.0)
     }
 
     /// `spec.prune` of the CredstashSync responsible for `ns`.
