@@ -67,6 +67,7 @@ lines = [
     "| convergence time (end of a schedule burst to Secrets = model) | p50 %.2f s, p99 %.2f s, max %.2f s (%d periods) |" % (c["p50"], c["p99"], c["max"], c["count"]),
     "| broken seeds | %s |" % ("none" if not failed else "; ".join("seed %d after %d ops: %d (replay: %s)" % (f["seed"], f["ops"], len(f["violations"]), f["replay"]) for f in failed)),
     "| operation families | %s |" % ", ".join(s["features"]),
+    "| required kinds (each at least once) | %s%s |" % (", ".join("%s %d" % kv for kv in sorted(s["required_kinds"].items())), "; never: " + ", ".join(s["unexercised_kinds"]) if s["unexercised_kinds"] else ""),
     "",
 ]
 # The generated summary ends at a marker; what follows it in the section

@@ -35,6 +35,7 @@ mod chaos {
 use std::time::{Duration, Instant};
 
 use chaos::driver::{run_seed, Outcome, Settings};
+use chaos::ops::REQUIRED_KINDS;
 use chaos::schedule::features_from_env;
 
 fn env_number(var: &str, default: u64) -> u64 {
@@ -133,6 +134,7 @@ fn summary_line(o: &Outcome) -> String {
 fn secrets_converge_to_the_table_under_random_schedules() {
     let ops = env_number("CHAOS_OPS", 30) as usize;
     let mut failures = Vec::new();
+    let mut outcomes = Vec::new();
     for (seed, replicas) in seeds() {
         let outcome = run_seed(&settings(seed, ops, replicas));
         eprintln!("{}", summary_line(&outcome));
@@ -140,8 +142,28 @@ fn secrets_converge_to_the_table_under_random_schedules() {
             eprintln!("{}", outcome.report());
             failures.push(outcome.report());
         }
+        outcomes.push(outcome);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let missing = unexercised(&outcomes);
+    assert!(
+        missing.is_empty() || std::env::var("CHAOS_SEED").is_ok(),
+        "the run never exercised {missing:?} (each enabled kind must run at least once: more CHAOS_OPS)"
+    );
+}
+
+/// Required kinds of operation (enabled ones) that no seed ran.
+fn unexercised(outcomes: &[Outcome]) -> Vec<&'static str> {
+    let features = features_from_env();
+    let multi_replica = outcomes.iter().any(|o| o.replicas > 1);
+    REQUIRED_KINDS
+        .iter()
+        .filter(|(kind, feature)| {
+            features.contains(*feature) && (*kind != "lease-fault" || multi_replica)
+        })
+        .filter(|(kind, _)| outcomes.iter().all(|o| !o.by_kind.contains_key(kind)))
+        .map(|(kind, _)| *kind)
+        .collect()
 }
 
 /// Seeds one after another for `CHAOS_MINUTES`; writes a JSON summary.
@@ -177,6 +199,8 @@ fn soak() {
         .map(Outcome::report)
         .collect();
     assert!(broken.is_empty(), "{}", broken.join("\n"));
+    let missing = unexercised(&outcomes);
+    assert!(missing.is_empty(), "the soak never exercised {missing:?}");
 }
 
 fn soak_summary(outcomes: &[Outcome], elapsed: Duration) -> serde_json::Value {
@@ -191,6 +215,12 @@ fn soak_summary(outcomes: &[Outcome], elapsed: Duration) -> serde_json::Value {
             .map_or(0.0, Duration::as_secs_f64)
     };
     let mut families = std::collections::BTreeMap::new();
+    let mut kinds = std::collections::BTreeMap::new();
+    for o in outcomes {
+        for (kind, n) in &o.by_kind {
+            *kinds.entry(*kind).or_insert(0) += n;
+        }
+    }
     let mut faults = std::collections::BTreeMap::new();
     let mut invariants = std::collections::BTreeMap::new();
     for o in outcomes {
@@ -209,6 +239,8 @@ fn soak_summary(outcomes: &[Outcome], elapsed: Duration) -> serde_json::Value {
         "seeds": outcomes.iter().map(|o| serde_json::json!({"seed": o.seed, "replicas": o.replicas, "passed": o.violations.is_empty()})).collect::<Vec<_>>(),
         "operations": outcomes.iter().map(|o| o.ops_run).sum::<usize>(),
         "operations_by_family": families,
+        "required_kinds": kinds,
+        "unexercised_kinds": unexercised(outcomes),
         "faults_injected": outcomes.iter().map(|o| o.faults_injected).sum::<usize>(),
         "aws_faults_served": outcomes.iter().map(|o| o.aws_faults_served).sum::<u64>(),
         "faults_by_kind": faults,

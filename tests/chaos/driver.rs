@@ -71,6 +71,8 @@ pub struct Outcome {
     pub replicas: usize,
     pub ops_run: usize,
     pub by_family: BTreeMap<&'static str, usize>,
+    /// Operations of each required kind ([`super::ops::REQUIRED_KINDS`]).
+    pub by_kind: BTreeMap<&'static str, usize>,
     pub faults_injected: usize,
     pub aws_faults_served: u64,
     pub aws_requests: u64,
@@ -284,6 +286,9 @@ impl<'a> Harness<'a> {
             self.outcome.ops_run += 1;
             *self.outcome.by_family.entry(op.family()).or_default() += 1;
             self.outcome.faults_injected += usize::from(op.is_fault());
+        }
+        for kind in op.kinds() {
+            *self.outcome.by_kind.entry(kind).or_default() += 1;
         }
         if let Some(kind) = op.fault_kind() {
             *self.outcome.faults_by_kind.entry(kind).or_default() += 1;

@@ -994,4 +994,12 @@ mod tests {
             .check(&world, &BTreeMap::from([(app, seen)]))
             .is_empty());
     }
+
+    #[test]
+    fn the_invalid_names_of_the_schedule_are_invalid_by_the_mapping() {
+        for name in crate::chaos::ops::INVALID_NAMES {
+            assert!(crate::chaos::model::is_invalid(name), "{name}");
+        }
+        assert!(!crate::chaos::model::is_invalid("ns-a/app/db.url"));
+    }
 }

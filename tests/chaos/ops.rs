@@ -144,7 +144,49 @@ pub enum TableOp {
     Rollback { name: String },
 }
 
+/// Names the operator must count as invalid, never map (DESIGN.md, the
+/// mapping: a DNS label, a DNS subdomain, `[-._a-zA-Z0-9]+`).
+pub const INVALID_NAMES: [&str; 4] = [
+    "ns-a/app/bad key",
+    "ns-b/App/user",
+    "NS-C/app/user",
+    "ns-a/app/x+y",
+];
+
+/// Kinds of operation a run must exercise at least once each, with the
+/// feature (`CHAOS_FEATURES`) that enables them.
+pub const REQUIRED_KINDS: [(&str, &str); 14] = [
+    ("rollback", "rollback"),
+    ("invalid-name", "invalid-names"),
+    ("odd-value", "odd-values"),
+    ("second-css", "second-css"),
+    ("delete-css", "delete-css"),
+    ("label-namespace", "selector"),
+    ("selector", "selector"),
+    ("metadata", "metadata"),
+    ("adopt", "adopt"),
+    ("recreate-table", "table-lifecycle"),
+    ("replace-stream", "table-lifecycle"),
+    ("watch-drop", "watch-drops"),
+    ("lease-fault", "leader"),
+    ("storm", "storm"),
+];
+
 impl TableOp {
+    /// The required kind this write is, if any.
+    pub fn kind(&self) -> Option<&'static str> {
+        match self {
+            TableOp::Rollback { .. } => Some("rollback"),
+            TableOp::Put { name, .. } if INVALID_NAMES.contains(&name.as_str()) => {
+                Some("invalid-name")
+            }
+            TableOp::Put { value, .. } | TableOp::WrongContext { value, .. } if is_odd(value) => {
+                Some("odd-value")
+            }
+            _ => None,
+        }
+    }
+
     /// The credstash name written.
     pub fn name(&self) -> &str {
         match self {
@@ -183,6 +225,27 @@ impl Op {
                 | Op::Aws(_)
                 | Op::Restart { .. }
         )
+    }
+
+    /// The kinds of operation every run must exercise (see
+    /// [`REQUIRED_KINDS`]) that this one is.
+    pub fn kinds(&self) -> Vec<&'static str> {
+        let kind = match self {
+            Op::Table(writes) => return writes.iter().filter_map(TableOp::kind).collect(),
+            Op::SetSecondCss(_) => "second-css",
+            Op::DeleteCss => "delete-css",
+            Op::LabelNamespace { .. } => "label-namespace",
+            Op::SetSelector(_) => "selector",
+            Op::SetMetadata { .. } => "metadata",
+            Op::SetAdopt(_) => "adopt",
+            Op::RecreateTable => "recreate-table",
+            Op::ReplaceStream => "replace-stream",
+            Op::DropWatches => "watch-drop",
+            Op::ApiFault { resource, .. } if resource == "leases" => "lease-fault",
+            Op::StormCheck(_) => "storm",
+            _ => return Vec::new(),
+        };
+        vec![kind]
     }
 
     /// Whether this is a check (a step, not an operation).
@@ -362,4 +425,9 @@ pub fn short(value: &str) -> String {
     } else {
         escaped
     }
+}
+
+/// A value that is large or holds control and multi-byte characters.
+pub fn is_odd(value: &str) -> bool {
+    value.len() > 1024 || value.chars().any(|c| c.is_control() || !c.is_ascii())
 }

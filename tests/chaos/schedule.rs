@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::model::{
     key_of, normalise, Phase, World, METADATA_PREFIX, NAMESPACES, NON_OPAQUE_SECRET, SECRETS,
 };
-use super::ops::{AwsFault, Op, Storm, TableOp};
+use super::ops::{AwsFault, Op, Storm, TableOp, INVALID_NAMES, REQUIRED_KINDS};
 use super::rng::Rng;
 
 /// Every operation family; `CHAOS_FEATURES` picks among them.
@@ -44,15 +44,6 @@ pub const ALL_FEATURES: [&str; 32] = [
     "adopt",
     "table-lifecycle",
     "rollout",
-];
-
-/// Names the operator must count as invalid, never map (DESIGN.md, the
-/// mapping: a DNS label, a DNS subdomain, `[-._a-zA-Z0-9]+`).
-const INVALID_NAMES: [&str; 4] = [
-    "ns-a/app/bad key",
-    "ns-b/App/user",
-    "NS-C/app/user",
-    "ns-a/app/x+y",
 ];
 
 /// Key names the table uses; some pairs normalise onto one key.
@@ -100,6 +91,8 @@ pub struct Scheduler {
     replicas: usize,
     values: u64,
     until_check: u64,
+    /// Required kinds this seed has run (see [`Scheduler::unexercised`]).
+    exercised: BTreeSet<&'static str>,
 }
 
 impl Scheduler {
@@ -113,6 +106,7 @@ impl Scheduler {
             replicas,
             values: 0,
             until_check,
+            exercised: BTreeSet::new(),
         }
     }
 
@@ -141,11 +135,78 @@ impl Scheduler {
         }
     }
 
-    /// The next operation (a check after every few).
+    /// The next operation (a check after every few), now and then one of a
+    /// required kind the seed has not run yet, so that every run exercises
+    /// each of them.
     pub fn next(&mut self, world: &World) -> Op {
+        let op = self.pick(world);
+        self.exercised.extend(op.kinds());
+        op
+    }
+
+    /// An operation of a required kind not run yet, if one can run now.
+    fn unexercised(&mut self, world: &World) -> Option<Op> {
+        let missing: Vec<&str> = REQUIRED_KINDS
+            .iter()
+            .filter(|(kind, feature)| self.on(feature) && !self.exercised.contains(kind))
+            .map(|(kind, _)| *kind)
+            .collect();
+        let names: Vec<String> = world.table.keys().cloned().collect();
+        let active: Vec<String> = world
+            .namespaces
+            .iter()
+            .filter(|(_, p)| **p == Phase::Active)
+            .map(|(ns, _)| ns.clone())
+            .collect();
+        for kind in missing {
+            let op = match kind {
+                "rollback" if !names.is_empty() => Op::Table(vec![TableOp::Rollback {
+                    name: self.rng.pick(&names).clone(),
+                }]),
+                "invalid-name" => Op::Table(vec![TableOp::Put {
+                    name: self.rng.pick(&INVALID_NAMES).to_string(),
+                    value: self.value(),
+                }]),
+                "odd-value" => Op::Table(vec![TableOp::Put {
+                    name: self.new_name(),
+                    value: format!("{}\n\t\u{0} é ✓ {}", self.value(), self.rng.hex(4096)),
+                }]),
+                "second-css" => Op::SetSecondCss(!world.second.exists),
+                "delete-css" if world.css.exists => Op::DeleteCss,
+                "label-namespace" if !active.is_empty() => {
+                    let namespace = self.rng.pick(&active).clone();
+                    Op::LabelNamespace {
+                        selected: !world.labelled.contains(&namespace),
+                        namespace,
+                    }
+                }
+                "selector" if world.css.exists => Op::SetSelector(!world.css.selector),
+                "metadata" if world.css.exists => Op::SetMetadata {
+                    labels: BTreeMap::from([(format!("{METADATA_PREFIX}team"), "v0".into())]),
+                    annotations: BTreeMap::new(),
+                },
+                "adopt" if world.css.exists => Op::SetAdopt(!world.css.adopt),
+                "recreate-table" => Op::RecreateTable,
+                "replace-stream" => Op::ReplaceStream,
+                "watch-drop" => Op::DropWatches,
+                "lease-fault" if self.replicas > 1 => Op::ApiFault {
+                    verb: "patch".into(),
+                    resource: "leases".into(),
+                    count: 3,
+                    code: 500,
+                },
+                _ => continue,
+            };
+            return Some(op);
+        }
+        None
+    }
+
+    fn pick(&mut self, world: &World) -> Op {
         if self.until_check == 0 {
             self.until_check = self.rng.between(3, 8);
-            if self.on("storm") && self.rng.chance(25) {
+            let storm_missing = !self.exercised.contains("storm");
+            if self.on("storm") && (self.rng.chance(25) || storm_missing && self.rng.chance(50)) {
                 return Op::StormCheck(Storm {
                     patch_429s: self.rng.between(2, 8) as u32,
                     slow_list_ms: self.rng.between(500, 3000),
@@ -155,6 +216,11 @@ impl Scheduler {
             return Op::Check;
         }
         self.until_check -= 1;
+        if self.rng.chance(15) {
+            if let Some(op) = self.unexercised(world) {
+                return op;
+            }
+        }
         loop {
             let families: [(&str, u64); 8] = [
                 ("table", 45),
