@@ -87,7 +87,8 @@ pub enum Op {
         labels: BTreeMap<String, String>,
         annotations: BTreeMap<String, String>,
     },
-    /// Stop the operator (SIGKILL when `kill`, else SIGTERM) and start it again.
+    /// Stop the leader, or the only replica (SIGKILL when `kill`: a leader
+    /// kill; else SIGTERM: a hand-over), and start a new replica.
     Restart {
         kill: bool,
     },
@@ -384,8 +385,8 @@ impl fmt::Display for Op {
             Op::Restart { kill } => {
                 write!(
                     f,
-                    "restart the operator ({})",
-                    if *kill { "SIGKILL" } else { "SIGTERM" }
+                    "stop the leader ({}) and start a replica",
+                    if *kill { "SIGKILL: killed" } else { "SIGTERM: hand-over" }
                 )
             }
             Op::ApiFault {

@@ -28,6 +28,9 @@ impl Harness<'_> {
                 retry("delete the Secret", || api.delete(&secret.1, &params), true).await
             }
             Op::CreateNonOpaque { secret, key, value } => {
+                // Its key only: a change of the Secret after its creation
+                // is still judged.
+                self.timeline.license(secret.clone(), Some(key.clone()));
                 self.create_non_opaque(secret, key, value).await
             }
             Op::SetExcluded(_) | Op::SetDryRun(_) => {
