@@ -224,6 +224,7 @@ mod tests {
             before,
             after,
             managers: vec![],
+            resource_version: None,
         }
     }
 

@@ -178,6 +178,8 @@ struct Harness<'a> {
     rollout_writes: usize,
     /// The Secrets verified at the last passed check.
     verified: BTreeMap<SecretId, Observed>,
+    /// resourceVersions of the driver's own Secret writes.
+    driver_writes: std::collections::HashSet<String>,
 }
 
 /// Runs one seed to its end or its first broken invariant.
@@ -232,6 +234,7 @@ impl<'a> Harness<'a> {
             rollout: settings.features.contains("rollout").then(Rollout::default),
             rollout_writes: 0,
             verified: BTreeMap::new(),
+            driver_writes: Default::default(),
         };
         for ns in &NAMESPACES[..2] {
             env.create_namespace(ns).await;
@@ -311,6 +314,13 @@ impl<'a> Harness<'a> {
                 if let Err(problem) = Rollout::create(&self.client).await {
                     self.outcome.violations.push(problem);
                 }
+            }
+        }
+        // A namespace that stops matching the selector loses the
+        // operator's keys with prune, names in the table or not.
+        for secret in universe().filter(|(ns, _)| self.world.prunes_unselected(ns)) {
+            for key in self.model.keys_of(&secret) {
+                self.timeline.license(secret.clone(), Some(key));
             }
         }
         if let Some(at) = self.observed_at.take() {

@@ -196,6 +196,14 @@ impl Expectations {
         }
     }
 
+    /// The keys of `secret` the model follows (the operator's, not hand keys).
+    pub fn keys_of(&self, secret: &SecretId) -> Vec<String> {
+        self.keys
+            .range(secret_range(secret))
+            .map(|((_, key), _)| key.clone())
+            .collect()
+    }
+
     /// Whether a sampled write at `at` may put `value` (`None`: remove) in
     /// the key.
     pub fn allows_write(&self, id: &KeyId, value: &Option<String>, at: Instant) -> bool {

@@ -32,6 +32,8 @@ pub struct Sample {
     pub after: Option<Observed>,
     /// Field managers named in the written object's managedFields.
     pub managers: Vec<String>,
+    /// The written object's resourceVersion (`None`: a deletion).
+    pub resource_version: Option<String>,
 }
 
 /// Collects [`Sample`]s in the background.
@@ -204,12 +206,16 @@ fn sample_of(
         .flatten()
         .filter_map(|m| m["manager"].as_str().map(str::to_owned))
         .collect();
+    let resource_version = (kind != EventType::Deleted)
+        .then(|| meta["resourceVersion"].as_str().map(str::to_owned))
+        .flatten();
     Some(Sample {
         at: Instant::now(),
         secret,
         before,
         after,
         managers,
+        resource_version,
     })
 }
 

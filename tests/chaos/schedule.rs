@@ -158,6 +158,12 @@ impl Scheduler {
             .filter(|(_, p)| **p == Phase::Active)
             .map(|(ns, _)| ns.clone())
             .collect();
+        // In a random order: every kind gets its turn across seeds.
+        let mut missing = missing;
+        for i in (1..missing.len()).rev() {
+            let j = self.rng.below(i as u64 + 1) as usize;
+            missing.swap(i, j);
+        }
         for kind in missing {
             let op = match kind {
                 "rollback" if !names.is_empty() => Op::Table(vec![TableOp::Rollback {
@@ -216,7 +222,7 @@ impl Scheduler {
             return Op::Check;
         }
         self.until_check -= 1;
-        if self.rng.chance(15) {
+        if self.rng.chance(25) {
             if let Some(op) = self.unexercised(world) {
                 return op;
             }

@@ -283,11 +283,15 @@ impl Harness<'_> {
             ..Default::default()
         };
         let patch = Patch::Merge(&patch);
-        let patched = retry_opt("patch the Secret by hand", || {
+        let patched = retry_value("patch the Secret by hand", || {
             api.patch(&secret.1, &params, &patch)
         })
         .await?;
-        if patched || !create {
+        if let Some(written) = patched {
+            self.driver_wrote(&written);
+            return Ok(());
+        }
+        if !create {
             return Ok(());
         }
         let body: Secret = serde_json::from_value(
@@ -298,19 +302,31 @@ impl Harness<'_> {
             field_manager: Some(HAND_MANAGER.into()),
             ..Default::default()
         };
-        match retry_opt("create the Secret by hand", || api.create(&post, &body)).await {
-            Ok(_) => {
+        match retry_value("create the Secret by hand", || api.create(&post, &body)).await {
+            Ok(created) => {
+                created.iter().for_each(|c| self.driver_wrote(c));
                 // Not the operator's: with adoptExisting false it stays so.
                 self.world.foreign.insert(secret.clone());
                 Ok(())
             }
             // Created by the operator meanwhile: patch it after all.
-            Err(e) if e.ends_with("AlreadyExists") => retry_opt("patch the Secret by hand", || {
-                api.patch(&secret.1, &params, &patch)
-            })
-            .await
-            .map(|_| ()),
+            Err(e) if e.ends_with("AlreadyExists") => {
+                let patched = retry_value("patch the Secret by hand", || {
+                    api.patch(&secret.1, &params, &patch)
+                })
+                .await?;
+                patched.iter().for_each(|p| self.driver_wrote(p));
+                Ok(())
+            }
             Err(e) => Err(e),
+        }
+    }
+
+    /// Remembers a Secret write of the driver's own (by the resourceVersion
+    /// it answered), so that its sample is not taken for the operator's.
+    fn driver_wrote(&mut self, secret: &Secret) {
+        if let Some(version) = secret.metadata.resource_version.clone() {
+            self.driver_writes.insert(version);
         }
     }
 
@@ -327,12 +343,11 @@ impl Harness<'_> {
             field_manager: Some(HAND_MANAGER.into()),
             ..Default::default()
         };
-        retry(
-            "create the non-Opaque Secret",
-            || api.create(&post, &body),
-            false,
-        )
-        .await
+        let created = retry_value("create the non-Opaque Secret", || api.create(&post, &body))
+            .await?
+            .ok_or("driver: create the non-Opaque Secret: 404 Not Found")?;
+        self.driver_wrote(&created);
+        Ok(())
     }
 
     /// Deletes CredstashSync `name` and waits until it is gone (its
@@ -499,15 +514,24 @@ where
 }
 
 /// [`retry`] that reports a 404 as `Ok(false)`; AlreadyExists is an error.
-pub(super) async fn retry_opt<T, F, Fut>(what: &str, mut call: F) -> Result<bool, String>
+pub(super) async fn retry_opt<T, F, Fut>(what: &str, call: F) -> Result<bool, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, kube::Error>>,
+{
+    retry_value(what, call).await.map(|found| found.is_some())
+}
+
+/// [`retry_opt`] that keeps the answer (`None`: 404).
+pub(super) async fn retry_value<T, F, Fut>(what: &str, mut call: F) -> Result<Option<T>, String>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, kube::Error>>,
 {
     for _ in 0..20 {
         match call().await {
-            Ok(_) => return Ok(true),
-            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(false),
+            Ok(answer) => return Ok(Some(answer)),
+            Err(kube::Error::Api(s)) if s.code == 404 => return Ok(None),
             Err(kube::Error::Api(s)) if s.reason == "AlreadyExists" => {
                 return Err(format!("driver: {what}: AlreadyExists"))
             }
