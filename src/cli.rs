@@ -16,6 +16,9 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_TABLE_FAILED: u8 = 1;
 /// Exit code: some items failed; the good ones were still printed.
 pub const EXIT_ITEMS_FAILED: u8 = 2;
+/// Exit code of `run`: this replica lost the Lease and stopped writing; the
+/// kubelet starts it again and it campaigns afresh (expected, not a crash).
+pub const EXIT_LOST_LEASE: u8 = 3;
 
 /// Keeps Kubernetes Secrets in step with a credstash table.
 #[derive(Debug, Parser)]
@@ -289,6 +292,10 @@ async fn run_operator(args: RunArgs) -> u8 {
     let shutdown = crate::operator::shutdown_signal();
     match crate::operator::run(args.listen, settings, replica, shutdown).await {
         Ok(()) => EXIT_OK,
+        Err(err @ crate::operator::RunError::LostLease(_)) => {
+            tracing::warn!(error = %err, "kubestash stopped");
+            EXIT_LOST_LEASE
+        }
         Err(err) => {
             tracing::error!(error = %err, "kubestash stopped");
             EXIT_TABLE_FAILED

@@ -154,9 +154,10 @@ fn a_leader_that_cannot_renew_stops_before_its_lease_expires() {
         );
         let (status, _) = leader.wait_exit().await;
         let exited_at = chrono::Utc::now();
-        assert!(
-            !status.success(),
-            "losing the Lease is an error exit: {status}"
+        assert_eq!(
+            status.code(),
+            Some(i32::from(kubestash::cli::EXIT_LOST_LEASE)),
+            "losing the Lease exits with its own code, for the kubelet to restart: {status}"
         );
         let log = leader.log();
         assert!(log.contains("lost the Lease"), "{log}");

@@ -33,6 +33,7 @@ use super::schedule::{Scheduler, VALUE_MARK};
 use super::writers::Writers;
 use crate::cluster::{condition, css_resource, http_get, run_args, Env};
 use crate::support::{repo_root, venv};
+use kubestash::cli::EXIT_LOST_LEASE;
 
 /// How one seed runs.
 #[derive(Debug, Clone)]
@@ -294,6 +295,9 @@ impl<'a> Harness<'a> {
         if let Err(problem) = self.execute(&op, settings).await {
             self.outcome.violations.push(problem);
         }
+        if let Some(problem) = self.kubelet().await {
+            self.outcome.violations.push(problem);
+        }
         match &op {
             Op::Check | Op::StormCheck(_) => {}
             // Each write of a batch is a state the operator may have read.
@@ -412,11 +416,33 @@ impl<'a> Harness<'a> {
         }
     }
 
-    fn operator_exited(&mut self) -> Option<String> {
-        self.operators.iter_mut().find_map(|operator| {
-            let status = operator.child.try_wait().ok().flatten()?;
-            Some(format!("the operator exited by itself ({status})"))
-        })
+    /// Acts as the kubelet: a replica that exited because it lost the Lease
+    /// (exit code 3, after it stopped writing) is started again; any other
+    /// exit is a failure, reported.
+    async fn kubelet(&mut self) -> Option<String> {
+        let mut problem = None;
+        let mut restart = 0;
+        self.operators
+            .retain_mut(|operator| match operator.child.try_wait() {
+                Ok(Some(status)) if status.code() == Some(i32::from(EXIT_LOST_LEASE)) => {
+                    restart += 1;
+                    false
+                }
+                Ok(Some(status)) => {
+                    problem = Some(format!("the operator exited by itself ({status})"));
+                    true
+                }
+                _ => true,
+            });
+        for _ in 0..restart {
+            *self
+                .outcome
+                .faults_by_kind
+                .entry("replica restarted after losing the Lease".into())
+                .or_default() += 1;
+            self.start_operator().await;
+        }
+        problem
     }
 }
 

@@ -58,7 +58,7 @@ impl Harness<'_> {
         }
         self.outcome.checks += 1;
         let mut problems = Vec::new();
-        if let Some(exit) = self.operator_exited() {
+        if let Some(exit) = self.kubelet().await {
             problems.push(exit);
         }
         // The operator has acted on the latest spec (as `kubectl wait` on
@@ -158,6 +158,9 @@ impl Harness<'_> {
             }
         }
         // 4: no value anywhere it must not be.
+        if let Some(exit) = self.kubelet().await {
+            problems.push(exit);
+        }
         let leaks = self.leaks().await;
         if leaks.is_empty() {
             self.passed("no leak");
