@@ -2,9 +2,10 @@
 //! changes, CredstashSync edits, operator restarts and API/AWS faults,
 //! checked against a model of what every Secret must hold (issue 12).
 //!
-//! `cargo test --test chaos` runs the CI budget: `CHAOS_SEEDS` (default
-//! `1,2,3`) with `CHAOS_OPS` operations each (default 30). `CHAOS_SEED=N`
-//! replays one seed. `CHAOS_FEATURES=a,b` runs only those operation
+//! `cargo test --test chaos` runs the CI budget: the regression seeds and
+//! one fresh seed (or `CHAOS_SEEDS`), `CHAOS_OPS` steps each (default 30).
+//! `CHAOS_SEED=N` runs one seed; `CHAOS_STOP_AFTER=I` stops it after step
+//! `I` (the replay line of a failure sets both). `CHAOS_FEATURES=a,b` runs only those operation
 //! families (default: all, see `schedule::ALL_FEATURES`); `CHAOS_WITHOUT=a,b`
 //! removes families (e.g. one whose failure is a known bug being fixed).
 //! `CHAOS_REPLICAS=2` runs two operator processes (for leader election).
@@ -61,6 +62,10 @@ fn settings(seed: u64, ops: usize, replicas: usize) -> Settings {
         converge: Duration::from_secs(env_number("CHAOS_CONVERGE_SECS", 30)),
         quiet: Duration::from_millis(env_number("CHAOS_QUIET_MS", 2500)),
         replicas,
+        stop_after: std::env::var("CHAOS_STOP_AFTER").ok().map(|v| {
+            v.parse()
+                .unwrap_or_else(|_| panic!("CHAOS_STOP_AFTER must be a number, not {v:?}"))
+        }),
     }
 }
 

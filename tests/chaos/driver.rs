@@ -49,6 +49,9 @@ pub struct Settings {
     /// election: a restart then stops the longest-running replica (the
     /// first leader) while the others take over.
     pub replicas: usize,
+    /// Stop after this many steps (`CHAOS_STOP_AFTER`, for replays): the
+    /// schedule is still the one of `ops` steps.
+    pub stop_after: Option<usize>,
 }
 
 impl Settings {
@@ -56,8 +59,9 @@ impl Settings {
     pub fn replay_env(&self, steps: usize) -> String {
         let features: Vec<&str> = self.features.iter().map(String::as_str).collect();
         format!(
-            "CHAOS_SEED={} CHAOS_OPS={steps} CHAOS_FEATURES={} CHAOS_REPLICAS={} KUBESTASH_TEST_BACKEND={}",
+            "CHAOS_SEED={} CHAOS_OPS={} CHAOS_STOP_AFTER={steps} CHAOS_FEATURES={} CHAOS_REPLICAS={} KUBESTASH_TEST_BACKEND={}",
             self.seed,
+            self.ops,
             features.join(","),
             self.replicas,
             crate::support::control_plane::Backend::from_env().name(),
@@ -255,12 +259,20 @@ impl<'a> Harness<'a> {
     }
 
     /// Runs `settings.ops` steps (operations and checks), then a final
-    /// check. A failing step `i` is replayed by `CHAOS_OPS=i` when it is a
-    /// check (the final check stands in for it), `i + 1` otherwise.
+    /// check. A failing step `i` is replayed by `CHAOS_STOP_AFTER=i` when
+    /// it is a check (the final check stands in for it), `i + 1` otherwise.
     async fn drive(&mut self, settings: &Settings) {
-        let mut scheduler =
-            Scheduler::new(settings.seed, settings.features.clone(), settings.replicas);
-        for i in 0..settings.ops {
+        let mut scheduler = Scheduler::new(
+            settings.seed,
+            settings.features.clone(),
+            settings.replicas,
+            settings.ops,
+        );
+        let steps = settings
+            .stop_after
+            .unwrap_or(settings.ops)
+            .min(settings.ops);
+        for i in 0..steps {
             let op = scheduler.next(&self.world);
             let steps = if op.is_check() { i } else { i + 1 };
             self.run(i, op, settings).await;
@@ -269,9 +281,9 @@ impl<'a> Harness<'a> {
                 return;
             }
         }
-        self.run(settings.ops, Op::Check, settings).await;
+        self.run(steps, Op::Check, settings).await;
         if !self.outcome.violations.is_empty() {
-            self.outcome.replay = settings.replay_env(settings.ops);
+            self.outcome.replay = settings.replay_env(steps);
         }
     }
 

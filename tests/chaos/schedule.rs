@@ -93,10 +93,13 @@ pub struct Scheduler {
     until_check: u64,
     /// Required kinds this seed has run (see [`Scheduler::unexercised`]).
     exercised: BTreeSet<&'static str>,
+    /// Steps the seed runs, and steps chosen so far.
+    steps: usize,
+    chosen: usize,
 }
 
 impl Scheduler {
-    pub fn new(seed: u64, features: BTreeSet<String>, replicas: usize) -> Self {
+    pub fn new(seed: u64, features: BTreeSet<String>, replicas: usize, steps: usize) -> Self {
         let mut rng = Rng::new(seed);
         let until_check = rng.between(3, 8);
         Scheduler {
@@ -107,6 +110,8 @@ impl Scheduler {
             values: 0,
             until_check,
             exercised: BTreeSet::new(),
+            steps,
+            chosen: 0,
         }
     }
 
@@ -140,17 +145,31 @@ impl Scheduler {
     /// each of them.
     pub fn next(&mut self, world: &World) -> Op {
         let op = self.pick(world);
+        self.chosen += 1;
         self.exercised.extend(op.kinds());
         op
     }
 
-    /// An operation of a required kind not run yet, if one can run now.
-    fn unexercised(&mut self, world: &World) -> Option<Op> {
-        let missing: Vec<&str> = REQUIRED_KINDS
+    /// Required kinds still to run, enabled and not run yet.
+    fn missing(&self) -> Vec<&'static str> {
+        REQUIRED_KINDS
             .iter()
             .filter(|(kind, feature)| self.on(feature) && !self.exercised.contains(kind))
+            .filter(|(kind, _)| *kind != "lease-fault" || self.replicas > 1)
             .map(|(kind, _)| *kind)
-            .collect();
+            .collect()
+    }
+
+    /// Whether the steps left would not otherwise leave room for every
+    /// missing kind (and the checks between them).
+    fn pressed(&self) -> bool {
+        let left = self.steps.saturating_sub(self.chosen);
+        left <= self.missing().len() * 3 / 2 + 2
+    }
+
+    /// An operation of a required kind not run yet, if one can run now.
+    fn unexercised(&mut self, world: &World) -> Option<Op> {
+        let missing = self.missing();
         let names: Vec<String> = world.table.keys().cloned().collect();
         let active: Vec<String> = world
             .namespaces
@@ -177,6 +196,15 @@ impl Scheduler {
                     name: self.new_name(),
                     value: format!("{}\n\t\u{0} é ✓ {}", self.value(), self.rng.hex(4096)),
                 }]),
+                // A kind that needs what is not there yet prepares it.
+                "delete-css" | "selector" | "metadata" | "adopt" if !world.css.exists => {
+                    Op::CreateCss
+                }
+                "rollback" if names.is_empty() => Op::Table(vec![TableOp::Put {
+                    name: self.new_name(),
+                    value: self.value(),
+                }]),
+                "storm" => Op::StormCheck(self.storm()),
                 "second-css" => Op::SetSecondCss(!world.second.exists),
                 "delete-css" if world.css.exists => Op::DeleteCss,
                 "label-namespace" if !active.is_empty() => {
@@ -212,17 +240,15 @@ impl Scheduler {
         if self.until_check == 0 {
             self.until_check = self.rng.between(3, 8);
             let storm_missing = !self.exercised.contains("storm");
-            if self.on("storm") && (self.rng.chance(25) || storm_missing && self.rng.chance(50)) {
-                return Op::StormCheck(Storm {
-                    patch_429s: self.rng.between(2, 8) as u32,
-                    slow_list_ms: self.rng.between(500, 3000),
-                    aws_throttles: self.rng.between(1, 5) as u32,
-                });
+            let steer = storm_missing && (self.pressed() || self.rng.chance(50));
+            if self.on("storm") && (self.rng.chance(25) || steer) {
+                return Op::StormCheck(self.storm());
             }
             return Op::Check;
         }
         self.until_check -= 1;
-        if self.rng.chance(25) {
+        // Steered now and then, and always when pressed for room.
+        if self.pressed() || self.rng.chance(25) {
             if let Some(op) = self.unexercised(world) {
                 return op;
             }
@@ -532,6 +558,14 @@ impl Scheduler {
         }
     }
 
+    fn storm(&mut self) -> Storm {
+        Storm {
+            patch_429s: self.rng.between(2, 8) as u32,
+            slow_list_ms: self.rng.between(500, 3000),
+            aws_throttles: self.rng.between(1, 5) as u32,
+        }
+    }
+
     fn aws(&mut self) -> AwsFault {
         match self.rng.below(4) {
             0 => AwsFault::Throttle(self.rng.between(1, 6) as u32),
@@ -558,4 +592,61 @@ fn variant(name: &str, rng: &mut Rng) -> Option<String> {
     .filter(|k| k != key && normalise(k) == normal)
     .collect();
     (!candidates.is_empty()).then(|| format!("{prefix}/{}", rng.pick(&candidates)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::chaos::ops::REQUIRED_KINDS;
+
+    fn exercised(seed: u64, replicas: usize, steps: usize) -> BTreeSet<&'static str> {
+        let features: BTreeSet<String> = ALL_FEATURES.iter().map(|f| f.to_string()).collect();
+        let mut scheduler = Scheduler::new(seed, features, replicas, steps);
+        let mut world = World::new("c");
+        let mut kinds = BTreeSet::new();
+        for _ in 0..steps {
+            let op = scheduler.next(&world);
+            kinds.extend(op.kinds());
+            world.apply(&op);
+        }
+        kinds
+    }
+
+    /// Every CI seed must exercise every required kind, so that a run
+    /// never fails for want of coverage (and a replay stays the same).
+    #[test]
+    fn every_seed_of_thirty_steps_runs_every_required_kind() {
+        for seed in 1..=200 {
+            for replicas in [1, 2] {
+                let kinds = exercised(seed, replicas, 30);
+                let missing: Vec<&str> = REQUIRED_KINDS
+                    .iter()
+                    .map(|(kind, _)| *kind)
+                    .filter(|kind| *kind != "lease-fault" || replicas > 1)
+                    .filter(|kind| !kinds.contains(kind))
+                    .collect();
+                assert!(
+                    missing.is_empty(),
+                    "seed {seed}, {replicas} replicas: {missing:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_seed_schedules_the_same_operations_every_time() {
+        let features: BTreeSet<String> = ALL_FEATURES.iter().map(|f| f.to_string()).collect();
+        let run = || {
+            let mut scheduler = Scheduler::new(7, features.clone(), 2, 40);
+            let mut world = World::new("c");
+            (0..40)
+                .map(|_| {
+                    let op = scheduler.next(&world);
+                    world.apply(&op);
+                    op.to_string()
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(run(), run());
+    }
 }
