@@ -79,7 +79,7 @@ impl KeyTrack {
 pub struct Expectations {
     keys: BTreeMap<KeyId, KeyTrack>,
     /// Owned keys edited by hand, not yet repaired, with the hand value.
-    hand_taken: BTreeMap<KeyId, String>,
+    hand_taken: BTreeMap<KeyId, (String, Instant)>,
 }
 
 /// One disagreement between the cluster and the model.
@@ -119,7 +119,7 @@ impl Expectations {
             Op::HandEdit { secret, key, value } => {
                 let id = (secret.clone(), key.clone());
                 self.track(&id).allow(Some(value.clone()), at);
-                self.hand_taken.insert(id, value.clone());
+                self.hand_taken.insert(id, (value.clone(), at));
             }
             Op::HandRemove { secret, key } => {
                 self.track(&(secret.clone(), key.clone())).allow(None, at);
@@ -213,17 +213,22 @@ impl Expectations {
             || (value.is_none() && !self.keys.contains_key(id))
     }
 
-    /// A sampled write gave the key `value`: a hand edit that is repaired
-    /// is the operator's again.
-    pub fn written(&mut self, id: &KeyId, value: Option<&String>) {
-        let Some(hand) = self.hand_taken.get(id).filter(|hand| Some(*hand) != value) else {
+    /// An operator write sampled at `at` gave the key `value`: a hand edit
+    /// it repaired (made before, a value other than the hand's) is the
+    /// operator's again, and the hand value no longer one it may write.
+    pub fn operator_wrote(&mut self, id: &KeyId, value: Option<&String>, at: Instant) {
+        let repaired = self
+            .hand_taken
+            .get(id)
+            .is_some_and(|(hand, since)| *since <= at && Some(hand) != value);
+        if !repaired {
             return;
-        };
-        let hand = Some(hand.clone());
-        if let Some(track) = self.keys.get_mut(id) {
-            track.legit.remove(&hand);
         }
-        self.hand_taken.remove(id);
+        if let Some((hand, _)) = self.hand_taken.remove(id) {
+            if let Some(track) = self.keys.get_mut(id) {
+                track.legit.remove(&Some(hand));
+            }
+        }
     }
 
     /// Compares the Secrets with the model; empty when they agree.
@@ -315,7 +320,7 @@ impl Expectations {
         }
         let id = (secret.clone(), key.to_owned());
         let writable = world.writes_secret(secret);
-        let taken = self.hand_taken.get(&id).cloned();
+        let taken = self.hand_taken.get(&id).map(|(hand, _)| hand.clone());
         if world.prunes_unselected(&secret.0) {
             return BTreeSet::from([None, taken]);
         }
@@ -334,7 +339,7 @@ impl Expectations {
 
     /// After a passed check: the verified Secrets are the new baseline.
     pub fn pin(&mut self, world: &World, verified: &BTreeMap<SecretId, Observed>) {
-        self.hand_taken.retain(|(secret, key), value| {
+        self.hand_taken.retain(|(secret, key), (value, _)| {
             verified.get(secret).and_then(|seen| seen.data.get(key)) == Some(value)
         });
         self.keys.clear();
@@ -856,7 +861,7 @@ mod tests {
         };
         step(&mut world, &mut model, &edit);
         assert!(model.allows_write(&id, &Some("h".into()), Instant::now()));
-        model.written(&id, Some(&"1".to_string()));
+        model.operator_wrote(&id, Some(&"1".to_string()), Instant::now());
         assert!(
             !model.allows_write(&id, &Some("h".into()), Instant::now()),
             "repaired"
@@ -1009,5 +1014,36 @@ mod tests {
             assert!(crate::chaos::model::is_invalid(name), "{name}");
         }
         assert!(!crate::chaos::model::is_invalid("ns-a/app/db.url"));
+    }
+
+    /// Found by the soak on the real control plane (seed 642794244): the
+    /// writes of a period are judged at the check, after every operation;
+    /// only an operator write made after the hand edit repairs it.
+    #[test]
+    fn only_an_operator_write_after_a_hand_edit_repairs_it() {
+        let before = Instant::now();
+        let (mut world, mut model) = run(&[put("ns-a/app/user", "1")]);
+        let app = sid("ns-a", "app");
+        let id = (app.clone(), "USER".to_string());
+        for value in ["h1", "h2"] {
+            let edit = Op::HandEdit {
+                secret: app.clone(),
+                key: "USER".into(),
+                value: value.into(),
+            };
+            step(&mut world, &mut model, &edit);
+        }
+        model.operator_wrote(&id, Some(&"1".to_string()), before);
+        for value in ["h1", "h2"] {
+            assert!(
+                model.allows_write(&id, &Some(value.into()), Instant::now()),
+                "{value}"
+            );
+        }
+        model.operator_wrote(&id, Some(&"1".to_string()), Instant::now());
+        assert!(
+            !model.allows_write(&id, &Some("h2".into()), Instant::now()),
+            "repaired"
+        );
     }
 }

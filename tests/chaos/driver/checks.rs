@@ -273,7 +273,9 @@ impl Harness<'_> {
                         sample.managers
                     ));
                 }
-                self.model.written(&id, value.as_ref());
+                if !by_driver {
+                    self.model.operator_wrote(&id, value.as_ref(), sample.at);
+                }
             }
         }
         out
