@@ -32,7 +32,12 @@ pub struct Timeline {
     prune: Vec<(Instant, bool)>,
     licenses: Vec<License>,
     /// value -> (name, order of the put)
-    puts: HashMap<String, (String, u64)>,
+    /// value -> its registrations as its name's latest: (name, order,
+    /// since). A rollback makes an older value the latest again, from the
+    /// end of its batch (the operator may still write the newer one until
+    /// the rollback is done).
+    puts: HashMap<String, Vec<(String, u64, Instant)>>,
+    registrations: u64,
     last_seen: HashMap<(SecretId, String), String>,
 }
 
@@ -48,24 +53,33 @@ impl Timeline {
             prune: vec![(now, prune)],
             licenses: Vec::new(),
             puts: HashMap::new(),
+            registrations: 0,
             last_seen: HashMap::new(),
         }
     }
 
     /// The table after a batch of writes that ran from `start` to now.
+    /// `latest`: the values that became their name's latest, in order,
+    /// and whether by a rollback.
     pub fn table_written(
         &mut self,
         start: Instant,
         table: &BTreeMap<String, Latest>,
-        put_values: &[(String, String)],
+        latest: &[(String, String, bool)],
     ) {
-        for (name, value) in put_values {
-            let order = self.puts.len() as u64;
-            self.puts.insert(value.clone(), (name.clone(), order));
+        let end = Instant::now();
+        for (name, value, rollback) in latest {
+            self.registrations += 1;
+            let since = if *rollback { end } else { start };
+            self.puts.entry(value.clone()).or_default().push((
+                name.clone(),
+                self.registrations,
+                since,
+            ));
         }
         self.epochs.push(Epoch {
             start,
-            end: Instant::now(),
+            end,
             table: table.clone(),
         });
     }
@@ -129,6 +143,17 @@ impl Timeline {
         })
     }
 
+    /// The name of `value` and its order among the latest values as of `at`.
+    fn order_at(&self, value: &str, at: Instant) -> Option<(&str, u64)> {
+        let registrations = self.puts.get(value)?;
+        let found = registrations
+            .iter()
+            .rev()
+            .find(|(_, _, since)| *since <= at)
+            .or(registrations.first())?;
+        Some((found.0.as_str(), found.1))
+    }
+
     /// Judges the writes sampled since the check at `period_start`.
     pub fn judge(&mut self, samples: &[Sample], period_start: Instant) -> Vec<String> {
         let mut out = Vec::new();
@@ -184,9 +209,9 @@ impl Timeline {
         for (key, value) in after {
             let id = (s.secret.clone(), key.clone());
             if let (Some((name_new, order_new)), Some(previous)) =
-                (self.puts.get(value), self.last_seen.get(&id))
+                (self.order_at(value, s.at), self.last_seen.get(&id))
             {
-                if let Some((name_old, order_old)) = self.puts.get(previous) {
+                if let Some((name_old, order_old)) = self.order_at(previous, s.at) {
                     if name_old == name_new && order_new < order_old {
                         out.push(format!(
                             "{ns}/{name}:{key} went back from a newer version of {name_new} ({previous}) to an older one ({value})"
@@ -270,12 +295,42 @@ mod tests {
         let start = Instant::now();
         let mut timeline = Timeline::new(false);
         let name = "ns-a/app/user".to_string();
-        let puts = [(name.clone(), "v1".to_string()), (name, "v2".to_string())];
+        let puts = [
+            (name.clone(), "v1".to_string(), false),
+            (name, "v2".to_string(), false),
+        ];
         timeline.table_written(start, &table(&[("ns-a/app/user", "v2")]), &puts);
         let forward = write(secret(&[("USER", "v1")]), secret(&[("USER", "v2")]));
         let back = write(secret(&[("USER", "v2")]), secret(&[("USER", "v1")]));
         assert!(timeline.judge(&[forward], start).is_empty());
         let found = timeline.judge(&[back], start);
+        assert!(found.iter().any(|f| f.contains("went back")), "{found:?}");
+    }
+
+    /// Found by the soak on the real control plane (seed 481571620): a
+    /// write of the newer value made before a rollback of it is no step
+    /// back, even when judged after the rollback.
+    #[test]
+    fn a_rollback_makes_the_older_value_newest_only_from_then_on() {
+        let start = Instant::now();
+        let mut timeline = Timeline::new(false);
+        let name = "ns-a/app/user".to_string();
+        let puts = [
+            (name.clone(), "v1".to_string(), false),
+            (name.clone(), "v2".to_string(), false),
+        ];
+        timeline.table_written(start, &table(&[("ns-a/app/user", "v2")]), &puts);
+        let forward = write(secret(&[("USER", "v1")]), secret(&[("USER", "v2")]));
+        timeline.table_written(
+            Instant::now(),
+            &table(&[("ns-a/app/user", "v1")]),
+            &[(name, "v1".to_string(), true)],
+        );
+        let back_to_v1 = write(secret(&[("USER", "v2")]), secret(&[("USER", "v1")]));
+        let found = timeline.judge(&[forward, back_to_v1], start);
+        assert!(found.is_empty(), "{found:?}");
+        let again = write(secret(&[("USER", "v1")]), secret(&[("USER", "v2")]));
+        let found = timeline.judge(&[again], start);
         assert!(found.iter().any(|f| f.contains("went back")), "{found:?}");
     }
 }

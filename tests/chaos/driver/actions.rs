@@ -195,7 +195,8 @@ impl Harness<'_> {
             if let (TableOp::Put { .. } | TableOp::Rollback { .. }, Some(Latest::Value(v))) =
                 (op, next.table.get(op.name()))
             {
-                puts.push((op.name().to_owned(), v.clone()));
+                let rollback = matches!(op, TableOp::Rollback { .. });
+                puts.push((op.name().to_owned(), v.clone(), rollback));
             }
         }
         self.timeline.table_written(start, &next.table, &puts);
