@@ -90,11 +90,13 @@ impl Timeline {
 
     /// The driver is about to change `secret` (one key, or all of it).
     pub fn license(&mut self, secret: SecretId, key: Option<String>) {
-        self.licenses.push(License {
-            at: Instant::now(),
-            secret,
-            key,
-        });
+        self.license_from(Instant::now(), secret, key);
+    }
+
+    /// A change of `secret` licensed from `at` (when the operation that
+    /// allows it began).
+    pub fn license_from(&mut self, at: Instant, secret: SecretId, key: Option<String>) {
+        self.licenses.push(License { at, secret, key });
     }
 
     /// A check passed at `since`: older licenses are spent.
@@ -332,5 +334,23 @@ mod tests {
         let again = write(secret(&[("USER", "v1")]), secret(&[("USER", "v2")]));
         let found = timeline.judge(&[again], start);
         assert!(found.iter().any(|f| f.contains("went back")), "{found:?}");
+    }
+
+    /// Found by the soak (seed 349950989): `namespaceSelector` turned on
+    /// with prune removes the operator's keys while the spec change is
+    /// being awaited, before the operation ends: the license counts from
+    /// the operation's start.
+    #[test]
+    fn a_change_licensed_from_its_operations_start_covers_writes_during_it() {
+        let start = Instant::now();
+        let mut timeline = Timeline::new(true);
+        timeline.table_written(start, &table(&[("ns-a/app/user", "v1")]), &[]);
+        let removed = write(secret(&[("USER", "v1")]), secret(&[]));
+        assert_eq!(
+            timeline.judge(std::slice::from_ref(&removed), start).len(),
+            1
+        );
+        timeline.license_from(start, ("ns-a".into(), "app".into()), Some("USER".into()));
+        assert!(timeline.judge(&[removed], start).is_empty());
     }
 }

@@ -336,7 +336,7 @@ impl<'a> Harness<'a> {
         // operator's keys with prune, names in the table or not.
         for secret in universe().filter(|(ns, _)| self.world.prunes_unselected(ns)) {
             for key in self.model.keys_of(&secret) {
-                self.timeline.license(secret.clone(), Some(key));
+                self.timeline.license_from(began, secret.clone(), Some(key));
             }
         }
         if let Some(at) = self.observed_at.take() {
