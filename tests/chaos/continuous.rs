@@ -25,6 +25,10 @@ struct License {
     key: Option<String>,
 }
 
+/// A value becoming its name's latest: (name, order, the window in which
+/// it did).
+type Registration = (String, u64, (Instant, Instant));
+
 /// What happened when, as far as the sampled writes need to know.
 pub struct Timeline {
     epochs: Vec<Epoch>,
@@ -32,11 +36,11 @@ pub struct Timeline {
     prune: Vec<(Instant, bool)>,
     licenses: Vec<License>,
     /// value -> (name, order of the put)
-    /// value -> its registrations as its name's latest: (name, order,
-    /// since). A rollback makes an older value the latest again, from the
-    /// end of its batch (the operator may still write the newer one until
-    /// the rollback is done).
-    puts: HashMap<String, Vec<(String, u64, Instant)>>,
+    /// value -> its registrations as its name's latest: (name, order, the
+    /// window in which it became the latest). A put's window is its batch's
+    /// start; a rollback's is its whole batch (it became the latest at some
+    /// moment in it: either order is right inside the window).
+    puts: HashMap<String, Vec<Registration>>,
     registrations: u64,
     last_seen: HashMap<(SecretId, String), String>,
 }
@@ -70,11 +74,15 @@ impl Timeline {
         let end = Instant::now();
         for (name, value, rollback) in latest {
             self.registrations += 1;
-            let since = if *rollback { end } else { start };
+            let window = if *rollback {
+                (start, end)
+            } else {
+                (start, start)
+            };
             self.puts.entry(value.clone()).or_default().push((
                 name.clone(),
                 self.registrations,
-                since,
+                window,
             ));
         }
         self.epochs.push(Epoch {
@@ -145,15 +153,34 @@ impl Timeline {
         })
     }
 
-    /// The name of `value` and its order among the latest values as of `at`.
-    fn order_at(&self, value: &str, at: Instant) -> Option<(&str, u64)> {
+    /// The name of `value` and its order among the latest values as of
+    /// `at`, a registration counting from the start (`early`) or the end of
+    /// its window.
+    fn order_at(&self, value: &str, at: Instant, early: bool) -> Option<(&str, u64)> {
         let registrations = self.puts.get(value)?;
+        let since = |(from, to): (Instant, Instant)| if early { from } else { to };
         let found = registrations
             .iter()
             .rev()
-            .find(|(_, _, since)| *since <= at)
+            .find(|(_, _, window)| since(*window) <= at)
             .or(registrations.first())?;
         Some((found.0.as_str(), found.1))
+    }
+
+    /// Whether going from `previous` to `value` at `at` is a step back to
+    /// an older version of the same name, however a rollback's window is
+    /// read.
+    fn went_back(&self, previous: &str, value: &str, at: Instant) -> Option<String> {
+        let mut name = None;
+        for early in [true, false] {
+            let (name_new, order_new) = self.order_at(value, at, early)?;
+            let (name_old, order_old) = self.order_at(previous, at, early)?;
+            if name_old != name_new || order_new >= order_old {
+                return None;
+            }
+            name = Some(name_new.to_owned());
+        }
+        name
     }
 
     /// Judges the writes sampled since the check at `period_start`.
@@ -210,16 +237,14 @@ impl Timeline {
         }
         for (key, value) in after {
             let id = (s.secret.clone(), key.clone());
-            if let (Some((name_new, order_new)), Some(previous)) =
-                (self.order_at(value, s.at), self.last_seen.get(&id))
-            {
-                if let Some((name_old, order_old)) = self.order_at(previous, s.at) {
-                    if name_old == name_new && order_new < order_old {
-                        out.push(format!(
-                            "{ns}/{name}:{key} went back from a newer version of {name_new} ({previous}) to an older one ({value})"
-                        ));
-                    }
-                }
+            let back = self
+                .last_seen
+                .get(&id)
+                .and_then(|previous| Some((previous, self.went_back(previous, value, s.at)?)));
+            if let Some((previous, name_new)) = back {
+                out.push(format!(
+                    "{ns}/{name}:{key} went back from a newer version of {name_new} ({previous}) to an older one ({value})"
+                ));
             }
             self.last_seen.insert(id, value.clone());
         }
@@ -352,5 +377,34 @@ mod tests {
         );
         timeline.license_from(start, ("ns-a".into(), "app".into()), Some("USER".into()));
         assert!(timeline.judge(&[removed], start).is_empty());
+    }
+
+    /// Found by the soak on the real control plane (seed 59660529): the
+    /// operator wrote the value a rollback made the latest before the
+    /// rollback's batch ended; inside the batch either order is right.
+    #[test]
+    fn inside_a_rollbacks_batch_either_version_may_be_written() {
+        let start = Instant::now();
+        let mut timeline = Timeline::new(false);
+        let name = "ns-a/app/user".to_string();
+        let puts = [
+            (name.clone(), "v1".to_string(), false),
+            (name.clone(), "v2".to_string(), false),
+        ];
+        timeline.table_written(start, &table(&[("ns-a/app/user", "v2")]), &puts);
+        let forward = write(secret(&[("USER", "v1")]), secret(&[("USER", "v2")]));
+        assert!(timeline.judge(&[forward], start).is_empty());
+        let rollback = Instant::now();
+        let during = |before: &str, after: &str| Sample {
+            at: rollback,
+            ..write(secret(&[("USER", before)]), secret(&[("USER", after)]))
+        };
+        timeline.table_written(
+            rollback,
+            &table(&[("ns-a/app/user", "v1")]),
+            &[(name, "v1".to_string(), true)],
+        );
+        let found = timeline.judge(&[during("v2", "v1"), during("v1", "v2")], start);
+        assert!(found.is_empty(), "{found:?}");
     }
 }
