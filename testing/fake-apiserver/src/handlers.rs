@@ -1163,6 +1163,45 @@ fn check_patched(t: &Target, name: &str, patched: &Value, exists: bool) -> Resul
     }
 }
 
+/// Puts back, as "", the keys of `config`'s maps of strings that were
+/// applied as explicit nulls (the merge drops them), where the endpoint
+/// writes that part of the object.
+fn restore_string_map_nulls(
+    res: &crate::resources::ResourceInfo,
+    config: &Value,
+    object: &mut Value,
+    status_only: bool,
+) {
+    if res.class == Class::Custom || status_only {
+        return;
+    }
+    for path in string_map_paths(res) {
+        let Some(m) = path
+            .iter()
+            .try_fold(config, |node, k| node.get(*k))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        for (k, v) in m {
+            if v.is_null() {
+                let mut node = &mut *object;
+                for p in path {
+                    if !node[*p].is_object() {
+                        node[*p] = json!({});
+                    }
+                    node = &mut node[*p];
+                }
+                node[k.as_str()] = json!("");
+            }
+        }
+    }
+}
+
+fn subresource_scope(t: &Target) -> bool {
+    t.subresource.is_some()
+}
+
 const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// kube-apiserver's lastAppliedUpdater: an apply by the field manager
@@ -1211,6 +1250,18 @@ fn go_json(v: &Value) -> String {
         .replace('\u{2029}', "\\u2029")
 }
 
+/// The maps of strings (or bytes) of a built-in kind.
+fn string_map_paths(res: &crate::resources::ResourceInfo) -> Vec<&'static [&'static str]> {
+    let mut maps: Vec<&'static [&'static str]> =
+        vec![&["metadata", "labels"], &["metadata", "annotations"]];
+    match res.class {
+        Class::Secret => maps.extend([&["data"][..], &["stringData"][..]]),
+        Class::ConfigMap => maps.extend([&["data"][..], &["binaryData"][..]]),
+        _ => {}
+    }
+    maps
+}
+
 /// A `null` value in a built-in kind's `map[string]string` (labels,
 /// annotations, a Secret's or ConfigMap's data) of an apply configuration:
 /// kube-apiserver merges it, owns the key for the applier and stores the Go
@@ -1219,13 +1270,7 @@ fn string_map_nulls(res: &crate::resources::ResourceInfo, config: &mut Value) {
     if res.class == Class::Custom {
         return;
     }
-    let mut maps: Vec<&[&str]> = vec![&["metadata", "labels"], &["metadata", "annotations"]];
-    match res.class {
-        Class::Secret => maps.extend([&["data"][..], &["stringData"][..]]),
-        Class::ConfigMap => maps.extend([&["data"][..], &["binaryData"][..]]),
-        _ => {}
-    }
-    for path in maps {
+    for path in string_map_paths(res) {
         let node = path
             .iter()
             .try_fold(&mut *config, |node, k| node.get_mut(*k));
@@ -1246,11 +1291,10 @@ fn apply(
     c: &WriteCtx,
     name: &str,
 ) -> Result<(u16, Value), ApiError> {
-    let mut config: Value = serde_yaml::from_slice(&r.body)
+    let config: Value = serde_yaml::from_slice(&r.body)
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     validation::check_shape(&config, &t.res.kind, &t.res.api_version())?;
     let raw_config = config.clone();
-    string_map_nulls(&t.res, &mut config);
     let av = config["apiVersion"].as_str().unwrap_or_default();
     if av != t.res.api_version() {
         return Err(ApiError::bad_request(format!(
@@ -1274,6 +1318,7 @@ fn apply(
     let old = inner.store.get(&t.res.storage, ns_str(t), name).cloned();
     // The patcher's checks, on the config merged into the live object.
     let mut probe = config.clone();
+    string_map_nulls(&t.res, &mut probe);
     if let Some(live) = &old {
         for k in ["name", "uid"] {
             if probe["metadata"][k].is_null() {
@@ -1312,8 +1357,23 @@ fn apply(
         entries = managed::before_first_apply(&live, &op);
     }
     let mut applied = managed::apply(entries, &live, &config_int, &op, r.flag("force"))?;
+    // The merge dropped the keys of explicit nulls; a map of strings keeps
+    // them, as "" (see string_map_nulls).
+    restore_string_map_nulls(
+        &t.res,
+        &raw_config,
+        &mut applied.object,
+        subresource_scope(t),
+    );
     sync_last_applied(&c.manager, &raw_config, &mut applied.object);
-    match old {
+    // A Secret's data key applied as null is stored as a nil []byte, which
+    // the next write of the object re-encodes as an empty one: that write is
+    // never a no-op (see write::update).
+    let nil_bytes = t.res.class == Class::Secret
+        && raw_config["data"]
+            .as_object()
+            .is_some_and(|d| d.values().any(Value::is_null));
+    let (code, stored) = match old {
         Some(old) => {
             let stored = write::update(
                 inner,
@@ -1322,7 +1382,7 @@ fn apply(
                 applied.object,
                 Ownership::Applied(applied.entries),
             )?;
-            Ok((200, external(&t.res, &stored)))
+            (200, stored)
         }
         None => {
             let stored = write::create(
@@ -1332,9 +1392,15 @@ fn apply(
                 applied.object,
                 Ownership::Applied(applied.entries),
             )?;
-            Ok((201, external(&t.res, &stored)))
+            (201, stored)
+        }
+    };
+    if nil_bytes && !c.dry_run {
+        if let Some(uid) = stored["metadata"]["uid"].as_str() {
+            inner.nil_bytes.insert(uid.to_string());
         }
     }
+    Ok((code, external(&t.res, &stored)))
 }
 
 /// DeleteOptions from the body (or the query), checked as

@@ -306,7 +306,95 @@ pub fn update(entries: Vec<Entry>, old: &Value, new: &Value, op: &Op) -> Vec<Ent
     e.set = new_set;
     e.api_version = api_version.to_string();
     out.retain(|e| !e.set.is_empty());
+    cap_update_managers(&mut out);
     out
+}
+
+/// How many Update entries kube-apiserver keeps before it merges the
+/// oldest into [`ANCIENT_CHANGES`].
+pub const MAX_UPDATE_MANAGERS: usize = 10;
+
+/// The Update manager the oldest Update entries are merged into.
+pub const ANCIENT_CHANGES: &str = "ancient-changes";
+
+/// kube-apiserver's capManagersManager (after every Update-type write):
+/// with more than [`MAX_UPDATE_MANAGERS`] Update entries, the oldest (by
+/// time, then by manager identifier) are merged, per apiVersion, into one
+/// `ancient-changes` entry that takes the time of the newest one merged.
+/// Ported as written, quirks included.
+fn cap_update_managers(entries: &mut Vec<Entry>) {
+    let id = |e: &Entry| {
+        let mut s = format!(
+            "{{\"manager\":{},\"operation\":{},\"apiVersion\":{}",
+            json!(e.manager),
+            json!(e.operation),
+            json!(e.api_version)
+        );
+        if !e.subresource.is_empty() {
+            s.push_str(&format!(",\"subresource\":{}", json!(e.subresource)));
+        }
+        s + "}"
+    };
+    let mut updaters: Vec<(String, String)> = entries
+        .iter()
+        .filter(|e| e.operation != "Apply")
+        .map(|e| (e.time.clone(), id(e)))
+        .collect();
+    if updaters.len() <= MAX_UPDATE_MANAGERS {
+        return;
+    }
+    updaters.sort();
+    let position = |entries: &Vec<Entry>, key: &str| entries.iter().position(|e| id(e) == key);
+    let mut first_of_version: std::collections::HashMap<String, String> = Default::default();
+    let mut length = updaters.len();
+    for (_, key) in &updaters {
+        if length <= MAX_UPDATE_MANAGERS {
+            break;
+        }
+        let Some(i) = position(entries, key) else {
+            continue;
+        };
+        let (version, time, set) = (
+            entries[i].api_version.clone(),
+            entries[i].time.clone(),
+            entries[i].set.clone(),
+        );
+        let bucket = Entry {
+            manager: ANCIENT_CHANGES.into(),
+            operation: "Update".into(),
+            api_version: version.clone(),
+            time: String::new(),
+            subresource: String::new(),
+            set: FieldSet::default(),
+        };
+        let bucket_id = id(&bucket);
+        match first_of_version.get(&version) {
+            Some(first) => {
+                if position(entries, &bucket_id).is_none() {
+                    if let Some(f) = position(entries, first) {
+                        let first_entry = entries.remove(f);
+                        entries.push(Entry {
+                            set: first_entry.set,
+                            ..bucket.clone()
+                        });
+                    }
+                }
+                if let Some(b) = position(entries, &bucket_id) {
+                    entries[b].set = set.union(&entries[b].set);
+                }
+                if let Some(m) = position(entries, key) {
+                    entries.remove(m);
+                }
+                length -= 1;
+                if let Some(b) = position(entries, &bucket_id) {
+                    entries[b].time = time;
+                }
+            }
+            None => {
+                first_of_version.insert(version, key.clone());
+            }
+        }
+    }
 }
 
 /// `obj` with the empty value structs of `zero` added where it has none.
@@ -431,14 +519,12 @@ pub fn apply(
     // live value it replaces (a conflict with its owner), and it changes the
     // object even where the live object has no such field, though the
     // stored object (converted to its Go type) has none either way.
-    let mut null_added = false;
-    for path in null_paths(&config_s) {
-        if value_at(&live_s, &path).is_some_and(|v| !v.is_null()) {
+    let nulls = null_paths(&config_s);
+    for path in &nulls {
+        if value_at(&live_s, path).is_some_and(|v| !v.is_null()) {
             let mut one = FieldSet::default();
             one.insert(path.iter().map(|k| format!("f:{k}")).collect());
             changed = changed.union(&scope.keep(&one));
-        } else {
-            null_added = true;
         }
     }
 
@@ -479,7 +565,7 @@ pub fn apply(
         .find(|e| e.same_identity(manager, "Apply", subresource))
         .map(|e| e.time.clone())
         .unwrap_or_default();
-    let out_time = if live_s != merged || null_added {
+    let out_time = if live_s != merged || !nulls.is_empty() {
         now.to_string()
     } else {
         previous_time

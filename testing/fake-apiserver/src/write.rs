@@ -625,12 +625,17 @@ pub fn update(
     if let Some(g) = template_generation {
         crate::apps::set_template_generation(&mut new, g);
     }
-    if new == *old {
+    // kube-apiserver skips a write whose encoding equals the stored one;
+    // a nil []byte stored in a Secret's data (see Inner::nil_bytes) is
+    // re-encoded differently, as an empty one, by any later write.
+    let uid = old["metadata"]["uid"].as_str().unwrap_or_default();
+    if new == *old && !inner.nil_bytes.contains(uid) {
         return Ok(old.clone());
     }
     if ctx.dry_run {
         return Ok(new);
     }
+    inner.nil_bytes.remove(uid);
     let deleting = !new["metadata"]["deletionTimestamp"].is_null();
     if deleting && !has_finalizers(&ctx.res, &new) {
         // kube-apiserver deletes without writing the emptied finalizers: watchers
