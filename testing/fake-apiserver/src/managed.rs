@@ -529,11 +529,20 @@ pub fn apply(
     }
 
     let mut conflicts: Vec<(String, String, Vec<String>)> = vec![];
+    // kube-apiserver's lastAppliedManager: the conflicts of an apply by
+    // `kubectl` on fields its client-side last-applied annotation set, to
+    // the values they still have, are allowed; when they all are, the
+    // apply is forced.
+    let allowed = if manager == "kubectl" && !force {
+        allowed_by_last_applied(live, ti)
+    } else {
+        FieldSet::default()
+    };
     for e in &entries {
         if e.same_identity(manager, "Apply", subresource) {
             continue;
         }
-        let c = e.set.intersection(&changed);
+        let c = e.set.intersection(&changed).difference(&allowed);
         if !c.is_empty() {
             conflicts.push((
                 e.identity_json(),
@@ -584,6 +593,29 @@ pub fn apply(
         object: merged,
         entries: out,
     })
+}
+
+/// The fields kubectl's client-side last-applied annotation of `live` sets
+/// to the values `live` still has (lastAppliedManager's
+/// allowedConflictsFromLastApplied); none without a readable annotation of
+/// the object's own kind.
+fn allowed_by_last_applied(live: &Value, ti: &TypeInfo) -> FieldSet {
+    let Some(text) = live["metadata"]["annotations"]
+        ["kubectl.kubernetes.io/last-applied-configuration"]
+        .as_str()
+    else {
+        return FieldSet::default();
+    };
+    let Ok(last) = serde_json::from_str::<Value>(text) else {
+        return FieldSet::default();
+    };
+    if !last.is_object() || last["apiVersion"] != live["apiVersion"] || last["kind"] != live["kind"]
+    {
+        return FieldSet::default();
+    }
+    let (last, live) = (strip(&last), strip(live));
+    let cmp = compare(&last, &live, ti);
+    to_set(&last, ti, false).difference(&cmp.modified.union(&cmp.added))
 }
 
 /// The paths (field names) of the explicit nulls in an apply configuration,

@@ -419,3 +419,69 @@ async fn the_write_after_a_null_applied_to_secret_data_is_never_a_no_op() {
     assert_eq!(rv(&second), rv(&first));
     env.finish().await;
 }
+
+#[tokio::test]
+async fn kubectl_applies_over_conflicts_its_last_applied_annotation_explains() {
+    let env = Env::new().await;
+    let key = "kubectl.kubernetes.io/last-applied-configuration";
+    let path = format!("/api/v1/namespaces/{}/configmaps", env.ns);
+    // As `kubectl apply` (client side) creates it.
+    let last = r#"{"apiVersion":"v1","data":{"k":"1"},"kind":"ConfigMap","metadata":{"annotations":{},"name":"c"}}"#;
+    let (code, _) = env
+        .raw_json(
+            "POST",
+            &format!("{path}?fieldManager=kubectl-client-side-apply"),
+            &[],
+            Some(json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "c", "annotations": {key: last}}, "data": {"k": "1"}})),
+        )
+        .await;
+    assert_eq!(code, 201);
+    let config = |v: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "c"}, "data": {"k": v}});
+    // The value kubectl last applied is still there: no conflict.
+    let (code, cm) = env
+        .raw_json(
+            "PATCH",
+            &format!("{path}/c?fieldManager=kubectl"),
+            &[APPLY],
+            Some(config("2")),
+        )
+        .await;
+    assert_eq!(code, 200, "{cm}");
+    assert_eq!(cm["data"]["k"], "2");
+    assert_eq!(
+        cm["metadata"]["annotations"][key],
+        "{\"apiVersion\":\"v1\",\"data\":{\"k\":\"2\"},\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"c\"}}\n"
+    );
+    // Someone else changed it since: a conflict, as for any manager.
+    let (code, _) = env
+        .raw_json(
+            "PATCH",
+            &format!("{path}/c?fieldManager=edit"),
+            &[MERGE],
+            Some(json!({"data": {"k": "3"}})),
+        )
+        .await;
+    assert_eq!(code, 200);
+    let (code, status) = env
+        .raw_json(
+            "PATCH",
+            &format!("{path}/c?fieldManager=kubectl"),
+            &[APPLY],
+            Some(config("4")),
+        )
+        .await;
+    assert_eq!(code, 409, "{status}");
+    assert_eq!(status["details"]["causes"][0]["field"], ".data.k");
+    // Another manager gets no such allowance.
+    let (code, _) = env
+        .raw_json(
+            "PATCH",
+            &format!("{path}/c?fieldManager=other"),
+            &[APPLY],
+            Some(config("3")),
+        )
+        .await;
+    assert_eq!(code, 200, "same value: no conflict");
+    env.finish().await;
+}

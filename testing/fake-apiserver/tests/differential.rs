@@ -47,7 +47,23 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
 /// Seeds that once found a difference; they run on every default run.
-const PINNED_SEEDS: &[u64] = &[2, 3, 6, 9, 15, 16, 38, 57, 107, 112, 207, 1338, 1394, 1431];
+const PINNED_SEEDS: &[u64] = &[
+    2,
+    3,
+    6,
+    9,
+    15,
+    16,
+    38,
+    57,
+    107,
+    112,
+    207,
+    1338,
+    1394,
+    1431,
+    1796672701273633093,
+];
 
 // ---------------------------------------------------------------- requests
 
