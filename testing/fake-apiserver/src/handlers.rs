@@ -1369,10 +1369,12 @@ fn apply(
     // A Secret's data key applied as null is stored as a nil []byte, which
     // the next write of the object re-encodes as an empty one: that write is
     // never a no-op (see write::update).
+    // (A key of stringData replaces it with its own, non-nil, bytes.)
     let nil_bytes = t.res.class == Class::Secret
-        && raw_config["data"]
-            .as_object()
-            .is_some_and(|d| d.values().any(Value::is_null));
+        && raw_config["data"].as_object().is_some_and(|d| {
+            d.iter()
+                .any(|(k, v)| v.is_null() && raw_config["stringData"].get(k).is_none())
+        });
     let (code, stored) = match old {
         Some(old) => {
             let stored = write::update(

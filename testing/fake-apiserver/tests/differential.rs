@@ -63,6 +63,8 @@ const PINNED_SEEDS: &[u64] = &[
     1394,
     1431,
     1796672701273633093,
+    1796673630276389924,
+    1796673630276390521,
 ];
 
 // ---------------------------------------------------------------- requests
@@ -911,7 +913,30 @@ impl Side {
                 meta.insert(k.into(), json!("<ts>"));
             }
         }
+        // kube-apiserver orders the entries by (operation, time in seconds,
+        // manager, apiVersion, subresource): the times are each server's
+        // own clock, so each side's order is checked against that rule on
+        // its own, and the entries are then compared in the order of the
+        // rest of the key.
+        let sort_key = |e: &Value, with_time: bool| {
+            let s = |k: &str| e[k].as_str().unwrap_or_default().to_string();
+            let secs = e["time"].as_str().map(parse_secs).unwrap_or(0);
+            (
+                s("operation"),
+                if with_time { secs } else { 0 },
+                s("manager"),
+                s("apiVersion"),
+                s("subresource"),
+            )
+        };
+        if let Some(entries) = meta.get("managedFields").and_then(Value::as_array) {
+            let keys: Vec<_> = entries.iter().map(|e| sort_key(e, true)).collect();
+            if keys.windows(2).any(|w| w[0] > w[1]) {
+                meta.insert("managedFieldsOrder".into(), json!("not kube-apiserver's"));
+            }
+        }
         if let Some(entries) = meta.get_mut("managedFields").and_then(Value::as_array_mut) {
+            entries.sort_by_key(|e| sort_key(e, false));
             for e in entries {
                 let key = (
                     name.clone(),
