@@ -417,6 +417,16 @@ async fn the_write_after_a_null_applied_to_secret_data_is_never_a_no_op() {
     // After that, an unchanged patch writes nothing again.
     let second = patch_secret(&env, "u", json!({"data": {"base": b64("1")}})).await;
     assert_eq!(rv(&second), rv(&first));
+    // A stringData key of the same name gives it bytes of its own: no nil.
+    let body = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "s"},
+        "data": {"K2": null}, "stringData": {"K2": "x"}});
+    let (code, both) = env
+        .raw_json("PATCH", &secret_path(&env, "b"), &[APPLY], Some(body))
+        .await;
+    assert_eq!(code, 200, "{both}");
+    assert_eq!(both["data"]["K2"], b64("x"));
+    let third = patch_secret(&env, "u", json!({"data": {"base": b64("1")}})).await;
+    assert_eq!(rv(&third), rv(&both));
     env.finish().await;
 }
 
