@@ -27,7 +27,9 @@ for tool in fmt clippy; do
     cargo clippy --workspace --all-targets -- -D warnings
   fi
 done
-cargo test --workspace
+# The fake-against-kube-apiserver differential needs the control plane
+# being built above: scripts/test-real.sh runs it.
+cargo test --workspace -- --skip random_sequences_match_kube_apiserver
 if ! wait "$GO_BUILD"; then
   cat "$GO_BUILD_LOG"
   echo "the real control plane or Helm did not build: the tests that need them cannot run" >&2

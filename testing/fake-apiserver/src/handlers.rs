@@ -961,10 +961,23 @@ fn update(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiErr
         }
         _ => {}
     }
-    let old = existing(inner, t)?;
-    // A uid in the body is a storage precondition.
+    let stored_old = inner.store.get(&t.res.storage, ns_str(t), name).cloned();
+    // Leases and events are created by a PUT to a missing name
+    // (their strategies' AllowCreateOnUpdate); anything else is not found.
+    let create_on_update = matches!(
+        t.res.class,
+        Class::Lease | Class::CoreEvent | Class::EventsV1Event
+    );
+    if stored_old.is_none() && !create_on_update {
+        return Err(ApiError::not_found(&t.res.gr(), name));
+    }
+    // A uid in the body is a storage precondition (against no uid at all
+    // when nothing is stored).
     if let Some(uid) = body["metadata"]["uid"].as_str().filter(|u| !u.is_empty()) {
-        let stored = old["metadata"]["uid"].as_str().unwrap_or_default();
+        let stored = stored_old
+            .as_ref()
+            .and_then(|o| o["metadata"]["uid"].as_str())
+            .unwrap_or_default();
         if uid != stored {
             let key = etcd_key(&t.res, t.namespace.as_deref(), name);
             return Err(ApiError::conflict(
@@ -974,6 +987,19 @@ fn update(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiErr
             ));
         }
     }
+    let old = match stored_old {
+        Some(old) => old,
+        None => {
+            let stored = write::create(
+                inner,
+                &c,
+                t.namespace.as_deref(),
+                internal(&t.res, &body),
+                Ownership::Update,
+            )?;
+            return Ok((201, external(&t.res, &stored)));
+        }
+    };
     // Custom resources and Leases disallow unconditional updates.
     let rv_required = matches!(t.res.class, Class::Custom | Class::Lease);
     check_rv(t, &old, &body, rv_required)?;
@@ -1137,6 +1163,127 @@ fn check_patched(t: &Target, name: &str, patched: &Value, exists: bool) -> Resul
     }
 }
 
+/// Puts back, as "", the keys of `config`'s maps of strings that were
+/// applied as explicit nulls (the merge drops them), where the endpoint
+/// writes that part of the object.
+fn restore_string_map_nulls(
+    res: &crate::resources::ResourceInfo,
+    config: &Value,
+    object: &mut Value,
+    status_only: bool,
+) {
+    if res.class == Class::Custom || status_only {
+        return;
+    }
+    for path in string_map_paths(res) {
+        let Some(m) = path
+            .iter()
+            .try_fold(config, |node, k| node.get(*k))
+            .and_then(Value::as_object)
+        else {
+            continue;
+        };
+        for (k, v) in m {
+            if v.is_null() {
+                let mut node = &mut *object;
+                for p in path {
+                    if !node[*p].is_object() {
+                        node[*p] = json!({});
+                    }
+                    node = &mut node[*p];
+                }
+                node[k.as_str()] = json!("");
+            }
+        }
+    }
+}
+
+fn subresource_scope(t: &Target) -> bool {
+    t.subresource.is_some()
+}
+
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// kube-apiserver's lastAppliedUpdater: an apply by the field manager
+/// `kubectl` to an object that has (or is given) kubectl's client-side
+/// last-applied annotation rewrites it to the applied configuration itself
+/// (without that annotation), encoded as Go's JSON encoder does.
+fn sync_last_applied(manager: &str, config: &Value, object: &mut Value) {
+    if manager != "kubectl" || object["metadata"]["annotations"][LAST_APPLIED].is_null() {
+        return;
+    }
+    let mut last = config.clone();
+    if let Some(a) = last["metadata"]
+        .get_mut("annotations")
+        .and_then(Value::as_object_mut)
+    {
+        a.remove(LAST_APPLIED);
+    }
+    let text = go_json(&last) + "\n";
+    object["metadata"]["annotations"][LAST_APPLIED] = json!(text);
+}
+
+/// JSON as Go's encoding/json writes it: map keys sorted, `<`, `>` and `&`
+/// escaped.
+fn go_json(v: &Value) -> String {
+    fn sorted(v: &Value) -> Value {
+        match v {
+            Value::Object(m) => {
+                let mut keys: Vec<&String> = m.keys().collect();
+                keys.sort();
+                Value::Object(
+                    keys.into_iter()
+                        .map(|k| (k.clone(), sorted(&m[k])))
+                        .collect(),
+                )
+            }
+            Value::Array(a) => Value::Array(a.iter().map(sorted).collect()),
+            other => other.clone(),
+        }
+    }
+    sorted(v)
+        .to_string()
+        .replace('<', "\\u003c")
+        .replace('>', "\\u003e")
+        .replace('&', "\\u0026")
+        .replace('\u{2028}', "\\u2028")
+        .replace('\u{2029}', "\\u2029")
+}
+
+/// The maps of strings (or bytes) of a built-in kind.
+fn string_map_paths(res: &crate::resources::ResourceInfo) -> Vec<&'static [&'static str]> {
+    let mut maps: Vec<&'static [&'static str]> =
+        vec![&["metadata", "labels"], &["metadata", "annotations"]];
+    match res.class {
+        Class::Secret => maps.extend([&["data"][..], &["stringData"][..]]),
+        Class::ConfigMap => maps.extend([&["data"][..], &["binaryData"][..]]),
+        _ => {}
+    }
+    maps
+}
+
+/// A `null` value in a built-in kind's `map[string]string` (labels,
+/// annotations, a Secret's or ConfigMap's data) of an apply configuration:
+/// kube-apiserver merges it, owns the key for the applier and stores the Go
+/// zero value, `""`.
+fn string_map_nulls(res: &crate::resources::ResourceInfo, config: &mut Value) {
+    if res.class == Class::Custom {
+        return;
+    }
+    for path in string_map_paths(res) {
+        let node = path
+            .iter()
+            .try_fold(&mut *config, |node, k| node.get_mut(*k));
+        if let Some(m) = node.and_then(Value::as_object_mut) {
+            for v in m.values_mut() {
+                if v.is_null() {
+                    *v = json!("");
+                }
+            }
+        }
+    }
+}
+
 fn apply(
     inner: &mut Inner,
     t: &Target,
@@ -1147,6 +1294,7 @@ fn apply(
     let config: Value = serde_yaml::from_slice(&r.body)
         .map_err(|e| ApiError::bad_request(format!("error decoding YAML: {e}")))?;
     validation::check_shape(&config, &t.res.kind, &t.res.api_version())?;
+    let raw_config = config.clone();
     let av = config["apiVersion"].as_str().unwrap_or_default();
     if av != t.res.api_version() {
         return Err(ApiError::bad_request(format!(
@@ -1170,6 +1318,7 @@ fn apply(
     let old = inner.store.get(&t.res.storage, ns_str(t), name).cloned();
     // The patcher's checks, on the config merged into the live object.
     let mut probe = config.clone();
+    string_map_nulls(&t.res, &mut probe);
     if let Some(live) = &old {
         for k in ["name", "uid"] {
             if probe["metadata"][k].is_null() {
@@ -1207,8 +1356,26 @@ fn apply(
     if old.is_some() && entries.is_empty() {
         entries = managed::before_first_apply(&live, &op);
     }
-    let applied = managed::apply(entries, &live, &config_int, &op, r.flag("force"))?;
-    match old {
+    let mut applied = managed::apply(entries, &live, &config_int, &op, r.flag("force"))?;
+    // The merge dropped the keys of explicit nulls; a map of strings keeps
+    // them, as "" (see string_map_nulls).
+    restore_string_map_nulls(
+        &t.res,
+        &raw_config,
+        &mut applied.object,
+        subresource_scope(t),
+    );
+    sync_last_applied(&c.manager, &raw_config, &mut applied.object);
+    // A Secret's data key applied as null is stored as a nil []byte, which
+    // the next write of the object re-encodes as an empty one: that write is
+    // never a no-op (see write::update).
+    // (A key of stringData replaces it with its own, non-nil, bytes.)
+    let nil_bytes = t.res.class == Class::Secret
+        && raw_config["data"].as_object().is_some_and(|d| {
+            d.iter()
+                .any(|(k, v)| v.is_null() && raw_config["stringData"].get(k).is_none())
+        });
+    let (code, stored) = match old {
         Some(old) => {
             let stored = write::update(
                 inner,
@@ -1217,7 +1384,7 @@ fn apply(
                 applied.object,
                 Ownership::Applied(applied.entries),
             )?;
-            Ok((200, external(&t.res, &stored)))
+            (200, stored)
         }
         None => {
             let stored = write::create(
@@ -1227,9 +1394,15 @@ fn apply(
                 applied.object,
                 Ownership::Applied(applied.entries),
             )?;
-            Ok((201, external(&t.res, &stored)))
+            (201, stored)
+        }
+    };
+    if nil_bytes && !c.dry_run {
+        if let Some(uid) = stored["metadata"]["uid"].as_str() {
+            inner.nil_bytes.insert(uid.to_string());
         }
     }
+    Ok((code, external(&t.res, &stored)))
 }
 
 /// DeleteOptions from the body (or the query), checked as
@@ -1240,6 +1413,11 @@ fn delete_opts(r: &Req) -> Result<DeleteOpts, ApiError> {
     let mut policy = r.q("propagationPolicy").map(String::from);
     let mut orphan = r.q("orphanDependents").is_some();
     if !r.body.is_empty() {
+        // With a body, kube-apiserver reads DeleteOptions from it alone:
+        // the query's options are ignored.
+        dry_run.clear();
+        policy = None;
+        orphan = false;
         let body: Value = serde_json::from_slice(&r.body)
             .map_err(|e| ApiError::bad_request(format!("error decoding DeleteOptions: {e}")))?;
         if let Some(d) = body["dryRun"].as_array() {

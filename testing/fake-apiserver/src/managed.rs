@@ -160,6 +160,10 @@ pub fn encode(obj: &mut Value, mut entries: Vec<Entry>) {
                 "fieldsType": "FieldsV1",
                 "fieldsV1": e.set.to_fields_v1(),
             });
+            // An entry kube-apiserver never stamped has no time.
+            if e.time.is_empty() {
+                v.as_object_mut().unwrap().remove("time");
+            }
             if !e.subresource.is_empty() {
                 v["subresource"] = json!(e.subresource);
             }
@@ -257,7 +261,12 @@ pub fn update(entries: Vec<Entry>, old: &Value, new: &Value, op: &Op) -> Vec<Ent
         now,
     } = *op;
     let ti = &ti;
-    let cmp = compare(&strip(old), &strip(new), ti);
+    let zero = ti.value_structs();
+    let cmp = compare(
+        &with_value_structs(strip(old), &zero),
+        &with_value_structs(strip(new), &zero),
+        ti,
+    );
     let changed = scope.keep(&cmp.added.union(&cmp.modified));
     let removed = scope.keep(&cmp.removed);
     let mut out: Vec<Entry> = entries
@@ -288,13 +297,117 @@ pub fn update(entries: Vec<Entry>, old: &Value, new: &Value, op: &Op) -> Vec<Ent
     };
     let e = &mut out[idx];
     let new_set = e.set.recursive_difference(&removed).union(&changed);
-    if new_set != e.set || e.api_version != api_version {
+    // kube-apiserver's managedFieldsUpdater restamps the manager's entry
+    // when the write added or modified a field (whoever owned it before);
+    // a write that only removes fields keeps the old time.
+    if !changed.is_empty() {
         e.time = now.to_string();
     }
     e.set = new_set;
     e.api_version = api_version.to_string();
     out.retain(|e| !e.set.is_empty());
+    cap_update_managers(&mut out);
     out
+}
+
+/// How many Update entries kube-apiserver keeps before it merges the
+/// oldest into [`ANCIENT_CHANGES`].
+pub const MAX_UPDATE_MANAGERS: usize = 10;
+
+/// The Update manager the oldest Update entries are merged into.
+pub const ANCIENT_CHANGES: &str = "ancient-changes";
+
+/// kube-apiserver's capManagersManager (after every Update-type write):
+/// with more than [`MAX_UPDATE_MANAGERS`] Update entries, the oldest (by
+/// time, then by manager identifier) are merged, per apiVersion, into one
+/// `ancient-changes` entry that takes the time of the newest one merged.
+/// Ported as written, quirks included.
+fn cap_update_managers(entries: &mut Vec<Entry>) {
+    let id = |e: &Entry| {
+        let mut s = format!(
+            "{{\"manager\":{},\"operation\":{},\"apiVersion\":{}",
+            json!(e.manager),
+            json!(e.operation),
+            json!(e.api_version)
+        );
+        if !e.subresource.is_empty() {
+            s.push_str(&format!(",\"subresource\":{}", json!(e.subresource)));
+        }
+        s + "}"
+    };
+    let mut updaters: Vec<(String, String)> = entries
+        .iter()
+        .filter(|e| e.operation != "Apply")
+        .map(|e| (e.time.clone(), id(e)))
+        .collect();
+    if updaters.len() <= MAX_UPDATE_MANAGERS {
+        return;
+    }
+    updaters.sort();
+    let position = |entries: &Vec<Entry>, key: &str| entries.iter().position(|e| id(e) == key);
+    let mut first_of_version: std::collections::HashMap<String, String> = Default::default();
+    let mut length = updaters.len();
+    for (_, key) in &updaters {
+        if length <= MAX_UPDATE_MANAGERS {
+            break;
+        }
+        let Some(i) = position(entries, key) else {
+            continue;
+        };
+        let (version, time, set) = (
+            entries[i].api_version.clone(),
+            entries[i].time.clone(),
+            entries[i].set.clone(),
+        );
+        let bucket = Entry {
+            manager: ANCIENT_CHANGES.into(),
+            operation: "Update".into(),
+            api_version: version.clone(),
+            time: String::new(),
+            subresource: String::new(),
+            set: FieldSet::default(),
+        };
+        let bucket_id = id(&bucket);
+        match first_of_version.get(&version) {
+            Some(first) => {
+                if position(entries, &bucket_id).is_none() {
+                    if let Some(f) = position(entries, first) {
+                        let first_entry = entries.remove(f);
+                        entries.push(Entry {
+                            set: first_entry.set,
+                            ..bucket.clone()
+                        });
+                    }
+                }
+                if let Some(b) = position(entries, &bucket_id) {
+                    entries[b].set = set.union(&entries[b].set);
+                }
+                if let Some(m) = position(entries, key) {
+                    entries.remove(m);
+                }
+                length -= 1;
+                if let Some(b) = position(entries, &bucket_id) {
+                    entries[b].time = time;
+                }
+            }
+            None => {
+                first_of_version.insert(version, key.clone());
+            }
+        }
+    }
+}
+
+/// `obj` with the empty value structs of `zero` added where it has none.
+fn with_value_structs(mut obj: Value, zero: &Value) -> Value {
+    if let (Some(o), Some(z)) = (obj.as_object_mut(), zero.as_object()) {
+        for (k, zv) in z {
+            let child = o.entry(k.clone()).or_insert_with(|| json!({}));
+            if child.is_object() {
+                *child = with_value_structs(child.take(), zv);
+            }
+        }
+    }
+    obj
 }
 
 /// The Update manager kube-apiserver gives an object's existing fields when
@@ -401,14 +514,35 @@ pub fn apply(
         .fold(config_set.clone(), |acc, e| acc.union(&e.set));
     let mut merged = prune(&merge(&live_s, &config_s, ti), &last_set, &owned, ti);
     let cmp = compare(&live_s, &merged, ti);
-    let changed = scope.keep(&cmp.added.union(&cmp.modified));
+    let mut changed = scope.keep(&cmp.added.union(&cmp.modified));
+    // An explicit null is a value to structured-merge-diff: it modifies the
+    // live value it replaces (a conflict with its owner), and it changes the
+    // object even where the live object has no such field, though the
+    // stored object (converted to its Go type) has none either way.
+    let nulls = null_paths(&config_s);
+    for path in &nulls {
+        if value_at(&live_s, path).is_some_and(|v| !v.is_null()) {
+            let mut one = FieldSet::default();
+            one.insert(path.iter().map(|k| format!("f:{k}")).collect());
+            changed = changed.union(&scope.keep(&one));
+        }
+    }
 
     let mut conflicts: Vec<(String, String, Vec<String>)> = vec![];
+    // kube-apiserver's lastAppliedManager: the conflicts of an apply by
+    // `kubectl` on fields its client-side last-applied annotation set, to
+    // the values they still have, are allowed; when they all are, the
+    // apply is forced.
+    let allowed = if manager == "kubectl" && !force {
+        allowed_by_last_applied(live, ti)
+    } else {
+        FieldSet::default()
+    };
     for e in &entries {
         if e.same_identity(manager, "Apply", subresource) {
             continue;
         }
-        let c = e.set.intersection(&changed);
+        let c = e.set.intersection(&changed).difference(&allowed);
         if !c.is_empty() {
             conflicts.push((
                 e.identity_json(),
@@ -420,6 +554,7 @@ pub fn apply(
     if !conflicts.is_empty() && !force {
         return Err(conflict_error(conflicts));
     }
+    let previous_entries = entries.clone();
     let mut out: Vec<Entry> = entries
         .into_iter()
         .filter(|e| !e.same_identity(manager, "Apply", subresource))
@@ -431,20 +566,24 @@ pub fn apply(
             e
         })
         .collect();
-    let changed_time = live_s != merged || last_set != config_set;
-    let previous_time = out
+    // kube-apiserver's managedFieldsUpdater stamps an applier's entry only
+    // when the apply changed the object; otherwise the entry keeps the time
+    // it had, and a new entry has none.
+    let previous_time = previous_entries
         .iter()
-        .find(|e| e.manager == manager)
-        .map(|e| e.time.clone());
+        .find(|e| e.same_identity(manager, "Apply", subresource))
+        .map(|e| e.time.clone())
+        .unwrap_or_default();
+    let out_time = if live_s != merged || !nulls.is_empty() {
+        now.to_string()
+    } else {
+        previous_time
+    };
     out.push(Entry {
         manager: manager.to_string(),
         operation: "Apply".into(),
         api_version: api_version.to_string(),
-        time: if changed_time {
-            now.to_string()
-        } else {
-            previous_time.unwrap_or_else(|| now.to_string())
-        },
+        time: out_time,
         subresource: subresource.to_string(),
         set: config_set,
     });
@@ -454,6 +593,54 @@ pub fn apply(
         object: merged,
         entries: out,
     })
+}
+
+/// The fields kubectl's client-side last-applied annotation of `live` sets
+/// to the values `live` still has (lastAppliedManager's
+/// allowedConflictsFromLastApplied); none without a readable annotation of
+/// the object's own kind.
+fn allowed_by_last_applied(live: &Value, ti: &TypeInfo) -> FieldSet {
+    let Some(text) = live["metadata"]["annotations"]
+        ["kubectl.kubernetes.io/last-applied-configuration"]
+        .as_str()
+    else {
+        return FieldSet::default();
+    };
+    let Ok(last) = serde_json::from_str::<Value>(text) else {
+        return FieldSet::default();
+    };
+    if !last.is_object() || last["apiVersion"] != live["apiVersion"] || last["kind"] != live["kind"]
+    {
+        return FieldSet::default();
+    }
+    let (last, live) = (strip(&last), strip(live));
+    let cmp = compare(&last, &live, ti);
+    to_set(&last, ti, false).difference(&cmp.modified.union(&cmp.added))
+}
+
+/// The paths (field names) of the explicit nulls in an apply configuration,
+/// outside lists.
+fn null_paths(config: &Value) -> Vec<Vec<String>> {
+    fn walk(v: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
+        if let Value::Object(m) = v {
+            for (k, child) in m {
+                path.push(k.clone());
+                if child.is_null() {
+                    out.push(path.clone());
+                } else {
+                    walk(child, path, out);
+                }
+                path.pop();
+            }
+        }
+    }
+    let mut out = vec![];
+    walk(config, &mut vec![], &mut out);
+    out
+}
+
+fn value_at<'v>(v: &'v Value, path: &[String]) -> Option<&'v Value> {
+    path.iter().try_fold(v, |node, k| node.get(k.as_str()))
 }
 
 fn conflict_error(mut conflicts: Vec<(String, String, Vec<String>)>) -> ApiError {

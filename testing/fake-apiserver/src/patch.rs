@@ -727,8 +727,9 @@ fn replace(doc: &mut Value, tokens: &[String], value: Value) -> Result<(), ApiEr
     };
     match container_mut(doc, parents).ok_or_else(json_patch_failed)? {
         Value::Object(m) => {
-            let slot = m.get_mut(last).ok_or_else(json_patch_failed)?;
-            *slot = value;
+            // evanphx/json-patch v4 (kube-apiserver's): replacing a missing
+            // key of an object adds it.
+            m.insert(last.clone(), value);
             Ok(())
         }
         Value::Array(a) => {

@@ -50,6 +50,17 @@ impl<'a> TypeInfo<'a> {
         }
     }
 
+    /// The struct fields of the kind's Go type that are values, not
+    /// pointers: kube-apiserver converts the object it compares from Go, so
+    /// these are always there (as `{}` when empty), and an Update never
+    /// owns them as containers (no `.` in managedFields).
+    pub fn value_structs(&self) -> Value {
+        match self.class {
+            Class::Lease => serde_json::json!({"spec": {}}),
+            _ => Value::Object(Map::new()),
+        }
+    }
+
     /// The list type at a path of field names (`"[]"` steps into list items).
     pub fn list_type(&self, path: &[String]) -> ListType {
         let p: Vec<&str> = path.iter().map(String::as_str).collect();

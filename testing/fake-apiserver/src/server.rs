@@ -72,6 +72,9 @@ pub struct Inner {
     next_snapshot: u64,
     /// Namespaces whose content must be deleted (namespace controller queue).
     pub pending_namespace_cleanups: Vec<String>,
+    /// Uids of Secrets stored with a nil []byte in `data` (applied as an
+    /// explicit null): their next write is never a no-op.
+    pub nil_bytes: std::collections::HashSet<String>,
 }
 
 impl Inner {
@@ -83,6 +86,7 @@ impl Inner {
             snapshot_order: VecDeque::new(),
             next_snapshot: 1,
             pending_namespace_cleanups: vec![],
+            nil_bytes: Default::default(),
         }
     }
 

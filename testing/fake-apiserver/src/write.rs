@@ -148,6 +148,7 @@ fn drop_empty_meta_maps(res: &ResourceInfo, obj: &mut Value) {
     if res.class == Class::Custom {
         return;
     }
+    go_shape(res, obj);
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         for k in ["labels", "annotations"] {
             if meta
@@ -158,6 +159,32 @@ fn drop_empty_meta_maps(res: &ResourceInfo, obj: &mut Value) {
                 meta.remove(k);
             }
         }
+    }
+}
+
+/// What a built-in object looks like after kube-apiserver's round trip
+/// through its Go type and protobuf storage: a ConfigMap's empty `data` or
+/// `binaryData` map is gone (`omitempty`), a Lease always has `spec` (a
+/// struct value, `{}` when empty).
+fn go_shape(res: &ResourceInfo, obj: &mut Value) {
+    let Some(m) = obj.as_object_mut() else {
+        return;
+    };
+    match res.class {
+        Class::ConfigMap => {
+            for k in ["data", "binaryData"] {
+                if m.get(k)
+                    .and_then(Value::as_object)
+                    .is_some_and(Map::is_empty)
+                {
+                    m.remove(k);
+                }
+            }
+        }
+        Class::Lease if !m.get("spec").is_some_and(Value::is_object) => {
+            m.insert("spec".into(), json!({}));
+        }
+        _ => {}
     }
 }
 
@@ -598,12 +625,17 @@ pub fn update(
     if let Some(g) = template_generation {
         crate::apps::set_template_generation(&mut new, g);
     }
-    if new == *old {
+    // kube-apiserver skips a write whose encoding equals the stored one;
+    // a nil []byte stored in a Secret's data (see Inner::nil_bytes) is
+    // re-encoded differently, as an empty one, by any later write.
+    let uid = old["metadata"]["uid"].as_str().unwrap_or_default();
+    if new == *old && !inner.nil_bytes.contains(uid) {
         return Ok(old.clone());
     }
     if ctx.dry_run {
         return Ok(new);
     }
+    inner.nil_bytes.remove(uid);
     let deleting = !new["metadata"]["deletionTimestamp"].is_null();
     if deleting && !has_finalizers(&ctx.res, &new) {
         // kube-apiserver deletes without writing the emptied finalizers: watchers
