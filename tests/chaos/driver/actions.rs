@@ -396,7 +396,6 @@ impl Harness<'_> {
         let mut excluded: Vec<&str> = css.excluded.iter().map(String::as_str).collect();
         excluded.push(SECOND_NAMESPACE);
         let mut spec = json!({
-            "secretMetadata": {"labels": css.labels, "annotations": css.annotations},
             "table": TABLE,
             "dryRun": css.dry_run,
             "prune": css.prune,
@@ -408,6 +407,14 @@ impl Harness<'_> {
         });
         if css.selector {
             spec["namespaceSelector"] = json!({"matchLabels": {SELECT_LABEL: "yes"}});
+        }
+        // Empty maps are left out: kube-apiserver turns an applied `{}`
+        // that empties a map into `null`, which the CRD's schema refuses
+        // (422; found by the soak on the real control plane).
+        for (field, map) in [("labels", &css.labels), ("annotations", &css.annotations)] {
+            if !map.is_empty() {
+                spec["secretMetadata"][field] = json!(map);
+            }
         }
         if self.rollout.is_some() {
             spec["rollout"] = json!({"enabled": true, "debounce": "1s"});
