@@ -890,11 +890,22 @@ fn create(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiErr
     }
     let c = ctx(t, r, "CreateOptions", vec![])?;
     let body = decode_body(r, t)?;
+    store_new(inner, &c, t, &body)
+}
+
+/// Stores `body` as a new object (a POST, or a PUT of one that does not
+/// exist) and answers 201 with it.
+fn store_new(
+    inner: &mut Inner,
+    c: &WriteCtx,
+    t: &Target,
+    body: &Value,
+) -> Result<(u16, Value), ApiError> {
     let stored = write::create(
         inner,
-        &c,
+        c,
         t.namespace.as_deref(),
-        internal(&t.res, &body),
+        internal(&t.res, body),
         Ownership::Update,
     )?;
     Ok((201, external(&t.res, &stored)))
@@ -989,16 +1000,7 @@ fn update(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiErr
     }
     let old = match stored_old {
         Some(old) => old,
-        None => {
-            let stored = write::create(
-                inner,
-                &c,
-                t.namespace.as_deref(),
-                internal(&t.res, &body),
-                Ownership::Update,
-            )?;
-            return Ok((201, external(&t.res, &stored)));
-        }
+        None => return store_new(inner, &c, t, &body),
     };
     // Custom resources and Leases disallow unconditional updates.
     let rv_required = matches!(t.res.class, Class::Custom | Class::Lease);

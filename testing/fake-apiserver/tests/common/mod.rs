@@ -2,6 +2,8 @@
 //! or a real cluster (`FAKE_APISERVER_CONFORMANCE_REAL=1` with `KUBECONFIG`).
 #![allow(dead_code)]
 
+pub mod rng;
+
 use std::time::Duration;
 
 use fake_apiserver::FakeApiServer;
