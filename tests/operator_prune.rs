@@ -31,13 +31,7 @@ fn a_key_of_a_deleted_name_goes_once_a_passing_kms_failure_is_over() {
     let table = "t-kms-back";
     env.table(table);
     env.moto.fixture(&["enable-stream", table]);
-    let upstream = env
-        .moto
-        .endpoint
-        .trim_start_matches("http://")
-        .parse()
-        .expect("moto address");
-    let proxy = block_on(AwsProxy::start(upstream));
+    let proxy = block_on(AwsProxy::in_front_of(&env.moto));
     let through_proxy = [("AWS_ENDPOINT_URL", proxy.endpoint.as_str())];
     env.put(table, &format!("{table}/app/KEEP"), "k");
     env.put(table, &format!("{table}/app/GOES"), "g");

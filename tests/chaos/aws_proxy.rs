@@ -40,6 +40,16 @@ pub struct AwsProxy {
 }
 
 impl AwsProxy {
+    /// A proxy in front of `moto` (its endpoint is `http://ADDR`).
+    pub async fn in_front_of(moto: &crate::support::Moto) -> AwsProxy {
+        let upstream = moto
+            .endpoint
+            .trim_start_matches("http://")
+            .parse()
+            .expect("moto address");
+        AwsProxy::start(upstream).await
+    }
+
     /// Listens on a free loopback port and forwards to `upstream`.
     pub async fn start(upstream: SocketAddr) -> AwsProxy {
         let listener = TcpListener::bind("127.0.0.1:0")

@@ -317,16 +317,23 @@ mod tests {
         );
     }
 
+    /// `ns-a/app/user` put as `v1`, then `v2`, in one batch from `start`;
+    /// returns the name.
+    fn v1_then_v2(timeline: &mut Timeline, start: Instant) -> String {
+        let name = "ns-a/app/user".to_string();
+        let puts = [
+            (name.clone(), "v1".to_string(), false),
+            (name.clone(), "v2".to_string(), false),
+        ];
+        timeline.table_written(start, &table(&[("ns-a/app/user", "v2")]), &puts);
+        name
+    }
+
     #[test]
     fn a_value_going_back_to_an_older_version_is_caught() {
         let start = Instant::now();
         let mut timeline = Timeline::new(false);
-        let name = "ns-a/app/user".to_string();
-        let puts = [
-            (name.clone(), "v1".to_string(), false),
-            (name, "v2".to_string(), false),
-        ];
-        timeline.table_written(start, &table(&[("ns-a/app/user", "v2")]), &puts);
+        v1_then_v2(&mut timeline, start);
         let forward = write(secret(&[("USER", "v1")]), secret(&[("USER", "v2")]));
         let back = write(secret(&[("USER", "v2")]), secret(&[("USER", "v1")]));
         assert!(timeline.judge(&[forward], start).is_empty());
@@ -341,12 +348,7 @@ mod tests {
     fn a_rollback_makes_the_older_value_newest_only_from_then_on() {
         let start = Instant::now();
         let mut timeline = Timeline::new(false);
-        let name = "ns-a/app/user".to_string();
-        let puts = [
-            (name.clone(), "v1".to_string(), false),
-            (name.clone(), "v2".to_string(), false),
-        ];
-        timeline.table_written(start, &table(&[("ns-a/app/user", "v2")]), &puts);
+        let name = v1_then_v2(&mut timeline, start);
         let forward = write(secret(&[("USER", "v1")]), secret(&[("USER", "v2")]));
         timeline.table_written(
             Instant::now(),
@@ -386,12 +388,7 @@ mod tests {
     fn inside_a_rollbacks_batch_either_version_may_be_written() {
         let start = Instant::now();
         let mut timeline = Timeline::new(false);
-        let name = "ns-a/app/user".to_string();
-        let puts = [
-            (name.clone(), "v1".to_string(), false),
-            (name.clone(), "v2".to_string(), false),
-        ];
-        timeline.table_written(start, &table(&[("ns-a/app/user", "v2")]), &puts);
+        let name = v1_then_v2(&mut timeline, start);
         let forward = write(secret(&[("USER", "v1")]), secret(&[("USER", "v2")]));
         assert!(timeline.judge(&[forward], start).is_empty());
         let rollback = Instant::now();

@@ -201,13 +201,7 @@ pub fn run_seed(settings: &Settings) -> Outcome {
 
 impl<'a> Harness<'a> {
     async fn start(env: &'a Env, settings: &Settings) -> Harness<'a> {
-        let upstream = env
-            .moto
-            .endpoint
-            .trim_start_matches("http://")
-            .parse()
-            .expect("moto address");
-        let proxy = AwsProxy::start(upstream).await;
+        let proxy = AwsProxy::in_front_of(&env.moto).await;
         let world = World::new(CSS);
         let mut h = Harness {
             env,

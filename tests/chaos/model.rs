@@ -336,6 +336,12 @@ impl World {
         self.in_scope(ns) && !self.selected(ns) && self.css_for(ns).prune
     }
 
+    /// Whether the operator may write in `ns` at all now: its keys, or the
+    /// removal of its keys from a namespace that stopped matching.
+    pub fn receives_writes(&self, ns: &str) -> bool {
+        self.writable(ns) || self.prunes_unselected(ns)
+    }
+
     /// Whether the operator writes this Secret now (a foreign one only when
     /// it may adopt it).
     pub fn writes_secret(&self, secret: &SecretId) -> bool {

@@ -215,17 +215,10 @@ impl TableOp {
 }
 
 impl Op {
-    /// Whether this operation injects a fault (for the soak report).
+    /// Whether this operation injects a fault (for the soak report): one
+    /// that has a [`Op::fault_kind`], checks aside.
     pub fn is_fault(&self) -> bool {
-        matches!(
-            self,
-            Op::ApiFault { .. }
-                | Op::ApiDelay { .. }
-                | Op::Compact
-                | Op::DropWatches
-                | Op::Aws(_)
-                | Op::Restart { .. }
-        )
+        !self.is_check() && self.fault_kind().is_some()
     }
 
     /// The kinds of operation every run must exercise (see

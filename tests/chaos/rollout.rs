@@ -61,63 +61,51 @@ impl Rollout {
         data_changed: bool,
         patience: std::time::Duration,
     ) -> Result<(), String> {
+        let api: Api<Deployment> = Api::namespaced(client.clone(), ROLLOUT_SECRET.0);
         let deadline = std::time::Instant::now() + patience;
         loop {
-            match self.judge_once(client, data_writes, data_changed).await {
-                Err(problem)
-                    if problem.contains("digest") && std::time::Instant::now() < deadline =>
-                {
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                }
-                other => return other,
-            }
-        }
-    }
-
-    async fn judge_once(
-        &mut self,
-        client: &kube::Client,
-        data_writes: usize,
-        data_changed: bool,
-    ) -> Result<(), String> {
-        let api: Api<Deployment> = Api::namespaced(client.clone(), ROLLOUT_SECRET.0);
-        let found = api
-            .get_opt(DEPLOYMENT)
-            .await
-            .map_err(|e| format!("driver: get the Deployment: {e}"))?;
-        let Some(found) = found else {
-            self.seen = None;
-            return Ok(());
-        };
-        let uid = found.metadata.uid.clone().unwrap_or_default();
-        let generation = found.metadata.generation.unwrap_or_default();
-        let before = match &self.seen {
-            Some((seen_uid, seen_generation)) if *seen_uid == uid => *seen_generation,
-            _ => 1,
-        };
-        let restarts = usize::try_from(generation - before).unwrap_or(0);
-        if restarts > data_writes {
-            return Err(format!(
-                "[8 rollout] {DEPLOYMENT} restarted {restarts} times for {data_writes} writes that changed the data of {}/{}",
-                ROLLOUT_SECRET.0, ROLLOUT_SECRET.1
-            ));
-        }
-        if data_changed && data_writes > 0 {
-            let digest = found
-                .spec
-                .and_then(|s| s.template.metadata)
-                .and_then(|m| m.annotations)
-                .and_then(|a| a.get(DIGEST_ANNOTATION).cloned());
-            let want = self.expected_digest(client).await?;
-            if digest.as_deref() != Some(want.as_str()) {
+            let found = api
+                .get_opt(DEPLOYMENT)
+                .await
+                .map_err(|e| format!("driver: get the Deployment: {e}"))?;
+            let Some(found) = found else {
+                self.seen = None;
+                return Ok(());
+            };
+            let uid = found.metadata.uid.clone().unwrap_or_default();
+            let generation = found.metadata.generation.unwrap_or_default();
+            let before = match &self.seen {
+                Some((seen_uid, seen_generation)) if *seen_uid == uid => *seen_generation,
+                _ => 1,
+            };
+            let restarts = usize::try_from(generation - before).unwrap_or(0);
+            if restarts > data_writes {
                 return Err(format!(
-                    "[8 rollout] {DEPLOYMENT} carries digest {digest:?}, not the one of {}/{} as it is now",
+                    "[8 rollout] {DEPLOYMENT} restarted {restarts} times for {data_writes} writes that changed the data of {}/{}",
                     ROLLOUT_SECRET.0, ROLLOUT_SECRET.1
                 ));
             }
+            if data_changed && data_writes > 0 {
+                let digest = found
+                    .spec
+                    .and_then(|s| s.template.metadata)
+                    .and_then(|m| m.annotations)
+                    .and_then(|a| a.get(DIGEST_ANNOTATION).cloned());
+                let want = self.expected_digest(client).await?;
+                if digest.as_deref() != Some(want.as_str()) {
+                    if std::time::Instant::now() < deadline {
+                        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                        continue;
+                    }
+                    return Err(format!(
+                        "[8 rollout] {DEPLOYMENT} carries digest {digest:?}, not the one of {}/{} as it is now",
+                        ROLLOUT_SECRET.0, ROLLOUT_SECRET.1
+                    ));
+                }
+            }
+            self.seen = Some((uid, generation));
+            return Ok(());
         }
-        self.seen = Some((uid, generation));
-        Ok(())
     }
 
     async fn expected_digest(&self, client: &kube::Client) -> Result<String, String> {

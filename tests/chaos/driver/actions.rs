@@ -33,27 +33,21 @@ impl Harness<'_> {
                 self.timeline.license(secret.clone(), Some(key.clone()));
                 self.create_non_opaque(secret, key, value).await
             }
-            Op::SetExcluded(_) | Op::SetDryRun(_) => {
+            // An edit of the first CredstashSync's spec: the world's own
+            // rule gives the new spec, applied and awaited as a user would.
+            Op::SetExcluded(_)
+            | Op::SetDryRun(_)
+            | Op::SetPrune(_)
+            | Op::SetSelector(_)
+            | Op::SetAdopt(_)
+            | Op::SetMetadata { .. } => {
                 let mut next = self.world.clone();
                 next.apply(op);
                 self.world.css = next.css;
                 self.apply_css().await;
-                self.await_main_spec(settings).await
-            }
-            Op::SetPrune(on) => {
-                self.world.css.prune = *on;
-                self.apply_css().await;
-                self.timeline.prune_set(*on);
-                self.await_main_spec(settings).await
-            }
-            Op::SetSelector(on) => {
-                self.world.css.selector = *on;
-                self.apply_css().await;
-                self.await_main_spec(settings).await
-            }
-            Op::SetAdopt(on) => {
-                self.world.css.adopt = *on;
-                self.apply_css().await;
+                if let Op::SetPrune(on) = op {
+                    self.timeline.prune_set(*on);
+                }
                 self.await_main_spec(settings).await
             }
             Op::SetSecondCss(true) => {
@@ -99,15 +93,6 @@ impl Harness<'_> {
             }
             Op::DeleteCss => self.delete_css(&self.world.css.name.clone()).await,
             Op::CreateCss => self.create_css(settings).await,
-            Op::SetMetadata {
-                labels,
-                annotations,
-            } => {
-                self.world.css.labels = labels.clone();
-                self.world.css.annotations = annotations.clone();
-                self.apply_css().await;
-                self.await_main_spec(settings).await
-            }
             Op::Restart { kill } => {
                 self.stop_operator(*kill).await;
                 self.start_operator().await;

@@ -53,8 +53,7 @@ impl Harness<'_> {
         under_faults: bool,
     ) -> Result<(), String> {
         if !under_faults {
-            self.faults.clear_faults();
-            self.proxy.clear();
+            self.clear_faults();
         }
         self.outcome.checks += 1;
         let mut problems = Vec::new();
@@ -82,8 +81,7 @@ impl Harness<'_> {
             mismatches = self.model.check(&self.world, &seen);
         }
         if under_faults {
-            self.faults.clear_faults();
-            self.proxy.clear();
+            self.clear_faults();
         }
         if mismatches.is_empty() {
             self.outcome.convergence.push(start.elapsed());
@@ -216,6 +214,12 @@ impl Harness<'_> {
         Ok(())
     }
 
+    /// Ends every API and AWS fault still pending.
+    fn clear_faults(&mut self) {
+        self.faults.clear_faults();
+        self.proxy.clear();
+    }
+
     pub(super) fn passed(&mut self, invariant: &'static str) {
         *self.outcome.invariants_passed.entry(invariant).or_default() += 1;
     }
@@ -287,7 +291,7 @@ impl Harness<'_> {
     /// not write to (gone, unlabelled) and writes nothing there any more.
     pub(super) fn freeze_unwritten_namespaces(&mut self, now: Instant) {
         for ns in NAMESPACES {
-            if !self.world.writable(ns) && !self.world.prunes_unselected(ns) {
+            if !self.world.receives_writes(ns) {
                 self.frozen_since.entry(ns.to_string()).or_insert(now);
             }
         }
@@ -299,7 +303,7 @@ impl Harness<'_> {
     /// the next passed check: no generation tells when they were seen.)
     pub(super) fn scope_changed(&mut self, now: Instant) {
         for ns in NAMESPACES {
-            if self.world.writable(ns) || self.world.prunes_unselected(ns) {
+            if self.world.receives_writes(ns) {
                 self.frozen_since.remove(ns);
             } else if self.world.namespaces.get(ns) == Some(&Phase::Active)
                 && self.world.selected(ns)
