@@ -128,26 +128,47 @@ fn secret_metadata_is_added_and_removed_with_the_spec_and_costs_nothing_when_ste
         let counters = faults.counters();
         assert_eq!(counters.writes("secrets"), 0, "steady state: {counters:?}");
 
+        // Emptied the way a user empties them: kube-apiserver stores the
+        // maps a server-side apply of `{}` emptied as null.
+        let mut emptied = with_metadata.clone();
+        emptied["secretMetadata"] = json!({"labels": {}, "annotations": {}});
+        env.apply_css("meta", emptied).await;
+        let removed = wait_metadata_removed(env).await;
+        assert_eq!(labels(&removed)["by-hand"], "yes", "a hand label stays");
+
+        // Set again, then left out of the spec altogether.
+        env.apply_css("meta", with_metadata.clone()).await;
+        wait_for("the spec's label back on meta/app", || async {
+            let secret = env.secret("meta", "app").await?;
+            labels(&secret).contains_key("team").then_some(())
+        })
+        .await;
         let mut without = with_metadata;
         without
             .as_object_mut()
             .expect("a spec")
             .remove("secretMetadata");
         env.apply_css("meta", without).await;
-        let removed = wait_for(
-            "the spec's label and annotation to leave meta/app",
-            || async {
-                let secret = env.secret("meta", "app").await?;
-                let gone = !labels(&secret).contains_key("team")
-                    && !annotations(&secret).contains_key("reloader.stakater.com/match");
-                gone.then_some(secret)
-            },
-        )
-        .await;
-        assert_eq!(labels(&removed)[MANAGED_BY], "kubestash", "ours stays");
+        let removed = wait_metadata_removed(env).await;
         assert_eq!(labels(&removed)["by-hand"], "yes", "a hand label stays");
         assert_eq!(data(&removed), data(&before));
     });
+}
+
+/// Awaits meta/app without the spec's label and annotation, with ours kept.
+async fn wait_metadata_removed(env: &Env) -> Secret {
+    let removed = wait_for(
+        "the spec's label and annotation to leave meta/app",
+        || async {
+            let secret = env.secret("meta", "app").await?;
+            let gone = !labels(&secret).contains_key("team")
+                && !annotations(&secret).contains_key("reloader.stakater.com/match");
+            gone.then_some(secret)
+        },
+    )
+    .await;
+    assert_eq!(labels(&removed)[MANAGED_BY], "kubestash", "ours stays");
+    removed
 }
 
 async fn resync(env: &Env, css: &str, value: &str) {

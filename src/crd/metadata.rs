@@ -10,6 +10,7 @@ use super::labels::{
     check_annotation_key, check_label_key, check_label_value, LABEL_VALUE_PATTERN,
     MAX_ANNOTATIONS_BYTES,
 };
+use super::null_as_empty;
 
 /// The label kubestash puts on every Secret it writes; not settable.
 pub const RESERVED_LABEL: &str = "app.kubernetes.io/managed-by";
@@ -24,18 +25,28 @@ pub const RESERVED_ANNOTATION_PREFIX: &str = "kubestash.io/";
 pub struct SecretMetadata {
     /// Labels (keys `[prefix/]name`, values at most 63 characters of
     /// a-z, A-Z, 0-9, `-`, `_`, `.`). Example: `{team: payments}`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
     #[schemars(schema_with = "label_map_schema")]
     pub labels: BTreeMap<String, String>,
 
     /// Annotations. Example: `{reloader.stakater.com/match: "true"}`.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[schemars(extend("nullable" = true))]
     pub annotations: BTreeMap<String, String>,
 }
 
 fn label_map_schema(_: &mut SchemaGenerator) -> Schema {
     json_schema!({
         "type": "object",
+        "nullable": true,
         "description": "Labels (keys `[prefix/]name`, values at most 63 characters of a-z, A-Z, 0-9, `-`, `_`, `.`). Example: `{team: payments}`.",
         "additionalProperties": {
             "type": "string",

@@ -131,7 +131,12 @@ pub struct CredstashSyncSpec {
 
     /// KMS encryption context the items were stored with (credstash's
     /// `key=value` context). Default: none.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "BTreeMap::is_empty"
+    )]
+    #[schemars(extend("nullable" = true))]
     pub encryption_context: BTreeMap<String, String>,
 
     /// ARN of the table's DynamoDB stream. Default: discovered from the table;
@@ -191,7 +196,12 @@ pub struct CredstashSyncSpec {
     /// writes, owned like its keys: removed from the Secrets when removed
     /// here. `app.kubernetes.io/managed-by` and `kubestash.io/*` annotations
     /// are the operator's own and cannot be set. Default: none.
-    #[serde(default, skip_serializing_if = "SecretMetadata::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "SecretMetadata::is_empty"
+    )]
+    #[schemars(extend("nullable" = true))]
     pub secret_metadata: SecretMetadata,
 
     /// Only namespaces whose labels match this standard label selector
@@ -241,6 +251,17 @@ fn default_min_resync_interval() -> String {
 fn default_prune() -> bool {
     DEFAULT_PRUNE
 }
+/// Reads `null` as empty. kube-apiserver stores `null` where a server-side
+/// apply of `{}` emptied a map the applier owned entries of, so each object
+/// field a user may empty is `nullable` in the schema and read through this.
+fn null_as_empty<'de, D, T>(deserializer: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Default + Deserialize<'de>,
+{
+    Ok(Option::<T>::deserialize(deserializer)?.unwrap_or_default())
+}
+
 fn default_adopt_existing() -> bool {
     DEFAULT_ADOPT_EXISTING
 }

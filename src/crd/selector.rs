@@ -19,12 +19,15 @@ const OPERATORS: [&str; 4] = ["In", "NotIn", "Exists", "DoesNotExist"];
 pub fn schema(generator: &mut SchemaGenerator) -> Schema {
     let mut schema = <LabelSelector as JsonSchema>::json_schema(generator);
     let label_value = json!({"type": "string", "maxLength": 63, "pattern": LABEL_VALUE_PATTERN});
+    // Nullable: a server-side apply that empties either leaves `null`.
+    schema.insert("nullable".into(), json!(true));
     if let Some(props) = schema
         .get_mut("properties")
         .and_then(serde_json::Value::as_object_mut)
     {
         if let Some(labels) = props.get_mut("matchLabels") {
             labels["additionalProperties"] = label_value.clone();
+            labels["nullable"] = json!(true);
         }
         if let Some(requirement) = props
             .get_mut("matchExpressions")

@@ -276,6 +276,45 @@ fn secret_metadata_selector_and_adoption_parse_from_the_spec() {
         .is_none());
 }
 
+/// What kube-apiserver stores after a server-side apply of `{}` over maps
+/// the applier had filled: `null`, which the schema must allow and the
+/// operator must read as empty.
+#[test]
+fn maps_a_server_side_apply_emptied_to_null_read_as_empty() {
+    let schema = spec_schema();
+    let props = &schema["properties"];
+    for nullable in [
+        &props["encryptionContext"],
+        &props["secretMetadata"],
+        &props["secretMetadata"]["properties"]["labels"],
+        &props["secretMetadata"]["properties"]["annotations"],
+        &props["namespaceSelector"],
+        &props["namespaceSelector"]["properties"]["matchLabels"],
+    ] {
+        assert_eq!(nullable["nullable"], true, "{nullable}");
+    }
+
+    let emptied: CredstashSyncSpec = serde_json::from_value(json!({
+        "table": "credential-store",
+        "encryptionContext": null,
+        "secretMetadata": {"labels": null, "annotations": null},
+        "namespaceSelector": {"matchLabels": null}
+    }))
+    .unwrap();
+    let valid = emptied.validate().unwrap();
+    assert!(valid.secret_metadata.is_empty());
+    assert!(valid.encryption_context.is_empty());
+    assert!(valid
+        .unselected_namespaces(&BTreeMap::from([("any".to_owned(), BTreeMap::new())]))
+        .is_empty());
+    let gone: CredstashSyncSpec = serde_json::from_value(json!({
+        "table": "credential-store", "secretMetadata": null, "namespaceSelector": null
+    }))
+    .unwrap();
+    assert!(gone.secret_metadata.is_empty());
+    assert!(gone.namespace_selector.is_none());
+}
+
 #[test]
 fn the_operators_own_metadata_and_bad_selectors_are_invalid_specs() {
     let spec: CredstashSyncSpec = serde_json::from_value(json!({

@@ -142,15 +142,44 @@ pub fn ensure_named_fields(set: &FieldSet, ti: &TypeInfo) -> FieldSet {
 }
 
 /// The object without the members of `set` (each with everything under it),
-/// as structured-merge-diff's `RemoveItems`. A map left empty stays as `{}`
-/// here (the library makes it null): it is no removed field for ownership, and
-/// the API server does not store it.
+/// as structured-merge-diff's `RemoveItems`. A map or list left empty stays
+/// as `{}` or `[]` here: it is no removed field for ownership, and a built-in
+/// kind's Go type does not store it (see [`null_emptied`] for the stored
+/// form of a custom resource).
 pub fn remove_items(obj: &Value, set: &FieldSet) -> Value {
     let mut out = obj.clone();
     for p in &set.0 {
         remove_path(&mut out, p);
     }
     out
+}
+
+/// What `RemoveItems` really leaves: every map or list on the way to a
+/// removed member that ends up empty becomes `null` (structured-merge-diff's
+/// removing walker sets only non-empty results). kube-apiserver stores that
+/// `null` in a custom resource, where a schema that is not `nullable`
+/// refuses it.
+pub fn null_emptied(obj: &mut Value, removed: &FieldSet) {
+    let mut ancestors: Vec<&[String]> = removed
+        .0
+        .iter()
+        .flat_map(|p| (1..p.len()).map(move |k| &p[..k]))
+        .collect();
+    ancestors.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+    ancestors.dedup();
+    for path in ancestors {
+        let node = path.iter().try_fold(&mut *obj, |n, el| step_mut(n, el));
+        if let Some(node) = node {
+            let empty = match node {
+                Value::Object(m) => m.is_empty(),
+                Value::Array(a) => a.is_empty(),
+                _ => false,
+            };
+            if empty {
+                *node = Value::Null;
+            }
+        }
+    }
 }
 
 /// Renders a path as kube-apiserver prints it in conflicts (`.data.A`, `[uid="x"]`).

@@ -5,7 +5,7 @@ use serde_json::{json, Map, Value};
 
 use crate::errors::{ApiError, Cause};
 use crate::fieldset::{
-    compare, ensure_named_fields, merge, path_string, remove_items, to_set, FieldSet,
+    compare, ensure_named_fields, merge, null_emptied, path_string, remove_items, to_set, FieldSet,
 };
 use crate::schema::TypeInfo;
 
@@ -447,7 +447,11 @@ fn prune(merged: &Value, last: &FieldSet, owned: &FieldSet, ti: &TypeInfo) -> Va
     let dangling = all
         .difference(&named(&to_set(&owned_back, ti, false)))
         .intersection(&last);
-    remove_items(merged, &dangling)
+    let mut pruned = remove_items(merged, &dangling);
+    if ti.stores_nulls() {
+        null_emptied(&mut pruned, &dangling);
+    }
+    pruned
 }
 
 /// Result of a server-side apply.

@@ -33,6 +33,13 @@ impl<'a> TypeInfo<'a> {
         }
     }
 
+    /// Whether objects are stored as the unstructured JSON that
+    /// structured-merge-diff leaves (a custom resource), explicit nulls
+    /// included, rather than converted to a Go type that drops them.
+    pub fn stores_nulls(&self) -> bool {
+        self.class == Class::Custom
+    }
+
     /// Whether the object at a path of field names is a map whose keys are
     /// data (Go `map[string]…`, `additionalProperties`) rather than a struct
     /// whose keys are named fields.

@@ -701,3 +701,74 @@ async fn crd_openapi_value_validations_reject_with_field_causes() {
     uninstall(&env, &crd).await;
     env.finish().await;
 }
+
+/// A server-side apply of `{}` over a map the applier owned entries of
+/// leaves `null` behind, not `{}`: a schema that is not `nullable` refuses
+/// it (the CredstashSync schema marks its maps nullable for this reason).
+#[tokio::test]
+async fn crd_apply_that_empties_an_owned_map_leaves_null_which_only_a_nullable_schema_accepts() {
+    let env = Env::new().await;
+    let group = format!("{}.conf.example.com", unique("n"));
+    let plural = "notes".to_string();
+    let map = |nullable: bool| json!({"type": "object", "nullable": nullable, "additionalProperties": {"type": "string"}});
+    let crd: CustomResourceDefinition = serde_json::from_value(json!({
+        "apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("{plural}.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"plural": plural, "singular": "note", "kind": "Note"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "properties": {"spec": {
+                    "type": "object", "properties": {"strict": map(false), "loose": map(true)}
+                }}}}}]}
+    }))
+    .unwrap();
+    let ar = create_established(&env, &crd, &group, &plural, "Note").await;
+    let crd = Crd { group, plural, ar };
+    let api: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), &env.ns, &crd.ar);
+    let apply = |spec: Value| {
+        let body = json!({"apiVersion": format!("{}/v1", crd.group), "kind": "Note",
+            "metadata": {"name": "n"}, "spec": spec});
+        let api = api.clone();
+        async move {
+            api.patch("n", &PatchParams::apply("owner"), &Patch::Apply(&body))
+                .await
+        }
+    };
+
+    let full = json!({"strict": {"a": "1"}, "loose": {"b": "2"}});
+    apply(full.clone()).await.expect("both maps set");
+    let refused = api_err(apply(json!({"strict": {}, "loose": {"b": "2"}})).await);
+    assert_eq!(refused.code, 422, "{refused:?}");
+    assert!(
+        refused
+            .message
+            .contains("spec.strict: Invalid value: \"null\": spec.strict in body must be of type object: \"null\""),
+        "{}",
+        refused.message
+    );
+    assert_eq!(
+        api.get("n").await.unwrap().data["spec"],
+        full,
+        "nothing stored"
+    );
+
+    let emptied = apply(json!({"strict": {"a": "1"}, "loose": {}}))
+        .await
+        .expect("a nullable map may be emptied");
+    assert_eq!(emptied.data["spec"]["loose"], Value::Null);
+    assert!(
+        emptied.data["spec"]
+            .as_object()
+            .unwrap()
+            .contains_key("loose"),
+        "stored as an explicit null: {}",
+        emptied.data["spec"]
+    );
+    assert_eq!(
+        api.get("n").await.unwrap().data["spec"],
+        emptied.data["spec"]
+    );
+
+    uninstall(&env, &crd).await;
+    env.finish().await;
+}

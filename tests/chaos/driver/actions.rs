@@ -393,14 +393,10 @@ impl Harness<'_> {
         if css.selector {
             spec["namespaceSelector"] = json!({"matchLabels": {SELECT_LABEL: "yes"}});
         }
-        // Empty maps are left out: kube-apiserver turns an applied `{}`
-        // that empties a map into `null`, which the CRD's schema refuses
-        // (422; found by the soak on the real control plane).
-        for (field, map) in [("labels", &css.labels), ("annotations", &css.annotations)] {
-            if !map.is_empty() {
-                spec["secretMetadata"][field] = json!(map);
-            }
-        }
+        // Applied even when empty: kube-apiserver stores a map emptied by
+        // an applied `{}` as null (found by the soak on the real control
+        // plane, when the CRD's schema still refused it).
+        spec["secretMetadata"] = json!({"labels": css.labels, "annotations": css.annotations});
         if self.rollout.is_some() {
             spec["rollout"] = json!({"enabled": true, "debounce": "1s"});
         }
