@@ -326,22 +326,21 @@ async fn sync_once(args: &SyncArgs) -> u8 {
         Ok(client) => client,
         Err(err) => return fail(&format!("connecting to Kubernetes: {err}")),
     };
-    let own_writes = parking_lot::Mutex::new(crate::secrets::OwnWrites::default());
-    let env = match crate::controller::sync::SyncEnv::list(&client, &metrics, &own_writes).await {
-        Ok(env) => env,
+    let cluster = match crate::sync::ListedCluster::list(client).await {
+        Ok(cluster) => cluster,
         Err(err) => return fail(&format!("listing namespaces and managed Secrets: {err}")),
     };
     let reader = std::sync::Arc::new(
         credstash::connect(&args.table.location(), args.table.reader_options()).await,
     );
     let now = tokio::time::Instant::now();
-    let (outcome, _snapshot) =
-        crate::controller::sync::full_sync(&env, &args.name, &spec, &reader, now).await;
+    let engine = crate::sync::Engine::new(&cluster, &metrics, &args.name, &spec);
+    let (outcome, _snapshot) = engine.full_sync(&reader, now).await;
     report_sync(&outcome)
 }
 
 /// Prints a one-shot sync's plan and problems; the exit code says how it went.
-fn report_sync(outcome: &crate::controller::report::SyncOutcome) -> u8 {
+fn report_sync(outcome: &crate::sync::SyncOutcome) -> u8 {
     let mut out = outcome.plan.join("\n");
     if !out.is_empty() {
         out.push('\n');

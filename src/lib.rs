@@ -1,7 +1,8 @@
 //! kubestash: keeps Kubernetes Secrets in step with a credstash table.
 //!
 //! Data flows one way: read the table ([`credstash`]) -> desired state
-//! ([`mapping`]) -> plan and apply ([`secrets`]) -> status ([`controller`]).
+//! ([`mapping`]) -> plan and apply ([`secrets`]), run by the sync engine
+//! ([`sync`]) -> status ([`controller`]).
 
 pub mod allocator;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod rollout;
 pub mod secrets;
 pub mod server;
 pub mod stream;
+pub mod sync;
 pub mod telemetry;
 pub mod value;
 pub mod write_gate;

@@ -2,7 +2,8 @@
 //!
 //! One kube-runtime `Controller` over CredstashSyncs. Each reconcile decides
 //! ([`triggers`]) between a full sync, applying stream changes, or nothing
-//! ([`reconcile`]); syncs run through [`sync`]; outcomes become status,
+//! ([`reconcile`]); syncs run through [`crate::sync`], which sees the
+//! cluster through the watch caches ([`CachedCluster`]); outcomes become status,
 //! events and metrics ([`report`]). A DynamoDB stream ([`streaming`]) wakes
 //! the reconciler when records arrive.
 
@@ -11,7 +12,6 @@ pub mod report;
 pub mod rollout;
 pub mod state;
 pub mod streaming;
-pub mod sync;
 pub mod triggers;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -40,6 +40,8 @@ use crate::secrets::live::reduce_event;
 use crate::secrets::observed::{has_manager, secret_ref};
 use crate::secrets::{self, Echo, LiveSecret, OwnWrites, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::server::Health;
+use crate::sync::{ClusterView, Labels};
+use crate::write_gate::WriteGate;
 use report::{Notice, Severity};
 use state::SyncState;
 
@@ -93,7 +95,7 @@ pub struct Settings {
     /// shards, and a table without a stream for a new one.
     pub stream_check_interval: Duration,
     /// Write batches pass it; the operator closes it to hand over.
-    pub write_gate: crate::write_gate::WriteGate,
+    pub write_gate: WriteGate,
 }
 
 /// Shared state of the reconcilers.
@@ -179,11 +181,11 @@ impl Context {
     }
 
     /// The namespaces that exist and are not terminating, with their labels.
-    fn active_namespaces(&self) -> BTreeMap<String, sync::Labels> {
+    fn active_namespaces(&self) -> BTreeMap<String, Labels> {
         self.namespaces
             .state()
             .iter()
-            .filter(|ns| sync::is_active(ns))
+            .filter(|ns| crate::sync::is_active(ns))
             .map(|ns| (ns.name_any(), ns.labels().clone()))
             .collect()
     }
@@ -193,7 +195,7 @@ impl Context {
     fn namespace_active(&self, namespace: &str) -> bool {
         self.namespaces
             .get(&ObjectRef::new(namespace))
-            .is_some_and(|ns| sync::is_active(&ns))
+            .is_some_and(|ns| crate::sync::is_active(&ns))
     }
 
     /// Field managers of the CredstashSyncs that exist and are not deleted
@@ -207,21 +209,9 @@ impl Context {
             .collect()
     }
 
-    /// What a sync of `css` sees of the cluster: the watch caches, with our
-    /// own recent writes laid over the managed Secrets.
-    fn sync_env<'a>(&'a self, css: &'a CredstashSync) -> sync::SyncEnv<'a> {
-        sync::SyncEnv {
-            client: &self.client,
-            metrics: &self.metrics,
-            namespaces: self.active_namespaces(),
-            managed_secrets: self.managed_secrets_now(),
-            living_managers: self.living_managers(),
-            own_writes: &self.own_writes,
-            cached_version: Box::new(move |secret| self.cached_version(secret)),
-            write_gate: self.settings.write_gate.clone(),
-            still_exists: Box::new(move || self.still_exists(css)),
-            namespace_active: Box::new(move |namespace| self.namespace_active(namespace)),
-        }
+    /// What a sync of `css` sees of the cluster.
+    fn cluster<'a>(&'a self, css: &'a CredstashSync) -> CachedCluster<'a> {
+        CachedCluster { ctx: self, css }
     }
 
     /// Whether `css` (this very object, by uid) exists and is not being
@@ -401,6 +391,54 @@ impl Context {
             .await
             .map(|_| ())
             .map_err(|source| Error::Finalizer { name, source })
+    }
+}
+
+/// What a sync of one CredstashSync sees of the cluster: the watch caches,
+/// with our own recent writes laid over the managed Secrets.
+pub struct CachedCluster<'a> {
+    ctx: &'a Context,
+    css: &'a CredstashSync,
+}
+
+impl ClusterView for CachedCluster<'_> {
+    fn client(&self) -> &Client {
+        &self.ctx.client
+    }
+
+    fn namespaces(&self) -> BTreeMap<String, Labels> {
+        self.ctx.active_namespaces()
+    }
+
+    fn managed_secrets(&self) -> Vec<Arc<LiveSecret>> {
+        self.ctx.managed_secrets_now()
+    }
+
+    fn living_managers(&self) -> BTreeSet<String> {
+        self.ctx.living_managers()
+    }
+
+    fn write_gate(&self) -> &WriteGate {
+        &self.ctx.settings.write_gate
+    }
+
+    fn still_exists(&self) -> bool {
+        self.ctx.still_exists(self.css)
+    }
+
+    fn namespace_active(&self, namespace: &str) -> bool {
+        self.ctx.namespace_active(namespace)
+    }
+
+    /// Laid over the cache until the cache has it (a write the cache holds
+    /// already is not recorded).
+    fn wrote(&self, secret: LiveSecret) {
+        let cached = secret_ref(&secret).and_then(|reference| self.ctx.cached_version(&reference));
+        let now = tokio::time::Instant::now();
+        self.ctx
+            .own_writes
+            .lock()
+            .record(secret, cached.as_deref(), now);
     }
 }
 

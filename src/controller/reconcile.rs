@@ -12,10 +12,9 @@ use futures::future::BoxFuture;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 
-use super::report::{self, Notice, Severity, SyncOutcome};
+use super::report::{self, Notice, Severity};
 use super::state::{Cause, PendingWork};
 use super::streaming::{self, Opened, StreamHealth, StreamKey, StreamLink};
-use super::sync;
 use super::triggers::{self, Action as Next, TriggerInputs};
 use super::{Context, Error};
 use crate::crd::{
@@ -25,6 +24,7 @@ use crate::crd::{
 use crate::mapping::SecretRef;
 use crate::metrics::{StreamEvent as RecordKind, SyncResult, SyncTrigger};
 use crate::stream::{Changes, EventKind};
+use crate::sync::{Engine, NamespaceScope, SyncOutcome};
 
 /// Reconciles one CredstashSync (boxed for the same reason as the caller).
 pub(super) fn apply(
@@ -51,7 +51,7 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
     }
     let key = StreamKey::of(&spec);
     let namespaces = ctx.active_namespaces();
-    let unselected = spec.unselected_namespaces(&namespaces);
+    let unselected = NamespaceScope::new(&spec, &namespaces).unselected().clone();
     let active: BTreeSet<String> = namespaces.into_keys().collect();
     let stream_live = ctx.with_state(&name, |s| {
         s.namespaces_appeared(&active);
@@ -294,10 +294,11 @@ impl FullSyncRun<'_> {
         let reader = ctx.reader(name, spec).await;
         let taken = ctx.with_state(name, |s| s.begin_full_sync());
         tracing::info!(credstashsync = %name, trigger = self.trigger.as_str(), table = %spec.table, "full sync");
-        let env = ctx.sync_env(self.css);
+        let cluster = ctx.cluster(self.css);
+        let engine = Engine::new(&cluster, &ctx.metrics, name, spec);
         let result = tokio::time::timeout(
             spec.sync_timeout,
-            sync::full_sync(&env, name, spec, &reader, self.read_not_before),
+            engine.full_sync(&reader, self.read_not_before),
         )
         .await;
         self.start_stream(opened);
@@ -324,7 +325,7 @@ impl FullSyncRun<'_> {
         let manual = self.trigger == SyncTrigger::Manual;
         match snapshot {
             Some(snapshot) if outcome.cluster_error.is_none() => {
-                let retry = snapshot.names_to_retry(spec);
+                let retry = snapshot.names_to_retry(engine.scope());
                 let at = tokio::time::Instant::now();
                 ctx.with_state(name, |s| {
                     s.full_sync_done(&outcome, snapshot, now, manual);
@@ -452,14 +453,15 @@ impl PendingRun<'_> {
         } else {
             Some(ctx.reader(name, spec).await)
         };
-        let env = ctx.sync_env(self.css);
+        let cluster = ctx.cluster(self.css);
+        let engine = Engine::new(&cluster, &ctx.metrics, name, spec);
         let run = async {
             let mut unread = PendingWork::default();
             // Names whose re-read is still to come: their Secrets are not
             // pruned from the older snapshot.
             let mut waiting = deferred.clone();
             if let Some(reader) = &reader {
-                match sync::refresh_names(&env, spec, reader, &mut snapshot, &names).await {
+                match engine.refresh_names(reader, &mut snapshot, &names).await {
                     Ok(touched) => touched
                         .into_iter()
                         .for_each(|secret| work.mark(secret, Cause::Stream)),
@@ -472,8 +474,7 @@ impl PendingRun<'_> {
                 }
             }
             let targets: BTreeSet<SecretRef> = work.secrets.keys().cloned().collect();
-            let outcome =
-                sync::apply_secrets(&env, name, spec, &snapshot, &targets, &waiting).await;
+            let outcome = engine.apply_secrets(&snapshot, &targets, &waiting).await;
             (unread, outcome)
         };
         let result = tokio::time::timeout(spec.sync_timeout, run).await;
@@ -493,7 +494,7 @@ impl PendingRun<'_> {
             }
             return None;
         };
-        let failing = snapshot.failed_names(spec);
+        let failing = snapshot.failed_names(engine.scope());
         let repaired = repaired_secrets(&work, &outcome);
         let changed = outcome.changed_keys.keys();
         let not_repaired = changed.filter(|s| work.secrets.get(*s) != Some(&Cause::Drift));
@@ -503,7 +504,7 @@ impl PendingRun<'_> {
         // Names that failed for a reason that may pass are read again, with
         // the backoff of a failed run.
         let mut unread = unread;
-        unread.names.extend(snapshot.names_to_retry(spec));
+        unread.names.extend(snapshot.names_to_retry(engine.scope()));
         ctx.with_state(name, |s| {
             s.pending_applied(snapshot, unread, Some(&outcome), now)
         });

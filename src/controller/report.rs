@@ -1,17 +1,16 @@
 //! What a sync tells the world: the CredstashSync's status and its events.
 //! Pure: built from a [`SyncOutcome`], never from secret values.
 
-use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
 use crate::crd::{
     cap_plan, condition_type, reason, set_condition, to_time, ConditionStatus, CredstashSyncStatus,
-    KeyCounts, SecretCounts,
 };
 use crate::mapping::SecretRef;
-use crate::metrics::{SyncResult, SyncTrigger};
+use crate::metrics::SyncResult;
+use crate::sync::SyncOutcome;
 
 /// At most this many names are listed in one event or condition message.
 const MAX_LISTED: usize = 10;
@@ -27,121 +26,6 @@ const SEPARATOR: &str = ", ";
 const ELLIPSIS: &str = "…";
 /// Room [`fit_note`] keeps for its ending (`… and 12345 more`).
 const FIT_RESERVE: usize = 32;
-
-/// Everything a finished full sync reports. Holds names, never values.
-#[derive(Debug, Clone, Default)]
-pub struct SyncOutcome {
-    pub trigger: Option<SyncTrigger>,
-    pub finished_at: Option<DateTime<Utc>>,
-    pub duration: Duration,
-    pub dry_run: bool,
-    /// The table could not be read completely (nothing was pruned).
-    pub table_error: Option<String>,
-    /// The cluster could not be read (Secrets outside the cache): the sync
-    /// stopped at the batch of Secrets that needed it (earlier batches may
-    /// have been written; their changes are listed).
-    pub cluster_error: Option<String>,
-    pub secrets: SecretCounts,
-    pub keys: KeyCounts,
-    /// `name: cause` of each item that failed to decrypt.
-    pub key_failures: Vec<String>,
-    /// Normalisation conflicts and keys claimed by another CredstashSync.
-    pub conflicts: Vec<String>,
-    /// Names not of the form namespace/secret/KEY, with the reason.
-    pub invalid_names: Vec<String>,
-    /// `namespace/name: cause` of each Secret that could not be written.
-    pub write_failures: Vec<String>,
-    /// The Secrets that could not be written (they stay pending).
-    pub failed_secrets: BTreeSet<SecretRef>,
-    /// The Secrets written, with the keys whose data changed (names only).
-    pub changed_keys: BTreeMap<SecretRef, Vec<String>>,
-    /// Secrets not written, with the reason (non-Opaque type...).
-    pub skipped: Vec<String>,
-    /// Secrets created and updated (`namespace/name`).
-    pub created: Vec<String>,
-    pub updated: Vec<String>,
-    /// One line per Secret (action, name, key names).
-    pub plan: Vec<String>,
-    /// Namespaces that keys wait for (they do not exist yet).
-    pub waiting_namespaces: BTreeSet<String>,
-    /// Namespaces that existed and that the namespace selector did not
-    /// select when the sync planned.
-    pub unselected_namespaces: BTreeSet<String>,
-}
-
-impl SyncOutcome {
-    /// Success, partial failure (some keys or Secrets failed), or failure
-    /// (the table could not be read).
-    pub fn result(&self) -> SyncResult {
-        if self.table_error.is_some() || self.cluster_error.is_some() {
-            SyncResult::Failure
-        } else if self.key_failures.is_empty()
-            && self.write_failures.is_empty()
-            && self.conflicts.is_empty()
-        {
-            SyncResult::Success
-        } else {
-            SyncResult::PartialFailure
-        }
-    }
-
-    /// A one-line summary for the Ready/Synced message and logs.
-    pub fn summary(&self) -> String {
-        let s = &self.secrets;
-        let k = &self.keys;
-        let verb = if self.dry_run { "would be " } else { "" };
-        let mut text = format!(
-            "{} keys in {} Secrets: {} {verb}created, {} {verb}updated, {} unchanged, {} skipped",
-            k.total - k.invalid,
-            s.managed,
-            s.created,
-            s.updated,
-            s.unchanged,
-            s.skipped
-        );
-        for (count, what) in [
-            (k.failed, "keys failed to decrypt"),
-            (k.conflicting, "conflicting keys"),
-            (k.invalid, "invalid names"),
-            (k.waiting_for_namespace, "keys waiting for their namespace"),
-            (self.write_failures.len() as i64, "Secrets failed to write"),
-        ] {
-            if count > 0 {
-                text.push_str(&format!("; {count} {what}"));
-            }
-        }
-        text
-    }
-
-    /// Adds the outcome of another batch of Secrets of the same sync (see
-    /// [`crate::controller::sync`]): counts add up, lists follow each other.
-    pub fn absorb(&mut self, batch: SyncOutcome) {
-        let (s, b) = (&mut self.secrets, &batch.secrets);
-        s.created += b.created;
-        s.updated += b.updated;
-        s.unchanged += b.unchanged;
-        s.skipped += b.skipped;
-        s.managed += b.managed;
-        let (k, b) = (&mut self.keys, &batch.keys);
-        k.total += b.total;
-        k.invalid += b.invalid;
-        k.failed += b.failed;
-        k.conflicting += b.conflicting;
-        k.waiting_for_namespace += b.waiting_for_namespace;
-        k.excluded += b.excluded;
-        self.key_failures.extend(batch.key_failures);
-        self.conflicts.extend(batch.conflicts);
-        self.invalid_names.extend(batch.invalid_names);
-        self.write_failures.extend(batch.write_failures);
-        self.failed_secrets.extend(batch.failed_secrets);
-        self.changed_keys.extend(batch.changed_keys);
-        self.skipped.extend(batch.skipped);
-        self.created.extend(batch.created);
-        self.updated.extend(batch.updated);
-        self.plan.extend(batch.plan);
-        self.waiting_namespaces.extend(batch.waiting_namespaces);
-    }
-}
 
 /// The status after a full sync, merged over `previous` (conditions keep
 /// their transition times; the stream state is kept).
@@ -532,7 +416,7 @@ pub fn deferred_notice(until: DateTime<Utc>) -> Notice {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crd::find_condition;
+    use crate::crd::{find_condition, KeyCounts, SecretCounts};
     use chrono::TimeZone;
 
     fn now() -> DateTime<Utc> {

@@ -14,14 +14,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::report::SyncOutcome;
 use super::streaming::{StreamHealth, StreamKey, StreamLink};
-use super::sync::TableSnapshot;
 use crate::crd::CredstashSyncStatus;
 use crate::credstash::{TableLocation, TableReader};
 use crate::mapping::SecretRef;
 use crate::secrets::ledger::is_older;
 use crate::stream::Changes;
+use crate::sync::{SyncOutcome, TableSnapshot};
 
 /// Why a Secret must be planned again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -448,12 +447,8 @@ mod tests {
     use crate::credstash::Entry;
 
     fn snapshot(names: &[&str]) -> TableSnapshot {
-        let mut snapshot = TableSnapshot::default();
-        for name in names {
-            snapshot.set(name.to_string(), Some(Entry::opened(name)));
-        }
-        snapshot.complete = true;
-        snapshot
+        let read = crate::credstash::TableRead::of_entries(names.iter().map(|n| Entry::opened(n)));
+        TableSnapshot::new(Arc::new(read))
     }
 
     fn outcome(waiting: &[&str], failed: &[SecretRef]) -> SyncOutcome {

@@ -472,7 +472,8 @@ pub struct ValidSpec {
     /// Explicit stream ARN; `None`: discover from the table.
     pub stream_arn: Option<String>,
     /// Namespaces never written (add the operator's own with
-    /// [`ValidSpec::with_operator_namespace`]).
+    /// [`ValidSpec::with_operator_namespace`]; what a sync may do where is
+    /// decided by [`crate::sync::NamespaceScope`]).
     pub excluded_namespaces: BTreeSet<String>,
     /// Debounce after stream events.
     pub wait_time: Duration,
@@ -504,31 +505,6 @@ impl ValidSpec {
             self.excluded_namespaces.insert(namespace.to_owned());
         }
         self
-    }
-
-    /// Whether Secrets in `namespace` must never be written.
-    pub fn is_excluded(&self, namespace: &str) -> bool {
-        self.excluded_namespaces.contains(namespace)
-    }
-
-    /// Whether the namespace selector admits a namespace with `labels`.
-    pub fn selects(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.namespace_selector
-            .as_ref()
-            .is_none_or(|selector| selector.matches(labels))
-    }
-
-    /// The namespaces of `namespaces` (name -> labels) that the namespace
-    /// selector does not admit.
-    pub fn unselected_namespaces(
-        &self,
-        namespaces: &BTreeMap<String, BTreeMap<String, String>>,
-    ) -> BTreeSet<String> {
-        namespaces
-            .iter()
-            .filter(|(_, labels)| !self.selects(labels))
-            .map(|(name, _)| name.clone())
-            .collect()
     }
 }
 

@@ -171,15 +171,16 @@ fn minimal_object_deserializes_with_defaults() {
     );
     assert!(valid.secret_metadata.is_empty());
     assert!(
-        valid.selects(&BTreeMap::new()),
+        valid.namespace_selector.is_none(),
         "no selector: every namespace"
     );
     assert_eq!(valid.schedule.expression(), "0 */3 * * *");
-    assert!(valid.is_excluded("kube-system"));
-    assert!(!valid.is_excluded("kubestash"));
+    assert!(valid.excluded_namespaces.contains("kube-system"));
+    assert!(!valid.excluded_namespaces.contains("kubestash"));
     assert!(valid
         .with_operator_namespace("kubestash")
-        .is_excluded("kubestash"));
+        .excluded_namespaces
+        .contains("kubestash"));
 }
 
 #[test]
@@ -262,8 +263,8 @@ fn secret_metadata_selector_and_adoption_parse_from_the_spec() {
         ("bare".to_owned(), labels(&[])),
     ]);
     assert_eq!(
-        valid.unselected_namespaces(&namespaces),
-        BTreeSet::from(["bare".to_owned(), "off".to_owned()])
+        crate::sync::NamespaceScope::new(&valid, &namespaces).unselected(),
+        &BTreeSet::from(["bare".to_owned(), "off".to_owned()])
     );
     let round_trip = serde_json::to_value(&spec).unwrap();
     assert_eq!(
@@ -304,8 +305,9 @@ fn maps_a_server_side_apply_emptied_to_null_read_as_empty() {
     let valid = emptied.validate().unwrap();
     assert!(valid.secret_metadata.is_empty());
     assert!(valid.encryption_context.is_empty());
-    assert!(valid
-        .unselected_namespaces(&BTreeMap::from([("any".to_owned(), BTreeMap::new())]))
+    let any = BTreeMap::from([("any".to_owned(), BTreeMap::new())]);
+    assert!(crate::sync::NamespaceScope::new(&valid, &any)
+        .unselected()
         .is_empty());
     let gone: CredstashSyncSpec = serde_json::from_value(json!({
         "table": "credential-store", "secretMetadata": null, "namespaceSelector": null

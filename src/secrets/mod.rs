@@ -1,5 +1,7 @@
-//! Writing Secrets: what the cluster has ([`observed`]) and what to send
-//! ([`plan`]). Pure: no I/O here; the controller applies the plan.
+//! Writing Secrets: what the cluster has ([`live`], [`observed`]), what to
+//! send ([`plan`], [`handover`]), pure and unit-tested; the requests that
+//! send it ([`apply`]); our own writes until the watch cache has them
+//! ([`ledger`]). The sync engine ([`crate::sync`]) runs them in order.
 //!
 //! Writes are server-side apply with one field manager per CredstashSync
 //! (`kubestash/<name>`), `force = true`, and a body that lists every key the
@@ -16,8 +18,8 @@ pub use ledger::{Echo, OwnWrites};
 pub use live::LiveSecret;
 pub use observed::{observe_all, Managers, ObservedSecret};
 pub use plan::{
-    plan, plan_secret, ApplySecret, KeepReason, KeyChange, KeyChangeKind, Plan, PlanCounts,
-    PlanOptions, SecretAction, SecretPlan, SkipReason,
+    plan, plan_secret, ApplySecret, KeepReason, KeyChange, KeyChangeKind, NamespaceWrites, Plan,
+    PlanCounts, PlanOptions, SecretAction, SecretPlan, SecretScope, SkipReason,
 };
 
 /// Label put on every Secret kubestash writes.

@@ -82,6 +82,37 @@ pub struct Managers<'a> {
     pub living: &'a BTreeSet<String>,
 }
 
+/// Who a field manager of a Secret is, to us.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ManagerKind {
+    /// Our own manager.
+    Ours,
+    /// The manager of another CredstashSync that exists: it owns its keys
+    /// against us.
+    Living,
+    /// A `kubestash/*` manager whose CredstashSync no longer exists (renamed,
+    /// deleted, or `kubestash sync`): it owns nothing, and its entries pass
+    /// to the next CredstashSync that writes the Secret.
+    Dead,
+    /// Not kubestash (a person, another tool).
+    Foreign,
+}
+
+impl Managers<'_> {
+    /// The one rule for who `manager` is.
+    pub fn kind(&self, manager: &str) -> ManagerKind {
+        if manager == self.ours {
+            ManagerKind::Ours
+        } else if !manager.starts_with(MANAGER_PREFIX) {
+            ManagerKind::Foreign
+        } else if self.living.contains(manager) {
+            ManagerKind::Living
+        } else {
+            ManagerKind::Dead
+        }
+    }
+}
+
 impl ObservedSecret {
     /// Reduces a live Secret as seen by `managers.ours`.
     ///
@@ -114,16 +145,18 @@ impl ObservedSecret {
             return;
         };
         let keys = managed_data_keys(entry);
-        if manager == managers.ours {
-            if entry.operation.as_deref() == Some("Apply") {
+        match managers.kind(manager) {
+            ManagerKind::Ours if entry.operation.as_deref() == Some("Apply") => {
                 self.owned_keys.extend(keys);
                 self.owned_metadata.add(entry, manager);
             }
-        } else if manager.starts_with(MANAGER_PREFIX) && managers.living.contains(manager) {
-            for key in keys {
-                add_owner(&mut self.other_kubestash_owners, key, manager);
+            ManagerKind::Living => {
+                for key in keys {
+                    add_owner(&mut self.other_kubestash_owners, key, manager);
+                }
+                self.other_metadata_owners.add(entry, manager);
             }
-            self.other_metadata_owners.add(entry, manager);
+            _ => {}
         }
     }
 
@@ -209,11 +242,9 @@ pub fn holds_orphaned_fields_of(secret: &LiveSecret, managers: Managers<'_>, tab
     from_table
         && secret.managed_fields.iter().any(|entry| {
             entry.operation() == Some("Apply")
-                && entry.manager().is_some_and(|m| {
-                    m.starts_with(MANAGER_PREFIX)
-                        && m != managers.ours
-                        && !managers.living.contains(m)
-                })
+                && entry
+                    .manager()
+                    .is_some_and(|m| managers.kind(m) == ManagerKind::Dead)
         })
 }
 
@@ -417,6 +448,31 @@ mod tests {
             ])
         );
         assert_eq!(keys(&o.other_metadata_owners.annotations), vec!["note"]);
+    }
+
+    #[test]
+    fn a_manager_is_ours_living_dead_or_foreign() {
+        let alive = living(&[OURS, "kubestash/alive"]);
+        let managers = ours(&alive);
+        for (manager, kind) in [
+            (OURS, ManagerKind::Ours),
+            ("kubestash/alive", ManagerKind::Living),
+            ("kubestash/gone", ManagerKind::Dead),
+            ("kubectl-edit", ManagerKind::Foreign),
+            ("kubestash", ManagerKind::Foreign),
+        ] {
+            assert_eq!(managers.kind(manager), kind, "{manager}");
+        }
+        let alone = BTreeSet::new();
+        let ours_only = Managers {
+            ours: OURS,
+            living: &alone,
+        };
+        assert_eq!(
+            ours_only.kind(OURS),
+            ManagerKind::Ours,
+            "ours, listed or not"
+        );
     }
 
     #[test]

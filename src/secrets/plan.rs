@@ -20,7 +20,8 @@
 //!
 //! ¹ The prune rule, decided by [`PruneGate::decide`] alone for every path
 //! that plans (full sync, stream apply, drift repair, a namespace that
-//! appears, keys handed over from a deleted CredstashSync). A Secret's
+//! appears, keys handed over from a deleted CredstashSync), from the inputs
+//! the sync's namespace scope gathers ([`SecretScope::prune`]). A Secret's
 //! picture is its names in the last full read with every name re-read
 //! since laid over it. A key whose name is gone from that picture is
 //! removed only when, in this order:
@@ -47,11 +48,11 @@
 //! (and a Secret whose metadata differs from the spec is applied even when
 //! its data does not change).
 //!
-//! A Secret is not written (skipped) in an excluded namespace, in a
-//! namespace the namespace selector does not select (unless keys are
-//! pruned there), when it is not `Opaque`, when it is immutable and its data
-//! would change, or when `adoptExisting` is off and kubestash did not create
-//! it.
+//! A Secret is not written (skipped) where its [`SecretScope::writes`] says
+//! so (an excluded namespace; one the namespace selector does not select,
+//! unless keys are removed there), when it is not `Opaque`, when it is
+//! immutable and its data would change, or when `adoptExisting` is off and
+//! kubestash did not create it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -67,28 +68,15 @@ use crate::mapping::{DesiredKey, DesiredSecret, SecretRef};
 use crate::value::SecretValue;
 use crate::value::ValueDigest;
 
-/// How to plan.
+/// How to plan: what every Secret of a sync shares.
 #[derive(Debug, Clone)]
 pub struct PlanOptions {
     /// Our field manager, `kubestash/<CredstashSync name>`.
     pub manager: String,
     /// Value of the `kubestash.io/source` annotation (`<name>/<table>`).
     pub source: String,
-    /// `spec.prune`: remove keys that vanished from the table.
-    pub prune: bool,
-    /// The last full read behind the desired state named every item (arm 2
-    /// of [`PruneGate`]); nothing is pruned otherwise.
-    pub read_complete: bool,
-    /// Secrets a name of which waits to be re-read (arm 4 of
-    /// [`PruneGate`]): they are not pruned.
-    pub unread_secrets: BTreeSet<SecretRef>,
     /// The timestamp for `kubestash.io/synced-at` when data changes.
     pub now: DateTime<Utc>,
-    /// Namespaces never written (Secrets there are skipped).
-    pub excluded_namespaces: BTreeSet<String>,
-    /// Namespaces the namespace selector does not select: written only to
-    /// prune, skipped otherwise.
-    pub unselected_namespaces: BTreeSet<String>,
     /// `spec.secretMetadata`: labels and annotations on every written Secret.
     pub secret_metadata: SecretMetadata,
     /// `spec.adoptExisting`: write into existing Secrets kubestash did not
@@ -96,16 +84,26 @@ pub struct PlanOptions {
     pub adopt_existing: bool,
 }
 
-impl PlanOptions {
-    /// The prune rule's inputs for `secret`, desired as `desired`.
-    pub fn prune_gate(&self, secret: &SecretRef, desired: Option<&DesiredSecret>) -> PruneGate {
-        PruneGate {
-            prune: self.prune,
-            every_item_named: self.read_complete,
-            item_failed: desired.is_some_and(DesiredSecret::has_failed_key),
-            name_unread: self.unread_secrets.contains(secret),
-        }
-    }
+/// What a sync may do in one Secret, as the sync's namespace scope decides
+/// (`crate::sync::NamespaceScope`): the plan obeys it, never decides it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretScope {
+    /// What may be written in the Secret's namespace.
+    pub writes: NamespaceWrites,
+    /// The prune rule's inputs for the Secret.
+    pub prune: PruneGate,
+}
+
+/// What may be written in a namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceWrites {
+    /// Everything the plan finds.
+    All,
+    /// Only writes that remove vanished keys; otherwise the Secret is
+    /// skipped as `NamespaceNotSelected`.
+    RemovalsOnly,
+    /// Nothing: the Secret is skipped, for this reason.
+    Nothing(SkipReason),
 }
 
 /// Everything that decides whether the keys of one Secret whose names are
@@ -544,12 +542,14 @@ impl fmt::Display for Plan {
 }
 
 /// Plans every desired Secret and every observed Secret where our manager
-/// owns keys (those may need pruning). `observed` holds the live Secrets by reference; a missing entry
-/// means the Secret does not exist.
+/// owns keys (those may need pruning), each within `scope_of` it. `observed`
+/// holds the live Secrets by reference; a missing entry means the Secret
+/// does not exist.
 pub fn plan(
     desired: &BTreeMap<SecretRef, DesiredSecret>,
     observed: &BTreeMap<SecretRef, ObservedSecret>,
     options: &PlanOptions,
+    scope_of: impl Fn(&SecretRef, Option<&DesiredSecret>) -> SecretScope,
 ) -> Plan {
     let managed = observed
         .iter()
@@ -560,24 +560,27 @@ pub fn plan(
         secrets: candidates
             .into_iter()
             .filter_map(|secret| {
-                plan_secret(secret, desired.get(secret), observed.get(secret), options)
+                let wanted = desired.get(secret);
+                let scope = scope_of(secret, wanted);
+                plan_secret(secret, wanted, observed.get(secret), options, &scope)
             })
             .collect(),
     }
 }
 
-/// Plans one Secret; `None` when there is nothing to consider (neither
-/// desired nor observed).
+/// Plans one Secret within `scope`; `None` when there is nothing to
+/// consider (neither desired nor observed).
 pub fn plan_secret(
     secret: &SecretRef,
     desired: Option<&DesiredSecret>,
     observed: Option<&ObservedSecret>,
     options: &PlanOptions,
+    scope: &SecretScope,
 ) -> Option<SecretPlan> {
     if desired.is_none() && observed.is_none() {
         return None;
     }
-    let prunes = options.prune_gate(secret, desired).allows();
+    let prunes = scope.prune.allows();
     let (keys, data, carried) = plan_keys(desired, observed, prunes);
     let data_changed = keys.iter().any(|k| k.change.changes_data());
     let metadata = plan_metadata(options, observed, data_changed);
@@ -587,7 +590,7 @@ pub fn plan_secret(
         metadata_stale: metadata.stale,
         has_data: !data.is_empty() || !carried.is_empty(),
     };
-    let action = decide(options, secret, observed, &differences);
+    let action = decide(options, &scope.writes, observed, &differences);
     let apply =
         matches!(action, SecretAction::Create | SecretAction::Update).then(|| ApplySecret {
             namespace: secret.namespace.clone(),
@@ -622,15 +625,16 @@ struct Differences {
 /// The Secret's action from its key changes and live state.
 fn decide(
     options: &PlanOptions,
-    secret: &SecretRef,
+    writes: &NamespaceWrites,
     observed: Option<&ObservedSecret>,
     differences: &Differences,
 ) -> SecretAction {
-    if options.excluded_namespaces.contains(&secret.namespace) {
-        return SecretAction::Skip(SkipReason::ExcludedNamespace);
-    }
-    if options.unselected_namespaces.contains(&secret.namespace) && !differences.data_changed {
-        return SecretAction::Skip(SkipReason::NamespaceNotSelected);
+    match writes {
+        NamespaceWrites::Nothing(reason) => return SecretAction::Skip(reason.clone()),
+        NamespaceWrites::RemovalsOnly if !differences.data_changed => {
+            return SecretAction::Skip(SkipReason::NamespaceNotSelected)
+        }
+        _ => {}
     }
     let Some(live) = observed else {
         return if differences.has_data {
@@ -896,12 +900,7 @@ mod tests {
         PlanOptions {
             manager: OURS.into(),
             source: SOURCE.into(),
-            prune: false,
-            read_complete: true,
-            unread_secrets: BTreeSet::new(),
             now: now(),
-            excluded_namespaces: BTreeSet::new(),
-            unselected_namespaces: BTreeSet::new(),
             secret_metadata: SecretMetadata::default(),
             adopt_existing: true,
         }
@@ -969,12 +968,46 @@ mod tests {
         }
     }
 
+    /// Everything may be written, the read named every item, nothing waits
+    /// to be re-read; `spec.prune` is off.
+    fn open() -> SecretScope {
+        SecretScope {
+            writes: NamespaceWrites::All,
+            prune: PruneGate {
+                prune: false,
+                every_item_named: true,
+                item_failed: false,
+                name_unread: false,
+            },
+        }
+    }
+
+    /// [`open`] with `spec.prune` on.
+    fn pruning() -> SecretScope {
+        SecretScope {
+            prune: PruneGate {
+                prune: true,
+                ..open().prune
+            },
+            ..open()
+        }
+    }
+
     fn one(
         d: Option<DesiredSecret>,
         o: Option<ObservedSecret>,
         options: &PlanOptions,
     ) -> SecretPlan {
-        plan_secret(&sref(), d.as_ref(), o.as_ref(), options).expect("a plan")
+        one_in(d, o, options, &open())
+    }
+
+    fn one_in(
+        d: Option<DesiredSecret>,
+        o: Option<ObservedSecret>,
+        options: &PlanOptions,
+        scope: &SecretScope,
+    ) -> SecretPlan {
+        plan_secret(&sref(), d.as_ref(), o.as_ref(), options, scope).expect("a plan")
     }
 
     fn changes(plan: &SecretPlan) -> Vec<(&str, KeyChangeKind)> {
@@ -1162,13 +1195,11 @@ mod tests {
         assert_eq!(plan.counts().keys_owned_by_other, 1);
         // Co-owned with another sync: carried as it is, never changed.
         observed.owned_keys.insert("SHARED".into());
-        let p = one(
+        let p = one_in(
             Some(desired(vec![("A", val("2")), ("SHARED", val("ours"))])),
             Some(observed),
-            &PlanOptions {
-                prune: true,
-                ..opts()
-            },
+            &opts(),
+            &pruning(),
         );
         assert_eq!(changes(&p), vec![("A", Change), ("SHARED", kept)]);
         assert_eq!(body(&p), pairs(&[("A", "2"), ("SHARED", LIVE)]));
@@ -1181,13 +1212,11 @@ mod tests {
             (conflict(), KeepReason::Conflict),
         ] {
             // owned: carried with its live value so SSA does not delete it
-            let p = one(
+            let p = one_in(
                 Some(desired(vec![("A", state.clone()), ("B", val("new"))])),
                 Some(live(&[("A", "good"), ("B", "old")], &["A", "B"])),
-                &PlanOptions {
-                    prune: true,
-                    ..opts()
-                },
+                &opts(),
+                &pruning(),
             );
             assert_eq!(p.action, SecretAction::Update);
             assert_eq!(
@@ -1244,19 +1273,22 @@ mod tests {
             (true, false, false),
             (true, true, true),
         ] {
-            let options = PlanOptions {
-                prune,
-                read_complete: complete,
-                unread_secrets: BTreeSet::new(),
-                ..opts()
+            let scope = SecretScope {
+                prune: PruneGate {
+                    prune,
+                    every_item_named: complete,
+                    ..open().prune
+                },
+                ..open()
             };
-            let p = one(
+            let p = one_in(
                 Some(desired(vec![("A", val("1"))])),
                 Some(live(
                     &[("A", "1"), ("GONE", "g"), ("HAND", "h")],
                     &["A", "GONE"],
                 )),
-                &options,
+                &opts(),
+                &scope,
             );
             let case = format!("prune={prune} complete={complete}");
             if removed {
@@ -1345,52 +1377,19 @@ mod tests {
     }
 
     #[test]
-    fn the_prune_gate_of_a_secret_comes_from_the_options_and_its_own_names() {
-        let other = SecretRef::new("ns", "other");
-        let options = PlanOptions {
-            prune: true,
-            unread_secrets: BTreeSet::from([other.clone()]),
-            ..opts()
-        };
-        let fine = desired(vec![("A", val("1"))]);
-        let broken = desired(vec![("A", val("1")), ("B", failed())]);
-        let conflicting = desired(vec![("A", val("1")), ("C", conflict())]);
-        assert_eq!(options.prune_gate(&sref(), Some(&fine)).decide(), Ok(()));
-        assert_eq!(options.prune_gate(&sref(), None).decide(), Ok(()));
-        assert_eq!(
-            options.prune_gate(&sref(), Some(&conflicting)).decide(),
-            Ok(()),
-            "a conflict is no failed item"
-        );
-        assert_eq!(
-            options.prune_gate(&sref(), Some(&broken)).decide(),
-            Err(PruneBlock::FailedItem)
-        );
-        assert_eq!(
-            options.prune_gate(&other, Some(&fine)).decide(),
-            Err(PruneBlock::UnreadName)
-        );
-        let incomplete = PlanOptions {
-            read_complete: false,
-            ..options.clone()
-        };
-        assert_eq!(
-            incomplete.prune_gate(&sref(), Some(&fine)).decide(),
-            Err(PruneBlock::UnnamedItem)
-        );
-    }
-
-    #[test]
     fn a_secret_with_a_name_waiting_to_be_read_again_is_not_pruned() {
         let live_secret = || Some(live(&[("A", "1"), ("GONE", "g")], &["A", "GONE"]));
-        let waiting = PlanOptions {
-            prune: true,
-            unread_secrets: BTreeSet::from([sref()]),
-            ..opts()
+        let waiting = SecretScope {
+            prune: PruneGate {
+                name_unread: true,
+                ..pruning().prune
+            },
+            ..open()
         };
-        let p = one(
+        let p = one_in(
             Some(desired(vec![("A", val("1"))])),
             live_secret(),
+            &opts(),
             &waiting,
         );
         assert_eq!(p.action, SecretAction::Unchanged);
@@ -1398,32 +1397,38 @@ mod tests {
             changes(&p),
             vec![("A", Unchanged), ("GONE", Keep(KeepReason::NotPruned))]
         );
-        let read = PlanOptions {
-            unread_secrets: BTreeSet::from([SecretRef::new("ns", "other")]),
-            ..waiting
-        };
-        let p = one(Some(desired(vec![("A", val("1"))])), live_secret(), &read);
+        let p = one_in(
+            Some(desired(vec![("A", val("1"))])),
+            live_secret(),
+            &opts(),
+            &pruning(),
+        );
         assert_eq!(changes(&p), vec![("A", Unchanged), ("GONE", Remove)]);
     }
 
     #[test]
-    fn a_failed_item_stops_pruning_only_in_its_own_secret() {
-        let options = PlanOptions {
-            prune: true,
-            ..opts()
-        };
+    fn a_failed_item_stops_pruning() {
         let live_secret = || Some(live(&[("A", "1"), ("GONE", "g")], &["A", "GONE"]));
-        let with_failure = one(
+        let failing = SecretScope {
+            prune: PruneGate {
+                item_failed: true,
+                ..pruning().prune
+            },
+            ..open()
+        };
+        let with_failure = one_in(
             Some(desired(vec![("A", val("1")), ("BROKEN", failed())])),
             live_secret(),
-            &options,
+            &opts(),
+            &failing,
         );
         assert_eq!(with_failure.action, SecretAction::Unchanged);
         assert!(changes(&with_failure).contains(&("GONE", Keep(KeepReason::NotPruned))));
-        let elsewhere = one(
+        let elsewhere = one_in(
             Some(desired(vec![("A", val("1"))])),
             live_secret(),
-            &options,
+            &opts(),
+            &pruning(),
         );
         assert_eq!(elsewhere.action, SecretAction::Update);
         assert!(changes(&elsewhere).contains(&("GONE", Remove)));
@@ -1448,21 +1453,14 @@ mod tests {
             (SecretRef::new("ns", "foreign"), foreign(&[("A", "1")])),
         ]);
         let none = BTreeMap::new();
-        let kept = plan(&none, &observed, &opts());
+        let kept = plan(&none, &observed, &opts(), |_, _| open());
         assert_eq!(kept.secrets.len(), 1);
         assert_eq!(kept.secrets[0].action, SecretAction::Unchanged);
         assert_eq!(
             changes(&kept.secrets[0]),
             vec![("A", Keep(KeepReason::NotPruned))]
         );
-        let pruned = plan(
-            &none,
-            &observed,
-            &PlanOptions {
-                prune: true,
-                ..opts()
-            },
-        );
+        let pruned = plan(&none, &observed, &opts(), |_, _| pruning());
         let p = &pruned.secrets[0];
         assert_eq!(p.action, SecretAction::Update);
         assert_eq!(changes(p), vec![("A", Remove)]);
@@ -1527,12 +1525,13 @@ mod tests {
     #[test]
     fn excluded_namespaces_are_skipped() {
         let observed = BTreeMap::from([(sref(), live(&[("A", "1")], &["A"]))]);
-        let options = PlanOptions {
-            prune: true,
-            excluded_namespaces: ["ns".to_owned()].into(),
-            ..opts()
+        let excluded = SecretScope {
+            writes: NamespaceWrites::Nothing(SkipReason::ExcludedNamespace),
+            ..pruning()
         };
-        let result = plan(&BTreeMap::new(), &observed, &options);
+        let result = plan(&BTreeMap::new(), &observed, &opts(), |_, _| {
+            excluded.clone()
+        });
         assert_eq!(
             result.secrets[0].action,
             SecretAction::Skip(SkipReason::ExcludedNamespace)
@@ -1596,7 +1595,7 @@ mod tests {
                 },
             ),
         ]);
-        let result = plan(&desired_map, &observed, &opts());
+        let result = plan(&desired_map, &observed, &opts(), |_, _| open());
         assert_eq!(
             result.counts(),
             PlanCounts {
@@ -1661,7 +1660,7 @@ mod tests {
             sref(),
             desired(vec![("A", val("a2")), ("B", val("mine")), ("C", val("c"))]),
         )]);
-        let result = plan(&desired_map, &observed, &opts());
+        let result = plan(&desired_map, &observed, &opts(), |_, _| open());
         let p = &result.secrets[0];
         assert_eq!(
             changes(p),
@@ -1699,7 +1698,7 @@ mod tests {
             ),
         ]);
         let observed = BTreeMap::from([(sref(), live(&[("A", OLD), ("B", OLD)], &["A", "B"]))]);
-        let result = plan(&desired_map, &observed, &opts());
+        let result = plan(&desired_map, &observed, &opts(), |_, _| open());
         assert_eq!(result.applies().count(), 2);
         let engine = base64::engine::general_purpose::STANDARD;
         let printed = format!(
@@ -1865,15 +1864,22 @@ mod tests {
     #[test]
     fn unselected_namespaces_are_skipped_unless_keys_are_pruned() {
         let observed = BTreeMap::from([(sref(), live(&[("A", "1"), ("HAND", "h")], &["A"]))]);
-        let unselected = |prune, read_complete| PlanOptions {
-            prune,
-            read_complete,
-            unread_secrets: BTreeSet::new(),
-            unselected_namespaces: ["ns".to_owned()].into(),
-            ..with_metadata(&[("team", "new")], &[])
+        let options = with_metadata(&[("team", "new")], &[]);
+        let unselected = |prune: bool, every_item_named| SecretScope {
+            writes: if prune {
+                NamespaceWrites::RemovalsOnly
+            } else {
+                NamespaceWrites::Nothing(SkipReason::NamespaceNotSelected)
+            },
+            prune: PruneGate {
+                prune,
+                every_item_named,
+                ..open().prune
+            },
         };
         for (prune, complete) in [(false, true), (true, false)] {
-            let kept = plan(&BTreeMap::new(), &observed, &unselected(prune, complete));
+            let scope = unselected(prune, complete);
+            let kept = plan(&BTreeMap::new(), &observed, &options, |_, _| scope.clone());
             assert_eq!(
                 kept.secrets[0].action,
                 SecretAction::Skip(SkipReason::NamespaceNotSelected),
@@ -1881,7 +1887,8 @@ mod tests {
             );
             assert_eq!(kept.applies().count(), 0);
         }
-        let pruned = plan(&BTreeMap::new(), &observed, &unselected(true, true));
+        let scope = unselected(true, true);
+        let pruned = plan(&BTreeMap::new(), &observed, &options, |_, _| scope.clone());
         let p = &pruned.secrets[0];
         assert_eq!(p.action, SecretAction::Update);
         assert_eq!(changes(p), vec![("A", Remove)]);

@@ -1,0 +1,286 @@
+//! What a sync did: [`SyncOutcome`], built by [`describe`] from the mapping
+//! report, the plan and the write results of each batch. Holds names and
+//! counts, never values.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::crd::{KeyCounts, SecretCounts};
+use crate::mapping::{DesiredState, SecretRef};
+use crate::metrics::{SyncResult, SyncTrigger};
+use crate::secrets::apply::{WriteError, WriteResult};
+use crate::secrets::{Plan, SecretAction};
+
+/// Everything a finished full sync reports. Holds names, never values.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOutcome {
+    pub trigger: Option<SyncTrigger>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub duration: Duration,
+    pub dry_run: bool,
+    /// The table could not be read completely (nothing was pruned).
+    pub table_error: Option<String>,
+    /// The cluster could not be read (Secrets outside the cache): the sync
+    /// stopped at the batch of Secrets that needed it (earlier batches may
+    /// have been written; their changes are listed).
+    pub cluster_error: Option<String>,
+    pub secrets: SecretCounts,
+    pub keys: KeyCounts,
+    /// `name: cause` of each item that failed to decrypt.
+    pub key_failures: Vec<String>,
+    /// Normalisation conflicts and keys claimed by another CredstashSync.
+    pub conflicts: Vec<String>,
+    /// Names not of the form namespace/secret/KEY, with the reason.
+    pub invalid_names: Vec<String>,
+    /// `namespace/name: cause` of each Secret that could not be written.
+    pub write_failures: Vec<String>,
+    /// The Secrets that could not be written (they stay pending).
+    pub failed_secrets: BTreeSet<SecretRef>,
+    /// The Secrets written, with the keys whose data changed (names only).
+    pub changed_keys: BTreeMap<SecretRef, Vec<String>>,
+    /// Secrets not written, with the reason (non-Opaque type...).
+    pub skipped: Vec<String>,
+    /// Secrets created and updated (`namespace/name`).
+    pub created: Vec<String>,
+    pub updated: Vec<String>,
+    /// One line per Secret (action, name, key names).
+    pub plan: Vec<String>,
+    /// Namespaces that keys wait for (they do not exist yet).
+    pub waiting_namespaces: BTreeSet<String>,
+    /// Namespaces that existed and that the namespace selector did not
+    /// select when the sync planned.
+    pub unselected_namespaces: BTreeSet<String>,
+}
+
+impl SyncOutcome {
+    /// Success, partial failure (some keys or Secrets failed), or failure
+    /// (the table could not be read).
+    pub fn result(&self) -> SyncResult {
+        if self.table_error.is_some() || self.cluster_error.is_some() {
+            SyncResult::Failure
+        } else if self.key_failures.is_empty()
+            && self.write_failures.is_empty()
+            && self.conflicts.is_empty()
+        {
+            SyncResult::Success
+        } else {
+            SyncResult::PartialFailure
+        }
+    }
+
+    /// A one-line summary for the Ready/Synced message and logs.
+    pub fn summary(&self) -> String {
+        let s = &self.secrets;
+        let k = &self.keys;
+        let verb = if self.dry_run { "would be " } else { "" };
+        let mut text = format!(
+            "{} keys in {} Secrets: {} {verb}created, {} {verb}updated, {} unchanged, {} skipped",
+            k.total - k.invalid,
+            s.managed,
+            s.created,
+            s.updated,
+            s.unchanged,
+            s.skipped
+        );
+        for (count, what) in [
+            (k.failed, "keys failed to decrypt"),
+            (k.conflicting, "conflicting keys"),
+            (k.invalid, "invalid names"),
+            (k.waiting_for_namespace, "keys waiting for their namespace"),
+            (self.write_failures.len() as i64, "Secrets failed to write"),
+        ] {
+            if count > 0 {
+                text.push_str(&format!("; {count} {what}"));
+            }
+        }
+        text
+    }
+
+    /// Adds the outcome of another batch of Secrets of the same sync (see
+    /// [`crate::sync::batches`]): counts add up, lists follow each other.
+    pub fn absorb(&mut self, batch: SyncOutcome) {
+        let (s, b) = (&mut self.secrets, &batch.secrets);
+        s.created += b.created;
+        s.updated += b.updated;
+        s.unchanged += b.unchanged;
+        s.skipped += b.skipped;
+        s.managed += b.managed;
+        let (k, b) = (&mut self.keys, &batch.keys);
+        k.total += b.total;
+        k.invalid += b.invalid;
+        k.failed += b.failed;
+        k.conflicting += b.conflicting;
+        k.waiting_for_namespace += b.waiting_for_namespace;
+        k.excluded += b.excluded;
+        self.key_failures.extend(batch.key_failures);
+        self.conflicts.extend(batch.conflicts);
+        self.invalid_names.extend(batch.invalid_names);
+        self.write_failures.extend(batch.write_failures);
+        self.failed_secrets.extend(batch.failed_secrets);
+        self.changed_keys.extend(batch.changed_keys);
+        self.skipped.extend(batch.skipped);
+        self.created.extend(batch.created);
+        self.updated.extend(batch.updated);
+        self.plan.extend(batch.plan);
+        self.waiting_namespaces.extend(batch.waiting_namespaces);
+    }
+}
+
+/// Turns the mapping report, the plan and the write results into an outcome.
+pub fn describe(
+    dry_run: bool,
+    desired: &DesiredState,
+    plan: &Plan,
+    writes: &[WriteResult],
+) -> SyncOutcome {
+    let report = &desired.report;
+    let counts = plan.counts();
+    let unwritten: BTreeSet<&SecretRef> = writes
+        .iter()
+        .filter(|w| w.result.is_err())
+        .map(|w| &w.secret)
+        .collect();
+    let refused: Vec<(&SecretRef, &String)> = writes
+        .iter()
+        .filter_map(|w| match &w.result {
+            Err(WriteError::Refused(message)) => Some((&w.secret, message)),
+            _ => None,
+        })
+        .collect();
+    // Namespaces the API server said are terminating: their keys wait.
+    let terminating = writes.iter().filter_map(|w| match &w.result {
+        Err(WriteError::NamespaceTerminating(namespace)) => Some(namespace.clone()),
+        _ => None,
+    });
+    let done = |action: SecretAction| -> Vec<String> {
+        if dry_run {
+            return Vec::new();
+        }
+        plan.secrets
+            .iter()
+            .filter(|p| p.action == action && !unwritten.contains(&p.secret))
+            .map(|p| p.secret.to_string())
+            .collect()
+    };
+    let mut conflicts: Vec<String> = report.conflicts.iter().map(ToString::to_string).collect();
+    conflicts.extend(plan.ownership_conflicts());
+    let secrets = SecretCounts {
+        created: counts.created as i64,
+        updated: counts.updated as i64,
+        unchanged: counts.unchanged as i64,
+        skipped: counts.skipped as i64,
+        managed: plan
+            .secrets
+            .iter()
+            .filter(|p| !matches!(p.action, SecretAction::Skip(_)))
+            .count() as i64,
+    };
+    let keys = KeyCounts {
+        total: report.total as i64,
+        invalid: report.invalid.len() as i64,
+        failed: report.failed.len() as i64,
+        conflicting: (report.conflicting_names() + counts.keys_owned_by_other) as i64,
+        waiting_for_namespace: report.waiting() as i64,
+        excluded: report.excluded as i64,
+    };
+    let changed_keys = if dry_run {
+        BTreeMap::new()
+    } else {
+        plan.secrets
+            .iter()
+            .filter(|p| p.writes() && !unwritten.contains(&p.secret))
+            .map(|p| {
+                let keys = p.keys.iter().filter(|k| k.change.changes_data());
+                (p.secret.clone(), keys.map(|k| k.key.clone()).collect())
+            })
+            .collect()
+    };
+    SyncOutcome {
+        dry_run,
+        waiting_namespaces: report
+            .waiting_for_namespace
+            .keys()
+            .cloned()
+            .chain(terminating)
+            .collect(),
+        secrets,
+        keys,
+        key_failures: report.failed.iter().map(ToString::to_string).collect(),
+        conflicts,
+        invalid_names: report.invalid.iter().map(ToString::to_string).collect(),
+        write_failures: refused
+            .iter()
+            .map(|(secret, message)| format!("{secret}: {message}"))
+            .collect(),
+        failed_secrets: refused
+            .iter()
+            .map(|(secret, _)| (*secret).clone())
+            .collect(),
+        changed_keys,
+        skipped: plan
+            .secrets
+            .iter()
+            .filter_map(|p| match &p.action {
+                SecretAction::Skip(reason) => Some(format!("{}: {reason}", p.secret)),
+                _ => None,
+            })
+            .collect(),
+        created: done(SecretAction::Create),
+        updated: done(SecretAction::Update),
+        plan: plan.summary(),
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secrets::SecretPlan;
+
+    #[test]
+    fn a_create_refused_in_a_terminating_namespace_waits_for_it_and_is_no_failure() {
+        let secret = |namespace: &str| SecretRef {
+            namespace: namespace.to_owned(),
+            name: "app".to_owned(),
+        };
+        let create = |namespace: &str| SecretPlan {
+            secret: secret(namespace),
+            action: SecretAction::Create,
+            keys: Vec::new(),
+            apply: None,
+            metadata_conflicts: Vec::new(),
+        };
+        let plan = Plan {
+            secrets: vec![create("ns-a"), create("ns-b"), create("ns-c")],
+        };
+        let write = |namespace: &str, result| WriteResult {
+            secret: secret(namespace),
+            action: SecretAction::Create,
+            result,
+        };
+        let writes = [
+            write("ns-a", Ok(None)),
+            write(
+                "ns-b",
+                Err(WriteError::NamespaceTerminating("ns-b".to_owned())),
+            ),
+            write(
+                "ns-c",
+                Err(WriteError::Refused("quota exceeded".to_owned())),
+            ),
+        ];
+        let outcome = describe(false, &DesiredState::default(), &plan, &writes);
+        assert_eq!(outcome.created, ["ns-a/app"]);
+        assert_eq!(
+            outcome.waiting_namespaces.iter().collect::<Vec<_>>(),
+            ["ns-b"]
+        );
+        assert_eq!(outcome.write_failures, ["ns-c/app: quota exceeded"]);
+        assert_eq!(
+            outcome.failed_secrets.iter().collect::<Vec<_>>(),
+            [&secret("ns-c")]
+        );
+    }
+}
