@@ -1,11 +1,13 @@
 //! The operator: reconciles CredstashSyncs into Secrets.
 //!
 //! One kube-runtime `Controller` over CredstashSyncs. Each reconcile decides
-//! ([`triggers`]) between a full sync, applying stream changes, or nothing
-//! ([`reconcile`]); syncs run through [`crate::sync`], which sees the
-//! cluster through the watch caches ([`CachedCluster`]); outcomes become status,
+//! ([`triggers`]) between a full sync, applying pending work, or nothing
+//! ([`reconcile`]), over what this process keeps of the CredstashSync
+//! ([`state`]); syncs run through [`crate::sync`], which sees the cluster
+//! through the watch caches ([`CachedCluster`]); outcomes become status,
 //! events and metrics ([`report`]). A DynamoDB stream ([`streaming`]) wakes
-//! the reconciler when records arrive.
+//! the reconciler when records arrive; changed Secrets roll the workloads
+//! that opted in ([`rollout`]).
 
 pub mod reconcile;
 pub mod report;
@@ -40,10 +42,10 @@ use crate::secrets::live::reduce_event;
 use crate::secrets::observed::{has_manager, secret_ref};
 use crate::secrets::{self, Echo, LiveSecret, OwnWrites, MANAGED_BY_LABEL, MANAGED_BY_VALUE};
 use crate::server::Health;
-use crate::sync::{ClusterView, Labels};
+use crate::sync::{ClusterPicture, ClusterView, Labels};
 use crate::write_gate::WriteGate;
 use report::{Notice, Severity};
-use state::SyncState;
+use state::SharedState;
 
 /// Finalizer that earlier versions put on every CredstashSync (to forget
 /// its metrics). No longer used: metrics are forgotten when the watch sees
@@ -53,13 +55,23 @@ pub const LEGACY_FINALIZER: &str = "kubestash.io/cleanup";
 /// Name of the controller in events and the status field manager.
 pub const CONTROLLER_NAME: &str = "kubestash";
 
-/// Errors that make a reconcile retry with backoff.
+/// Errors that make a reconcile retry ([`triggers::after_error`] says when).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("writing the status of CredstashSync {name}: {source}")]
-    Status { name: String, source: kube::Error },
+    Status {
+        name: String,
+        source: kube::Error,
+        /// The backoff of the CredstashSync's failed status writes.
+        retry_in: Duration,
+    },
     #[error("sync of CredstashSync {name} failed: {reason}")]
-    SyncFailed { name: String, reason: String },
+    SyncFailed {
+        name: String,
+        reason: String,
+        /// The backoff of the CredstashSync's failed full syncs.
+        retry_in: Duration,
+    },
     #[error("removing the legacy finalizer of CredstashSync {name}: {source}")]
     Finalizer { name: String, source: kube::Error },
     #[error("CredstashSync has no name")]
@@ -109,7 +121,9 @@ pub struct Context {
     namespaces: Store<Namespace>,
     syncs: Store<CredstashSync>,
     settings: Settings,
-    states: Mutex<HashMap<String, SyncState>>,
+    /// What this process keeps of each CredstashSync: taken once per
+    /// reconcile, and by the watches that mark work pending.
+    states: Mutex<HashMap<String, SharedState>>,
     /// Our recent Secret writes, until the watch cache has them.
     own_writes: Mutex<OwnWrites>,
     /// Asks the controller to reconcile every CredstashSync.
@@ -128,8 +142,19 @@ pub struct Context {
 }
 
 impl Context {
-    fn with_state<T>(&self, name: &str, f: impl FnOnce(&mut SyncState) -> T) -> T {
-        f(self.states.lock().entry(name.to_owned()).or_default())
+    /// The state of CredstashSync `name` (new if this process has none).
+    fn state(&self, name: &str) -> SharedState {
+        self.states
+            .lock()
+            .entry(name.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// Every CredstashSync's state (to mark work pending).
+    fn all_states(&self) -> Vec<(String, SharedState)> {
+        let states = self.states.lock();
+        states.iter().map(|(n, s)| (n.clone(), s.clone())).collect()
     }
 
     /// Waits until the CredstashSync, Namespace and managed-Secret caches
@@ -139,22 +164,18 @@ impl Context {
         let _ = synced.wait_for(|ready| *ready).await;
     }
 
-    /// The table reader of `name`, kept across reconciles for the values it
-    /// remembers, shared with the other CredstashSyncs of the same location,
-    /// and replaced when the table's location changes.
-    async fn reader(&self, name: &str, spec: &ValidSpec) -> Arc<TableReader> {
+    /// The table reader of a CredstashSync (`state`), kept across
+    /// reconciles for the values it remembers, shared with the other
+    /// CredstashSyncs of the same location, and replaced when the table's
+    /// location changes.
+    async fn reader(&self, state: &SharedState, spec: &ValidSpec) -> Arc<TableReader> {
         let location = TableLocation {
             table: spec.table.clone(),
             region: spec.region.clone(),
             kms_region: spec.kms_region.clone(),
             encryption_context: spec.encryption_context.clone(),
         };
-        let existing = self.with_state(name, |s| {
-            s.reader
-                .as_ref()
-                .filter(|(known, _)| *known == location)
-                .map(|(_, r)| r.clone())
-        });
+        let existing = state.lock().reader_for(&location);
         if let Some(reader) = existing {
             return reader;
         }
@@ -173,10 +194,7 @@ impl Context {
                     .unwrap_or(reader)
             }
         };
-        self.with_state(name, |s| {
-            s.forget_table();
-            s.reader = Some((location, reader.clone()));
-        });
+        state.lock().reader_opened(location, reader.clone());
         reader
     }
 
@@ -187,25 +205,6 @@ impl Context {
             .iter()
             .filter(|ns| crate::sync::is_active(ns))
             .map(|ns| (ns.name_any(), ns.labels().clone()))
-            .collect()
-    }
-
-    /// Whether `namespace` exists and is not terminating (the watch cache
-    /// now).
-    fn namespace_active(&self, namespace: &str) -> bool {
-        self.namespaces
-            .get(&ObjectRef::new(namespace))
-            .is_some_and(|ns| crate::sync::is_active(&ns))
-    }
-
-    /// Field managers of the CredstashSyncs that exist and are not deleted
-    /// (as far as either watch has seen).
-    fn living_managers(&self) -> BTreeSet<String> {
-        self.syncs
-            .state()
-            .iter()
-            .filter(|css| css.meta().deletion_timestamp.is_none() && !self.was_deleted(css))
-            .map(|css| secrets::field_manager(&css.name_any()))
             .collect()
     }
 
@@ -223,14 +222,6 @@ impl Context {
         self.syncs
             .get(&ObjectRef::from_obj(css))
             .is_some_and(|live| live.uid() == css.uid() && live.meta().deletion_timestamp.is_none())
-    }
-
-    /// The resourceVersion of `secret` in the managed-Secret watch cache.
-    fn cached_version(&self, secret: &SecretRef) -> Option<String> {
-        let key = ObjectRef::new(&secret.name).within(&secret.namespace);
-        self.managed_secrets
-            .get(&key)
-            .and_then(|cached| cached.metadata.resource_version.clone())
     }
 
     /// The managed Secrets: the watch cache with our own recent writes laid
@@ -253,8 +244,9 @@ impl Context {
             return;
         };
         let mut woken = false;
-        for (name, state) in self.states.lock().iter_mut() {
-            if state.maps_into(&reference) || has_manager(secret, &secrets::field_manager(name)) {
+        for (name, state) in self.all_states() {
+            let mut state = state.lock();
+            if state.maps_into(&reference) || has_manager(secret, &secrets::field_manager(&name)) {
                 state.drifted(reference.clone());
                 woken = true;
             }
@@ -267,8 +259,8 @@ impl Context {
     /// The managed-Secret cache was listed again (after a watch gap, where
     /// changes may have been missed): every CredstashSync checks its Secrets.
     fn secrets_relisted(&self) {
-        for state in self.states.lock().values_mut() {
-            state.recheck_all();
+        for (_, state) in self.all_states() {
+            state.lock().recheck_all();
         }
         let _ = self.wake.unbounded_send(());
     }
@@ -295,7 +287,8 @@ impl Context {
         if held.is_empty() {
             return;
         }
-        for state in self.states.lock().values_mut() {
+        for (_, state) in self.all_states() {
+            let mut state = state.lock();
             held.iter().for_each(|secret| state.owner_gone(secret));
         }
         let _ = self.wake.unbounded_send(());
@@ -329,16 +322,20 @@ impl Context {
         }
     }
 
-    /// Writes `status` with server-side apply, unless it is what the object has.
+    /// Writes `status` of `css` (whose state is `state`) with server-side
+    /// apply, unless it is what the object has. A failed write is kept in
+    /// the state, to build on and write again after a backoff.
     async fn write_status(
         &self,
         css: &CredstashSync,
+        state: &SharedState,
         status: &CredstashSyncStatus,
     ) -> Result<(), Error> {
         let name = css.name_any();
+        let current = self.current_status(css, state);
         // Not for a CredstashSync gone meanwhile: its status would land on
         // one re-created under the same name.
-        if self.current_status(css).as_ref() == Some(status) || !self.still_exists(css) {
+        if !state.lock().needs_write(status, current.as_ref()) || !self.still_exists(css) {
             return Ok(());
         }
         let api: Api<CredstashSync> = Api::all(self.client.clone());
@@ -348,26 +345,36 @@ impl Context {
             "status": status,
         });
         let params = PatchParams::apply(CONTROLLER_NAME).force();
-        let stored = api
+        match api
             .patch_status(&name, &params, &Patch::Apply(&patch))
             .await
-            .map_err(|source| Error::Status {
-                name: name.clone(),
-                source,
-            })?;
-        self.with_state(&name, |s| {
-            s.status_written(stored.resource_version(), status.clone())
-        });
-        Ok(())
+        {
+            Ok(stored) => {
+                let version = stored.resource_version();
+                state.lock().status_written(version, status.clone());
+                Ok(())
+            }
+            Err(source) => {
+                let now = tokio::time::Instant::now();
+                let retry_in = state.lock().status_unwritten(status.clone(), now);
+                Err(Error::Status {
+                    name,
+                    source,
+                    retry_in,
+                })
+            }
+        }
     }
 
     /// The status of `css` as this process last knew it: its own latest
-    /// write, while the CredstashSync cache has not delivered it yet.
-    fn current_status(&self, css: &CredstashSync) -> Option<CredstashSyncStatus> {
+    /// write (or failed write), while the cache has not delivered it yet.
+    fn current_status(
+        &self,
+        css: &CredstashSync,
+        state: &SharedState,
+    ) -> Option<CredstashSyncStatus> {
         let version = css.meta().resource_version.as_deref();
-        self.with_state(&css.name_any(), |s| {
-            s.current_status(version, css.status.as_ref())
-        })
+        state.lock().current_status(version, css.status.as_ref())
     }
 
     /// Removes the finalizer earlier versions added (a JSON patch that tests
@@ -382,9 +389,9 @@ impl Context {
             {"op": "test", "path": format!("/metadata/finalizers/{index}"), "value": LEGACY_FINALIZER},
             {"op": "remove", "path": format!("/metadata/finalizers/{index}")},
         ]))
-        .map_err(|err| Error::SyncFailed {
+        .map_err(|err| Error::Finalizer {
             name: name.clone(),
-            reason: format!("building the finalizer patch: {err}"),
+            source: kube::Error::SerdeError(err),
         })?;
         let api: Api<CredstashSync> = Api::all(self.client.clone());
         api.patch(&name, &PatchParams::default(), &Patch::<()>::Json(patch))
@@ -394,8 +401,9 @@ impl Context {
     }
 }
 
-/// What a sync of one CredstashSync sees of the cluster: the watch caches,
-/// with our own recent writes laid over the managed Secrets.
+/// What a sync of one CredstashSync sees of the cluster: the watch caches
+/// now, with our own recent writes laid over the managed Secrets; a
+/// CredstashSync lives as far as either of its watches has seen.
 pub struct CachedCluster<'a> {
     ctx: &'a Context,
     css: &'a CredstashSync,
@@ -406,16 +414,18 @@ impl ClusterView for CachedCluster<'_> {
         &self.ctx.client
     }
 
-    fn namespaces(&self) -> BTreeMap<String, Labels> {
-        self.ctx.active_namespaces()
-    }
-
-    fn managed_secrets(&self) -> Vec<Arc<LiveSecret>> {
-        self.ctx.managed_secrets_now()
-    }
-
-    fn living_managers(&self) -> BTreeSet<String> {
-        self.ctx.living_managers()
+    fn picture(&self) -> ClusterPicture {
+        let syncs = self.ctx.syncs.state();
+        let living = syncs
+            .iter()
+            .filter(|css| css.meta().deletion_timestamp.is_none() && !self.ctx.was_deleted(css));
+        ClusterPicture {
+            namespaces: self.ctx.active_namespaces(),
+            managed_secrets: self.ctx.managed_secrets_now(),
+            living_managers: living
+                .map(|css| secrets::field_manager(&css.name_any()))
+                .collect(),
+        }
     }
 
     fn write_gate(&self) -> &WriteGate {
@@ -427,13 +437,17 @@ impl ClusterView for CachedCluster<'_> {
     }
 
     fn namespace_active(&self, namespace: &str) -> bool {
-        self.ctx.namespace_active(namespace)
+        let namespace = self.ctx.namespaces.get(&ObjectRef::new(namespace));
+        namespace.is_some_and(|ns| crate::sync::is_active(&ns))
     }
 
     /// Laid over the cache until the cache has it (a write the cache holds
-    /// already is not recorded).
+    /// already, by resourceVersion, is not recorded).
     fn wrote(&self, secret: LiveSecret) {
-        let cached = secret_ref(&secret).and_then(|reference| self.ctx.cached_version(&reference));
+        let key = |s: SecretRef| ObjectRef::new(&s.name).within(&s.namespace);
+        let cached = secret_ref(&secret)
+            .and_then(|reference| self.ctx.managed_secrets.get(&key(reference)))
+            .and_then(|cached| cached.metadata.resource_version.clone());
         let now = tokio::time::Instant::now();
         self.ctx
             .own_writes
@@ -659,57 +673,18 @@ fn reconcile(
     })
 }
 
-fn error_policy(css: Arc<CredstashSync>, error: &Error, ctx: Arc<Context>) -> Action {
+/// Maps a failed reconcile to its requeue: what failed was recorded in the
+/// CredstashSync's state where it happened.
+fn error_policy(css: Arc<CredstashSync>, error: &Error, _ctx: Arc<Context>) -> Action {
     let name = css.name_any();
+    let retry_in = triggers::after_error(error);
     if error.is_stale_object() {
         tracing::debug!(credstashsync = %name, error = %error, "object changed meanwhile; reconciling again");
-        return Action::requeue(STALE_OBJECT_RETRY);
+    } else {
+        tracing::warn!(credstashsync = %name, error = %error, retry_in_s = retry_in.as_secs(), "reconcile failed");
     }
-    let backoff = ctx.with_state(&name, |s| {
-        s.full_sync_retry
-            .failed(tokio::time::Instant::now(), retry_backoff)
-    });
-    tracing::warn!(credstashsync = %name, error = %error, retry_in_s = backoff.as_secs(), "reconcile failed");
-    Action::requeue(backoff)
-}
-
-/// How soon a reconcile that raced a change of its object runs again.
-const STALE_OBJECT_RETRY: Duration = Duration::from_secs(1);
-
-/// Exponential backoff for failed syncs: 5 s, 10 s, 20 s ... at most 5 minutes.
-pub fn retry_backoff(consecutive_failures: u32) -> Duration {
-    let exponent = consecutive_failures.saturating_sub(1).min(6);
-    Duration::from_secs(5u64 << exponent).min(Duration::from_secs(300))
+    Action::requeue(retry_in)
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn retries_back_off_exponentially_up_to_five_minutes() {
-        let waits: Vec<u64> = (1..=9).map(|n| retry_backoff(n).as_secs()).collect();
-        assert_eq!(waits, vec![5, 10, 20, 40, 80, 160, 300, 300, 300]);
-    }
-
-    fn finalizer_error(reason: &str, code: u16) -> Error {
-        let status = kube::core::Status::failure("the finalizer patch failed", reason);
-        Error::Finalizer {
-            name: "x".into(),
-            source: kube::Error::Api(status.with_code(code).boxed()),
-        }
-    }
-
-    #[test]
-    fn a_finalizer_patch_racing_a_change_is_not_a_failure() {
-        assert!(finalizer_error("Invalid", 422).is_stale_object());
-        assert!(finalizer_error("Conflict", 409).is_stale_object());
-        assert!(!finalizer_error("Forbidden", 403).is_stale_object());
-        assert!(!finalizer_error("InternalError", 500).is_stale_object());
-        let sync = Error::SyncFailed {
-            name: "x".into(),
-            reason: "timeout".into(),
-        };
-        assert!(!sync.is_stale_object());
-    }
-}
+mod tests;

@@ -1,19 +1,20 @@
 //! One reconcile of a CredstashSync: validate, take in what happened since
-//! the last one (stream batches, namespaces that appeared), decide, then run
-//! a full sync, apply the pending work, or wait; report status, events and
-//! metrics.
+//! the last one (stream batches, namespaces that appeared or changed
+//! selection), decide ([`super::triggers`]), then run a full sync, apply
+//! the pending work, or wait ([`Run`]); report status, events and metrics.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use futures::future::BoxFuture;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
+use tokio::time::Instant;
 
-use super::report::{self, Notice, Severity};
-use super::state::{Cause, PendingWork};
+use super::report::{self, Notice};
+use super::state::{Cause, Memory, PendingWork, SharedState};
 use super::streaming::{self, Opened, StreamHealth, StreamKey, StreamLink};
 use super::triggers::{self, Action as Next, TriggerInputs};
 use super::{Context, Error};
@@ -36,86 +37,72 @@ pub(super) fn apply(
 
 async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> {
     let name = css.meta().name.clone().ok_or(Error::Unnamed)?;
+    let state = ctx.state(&name);
     // A full sync reads the table from a Scan that starts after this (or
     // after the stream iterators it opens): never one begun before the
     // request it answers.
-    let mut read_not_before = tokio::time::Instant::now();
+    let mut read_not_before = Instant::now();
     ctx.metrics.set_settings(&name, &css.spec);
     let spec = match css.spec.validate() {
         Ok(spec) => spec.with_operator_namespace(&ctx.settings.operator_namespace),
-        Err(problem) => return invalid_spec(css, ctx, &name, &problem.to_string()).await,
+        Err(problem) => return invalid_spec(css, ctx, &state, &problem.to_string()).await,
     };
     let _running = ctx.health.begin_reconcile(&name, spec.sync_timeout);
     if spec.rollout.enabled {
         ctx.rollouts.enable();
     }
-    let key = StreamKey::of(&spec);
-    let namespaces = ctx.active_namespaces();
-    let unselected = NamespaceScope::new(&spec, &namespaces).unselected().clone();
-    let active: BTreeSet<String> = namespaces.into_keys().collect();
-    let stream_live = ctx.with_state(&name, |s| {
-        s.namespaces_appeared(&active);
-        s.selection_changed(&unselected, &active);
-        s.take_stream_news(&key)
-    });
-    if !stream_live {
-        ctx.metrics.clear_stream_lag(&name);
-    }
-    let previous = ctx.current_status(css).unwrap_or_default();
-    let resync_requested = css.annotations().get(RESYNC_ANNOTATION).cloned();
-    let mut decision = decide(
+    let run = Run {
         css,
         ctx,
-        &name,
-        &spec,
-        &previous,
-        resync_requested.as_deref(),
-    );
+        name: &name,
+        spec: &spec,
+        state: &state,
+    };
+    let key = StreamKey::of(&spec);
+    let (memory, stream_check_due) = run.look_around(&key);
+    if !memory.stream_live {
+        ctx.metrics.clear_stream_lag(&name);
+    }
+    let previous = ctx.current_status(css, &state).unwrap_or_default();
+    let resync_requested = css.annotations().get(RESYNC_ANNOTATION).cloned();
+    let mut decision = triggers::decide(&TriggerInputs {
+        now: Utc::now(),
+        generation: css.meta().generation,
+        observed_generation: previous.observed_generation,
+        resync_requested: resync_requested.as_deref(),
+        last_resync_handled: previous.last_resync_request.as_deref(),
+        schedule: &spec.schedule,
+        min_resync_interval: spec.min_resync_interval,
+        last_full_sync: memory.last_full_sync,
+        last_manual_resync: memory.last_manual_resync,
+        retry_due: memory.retry_due,
+        backing_off: memory.backing_off,
+        stream_gap: memory.stream_gap,
+        pending_due: memory.pending_due,
+    });
 
     let mut opened = None;
-    if !stream_live {
-        let full_sync_coming = matches!(decision.action, Next::FullSync(_));
-        if full_sync_coming || stream_check_due(ctx, &name) {
-            let result = streaming::open(&key, ctx.settings.stream_check_interval).await;
-            ctx.with_state(&name, |s| {
-                s.stream.checked_at = Some(tokio::time::Instant::now())
-            });
-            if matches!(result, Opened::Follower(_)) {
-                read_not_before = tokio::time::Instant::now();
-                if !full_sync_coming {
-                    decision.action = Next::FullSync(SyncTrigger::StreamGap);
-                }
-            }
-            opened = Some(result);
+    if !memory.stream_live && decision.opens_stream(stream_check_due) {
+        let result = streaming::open(&key, ctx.settings.stream_check_interval).await;
+        let now = Instant::now();
+        state.lock().stream_checked(now);
+        if matches!(result, Opened::Follower(_)) {
+            read_not_before = now;
+            decision.stream_opened();
         }
+        opened = Some(result);
     }
 
     let mut status = previous.clone();
     match decision.action {
         Next::FullSync(trigger) => {
-            if trigger == SyncTrigger::StreamGap {
-                report_stream_gap(css, ctx, &name).await;
-            }
-            let run = FullSyncRun {
-                css,
-                ctx,
-                name: &name,
-                spec: &spec,
-                trigger,
-                read_not_before,
-            };
+            let resync = resync_requested.as_deref();
             status = run
-                .execute(&previous, resync_requested.as_deref(), opened)
+                .full_sync(trigger, read_not_before, &previous, resync, opened)
                 .await?;
         }
         Next::ApplyPending => {
-            let run = PendingRun {
-                css,
-                ctx,
-                name: &name,
-                spec: &spec,
-            };
-            if let Some(applied_at) = run.execute().await {
+            if let Some(applied_at) = run.pending().await {
                 status
                     .stream
                     .get_or_insert_with(Default::default)
@@ -124,197 +111,127 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
         }
         Next::Idle => {}
     }
-    let pending = ctx.with_state(&name, |s| s.pending_secrets());
+    let pending = state.lock().pending_secrets();
     ctx.metrics.set_pending_secrets(&name, pending);
     status.pending_secrets = (pending > 0).then_some(pending as i64);
-    set_stream_status(ctx, &name, &mut status, css.meta().generation);
-    ctx.write_status(css, &status).await?;
+    set_stream_status(&state, &mut status, css.meta().generation);
+    ctx.write_status(css, &state, &status).await?;
 
     if let (Some(until), Some(requested)) = (decision.deferred_resync_until, resync_requested) {
-        let first_time = ctx.with_state(&name, |s| {
-            s.deferred_notice_for.replace(requested.clone()) != Some(requested)
-        });
-        if first_time {
+        if state.lock().first_deferral_of(&requested) {
             ctx.publish(css, &report::deferred_notice(until)).await;
         }
     }
-    Ok(Action::requeue(next_look(
-        ctx,
-        &name,
-        decision.requeue_after,
-    )))
-}
-
-/// When to reconcile again at the latest: the decision's time, a pending
-/// retry (a reconcile triggered meanwhile replaces the controller's own
-/// retry schedule), and the periodic stream check when no stream is followed.
-fn next_look(ctx: &Context, name: &str, decided: Duration) -> Duration {
-    let now = tokio::time::Instant::now();
-    let (stream_live, retries, more_pending) = ctx.with_state(name, |s| {
-        let live = s.stream.link.as_ref().is_some_and(StreamLink::is_live);
-        let retries = [s.full_sync_retry.due_at(), s.pending_due_at()];
-        (live, retries, s.pending_due(now))
-    });
-    if more_pending {
-        return Duration::from_millis(10);
-    }
-    let mut next = decided;
-    if !stream_live {
-        next = next.min(ctx.settings.stream_check_interval);
-    }
-    for at in retries.into_iter().flatten() {
-        let wait = at.saturating_duration_since(now);
-        next = next.min(wait.max(Duration::from_millis(100)));
-    }
-    next
-}
-
-fn decide(
-    css: &CredstashSync,
-    ctx: &Context,
-    name: &str,
-    spec: &ValidSpec,
-    previous: &CredstashSyncStatus,
-    resync_requested: Option<&str>,
-) -> triggers::Decision {
-    let now = tokio::time::Instant::now();
-    let (last_full_sync, last_manual_resync, retry, stream_gap, pending_due) =
-        ctx.with_state(name, |s| {
-            (
-                s.last_full_sync,
-                s.last_manual_resync,
-                s.full_sync_retry,
-                s.stream.gap.is_some(),
-                s.pending_due(now),
-            )
-        });
-    let backing_off = retry.backing_off(now);
-    triggers::decide(&TriggerInputs {
-        now: Utc::now(),
-        generation: css.meta().generation,
-        observed_generation: previous.observed_generation,
-        resync_requested,
-        last_resync_handled: previous.last_resync_request.as_deref(),
-        last_full_sync,
-        last_manual_resync,
-        schedule: &spec.schedule,
-        min_resync_interval: spec.min_resync_interval,
-        retry_due: retry.failing() && !backing_off,
-        backing_off,
-        stream_gap,
-        pending_due,
-    })
+    let now = Instant::now();
+    let memory = state.lock().memory(now);
+    let interval = ctx.settings.stream_check_interval;
+    let next = triggers::next_look(decision.requeue_after, &memory, interval, now);
+    Ok(Action::requeue(next))
 }
 
 async fn invalid_spec(
     css: &CredstashSync,
     ctx: &Context,
-    name: &str,
+    state: &SharedState,
     problem: &str,
 ) -> Result<Action, Error> {
-    let previous = ctx.current_status(css);
+    let name = css.name_any();
+    let previous = ctx.current_status(css, state);
     let status = report::status_invalid_spec(
         &previous.clone().unwrap_or_default(),
         problem,
         css.meta().generation,
         Utc::now(),
     );
-    ctx.with_state(name, |s| s.stream.link = None);
+    state.lock().stream_stopped();
     if previous.as_ref() != Some(&status) {
         ctx.metrics.record_sync(
-            name,
+            &name,
             SyncTrigger::SpecChange,
             SyncResult::InvalidSpec,
             Duration::ZERO,
         );
-        let notice = Notice {
-            severity: Severity::Warning,
-            reason: reason::INVALID_SPEC,
-            action: "Validate",
-            note: problem.to_owned(),
-        };
+        let notice = Notice::warning(reason::INVALID_SPEC, "Validate", problem.to_owned());
         ctx.publish(css, &notice).await;
     }
-    ctx.write_status(css, &status).await?;
+    ctx.write_status(css, state, &status).await?;
     Ok(Action::await_change())
 }
 
-/// Tells why the stream made a full sync necessary.
-async fn report_stream_gap(css: &CredstashSync, ctx: &Context, name: &str) {
-    let why = ctx.with_state(name, |s| s.stream.gap.clone());
-    let notice = match why {
-        Some(why) => Notice {
-            severity: Severity::Warning,
-            reason: reason::STREAM_GAP,
-            action: "Sync",
-            note: format!("{why}: running a full sync so that no change is missed"),
-        },
-        None => Notice {
-            severity: Severity::Normal,
-            reason: reason::STREAMING,
-            action: "Sync",
-            note: "a DynamoDB stream is now available: a full sync runs before following it"
-                .to_owned(),
-        },
-    };
-    tracing::info!(credstashsync = %name, note = %notice.note, "full sync for the stream");
-    ctx.publish(css, &notice).await;
-}
+/// Most stream names read again in one run of pending work; the rest stays
+/// pending and runs right after.
+const NAMES_PER_RUN: usize = 256;
 
-fn stream_check_due(ctx: &Context, name: &str) -> bool {
-    ctx.with_state(name, |s| {
-        s.stream
-            .checked_at
-            .is_none_or(|at| at.elapsed() >= ctx.settings.stream_check_interval)
-    })
-}
-
-/// A full sync about to run, and what it needs.
-struct FullSyncRun<'a> {
+/// The work of one reconcile of a CredstashSync, and what it needs: a full
+/// sync ([`Run::full_sync`]) or a run of pending work ([`Run::pending`]).
+struct Run<'a> {
     css: &'a CredstashSync,
     ctx: &'a Context,
     name: &'a str,
     spec: &'a ValidSpec,
-    trigger: SyncTrigger,
-    /// The table read must start no earlier than this.
-    read_not_before: tokio::time::Instant,
+    state: &'a SharedState,
 }
 
-impl FullSyncRun<'_> {
+impl Run<'_> {
+    /// Takes in what happened since the last reconcile: namespaces that
+    /// appeared or entered or left the selection, and what the stream
+    /// follower reported. Returns what the decision needs, and whether the
+    /// periodic stream check is due.
+    fn look_around(&self, key: &StreamKey) -> (Memory, bool) {
+        let namespaces = self.ctx.active_namespaces();
+        let unselected = NamespaceScope::new(self.spec, &namespaces)
+            .unselected()
+            .clone();
+        let active: BTreeSet<String> = namespaces.into_keys().collect();
+        let now = Instant::now();
+        let mut state = self.state.lock();
+        state.namespaces_appeared(&active);
+        state.selection_changed(&unselected, &active);
+        state.take_stream_news(key);
+        let interval = self.ctx.settings.stream_check_interval;
+        (state.memory(now), state.stream_check_due(now, interval))
+    }
+
     /// Reads the whole table and applies it; starts the stream follower that
     /// was opened before the read. Returns the new status (not yet written).
-    async fn execute(
+    async fn full_sync(
         &self,
+        trigger: SyncTrigger,
+        read_not_before: Instant,
         previous: &CredstashSyncStatus,
         resync_requested: Option<&str>,
         opened: Option<Opened>,
     ) -> Result<CredstashSyncStatus, Error> {
         let (ctx, name, spec) = (self.ctx, self.name, self.spec);
-        let started = Instant::now();
-        let reader = ctx.reader(name, spec).await;
-        let taken = ctx.with_state(name, |s| s.begin_full_sync());
-        tracing::info!(credstashsync = %name, trigger = self.trigger.as_str(), table = %spec.table, "full sync");
+        if trigger == SyncTrigger::StreamGap {
+            self.report_stream_gap().await;
+        }
+        let started = std::time::Instant::now();
+        let reader = ctx.reader(self.state, spec).await;
+        let taken = self.state.lock().begin_full_sync();
+        tracing::info!(credstashsync = %name, trigger = trigger.as_str(), table = %spec.table, "full sync");
         let cluster = ctx.cluster(self.css);
         let engine = Engine::new(&cluster, &ctx.metrics, name, spec);
         let result = tokio::time::timeout(
             spec.sync_timeout,
-            engine.full_sync(&reader, self.read_not_before),
+            engine.full_sync(&reader, read_not_before),
         )
         .await;
         self.start_stream(opened);
         if !ctx.still_exists(self.css) {
-            ctx.with_state(name, |s| s.full_sync_failed(taken));
+            self.state.lock().hand_back(taken);
             tracing::info!(credstashsync = %name, "full sync abandoned: the CredstashSync was deleted while it ran");
             return Ok(previous.clone());
         }
         let generation = self.css.meta().generation;
         let Ok((outcome, snapshot)) = result else {
-            ctx.with_state(name, |s| s.full_sync_failed(taken));
-            return Err(self.timed_out(previous, started.elapsed()).await);
+            let retry_in = self.state.lock().full_sync_failed(taken, Instant::now());
+            let elapsed = started.elapsed();
+            return Err(self.timed_out(trigger, previous, elapsed, retry_in).await);
         };
         let now = Utc::now();
         let outcome = SyncOutcome {
-            trigger: Some(self.trigger),
+            trigger: Some(trigger),
             finished_at: Some(now),
             duration: started.elapsed(),
             ..outcome
@@ -322,18 +239,17 @@ impl FullSyncRun<'_> {
         record_sync_metrics(ctx, name, &outcome, now);
         ctx.rollouts
             .secrets_changed(name, spec.rollout, outcome.changed_keys.keys());
-        let manual = self.trigger == SyncTrigger::Manual;
-        match snapshot {
+        let failed = match snapshot {
             Some(snapshot) if outcome.cluster_error.is_none() => {
                 let retry = snapshot.names_to_retry(engine.scope());
-                let at = tokio::time::Instant::now();
-                ctx.with_state(name, |s| {
-                    s.full_sync_done(&outcome, snapshot, now, manual);
-                    s.retry_names(retry, at);
-                });
+                let mut state = self.state.lock();
+                let manual = trigger == SyncTrigger::Manual;
+                state.full_sync_done(&outcome, snapshot, now, manual);
+                state.retry_names(retry, Instant::now());
+                None
             }
-            _ => ctx.with_state(name, |s| s.full_sync_failed(taken)),
-        }
+            _ => Some(self.state.lock().full_sync_failed(taken, Instant::now())),
+        };
         crate::allocator::release_freed_memory();
         let status =
             report::status_after_sync(previous, &outcome, generation, resync_requested, now);
@@ -341,37 +257,52 @@ impl FullSyncRun<'_> {
             ctx.publish(self.css, &notice).await;
         }
         tracing::info!(credstashsync = %name, result = outcome.result().as_str(), summary = %outcome.summary(), "full sync finished");
-        if let Some(reason) = outcome
-            .table_error
-            .as_ref()
-            .or(outcome.cluster_error.as_ref())
-        {
-            // Keep what the failed sync learned in status, then retry with backoff.
-            ctx.write_status(self.css, &status).await?;
-            return Err(Error::SyncFailed {
-                name: name.to_owned(),
-                reason: reason.clone(),
-            });
-        }
-        Ok(status)
+        let Some(retry_in) = failed else {
+            return Ok(status);
+        };
+        // Keep what the failed sync learned in status, then retry with backoff.
+        ctx.write_status(self.css, self.state, &status).await?;
+        let reason = outcome.table_error.or(outcome.cluster_error);
+        Err(Error::SyncFailed {
+            name: name.to_owned(),
+            reason: reason.unwrap_or_default(),
+            retry_in,
+        })
+    }
+
+    /// Tells why the stream made a full sync necessary.
+    async fn report_stream_gap(&self) {
+        let why = self.state.lock().stream_gap().map(str::to_owned);
+        let notice = match why {
+            Some(why) => Notice::warning(
+                reason::STREAM_GAP,
+                "Sync",
+                format!("{why}: running a full sync so that no change is missed"),
+            ),
+            None => Notice::normal(
+                reason::STREAMING,
+                "Sync",
+                "a DynamoDB stream is now available: a full sync runs before following it".into(),
+            ),
+        };
+        tracing::info!(credstashsync = %self.name, note = %notice.note, "full sync for the stream");
+        self.ctx.publish(self.css, &notice).await;
     }
 
     fn start_stream(&self, opened: Option<Opened>) {
         let Some(opened) = opened else { return };
-        let key = StreamKey::of(self.spec);
-        let health = match opened {
+        let (link, health) = match opened {
             Opened::Follower(follower) => {
                 let wake = self.ctx.wake.clone();
+                let key = StreamKey::of(self.spec);
                 let link = StreamLink::spawn(key, *follower, self.spec.wait_time, move || {
                     let _ = wake.unbounded_send(());
                 });
                 let health = link.health();
-                self.ctx
-                    .with_state(self.name, |s| s.stream.link = Some(link));
-                health
+                (Some(link), health)
             }
-            Opened::Disabled => StreamHealth::Disabled,
-            Opened::Failed(reason) => StreamHealth::Failed(reason),
+            Opened::Disabled => (None, StreamHealth::Disabled),
+            Opened::Failed(reason) => (None, StreamHealth::Failed(reason)),
         };
         // Lag exists exactly while a stream is followed (alerts key on it).
         match &health {
@@ -380,61 +311,49 @@ impl FullSyncRun<'_> {
             }
             _ => self.ctx.metrics.clear_stream_lag(self.name),
         }
-        self.ctx
-            .with_state(self.name, |s| s.stream.health = Some(health));
+        self.state.lock().stream_started(link, health);
     }
 
-    async fn timed_out(&self, previous: &CredstashSyncStatus, elapsed: Duration) -> Error {
+    async fn timed_out(
+        &self,
+        trigger: SyncTrigger,
+        previous: &CredstashSyncStatus,
+        elapsed: Duration,
+        retry_in: Duration,
+    ) -> Error {
         let (ctx, name, spec) = (self.ctx, self.name, self.spec);
         ctx.metrics
-            .record_sync(name, self.trigger, SyncResult::Timeout, elapsed);
+            .record_sync(name, trigger, SyncResult::Timeout, elapsed);
         let status = report::status_timed_out(
             previous,
             spec.sync_timeout,
             self.css.meta().generation,
             Utc::now(),
         );
-        if let Err(err) = ctx.write_status(self.css, &status).await {
+        if let Err(err) = ctx.write_status(self.css, self.state, &status).await {
             return err;
         }
         let note = format!(
             "sync did not finish within {}s and was cancelled",
             spec.sync_timeout.as_secs()
         );
-        let notice = Notice {
-            severity: Severity::Warning,
-            reason: reason::SYNC_TIMEOUT,
-            action: "Sync",
-            note: note.clone(),
-        };
+        let notice = Notice::warning(reason::SYNC_TIMEOUT, "Sync", note.clone());
         ctx.publish(self.css, &notice).await;
         Error::SyncFailed {
             name: name.to_owned(),
             reason: note,
+            retry_in,
         }
     }
-}
 
-/// Most stream names read again in one run of pending work; the rest stays
-/// pending and runs right after.
-const NAMES_PER_RUN: usize = 256;
-
-/// The pending work about to be applied from the snapshot: names the stream
-/// touched are read again, then every pending Secret is planned whole.
-struct PendingRun<'a> {
-    css: &'a CredstashSync,
-    ctx: &'a Context,
-    name: &'a str,
-    spec: &'a ValidSpec,
-}
-
-impl PendingRun<'_> {
-    /// Applies what is pending; anything that could not be applied stays
-    /// pending (retried with backoff). Returns when stream changes were applied
+    /// Applies what is pending from the snapshot: names the stream touched
+    /// are read again, then every pending Secret is planned whole. Anything
+    /// that could not be applied stays pending (retried with backoff).
+    /// Returns when stream changes were applied
     /// (`status.stream.lastAppliedTime`; repairs alone do not move it).
-    async fn execute(&self) -> Option<DateTime<Utc>> {
+    async fn pending(&self) -> Option<DateTime<Utc>> {
         let (ctx, name, spec) = (self.ctx, self.name, self.spec);
-        let (mut work, mut snapshot) = ctx.with_state(name, |s| s.take_pending())?;
+        let (mut work, mut snapshot) = self.state.lock().take_pending()?;
         let changes = work.changes.take();
         if let Some(changes) = &changes {
             record_stream_records(ctx, name, changes);
@@ -446,12 +365,12 @@ impl PendingRun<'_> {
             // within syncTimeout, instead of timing out and starting over.
             deferred =
                 names.split_off(&names.iter().nth(NAMES_PER_RUN).cloned().unwrap_or_default());
-            ctx.with_state(name, |s| s.defer_names(deferred.clone()));
+            self.state.lock().defer_names(deferred.clone());
         }
         let reader = if names.is_empty() {
             None
         } else {
-            Some(ctx.reader(name, spec).await)
+            Some(ctx.reader(self.state, spec).await)
         };
         let cluster = ctx.cluster(self.css);
         let engine = Engine::new(&cluster, &ctx.metrics, name, spec);
@@ -482,13 +401,13 @@ impl PendingRun<'_> {
             tracing::info!(credstashsync = %name, "pending changes abandoned: the CredstashSync was deleted while they were applied");
             return None;
         }
-        let now = tokio::time::Instant::now();
+        let now = Instant::now();
         let Ok((unread, outcome)) = result else {
             tracing::warn!(credstashsync = %name, "applying pending changes timed out; they stay pending");
             let mut back = work;
             back.names = names;
             back.changes = changes;
-            ctx.with_state(name, |s| s.pending_applied(snapshot, back, None, now));
+            self.state.lock().pending_applied(snapshot, back, None, now);
             if reader.is_some() {
                 ctx.metrics.record_stream_apply(name, SyncResult::Timeout);
             }
@@ -505,9 +424,9 @@ impl PendingRun<'_> {
         // the backoff of a failed run.
         let mut unread = unread;
         unread.names.extend(snapshot.names_to_retry(engine.scope()));
-        ctx.with_state(name, |s| {
-            s.pending_applied(snapshot, unread, Some(&outcome), now)
-        });
+        self.state
+            .lock()
+            .pending_applied(snapshot, unread, Some(&outcome), now);
         ctx.metrics.set_key_sync_failed(name, failing as i64);
         if reader.is_some() {
             let result = if read_ok {
@@ -523,12 +442,12 @@ impl PendingRun<'_> {
             }
         }
         tracing::info!(credstashsync = %name, secrets = work.secrets.len(), names = names.len(), summary = %outcome.summary(), "applied pending changes");
-        self.report(&outcome, &repaired).await;
+        self.report_pending(&outcome, &repaired).await;
         let streamed = reader.is_some() && read_ok;
         (streamed && !outcome.changed_keys.is_empty()).then(Utc::now)
     }
 
-    async fn report(&self, outcome: &SyncOutcome, repaired: &[(SecretRef, Vec<String>)]) {
+    async fn report_pending(&self, outcome: &SyncOutcome, repaired: &[(SecretRef, Vec<String>)]) {
         let (ctx, name) = (self.ctx, self.name);
         let mut notices = report::sync_notices(outcome);
         for (secret, keys) in repaired {
@@ -586,12 +505,11 @@ fn record_sync_metrics(ctx: &Context, name: &str, outcome: &SyncOutcome, now: Da
 
 /// The `Streaming` condition and `status.stream` from the follower's state.
 fn set_stream_status(
-    ctx: &Context,
-    name: &str,
+    state: &SharedState,
     status: &mut CredstashSyncStatus,
     generation: Option<i64>,
 ) {
-    let Some(health) = ctx.with_state(name, |s| s.stream.health.clone()) else {
+    let Some(health) = state.lock().stream_health().cloned() else {
         return;
     };
     let (state, why, message) = match &health {

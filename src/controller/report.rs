@@ -304,7 +304,8 @@ pub struct Notice {
 }
 
 impl Notice {
-    fn normal(reason: &'static str, action: &'static str, note: String) -> Self {
+    /// A `Normal` event.
+    pub fn normal(reason: &'static str, action: &'static str, note: String) -> Self {
         Self {
             severity: Severity::Normal,
             reason,
@@ -313,7 +314,8 @@ impl Notice {
         }
     }
 
-    fn warning(reason: &'static str, action: &'static str, note: String) -> Self {
+    /// A `Warning` event.
+    pub fn warning(reason: &'static str, action: &'static str, note: String) -> Self {
         Self {
             severity: Severity::Warning,
             reason,

@@ -1,7 +1,12 @@
 //! What the operator keeps of one CredstashSync between reconciles, and the
 //! steps of its life: a full sync, the changes pending since (stream
 //! records, namespaces that appeared, drift, failed writes), their
-//! application, and the retries of both. Pure bookkeeping: no I/O here.
+//! application, the retries of both, the stream it follows and the status
+//! it last wrote. Pure bookkeeping: no I/O here; the reconcile does the I/O
+//! and tells the state what happened, and the watches mark work pending.
+//!
+//! Each CredstashSync has one [`SharedState`]: its reconcile (one at a time)
+//! and the watches lock it briefly, never across an await.
 //!
 //! Nothing pending is ever dropped: work taken for a sync is either done
 //! or handed back, and a failed write keeps its Secret pending, retried
@@ -12,15 +17,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use parking_lot::Mutex;
 use tokio::time::Instant;
 
 use super::streaming::{StreamHealth, StreamKey, StreamLink};
+use super::triggers::{Backoff, FULL_SYNC_BACKOFF, PENDING_BACKOFF};
 use crate::crd::CredstashSyncStatus;
 use crate::credstash::{TableLocation, TableReader};
 use crate::mapping::SecretRef;
 use crate::secrets::ledger::is_older;
 use crate::stream::Changes;
 use crate::sync::{SyncOutcome, TableSnapshot};
+
+/// The state of one CredstashSync, shared by its reconcile and the watches.
+pub type SharedState = Arc<Mutex<SyncState>>;
 
 /// Why a Secret must be planned again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -58,10 +68,7 @@ impl PendingWork {
     /// Adds a stream batch.
     pub fn add_changes(&mut self, changes: Changes) {
         self.names.extend(changes.names.iter().cloned());
-        match &mut self.changes {
-            Some(existing) => existing.merge(changes),
-            None => self.changes = Some(changes),
-        }
+        Changes::merge_into(&mut self.changes, changes);
     }
 
     /// Marks `secret` to plan again. A Secret that is also pending for a
@@ -81,73 +88,89 @@ impl PendingWork {
             self.mark(secret, cause);
         }
         if let Some(changes) = other.changes {
-            match &mut self.changes {
-                Some(existing) => existing.merge(changes),
-                None => self.changes = Some(changes),
-            }
+            Changes::merge_into(&mut self.changes, changes);
         }
     }
 }
 
 /// Consecutive failures and when the next attempt may run.
 #[derive(Debug, Default, Clone, Copy)]
-pub struct Retry {
+struct Retry {
     failures: u32,
     not_before: Option<Instant>,
 }
 
 impl Retry {
     /// Records a failure; returns how long to wait.
-    pub fn failed(&mut self, now: Instant, backoff: fn(u32) -> Duration) -> Duration {
+    fn failed(&mut self, now: Instant, backoff: Backoff) -> Duration {
         self.failures = self.failures.saturating_add(1);
-        let wait = backoff(self.failures);
+        let wait = backoff.after(self.failures);
         self.not_before = Some(now + wait);
         wait
     }
 
-    /// Records a success.
-    pub fn succeeded(&mut self) {
-        *self = Retry::default();
-    }
-
     /// Whether the last attempt failed.
-    pub fn failing(&self) -> bool {
+    fn failing(&self) -> bool {
         self.failures > 0
     }
 
     /// Whether a failed attempt is still waiting out its backoff.
-    pub fn backing_off(&self, now: Instant) -> bool {
+    fn backing_off(&self, now: Instant) -> bool {
         self.failing() && self.not_before.is_some_and(|at| at > now)
     }
 
     /// When the next attempt is due, if one failed.
-    pub fn due_at(&self) -> Option<Instant> {
+    fn due_at(&self) -> Option<Instant> {
         self.not_before.filter(|_| self.failing())
     }
 }
 
-/// Backoff of pending applies: 1 s, 2 s, 4 s ... at most 1 minute (they
-/// need no table read, so they are cheap to retry).
-pub fn pending_backoff(consecutive_failures: u32) -> Duration {
-    let exponent = consecutive_failures.saturating_sub(1).min(6);
-    Duration::from_secs(1u64 << exponent).min(Duration::from_secs(60))
-}
-
 /// The stream of a CredstashSync as the reconciler sees it.
 #[derive(Default)]
-pub struct StreamSlot {
-    pub link: Option<StreamLink>,
-    pub health: Option<StreamHealth>,
-    pub checked_at: Option<Instant>,
+struct StreamSlot {
+    link: Option<StreamLink>,
+    health: Option<StreamHealth>,
+    checked_at: Option<Instant>,
     /// Why the stream needs a full sync (data lost, stream replaced).
-    pub gap: Option<String>,
+    gap: Option<String>,
+}
+
+/// The status this process last decided for its CredstashSync, until the
+/// cache has it.
+enum OwnStatus {
+    /// Written; the resourceVersion the API server answered with.
+    Written(Option<String>, CredstashSyncStatus),
+    /// The write failed: decisions build on it, and it is written again.
+    Unwritten(CredstashSyncStatus),
+}
+
+/// What this process remembers of a CredstashSync at one instant, as the
+/// decisions of [`super::triggers`] need it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    /// When this process last ran a full sync (`None`: not yet).
+    pub last_full_sync: Option<DateTime<Utc>>,
+    /// When this process last ran a manual resync.
+    pub last_manual_resync: Option<DateTime<Utc>>,
+    /// The last full sync failed and its backoff has run out.
+    pub retry_due: bool,
+    /// The last full sync failed and its backoff has not run out.
+    pub backing_off: bool,
+    /// The stream reported a gap.
+    pub stream_gap: bool,
+    /// Pending work may run now.
+    pub pending_due: bool,
+    /// A stream follower runs.
+    pub stream_live: bool,
+    /// When a failed full sync and failed pending work are due again.
+    pub retries_due: [Option<Instant>; 2],
 }
 
 /// What this process remembers of one CredstashSync.
 #[derive(Default)]
 pub struct SyncState {
     /// The table reader, kept for its KMS cache while the location holds.
-    pub reader: Option<(TableLocation, Arc<TableReader>)>,
+    reader: Option<(TableLocation, Arc<TableReader>)>,
     /// Every name's latest entry, from the last full sync plus stream reads.
     snapshot: Option<TableSnapshot>,
     pending: PendingWork,
@@ -156,22 +179,18 @@ pub struct SyncState {
     /// Existing namespaces the namespace selector did not select at the
     /// last look.
     unselected_namespaces: BTreeSet<String>,
-    pub last_full_sync: Option<DateTime<Utc>>,
-    pub last_manual_resync: Option<DateTime<Utc>>,
+    last_full_sync: Option<DateTime<Utc>>,
+    last_manual_resync: Option<DateTime<Utc>>,
     /// Full syncs that could not read the table or the cluster.
-    pub full_sync_retry: Retry,
+    full_sync_retry: Retry,
     /// Pending applies that failed.
-    pub pending_retry: Retry,
-    pub deferred_notice_for: Option<String>,
-    pub stream: StreamSlot,
-    /// The status this process last wrote, until the cache has it.
-    written_status: Option<WrittenStatus>,
-}
-
-/// A status write and the resourceVersion the API server answered it with.
-struct WrittenStatus {
-    resource_version: Option<String>,
-    status: CredstashSyncStatus,
+    pending_retry: Retry,
+    /// Status writes that failed.
+    status_retry: Retry,
+    /// The resync request whose deferral was last reported.
+    deferred_notice_for: Option<String>,
+    stream: StreamSlot,
+    own_status: Option<OwnStatus>,
 }
 
 impl SyncState {
@@ -198,15 +217,43 @@ impl SyncState {
     }
 
     /// When pending work is next due, if it is waiting out a backoff.
-    pub fn pending_due_at(&self) -> Option<Instant> {
+    fn pending_due_at(&self) -> Option<Instant> {
         (!self.pending.is_empty())
             .then(|| self.pending_retry.due_at())
             .flatten()
     }
 
+    /// What the decisions of a reconcile at `now` need to know.
+    pub fn memory(&self, now: Instant) -> Memory {
+        let backing_off = self.full_sync_retry.backing_off(now);
+        Memory {
+            last_full_sync: self.last_full_sync,
+            last_manual_resync: self.last_manual_resync,
+            retry_due: self.full_sync_retry.failing() && !backing_off,
+            backing_off,
+            stream_gap: self.stream.gap.is_some(),
+            pending_due: self.pending_due(now),
+            stream_live: self.stream.link.as_ref().is_some_and(StreamLink::is_live),
+            retries_due: [self.full_sync_retry.due_at(), self.pending_due_at()],
+        }
+    }
+
+    /// The reader of `location`, if this state has it.
+    pub fn reader_for(&self, location: &TableLocation) -> Option<Arc<TableReader>> {
+        let (known, reader) = self.reader.as_ref()?;
+        (known == location).then(|| reader.clone())
+    }
+
+    /// The table's location changed (or was never read): what was read is
+    /// stale, `reader` reads from now on.
+    pub fn reader_opened(&mut self, location: TableLocation, reader: Arc<TableReader>) {
+        self.snapshot = None;
+        self.reader = Some((location, reader));
+    }
+
     /// Takes in what the stream follower reported; drops a follower whose
     /// stream the spec no longer asks for, or that has ended.
-    pub fn take_stream_news(&mut self, key: &StreamKey) -> bool {
+    pub fn take_stream_news(&mut self, key: &StreamKey) {
         if self
             .stream
             .link
@@ -216,7 +263,7 @@ impl SyncState {
             self.stream.link = None;
         }
         let Some(link) = &self.stream.link else {
-            return false;
+            return;
         };
         let news = link.take();
         if let Some(changes) = news.changes {
@@ -226,11 +273,46 @@ impl SyncState {
             self.stream.gap = news.gap;
         }
         self.stream.health = Some(link.health());
-        let live = link.is_live();
-        if !live {
+        if !link.is_live() {
             self.stream.link = None;
         }
-        live
+    }
+
+    /// Whether the stream (or its absence) was last checked `interval` or
+    /// more before `now`.
+    pub fn stream_check_due(&self, now: Instant, interval: Duration) -> bool {
+        self.stream
+            .checked_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= interval)
+    }
+
+    /// The stream was checked (opened, or found disabled or failing).
+    pub fn stream_checked(&mut self, now: Instant) {
+        self.stream.checked_at = Some(now);
+    }
+
+    /// A stream follower was started (`link`), or none could be: `health`
+    /// says why.
+    pub fn stream_started(&mut self, link: Option<StreamLink>, health: StreamHealth) {
+        if link.is_some() {
+            self.stream.link = link;
+        }
+        self.stream.health = Some(health);
+    }
+
+    /// The spec no longer validates: the follower stops.
+    pub fn stream_stopped(&mut self) {
+        self.stream.link = None;
+    }
+
+    /// Why the stream made a full sync necessary, if it did.
+    pub fn stream_gap(&self) -> Option<&str> {
+        self.stream.gap.as_deref()
+    }
+
+    /// The stream's health, once a follower was started or failed to.
+    pub fn stream_health(&self) -> Option<&StreamHealth> {
+        self.stream.health.as_ref()
     }
 
     /// Namespaces that keys waited for and that now can receive Secrets:
@@ -303,7 +385,7 @@ impl SyncState {
             return;
         }
         self.pending.names.extend(names);
-        self.pending_retry.failed(now, pending_backoff);
+        self.pending_retry.failed(now, PENDING_BACKOFF);
     }
 
     /// Somebody else changed or deleted `secret`.
@@ -331,14 +413,15 @@ impl SyncState {
     }
 
     /// A full sync starts: it covers all pending work, which is taken (and
-    /// handed back by [`SyncState::full_sync_failed`] if the sync fails).
+    /// handed back by [`SyncState::full_sync_failed`] or
+    /// [`SyncState::hand_back`] if the sync does not complete).
     pub fn begin_full_sync(&mut self) -> PendingWork {
         self.stream.gap = None;
         std::mem::take(&mut self.pending)
     }
 
-    /// A full sync read the table and planned: keep its snapshot, keep the
-    /// Secrets whose writes failed pending.
+    /// A full sync read the table and planned (at `now`, `manual` or not):
+    /// keep its snapshot, keep the Secrets whose writes failed pending.
     pub fn full_sync_done(
         &mut self,
         outcome: &SyncOutcome,
@@ -353,13 +436,21 @@ impl SyncState {
         if manual {
             self.last_manual_resync = Some(now);
         }
-        self.full_sync_retry.succeeded();
+        self.full_sync_retry = Retry::default();
         self.keep_failed_writes(outcome);
     }
 
-    /// A full sync could not read the table or the cluster: the work it took
-    /// is pending again, and the sync is retried with backoff.
-    pub fn full_sync_failed(&mut self, taken: PendingWork) {
+    /// A full sync could not read the table or the cluster, or timed out:
+    /// the work it took is pending again. Returns how long until it is
+    /// retried.
+    pub fn full_sync_failed(&mut self, taken: PendingWork, now: Instant) -> Duration {
+        self.pending.merge(taken);
+        self.full_sync_retry.failed(now, FULL_SYNC_BACKOFF)
+    }
+
+    /// A full sync was abandoned (its CredstashSync was deleted while it
+    /// ran): the work it took is pending again, and nothing failed.
+    pub fn hand_back(&mut self, taken: PendingWork) {
         self.pending.merge(taken);
     }
 
@@ -389,9 +480,9 @@ impl SyncState {
             self.keep_failed_writes(outcome);
         }
         if failed {
-            self.pending_retry.failed(now, pending_backoff);
+            self.pending_retry.failed(now, PENDING_BACKOFF);
         } else {
-            self.pending_retry.succeeded();
+            self.pending_retry = Retry::default();
         }
     }
 
@@ -401,6 +492,13 @@ impl SyncState {
         }
     }
 
+    /// Whether the deferral of resync request `requested` is to be
+    /// reported: the first time only.
+    pub fn first_deferral_of(&mut self, requested: &str) -> bool {
+        let before = self.deferred_notice_for.replace(requested.to_owned());
+        before.as_deref() != Some(requested)
+    }
+
     /// Records the status a write stored (`resource_version`: of the object
     /// the API server returned).
     pub fn status_written(
@@ -408,36 +506,48 @@ impl SyncState {
         resource_version: Option<String>,
         status: CredstashSyncStatus,
     ) {
-        self.written_status = Some(WrittenStatus {
-            resource_version,
-            status,
-        });
+        self.own_status = Some(OwnStatus::Written(resource_version, status));
+        self.status_retry = Retry::default();
+    }
+
+    /// Writing `status` failed: decisions build on it meanwhile, and it is
+    /// written again. Returns how long until the next attempt.
+    pub fn status_unwritten(&mut self, status: CredstashSyncStatus, now: Instant) -> Duration {
+        self.own_status = Some(OwnStatus::Unwritten(status));
+        self.status_retry.failed(now, FULL_SYNC_BACKOFF)
+    }
+
+    /// Whether `status` still has to be written: it differs from `current`
+    /// (see [`SyncState::current_status`]), or its last write failed.
+    pub fn needs_write(
+        &self,
+        status: &CredstashSyncStatus,
+        current: Option<&CredstashSyncStatus>,
+    ) -> bool {
+        current != Some(status) || matches!(self.own_status, Some(OwnStatus::Unwritten(_)))
     }
 
     /// The status to decide and build on: the cached object's, unless this
-    /// process wrote a newer one the cache has not delivered yet (a decision
-    /// on the older status would, for one, take the sync just made for a
-    /// spec change and run it again).
+    /// process wrote a newer one the cache has not delivered yet, or failed
+    /// to write one (a decision on the older status would, for one, take the
+    /// sync just made for a spec change and run it again).
     pub fn current_status(
         &mut self,
         cached_version: Option<&str>,
         cached: Option<&CredstashSyncStatus>,
     ) -> Option<CredstashSyncStatus> {
-        match &self.written_status {
-            Some(written) if is_older(cached_version, written.resource_version.as_deref()) => {
-                Some(written.status.clone())
+        match &self.own_status {
+            Some(OwnStatus::Unwritten(status)) => Some(status.clone()),
+            Some(OwnStatus::Written(version, status))
+                if is_older(cached_version, version.as_deref()) =>
+            {
+                Some(status.clone())
             }
             _ => {
-                self.written_status = None;
+                self.own_status = None;
                 cached.cloned()
             }
         }
-    }
-
-    /// The table location changed: the reader and what it read are stale.
-    pub fn forget_table(&mut self) {
-        self.snapshot = None;
-        self.reader = None;
     }
 }
 
@@ -487,7 +597,7 @@ mod tests {
         let current = state.current_status(Some("12"), Some(&status_of_generation(1)));
         assert_eq!(current, Some(status_of_generation(1)));
         assert!(
-            state.written_status.is_none(),
+            state.own_status.is_none(),
             "forgotten once the cache has it"
         );
     }
@@ -542,6 +652,50 @@ mod tests {
         state.pending_applied(snap, PendingWork::default(), Some(&outcome(&[], &[])), now);
         assert_eq!(state.pending_secrets(), 0);
         assert!(!state.pending_retry.failing());
+    }
+
+    #[test]
+    fn a_failed_status_write_is_built_on_and_written_again_and_no_failed_sync() {
+        let mut state = synced(&["ns/app/A"], &[]);
+        let now = Instant::now();
+        let cached = status_of_generation(1);
+        let wanted = status_of_generation(2);
+        assert!(state.needs_write(&wanted, Some(&cached)));
+        assert_eq!(state.status_unwritten(wanted.clone(), now).as_secs(), 5);
+        let current = state.current_status(Some("40"), Some(&cached));
+        assert_eq!(current.as_ref(), Some(&wanted), "decisions build on it");
+        assert!(
+            state.needs_write(&wanted, current.as_ref()),
+            "written again though nothing changed"
+        );
+        let memory = state.memory(now);
+        assert!(
+            !memory.retry_due && !memory.backing_off,
+            "no full sync to retry"
+        );
+        assert_eq!(state.status_unwritten(wanted.clone(), now).as_secs(), 10);
+        state.status_written(Some("41".into()), wanted.clone());
+        assert!(!state.needs_write(&wanted, Some(&wanted)));
+        assert_eq!(
+            state.status_unwritten(wanted, now).as_secs(),
+            5,
+            "backoff reset"
+        );
+    }
+
+    #[test]
+    fn a_failed_full_sync_backs_off_and_a_deferral_is_reported_once() {
+        let mut state = SyncState::default();
+        let now = Instant::now();
+        let taken = state.begin_full_sync();
+        assert_eq!(state.full_sync_failed(taken, now).as_secs(), 5);
+        assert!(state.memory(now).backing_off);
+        let later = now + Duration::from_secs(5);
+        assert!(state.memory(later).retry_due);
+        assert_eq!(state.memory(now).retries_due[0], Some(later));
+        assert!(state.first_deferral_of("2"));
+        assert!(!state.first_deferral_of("2"));
+        assert!(state.first_deferral_of("3"));
     }
 
     #[test]
@@ -626,7 +780,10 @@ mod tests {
         state.drifted(app());
         let taken = state.begin_full_sync();
         assert_eq!(state.pending_secrets(), 0);
-        state.full_sync_failed(taken);
+        state.full_sync_failed(taken, Instant::now());
+        assert_eq!(state.pending_secrets(), 1);
+        let taken = state.begin_full_sync();
+        state.hand_back(taken);
         assert_eq!(state.pending_secrets(), 1);
     }
 
@@ -681,11 +838,5 @@ mod tests {
         state.drifted(app());
         assert!(!state.pending_due(Instant::now()));
         assert!(state.take_pending().is_none());
-    }
-
-    #[test]
-    fn pending_backoff_doubles_up_to_a_minute() {
-        let waits: Vec<u64> = (1..=8).map(|n| pending_backoff(n).as_secs()).collect();
-        assert_eq!(waits, vec![1, 2, 4, 8, 16, 32, 60, 60]);
     }
 }

@@ -179,10 +179,7 @@ impl Drop for StreamLink {
 fn record(pending: &Mutex<Pending>, event: StreamEvent) {
     let mut pending = pending.lock();
     match event {
-        StreamEvent::Changes(changes) => match &mut pending.changes {
-            Some(existing) => existing.merge(changes),
-            None => pending.changes = Some(changes),
-        },
+        StreamEvent::Changes(changes) => Changes::merge_into(&mut pending.changes, changes),
         StreamEvent::Gap { reason } => pending.gap = Some(reason),
         StreamEvent::Replaced { new_arn } => {
             pending.gap = Some(format!("the stream was replaced by {new_arn}"))

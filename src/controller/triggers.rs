@@ -1,12 +1,72 @@
-//! Why a CredstashSync is synced now, or when it next will be: a pure
-//! decision over its spec/status and what this process remembers of it.
+//! Why a CredstashSync is synced now, and when it is looked at again: pure
+//! decisions over its spec/status and what this process remembers of it.
+//! Every sync and requeue decision of the reconciler is made here:
+//!
+//! - [`decide`]: the action (a full sync and its trigger, pending work, or
+//!   nothing), the next scheduled look, a deferred manual resync;
+//! - [`Decision::opens_stream`] and [`Decision::stream_opened`]: a stream is
+//!   opened before a full sync or when its periodic check is due, and a
+//!   stream newly opened makes a full sync (`StreamGap`) before it is
+//!   followed;
+//! - [`next_look`]: the requeue after a reconcile (pending work left, the
+//!   stream check, failed work's backoff);
+//! - [`after_error`]: the requeue after a reconcile that failed;
+//! - [`Backoff`]: the waits of failed full syncs, pending work and status
+//!   writes.
 
 use std::time::Duration;
 
+use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::{DateTime, Utc};
+use tokio::time::Instant;
 
+use super::state::Memory;
+use super::Error;
 use crate::crd::CronSchedule;
 use crate::metrics::SyncTrigger;
+
+/// Waits that double after each consecutive failure: `min`, `2 min`, ...,
+/// at most `max` (no jitter: one operator, a few CredstashSyncs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    /// The wait after `failures` consecutive failures (at least one).
+    pub fn after(&self, failures: u32) -> Duration {
+        let steps = failures.saturating_sub(1).min(32) as usize;
+        ExponentialBuilder::new()
+            .with_min_delay(self.min)
+            .with_max_delay(self.max)
+            .with_factor(2.0)
+            .without_max_times()
+            .build()
+            .nth(steps)
+            .unwrap_or(self.max)
+    }
+}
+
+/// Failed full syncs (and status writes): 5 s, 10 s, 20 s ... at most 5 minutes.
+pub const FULL_SYNC_BACKOFF: Backoff = Backoff {
+    min: Duration::from_secs(5),
+    max: Duration::from_secs(300),
+};
+
+/// Failed pending applies: 1 s, 2 s, 4 s ... at most 1 minute (they need no
+/// table read, so they are cheap to retry).
+pub const PENDING_BACKOFF: Backoff = Backoff {
+    min: Duration::from_secs(1),
+    max: Duration::from_secs(60),
+};
+
+/// How soon a reconcile that raced a change of its object runs again.
+const STALE_OBJECT_RETRY: Duration = Duration::from_secs(1);
+/// How soon pending work that did not fit in one run continues.
+const MORE_PENDING: Duration = Duration::from_millis(10);
+/// The earliest look at a retry that is due.
+const RETRY_FLOOR: Duration = Duration::from_millis(100);
 
 /// What the reconciler knows when it decides.
 #[derive(Debug, Clone)]
@@ -58,6 +118,61 @@ pub struct Decision {
     pub requeue_after: Duration,
     /// A manual resync request deferred until this time (reported, not dropped).
     pub deferred_resync_until: Option<DateTime<Utc>>,
+}
+
+impl Decision {
+    /// Whether a reconcile that follows no stream opens one now: before a
+    /// full sync (its iterators must be open before the table is read, so
+    /// that no change falls between the two), or when the periodic check
+    /// is due.
+    pub fn opens_stream(&self, check_due: bool) -> bool {
+        matches!(self.action, Action::FullSync(_)) || check_due
+    }
+
+    /// A stream was opened: a full sync runs before it is followed (the
+    /// table may have changed while none was), unless one runs anyway.
+    pub fn stream_opened(&mut self) {
+        if !matches!(self.action, Action::FullSync(_)) {
+            self.action = Action::FullSync(SyncTrigger::StreamGap);
+        }
+    }
+}
+
+/// How soon to reconcile again after a reconcile that decided `decided`
+/// and left `memory` at `now`: at once while pending work is due (a run
+/// left some for the next); no later than the periodic stream check
+/// (`check_interval`) while no stream is followed, or than a failed full
+/// sync or pending run is due (a reconcile triggered meanwhile replaces the
+/// controller's own retry schedule).
+pub fn next_look(
+    decided: Duration,
+    memory: &Memory,
+    check_interval: Duration,
+    now: Instant,
+) -> Duration {
+    if memory.pending_due {
+        return MORE_PENDING;
+    }
+    let mut next = decided;
+    if !memory.stream_live {
+        next = next.min(check_interval);
+    }
+    for at in memory.retries_due.into_iter().flatten() {
+        next = next.min(at.saturating_duration_since(now).max(RETRY_FLOOR));
+    }
+    next
+}
+
+/// How soon to reconcile again after a reconcile failed with `error`: a
+/// race with a change of the object at once (the watch event on its way
+/// reconciles too), a failed sync or status write when its backoff says,
+/// anything else after the first step of a full sync's backoff.
+pub fn after_error(error: &Error) -> Duration {
+    match error {
+        _ if error.is_stale_object() => STALE_OBJECT_RETRY,
+        Error::SyncFailed { retry_in, .. } | Error::Status { retry_in, .. } => *retry_in,
+        Error::Finalizer { .. } | Error::Unnamed => FULL_SYNC_BACKOFF.after(1),
+    }
 }
 
 /// Decides what a reconcile does.
@@ -344,6 +459,114 @@ mod tests {
             decide(&spec).action,
             Action::FullSync(SyncTrigger::SpecChange)
         );
+    }
+
+    #[test]
+    fn a_stream_opens_before_a_full_sync_or_when_its_check_is_due() {
+        let schedule = every_3h();
+        let idle = decide(&steady(&schedule));
+        assert!(!idle.opens_stream(false));
+        assert!(idle.opens_stream(true));
+        let startup = decide(&TriggerInputs {
+            last_full_sync: None,
+            ..steady(&schedule)
+        });
+        assert!(startup.opens_stream(false));
+    }
+
+    #[test]
+    fn a_stream_newly_opened_makes_a_full_sync_first() {
+        let schedule = every_3h();
+        for pending_due in [false, true] {
+            let mut decision = decide(&TriggerInputs {
+                pending_due,
+                ..steady(&schedule)
+            });
+            decision.stream_opened();
+            assert_eq!(decision.action, Action::FullSync(SyncTrigger::StreamGap));
+        }
+        let mut manual = decide(&TriggerInputs {
+            resync_requested: Some("2"),
+            last_resync_handled: Some("1"),
+            ..steady(&schedule)
+        });
+        manual.stream_opened();
+        assert_eq!(
+            manual.action,
+            Action::FullSync(SyncTrigger::Manual),
+            "a full sync coming anyway keeps its trigger"
+        );
+    }
+
+    #[test]
+    fn the_next_look_is_the_soonest_of_the_decision_the_stream_check_and_the_retries() {
+        let now = Instant::now();
+        let hour = Duration::from_secs(3600);
+        let minute = Duration::from_secs(60);
+        let quiet = Memory {
+            stream_live: true,
+            ..Memory::default()
+        };
+        assert_eq!(next_look(hour, &quiet, minute, now), hour);
+        let unfollowed = Memory {
+            stream_live: false,
+            ..quiet
+        };
+        assert_eq!(next_look(hour, &unfollowed, minute, now), minute);
+        let retrying = Memory {
+            retries_due: [Some(now + Duration::from_secs(5)), Some(now)],
+            ..quiet
+        };
+        assert_eq!(next_look(hour, &retrying, minute, now), RETRY_FLOOR);
+        let more = Memory {
+            pending_due: true,
+            ..retrying
+        };
+        assert_eq!(next_look(hour, &more, minute, now), MORE_PENDING);
+    }
+
+    #[test]
+    fn errors_map_to_requeues_and_a_failed_status_write_to_its_own_backoff() {
+        let wait = Duration::from_secs(20);
+        let status = Error::Status {
+            name: "x".into(),
+            source: kube::Error::Api(
+                kube::core::Status::failure("down", "InternalError")
+                    .with_code(500)
+                    .boxed(),
+            ),
+            retry_in: wait,
+        };
+        assert_eq!(after_error(&status), wait);
+        let sync = Error::SyncFailed {
+            name: "x".into(),
+            reason: "timeout".into(),
+            retry_in: Duration::from_secs(40),
+        };
+        assert_eq!(after_error(&sync), Duration::from_secs(40));
+        let conflict = Error::Finalizer {
+            name: "x".into(),
+            source: kube::Error::Api(
+                kube::core::Status::failure("changed", "Conflict")
+                    .with_code(409)
+                    .boxed(),
+            ),
+        };
+        assert_eq!(after_error(&conflict), STALE_OBJECT_RETRY);
+        assert_eq!(after_error(&Error::Unnamed), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn backoffs_double_up_to_their_ceiling() {
+        let waits = |backoff: Backoff| -> Vec<u64> {
+            (1..=9).map(|n| backoff.after(n).as_secs()).collect()
+        };
+        assert_eq!(
+            waits(FULL_SYNC_BACKOFF),
+            vec![5, 10, 20, 40, 80, 160, 300, 300, 300]
+        );
+        assert_eq!(waits(PENDING_BACKOFF), vec![1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        assert_eq!(FULL_SYNC_BACKOFF.after(u32::MAX).as_secs(), 300);
     }
 
     #[test]

@@ -96,6 +96,15 @@ impl Changes {
         self.unnamed += other.unnamed;
     }
 
+    /// Folds `more` into what `slot` holds, or puts it there: the one
+    /// merge-or-insert of batches waiting to be applied.
+    pub fn merge_into(slot: &mut Option<Changes>, more: Changes) {
+        match slot {
+            Some(existing) => existing.merge(more),
+            None => *slot = Some(more),
+        }
+    }
+
     /// Whether no record is in the batch.
     pub fn is_empty(&self) -> bool {
         self.counts.total() == 0

@@ -15,18 +15,25 @@ use crate::crd::CredstashSync;
 use crate::secrets::{self, LiveSecret};
 use crate::write_gate::WriteGate;
 
+/// The cluster as a sync finds it when it begins.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterPicture {
+    /// The namespaces that exist and are not terminating, with their labels.
+    pub namespaces: BTreeMap<String, Labels>,
+    /// Secrets labelled as managed by kubestash (without values), our own
+    /// recent writes included; others are read with GET.
+    pub managed_secrets: Vec<Arc<LiveSecret>>,
+    /// Field managers of the CredstashSyncs that exist (`kubestash/<name>`):
+    /// only they can own a key against us.
+    pub living_managers: BTreeSet<String>,
+}
+
 /// The cluster as one sync of one CredstashSync sees it.
 pub trait ClusterView: Send + Sync {
     /// The client that reads and writes Secrets.
     fn client(&self) -> &Client;
-    /// The namespaces that exist and are not terminating, with their labels.
-    fn namespaces(&self) -> BTreeMap<String, Labels>;
-    /// Secrets labelled as managed by kubestash (without values), our own
-    /// recent writes included; others are read with GET.
-    fn managed_secrets(&self) -> Vec<Arc<LiveSecret>>;
-    /// Field managers of the CredstashSyncs that exist (`kubestash/<name>`):
-    /// only they can own a key against us.
-    fn living_managers(&self) -> BTreeSet<String>;
+    /// The cluster now.
+    fn picture(&self) -> ClusterPicture;
     /// Passed from plan to last write; closed, it parks a batch before it
     /// writes (a leader handing over).
     fn write_gate(&self) -> &WriteGate;
@@ -60,9 +67,7 @@ pub fn is_active(namespace: &Namespace) -> bool {
 /// CredstashSyncs shows it (for one-shot syncs, which have no caches).
 pub struct ListedCluster {
     client: Client,
-    namespaces: BTreeMap<String, Labels>,
-    managed_secrets: Vec<Arc<LiveSecret>>,
-    living_managers: BTreeSet<String>,
+    picture: ClusterPicture,
     write_gate: WriteGate,
 }
 
@@ -89,12 +94,9 @@ impl ListedCluster {
             Err(kube::Error::Api(status)) if status.is_not_found() => Vec::new(),
             Err(err) => return Err(err),
         };
-        Ok(Self {
-            client,
+        let namespaces = namespaces.items.iter().filter(|ns| is_active(ns));
+        let picture = ClusterPicture {
             namespaces: namespaces
-                .items
-                .iter()
-                .filter(|ns| is_active(ns))
                 .map(|ns| (ns.name_any(), ns.labels().clone()))
                 .collect(),
             managed_secrets: managed
@@ -103,6 +105,10 @@ impl ListedCluster {
                 .map(|secret| Arc::new(secret.into()))
                 .collect(),
             living_managers: living.iter().map(|n| secrets::field_manager(n)).collect(),
+        };
+        Ok(Self {
+            client,
+            picture,
             write_gate: WriteGate::default(),
         })
     }
@@ -113,16 +119,8 @@ impl ClusterView for ListedCluster {
         &self.client
     }
 
-    fn namespaces(&self) -> BTreeMap<String, Labels> {
-        self.namespaces.clone()
-    }
-
-    fn managed_secrets(&self) -> Vec<Arc<LiveSecret>> {
-        self.managed_secrets.clone()
-    }
-
-    fn living_managers(&self) -> BTreeSet<String> {
-        self.living_managers.clone()
+    fn picture(&self) -> ClusterPicture {
+        self.picture.clone()
     }
 
     fn write_gate(&self) -> &WriteGate {
@@ -134,7 +132,7 @@ impl ClusterView for ListedCluster {
     }
 
     fn namespace_active(&self, namespace: &str) -> bool {
-        self.namespaces.contains_key(namespace)
+        self.picture.namespaces.contains_key(namespace)
     }
 
     /// A one-shot sync plans once: nothing reads its writes back.

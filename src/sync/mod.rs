@@ -49,7 +49,7 @@ use crate::secrets::{self, LiveSecret, Managers, Plan, PlanOptions, SecretAction
 use batches::{Batch, Named, SecretBatches};
 use observe::Unobserved;
 
-pub use env::{is_active, ClusterView, ListedCluster};
+pub use env::{is_active, ClusterPicture, ClusterView, ListedCluster};
 pub use outcome::{describe, SyncOutcome};
 pub use scope::{Labels, NamespaceScope, Picture};
 pub use snapshot::TableSnapshot;
@@ -91,10 +91,11 @@ impl<'a> Engine<'a> {
         name: &'a str,
         spec: &'a ValidSpec,
     ) -> Self {
+        let picture = view.picture();
         Self {
-            scope: NamespaceScope::new(spec, &view.namespaces()),
-            managed_secrets: view.managed_secrets(),
-            living_managers: view.living_managers(),
+            scope: NamespaceScope::new(spec, &picture.namespaces),
+            managed_secrets: picture.managed_secrets,
+            living_managers: picture.living_managers,
             manager: secrets::field_manager(name),
             view,
             metrics,
@@ -385,14 +386,11 @@ mod tests {
         fn client(&self) -> &kube::Client {
             &self.client
         }
-        fn namespaces(&self) -> BTreeMap<String, Labels> {
-            BTreeMap::from([("ns-b".to_owned(), Labels::default())])
-        }
-        fn managed_secrets(&self) -> Vec<Arc<LiveSecret>> {
-            Vec::new()
-        }
-        fn living_managers(&self) -> BTreeSet<String> {
-            BTreeSet::new()
+        fn picture(&self) -> ClusterPicture {
+            ClusterPicture {
+                namespaces: BTreeMap::from([("ns-b".to_owned(), Labels::default())]),
+                ..Default::default()
+            }
         }
         fn write_gate(&self) -> &WriteGate {
             &self.gate
