@@ -759,6 +759,67 @@ mod tests {
         m.set_leader(true);
     }
 
+    /// Records every family with every value of its closed labels, for two
+    /// CredstashSyncs.
+    fn exercise_all(m: &Metrics) {
+        let results = [
+            SyncResult::Success,
+            SyncResult::PartialFailure,
+            SyncResult::Failure,
+            SyncResult::Timeout,
+            SyncResult::InvalidSpec,
+        ];
+        let triggers = [
+            SyncTrigger::Startup,
+            SyncTrigger::SpecChange,
+            SyncTrigger::StreamGap,
+            SyncTrigger::Schedule,
+            SyncTrigger::Manual,
+            SyncTrigger::Retry,
+        ];
+        for css in ["prod", "staging"] {
+            exercise(m, css);
+            for (i, trigger) in triggers.into_iter().enumerate() {
+                for result in results {
+                    let millis = 40 * (i as u64 + 1) * (i as u64 + 1);
+                    m.record_sync(css, trigger, result, Duration::from_millis(millis));
+                }
+            }
+            for result in &results[..4] {
+                m.record_stream_apply(css, *result);
+            }
+            m.record_secret_write(css, SecretOperation::Create);
+            for event in [StreamEvent::Insert, StreamEvent::Remove] {
+                m.record_stream_record(css, event);
+            }
+            m.record_rollout(css, "other", "StatefulSet");
+            m.observe_table_read(css, Duration::from_secs(45));
+        }
+        let mut spec = CredstashSyncSpec::new("credential-\"store\\");
+        spec.region = Some("eu-west-1".into());
+        spec.stream_arn = Some("arn:aws:dynamodb:eu-west-1:1:table/t/stream/x".into());
+        m.set_settings("staging", &spec);
+        for reason in ["KmsAccessDenied", "KmsInvalidCiphertext", "KmsError"] {
+            m.record_kms_decrypts(Err(reason), 2);
+        }
+        m.record_kube_request("get", None);
+        m.record_kube_request("list", Some(403));
+        for resource in WATCHED_RESOURCES {
+            m.record_watch_error(resource);
+        }
+        m.set_leader(false);
+    }
+
+    /// The exposition is byte for byte what dashboards, alerts and the docs
+    /// were written against.
+    #[test]
+    fn exposition_is_unchanged() {
+        let m = Metrics::new().unwrap();
+        exercise_all(&m);
+        let want = include_str!("../tests/data/metrics-exposition.txt");
+        assert_eq!(m.encode(), want);
+    }
+
     fn set(labels: &[&str]) -> BTreeSet<String> {
         labels.iter().map(|s| (*s).to_owned()).collect()
     }
