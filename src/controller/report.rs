@@ -11,7 +11,8 @@ use crate::crd::{
     KeyCounts, SecretCounts,
 };
 use crate::mapping::SecretRef;
-use crate::metrics::{SyncResult, SyncTrigger};
+
+use super::triggers::SyncTrigger;
 
 /// At most this many names are listed in one event or condition message.
 const MAX_LISTED: usize = 10;
@@ -27,6 +28,34 @@ const SEPARATOR: &str = ", ";
 const ELLIPSIS: &str = "…";
 /// Room [`fit_note`] keeps for its ending (`… and 12345 more`).
 const FIT_RESERVE: usize = 32;
+
+/// Outcome of a full sync or a stream apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncResult {
+    /// Everything was applied (or planned, in dry run).
+    Success,
+    /// Some keys failed; the rest was applied.
+    PartialFailure,
+    /// Nothing was applied (e.g. the table could not be read).
+    Failure,
+    /// Cancelled after `spec.syncTimeout`.
+    Timeout,
+    /// The spec does not validate; nothing was attempted.
+    InvalidSpec,
+}
+
+impl SyncResult {
+    /// The name, as label `result` of the metrics shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::PartialFailure => "partial_failure",
+            Self::Failure => "failure",
+            Self::Timeout => "timeout",
+            Self::InvalidSpec => "invalid_spec",
+        }
+    }
+}
 
 /// Everything a finished full sync reports. Holds names, never values.
 #[derive(Debug, Clone, Default)]

@@ -221,7 +221,8 @@ impl RolloutLoop {
                     .restarted(due.workload.clone(), due.window, Instant::now());
                 let kind = due.workload.kind.as_str();
                 ctx.metrics
-                    .record_rollout(&due.source, &due.workload.namespace, kind);
+                    .sync(&due.source)
+                    .record_rollout(&due.workload.namespace, kind);
                 tracing::info!(workload = %due.workload, credstashsync = %due.source, secrets = %secrets.join(", "), "restarted: referenced Secrets changed");
                 publish(ctx, &due, workload.uid, &secrets).await;
             }

@@ -109,6 +109,20 @@ pub enum EventKind {
     Remove,
 }
 
+impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 3] = [Self::Insert, Self::Modify, Self::Remove];
+
+    /// DynamoDB's `eventName`, as label `event` of the metrics shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Insert => "INSERT",
+            Self::Modify => "MODIFY",
+            Self::Remove => "REMOVE",
+        }
+    }
+}
+
 /// One stream record, reduced to what kubestash uses.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StreamRecord {
