@@ -24,6 +24,7 @@ pub mod debounce;
 pub mod discovery;
 pub mod events;
 pub mod follower;
+#[cfg(test)]
 pub mod memory;
 pub mod source;
 
@@ -32,6 +33,7 @@ pub use debounce::{default_max_delay, DebouncedEvents, Debouncer};
 pub use discovery::{discover, StreamStatus, StreamTarget};
 pub use events::{Changes, EventCounts, StreamEvent, StreamPhase, StreamState};
 pub use follower::{FollowEnd, FollowerOptions, StreamFollower};
+#[cfg(test)]
 pub use memory::MemoryStreamSource;
 pub use source::{
     describe_all, EventKind, IteratorPosition, RecordsPage, ShardInfo, StreamError, StreamListing,

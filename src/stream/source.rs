@@ -1,5 +1,5 @@
 //! The four DynamoDB (Streams) calls the follower needs, behind a trait so
-//! the follower's logic is tested without AWS ([`super::memory`]) and runs
+//! the follower's logic is tested without AWS (`memory.rs`) and runs
 //! against AWS ([`super::aws`]).
 
 use chrono::{DateTime, Utc};
