@@ -4,6 +4,7 @@
 //! ([`mapping`]) -> plan and apply ([`secrets`]) -> status ([`controller`]).
 
 pub mod allocator;
+pub mod backoff;
 pub mod cli;
 pub mod controller;
 pub mod crd;

@@ -18,6 +18,7 @@ use super::source::{
     describe_all, IteratorPosition, RecordsPage, ShardInfo, StreamError, StreamListing,
     StreamSource,
 };
+use crate::backoff::exponential;
 
 /// Pacing and housekeeping intervals.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -766,12 +767,6 @@ fn poll_delay(options: &FollowerOptions, idle_polls: u32) -> Duration {
     }
     exponential(options.min_poll_interval, idle_polls, options.idle_poll_max)
         .max(options.min_poll_interval)
-}
-
-/// `base * 2^(n-1)`, capped.
-fn exponential(base: Duration, n: u32, cap: Duration) -> Duration {
-    let factor = 1u32 << n.saturating_sub(1).min(16);
-    base.saturating_mul(factor).min(cap)
 }
 
 /// Sleeps until `wake`, or returns early if the receiver goes away.
