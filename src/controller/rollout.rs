@@ -24,7 +24,7 @@ use tokio::time::Instant;
 
 use super::report::{self, Notice, Severity};
 use super::Context;
-use crate::crd::RolloutSettings;
+use crate::crd::{event_reason, RolloutSettings};
 use crate::mapping::SecretRef;
 use crate::rollout::debounce::{Change, Due};
 use crate::rollout::{
@@ -32,8 +32,6 @@ use crate::rollout::{
     WorkloadRef, DIGEST_ANNOTATION, ROLLED_AT_ANNOTATION,
 };
 
-/// Event reason on the workload and the CredstashSync.
-const RESTARTED: &str = "SecretsChanged";
 /// How soon a failed restart is tried again.
 const RETRY: Duration = Duration::from_secs(5);
 /// Field manager of the pod-template patch.
@@ -316,7 +314,7 @@ async fn publish(ctx: &Context, due: &Due<WorkloadRef>, uid: Option<String>, sec
     );
     let event = KubeEvent {
         type_: EventType::Normal,
-        reason: RESTARTED.into(),
+        reason: event_reason::SECRETS_CHANGED.into(),
         note: Some(report::fit_note(&note)),
         action: "Restart".into(),
         secondary: None,
@@ -340,7 +338,7 @@ async fn publish(ctx: &Context, due: &Due<WorkloadRef>, uid: Option<String>, sec
     if let Some(css) = css {
         let notice = Notice {
             severity: Severity::Normal,
-            reason: RESTARTED,
+            reason: event_reason::SECRETS_CHANGED,
             action: "Restart",
             note: format!(
                 "restarted {workload}: Secret(s) {} changed",
