@@ -28,7 +28,7 @@ use crate::crd::{event_reason, RolloutSettings};
 use crate::mapping::SecretRef;
 use crate::rollout::debounce::{Change, Due};
 use crate::rollout::{
-    secret_key_digests, workload_digest, Debouncer, Workload, WorkloadIndex, WorkloadKind,
+    secret_key_digests, workload_digest, RestartDebouncer, Workload, WorkloadIndex, WorkloadKind,
     WorkloadRef, DIGEST_ANNOTATION, ROLLED_AT_ANNOTATION,
 };
 
@@ -136,7 +136,7 @@ where
 struct RolloutLoop {
     index: WorkloadIndex,
     listing: BTreeMap<WorkloadKind, Vec<(WorkloadRef, Workload)>>,
-    debouncer: Debouncer<WorkloadRef>,
+    debouncer: RestartDebouncer<WorkloadRef>,
 }
 
 impl RolloutLoop {

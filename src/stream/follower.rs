@@ -12,7 +12,7 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::discovery::{discover, StreamStatus, StreamTarget};
+use super::discovery::{discover, Discovered, StreamTarget};
 use super::events::{Changes, StreamEvent, StreamPhase, StreamState};
 use super::source::{
     describe_all, IteratorPosition, RecordsPage, ShardInfo, StreamError, StreamListing,
@@ -264,11 +264,11 @@ impl StreamFollower {
     async fn refresh(&mut self, events: &mpsc::Sender<StreamEvent>) -> Result<(), FollowEnd> {
         self.next_refresh = Instant::now() + self.options.refresh_interval;
         match discover(&*self.source, &self.target).await {
-            Ok(StreamStatus::Enabled { arn }) if arn == self.arn => {}
-            Ok(StreamStatus::Enabled { arn }) => {
+            Ok(Discovered::Enabled { arn }) if arn == self.arn => {}
+            Ok(Discovered::Enabled { arn }) => {
                 return finish(events, FollowEnd::Replaced { new_arn: arn }).await
             }
-            Ok(StreamStatus::Disabled) => return finish(events, FollowEnd::Disabled).await,
+            Ok(Discovered::Disabled) => return finish(events, FollowEnd::Disabled).await,
             Err(e) => {
                 self.report_error(format!("stream discovery: {e}"));
                 let retry = self.options.refresh_interval.min(Duration::from_secs(10));
@@ -302,7 +302,7 @@ impl StreamFollower {
     /// The stream is no longer live: replaced (table mode) or disabled.
     async fn conclude(&mut self, events: &mpsc::Sender<StreamEvent>) -> Result<(), FollowEnd> {
         match discover(&*self.source, &self.target).await {
-            Ok(StreamStatus::Enabled { arn }) if arn != self.arn => {
+            Ok(Discovered::Enabled { arn }) if arn != self.arn => {
                 finish(events, FollowEnd::Replaced { new_arn: arn }).await
             }
             Ok(_) => finish(events, FollowEnd::Disabled).await,
