@@ -693,55 +693,37 @@ impl SyncMetrics {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prometheus::proto::MetricType;
     use std::collections::BTreeMap;
 
-    /// One exposed sample: metric name, labels, value.
-    type Sample = (String, BTreeMap<String, String>, f64);
-
-    /// Parses the text format (enough of it for these tests).
-    fn samples(text: &str) -> Vec<Sample> {
-        text.lines()
-            .filter(|l| !l.starts_with('#') && !l.is_empty())
-            .map(parse_sample)
-            .collect()
-    }
-
-    fn parse_sample(line: &str) -> Sample {
-        let (series, value) = line.rsplit_once(' ').unwrap();
-        let value = value.parse().unwrap();
-        let Some((name, rest)) = series.split_once('{') else {
-            return (series.to_owned(), BTreeMap::new(), value);
+    /// The series of family `name`: labels and value (a histogram's count).
+    fn series(m: &Metrics, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        let families = m.inner.registry.gather();
+        let Some(family) = families.into_iter().find(|f| f.name() == name) else {
+            return Vec::new();
         };
-        let mut labels = BTreeMap::new();
-        let mut rest = rest.strip_suffix('}').unwrap();
-        while !rest.is_empty() {
-            let (key, after) = rest.split_once("=\"").unwrap();
-            let mut val = String::new();
-            let mut chars = after.char_indices();
-            let end = loop {
-                match chars.next().unwrap() {
-                    (_, '\\') => val.push(chars.next().unwrap().1),
-                    (i, '"') => break i,
-                    (_, c) => val.push(c),
-                }
+        let kind = family.get_field_type();
+        let one = |s: &prometheus::proto::Metric| {
+            let labels = s.get_label().iter();
+            let labels = labels.map(|l| (l.name().to_owned(), l.value().to_owned()));
+            let value = match kind {
+                MetricType::COUNTER => s.get_counter().get_value(),
+                MetricType::GAUGE => s.get_gauge().get_value(),
+                _ => s.get_histogram().get_sample_count() as f64,
             };
-            labels.insert(key.to_owned(), val);
-            rest = after[end + 1..].trim_start_matches(',');
-        }
-        (name.to_owned(), labels, value)
+            (labels.collect(), value)
+        };
+        family.get_metric().iter().map(one).collect()
     }
 
-    fn value(text: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
-        samples(text)
-            .into_iter()
-            .find(|(n, labels, _)| {
-                n == name
-                    && want.len() == labels.len() - usize::from(labels.contains_key("le"))
-                    && want
-                        .iter()
-                        .all(|(k, v)| labels.get(*k).map(String::as_str) == Some(*v))
-            })
-            .map(|(_, _, v)| v)
+    /// The value of the series `name` with exactly `labels`, if exported.
+    fn value(m: &Metrics, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let want: BTreeMap<String, String> = labels
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        let mut all = series(m, name).into_iter();
+        all.find(|(l, _)| *l == want).map(|(_, v)| v)
     }
 
     fn counts(kinds: &[EventKind]) -> EventCounts {
@@ -848,12 +830,13 @@ mod tests {
     fn forget_removes_every_series_of_that_credstashsync_and_only_those() {
         let m = Metrics::new().unwrap();
         exercise_all(&m);
-        let before = samples(&m.encode());
+        let before = m.encode();
         m.sync("prod").forget();
-        let after = samples(&m.encode());
-        let is_prod = |(_, labels, _): &Sample| labels.get(CSS).is_some_and(|css| css == "prod");
-        let kept: Vec<Sample> = before.into_iter().filter(|s| !is_prod(s)).collect();
-        assert_eq!(after, kept);
+        let kept: Vec<&str> = before
+            .lines()
+            .filter(|l| !l.contains("credstashsync=\"prod\""))
+            .collect();
+        assert_eq!(m.encode().lines().collect::<Vec<_>>(), kept);
         // Every per-sync family had series of both: forget saw them all.
         let of_staging = m.inner.registry.gather().into_iter().filter(|family| {
             family.get_metric().iter().any(|series| {
@@ -886,12 +869,9 @@ mod tests {
         m.sync("prod").set_settings(&spec);
         spec.dry_run = false;
         m.sync("prod").set_settings(&spec);
-        let settings: Vec<_> = samples(&m.encode())
-            .into_iter()
-            .filter(|(n, _, _)| n == "kubestash_settings_info")
-            .collect();
+        let settings = series(&m, "kubestash_settings_info");
         assert_eq!(settings.len(), 1, "{settings:?}");
-        let labels = &settings[0].1;
+        let (labels, value) = &settings[0];
         assert_eq!(labels["dry_run"], "false");
         assert_eq!(labels["region"], "eu-west-1");
         assert_eq!(labels["kms_region"], "eu-west-1");
@@ -901,7 +881,7 @@ mod tests {
             labels["excluded_namespaces"],
             "kube-system,kube-public,kube-node-lease"
         );
-        assert_eq!(settings[0].2, 1.0);
+        assert_eq!(*value, 1.0);
     }
 
     #[test]
@@ -909,13 +889,12 @@ mod tests {
         let m = Metrics::new().unwrap();
         let prod = m.sync("prod");
         prod.set_settings(&CredstashSyncSpec::new("credential-store"));
-        let t = m.encode();
         for name in [
-            "kubestash_sync_duration_seconds_count",
-            "kubestash_table_read_duration_seconds_count",
+            "kubestash_sync_duration_seconds",
+            "kubestash_table_read_duration_seconds",
         ] {
             assert_eq!(
-                value(&t, name, &[("credstashsync", "prod")]),
+                value(&m, name, &[("credstashsync", "prod")]),
                 Some(0.0),
                 "{name}"
             );
@@ -926,11 +905,10 @@ mod tests {
             Duration::from_secs(1),
         );
         prod.set_settings(&CredstashSyncSpec::new("credential-store"));
-        let t = m.encode();
         assert_eq!(
             value(
-                &t,
-                "kubestash_sync_duration_seconds_count",
+                &m,
+                "kubestash_sync_duration_seconds",
                 &[("credstashsync", "prod")]
             ),
             Some(1.0)
@@ -940,15 +918,14 @@ mod tests {
     #[test]
     fn leadership_changes_count_as_transitions() {
         let m = Metrics::new().unwrap();
-        assert_eq!(value(&m.encode(), "kubestash_leader", &[]), Some(0.0));
+        assert_eq!(value(&m, "kubestash_leader", &[]), Some(0.0));
         m.set_leader(true);
         m.set_leader(true);
-        assert_eq!(value(&m.encode(), "kubestash_leader", &[]), Some(1.0));
+        assert_eq!(value(&m, "kubestash_leader", &[]), Some(1.0));
         m.set_leader(false);
-        let text = m.encode();
-        assert_eq!(value(&text, "kubestash_leader", &[]), Some(0.0));
+        assert_eq!(value(&m, "kubestash_leader", &[]), Some(0.0));
         assert_eq!(
-            value(&text, "kubestash_leader_transitions_total", &[]),
+            value(&m, "kubestash_leader_transitions_total", &[]),
             Some(2.0)
         );
     }
@@ -959,10 +936,9 @@ mod tests {
         m.sync("prod").set_stream_lag(Duration::from_secs(3));
         m.sync("staging").set_stream_lag(Duration::from_secs(1));
         m.sync("prod").clear_stream_lag();
-        let t = m.encode();
         assert_eq!(
             value(
-                &t,
+                &m,
                 "kubestash_stream_lag_seconds",
                 &[("credstashsync", "prod")]
             ),
@@ -970,7 +946,7 @@ mod tests {
         );
         assert_eq!(
             value(
-                &t,
+                &m,
                 "kubestash_stream_lag_seconds",
                 &[("credstashsync", "staging")]
             ),
@@ -983,13 +959,7 @@ mod tests {
         let a = Metrics::new().unwrap();
         let b = Metrics::new().unwrap();
         a.clone().kms_cache_hits(1);
-        assert_eq!(
-            value(&a.encode(), "kubestash_kms_cache_hits_total", &[]),
-            Some(1.0)
-        );
-        assert_eq!(
-            value(&b.encode(), "kubestash_kms_cache_hits_total", &[]),
-            Some(0.0)
-        );
+        assert_eq!(value(&a, "kubestash_kms_cache_hits_total", &[]), Some(1.0));
+        assert_eq!(value(&b, "kubestash_kms_cache_hits_total", &[]), Some(0.0));
     }
 }
