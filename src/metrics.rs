@@ -818,6 +818,7 @@ mod tests {
 
     /// The exposition is byte for byte what dashboards, alerts and the docs
     /// were written against (recorded before the label sets were typed).
+    /// Staging's settings are set twice: the second replaces the first.
     #[test]
     fn exposition_is_unchanged() {
         let m = Metrics::new().unwrap();
@@ -859,29 +860,6 @@ mod tests {
     label_set! {
         /// A global family that would carry `credstashsync`.
         StrayLabels { credstashsync: String }
-    }
-
-    #[test]
-    fn settings_describe_the_spec_and_replace_older_ones() {
-        let m = Metrics::new().unwrap();
-        let mut spec = CredstashSyncSpec::new("credential-store");
-        spec.region = Some("eu-west-1".into());
-        m.sync("prod").set_settings(&spec);
-        spec.dry_run = false;
-        m.sync("prod").set_settings(&spec);
-        let settings = series(&m, "kubestash_settings_info");
-        assert_eq!(settings.len(), 1, "{settings:?}");
-        let (labels, value) = &settings[0];
-        assert_eq!(labels["dry_run"], "false");
-        assert_eq!(labels["region"], "eu-west-1");
-        assert_eq!(labels["kms_region"], "eu-west-1");
-        assert_eq!(labels["schedule"], "0 */3 * * *");
-        assert_eq!(labels["wait_time"], "10s");
-        assert_eq!(
-            labels["excluded_namespaces"],
-            "kube-system,kube-public,kube-node-lease"
-        );
-        assert_eq!(*value, 1.0);
     }
 
     #[test]

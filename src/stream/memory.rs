@@ -370,11 +370,6 @@ impl MemoryStreamSource {
             .map(|c| c.at)
             .collect()
     }
-
-    /// Forgets the call log.
-    pub fn clear_calls(&self) {
-        self.lock().calls.clear();
-    }
 }
 
 impl Inner {
