@@ -1,10 +1,7 @@
-//! Exponential backoff, the one schedule of every retry: the delay after
-//! the n-th failure in a row.
-//!
-//! Not `backon`'s `ExponentialBuilder`: its delays come from an iterator
-//! stepped once per attempt in f32 seconds, where the callers here keep a
-//! count of failures and need the n-th delay exactly (paused-time tests
-//! compare instants).
+//! Exponential backoff, the one schedule of every retry. Not `backon`'s:
+//! its iterator steps in f32 seconds, and the callers here keep a count of
+//! failures and need the n-th delay exactly (paused-time tests compare
+//! instants).
 
 use std::time::Duration;
 
