@@ -21,8 +21,8 @@ use super::report::SyncOutcome;
 use crate::crd::{KeyCounts, SecretCounts, ValidSpec};
 use crate::credstash::{Entry, KmsTally, TableError, TableRead, TableReader};
 use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
-use crate::metrics::{Metrics, SecretOperation};
-use crate::secrets::apply::{self, WriteError, WriteResult};
+use crate::metrics::Metrics;
+use crate::secrets::apply::{self, SecretOperation, WriteError, WriteResult};
 use crate::secrets::observed::{holds_orphaned_fields_of, owns_data_keys, secret_ref};
 use crate::secrets::{
     self, LiveSecret, Managers, ObservedSecret, OwnWrites, Plan, PlanOptions, SecretAction,
@@ -281,7 +281,7 @@ pub async fn full_sync(
 ) -> (SyncOutcome, Option<TableSnapshot>) {
     let started = Instant::now();
     let read = reader.read_all_joined(not_before).await;
-    env.metrics.observe_table_read(name, started.elapsed());
+    env.metrics.sync(name).observe_table_read(started.elapsed());
     record_kms_calls(env, reader);
     if let Some(error) = &read.error {
         let outcome = SyncOutcome {
@@ -662,7 +662,7 @@ fn record_writes(env: &SyncEnv<'_>, name: &str, writes: Vec<WriteResult>) {
         } else {
             SecretOperation::Update
         };
-        env.metrics.record_secret_write(name, operation);
+        env.metrics.sync(name).record_secret_write(operation);
         if let Some(secret) = written {
             record_write(env, secret, now);
         }

@@ -1,5 +1,8 @@
-//! Writing Secrets: what the cluster has ([`observed`]) and what to send
-//! ([`plan`]). Pure: no I/O here; the controller applies the plan.
+//! Writing Secrets: what the cluster has ([`live`], [`observed`]), what to
+//! send ([`plan`](mod@plan)), whose fields deleted CredstashSyncs leave
+//! ([`handover`]), the operator's own recent writes ([`ledger`]) and the
+//! sending itself ([`apply`], the one module here that talks to the API
+//! server; the rest is pure).
 //!
 //! Writes are server-side apply with one field manager per CredstashSync
 //! (`kubestash/<name>`), `force = true`, and a body that lists every key the
