@@ -374,6 +374,11 @@ impl<'a> Harness<'a> {
         if !self.outcome.violations.is_empty() {
             self.outcome.logs = Some(self.logs.keep());
             self.outcome.diagnostics = unanswered_watches(&self.faults.counters());
+            if self.outcome.diagnostics.is_empty() {
+                self.outcome
+                    .diagnostics
+                    .push("every watch request the API server side took in was answered".into());
+            }
         }
         self.outcome
     }
