@@ -29,7 +29,7 @@ Usage: .venv/bin/python scripts/bench-burst.py [--rounds 3] [--puts 1000] [--sec
                                               [--writers 8] [--wait-time 0s] [--direct] [--backend fake|real]
   --direct: no counting proxy (Kubernetes requests from the operator's metric only)
   --backend fake|real: the fake API server (default) or a real control plane
-            (bench-sync.py's Env). On real, the watch goes through
+            (benchlib.py's Env). On real, the watch goes through
             fake-apiserver --proxy-to, and the operator's requests take
             operator -> counting proxy -> fake-apiserver --proxy-to ->
             kube-apiserver, or with --direct go straight to kube-apiserver
@@ -38,7 +38,6 @@ Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -
 """
 import argparse
 import base64
-import importlib.util
 import json
 import os
 import subprocess
@@ -46,14 +45,7 @@ import sys
 import time
 from collections import Counter
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("bench_sync", os.path.join(HERE, "bench-sync.py"))
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
-_spec = importlib.util.spec_from_file_location("bench_stream", os.path.join(HERE, "bench-stream.py"))
-stream_bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(stream_bench)
-percentile = stream_bench.percentile
+import benchlib as bench
 
 NS, TABLE, CSS = "burst", "burst-table", "burst"
 
@@ -216,8 +208,8 @@ def landing_numbers(result, watch):
         seen = [watch.seen.get(t) for t in triples]
     landing = [max(0.0, s - r[3]) for s, r in zip(seen, results) if s is not None]
     result["seen"] = len(landing)
-    result["p50"] = percentile(landing, 50) if landing else None
-    result["p99"] = percentile(landing, 99) if landing else None
+    result["p50"] = bench.percentile(landing, 50) if landing else None
+    result["p99"] = bench.percentile(landing, 99) if landing else None
     result["max"] = max(landing) if landing else None
     result["last_put_to_all_landed"] = (max(seen) - max(r[3] for r in results)) if None not in seen else None
 

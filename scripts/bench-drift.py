@@ -26,7 +26,7 @@ unchanged, and moto counts no Decrypt, Scan, Query or GetItem.
 
 Usage: .venv/bin/python scripts/bench-drift.py [--edits 50] [--gap 0.2] [--quiet 30] [--direct] [--backend fake|real]
   --gap: pause after each observed repair, uniform in [0, GAP] s
-  --backend real: a real control plane instead of the fake (bench-sync.py's
+  --backend real: a real control plane instead of the fake (benchlib.py's
             Env). The hand edits and the watch go through fake-apiserver
             --proxy-to; the operator's requests take operator -> counting
             proxy -> fake-apiserver --proxy-to -> kube-apiserver, or with
@@ -37,21 +37,13 @@ Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -
 """
 import argparse
 import base64
-import importlib.util
 import json
 import os
 import random
 import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("bench_sync", os.path.join(HERE, "bench-sync.py"))
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
-_spec = importlib.util.spec_from_file_location("bench_stream", os.path.join(HERE, "bench-stream.py"))
-stream_bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(stream_bench)
-percentile = stream_bench.percentile
+import benchlib as bench
 
 NS, TABLE, CSS = "drift", "drift-table", "drift"
 HAND_MANAGER = "kubectl-patch"
@@ -209,8 +201,8 @@ def main():
             writes = secret_writes(k_after) - secret_writes(k_before) if env.proxy else None
             kinds[kind] = {
                 "edits": args.edits, "repaired": len(latencies), "misses": misses,
-                "p50": percentile(latencies, 50) if latencies else None,
-                "p99": percentile(latencies, 99) if latencies else None,
+                "p50": bench.percentile(latencies, 50) if latencies else None,
+                "p99": bench.percentile(latencies, 99) if latencies else None,
                 "max": max(latencies) if latencies else None,
                 "min": min(latencies) if latencies else None,
                 "secret_writes_proxy": writes, "metrics": d,

@@ -15,7 +15,7 @@ duration + 2 s.
 
 Usage: .venv/bin/python scripts/bench-ha.py [--runs 10] [--binary target/release/kubestash] [--backend fake|real]
   --backend fake|real: the fake API server (default) or a real control plane
-            (bench-sync.py's Env). The replicas talk to it directly, no
+            (benchlib.py's Env). The replicas talk to it directly, no
             counting proxy: to the fake over plain HTTP, or to kube-apiserver
             over TLS with the admin client certificate; this script reads
             the Secret through the fake, or through fake-apiserver --proxy-to.
@@ -23,7 +23,6 @@ Needs: scripts/test-env.sh, cargo build [--release] --bin kubestash, cargo build
 """
 import argparse
 import base64
-import importlib.util
 import json
 import os
 import signal
@@ -31,10 +30,7 @@ import statistics
 import subprocess
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("bench_sync", os.path.join(HERE, "bench-sync.py"))
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+import benchlib as bench
 
 TABLE, CSS, NS, SECRET, KEY = "ha-table", "ha", "ha", "app", "KEY"
 NAME = "%s/%s/%s" % (NS, SECRET, KEY)

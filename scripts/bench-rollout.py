@@ -20,16 +20,11 @@ Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -
 """
 import argparse
 import http.client
-import importlib.util
 import json
-import os
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("bench_sync", os.path.join(HERE, "bench-sync.py"))
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+import benchlib as bench
 
 NS, TABLE, CSS, SECRET = "roll", "rollout-table", "rollout", "web-creds"
 NAME = "%s/%s/PASSWORD" % (NS, SECRET)

@@ -16,9 +16,9 @@ Usage: .venv/bin/python scripts/bench-stream.py [--puts 200] [--background-keys 
                                                [--backend fake|real]
   --gap: sleep uniform [0, S] s before each put (0: back to back, the default)
   --background-keys: other keys in the table (ns bg), so the snapshot is not trivial
-  --proxy: put the counting proxy of bench-sync.py between operator and fake
+  --proxy: put the counting proxy of benchlib.py between operator and fake
   --backend fake|real: the fake API server (default) or a real control plane
-            (bench-sync.py's Env). On real, the operator talks straight to
+            (benchlib.py's Env). On real, the operator talks straight to
             kube-apiserver (TLS, admin client certificate), or with --proxy
             through counting proxy -> fake-apiserver --proxy-to ->
             kube-apiserver; the watch goes through fake-apiserver --proxy-to.
@@ -29,9 +29,7 @@ Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -
 import argparse
 import base64
 import http.client
-import importlib.util
 import json
-import os
 import random
 import socket
 import statistics
@@ -39,10 +37,7 @@ import sys
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-_spec = importlib.util.spec_from_file_location("bench_sync", os.path.join(HERE, "bench-sync.py"))
-bench = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(bench)
+import benchlib as bench
 
 NS, SECRET, KEY = "stream", "target", "KEY"
 NAME = "%s/%s/%s" % (NS, SECRET, KEY)
@@ -117,12 +112,6 @@ class SecretWatch:
             pass
 
 
-def percentile(values, p):
-    ordered = sorted(values)
-    k = max(0, min(len(ordered) - 1, int(round(p / 100.0 * len(ordered) + 0.5)) - 1))
-    return ordered[k]  # nearest-rank
-
-
 def main():
     import credstash
 
@@ -187,8 +176,8 @@ def main():
         n = args.puts
         result = {
             "puts": n, "seen": len(latencies), "misses": misses, "elapsed_s": elapsed,
-            "p50": percentile(latencies, 50), "p90": percentile(latencies, 90),
-            "p99": percentile(latencies, 99), "max": max(latencies), "min": min(latencies),
+            "p50": bench.percentile(latencies, 50), "p90": bench.percentile(latencies, 90),
+            "p99": bench.percentile(latencies, 99), "max": max(latencies), "min": min(latencies),
             "mean": statistics.mean(latencies),
             "moto": dict(moto),
             "query_per_put": moto.get("Query", 0) / n, "decrypt_per_put": moto.get("Decrypt", 0) / n,

@@ -11,7 +11,6 @@ use http::{Request, Response};
 use kube::client::{Body, ClientBuilder};
 use tower::{Layer, Service};
 
-use crate::leader::RenewalClock;
 use crate::metrics::Metrics;
 
 /// Builds a client from the usual configuration chain (`KUBECONFIG`,
@@ -23,17 +22,16 @@ pub async fn client(metrics: Metrics, identity: Option<&str>) -> Result<kube::Cl
         .build())
 }
 
-/// A client for leader election alone: its successful Lease writes feed
-/// `clock`.
-pub async fn lease_client(
+/// Like [`client`], with `observer` told of every request too.
+pub async fn observed_client(
     metrics: Metrics,
-    identity: &str,
-    clock: RenewalClock,
+    identity: Option<&str>,
+    observer: impl RequestObserver,
 ) -> Result<kube::Client, kube::Error> {
-    let builder = ClientBuilder::try_from(config(Some(identity)).await?)?;
+    let builder = ClientBuilder::try_from(config(identity).await?)?;
     Ok(builder
         .with_layer(&ObserveLayer::new(CountRequests { metrics }))
-        .with_layer(&ObserveLayer::new(clock))
+        .with_layer(&ObserveLayer::new(observer))
         .build())
 }
 

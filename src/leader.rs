@@ -26,7 +26,8 @@ use kube_lease_manager::{LeaseManager, LeaseManagerBuilder, LeaseParams};
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
-use crate::kube_client::RequestObserver;
+use crate::kube_client::{observed_client, RequestObserver};
+use crate::metrics::Metrics;
 
 /// How this replica takes part in the election.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +176,16 @@ impl RenewalClock {
             tokio::time::sleep_until(due).await;
         }
     }
+}
+
+/// A client for leader election alone: its successful Lease writes feed
+/// `clock`.
+pub async fn lease_client(
+    metrics: Metrics,
+    identity: &str,
+    clock: RenewalClock,
+) -> Result<Client, kube::Error> {
+    observed_client(metrics, Some(identity), clock).await
 }
 
 /// Fed by the client that writes nothing but the Lease: each successful

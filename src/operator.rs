@@ -120,8 +120,7 @@ async fn run_elected(
     let metrics = controller.metrics.clone();
     let clock = RenewalClock::default();
     let lease_client =
-        crate::kube_client::lease_client(metrics.clone(), &election.identity, clock.clone())
-            .await?;
+        leader::lease_client(metrics.clone(), &election.identity, clock.clone()).await?;
     // A follower is ready: it serves its endpoints and can take over, and a
     // rolling update must be able to proceed while it waits.
     controller.health.set_ready(true);

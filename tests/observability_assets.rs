@@ -10,10 +10,14 @@ use std::path::Path;
 use std::sync::OnceLock;
 use std::time::Duration;
 
+use kubestash::controller::triggers::SyncTrigger;
 use kubestash::crd::{CredstashSyncSpec, KeyCounts};
 use kubestash::credstash::{ItemError, KmsError};
 use kubestash::kube_client::verb_of;
-use kubestash::metrics::{Metrics, SecretOperation, StreamEvent, SyncResult, SyncTrigger};
+use kubestash::metrics::Metrics;
+use kubestash::secrets::apply::SecretOperation;
+use kubestash::stream::{EventCounts, EventKind};
+use kubestash::sync::SyncResult;
 
 /// What the operator exports: family -> label name -> label values seen, from
 /// `Metrics::encode()` after every recording method ran with every label value
@@ -29,7 +33,7 @@ fn exported() -> &'static Exported {
     static EXPORTED: OnceLock<Exported> = OnceLock::new();
     EXPORTED.get_or_init(|| {
         let m = Metrics::new().unwrap();
-        let css = "prod";
+        let css = m.sync("prod");
         let results = [
             SyncResult::Success,
             SyncResult::PartialFailure,
@@ -46,31 +50,28 @@ fn exported() -> &'static Exported {
             SyncTrigger::Retry,
         ] {
             for result in results {
-                m.record_sync(css, trigger, result, Duration::from_secs(1));
+                css.record_sync(trigger, result, Duration::from_secs(1));
             }
         }
         // A stream apply reads the table or times out; an invalid spec
         // stops the stream instead.
         for result in &results[..4] {
-            m.record_stream_apply(css, *result);
+            css.record_stream_apply(*result);
         }
-        m.set_last_successful_sync(css, chrono::Utc::now());
-        m.set_keys(
-            css,
-            &KeyCounts {
-                total: 6,
-                invalid: 1,
-                failed: 1,
-                conflicting: 1,
-                waiting_for_namespace: 1,
-                excluded: 1,
-            },
-        );
+        css.set_last_successful_sync(chrono::Utc::now());
+        css.set_keys(&KeyCounts {
+            total: 6,
+            invalid: 1,
+            failed: 1,
+            conflicting: 1,
+            waiting_for_namespace: 1,
+            excluded: 1,
+        });
         for op in [SecretOperation::Create, SecretOperation::Update] {
-            m.record_secret_write(css, op);
+            css.record_secret_write(op);
         }
-        m.observe_table_read(css, Duration::from_millis(300));
-        m.set_table_fetch_failed(css, false);
+        css.observe_table_read(Duration::from_millis(300));
+        css.set_table_fetch_failed(false);
         m.record_kms_decrypts(Ok(()), 1);
         // The controller records a failed item's reason.
         for error in [
@@ -93,20 +94,18 @@ fn exported() -> &'static Exported {
             .body(())
             .unwrap();
         m.record_kube_request(verb_of(&watch), None);
-        m.set_settings(css, &CredstashSyncSpec::new("credential-store"));
-        for event in [
-            StreamEvent::Insert,
-            StreamEvent::Modify,
-            StreamEvent::Remove,
-        ] {
-            m.record_stream_record(css, event);
+        css.set_settings(&CredstashSyncSpec::new("credential-store"));
+        let mut records = EventCounts::default();
+        for event in EventKind::ALL {
+            records.add(event);
         }
-        m.set_stream_lag(css, Duration::from_secs(2));
-        m.record_drift_repair(css);
+        css.record_stream_records(&records);
+        css.set_stream_lag(Duration::from_secs(2));
+        css.record_drift_repair();
         for kind in ["Deployment", "StatefulSet", "DaemonSet"] {
-            m.record_rollout(css, "apps", kind);
+            css.record_rollout("apps", kind);
         }
-        m.set_pending_secrets(css, 1);
+        css.set_pending_secrets(1);
         m.set_leader(true);
         for resource in kubestash::server::CACHES {
             m.record_watch_error(resource);
@@ -153,7 +152,7 @@ fn parse_exposition(text: &str) -> Exported {
     Exported { families, types }
 }
 
-/// Labels whose values are a fixed set (enums in `kubestash::metrics`, KMS
+/// Labels whose values are a fixed set (the enums the metrics record, KMS
 /// failure reasons, request verbs).
 const CLOSED_LABELS: &[&str] = &["result", "state", "trigger", "operation", "event", "verb"];
 

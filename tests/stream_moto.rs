@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use kubestash::stream::{
-    discover, AwsStreamSource, Changes, FollowEnd, FollowerOptions, StreamEvent, StreamFollower,
-    StreamPhase, StreamSource, StreamState, StreamStatus, StreamTarget,
+    discover, AwsStreamSource, Changes, Discovered, FollowEnd, FollowerOptions, StreamEvent,
+    StreamFollower, StreamPhase, StreamSource, StreamState, StreamTarget,
 };
 use support::{run_ok, Moto};
 use tokio::sync::{mpsc, watch};
@@ -52,7 +52,7 @@ async fn open(moto: &Moto, table: &str) -> StreamFollower {
     let source = source(moto).await;
     let target = StreamTarget::table(table);
     let status = discover(&*source, &target).await.expect("discover");
-    let StreamStatus::Enabled { arn } = status else {
+    let Discovered::Enabled { arn } = status else {
         panic!("no stream on {table}: {status:?}");
     };
     StreamFollower::open(source, target, arn, FollowerOptions::default())
@@ -118,18 +118,18 @@ async fn discovery_sees_the_stream_credstash_tables_lack() {
     let target = StreamTarget::table(table);
     assert_eq!(
         discover(&*source, &target).await,
-        Ok(StreamStatus::Disabled),
+        Ok(Discovered::Disabled),
         "credstash setup enables no stream"
     );
     moto.fixture(&["enable-stream", table, "KEYS_ONLY"]);
     let status = discover(&*source, &target).await.expect("discover");
-    let StreamStatus::Enabled { arn } = status else {
+    let Discovered::Enabled { arn } = status else {
         panic!("{status:?}");
     };
     assert!(arn.contains(&format!("table/{table}/stream/")), "{arn}");
     assert_eq!(
         discover(&*source, &StreamTarget::pinned(table, arn.clone())).await,
-        Ok(StreamStatus::Enabled { arn })
+        Ok(Discovered::Enabled { arn })
     );
 }
 

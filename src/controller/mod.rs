@@ -296,7 +296,7 @@ impl Context {
 
     /// Drops the metrics and state of CredstashSync `name`.
     fn forget_state(&self, name: &str) {
-        self.metrics.forget(name);
+        self.metrics.sync(name).forget();
         self.states.lock().remove(name);
     }
 

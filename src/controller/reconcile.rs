@@ -16,16 +16,14 @@ use tokio::time::Instant;
 use super::report::{self, Notice};
 use super::state::{Cause, Memory, PendingWork, SharedState};
 use super::streaming::{self, Opened, StreamHealth, StreamKey, StreamLink};
-use super::triggers::{self, Action as Next, TriggerInputs};
+use super::triggers::{self, Action as Next, SyncTrigger, TriggerInputs};
 use super::{Context, Error};
 use crate::crd::{
     condition_type, reason, set_condition, to_time, ConditionStatus, CredstashSync,
     CredstashSyncStatus, StreamStatus, ValidSpec, RESYNC_ANNOTATION,
 };
 use crate::mapping::SecretRef;
-use crate::metrics::{StreamEvent as RecordKind, SyncResult, SyncTrigger};
-use crate::stream::{Changes, EventKind};
-use crate::sync::{Engine, NamespaceScope, SyncOutcome};
+use crate::sync::{Engine, NamespaceScope, SyncOutcome, SyncResult};
 
 /// Reconciles one CredstashSync (boxed for the same reason as the caller).
 pub(super) fn apply(
@@ -42,7 +40,7 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
     // after the stream iterators it opens): never one begun before the
     // request it answers.
     let mut read_not_before = Instant::now();
-    ctx.metrics.set_settings(&name, &css.spec);
+    ctx.metrics.sync(&name).set_settings(&css.spec);
     let spec = match css.spec.validate() {
         Ok(spec) => spec.with_operator_namespace(&ctx.settings.operator_namespace),
         Err(problem) => return invalid_spec(css, ctx, &state, &problem.to_string()).await,
@@ -61,7 +59,7 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
     let key = StreamKey::of(&spec);
     let (memory, stream_check_due) = run.look_around(&key);
     if !memory.stream_live {
-        ctx.metrics.clear_stream_lag(&name);
+        ctx.metrics.sync(&name).clear_stream_lag();
     }
     let previous = ctx.current_status(css, &state).unwrap_or_default();
     let resync_requested = css.annotations().get(RESYNC_ANNOTATION).cloned();
@@ -112,7 +110,7 @@ async fn reconcile(css: &CredstashSync, ctx: &Context) -> Result<Action, Error> 
         Next::Idle => {}
     }
     let pending = state.lock().pending_secrets();
-    ctx.metrics.set_pending_secrets(&name, pending);
+    ctx.metrics.sync(&name).set_pending_secrets(pending);
     status.pending_secrets = (pending > 0).then_some(pending as i64);
     set_stream_status(&state, &mut status, css.meta().generation);
     ctx.write_status(css, &state, &status).await?;
@@ -145,8 +143,7 @@ async fn invalid_spec(
     );
     state.lock().stream_stopped();
     if previous.as_ref() != Some(&status) {
-        ctx.metrics.record_sync(
-            &name,
+        ctx.metrics.sync(&name).record_sync(
             SyncTrigger::SpecChange,
             SyncResult::InvalidSpec,
             Duration::ZERO,
@@ -306,10 +303,12 @@ impl Run<'_> {
         };
         // Lag exists exactly while a stream is followed (alerts key on it).
         match &health {
-            StreamHealth::Following(_) => {
-                self.ctx.metrics.set_stream_lag(self.name, Duration::ZERO)
-            }
-            _ => self.ctx.metrics.clear_stream_lag(self.name),
+            StreamHealth::Following(_) => self
+                .ctx
+                .metrics
+                .sync(self.name)
+                .set_stream_lag(Duration::ZERO),
+            _ => self.ctx.metrics.sync(self.name).clear_stream_lag(),
         }
         self.state.lock().stream_started(link, health);
     }
@@ -323,7 +322,8 @@ impl Run<'_> {
     ) -> Error {
         let (ctx, name, spec) = (self.ctx, self.name, self.spec);
         ctx.metrics
-            .record_sync(name, trigger, SyncResult::Timeout, elapsed);
+            .sync(name)
+            .record_sync(trigger, SyncResult::Timeout, elapsed);
         let status = report::status_timed_out(
             previous,
             spec.sync_timeout,
@@ -356,7 +356,9 @@ impl Run<'_> {
         let (mut work, mut snapshot) = self.state.lock().take_pending()?;
         let changes = work.changes.take();
         if let Some(changes) = &changes {
-            record_stream_records(ctx, name, changes);
+            ctx.metrics
+                .sync(name)
+                .record_stream_records(&changes.counts);
         }
         let mut names = std::mem::take(&mut work.names);
         let mut deferred = BTreeSet::new();
@@ -409,7 +411,9 @@ impl Run<'_> {
             back.changes = changes;
             self.state.lock().pending_applied(snapshot, back, None, now);
             if reader.is_some() {
-                ctx.metrics.record_stream_apply(name, SyncResult::Timeout);
+                ctx.metrics
+                    .sync(name)
+                    .record_stream_apply(SyncResult::Timeout);
             }
             return None;
         };
@@ -427,18 +431,18 @@ impl Run<'_> {
         self.state
             .lock()
             .pending_applied(snapshot, unread, Some(&outcome), now);
-        ctx.metrics.set_key_sync_failed(name, failing as i64);
+        ctx.metrics.sync(name).set_key_sync_failed(failing as i64);
         if reader.is_some() {
             let result = if read_ok {
                 outcome.result()
             } else {
                 SyncResult::Failure
             };
-            ctx.metrics.record_stream_apply(name, result);
+            ctx.metrics.sync(name).record_stream_apply(result);
         }
         if let (Some(changes), true) = (&changes, read_ok) {
             if let Some(lag) = changes.lag(Utc::now()) {
-                ctx.metrics.set_stream_lag(name, lag);
+                ctx.metrics.sync(name).set_stream_lag(lag);
             }
         }
         tracing::info!(credstashsync = %name, secrets = work.secrets.len(), names = names.len(), summary = %outcome.summary(), "applied pending changes");
@@ -451,7 +455,7 @@ impl Run<'_> {
         let (ctx, name) = (self.ctx, self.name);
         let mut notices = report::sync_notices(outcome);
         for (secret, keys) in repaired {
-            ctx.metrics.record_drift_repair(name);
+            ctx.metrics.sync(name).record_drift_repair();
             tracing::info!(credstashsync = %name, secret = %secret, keys = %keys.join(", "), "repaired drift");
             notices.push(report::repaired_notice(secret, keys));
         }
@@ -474,32 +478,19 @@ fn repaired_secrets(work: &PendingWork, outcome: &SyncOutcome) -> Vec<(SecretRef
         .collect()
 }
 
-fn record_stream_records(ctx: &Context, name: &str, changes: &Changes) {
-    for (kind, label) in [
-        (EventKind::Insert, RecordKind::Insert),
-        (EventKind::Modify, RecordKind::Modify),
-        (EventKind::Remove, RecordKind::Remove),
-    ] {
-        for _ in 0..changes.counts.get(kind) {
-            ctx.metrics.record_stream_record(name, label);
-        }
-    }
-}
-
 fn record_sync_metrics(ctx: &Context, name: &str, outcome: &SyncOutcome, now: DateTime<Utc>) {
-    let metrics = &ctx.metrics;
+    let metrics = ctx.metrics.sync(name);
     metrics.record_sync(
-        name,
         outcome.trigger.unwrap_or(SyncTrigger::Startup),
         outcome.result(),
         outcome.duration,
     );
-    metrics.set_table_fetch_failed(name, outcome.table_error.is_some());
+    metrics.set_table_fetch_failed(outcome.table_error.is_some());
     if outcome.table_error.is_none() && outcome.cluster_error.is_none() {
-        metrics.set_keys(name, &outcome.keys);
+        metrics.set_keys(&outcome.keys);
     }
     if outcome.result() == SyncResult::Success {
-        metrics.set_last_successful_sync(name, now);
+        metrics.set_last_successful_sync(now);
     }
 }
 

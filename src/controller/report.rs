@@ -6,11 +6,11 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::crd::{
-    cap_plan, condition_type, reason, set_condition, to_time, ConditionStatus, CredstashSyncStatus,
+    cap_plan, condition_type, event_reason, reason, set_condition, to_time, ConditionStatus,
+    CredstashSyncStatus,
 };
 use crate::mapping::SecretRef;
-use crate::metrics::SyncResult;
-use crate::sync::SyncOutcome;
+use crate::sync::{SyncOutcome, SyncResult};
 
 /// At most this many names are listed in one event or condition message.
 const MAX_LISTED: usize = 10;
@@ -330,27 +330,35 @@ impl Notice {
 pub fn sync_notices(outcome: &SyncOutcome) -> Vec<Notice> {
     let mut notices = Vec::new();
     if let Some(error) = &outcome.table_error {
-        notices.push(Notice::warning("SyncFailed", "ReadTable", fit_note(error)));
+        notices.push(Notice::warning(
+            event_reason::SYNC_FAILED,
+            "ReadTable",
+            fit_note(error),
+        ));
         return notices;
     }
     if let Some(error) = &outcome.cluster_error {
-        notices.push(Notice::warning("SyncFailed", "ReadSecrets", error.clone()));
+        notices.push(Notice::warning(
+            event_reason::SYNC_FAILED,
+            "ReadSecrets",
+            error.clone(),
+        ));
         return notices;
     }
     if outcome.dry_run {
         let note = fit_note(&format!("dry run, nothing written: {}", outcome.summary()));
-        notices.push(Notice::normal("DryRunPlan", "Plan", note));
+        notices.push(Notice::normal(event_reason::DRY_RUN_PLAN, "Plan", note));
     } else {
         if !outcome.created.is_empty() {
             notices.push(Notice::normal(
-                "Created",
+                event_reason::CREATED,
                 "Sync",
                 note_listing("created Secrets ", &outcome.created),
             ));
         }
         if !outcome.updated.is_empty() {
             notices.push(Notice::normal(
-                "Updated",
+                event_reason::UPDATED,
                 "Sync",
                 note_listing("updated Secrets ", &outcome.updated),
             ));
@@ -358,32 +366,32 @@ pub fn sync_notices(outcome: &SyncOutcome) -> Vec<Notice> {
     }
     if !outcome.key_failures.is_empty() {
         let note = note_listing("keys keep their last good value: ", &outcome.key_failures);
-        notices.push(Notice::warning("DecryptFailed", "Sync", note));
+        notices.push(Notice::warning(event_reason::DECRYPT_FAILED, "Sync", note));
     }
     if !outcome.conflicts.is_empty() {
         notices.push(Notice::warning(
-            "KeyConflict",
+            event_reason::KEY_CONFLICT,
             "Sync",
             note_listing("not written: ", &outcome.conflicts),
         ));
     }
     if !outcome.write_failures.is_empty() {
         notices.push(Notice::warning(
-            "UpdateFailed",
+            event_reason::UPDATE_FAILED,
             "Sync",
             note_listing("", &outcome.write_failures),
         ));
     }
     if !outcome.skipped.is_empty() {
         notices.push(Notice::warning(
-            "SecretSkipped",
+            event_reason::SECRET_SKIPPED,
             "Sync",
             note_listing("", &outcome.skipped),
         ));
     }
     if !outcome.invalid_names.is_empty() {
         notices.push(Notice::warning(
-            "InvalidName",
+            event_reason::INVALID_NAME,
             "Sync",
             note_listing("", &outcome.invalid_names),
         ));
@@ -400,7 +408,7 @@ pub fn repaired_notice(secret: &SecretRef, keys: &[String]) -> Notice {
     } else {
         note_listing(&format!("{changed} keys "), keys)
     };
-    Notice::normal("Repaired", "Repair", note)
+    Notice::normal(event_reason::REPAIRED, "Repair", note)
 }
 
 /// The event for a manual resync deferred by `minResyncInterval`.

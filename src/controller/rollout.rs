@@ -24,16 +24,14 @@ use tokio::time::Instant;
 
 use super::report::{self, Notice, Severity};
 use super::Context;
-use crate::crd::RolloutSettings;
+use crate::crd::{event_reason, RolloutSettings};
 use crate::mapping::SecretRef;
 use crate::rollout::debounce::{Change, Due};
 use crate::rollout::{
-    secret_key_digests, workload_digest, Debouncer, Workload, WorkloadIndex, WorkloadKind,
+    secret_key_digests, workload_digest, RestartDebouncer, Workload, WorkloadIndex, WorkloadKind,
     WorkloadRef, DIGEST_ANNOTATION, ROLLED_AT_ANNOTATION,
 };
 
-/// Event reason on the workload and the CredstashSync.
-const RESTARTED: &str = "SecretsChanged";
 /// How soon a failed restart is tried again.
 const RETRY: Duration = Duration::from_secs(5);
 /// Field manager of the pod-template patch.
@@ -138,7 +136,7 @@ where
 struct RolloutLoop {
     index: WorkloadIndex,
     listing: BTreeMap<WorkloadKind, Vec<(WorkloadRef, Workload)>>,
-    debouncer: Debouncer<WorkloadRef>,
+    debouncer: RestartDebouncer<WorkloadRef>,
 }
 
 impl RolloutLoop {
@@ -221,7 +219,8 @@ impl RolloutLoop {
                     .restarted(due.workload.clone(), due.window, Instant::now());
                 let kind = due.workload.kind.as_str();
                 ctx.metrics
-                    .record_rollout(&due.source, &due.workload.namespace, kind);
+                    .sync(&due.source)
+                    .record_rollout(&due.workload.namespace, kind);
                 tracing::info!(workload = %due.workload, credstashsync = %due.source, secrets = %secrets.join(", "), "restarted: referenced Secrets changed");
                 publish(ctx, &due, workload.uid, &secrets).await;
             }
@@ -315,7 +314,7 @@ async fn publish(ctx: &Context, due: &Due<WorkloadRef>, uid: Option<String>, sec
     );
     let event = KubeEvent {
         type_: EventType::Normal,
-        reason: RESTARTED.into(),
+        reason: event_reason::SECRETS_CHANGED.into(),
         note: Some(report::fit_note(&note)),
         action: "Restart".into(),
         secondary: None,
@@ -339,7 +338,7 @@ async fn publish(ctx: &Context, due: &Due<WorkloadRef>, uid: Option<String>, sec
     if let Some(css) = css {
         let notice = Notice {
             severity: Severity::Normal,
-            reason: RESTARTED,
+            reason: event_reason::SECRETS_CHANGED,
             action: "Restart",
             note: format!(
                 "restarted {workload}: Secret(s) {} changed",

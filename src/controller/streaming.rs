@@ -10,8 +10,8 @@ use tokio::task::JoinHandle;
 
 use crate::crd::ValidSpec;
 use crate::stream::{
-    discover, AwsStreamSource, Changes, DebouncedEvents, Debouncer, FollowerOptions, StreamEvent,
-    StreamFollower, StreamPhase, StreamSource, StreamState, StreamStatus, StreamTarget,
+    discover, AwsStreamSource, Changes, DebouncedEvents, Debouncer, Discovered, FollowerOptions,
+    StreamEvent, StreamFollower, StreamPhase, StreamSource, StreamState, StreamTarget,
 };
 
 /// Identifies what a follower follows; a spec change that alters it means a
@@ -89,8 +89,8 @@ pub async fn open_on(
     options: FollowerOptions,
 ) -> Opened {
     let arn = match discover(&*source, &key.target()).await {
-        Ok(StreamStatus::Enabled { arn }) => arn,
-        Ok(StreamStatus::Disabled) => return Opened::Disabled,
+        Ok(Discovered::Enabled { arn }) => arn,
+        Ok(Discovered::Disabled) => return Opened::Disabled,
         Err(err) => {
             return Opened::Failed(format!(
                 "discovering the stream of table {}: {err}",

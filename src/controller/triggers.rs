@@ -23,7 +23,6 @@ use tokio::time::Instant;
 use super::state::Memory;
 use super::Error;
 use crate::crd::CronSchedule;
-use crate::metrics::SyncTrigger;
 
 /// Waits that double after each consecutive failure: `min`, `2 min`, ...,
 /// at most `max` (no jitter: one operator, a few CredstashSyncs).
@@ -95,6 +94,40 @@ pub struct TriggerInputs<'a> {
     /// Work is pending and due: stream changes, Secrets of a namespace that
     /// appeared, drift to repair, failed writes to retry.
     pub pending_due: bool,
+}
+
+/// Why a full sync runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncTrigger {
+    /// First sync after the operator started.
+    Startup,
+    /// The CredstashSync was created or its spec changed.
+    SpecChange,
+    /// Stream data was trimmed or lost; a full sync closes the gap
+    /// (ordinary stream records are counted by
+    /// [`SyncMetrics::record_stream_apply`](crate::metrics::SyncMetrics::record_stream_apply),
+    /// not as syncs).
+    StreamGap,
+    /// The cron schedule fired.
+    Schedule,
+    /// The resync annotation changed.
+    Manual,
+    /// A failed or timed-out sync is retried.
+    Retry,
+}
+
+impl SyncTrigger {
+    /// The name, as label `trigger` of `kubestash_sync_total` shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Startup => "startup",
+            Self::SpecChange => "spec_change",
+            Self::StreamGap => "stream_gap",
+            Self::Schedule => "schedule",
+            Self::Manual => "manual",
+            Self::Retry => "retry",
+        }
+    }
 }
 
 /// What to do now.

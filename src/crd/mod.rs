@@ -8,6 +8,7 @@
 //! zero timeouts...), reported as `Ready=False` with reason `InvalidSpec`.
 
 mod condition;
+pub mod event_reason;
 pub mod labels;
 mod metadata;
 mod rollout;

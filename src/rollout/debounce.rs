@@ -1,10 +1,10 @@
 //! Per-workload debounce: a burst of changes causes one restart, and no
 //! workload is restarted twice within its debounce window.
 //!
-//! Steps, in order: [`Debouncer::changed`] when the operator changed a
-//! Secret the workload references; [`Debouncer::take_due`] once the wait is
-//! over; [`Debouncer::restarted`] when the restart was written (nothing when
-//! the digest was already right). The restart is due one window after the
+//! Steps, in order: [`RestartDebouncer::changed`] when the operator changed
+//! a Secret the workload references; [`RestartDebouncer::take_due`] once
+//! the wait is over; [`RestartDebouncer::restarted`] when the restart was
+//! written (nothing when the digest was already right). The restart is due one window after the
 //! first change of a burst (later changes of the burst do not push it back,
 //! so a steady trickle cannot postpone it forever), and never less than one
 //! window after the previous restart.
@@ -52,11 +52,11 @@ impl Entry {
 /// The debounce state of every workload with a change pending or a
 /// restart within its window.
 #[derive(Debug)]
-pub struct Debouncer<K> {
+pub struct RestartDebouncer<K> {
     entries: BTreeMap<K, Entry>,
 }
 
-impl<K> Default for Debouncer<K> {
+impl<K> Default for RestartDebouncer<K> {
     fn default() -> Self {
         Self {
             entries: BTreeMap::new(),
@@ -64,7 +64,7 @@ impl<K> Default for Debouncer<K> {
     }
 }
 
-impl<K: Ord + Clone> Debouncer<K> {
+impl<K: Ord + Clone> RestartDebouncer<K> {
     /// Step 1: a Secret `workload` references was changed at `now`.
     pub fn changed(&mut self, workload: K, change: Change, now: Instant) {
         let entry = self.entries.entry(workload).or_insert(Entry {
@@ -147,7 +147,7 @@ mod tests {
     #[test]
     fn a_burst_is_due_once_one_window_after_its_first_change() {
         let t0 = Instant::now();
-        let mut d = Debouncer::default();
+        let mut d = RestartDebouncer::default();
         for i in 0..50 {
             d.changed("web", change(W), t0 + Duration::from_millis(100 * i));
         }
@@ -169,7 +169,7 @@ mod tests {
     #[test]
     fn a_zero_window_is_due_at_once() {
         let t0 = Instant::now();
-        let mut d = Debouncer::default();
+        let mut d = RestartDebouncer::default();
         d.changed("web", change(Duration::ZERO), t0);
         assert_eq!(d.take_due(t0).len(), 1);
     }
@@ -177,7 +177,7 @@ mod tests {
     #[test]
     fn no_second_restart_within_a_window_of_the_first() {
         let t0 = Instant::now();
-        let mut d = Debouncer::default();
+        let mut d = RestartDebouncer::default();
         d.changed("web", change(secs(10)), t0);
         assert_eq!(d.take_due(t0 + secs(10)).len(), 1);
         d.restarted("web", secs(10), t0 + secs(10));
@@ -191,7 +191,7 @@ mod tests {
     #[test]
     fn with_a_zero_window_a_change_after_a_restart_is_due_at_once() {
         let t0 = Instant::now();
-        let mut d = Debouncer::default();
+        let mut d = RestartDebouncer::default();
         d.restarted("web", Duration::ZERO, t0);
         d.changed("web", change(Duration::ZERO), t0 + secs(1));
         assert_eq!(d.take_due(t0 + secs(1)).len(), 1);
@@ -200,14 +200,14 @@ mod tests {
     #[test]
     fn a_restart_the_workload_reports_counts_as_the_last_one() {
         let t0 = Instant::now() + secs(100);
-        let mut d = Debouncer::default();
+        let mut d = RestartDebouncer::default();
         let earlier = Change {
             restarted_at: Some(t0 - secs(5)),
             ..change(W)
         };
         d.changed("web", earlier, t0);
         assert_eq!(d.next_due(), Some(t0 + W), "a fresh burst waits its window");
-        let mut d = Debouncer::default();
+        let mut d = RestartDebouncer::default();
         let recent = Change {
             restarted_at: Some(t0 - secs(5)),
             ..change(secs(20))
@@ -219,7 +219,7 @@ mod tests {
     #[test]
     fn workloads_wait_independently_and_idle_ones_are_forgotten() {
         let t0 = Instant::now();
-        let mut d = Debouncer::default();
+        let mut d = RestartDebouncer::default();
         d.changed("a", change(secs(5)), t0);
         d.changed("b", change(secs(10)), t0 + secs(1));
         assert_eq!(d.next_due(), Some(t0 + secs(5)));

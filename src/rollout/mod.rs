@@ -11,7 +11,7 @@ pub mod debounce;
 pub mod digest;
 pub mod workload;
 
-pub use debounce::Debouncer;
+pub use debounce::RestartDebouncer;
 pub use digest::{secret_key_digests, workload_digest, KeyDigest};
 pub use workload::{Workload, WorkloadIndex, WorkloadKind, WorkloadRef};
 

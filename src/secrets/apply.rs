@@ -21,6 +21,27 @@ pub const GET_ONLY_UP_TO: usize = 2;
 /// Page size of metadata LISTs.
 const LIST_PAGE_SIZE: u32 = 500;
 
+/// A write to a Secret.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SecretOperation {
+    /// A Secret was created.
+    Create,
+    /// Keys of an existing Secret were set (and, with `spec.prune`, keys no
+    /// longer in the table removed).
+    Update,
+}
+
+impl SecretOperation {
+    /// The name, as label `operation` of `kubestash_secret_writes_total`
+    /// shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Create => "create",
+            Self::Update => "update",
+        }
+    }
+}
+
 /// What happened to one planned write.
 #[derive(Debug)]
 pub struct WriteResult {

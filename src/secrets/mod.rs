@@ -1,7 +1,9 @@
 //! Writing Secrets: what the cluster has ([`live`], [`observed`]), what to
-//! send ([`plan`], [`handover`]), pure and unit-tested; the requests that
-//! send it ([`apply`]); our own writes until the watch cache has them
-//! ([`ledger`]). The sync engine ([`crate::sync`]) runs them in order.
+//! send ([`plan`](mod@plan)), whose fields deleted CredstashSyncs leave
+//! ([`handover`]), the operator's own recent writes ([`ledger`]) and the
+//! sending itself ([`apply`], the one module here that talks to the API
+//! server; the rest is pure). The sync engine ([`crate::sync`]) runs them
+//! in order.
 //!
 //! Writes are server-side apply with one field manager per CredstashSync
 //! (`kubestash/<name>`), `force = true`, and a body that lists every key the

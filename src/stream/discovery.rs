@@ -31,7 +31,7 @@ impl StreamTarget {
 
 /// The outcome of stream discovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamStatus {
+pub enum Discovered {
     /// A live stream to follow.
     Enabled {
         /// Its ARN.
@@ -46,28 +46,25 @@ pub enum StreamStatus {
 /// Finds the stream to follow.
 ///
 /// With a pinned ARN: one `DescribeStream` page (a disabled or deleted stream
-/// is [`StreamStatus::Disabled`]). Otherwise one `DescribeTable`: the
+/// is [`Discovered::Disabled`]). Otherwise one `DescribeTable`: the
 /// table's `LatestStreamArn` when `StreamEnabled` is true. Cheap enough to
 /// run every minute.
 pub async fn discover(
     source: &dyn StreamSource,
     target: &StreamTarget,
-) -> Result<StreamStatus, StreamError> {
+) -> Result<Discovered, StreamError> {
     match &target.explicit_arn {
         Some(arn) => discover_pinned(source, arn).await,
         None => discover_from_table(source, &target.table).await,
     }
 }
 
-async fn discover_pinned(
-    source: &dyn StreamSource,
-    arn: &str,
-) -> Result<StreamStatus, StreamError> {
+async fn discover_pinned(source: &dyn StreamSource, arn: &str) -> Result<Discovered, StreamError> {
     match source.describe_stream(arn, None).await {
-        Ok(page) if page.status.is_live() => Ok(StreamStatus::Enabled {
+        Ok(page) if page.status.is_live() => Ok(Discovered::Enabled {
             arn: arn.to_owned(),
         }),
-        Ok(_) | Err(StreamError::ResourceNotFound(_)) => Ok(StreamStatus::Disabled),
+        Ok(_) | Err(StreamError::ResourceNotFound(_)) => Ok(Discovered::Disabled),
         Err(e) => Err(e),
     }
 }
@@ -75,10 +72,10 @@ async fn discover_pinned(
 async fn discover_from_table(
     source: &dyn StreamSource,
     table: &str,
-) -> Result<StreamStatus, StreamError> {
+) -> Result<Discovered, StreamError> {
     let stream = source.table_stream(table).await?;
     match stream.latest_arn {
-        Some(arn) if stream.enabled => Ok(StreamStatus::Enabled { arn }),
-        _ => Ok(StreamStatus::Disabled),
+        Some(arn) if stream.enabled => Ok(Discovered::Enabled { arn }),
+        _ => Ok(Discovered::Disabled),
     }
 }

@@ -12,12 +12,13 @@ use futures::{FutureExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::discovery::{discover, StreamStatus, StreamTarget};
+use super::discovery::{discover, Discovered, StreamTarget};
 use super::events::{Changes, StreamEvent, StreamPhase, StreamState};
 use super::source::{
     describe_all, IteratorPosition, RecordsPage, ShardInfo, StreamError, StreamListing,
     StreamSource,
 };
+use crate::backoff::exponential;
 
 /// Pacing and housekeeping intervals.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -263,11 +264,11 @@ impl StreamFollower {
     async fn refresh(&mut self, events: &mpsc::Sender<StreamEvent>) -> Result<(), FollowEnd> {
         self.next_refresh = Instant::now() + self.options.refresh_interval;
         match discover(&*self.source, &self.target).await {
-            Ok(StreamStatus::Enabled { arn }) if arn == self.arn => {}
-            Ok(StreamStatus::Enabled { arn }) => {
+            Ok(Discovered::Enabled { arn }) if arn == self.arn => {}
+            Ok(Discovered::Enabled { arn }) => {
                 return finish(events, FollowEnd::Replaced { new_arn: arn }).await
             }
-            Ok(StreamStatus::Disabled) => return finish(events, FollowEnd::Disabled).await,
+            Ok(Discovered::Disabled) => return finish(events, FollowEnd::Disabled).await,
             Err(e) => {
                 self.report_error(format!("stream discovery: {e}"));
                 let retry = self.options.refresh_interval.min(Duration::from_secs(10));
@@ -301,7 +302,7 @@ impl StreamFollower {
     /// The stream is no longer live: replaced (table mode) or disabled.
     async fn conclude(&mut self, events: &mpsc::Sender<StreamEvent>) -> Result<(), FollowEnd> {
         match discover(&*self.source, &self.target).await {
-            Ok(StreamStatus::Enabled { arn }) if arn != self.arn => {
+            Ok(Discovered::Enabled { arn }) if arn != self.arn => {
                 finish(events, FollowEnd::Replaced { new_arn: arn }).await
             }
             Ok(_) => finish(events, FollowEnd::Disabled).await,
@@ -766,12 +767,6 @@ fn poll_delay(options: &FollowerOptions, idle_polls: u32) -> Duration {
     }
     exponential(options.min_poll_interval, idle_polls, options.idle_poll_max)
         .max(options.min_poll_interval)
-}
-
-/// `base * 2^(n-1)`, capped.
-fn exponential(base: Duration, n: u32, cap: Duration) -> Duration {
-    let factor = 1u32 << n.saturating_sub(1).min(16);
-    base.saturating_mul(factor).min(cap)
 }
 
 /// Sleeps until `wake`, or returns early if the receiver goes away.

@@ -1,7 +1,7 @@
 //! An in-memory [`StreamSource`]: tables with streams, several shards with
 //! parent/child lineage, rollover, iterator expiry, trimming and stream
-//! replacement on demand, and a log of the calls made. For tests (of this
-//! module and of the controller); it never talks to AWS.
+//! replacement on demand, and a log of the calls made. Compiled for the
+//! crate's unit tests only; it never talks to AWS.
 
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
@@ -369,11 +369,6 @@ impl MemoryStreamSource {
             })
             .map(|c| c.at)
             .collect()
-    }
-
-    /// Forgets the call log.
-    pub fn clear_calls(&self) {
-        self.lock().calls.clear();
     }
 }
 

@@ -2,7 +2,7 @@
 //!
 //! How the controller wires it (one CredstashSync):
 //! 1. [`discover`] the stream (`spec.streamArn`, or the table's
-//!    `LatestStreamArn`). [`StreamStatus::Disabled`] -> condition
+//!    `LatestStreamArn`). [`Discovered::Disabled`] -> condition
 //!    `Streaming=False` reason `StreamDisabled`; full syncs only; discover
 //!    again periodically.
 //! 2. [`StreamFollower::open`]: opens LATEST iterators (returns quickly).
@@ -24,14 +24,16 @@ pub mod debounce;
 pub mod discovery;
 pub mod events;
 pub mod follower;
+#[cfg(test)]
 pub mod memory;
 pub mod source;
 
 pub use aws::AwsStreamSource;
 pub use debounce::{default_max_delay, DebouncedEvents, Debouncer};
-pub use discovery::{discover, StreamStatus, StreamTarget};
+pub use discovery::{discover, Discovered, StreamTarget};
 pub use events::{Changes, EventCounts, StreamEvent, StreamPhase, StreamState};
 pub use follower::{FollowEnd, FollowerOptions, StreamFollower};
+#[cfg(test)]
 pub use memory::MemoryStreamSource;
 pub use source::{
     describe_all, EventKind, IteratorPosition, RecordsPage, ShardInfo, StreamError, StreamListing,

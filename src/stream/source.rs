@@ -1,5 +1,5 @@
 //! The four DynamoDB (Streams) calls the follower needs, behind a trait so
-//! the follower's logic is tested without AWS ([`super::memory`]) and runs
+//! the follower's logic is tested without AWS (`memory.rs`) and runs
 //! against AWS ([`super::aws`]).
 
 use chrono::{DateTime, Utc};
@@ -107,6 +107,20 @@ pub enum EventKind {
     Modify,
     /// An item was deleted (`credstash delete`: one per version).
     Remove,
+}
+
+impl EventKind {
+    /// Every kind.
+    pub const ALL: [EventKind; 3] = [Self::Insert, Self::Modify, Self::Remove];
+
+    /// DynamoDB's `eventName`, as label `event` of the metrics shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Insert => "INSERT",
+            Self::Modify => "MODIFY",
+            Self::Remove => "REMOVE",
+        }
+    }
 }
 
 /// One stream record, reduced to what kubestash uses.

@@ -32,7 +32,7 @@ fn source_with_stream(shards: usize) -> (Arc<MemoryStreamSource>, String) {
 
 async fn open(source: &Arc<MemoryStreamSource>, target: StreamTarget) -> StreamFollower {
     let status = discover(&**source, &target).await.expect("discover");
-    let StreamStatus::Enabled { arn } = status else {
+    let Discovered::Enabled { arn } = status else {
         panic!("no stream: {status:?}");
     };
     let dynamic: Arc<dyn StreamSource> = source.clone();
@@ -132,16 +132,16 @@ async fn discovery_follows_the_tables_latest_stream() {
     let source = MemoryStreamSource::new();
     source.create_table(TABLE);
     let target = StreamTarget::table(TABLE);
-    assert_eq!(discover(&source, &target).await, Ok(StreamStatus::Disabled));
+    assert_eq!(discover(&source, &target).await, Ok(Discovered::Disabled));
     let arn = source.enable_stream(TABLE, 1);
     assert_eq!(
         discover(&source, &target).await,
-        Ok(StreamStatus::Enabled { arn: arn.clone() })
+        Ok(Discovered::Enabled { arn: arn.clone() })
     );
     // AWS keeps LatestStreamArn after disabling: StreamEnabled decides.
     source.disable_stream(TABLE);
     assert_eq!(source.stream_arn(TABLE), Some(arn));
-    assert_eq!(discover(&source, &target).await, Ok(StreamStatus::Disabled));
+    assert_eq!(discover(&source, &target).await, Ok(Discovered::Disabled));
 }
 
 #[tokio::test]
@@ -151,15 +151,12 @@ async fn discovery_of_a_pinned_arn_checks_the_stream() {
     let pinned = StreamTarget::pinned(TABLE, arn.clone());
     assert_eq!(
         discover(&source, &pinned).await,
-        Ok(StreamStatus::Enabled { arn: arn.clone() })
+        Ok(Discovered::Enabled { arn: arn.clone() })
     );
     let unknown = StreamTarget::pinned(TABLE, format!("{arn}-gone"));
-    assert_eq!(
-        discover(&source, &unknown).await,
-        Ok(StreamStatus::Disabled)
-    );
+    assert_eq!(discover(&source, &unknown).await, Ok(Discovered::Disabled));
     source.replace_stream(TABLE);
-    assert_eq!(discover(&source, &pinned).await, Ok(StreamStatus::Disabled));
+    assert_eq!(discover(&source, &pinned).await, Ok(Discovered::Disabled));
 }
 
 #[tokio::test]

@@ -42,7 +42,8 @@ use chrono::Utc;
 use crate::crd::ValidSpec;
 use crate::credstash::{Entry, KmsTally, TableError, TableReader};
 use crate::mapping::{self, DesiredState, MappingScope, SecretRef, TableValue};
-use crate::metrics::{Metrics, SecretOperation};
+use crate::metrics::Metrics;
+use crate::secrets::apply::SecretOperation;
 use crate::secrets::apply::{self, WriteError, WriteResult};
 use crate::secrets::observed::secret_ref;
 use crate::secrets::{self, LiveSecret, Managers, Plan, PlanOptions, SecretAction, SecretPlan};
@@ -50,7 +51,7 @@ use batches::{Batch, Named, SecretBatches};
 use observe::Unobserved;
 
 pub use env::{is_active, ClusterPicture, ClusterView, ListedCluster};
-pub use outcome::{describe, SyncOutcome};
+pub use outcome::{describe, SyncOutcome, SyncResult};
 pub use scope::{Labels, NamespaceScope, Picture};
 pub use snapshot::TableSnapshot;
 
@@ -121,7 +122,8 @@ impl<'a> Engine<'a> {
         let started = Instant::now();
         let read = reader.read_all_joined(not_before).await;
         self.metrics
-            .observe_table_read(self.name, started.elapsed());
+            .sync(self.name)
+            .observe_table_read(started.elapsed());
         self.record_kms_calls(reader);
         if let Some(error) = &read.error {
             let outcome = SyncOutcome {
@@ -328,7 +330,7 @@ impl<'a> Engine<'a> {
             } else {
                 SecretOperation::Update
             };
-            self.metrics.record_secret_write(self.name, operation);
+            self.metrics.sync(self.name).record_secret_write(operation);
             if let Some(secret) = written {
                 self.view.wrote(secret);
             }

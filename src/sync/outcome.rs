@@ -7,11 +7,39 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use crate::controller::triggers::SyncTrigger;
 use crate::crd::{KeyCounts, SecretCounts};
 use crate::mapping::{DesiredState, SecretRef};
-use crate::metrics::{SyncResult, SyncTrigger};
 use crate::secrets::apply::{WriteError, WriteResult};
 use crate::secrets::{Plan, SecretAction};
+
+/// Outcome of a full sync or a stream apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncResult {
+    /// Everything was applied (or planned, in dry run).
+    Success,
+    /// Some keys failed; the rest was applied.
+    PartialFailure,
+    /// Nothing was applied (e.g. the table could not be read).
+    Failure,
+    /// Cancelled after `spec.syncTimeout`.
+    Timeout,
+    /// The spec does not validate; nothing was attempted.
+    InvalidSpec,
+}
+
+impl SyncResult {
+    /// The name, as label `result` of the metrics shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Success => "success",
+            Self::PartialFailure => "partial_failure",
+            Self::Failure => "failure",
+            Self::Timeout => "timeout",
+            Self::InvalidSpec => "invalid_spec",
+        }
+    }
+}
 
 /// Everything a finished full sync reports. Holds names, never values.
 #[derive(Debug, Clone, Default)]

@@ -27,8 +27,7 @@ use super::model::{
 use super::ops::{AwsFault, Storm};
 use super::ops::{Op, SecretId, TableOp};
 use super::rollout::{Rollout, ROLLOUT_SECRET};
-use super::sampler::Sample;
-use super::sampler::{observed, Sampler};
+use super::sampler::{describe, observed, Sample, Sampler};
 use super::schedule::{Scheduler, VALUE_MARK};
 use super::writers::Writers;
 use crate::cluster::{condition, css_resource, http_get, run_args, Env};
@@ -96,6 +95,8 @@ pub struct Outcome {
     pub violations: Vec<String>,
     /// Where the operator logs were kept (failures only).
     pub logs: Option<PathBuf>,
+    /// What the API server's side looked like at a failure (failures only).
+    pub diagnostics: Vec<String>,
 }
 
 impl Outcome {
@@ -103,11 +104,12 @@ impl Outcome {
     pub fn report(&self) -> String {
         format!(
             "chaos seed {} FAILED after {} operations\nreplay: {} cargo test --test chaos\n\
-             broken invariants:\n  {}\nschedule:\n  {}\noperator logs: {}\n",
+             broken invariants:\n  {}\ndiagnostics:\n  {}\nschedule:\n  {}\noperator logs: {}\n",
             self.seed,
             self.ops_run,
             self.replay,
             self.violations.join("\n  "),
+            self.diagnostics.join("\n  "),
             self.schedule.join("\n  "),
             self.logs
                 .as_deref()
@@ -116,6 +118,27 @@ impl Outcome {
                 .unwrap_or_default(),
         )
     }
+}
+
+/// Watch requests that reached the API server (or the proxy in front of
+/// it) and have had no answer yet: a watch whose response never starts
+/// leaves the operator's cache silent without an error.
+fn unanswered_watches(counters: &RequestCounters) -> Vec<String> {
+    [
+        "secrets",
+        "namespaces",
+        "credstashsyncs",
+        "deployments",
+        "leases",
+    ]
+    .into_iter()
+    .filter_map(|resource| {
+        let arrived = counters.requests_arrived("watch", resource);
+        let answered = counters.count("watch", resource);
+        (arrived > answered)
+            .then(|| format!("watch {resource}: {arrived} requests, {answered} answered"))
+    })
+    .collect()
 }
 
 const TABLE: &str = "chaos";
@@ -181,6 +204,10 @@ struct Harness<'a> {
     /// that changed its Secret's data since the last check.
     rollout: Option<Rollout>,
     rollout_writes: usize,
+    /// Whether the last write to the rollout's Secret was the operator's:
+    /// the Deployment follows the operator's writes, not a hand deletion
+    /// the operator must not repair (its namespace unselected).
+    rollout_secret_written_last_by_operator: bool,
     /// The Secrets verified at the last passed check.
     verified: BTreeMap<SecretId, Observed>,
     /// resourceVersions of the driver's own Secret writes.
@@ -232,6 +259,7 @@ impl<'a> Harness<'a> {
             observed_at: None,
             rollout: settings.features.contains("rollout").then(Rollout::default),
             rollout_writes: 0,
+            rollout_secret_written_last_by_operator: true,
             verified: BTreeMap::new(),
             driver_writes: Default::default(),
         };
@@ -345,6 +373,12 @@ impl<'a> Harness<'a> {
         self.outcome.aws_requests = self.proxy.requests();
         if !self.outcome.violations.is_empty() {
             self.outcome.logs = Some(self.logs.keep());
+            self.outcome.diagnostics = unanswered_watches(&self.faults.counters());
+            if self.outcome.diagnostics.is_empty() {
+                self.outcome
+                    .diagnostics
+                    .push("every watch request the API server side took in was answered".into());
+            }
         }
         self.outcome
     }

@@ -146,15 +146,14 @@ impl Sampler {
         std::mem::take(&mut *self.samples.lock().expect("samples"))
     }
 
-    /// What the writes sampled since `since` changed, one line each (key
-    /// names only).
-    pub fn describe_since(&self, since: Instant) -> Vec<String> {
+    /// The writes sampled since `since`, still kept for [`Sampler::take`].
+    pub fn since(&self, since: Instant) -> Vec<Sample> {
         self.samples
             .lock()
             .expect("samples")
             .iter()
             .filter(|s| s.at >= since)
-            .map(describe)
+            .cloned()
             .collect()
     }
 
@@ -266,7 +265,7 @@ pub fn observed(object: &serde_json::Value) -> Observed {
 }
 
 /// `ns/name: changed keys [..]` of one write (names only, never values).
-fn describe(s: &Sample) -> String {
+pub fn describe(s: &Sample) -> String {
     let empty = BTreeMap::new();
     let before = s.before.as_ref().map_or(&empty, |o| &o.data);
     let after = s.after.as_ref().map_or(&empty, |o| &o.data);
