@@ -28,13 +28,10 @@ Needs: scripts/test-env.sh, cargo build --release --bin kubestash, cargo build -
 """
 import argparse
 import base64
-import http.client
 import json
 import random
-import socket
 import statistics
 import sys
-import threading
 import time
 
 import benchlib as bench
@@ -43,31 +40,16 @@ NS, SECRET, KEY = "stream", "target", "KEY"
 NAME = "%s/%s/%s" % (NS, SECRET, KEY)
 
 
-class SecretWatch:
+class SecretWatch(bench.NamespaceWatch):
     """Watches one Secret; remembers when each value of KEY was first seen."""
 
     def __init__(self, env):
-        self.env = env
         self.seen = {}
-        self.cond = threading.Condition()
-        self.error = None
-        code, listing = env.kube("GET", "/api/v1/namespaces/%s/secrets?fieldSelector=metadata.name%%3D%s" % (NS, SECRET))
-        if code != 200:
-            raise RuntimeError("listing secrets: %s %s" % (code, listing))
-        for item in listing.get("items", []):
-            self._note(item)
-        rv = listing["metadata"]["resourceVersion"]
-        path = "/api/v1/namespaces/%s/secrets?watch=true&fieldSelector=metadata.name%%3D%s&resourceVersion=%s&timeoutSeconds=3600" % (
-            NS, SECRET, rv)
-        self.conn = http.client.HTTPConnection("127.0.0.1", env.fake_port)
-        self.conn.request("GET", path)
-        self.response = self.conn.getresponse()
-        if self.response.status != 200:
-            raise RuntimeError("watch: %s" % self.response.status)
-        threading.Thread(target=self._run, daemon=True).start()
+        super().__init__(env, NS, SECRET)
 
-    def _note(self, secret):
-        now = time.monotonic()
+    def on_event(self, kind, secret, now):
+        if kind == "DELETED":
+            return
         raw = (secret.get("data") or {}).get(KEY)
         if raw is None:
             return
@@ -76,40 +58,16 @@ class SecretWatch:
             self.seen.setdefault(value, now)
             self.cond.notify_all()
 
-    def _run(self):
-        try:
-            for line in self.response:
-                event = json.loads(line)
-                if event.get("type") in ("ADDED", "MODIFIED"):
-                    self._note(event["object"])
-                elif event.get("type") == "ERROR":
-                    raise RuntimeError("watch error: %s" % event)
-            raise RuntimeError("the watch ended")
-        except Exception as err:  # noqa: BLE001 - reported to the waiter
-            with self.cond:
-                self.error = err
-                self.cond.notify_all()
-
     def wait(self, value, timeout):
         deadline = time.monotonic() + timeout
         with self.cond:
             while value not in self.seen:
-                if self.error:
-                    raise RuntimeError(str(self.error))
+                self.check()
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return None
                 self.cond.wait(min(left, 0.5))
-                self.env.check_operator()
             return self.seen[value]
-
-    def close(self):
-        # Shut the socket down rather than close the response: closing it
-        # here would wait for the reader thread's buffer lock (a hang).
-        try:
-            self.conn.sock.shutdown(socket.SHUT_RDWR)
-        except (AttributeError, OSError):
-            pass
 
 
 def main():

@@ -463,17 +463,19 @@ class NamespaceWatch:
     listed Secret (as "ADDED") and each event, from a thread. Waiters hold
     self.cond, wait on it and call self.check()."""
 
-    def __init__(self, env, namespace):
+    def __init__(self, env, namespace, name=None):
+        """`name`: only that Secret (a metadata.name field selector)."""
         self.env = env
         self.cond = threading.Condition()
         self.error = None
-        code, listing = env.kube("GET", "/api/v1/namespaces/%s/secrets" % namespace)
+        only = "fieldSelector=metadata.name%%3D%s&" % name if name else ""
+        code, listing = env.kube("GET", "/api/v1/namespaces/%s/secrets?%s" % (namespace, only))
         if code != 200:
             raise RuntimeError("listing secrets: %s %s" % (code, listing))
         for item in listing.get("items", []):
             self.on_event("ADDED", item, time.monotonic())
-        path = "/api/v1/namespaces/%s/secrets?watch=true&resourceVersion=%s&timeoutSeconds=3600" % (
-            namespace, listing["metadata"]["resourceVersion"])
+        path = "/api/v1/namespaces/%s/secrets?watch=true&%sresourceVersion=%s&timeoutSeconds=3600" % (
+            namespace, only, listing["metadata"]["resourceVersion"])
         self.conn = http.client.HTTPConnection("127.0.0.1", env.fake_port)
         self.conn.request("GET", path)
         self.response = self.conn.getresponse()
