@@ -405,11 +405,9 @@ fn merge_at(live: &Value, config: &Value, ti: &TypeInfo, tpath: &mut Vec<String>
                     _ => cv.clone(),
                 };
                 tpath.pop();
-                if merged.is_null() {
-                    out.remove(k);
-                } else {
-                    out.insert(k.clone(), merged);
-                }
+                // An explicit null is a value to structured-merge-diff: the
+                // merged object has it (see `drop_nulls` for built-in kinds).
+                out.insert(k.clone(), merged);
             }
             Value::Object(out)
         }
@@ -445,6 +443,16 @@ fn merge_at(live: &Value, config: &Value, ti: &TypeInfo, tpath: &mut Vec<String>
             }
         }
         _ => config.clone(),
+    }
+}
+
+/// The object without its explicit nulls, outside lists: what a built-in
+/// kind's Go type keeps of a merged apply (a nil pointer, slice or map is
+/// not encoded).
+pub fn drop_nulls(v: &mut Value) {
+    if let Value::Object(m) = v {
+        m.retain(|_, x| !x.is_null());
+        m.values_mut().for_each(drop_nulls);
     }
 }
 

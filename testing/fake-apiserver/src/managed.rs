@@ -5,7 +5,8 @@ use serde_json::{json, Map, Value};
 
 use crate::errors::{ApiError, Cause};
 use crate::fieldset::{
-    compare, ensure_named_fields, merge, null_emptied, path_string, remove_items, to_set, FieldSet,
+    compare, drop_nulls, ensure_named_fields, merge, null_emptied, path_string, remove_items,
+    to_set, FieldSet,
 };
 use crate::schema::TypeInfo;
 
@@ -520,9 +521,10 @@ pub fn apply(
     let cmp = compare(&live_s, &merged, ti);
     let mut changed = scope.keep(&cmp.added.union(&cmp.modified));
     // An explicit null is a value to structured-merge-diff: it modifies the
-    // live value it replaces (a conflict with its owner), and it changes the
-    // object even where the live object has no such field, though the
-    // stored object (converted to its Go type) has none either way.
+    // live value it replaces (a conflict with its owner), and it is added
+    // where the live object has no such field (a conflict with a manager
+    // that owns the absent field), though a built-in kind's stored object
+    // (converted to its Go type) has none either way.
     let nulls = null_paths(&config_s);
     for path in &nulls {
         if value_at(&live_s, path).is_some_and(|v| !v.is_null()) {
@@ -557,6 +559,9 @@ pub fn apply(
     }
     if !conflicts.is_empty() && !force {
         return Err(conflict_error(conflicts));
+    }
+    if !ti.stores_nulls() {
+        drop_nulls(&mut merged);
     }
     let previous_entries = entries.clone();
     let mut out: Vec<Entry> = entries

@@ -170,6 +170,7 @@ fn go_shape(res: &ResourceInfo, obj: &mut Value) {
     let Some(m) = obj.as_object_mut() else {
         return;
     };
+    drop_struct_nulls(m, &TypeInfo::new(res), &mut Vec::new());
     match res.class {
         Class::ConfigMap => {
             for k in ["data", "binaryData"] {
@@ -185,6 +186,34 @@ fn go_shape(res: &ResourceInfo, obj: &mut Value) {
             m.insert("spec".into(), json!({}));
         }
         _ => {}
+    }
+}
+
+/// A built-in object is decoded into its Go type, where an explicit `null`
+/// in a struct field (a pointer, slice or map) leaves it nil, and nil fields
+/// are not encoded: the null is gone from what is stored (a server-side
+/// apply of `spec.holderIdentity: null` stores a Lease without it). Nulls in
+/// maps (labels, a Secret's data) are values and stay for their own rules.
+fn drop_struct_nulls(m: &mut Map<String, Value>, ti: &TypeInfo, path: &mut Vec<String>) {
+    if !ti.is_map(path) {
+        m.retain(|_, v| !v.is_null());
+    }
+    for (k, v) in m.iter_mut() {
+        path.push(k.clone());
+        match v {
+            Value::Object(child) => drop_struct_nulls(child, ti, path),
+            Value::Array(items) => {
+                path.push("[]".into());
+                for item in items.iter_mut() {
+                    if let Value::Object(child) = item {
+                        drop_struct_nulls(child, ti, path);
+                    }
+                }
+                path.pop();
+            }
+            _ => {}
+        }
+        path.pop();
     }
 }
 

@@ -576,6 +576,48 @@ fn s_create(data: Value) -> Req {
     scenario_req("create", "POST", "creator", "application/json", body)
 }
 
+/// A Lease named alpha: an apply by `manager` of `spec` (forced when `force`).
+fn l_apply(manager: &str, force: bool, spec: Value) -> Req {
+    let mut q = vec![("fieldManager", manager)];
+    if force {
+        q.push(("force", "true"));
+    }
+    Req {
+        op: if force { "apply-force" } else { "apply" }.into(),
+        method: "PATCH".into(),
+        path: format!("{}/alpha", Kind::Lease.collection()),
+        query: query(&q),
+        content_type: Some("application/apply-patch+yaml".into()),
+        body: Some(json!({
+            "apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+            "metadata": {"name": "alpha"}, "spec": spec,
+        })),
+        put_from: None,
+        name: "alpha".into(),
+        sleep_ms: 0,
+    }
+}
+
+/// A PUT of the Lease alpha as last returned, merged with `patch`, without
+/// its managedFields.
+fn l_put(manager: &str, patch: Value) -> Req {
+    Req {
+        op: "put-managed-drop".into(),
+        method: "PUT".into(),
+        path: format!("{}/alpha", Kind::Lease.collection()),
+        query: query(&[("fieldManager", manager)]),
+        content_type: Some("application/json".into()),
+        body: None,
+        put_from: Some(PutFrom {
+            patch,
+            managed_fields: "drop".into(),
+            resource_version: "keep".into(),
+        }),
+        name: "alpha".into(),
+        sleep_ms: 0,
+    }
+}
+
 fn later(mut r: Req) -> Req {
     r.sleep_ms = 1100;
     r
@@ -635,6 +677,28 @@ fn scenarios() -> Vec<Sequence> {
             ],
         ),
         named("more than 10 Update managers", many),
+        Sequence {
+            kind: "Lease".into(),
+            ..named(
+                // Found by a 1000-sequence run: the fake stored the null,
+                // and the PUT then took the field from kubectl as removed.
+                "an applied null is not stored in a built-in kind, and its applier keeps the field",
+                vec![
+                    l_apply("kubectl", true, json!({"holderIdentity": null})),
+                    l_put(
+                        "upd-a",
+                        json!({"spec": {"holderIdentity": null, "leaseDurationSeconds": 30}}),
+                    ),
+                    l_apply("apply-b", false, json!({"holderIdentity": null})),
+                    l_apply("apply-b", false, json!({"leaseDurationSeconds": null})),
+                    l_apply(
+                        "apply-b",
+                        true,
+                        json!({"holderIdentity": "h", "leaseDurationSeconds": null}),
+                    ),
+                ],
+            )
+        },
         named(
             "kubectl's last-applied annotation follows its applies",
             vec![
@@ -991,13 +1055,17 @@ fn diff(path: &str, a: &Value, b: &Value, out: &mut Vec<String>) {
         (Value::Object(x), Value::Object(y)) => {
             let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
             for k in keys {
-                let n = Value::Null;
-                diff(
-                    &format!("{path}.{k}"),
-                    x.get(k).unwrap_or(&n),
-                    y.get(k).unwrap_or(&n),
-                    out,
-                );
+                let p = format!("{path}.{k}");
+                match (x.get(k), y.get(k)) {
+                    (Some(a), Some(b)) => diff(&p, a, b, out),
+                    // An explicit null is not an absent field.
+                    (a, b) => {
+                        let show = |v: Option<&Value>| v.map_or("absent".into(), Value::to_string);
+                        if !a.or(b).is_some_and(|v| v == "~") {
+                            out.push(format!("{p}: fake {} / real {}", show(a), show(b)));
+                        }
+                    }
+                }
             }
         }
         (Value::Array(x), Value::Array(y)) if x.len() == y.len() => {
