@@ -662,22 +662,28 @@ fn list(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError
                 .list(&t.res.storage, ns)
                 .iter()
                 .map(|o| external(&t.res, o))
-                .filter(|o| filter.matches(o))
                 .collect();
             (inner.store.current_rv(), items, 0)
         }
     };
-    let end = if limit > 0 {
-        (offset + limit).min(items.len())
-    } else {
-        items.len()
-    };
-    let page: Vec<Value> = items
-        .get(offset..end)
-        .map(<[Value]>::to_vec)
-        .unwrap_or_default();
+    // The storage pages through every key of the range and filters as it
+    // goes: a page ends after `limit` matches, and continues when any key,
+    // matching or not, follows (none when the selector names one object,
+    // which is read as that one key).
+    let mut page: Vec<Value> = Vec::new();
+    let mut end = offset;
+    for item in items.iter().skip(offset) {
+        if limit > 0 && page.len() >= limit {
+            break;
+        }
+        end += 1;
+        if filter.matches(item) {
+            page.push(item.clone());
+        }
+    }
+    let end = end.min(items.len());
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if end < items.len() {
+    if end < items.len() && !filter.fields.selects_one_name() {
         let remaining = items.len() - end;
         let id = inner.save_snapshot(Snapshot {
             rv,
@@ -703,6 +709,11 @@ fn list(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError
         }),
         Render::Json => {
             let custom = t.res.class == Class::Custom;
+            // An unstructured list (a custom resource's) always says where
+            // it continues, "" on the last page.
+            if custom && metadata.get("continue").is_none() {
+                metadata["continue"] = json!("");
+            }
             let items: Vec<Value> = page
                 .into_iter()
                 .map(|mut o| {
@@ -750,6 +761,27 @@ fn decode_body(r: &Req, t: &Target) -> Result<Value, ApiError> {
     };
     validation::check_shape(&v, &t.res.kind, &t.res.api_version())?;
     check_type_meta(&v, t)?;
+    // Strict decoding refuses unknown fields before anything looks at the
+    // object (its resourceVersion, whether it exists).
+    if let (Class::Custom, Some(schema), Some("Strict")) =
+        (t.res.class, t.res.schema.as_ref(), r.q("fieldValidation"))
+    {
+        let mut unknown = vec![];
+        crate::schema::prune(schema, &mut v.clone(), "", true, &mut unknown);
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|u| format!("unknown field \"{u}\""))
+                .collect();
+            let version = t.res.api_version();
+            let version = version.rsplit('/').next().unwrap_or_default();
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                list.join(", "),
+                kind = t.res.kind
+            )));
+        }
+    }
     if t.res.class == Class::Secret {
         validation::check_secret_base64(&v)?;
     }
@@ -761,6 +793,23 @@ fn decode_body(r: &Req, t: &Target) -> Result<Value, ApiError> {
 }
 
 fn check_type_meta(v: &Value, t: &Target) -> Result<(), ApiError> {
+    // A custom resource is decoded as unstructured JSON, which needs both;
+    // a built-in kind takes them from the URL.
+    if t.res.class == Class::Custom {
+        let shown = v.to_string();
+        if v["kind"].as_str().is_none_or(str::is_empty) {
+            return Err(ApiError::bad_request(format!(
+                "the object provided is unrecognized (must be of type {}): Object 'Kind' is missing in '{shown}'",
+                t.res.kind
+            )));
+        }
+        if v["apiVersion"].as_str().is_none_or(str::is_empty) {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data () does not match the expected API version ({})",
+                t.res.api_version()
+            )));
+        }
+    }
     if let Some(av) = v["apiVersion"].as_str().filter(|s| !s.is_empty()) {
         if av != t.res.api_version() {
             return Err(ApiError::bad_request(format!(
@@ -1103,6 +1152,36 @@ fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), 
     };
     check_patched(t, &name, &patched, true)?;
     validation::check_shape(&patched, &t.res.kind, &t.res.api_version())?;
+    // A patched custom resource is decoded strictly as a whole: an unknown
+    // field makes the patch invalid (whatever endpoint it came through).
+    if let (Class::Custom, Some(schema), true) = (t.res.class, t.res.schema.as_ref(), c.strict) {
+        let mut unknown = vec![];
+        crate::schema::prune(schema, &mut patched.clone(), "", true, &mut unknown);
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|u| format!("unknown field \"{u}\""))
+                .collect();
+            let mut e = ApiError::invalid(
+                "",
+                "",
+                "",
+                vec![Cause {
+                    reason: "FieldValueInvalid".into(),
+                    message: format!(
+                        "Invalid value: {}: strict decoding error: {}",
+                        json!(patched.to_string()),
+                        list.join(", ")
+                    ),
+                    field: "patch".into(),
+                }],
+            );
+            if let Some(d) = e.details.as_mut().and_then(Value::as_object_mut) {
+                d.retain(|k, _| k == "causes");
+            }
+            return Err(e);
+        }
+    }
     if t.res.class == Class::Secret {
         validation::check_secret_base64(&patched)?;
     }
@@ -1174,7 +1253,7 @@ fn restore_string_map_nulls(
     object: &mut Value,
     status_only: bool,
 ) {
-    if res.class == Class::Custom || status_only {
+    if status_only {
         return;
     }
     for path in string_map_paths(res) {
@@ -1252,7 +1331,8 @@ fn go_json(v: &Value) -> String {
         .replace('\u{2029}', "\\u2029")
 }
 
-/// The maps of strings (or bytes) of a built-in kind.
+/// The maps of strings (or bytes) of a built-in kind, and the metadata's
+/// of a custom resource (its ObjectMeta is a Go type too).
 fn string_map_paths(res: &crate::resources::ResourceInfo) -> Vec<&'static [&'static str]> {
     let mut maps: Vec<&'static [&'static str]> =
         vec![&["metadata", "labels"], &["metadata", "annotations"]];
@@ -1269,9 +1349,6 @@ fn string_map_paths(res: &crate::resources::ResourceInfo) -> Vec<&'static [&'sta
 /// kube-apiserver merges it, owns the key for the applier and stores the Go
 /// zero value, `""`.
 fn string_map_nulls(res: &crate::resources::ResourceInfo, config: &mut Value) {
-    if res.class == Class::Custom {
-        return;
-    }
     for path in string_map_paths(res) {
         let node = path
             .iter()
@@ -1354,6 +1431,27 @@ fn apply(
         subresource: t.subresource.as_deref().unwrap_or_default(),
         now: &now,
     };
+    // structured-merge-diff types the whole configuration (whatever the
+    // endpoint and fieldValidation): a field the schema does not declare
+    // is an internal error, not a pruned field.
+    if let (Class::Custom, Some(schema)) = (t.res.class, t.res.schema.as_ref()) {
+        let mut errors = vec![];
+        crate::schema::typed_errors(schema, &config_int, "", &mut errors);
+        if let Some(first) = errors.first() {
+            let key = match &t.namespace {
+                Some(ns) => format!("{ns}/{name}"),
+                None => format!("/{name}"),
+            };
+            return Err(ApiError::new(
+                500,
+                "",
+                format!(
+                    "failed to create typed patch object ({key}; {api_version}, Kind={}): {first}",
+                    t.res.kind
+                ),
+            ));
+        }
+    }
     let mut entries = managed::decode(&live);
     if old.is_some() && entries.is_empty() {
         entries = managed::before_first_apply(&live, &op);
@@ -1377,6 +1475,16 @@ fn apply(
             d.iter()
                 .any(|(k, v)| v.is_null() && raw_config["stringData"].get(k).is_none())
         });
+    // A custom resource's applied label or annotation null is stored as
+    // null (and read as ""): the next write re-encodes it, as "".
+    let nil_bytes = nil_bytes
+        || (t.res.class == Class::Custom
+            && !subresource_scope(t)
+            && ["labels", "annotations"].iter().any(|k| {
+                raw_config["metadata"][*k]
+                    .as_object()
+                    .is_some_and(|m| m.values().any(Value::is_null))
+            }));
     let (code, stored) = match old {
         Some(old) => {
             let stored = write::update(

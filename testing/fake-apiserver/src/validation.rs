@@ -287,7 +287,33 @@ pub fn validate_kind(
         Class::Secret => validate_secret(obj, old, causes),
         Class::ConfigMap => validate_configmap(obj, old, causes),
         Class::Lease => validate_lease(obj, causes),
+        // ValidateNamespace (its update strategy keeps the stored spec).
+        Class::Namespace if old.is_none() => validate_namespace_finalizers(obj, causes),
         _ => {}
+    }
+}
+
+/// `validateFinalizerName` for each of a Namespace's `spec.finalizers`: a
+/// qualified name, and one without a prefix must be a standard one.
+fn validate_namespace_finalizers(obj: &Value, causes: &mut Vec<Cause>) {
+    let field = "spec.finalizers";
+    for f in obj["spec"]["finalizers"].as_array().into_iter().flatten() {
+        let name = f.as_str().unwrap_or_default();
+        for msg in label_key_errors(name) {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: {f}: {msg}"),
+            ));
+        }
+        let standard = ["kubernetes", "orphan", "foregroundDeletion"];
+        if !name.contains('/') && !standard.contains(&name) {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: {f}: name is neither a standard finalizer name nor is it fully qualified"),
+            ));
+        }
     }
 }
 
