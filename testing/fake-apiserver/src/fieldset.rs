@@ -248,6 +248,7 @@ fn walk_set(
     set: &mut FieldSet,
 ) {
     match v {
+        Value::Object(_) if ti.is_atomic_struct(tpath) => set.insert(path.clone()),
         Value::Object(m) => {
             if m.is_empty() || containers {
                 set.insert(path.clone());
@@ -325,7 +326,8 @@ fn walk_cmp(
     // changed.)
     let empty_object = Value::Object(Map::new());
     let empty_array = Value::Array(vec![]);
-    let map = |v: &Value| v.as_object().is_some_and(|m| !m.is_empty());
+    let map =
+        |v: &Value| v.as_object().is_some_and(|m| !m.is_empty()) && !ti.is_atomic_struct(tpath);
     let keyed = |v: &Value| {
         v.as_array().is_some_and(|a| !a.is_empty()) && ti.list_type(tpath) != ListType::Atomic
     };
@@ -345,6 +347,11 @@ fn walk_cmp(
             c.added = c.added.union(&sub);
         }
         (Some(_), None) => c.removed.insert(path.clone()),
+        (Some(a), Some(b)) if ti.is_atomic_struct(tpath) => {
+            if a != b {
+                c.modified.insert(path.clone());
+            }
+        }
         (Some(Value::Object(om)), Some(Value::Object(nm))) => {
             let keys: BTreeSet<&String> = om.keys().chain(nm.keys()).collect();
             for k in keys {
@@ -414,6 +421,9 @@ pub fn merge(live: &Value, config: &Value, ti: &TypeInfo) -> Value {
 }
 
 fn merge_at(live: &Value, config: &Value, ti: &TypeInfo, tpath: &mut Vec<String>) -> Value {
+    if ti.is_atomic_struct(tpath) {
+        return config.clone();
+    }
     match (live, config) {
         (Value::Object(l), Value::Object(c)) => {
             let mut out = l.clone();
@@ -425,7 +435,8 @@ fn merge_at(live: &Value, config: &Value, ti: &TypeInfo, tpath: &mut Vec<String>
                     // items is an empty one: the items stay (a null
                     // replaces a scalar, an atomic list, or nothing).
                     Some(lv)
-                        if lv.as_object().is_some_and(|m| !m.is_empty())
+                        if (lv.as_object().is_some_and(|m| !m.is_empty())
+                            && !ti.is_atomic_struct(tpath))
                             || (lv.as_array().is_some_and(|a| !a.is_empty())
                                 && ti.list_type(tpath) != ListType::Atomic) =>
                     {

@@ -789,6 +789,13 @@ fn decode_body(r: &Req, t: &Target) -> Result<Value, ApiError> {
     if t.res.class == Class::Lease {
         validation::normalize_lease_times(&mut v)?;
     }
+    if matches!(t.res.class, Class::CoreEvent | Class::EventsV1Event) {
+        validation::normalize_micro_times(&mut v, t.res.class).map_err(|why| {
+            ApiError::bad_request(format!(
+                "Event in version \"v1\" cannot be handled as a Event: {why}"
+            ))
+        })?;
+    }
     Ok(v)
 }
 
@@ -1150,6 +1157,12 @@ fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), 
         PatchType::Strategic => patch::strategic_merge_patch(&old_ext, &patch_doc, &t.res.kind)?,
         _ => patch::json_patch(&old_ext, &patch_doc)?,
     };
+    // The patched object is decoded: a MicroTime that does not parse makes
+    // the patch invalid.
+    let mut patched = patched;
+    if let Err(why) = validation::normalize_micro_times(&mut patched, t.res.class) {
+        return Err(patch_invalid(&patched, &why));
+    }
     check_patched(t, &name, &patched, true)?;
     validation::check_shape(&patched, &t.res.kind, &t.res.api_version())?;
     // A patched custom resource is decoded strictly as a whole: an unknown
@@ -1162,24 +1175,8 @@ fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), 
                 .iter()
                 .map(|u| format!("unknown field \"{u}\""))
                 .collect();
-            let mut e = ApiError::invalid(
-                "",
-                "",
-                "",
-                vec![Cause {
-                    reason: "FieldValueInvalid".into(),
-                    message: format!(
-                        "Invalid value: {}: strict decoding error: {}",
-                        json!(patched.to_string()),
-                        list.join(", ")
-                    ),
-                    field: "patch".into(),
-                }],
-            );
-            if let Some(d) = e.details.as_mut().and_then(Value::as_object_mut) {
-                d.retain(|k, _| k == "causes");
-            }
-            return Err(e);
+            let why = format!("strict decoding error: {}", list.join(", "));
+            return Err(patch_invalid(&patched, &why));
         }
     }
     if t.res.class == Class::Secret {
@@ -1194,6 +1191,25 @@ fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), 
         Ownership::Update,
     )?;
     Ok((200, external(&t.res, &stored)))
+}
+
+/// 422 for a patched object that does not decode: `"" is invalid: patch:
+/// Invalid value: "<object>": <why>`, with no name or kind in its details.
+fn patch_invalid(patched: &Value, why: &str) -> ApiError {
+    let mut e = ApiError::invalid(
+        "",
+        "",
+        "",
+        vec![Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!("Invalid value: {}: {why}", json!(patched.to_string())),
+            field: "patch".into(),
+        }],
+    );
+    if let Some(d) = e.details.as_mut().and_then(Value::as_object_mut) {
+        d.retain(|k, _| k == "causes");
+    }
+    e
 }
 
 /// Where kube-apiserver keeps an object in etcd: `/registry/<resource>/…`
@@ -1456,7 +1472,42 @@ fn apply(
     if old.is_some() && entries.is_empty() {
         entries = managed::before_first_apply(&live, &op);
     }
-    let mut applied = managed::apply(entries, &live, &config_int, &op, r.flag("force"))?;
+    // Events merge in the API's own view (their fields are named per API,
+    // and so are the fields their managers own).
+    let events = matches!(t.res.class, Class::CoreEvent | Class::EventsV1Event);
+    let mut applied = if events {
+        let live_view = match &old {
+            Some(o) => external(&t.res, o),
+            None => {
+                let mut skel = json!({"metadata": {"name": name}});
+                if let Some(ns) = &t.namespace {
+                    skel["metadata"]["namespace"] = json!(ns);
+                }
+                external(&t.res, &skel)
+            }
+        };
+        let mut applied = managed::apply(entries, &live_view, &config, &op, r.flag("force"))?;
+        applied.object = internal(&t.res, &applied.object);
+        applied
+    } else {
+        managed::apply(entries, &live, &config_int, &op, r.flag("force"))?
+    };
+    // The merged object is then converted to its Go type (after the
+    // conflicts): a MicroTime that does not parse fails the apply.
+    if let Err(why) = validation::normalize_micro_times(&mut config.clone(), t.res.class) {
+        let key = format!("{}/{name}", t.namespace.as_deref().unwrap_or_default());
+        return Err(ApiError::new(
+            500,
+            "",
+            format!(
+                "failed to convert new object ({key}; {}, Kind={}) to proper version: unable to convert unstructured object to {}, Kind={}: {why}",
+                t.res.api_version(),
+                t.res.kind,
+                t.res.api_version(),
+                t.res.kind
+            ),
+        ));
+    }
     // The merge dropped the keys of explicit nulls; a map of strings keeps
     // them, as "" (see string_map_nulls).
     restore_string_map_nulls(

@@ -57,6 +57,16 @@ impl<'a> TypeInfo<'a> {
         }
     }
 
+    /// Whether the object at a path of field names is an atomic struct
+    /// (owned, compared and merged as one value).
+    pub fn is_atomic_struct(&self, path: &[String]) -> bool {
+        match self.class {
+            Class::CoreEvent => crate::events::is_atomic_field(false, path),
+            Class::EventsV1Event => crate::events::is_atomic_field(true, path),
+            _ => false,
+        }
+    }
+
     /// The struct fields of the kind's Go type that are values, not
     /// pointers: kube-apiserver converts the object it compares from Go, so
     /// these are always there (as `{}` when empty), and an Update never
@@ -65,6 +75,8 @@ impl<'a> TypeInfo<'a> {
         match self.class {
             Class::Lease => serde_json::json!({"spec": {}}),
             Class::Namespace => serde_json::json!({"spec": {}, "status": {}}),
+            Class::CoreEvent => serde_json::json!({"involvedObject": {}, "source": {}}),
+            Class::EventsV1Event => serde_json::json!({"regarding": {}, "deprecatedSource": {}}),
             _ => Value::Object(Map::new()),
         }
     }

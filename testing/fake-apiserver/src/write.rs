@@ -61,10 +61,10 @@ pub enum Ownership {
 
 /// Converts a stored object to the resource's external view.
 pub fn external(res: &ResourceInfo, stored: &Value) -> Value {
-    let mut v = if res.class == Class::EventsV1Event {
-        events::to_events_v1(stored)
-    } else {
-        stored.clone()
+    let mut v = match res.class {
+        Class::EventsV1Event => events::to_events_v1(stored),
+        Class::CoreEvent => events::core_view(stored),
+        _ => stored.clone(),
     };
     // CRD defaults also apply when reading from storage (KEP-575).
     if let (Class::Custom, Some(s)) = (res.class, res.schema.as_ref()) {
@@ -87,10 +87,10 @@ pub fn external(res: &ResourceInfo, stored: &Value) -> Value {
 
 /// Converts an incoming object in the resource's external view to the stored form.
 pub fn internal(res: &ResourceInfo, incoming: &Value) -> Value {
-    if res.class == Class::EventsV1Event {
-        events::to_core(incoming)
-    } else {
-        incoming.clone()
+    match res.class {
+        Class::EventsV1Event => events::without_zeros(&events::to_core(incoming)),
+        Class::CoreEvent => events::without_zeros(incoming),
+        _ => incoming.clone(),
     }
 }
 
@@ -220,6 +220,15 @@ fn drop_struct_nulls(m: &mut Map<String, Value>, ti: &TypeInfo, path: &mut Vec<S
             _ => {}
         }
         path.pop();
+    }
+}
+
+/// An object as the field manager of the request's API version sees it
+/// (an Event's fields are named and shown per API).
+fn in_api_view(res: &ResourceInfo, stored: &Value) -> Value {
+    match res.class {
+        Class::EventsV1Event | Class::CoreEvent => external(res, stored),
+        _ => stored.clone(),
     }
 }
 
@@ -432,7 +441,7 @@ pub fn create(
     // The field manager sees a Namespace's spec as sent, before the
     // strategy adds the `kubernetes` finalizer.
     let requested_spec = Some(obj.get("spec").cloned());
-    prepare_create(&ctx.res, &mut obj, &now);
+    prepare_create(&ctx.res, &mut obj);
     drop_empty_meta_maps(&ctx.res, &mut obj);
     let decoded = matches!(own, Ownership::Update);
     validate(ctx, &mut obj, None, decoded)?;
@@ -462,8 +471,10 @@ pub fn create(
     });
     let entries = match own {
         Ownership::Update => {
-            let tracked = as_requested(&ctx.res, &obj, requested_spec);
-            managed::update(vec![], &json!({}), &tracked, &ctx.op(&api_version, &now))
+            let tracked = in_api_view(&ctx.res, &as_requested(&ctx.res, &obj, requested_spec));
+            // Compared with a new, empty object of the kind (its Go zero values).
+            let empty = in_api_view(&ctx.res, &json!({}));
+            managed::update(vec![], &empty, &tracked, &ctx.op(&api_version, &now))
         }
         Ownership::Applied(e) => e,
     };
@@ -481,7 +492,7 @@ pub fn create(
     Ok(stored)
 }
 
-fn prepare_create(res: &ResourceInfo, obj: &mut Value, now: &str) {
+fn prepare_create(res: &ResourceInfo, obj: &mut Value) {
     let m = obj.as_object_mut();
     match res.class {
         Class::Secret => fold_string_data(obj),
@@ -506,12 +517,6 @@ fn prepare_create(res: &ResourceInfo, obj: &mut Value, now: &str) {
             if let Some(m) = m {
                 m.remove("status");
             }
-        }
-        Class::CoreEvent | Class::EventsV1Event => {
-            if obj["source"].is_null() {
-                obj["source"] = json!({});
-            }
-            let _ = now;
         }
         _ => {}
     }
@@ -737,8 +742,9 @@ pub fn update(
         Ownership::Update if base_entries.is_empty() => vec![],
         Ownership::Update if untyped => managed::decode(old),
         Ownership::Update => {
-            let tracked = as_requested(&ctx.res, &new, requested_spec);
-            managed::update(base_entries, old, &tracked, &ctx.op(&api_version, &now))
+            let tracked = in_api_view(&ctx.res, &as_requested(&ctx.res, &new, requested_spec));
+            let old = in_api_view(&ctx.res, old);
+            managed::update(base_entries, &old, &tracked, &ctx.op(&api_version, &now))
         }
         Ownership::Applied(e) => e,
     };

@@ -147,6 +147,10 @@ enum Kind {
     CredstashSync,
     /// Namespaces named `{ns}-alpha` and `{ns}-beta`.
     Namespace,
+    /// core/v1 Events.
+    Event,
+    /// events.k8s.io/v1 Events.
+    EventV1,
 }
 
 /// The kinds the first generator knew: a pinned seed keeps the kind it
@@ -159,6 +163,8 @@ const KINDS: &[Kind] = &[
     Kind::Lease,
     Kind::CredstashSync,
     Kind::Namespace,
+    Kind::Event,
+    Kind::EventV1,
 ];
 
 /// The label every cluster-scoped object of a sequence carries, so that its
@@ -179,6 +185,15 @@ impl Kind {
             Kind::Lease => "Lease",
             Kind::CredstashSync => "CredstashSync",
             Kind::Namespace => "Namespace",
+            Kind::Event => "Event",
+            Kind::EventV1 => "EventV1",
+        }
+    }
+    /// The object's `kind`.
+    fn object_kind(self) -> &'static str {
+        match self {
+            Kind::EventV1 => "Event",
+            k => k.name(),
         }
     }
     fn from_name(s: &str) -> Kind {
@@ -187,6 +202,7 @@ impl Kind {
     fn api_version(self) -> &'static str {
         match self {
             Kind::Lease => "coordination.k8s.io/v1",
+            Kind::EventV1 => "events.k8s.io/v1",
             Kind::CredstashSync => CSS_API,
             _ => "v1",
         }
@@ -198,6 +214,8 @@ impl Kind {
             Kind::Lease => "/apis/coordination.k8s.io/v1/namespaces/{ns}/leases",
             Kind::CredstashSync => CSS_PATH,
             Kind::Namespace => "/api/v1/namespaces",
+            Kind::Event => "/api/v1/namespaces/{ns}/events",
+            Kind::EventV1 => "/apis/events.k8s.io/v1/namespaces/{ns}/events",
         }
     }
     /// Cluster-scoped kinds name their objects after the sequence's
@@ -304,6 +322,7 @@ fn content(rng: &mut Rng, kind: Kind, nulls: bool) -> Map<String, Value> {
                 body.insert("status".into(), Value::Object(css_status(rng, nulls)));
             }
         }
+        Kind::Event | Kind::EventV1 => body.extend(event_fields(rng, kind, nulls)),
         Kind::Namespace => {
             if rng.chance(10) {
                 let f = rng.pick(&["kubernetes", "example.com/other", "not a finalizer"]);
@@ -346,6 +365,252 @@ fn or_null(rng: &mut Rng, nulls: bool, v: Value) -> Value {
         Value::Null
     } else {
         v
+    }
+}
+
+/// Text of `n` characters.
+fn long(n: usize) -> String {
+    "x".repeat(n)
+}
+
+/// The fields of an Event (core/v1 or events.k8s.io/v1), now and then
+/// breaking a rule of its validation.
+fn event_fields(rng: &mut Rng, kind: Kind, nulls: bool) -> Map<String, Value> {
+    let mut f = Map::new();
+    let put = |f: &mut Map<String, Value>, rng: &mut Rng, k: &str, v: Value| {
+        f.insert(k.into(), or_null(rng, nulls, v));
+    };
+    let object = json!({
+        "kind": "Secret",
+        "apiVersion": "v1",
+        "name": rng.pick(&["alpha", "beta"]),
+        "namespace": rng.pick(&["{ns}", "{ns}", "{ns}", "", "other"]),
+    });
+    let reason = json!(rng.pick(&["Synced", "Failed", "Synced", ""]));
+    let reason = if rng.chance(5) {
+        json!(long(130))
+    } else {
+        reason
+    };
+    let text = if rng.chance(5) {
+        json!(long(1030))
+    } else {
+        json!(rng.pick(&["synced 2 keys", "failed"]))
+    };
+    let event_time = json!(rng.pick(&[
+        "2024-05-01T12:00:00.000001Z",
+        "2024-05-01T12:00:00.000002Z",
+        "2024-05-01T12:00:00Z",
+    ]));
+    let controller = json!(rng.pick(&["kubestash.io/operator", "kubestash", "", "not a name!"]));
+    let instance = if rng.chance(5) {
+        json!(long(130))
+    } else {
+        json!(rng.pick(&["kubestash-0", ""]))
+    };
+    let action = if rng.chance(5) {
+        json!(long(130))
+    } else {
+        json!(rng.pick(&["Sync", "Sync", ""]))
+    };
+    let kind_type = json!(rng.pick(&["Normal", "Warning", "Normal", "Info"]));
+    match kind {
+        Kind::Event => {
+            if rng.chance(90) {
+                put(&mut f, rng, "involvedObject", object);
+            }
+            if rng.chance(85) {
+                put(&mut f, rng, "reason", reason);
+            }
+            if rng.chance(80) {
+                put(&mut f, rng, "message", text);
+            }
+            if rng.chance(70) {
+                put(&mut f, rng, "type", kind_type);
+            }
+            if rng.chance(40) {
+                put(&mut f, rng, "source", json!({"component": "kubestash"}));
+            }
+            if rng.chance(40) {
+                let count = json!(1 + rng.below(3));
+                put(&mut f, rng, "count", count);
+                put(&mut f, rng, "firstTimestamp", json!("2024-05-01T12:00:00Z"));
+                put(&mut f, rng, "lastTimestamp", json!("2024-05-01T12:00:05Z"));
+            }
+            // The newer kind of core Event: its reporter's fields.
+            if rng.chance(35) {
+                put(&mut f, rng, "eventTime", event_time);
+                put(&mut f, rng, "reportingComponent", controller);
+                put(&mut f, rng, "reportingInstance", instance);
+                put(&mut f, rng, "action", action);
+            }
+        }
+        _ => {
+            if rng.chance(90) {
+                put(&mut f, rng, "eventTime", event_time);
+            }
+            if rng.chance(90) {
+                put(&mut f, rng, "regarding", object);
+            }
+            if rng.chance(85) {
+                put(&mut f, rng, "reason", reason);
+            }
+            if rng.chance(80) {
+                put(&mut f, rng, "note", text);
+            }
+            if rng.chance(85) {
+                put(&mut f, rng, "type", kind_type);
+            }
+            if rng.chance(85) {
+                put(&mut f, rng, "reportingController", controller);
+            }
+            if rng.chance(85) {
+                put(&mut f, rng, "reportingInstance", instance);
+            }
+            if rng.chance(85) {
+                put(&mut f, rng, "action", action);
+            }
+        }
+    }
+    if rng.chance(20) {
+        let count = [1, 2, 3][rng.below(3)];
+        put(
+            &mut f,
+            rng,
+            "series",
+            json!({"count": count, "lastObservedTime": "2024-05-01T12:00:09.000000Z"}),
+        );
+    }
+    f
+}
+
+/// One request on an Event of either API: creates and PUTs (which create
+/// a missing Event), kube-rs's series merge patch, applies, deletes, gets
+/// and lists with the field selectors each API supports.
+fn event_request(rng: &mut Rng, kind: Kind, managers: &[&str]) -> Req {
+    let name = rng.pick(NAMES).to_string();
+    let coll = kind.collection();
+    let item = format!("{coll}/{name}");
+    let dry = rng.chance(8);
+    let dry_tag = if dry { "-dry" } else { "" };
+    let mut q: Vec<(&str, &str)> = Vec::new();
+    if dry {
+        q.push(("dryRun", "All"));
+    }
+    let manager = rng.pick(managers);
+    match rng.below(100) {
+        0..=19 => {
+            q.push(("fieldManager", manager));
+            let body = full_object(kind, &name, content(rng, kind, false));
+            with_body(
+                bare(&format!("create{dry_tag}"), "POST", coll, &q, &name),
+                "application/json",
+                body,
+            )
+        }
+        20..=31 => {
+            q.push(("fieldManager", manager));
+            let patch = Value::Object(content(rng, kind, true));
+            put_req(rng, &format!("put{dry_tag}"), &item, &name, &q, patch)
+        }
+        32..=46 => {
+            q.push(("fieldManager", manager));
+            // kube-rs's Recorder: the series of a repeated event.
+            let body = if rng.chance(60) {
+                let count = 2 + rng.below(3);
+                json!({"series": {"count": count, "lastObservedTime": "2024-05-01T12:00:10.000000Z"}})
+            } else {
+                Value::Object(content(rng, kind, true))
+            };
+            let (tag, ct) = if kind == Kind::Event && rng.chance(30) {
+                ("strategic-merge", "application/strategic-merge-patch+json")
+            } else {
+                ("merge-patch", "application/merge-patch+json")
+            };
+            with_body(
+                bare(&format!("{tag}{dry_tag}"), "PATCH", &item, &q, &name),
+                ct,
+                body,
+            )
+        }
+        47..=56 => {
+            q.push(("fieldManager", rng.pick(APPLIERS)));
+            let force = rng.chance(40);
+            if force {
+                q.push(("force", "true"));
+            }
+            let tag = format!("apply{}{dry_tag}", if force { "-force" } else { "" });
+            let nulls = rng.chance(30);
+            let body = full_object(kind, &name, content(rng, kind, nulls));
+            with_body(
+                bare(&tag, "PATCH", &item, &q, &name),
+                "application/apply-patch+yaml",
+                body,
+            )
+        }
+        57..=61 => {
+            q.push(("fieldManager", manager));
+            let field = if kind == Kind::Event {
+                "message"
+            } else {
+                "note"
+            };
+            let (path, value) = match rng.below(3) {
+                0 => (format!("/{field}"), json!("changed")),
+                1 => (
+                    "/series".to_string(),
+                    json!({"count": 2, "lastObservedTime": "2024-05-01T12:00:11.000000Z"}),
+                ),
+                _ => ("/metadata/labels".to_string(), json!({"team": "x"})),
+            };
+            let op = rng.pick(&["add", "replace", "test"]);
+            with_body(
+                bare(&format!("json-patch{dry_tag}"), "PATCH", &item, &q, &name),
+                "application/json-patch+json",
+                json!([{"op": op, "path": path, "value": value}]),
+            )
+        }
+        62..=69 => {
+            let q: Vec<(&str, &str)> = if dry { vec![("dryRun", "All")] } else { vec![] };
+            delete_req(rng, &item, &name, &q, dry_tag)
+        }
+        70..=77 => bare("get", "GET", &item, &[], &name),
+        78..=95 => {
+            let selectors: &[&str] = if kind == Kind::Event {
+                &[
+                    "involvedObject.name=alpha",
+                    "reason=Synced",
+                    "type=Warning",
+                    "source=kubestash",
+                    "reportingComponent=kubestash",
+                    "involvedObject.kind=Secret,reason!=Failed",
+                ]
+            } else {
+                &[
+                    "regarding.name=alpha",
+                    "reason=Synced",
+                    "type=Warning",
+                    "reportingController=kubestash",
+                    "regarding.kind=Secret,reason!=Failed",
+                ]
+            };
+            let sel = rng.pick(selectors);
+            let (tag, q): (&str, Vec<(&str, &str)>) = match rng.below(4) {
+                0 => ("list", vec![]),
+                1 => ("list-field-selector", vec![("fieldSelector", sel)]),
+                2 => ("list-limit", vec![("limit", "1")]),
+                _ => (
+                    "list-continue",
+                    vec![("limit", "1"), ("continue", "$CONTINUE")],
+                ),
+            };
+            bare(tag, "GET", coll, &q, "")
+        }
+        _ => {
+            let mut r = bare("get-after-sleep", "GET", &item, &[], &name);
+            r.sleep_ms = 1100;
+            r
+        }
     }
 }
 
@@ -509,7 +774,7 @@ fn full_object(kind: Kind, name: &str, mut fields: Map<String, Value>) -> Value 
     }
     let mut obj = Map::new();
     obj.insert("apiVersion".into(), json!(kind.api_version()));
-    obj.insert("kind".into(), json!(kind.name()));
+    obj.insert("kind".into(), json!(kind.object_kind()));
     obj.insert("metadata".into(), Value::Object(meta));
     obj.extend(fields);
     Value::Object(obj)
@@ -542,7 +807,9 @@ fn json_patch(rng: &mut Rng, kind: Kind) -> Vec<Value> {
                 json!(rng.pick(&["holder-a", "holder-b"])),
             ),
             // These have generators of their own.
-            Kind::CredstashSync | Kind::Namespace => unreachable!("css_request, ns_request"),
+            Kind::CredstashSync | Kind::Namespace | Kind::Event | Kind::EventV1 => {
+                unreachable!("css_request, ns_request, event_request")
+            }
         };
         let op = rng.pick(&["add", "replace", "remove", "test", "test"]);
         let mut o = json!({"op": op, "path": path});
@@ -766,6 +1033,7 @@ fn random_sequence(seed: u64) -> Sequence {
         let r = match kind {
             Kind::CredstashSync => css_request(&mut rng, &managers),
             Kind::Namespace => ns_request(&mut rng, &managers),
+            Kind::Event | Kind::EventV1 => event_request(&mut rng, kind, &managers),
             _ => random_request(&mut rng, kind, &managers, APPLIERS),
         };
         requests.push(r);
