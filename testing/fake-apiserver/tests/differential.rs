@@ -16,6 +16,14 @@
 //! lists and removed after the sequence. A deleted Namespace is awaited on
 //! both servers until the namespace controller has finalized it.
 //!
+//! Watch events: before the first request each side lists the kind's
+//! collection (the sequence's namespace, or its label for a cluster-scoped
+//! kind) and watches it from that list's resourceVersion. After the last
+//! request a sentinel object is created on both; once its ADDED event has
+//! arrived, the events before it are compared in order: type and object,
+//! normalised as responses are, a managedFields time only as present
+//! (`DIFF_WATCH=0` turns this off).
+//!
 //! What is normalised:
 //! - `uid` and object `resourceVersion` values become their order of first
 //!   appearance in the sequence (`uid#0`, `rv#3`): a write that moves the
@@ -36,7 +44,8 @@
 //! `DIFF_REPLAY=FILE` (run the JSON sequence a failure printed),
 //! `DIFF_KUBECONFIG` (use that cluster instead of starting one),
 //! `DIFF_KIND` (random sequences of that kind only), `DIFF_PARALLEL`
-//! (sequences at a time, default 8), `DIFF_VERBOSE` (print every response). A sequence
+//! (sequences at a time, default 8), `DIFF_VERBOSE` (print every response
+//! and each side's watch events). A sequence
 //! that differs is shrunk (requests dropped one at a time while it still
 //! differs) and printed as JSON with a replay line. Without a control plane
 //! the test fails under `CI=true` and is skipped otherwise.
@@ -2251,7 +2260,7 @@ impl Pair {
     async fn drop_namespace(&self, ns: &str, kind: Kind) {
         for client in [&self.fake, &self.real] {
             if kind.cluster_scoped() {
-                for short in ["alpha", "beta"] {
+                for short in ["alpha", "beta", "sentinel"] {
                     let item = format!("{}/{ns}-{short}", kind.collection());
                     let _ = common::raw_with(
                         client,
@@ -2300,6 +2309,12 @@ impl Pair {
         let mut real = Side::new(self.real.clone());
         fake.reset(&ns);
         real.reset(&ns);
+        // Each side's watch of the kind, from before the first request.
+        let watches = if watch_events() {
+            Some((open_watch(&fake, kind).await, open_watch(&real, kind).await))
+        } else {
+            None
+        };
         let mut found = None;
         for (index, req) in seq.requests.iter().enumerate() {
             if req.sleep_ms > 0 {
@@ -2364,6 +2379,18 @@ impl Pair {
                 break;
             }
         }
+        if let Some((fw, rw)) = watches {
+            if found.is_none() {
+                found =
+                    compare_watches(&mut fake, &mut real, kind, fw, rw, seq.requests.len()).await;
+                if found.is_some() {
+                    counts.differ(&seq.kind, "watch");
+                }
+            } else {
+                fw.abort();
+                rw.abort();
+            }
+        }
         self.drop_namespace(&ns, kind).await;
         found
     }
@@ -2392,6 +2419,194 @@ impl Pair {
         }
         (best, diff)
     }
+}
+
+/// `DIFF_WATCH=0` turns the comparison of watch events off.
+fn watch_events() -> bool {
+    std::env::var("DIFF_WATCH").as_deref() != Ok("0")
+}
+
+/// The name of the object written after a sequence, whose ADDED event ends
+/// the watch: every event the sequence caused came before it.
+fn sentinel_name(kind: Kind) -> String {
+    kind.object_name("sentinel")
+}
+
+/// The path (with `{ns}`) and query of a watch of the kind's collection:
+/// its lists' label selector for a cluster-scoped kind.
+fn watch_target(kind: Kind) -> (String, Vec<(String, String)>) {
+    let mut q = vec![];
+    if kind.cluster_scoped() {
+        q.push(("labelSelector".to_string(), format!("{SEQ_LABEL}={{ns}}")));
+    }
+    (kind.collection().to_string(), q)
+}
+
+/// Lists the kind's collection on `side` and watches it from that list's
+/// resourceVersion until the sentinel is ADDED (or two minutes pass).
+async fn open_watch(side: &Side, kind: Kind) -> tokio::task::JoinHandle<Vec<Value>> {
+    let (path, q) = watch_target(kind);
+    let path = side.in_ns(&path);
+    let q: Vec<(String, String)> = q.into_iter().map(|(k, v)| (k, side.in_ns(&v))).collect();
+    let list_query = query(
+        &q.iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect::<Vec<_>>(),
+    );
+    let list_path = if list_query.is_empty() {
+        path.clone()
+    } else {
+        format!("{path}?{list_query}")
+    };
+    let (code, _, text) = common::raw_with(&side.client, "GET", &list_path, &[], vec![]).await;
+    assert_eq!(code, 200, "list {list_path}: {text}");
+    let list: Value = serde_json::from_str(&text).expect("a list");
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let mut wq = q;
+    wq.push(("watch".into(), "true".into()));
+    wq.push(("resourceVersion".into(), rv));
+    let watch_path = format!(
+        "{path}?{}",
+        query(
+            &wq.iter()
+                .map(|(k, v)| (k.as_str(), v.as_str()))
+                .collect::<Vec<_>>()
+        )
+    );
+    let client = side.client.clone();
+    let sentinel = side.in_ns(&sentinel_name(kind));
+    tokio::spawn(async move {
+        common::watch_lines(
+            &client,
+            &watch_path,
+            &[],
+            |lines| {
+                lines.iter().any(|e| {
+                    e["type"] == "ADDED" && e["object"]["metadata"]["name"] == sentinel.as_str()
+                })
+            },
+            Duration::from_secs(120),
+        )
+        .await
+    })
+}
+
+/// A create of the sentinel object of the kind.
+fn sentinel_req(kind: Kind) -> Req {
+    let name = sentinel_name(kind);
+    let fields = match kind {
+        Kind::CredstashSync => json!({"spec": {"table": "sentinel"}}),
+        Kind::Event => json!({"involvedObject": {"namespace": "{ns}"}, "reason": "Sentinel"}),
+        Kind::EventV1 => json!({
+            "eventTime": "2024-05-01T12:00:00.000000Z", "reportingController": "differential",
+            "reportingInstance": "differential", "action": "End", "reason": "Sentinel",
+            "type": "Normal", "regarding": {"namespace": "{ns}"},
+        }),
+        _ => json!({}),
+    };
+    let Value::Object(fields) = fields else {
+        unreachable!("an object")
+    };
+    with_body(
+        bare(
+            "sentinel",
+            "POST",
+            kind.collection(),
+            &[("fieldManager", "differential")],
+            &name,
+        ),
+        "application/json",
+        full_object(kind, &name, fields),
+    )
+}
+
+/// Writes the sentinel on both sides, awaits both watches and compares the
+/// events the sequence caused: their types and objects, normalised as
+/// responses are (a managedFields time only as there or not).
+async fn compare_watches(
+    fake: &mut Side,
+    real: &mut Side,
+    kind: Kind,
+    fw: tokio::task::JoinHandle<Vec<Value>>,
+    rw: tokio::task::JoinHandle<Vec<Value>>,
+    index: usize,
+) -> Option<Difference> {
+    let sentinel = sentinel_req(kind);
+    let ((fc, fv, ..), (rc, rv, ..)) = tokio::join!(fake.send(&sentinel), real.send(&sentinel));
+    assert!(
+        fc == 201 && rc == 201,
+        "sentinel: fake {fc} {fv} / real {rc} {rv}"
+    );
+    let (fe, re) = tokio::join!(fw, rw);
+    let norm = |side: &Side, events: Vec<Value>| {
+        let sentinel = side.in_ns(&sentinel_name(kind));
+        let mut n = Side::new(side.client.clone());
+        n.reset(&side.ns);
+        let out: Vec<Value> = events
+            .into_iter()
+            .filter(|e| e["object"]["metadata"]["name"] != sentinel.as_str())
+            .map(|e| {
+                let mut o = n.normalise(&e["object"], 0, 0);
+                if let Some(entries) = o["metadata"]
+                    .get_mut("managedFields")
+                    .and_then(Value::as_array_mut)
+                {
+                    for entry in entries {
+                        if let Some(t) = entry.get_mut("time") {
+                            *t = json!("<time>");
+                        }
+                    }
+                }
+                json!({"type": e["type"], "object": o})
+            })
+            .collect();
+        Value::Array(out)
+    };
+    let fnorm = norm(fake, fe.expect("fake watch"));
+    let rnorm = norm(real, re.expect("real watch"));
+    let mut what = Vec::new();
+    diff("watch", &fnorm, &rnorm, &mut what);
+    let summary = |v: &Value| {
+        v.as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|e| {
+                        format!(
+                            "{} {} {}",
+                            e["type"].as_str().unwrap_or_default(),
+                            e["object"]["metadata"]["name"].as_str().unwrap_or_default(),
+                            e["object"]["metadata"]["resourceVersion"]
+                                .as_str()
+                                .unwrap_or_default()
+                        )
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            })
+            .unwrap_or_default()
+    };
+    if std::env::var_os("DIFF_VERBOSE").is_some() {
+        eprintln!(
+            "watch\n  fake: [{}]\n  real: [{}]",
+            summary(&fnorm),
+            summary(&rnorm)
+        );
+    }
+    if what.is_empty() {
+        return None;
+    }
+    Some(Difference {
+        index,
+        what: format!(
+            "watch events (after the last request):\n  {}\n  fake: [{}]\n  real: [{}]",
+            what.join("\n  "),
+            summary(&fnorm),
+            summary(&rnorm)
+        ),
+    })
 }
 
 /// Awaits a deleted namespace's controller: the object gone, or finalized
