@@ -248,6 +248,7 @@ fn walk_set(
     set: &mut FieldSet,
 ) {
     match v {
+        Value::Object(_) if ti.is_atomic_struct(tpath) => set.insert(path.clone()),
         Value::Object(m) => {
             if m.is_empty() || containers {
                 set.insert(path.clone());
@@ -262,7 +263,9 @@ fn walk_set(
         }
         Value::Array(items) => {
             let lt = ti.list_type(tpath);
-            if lt == ListType::Atomic || items.is_empty() || containers {
+            // An empty set or keyed list owns nothing in an apply
+            // configuration (structured-merge-diff's toFieldSet).
+            if lt == ListType::Atomic || containers {
                 set.insert(path.clone());
             }
             if lt == ListType::Atomic {
@@ -317,6 +320,24 @@ fn walk_cmp(
     tpath: &mut Vec<String>,
     c: &mut Comparison,
 ) {
+    // structured-merge-diff reads a null map or keyed list as an empty one:
+    // null against one with items is no change of the field itself, only
+    // its items come or go. (Null against an empty one is a leaf that
+    // changed.)
+    let empty_object = Value::Object(Map::new());
+    let empty_array = Value::Array(vec![]);
+    let map =
+        |v: &Value| v.as_object().is_some_and(|m| !m.is_empty()) && !ti.is_atomic_struct(tpath);
+    let keyed = |v: &Value| {
+        v.as_array().is_some_and(|a| !a.is_empty()) && ti.list_type(tpath) != ListType::Atomic
+    };
+    let (o, n) = match (o, n) {
+        (Some(Value::Null), Some(n)) if map(n) => (Some(&empty_object), Some(n)),
+        (Some(o), Some(Value::Null)) if map(o) => (Some(o), Some(&empty_object)),
+        (Some(Value::Null), Some(n)) if keyed(n) => (Some(&empty_array), Some(n)),
+        (Some(o), Some(Value::Null)) if keyed(o) => (Some(o), Some(&empty_array)),
+        other => other,
+    };
     match (o, n) {
         (None, None) => {}
         (None, Some(n)) => {
@@ -326,6 +347,11 @@ fn walk_cmp(
             c.added = c.added.union(&sub);
         }
         (Some(_), None) => c.removed.insert(path.clone()),
+        (Some(a), Some(b)) if ti.is_atomic_struct(tpath) => {
+            if a != b {
+                c.modified.insert(path.clone());
+            }
+        }
         (Some(Value::Object(om)), Some(Value::Object(nm))) => {
             let keys: BTreeSet<&String> = om.keys().chain(nm.keys()).collect();
             for k in keys {
@@ -395,6 +421,9 @@ pub fn merge(live: &Value, config: &Value, ti: &TypeInfo) -> Value {
 }
 
 fn merge_at(live: &Value, config: &Value, ti: &TypeInfo, tpath: &mut Vec<String>) -> Value {
+    if ti.is_atomic_struct(tpath) {
+        return config.clone();
+    }
     match (live, config) {
         (Value::Object(l), Value::Object(c)) => {
             let mut out = l.clone();
@@ -402,14 +431,23 @@ fn merge_at(live: &Value, config: &Value, ti: &TypeInfo, tpath: &mut Vec<String>
                 tpath.push(k.clone());
                 let merged = match l.get(k) {
                     Some(lv) if !cv.is_null() => merge_at(lv, cv, ti, tpath),
+                    // A null merged into a map or keyed list that has
+                    // items is an empty one: the items stay (a null
+                    // replaces a scalar, an atomic list, or nothing).
+                    Some(lv)
+                        if (lv.as_object().is_some_and(|m| !m.is_empty())
+                            && !ti.is_atomic_struct(tpath))
+                            || (lv.as_array().is_some_and(|a| !a.is_empty())
+                                && ti.list_type(tpath) != ListType::Atomic) =>
+                    {
+                        lv.clone()
+                    }
                     _ => cv.clone(),
                 };
                 tpath.pop();
-                if merged.is_null() {
-                    out.remove(k);
-                } else {
-                    out.insert(k.clone(), merged);
-                }
+                // An explicit null is a value to structured-merge-diff: the
+                // merged object has it (see `drop_nulls` for built-in kinds).
+                out.insert(k.clone(), merged);
             }
             Value::Object(out)
         }
@@ -417,28 +455,12 @@ fn merge_at(live: &Value, config: &Value, ti: &TypeInfo, tpath: &mut Vec<String>
             let lt = ti.list_type(tpath);
             match &lt {
                 ListType::Atomic => config.clone(),
-                ListType::Set => {
-                    let mut out = l.clone();
-                    for it in c {
-                        if !out.contains(it) {
-                            out.push(it.clone());
-                        }
-                    }
-                    Value::Array(out)
-                }
-                ListType::Map(keys) => {
-                    let mut out = l.clone();
+                ListType::Set | ListType::Map(_) => {
                     tpath.push("[]".into());
-                    for it in c {
-                        let k = key_element(it, keys);
-                        match out.iter().position(|o| key_element(o, keys) == k) {
-                            Some(i) => {
-                                let m = merge_at(&out[i], it, ti, tpath);
-                                out[i] = m;
-                            }
-                            None => out.push(it.clone()),
-                        }
-                    }
+                    let out = merge_list(l, c, &lt, &mut |live, item| match (live, &lt) {
+                        (Some(live), ListType::Map(_)) => merge_at(live, item, ti, tpath),
+                        _ => item.clone(),
+                    });
                     tpath.pop();
                     Value::Array(out)
                 }
@@ -446,6 +468,98 @@ fn merge_at(live: &Value, config: &Value, ti: &TypeInfo, tpath: &mut Vec<String>
         }
         _ => config.clone(),
     }
+}
+
+/// `merged` without the nulls `config` put there (outside lists): what a
+/// built-in kind's Go type keeps of a merged apply, where the field a null
+/// was applied to is a nil pointer, slice or map that is not encoded. (The
+/// nulls the live object had, such as a pod template's
+/// `creationTimestamp`, are its own.)
+pub fn drop_applied_nulls(merged: &mut Value, config: &Value) {
+    if let (Value::Object(m), Value::Object(c)) = (merged, config) {
+        for (k, cv) in c {
+            if cv.is_null() {
+                if m.get(k).is_some_and(Value::is_null) {
+                    m.remove(k);
+                }
+            } else if let Some(mv) = m.get_mut(k) {
+                drop_applied_nulls(mv, cv);
+            }
+        }
+    }
+}
+
+/// structured-merge-diff's merge of a set or keyed list (`visitListItems`):
+/// the items of both in an order that keeps each list's own, the applied
+/// ones merged into the live ones of the same key.
+fn merge_list(
+    live: &[Value],
+    config: &[Value],
+    lt: &ListType,
+    merge_item: &mut dyn FnMut(Option<&Value>, &Value) -> Value,
+) -> Vec<Value> {
+    use std::collections::{HashMap, HashSet, VecDeque};
+    let key = |it: &Value| match lt {
+        ListType::Map(keys) => key_element(it, keys),
+        _ => value_element(it),
+    };
+    let lk: Vec<String> = live.iter().map(key).collect();
+    let rk: Vec<String> = config.iter().map(key).collect();
+    let mut observed_l: HashMap<&str, &Value> = HashMap::new();
+    for (k, it) in lk.iter().zip(live) {
+        observed_l.entry(k.as_str()).or_insert(it);
+    }
+    let mut observed_r: HashMap<&str, &Value> = HashMap::new();
+    for (k, it) in rk.iter().zip(config) {
+        observed_r.entry(k.as_str()).or_insert(it);
+    }
+    let mut shared: VecDeque<&str> = rk
+        .iter()
+        .map(String::as_str)
+        .filter(|k| observed_l.contains_key(k))
+        .collect();
+    let mut next_shared = shared.pop_front();
+    let mut merged_r: HashSet<&str> = HashSet::new();
+    let mut out = Vec::with_capacity(live.len().max(config.len()));
+    let (mut li, mut ri) = (0, 0);
+    while li < lk.len() || ri < rk.len() {
+        if li < lk.len() && ri < rk.len() {
+            let k = lk[li].as_str();
+            if k == rk[ri] {
+                merged_r.insert(k);
+                out.push(merge_item(observed_l.get(k).copied(), observed_r[k]));
+                li += 1;
+                ri += 1;
+                next_shared = shared.pop_front();
+                continue;
+            }
+            if observed_r.contains_key(k) && next_shared.is_some_and(|n| n != k) {
+                // A shared item, but not the one this round wants.
+                li += 1;
+                continue;
+            }
+        }
+        if li < lk.len() {
+            let k = lk[li].as_str();
+            if !observed_r.contains_key(k) {
+                out.push(live[li].clone());
+                li += 1;
+                continue;
+            } else if merged_r.contains(k) {
+                li += 1;
+            }
+        }
+        if ri < rk.len() {
+            let k = rk[ri].as_str();
+            merged_r.insert(k);
+            out.push(merge_item(observed_l.get(k).copied(), observed_r[k]));
+            ri += 1;
+            if next_shared == Some(k) {
+                next_shared = shared.pop_front();
+            }
+        }
+    }
+    out
 }
 
 /// Removes the member at `path` from an object (no-op when absent).

@@ -662,22 +662,28 @@ fn list(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError
                 .list(&t.res.storage, ns)
                 .iter()
                 .map(|o| external(&t.res, o))
-                .filter(|o| filter.matches(o))
                 .collect();
             (inner.store.current_rv(), items, 0)
         }
     };
-    let end = if limit > 0 {
-        (offset + limit).min(items.len())
-    } else {
-        items.len()
-    };
-    let page: Vec<Value> = items
-        .get(offset..end)
-        .map(<[Value]>::to_vec)
-        .unwrap_or_default();
+    // The storage pages through every key of the range and filters as it
+    // goes: a page ends after `limit` matches, and continues when any key,
+    // matching or not, follows (none when the selector names one object,
+    // which is read as that one key).
+    let mut page: Vec<Value> = Vec::new();
+    let mut end = offset;
+    for item in items.iter().skip(offset) {
+        if limit > 0 && page.len() >= limit {
+            break;
+        }
+        end += 1;
+        if filter.matches(item) {
+            page.push(item.clone());
+        }
+    }
+    let end = end.min(items.len());
     let mut metadata = json!({"resourceVersion": rv.to_string()});
-    if end < items.len() {
+    if end < items.len() && !filter.fields.selects_one_name() {
         let remaining = items.len() - end;
         let id = inner.save_snapshot(Snapshot {
             rv,
@@ -703,6 +709,11 @@ fn list(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), ApiError
         }),
         Render::Json => {
             let custom = t.res.class == Class::Custom;
+            // An unstructured list (a custom resource's) always says where
+            // it continues, "" on the last page.
+            if custom && metadata.get("continue").is_none() {
+                metadata["continue"] = json!("");
+            }
             let items: Vec<Value> = page
                 .into_iter()
                 .map(|mut o| {
@@ -750,6 +761,27 @@ fn decode_body(r: &Req, t: &Target) -> Result<Value, ApiError> {
     };
     validation::check_shape(&v, &t.res.kind, &t.res.api_version())?;
     check_type_meta(&v, t)?;
+    // Strict decoding refuses unknown fields before anything looks at the
+    // object (its resourceVersion, whether it exists).
+    if let (Class::Custom, Some(schema), Some("Strict")) =
+        (t.res.class, t.res.schema.as_ref(), r.q("fieldValidation"))
+    {
+        let mut unknown = vec![];
+        crate::schema::prune(schema, &mut v.clone(), "", true, &mut unknown);
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|u| format!("unknown field \"{u}\""))
+                .collect();
+            let version = t.res.api_version();
+            let version = version.rsplit('/').next().unwrap_or_default();
+            return Err(ApiError::bad_request(format!(
+                "{kind} in version \"{version}\" cannot be handled as a {kind}: strict decoding error: {}",
+                list.join(", "),
+                kind = t.res.kind
+            )));
+        }
+    }
     if t.res.class == Class::Secret {
         validation::check_secret_base64(&v)?;
     }
@@ -757,10 +789,34 @@ fn decode_body(r: &Req, t: &Target) -> Result<Value, ApiError> {
     if t.res.class == Class::Lease {
         validation::normalize_lease_times(&mut v)?;
     }
+    if matches!(t.res.class, Class::CoreEvent | Class::EventsV1Event) {
+        validation::normalize_micro_times(&mut v, t.res.class).map_err(|why| {
+            ApiError::bad_request(format!(
+                "Event in version \"v1\" cannot be handled as a Event: {why}"
+            ))
+        })?;
+    }
     Ok(v)
 }
 
 fn check_type_meta(v: &Value, t: &Target) -> Result<(), ApiError> {
+    // A custom resource is decoded as unstructured JSON, which needs both;
+    // a built-in kind takes them from the URL.
+    if t.res.class == Class::Custom {
+        let shown = v.to_string();
+        if v["kind"].as_str().is_none_or(str::is_empty) {
+            return Err(ApiError::bad_request(format!(
+                "the object provided is unrecognized (must be of type {}): Object 'Kind' is missing in '{shown}'",
+                t.res.kind
+            )));
+        }
+        if v["apiVersion"].as_str().is_none_or(str::is_empty) {
+            return Err(ApiError::bad_request(format!(
+                "the API version in the data () does not match the expected API version ({})",
+                t.res.api_version()
+            )));
+        }
+    }
     if let Some(av) = v["apiVersion"].as_str().filter(|s| !s.is_empty()) {
         if av != t.res.api_version() {
             return Err(ApiError::bad_request(format!(
@@ -1101,8 +1157,28 @@ fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), 
         PatchType::Strategic => patch::strategic_merge_patch(&old_ext, &patch_doc, &t.res.kind)?,
         _ => patch::json_patch(&old_ext, &patch_doc)?,
     };
+    // The patched object is decoded: a MicroTime that does not parse makes
+    // the patch invalid.
+    let mut patched = patched;
+    if let Err(why) = validation::normalize_micro_times(&mut patched, t.res.class) {
+        return Err(patch_invalid(&patched, &why));
+    }
     check_patched(t, &name, &patched, true)?;
     validation::check_shape(&patched, &t.res.kind, &t.res.api_version())?;
+    // A patched custom resource is decoded strictly as a whole: an unknown
+    // field makes the patch invalid (whatever endpoint it came through).
+    if let (Class::Custom, Some(schema), true) = (t.res.class, t.res.schema.as_ref(), c.strict) {
+        let mut unknown = vec![];
+        crate::schema::prune(schema, &mut patched.clone(), "", true, &mut unknown);
+        if !unknown.is_empty() {
+            let list: Vec<String> = unknown
+                .iter()
+                .map(|u| format!("unknown field \"{u}\""))
+                .collect();
+            let why = format!("strict decoding error: {}", list.join(", "));
+            return Err(patch_invalid(&patched, &why));
+        }
+    }
     if t.res.class == Class::Secret {
         validation::check_secret_base64(&patched)?;
     }
@@ -1115,6 +1191,25 @@ fn patch_object(inner: &mut Inner, t: &Target, r: &Req) -> Result<(u16, Value), 
         Ownership::Update,
     )?;
     Ok((200, external(&t.res, &stored)))
+}
+
+/// 422 for a patched object that does not decode: `"" is invalid: patch:
+/// Invalid value: "<object>": <why>`, with no name or kind in its details.
+fn patch_invalid(patched: &Value, why: &str) -> ApiError {
+    let mut e = ApiError::invalid(
+        "",
+        "",
+        "",
+        vec![Cause {
+            reason: "FieldValueInvalid".into(),
+            message: format!("Invalid value: {}: {why}", json!(patched.to_string())),
+            field: "patch".into(),
+        }],
+    );
+    if let Some(d) = e.details.as_mut().and_then(Value::as_object_mut) {
+        d.retain(|k, _| k == "causes");
+    }
+    e
 }
 
 /// Where kube-apiserver keeps an object in etcd: `/registry/<resource>/…`
@@ -1174,7 +1269,7 @@ fn restore_string_map_nulls(
     object: &mut Value,
     status_only: bool,
 ) {
-    if res.class == Class::Custom || status_only {
+    if status_only {
         return;
     }
     for path in string_map_paths(res) {
@@ -1252,7 +1347,8 @@ fn go_json(v: &Value) -> String {
         .replace('\u{2029}', "\\u2029")
 }
 
-/// The maps of strings (or bytes) of a built-in kind.
+/// The maps of strings (or bytes) of a built-in kind, and the metadata's
+/// of a custom resource (its ObjectMeta is a Go type too).
 fn string_map_paths(res: &crate::resources::ResourceInfo) -> Vec<&'static [&'static str]> {
     let mut maps: Vec<&'static [&'static str]> =
         vec![&["metadata", "labels"], &["metadata", "annotations"]];
@@ -1269,9 +1365,6 @@ fn string_map_paths(res: &crate::resources::ResourceInfo) -> Vec<&'static [&'sta
 /// kube-apiserver merges it, owns the key for the applier and stores the Go
 /// zero value, `""`.
 fn string_map_nulls(res: &crate::resources::ResourceInfo, config: &mut Value) {
-    if res.class == Class::Custom {
-        return;
-    }
     for path in string_map_paths(res) {
         let node = path
             .iter()
@@ -1354,11 +1447,67 @@ fn apply(
         subresource: t.subresource.as_deref().unwrap_or_default(),
         now: &now,
     };
+    // structured-merge-diff types the whole configuration (whatever the
+    // endpoint and fieldValidation): a field the schema does not declare
+    // is an internal error, not a pruned field.
+    if let (Class::Custom, Some(schema)) = (t.res.class, t.res.schema.as_ref()) {
+        let mut errors = vec![];
+        crate::schema::typed_errors(schema, &config_int, "", &mut errors);
+        if let Some(first) = errors.first() {
+            let key = match &t.namespace {
+                Some(ns) => format!("{ns}/{name}"),
+                None => format!("/{name}"),
+            };
+            return Err(ApiError::new(
+                500,
+                "",
+                format!(
+                    "failed to create typed patch object ({key}; {api_version}, Kind={}): {first}",
+                    t.res.kind
+                ),
+            ));
+        }
+    }
     let mut entries = managed::decode(&live);
     if old.is_some() && entries.is_empty() {
         entries = managed::before_first_apply(&live, &op);
     }
-    let mut applied = managed::apply(entries, &live, &config_int, &op, r.flag("force"))?;
+    // Events merge in the API's own view (their fields are named per API,
+    // and so are the fields their managers own).
+    let events = matches!(t.res.class, Class::CoreEvent | Class::EventsV1Event);
+    let mut applied = if events {
+        let live_view = match &old {
+            Some(o) => external(&t.res, o),
+            None => {
+                let mut skel = json!({"metadata": {"name": name}});
+                if let Some(ns) = &t.namespace {
+                    skel["metadata"]["namespace"] = json!(ns);
+                }
+                external(&t.res, &skel)
+            }
+        };
+        let mut applied = managed::apply(entries, &live_view, &config, &op, r.flag("force"))?;
+        applied.object = internal(&t.res, &applied.object);
+        applied
+    } else {
+        managed::apply(entries, &live, &config_int, &op, r.flag("force"))?
+    };
+    // The merged object is then converted to its Go type (after the
+    // conflicts): a MicroTime that does not parse fails the apply.
+    if let Err(why) = validation::normalize_micro_times(&mut config.clone(), t.res.class) {
+        let key = format!("{}/{name}", t.namespace.as_deref().unwrap_or_default());
+        return Err(ApiError::new(
+            500,
+            "",
+            format!(
+                "failed to convert new object ({key}; {}, Kind={}) to proper version: unable to convert unstructured object to {}, Kind={}: {why}",
+                t.res.api_version(),
+                t.res.kind,
+                t.res.api_version(),
+                t.res.kind
+            ),
+        ));
+    }
     // The merge dropped the keys of explicit nulls; a map of strings keeps
     // them, as "" (see string_map_nulls).
     restore_string_map_nulls(
@@ -1377,6 +1526,16 @@ fn apply(
             d.iter()
                 .any(|(k, v)| v.is_null() && raw_config["stringData"].get(k).is_none())
         });
+    // A custom resource's applied label or annotation null is stored as
+    // null (and read as ""): the next write re-encodes it, as "".
+    let nil_bytes = nil_bytes
+        || (t.res.class == Class::Custom
+            && !subresource_scope(t)
+            && ["labels", "annotations"].iter().any(|k| {
+                raw_config["metadata"][*k]
+                    .as_object()
+                    .is_some_and(|m| m.values().any(Value::is_null))
+            }));
     let (code, stored) = match old {
         Some(old) => {
             let stored = write::update(

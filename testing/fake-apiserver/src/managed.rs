@@ -5,7 +5,8 @@ use serde_json::{json, Map, Value};
 
 use crate::errors::{ApiError, Cause};
 use crate::fieldset::{
-    compare, ensure_named_fields, merge, null_emptied, path_string, remove_items, to_set, FieldSet,
+    compare, drop_applied_nulls, ensure_named_fields, merge, null_emptied, path_string,
+    remove_items, to_set, FieldSet,
 };
 use crate::schema::TypeInfo;
 
@@ -441,9 +442,16 @@ fn prune(merged: &Value, last: &FieldSet, owned: &FieldSet, ti: &TypeInfo) -> Va
     owned.insert(vec!["f:metadata".into()]);
     let last = named(last);
     let all = named(&to_set(merged, ti, false));
-    let first = remove_items(merged, &last);
+    // RemoveItems leaves null where it empties a map or list, and a null
+    // is a member of the set it is read back as.
+    let remove = |set: &FieldSet| {
+        let mut out = remove_items(merged, set);
+        null_emptied(&mut out, set);
+        out
+    };
+    let first = remove(&last);
     let keep = named(&to_set(&first, ti, false)).union(&owned);
-    let owned_back = remove_items(merged, &all.difference(&keep));
+    let owned_back = remove(&all.difference(&keep));
     let dangling = all
         .difference(&named(&to_set(&owned_back, ti, false)))
         .intersection(&last);
@@ -518,19 +526,18 @@ pub fn apply(
         .fold(config_set.clone(), |acc, e| acc.union(&e.set));
     let mut merged = prune(&merge(&live_s, &config_s, ti), &last_set, &owned, ti);
     let cmp = compare(&live_s, &merged, ti);
-    let mut changed = scope.keep(&cmp.added.union(&cmp.modified));
-    // An explicit null is a value to structured-merge-diff: it modifies the
-    // live value it replaces (a conflict with its owner), and it changes the
-    // object even where the live object has no such field, though the
-    // stored object (converted to its Go type) has none either way.
-    let nulls = null_paths(&config_s);
-    for path in &nulls {
-        if value_at(&live_s, path).is_some_and(|v| !v.is_null()) {
-            let mut one = FieldSet::default();
-            one.insert(path.iter().map(|k| format!("f:{k}")).collect());
-            changed = changed.union(&scope.keep(&one));
-        }
-    }
+    // An explicit null is a value to structured-merge-diff, kept in the
+    // merged object: it modifies the live value it replaces (a conflict
+    // with its owner; a map or keyed list it replaces only loses its
+    // items), and it is added where the live object has no such field (a
+    // conflict with a manager that owns the absent field), though a
+    // built-in kind's stored object (converted to its Go type) has none
+    // either way.
+    let changed = scope.keep(&cmp.added.union(&cmp.modified));
+    // structured-merge-diff merges the whole configuration, the fields the
+    // endpoint resets (status through the main endpoint, the rest through
+    // /status) included: the apply is no no-op when those differ either.
+    let object_changed = live_s != merged || live_s != merge(&live_s, &strip(config), ti);
 
     let mut conflicts: Vec<(String, String, Vec<String>)> = vec![];
     // kube-apiserver's lastAppliedManager: the conflicts of an apply by
@@ -558,6 +565,9 @@ pub fn apply(
     if !conflicts.is_empty() && !force {
         return Err(conflict_error(conflicts));
     }
+    if !ti.stores_nulls() {
+        drop_applied_nulls(&mut merged, &config_s);
+    }
     let previous_entries = entries.clone();
     let mut out: Vec<Entry> = entries
         .into_iter()
@@ -578,7 +588,7 @@ pub fn apply(
         .find(|e| e.same_identity(manager, "Apply", subresource))
         .map(|e| e.time.clone())
         .unwrap_or_default();
-    let out_time = if live_s != merged || !nulls.is_empty() {
+    let out_time = if object_changed {
         now.to_string()
     } else {
         previous_time
@@ -620,31 +630,6 @@ fn allowed_by_last_applied(live: &Value, ti: &TypeInfo) -> FieldSet {
     let (last, live) = (strip(&last), strip(live));
     let cmp = compare(&last, &live, ti);
     to_set(&last, ti, false).difference(&cmp.modified.union(&cmp.added))
-}
-
-/// The paths (field names) of the explicit nulls in an apply configuration,
-/// outside lists.
-fn null_paths(config: &Value) -> Vec<Vec<String>> {
-    fn walk(v: &Value, path: &mut Vec<String>, out: &mut Vec<Vec<String>>) {
-        if let Value::Object(m) = v {
-            for (k, child) in m {
-                path.push(k.clone());
-                if child.is_null() {
-                    out.push(path.clone());
-                } else {
-                    walk(child, path, out);
-                }
-                path.pop();
-            }
-        }
-    }
-    let mut out = vec![];
-    walk(config, &mut vec![], &mut out);
-    out
-}
-
-fn value_at<'v>(v: &'v Value, path: &[String]) -> Option<&'v Value> {
-    path.iter().try_fold(v, |node, k| node.get(k.as_str()))
 }
 
 fn conflict_error(mut conflicts: Vec<(String, String, Vec<String>)>) -> ApiError {

@@ -57,6 +57,16 @@ impl<'a> TypeInfo<'a> {
         }
     }
 
+    /// Whether the object at a path of field names is an atomic struct
+    /// (owned, compared and merged as one value).
+    pub fn is_atomic_struct(&self, path: &[String]) -> bool {
+        match self.class {
+            Class::CoreEvent => crate::events::is_atomic_field(false, path),
+            Class::EventsV1Event => crate::events::is_atomic_field(true, path),
+            _ => false,
+        }
+    }
+
     /// The struct fields of the kind's Go type that are values, not
     /// pointers: kube-apiserver converts the object it compares from Go, so
     /// these are always there (as `{}` when empty), and an Update never
@@ -64,6 +74,9 @@ impl<'a> TypeInfo<'a> {
     pub fn value_structs(&self) -> Value {
         match self.class {
             Class::Lease => serde_json::json!({"spec": {}}),
+            Class::Namespace => serde_json::json!({"spec": {}, "status": {}}),
+            Class::CoreEvent => serde_json::json!({"involvedObject": {}, "source": {}}),
+            Class::EventsV1Event => serde_json::json!({"regarding": {}, "deprecatedSource": {}}),
             _ => Value::Object(Map::new()),
         }
     }
@@ -78,9 +91,10 @@ impl<'a> TypeInfo<'a> {
             _ => {}
         }
         match self.class {
+            // spec.finalizers is atomic (kube-apiserver's managedFields own
+            // it as one leaf).
             Class::Namespace => match p.as_slice() {
                 ["status", "conditions"] => ListType::Map(vec!["type".into()]),
-                ["spec", "finalizers"] => ListType::Set,
                 _ => ListType::Atomic,
             },
             Class::Crd => match p.as_slice() {
@@ -129,9 +143,22 @@ fn schema_at<'s>(schema: &'s Value, path: &[&str]) -> Option<&'s Value> {
     Some(node)
 }
 
+/// Whether a value is a null the schema does not allow (`isNonNullableNull`).
+fn non_nullable_null(v: &Value, schema: &Value) -> bool {
+    v.is_null() && schema.is_object() && schema["nullable"] != Value::Bool(true)
+}
+
 /// Applies the schema's `default`s to a value (recursively, KEP-575 semantics:
-/// defaults fill missing properties of objects that exist).
+/// defaults fill missing properties of objects that exist, and replace the
+/// nulls of fields that are not nullable).
 pub fn apply_defaults(schema: &Value, value: &mut Value) {
+    let default_for = |s: &Value, v: &mut Value| {
+        if let Some(d) = s.get("default") {
+            if non_nullable_null(v, s) {
+                *v = d.clone();
+            }
+        }
+    };
     match value {
         Value::Object(map) => {
             if let Some(props) = schema["properties"].as_object() {
@@ -142,18 +169,50 @@ pub fn apply_defaults(schema: &Value, value: &mut Value) {
                         }
                     }
                     if let Some(v) = map.get_mut(k) {
+                        default_for(s, v);
                         apply_defaults(s, v);
                     }
                 }
             } else if schema["additionalProperties"].is_object() {
                 for v in map.values_mut() {
+                    default_for(&schema["additionalProperties"], v);
                     apply_defaults(&schema["additionalProperties"], v);
                 }
             }
         }
         Value::Array(items) if schema["items"].is_object() => {
             for v in items {
+                default_for(&schema["items"], v);
                 apply_defaults(&schema["items"], v);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The schema coercer's `PruneNonNullableNullsWithoutDefaults`: drops the
+/// nulls of fields that are neither nullable nor defaulted (those with a
+/// default are defaulted later).
+pub fn prune_nulls_without_defaults(schema: &Value, value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let field = |k: &str| {
+                schema["properties"]
+                    .get(k)
+                    .or_else(|| Some(&schema["additionalProperties"]).filter(|a| a.is_object()))
+            };
+            map.retain(|k, v| {
+                !field(k).is_some_and(|s| non_nullable_null(v, s) && s.get("default").is_none())
+            });
+            for (k, v) in map.iter_mut() {
+                if let Some(s) = field(k) {
+                    prune_nulls_without_defaults(s, v);
+                }
+            }
+        }
+        Value::Array(items) if schema["items"].is_object() => {
+            for v in items {
+                prune_nulls_without_defaults(&schema["items"], v);
             }
         }
         _ => {}
@@ -208,6 +267,59 @@ pub fn prune(schema: &Value, value: &mut Value, path: &str, root: bool, unknown:
                 prune(&schema["items"], v, &format!("{path}[{i}]"), false, unknown);
             }
         }
+        _ => {}
+    }
+}
+
+/// What structured-merge-diff refuses when it types an apply configuration
+/// against a structural schema (`ObjectToTyped`): a field the schema does
+/// not declare, and a value of the wrong shape (a string for a boolean, a
+/// scalar for a map or list). Nulls are always accepted. Each entry is
+/// `.path: why`.
+pub fn typed_errors(schema: &Value, value: &Value, path: &str, out: &mut Vec<String>) {
+    if value.is_null()
+        || (schema["x-kubernetes-preserve-unknown-fields"] == Value::Bool(true)
+            && schema["properties"].is_null())
+    {
+        return;
+    }
+    let t = schema["type"].as_str().unwrap_or_default();
+    let int_or_string = schema["x-kubernetes-int-or-string"] == Value::Bool(true);
+    match (t, value) {
+        ("object", Value::Object(map)) | ("", Value::Object(map))
+            if t == "object" || !schema["properties"].is_null() =>
+        {
+            for (k, v) in map {
+                let child = format!("{path}.{k}");
+                if path.is_empty() && matches!(k.as_str(), "apiVersion" | "kind" | "metadata") {
+                    continue;
+                }
+                if let Some(s) = schema["properties"].get(k) {
+                    typed_errors(s, v, &child, out);
+                } else if schema["additionalProperties"].is_object() {
+                    typed_errors(&schema["additionalProperties"], v, &child, out);
+                } else if schema["x-kubernetes-preserve-unknown-fields"] != Value::Bool(true) {
+                    out.push(format!("{child}: field not declared in schema"));
+                }
+            }
+        }
+        ("object", v) => out.push(format!("{path}: expected map, got {v}")),
+        ("array", Value::Array(items)) => {
+            for (i, v) in items.iter().enumerate() {
+                typed_errors(&schema["items"], v, &format!("{path}[{i}]"), out);
+            }
+        }
+        ("array", v) => out.push(format!("{path}: expected list, got {v}")),
+        (_, v) if int_or_string && (v.is_string() || v.is_number()) => {}
+        ("string", v) if !v.is_string() => out.push(format!("{path}: expected string, got {v}")),
+        ("boolean", v) if !v.is_boolean() => out.push(format!(
+            "{path}: expected boolean, got &{{{}}}",
+            v.as_str().map_or(v.to_string(), str::to_string)
+        )),
+        ("integer" | "number", v) if !v.is_number() => out.push(format!(
+            "{path}: expected numeric (int or float), got {}",
+            type_name(v)
+        )),
         _ => {}
     }
 }

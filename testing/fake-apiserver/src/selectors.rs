@@ -492,6 +492,14 @@ impl FieldSelector {
         self.reqs.is_empty()
     }
 
+    /// Whether it requires one `metadata.name` (the storage then reads that
+    /// one key: `SelectionPredicate.MatchesSingle`).
+    pub fn selects_one_name(&self) -> bool {
+        self.reqs
+            .iter()
+            .any(|(f, eq, _)| f == "metadata.name" && *eq)
+    }
+
     /// Whether the object (in the resource's external form) matches.
     pub fn matches_object(&self, obj: &Value) -> bool {
         self.reqs.iter().all(|(field, eq, value)| {

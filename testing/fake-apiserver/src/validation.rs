@@ -287,7 +287,33 @@ pub fn validate_kind(
         Class::Secret => validate_secret(obj, old, causes),
         Class::ConfigMap => validate_configmap(obj, old, causes),
         Class::Lease => validate_lease(obj, causes),
+        // ValidateNamespace (its update strategy keeps the stored spec).
+        Class::Namespace if old.is_none() => validate_namespace_finalizers(obj, causes),
         _ => {}
+    }
+}
+
+/// `validateFinalizerName` for each of a Namespace's `spec.finalizers`: a
+/// qualified name, and one without a prefix must be a standard one.
+fn validate_namespace_finalizers(obj: &Value, causes: &mut Vec<Cause>) {
+    let field = "spec.finalizers";
+    for f in obj["spec"]["finalizers"].as_array().into_iter().flatten() {
+        let name = f.as_str().unwrap_or_default();
+        for msg in label_key_errors(name) {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: {f}: {msg}"),
+            ));
+        }
+        let standard = ["kubernetes", "orphan", "foregroundDeletion"];
+        if !name.contains('/') && !standard.contains(&name) {
+            causes.push(cause(
+                "FieldValueInvalid",
+                field,
+                format!("Invalid value: {f}: name is neither a standard finalizer name nor is it fully qualified"),
+            ));
+        }
     }
 }
 
@@ -318,16 +344,39 @@ const MICRO_TIME_LAYOUT: &str = "2006-01-02T15:04:05.000000Z07:00";
 /// is not RFC 3339 with exactly six fractional digits) and stores them in
 /// UTC, as it re-encodes them.
 pub fn normalize_lease_times(obj: &mut Value) -> Result<(), ApiError> {
-    for field in ["acquireTime", "renewTime"] {
-        let Some(text) = obj["spec"][field].as_str() else {
+    normalize_micro_times(obj, Class::Lease).map_err(|why| {
+        ApiError::bad_request(format!(
+            "Lease in version \"v1\" cannot be handled as a Lease: {why}"
+        ))
+    })
+}
+
+/// The MicroTime fields of a kind (as its API shows them).
+fn micro_time_paths(class: Class) -> &'static [&'static [&'static str]] {
+    match class {
+        Class::Lease => &[&["spec", "acquireTime"], &["spec", "renewTime"]],
+        Class::CoreEvent | Class::EventsV1Event => crate::events::MICRO_TIMES,
+        _ => &[],
+    }
+}
+
+/// Decodes the MicroTime fields of an object of `class` (RFC 3339 with
+/// exactly six fractional digits) and rewrites them in UTC, as
+/// kube-apiserver re-encodes them; Go's parse error when one does not decode.
+pub fn normalize_micro_times(obj: &mut Value, class: Class) -> Result<(), String> {
+    for path in micro_time_paths(class) {
+        let Some(slot) = path.iter().try_fold(&mut *obj, |n, k| n.get_mut(*k)) else {
+            continue;
+        };
+        let Some(text) = slot.as_str() else {
             continue;
         };
         let utc = parse_micro_time(text).map_err(|rest| {
-            ApiError::bad_request(format!(
-                "Lease in version \"v1\" cannot be handled as a Lease: parsing time \"{text}\" as \"{MICRO_TIME_LAYOUT}\": cannot parse \"{rest}\" as \".000000\""
-            ))
+            format!(
+                "parsing time \"{text}\" as \"{MICRO_TIME_LAYOUT}\": cannot parse \"{rest}\" as \".000000\""
+            )
         })?;
-        obj["spec"][field] = Value::String(utc);
+        *slot = Value::String(utc);
     }
     Ok(())
 }
@@ -607,7 +656,8 @@ pub fn validate_event(
                 ("firstTimestamp", "firstTimestamp"),
                 ("lastTimestamp", "lastTimestamp"),
                 ("count", "count"),
-                ("reason", "reason"),
+                // (ValidateEventUpdate checks the reason twice; the two
+                // identical errors are reported once.)
                 ("type", "type"),
                 ("eventTime", "eventTime"),
                 ("action", "action"),

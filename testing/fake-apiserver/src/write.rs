@@ -61,10 +61,10 @@ pub enum Ownership {
 
 /// Converts a stored object to the resource's external view.
 pub fn external(res: &ResourceInfo, stored: &Value) -> Value {
-    let mut v = if res.class == Class::EventsV1Event {
-        events::to_events_v1(stored)
-    } else {
-        stored.clone()
+    let mut v = match res.class {
+        Class::EventsV1Event => events::to_events_v1(stored),
+        Class::CoreEvent => events::core_view(stored),
+        _ => stored.clone(),
     };
     // CRD defaults also apply when reading from storage (KEP-575).
     if let (Class::Custom, Some(s)) = (res.class, res.schema.as_ref()) {
@@ -87,10 +87,10 @@ pub fn external(res: &ResourceInfo, stored: &Value) -> Value {
 
 /// Converts an incoming object in the resource's external view to the stored form.
 pub fn internal(res: &ResourceInfo, incoming: &Value) -> Value {
-    if res.class == Class::EventsV1Event {
-        events::to_core(incoming)
-    } else {
-        incoming.clone()
+    match res.class {
+        Class::EventsV1Event => events::without_zeros(&events::to_core(incoming)),
+        Class::CoreEvent => events::without_zeros(incoming),
+        _ => incoming.clone(),
     }
 }
 
@@ -146,9 +146,13 @@ fn fold_string_data(obj: &mut Value) {
 /// `omitempty`: an empty map is neither stored nor tracked as a field.
 fn drop_empty_meta_maps(res: &ResourceInfo, obj: &mut Value) {
     if res.class == Class::Custom {
-        return;
+        // A custom resource's metadata goes through ObjectMeta all the same.
+        if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
+            drop_struct_nulls(meta, &TypeInfo::new(res), &mut vec!["metadata".into()]);
+        }
+    } else {
+        go_shape(res, obj);
     }
-    go_shape(res, obj);
     if let Some(meta) = obj.get_mut("metadata").and_then(Value::as_object_mut) {
         for k in ["labels", "annotations"] {
             if meta
@@ -181,11 +185,65 @@ fn go_shape(res: &ResourceInfo, obj: &mut Value) {
                 }
             }
         }
-        Class::Lease if !m.get("spec").is_some_and(Value::is_object) => {
-            m.insert("spec".into(), json!({}));
-        }
+        Class::Lease => match m.get_mut("spec").and_then(Value::as_object_mut) {
+            // Its fields are pointers left out when nil: a null is gone.
+            Some(spec) => spec.retain(|_, v| !v.is_null()),
+            None => {
+                m.insert("spec".into(), json!({}));
+            }
+        },
         _ => {}
     }
+}
+
+/// ObjectMeta's fields are decoded into Go, where an explicit `null` in one
+/// (a pointer, slice or map, all `omitempty`) leaves it nil and not
+/// encoded. Nulls in its maps (labels, annotations) are values and stay for
+/// their own rules.
+fn drop_struct_nulls(m: &mut Map<String, Value>, ti: &TypeInfo, path: &mut Vec<String>) {
+    if !ti.is_map(path) {
+        m.retain(|_, v| !v.is_null());
+    }
+    for (k, v) in m.iter_mut() {
+        path.push(k.clone());
+        match v {
+            Value::Object(child) => drop_struct_nulls(child, ti, path),
+            Value::Array(items) => {
+                path.push("[]".into());
+                for item in items.iter_mut() {
+                    if let Value::Object(child) = item {
+                        drop_struct_nulls(child, ti, path);
+                    }
+                }
+                path.pop();
+            }
+            _ => {}
+        }
+        path.pop();
+    }
+}
+
+/// An object as the field manager of the request's API version sees it
+/// (an Event's fields are named and shown per API).
+fn in_api_view(res: &ResourceInfo, stored: &Value) -> Value {
+    match res.class {
+        Class::EventsV1Event | Class::CoreEvent => external(res, stored),
+        _ => stored.clone(),
+    }
+}
+
+/// The object the field manager sees: a Namespace's spec as the request
+/// sent it (`spec`, when the strategy replaces it: it adds the `kubernetes`
+/// finalizer on create and puts the stored spec back on update).
+fn as_requested(res: &ResourceInfo, obj: &Value, spec: Option<Option<Value>>) -> Value {
+    let mut tracked = obj.clone();
+    if let (Class::Namespace, Some(spec), Some(m)) = (res.class, spec, tracked.as_object_mut()) {
+        match spec {
+            Some(s) => m.insert("spec".into(), s),
+            None => m.remove("spec"),
+        };
+    }
+    tracked
 }
 
 fn is_workload(ctx: &WriteCtx, kind: &str) -> bool {
@@ -226,12 +284,25 @@ fn spec_changed(res: &ResourceInfo, old: &Value, new: &Value) -> bool {
 }
 
 /// Defaulting, pruning and schema validation for custom resources.
-fn schema_checks(ctx: &WriteCtx, obj: &mut Value, causes: &mut Vec<Cause>) -> Result<(), ApiError> {
+/// A body that was decoded (a create, an update, a patched object) went
+/// through the schema coercer: unknown fields and the nulls of fields that
+/// are neither nullable nor defaulted are pruned. An apply's result is not
+/// decoded: structured-merge-diff has refused unknown fields already, and
+/// its nulls are only defaulted.
+fn schema_checks(
+    ctx: &WriteCtx,
+    obj: &mut Value,
+    decoded: bool,
+    causes: &mut Vec<Cause>,
+) -> Result<(), ApiError> {
     let Some(s) = ctx.res.schema.clone() else {
         return Ok(());
     };
     let mut unknown = vec![];
     schema::prune(&s, obj, "", true, &mut unknown);
+    if decoded {
+        schema::prune_nulls_without_defaults(&s, obj);
+    }
     if ctx.strict && !unknown.is_empty() {
         let list: Vec<String> = unknown
             .iter()
@@ -247,7 +318,12 @@ fn schema_checks(ctx: &WriteCtx, obj: &mut Value, causes: &mut Vec<Cause>) -> Re
     Ok(())
 }
 
-fn validate(ctx: &WriteCtx, obj: &mut Value, old: Option<&Value>) -> Result<(), ApiError> {
+fn validate(
+    ctx: &WriteCtx,
+    obj: &mut Value,
+    old: Option<&Value>,
+    decoded: bool,
+) -> Result<(), ApiError> {
     let mut causes = vec![];
     let is_event = matches!(ctx.res.class, Class::EventsV1Event | Class::CoreEvent);
     // Events check their metadata among their own rules.
@@ -256,7 +332,7 @@ fn validate(ctx: &WriteCtx, obj: &mut Value, old: Option<&Value>) -> Result<(), 
     }
     validation::validate_kind(&ctx.res, obj, old, &mut causes);
     if ctx.res.class == Class::Custom {
-        schema_checks(ctx, obj, &mut causes)?;
+        schema_checks(ctx, obj, decoded, &mut causes)?;
     }
     if ctx.res.class == Class::Crd {
         crd::validate(obj, &mut causes);
@@ -362,9 +438,13 @@ pub fn create(
         .as_str()
         .unwrap_or_default()
         .to_string();
-    prepare_create(&ctx.res, &mut obj, &now);
+    // The field manager sees a Namespace's spec as sent, before the
+    // strategy adds the `kubernetes` finalizer.
+    let requested_spec = Some(obj.get("spec").cloned());
+    prepare_create(&ctx.res, &mut obj);
     drop_empty_meta_maps(&ctx.res, &mut obj);
-    validate(ctx, &mut obj, None)?;
+    let decoded = matches!(own, Ownership::Update);
+    validate(ctx, &mut obj, None, decoded)?;
     if let Some(ns) = ns {
         check_namespace(inner, &ctx.res, ns, &name)?;
     }
@@ -390,7 +470,12 @@ pub fn create(
         g.max(1)
     });
     let entries = match own {
-        Ownership::Update => managed::update(vec![], &json!({}), &obj, &ctx.op(&api_version, &now)),
+        Ownership::Update => {
+            let tracked = in_api_view(&ctx.res, &as_requested(&ctx.res, &obj, requested_spec));
+            // Compared with a new, empty object of the kind (its Go zero values).
+            let empty = in_api_view(&ctx.res, &json!({}));
+            managed::update(vec![], &empty, &tracked, &ctx.op(&api_version, &now))
+        }
         Ownership::Applied(e) => e,
     };
     managed::encode(&mut obj, entries);
@@ -407,7 +492,7 @@ pub fn create(
     Ok(stored)
 }
 
-fn prepare_create(res: &ResourceInfo, obj: &mut Value, now: &str) {
+fn prepare_create(res: &ResourceInfo, obj: &mut Value) {
     let m = obj.as_object_mut();
     match res.class {
         Class::Secret => fold_string_data(obj),
@@ -419,8 +504,10 @@ fn prepare_create(res: &ResourceInfo, obj: &mut Value, now: &str) {
                 }
                 obj["metadata"]["labels"]["kubernetes.io/metadata.name"] = name;
             }
-            if !obj["spec"]["finalizers"].is_array() {
-                obj["spec"] = json!({"finalizers": ["kubernetes"]});
+            match obj["spec"]["finalizers"].as_array_mut() {
+                Some(f) if f.contains(&json!("kubernetes")) => {}
+                Some(f) => f.push(json!("kubernetes")),
+                None => obj["spec"] = json!({"finalizers": ["kubernetes"]}),
             }
             obj["status"] = json!({"phase": "Active"});
         }
@@ -430,12 +517,6 @@ fn prepare_create(res: &ResourceInfo, obj: &mut Value, now: &str) {
             if let Some(m) = m {
                 m.remove("status");
             }
-        }
-        Class::CoreEvent | Class::EventsV1Event => {
-            if obj["source"].is_null() {
-                obj["source"] = json!({});
-            }
-            let _ = now;
         }
         _ => {}
     }
@@ -457,10 +538,39 @@ pub fn update(
     }
     let now = now_rfc3339();
     let api_version = ctx.res.api_version();
-    // managedFields sent by the client replace the stored ones ([] and [{}] reset them).
-    let base_entries = managed::requested(&new).unwrap_or_else(|| managed::decode(old));
+    // The field manager types the request's object (its unknown fields
+    // already pruned by decoding): when that fails (a custom resource's
+    // value of the wrong type, through /status where validation does not
+    // see it), the object keeps its managedFields as they were.
+    let untyped = match (&own, ctx.res.class, ctx.res.schema.as_ref()) {
+        (Ownership::Update, Class::Custom, Some(schema)) => {
+            let mut probe = new.clone();
+            schema::prune(schema, &mut probe, "", true, &mut vec![]);
+            let mut errors = vec![];
+            schema::typed_errors(schema, &probe, "", &mut errors);
+            !errors.is_empty()
+        }
+        _ => false,
+    };
+    // managedFields sent by the client replace the stored ones ([] and [{}]
+    // reset them), except through a subresource, which ignores them
+    // (the field manager's decodeLiveOrNew).
+    // A custom resource's `[]` is gone once its metadata is coerced through
+    // ObjectMeta (`omitempty`): it keeps the stored entries.
+    let coerced_away = ctx.res.class == Class::Custom
+        && new["metadata"]["managedFields"]
+            .as_array()
+            .is_some_and(Vec::is_empty);
+    let base_entries = match ctx.subresource {
+        Some(_) => managed::decode(old),
+        None if coerced_away => managed::decode(old),
+        None => managed::requested(&new).unwrap_or_else(|| managed::decode(old)),
+    };
     new["apiVersion"] = json!(stored_api_version(&ctx.res));
     new["kind"] = json!(ctx.res.kind);
+    // A Namespace's spec as sent, which the field manager sees before the
+    // strategy puts the stored one back.
+    let mut requested_spec = None;
     // Subresource and status handling.
     match ctx.subresource.as_deref() {
         Some("status") if matches!(ctx.scope(), Scope::NoSpec { .. }) => {
@@ -475,8 +585,11 @@ pub fn update(
         }
         Some("status") => {
             let mut merged = old.clone();
+            // A custom resource keeps the null an apply can leave.
             match new.get("status") {
-                Some(s) if !s.is_null() => merged["status"] = s.clone(),
+                Some(s) if !s.is_null() || ctx.res.class == Class::Custom => {
+                    merged["status"] = s.clone()
+                }
                 _ => {
                     if let Some(m) = merged.as_object_mut() {
                         m.remove("status");
@@ -488,7 +601,14 @@ pub fn update(
         }
         Some("finalize") => {
             let mut merged = old.clone();
-            merged["spec"]["finalizers"] = new["spec"]["finalizers"].clone();
+            match new["spec"].get("finalizers") {
+                Some(f) => merged["spec"]["finalizers"] = f.clone(),
+                None => {
+                    if let Some(spec) = merged["spec"].as_object_mut() {
+                        spec.remove("finalizers");
+                    }
+                }
+            }
             new = merged;
         }
         _ => {
@@ -503,6 +623,7 @@ pub fn update(
                 }
             }
             if ctx.res.class == Class::Namespace {
+                requested_spec = Some(new.get("spec").cloned());
                 new["spec"] = old["spec"].clone();
             }
         }
@@ -582,7 +703,8 @@ pub fn update(
             ));
         }
     }
-    validate(ctx, &mut new, Some(old))?;
+    let decoded = matches!(own, Ownership::Update);
+    validate(ctx, &mut new, Some(old), decoded)?;
     if ctx.res.class == Class::Crd {
         crd::prepare_update(old, &mut new);
     }
@@ -618,7 +740,12 @@ pub fn update(
         // An existing object without managedFields: Updates are not tracked
         // (kube-apiserver's skipNonAppliedManager) until the first apply.
         Ownership::Update if base_entries.is_empty() => vec![],
-        Ownership::Update => managed::update(base_entries, old, &new, &ctx.op(&api_version, &now)),
+        Ownership::Update if untyped => managed::decode(old),
+        Ownership::Update => {
+            let tracked = in_api_view(&ctx.res, &as_requested(&ctx.res, &new, requested_spec));
+            let old = in_api_view(&ctx.res, old);
+            managed::update(base_entries, &old, &tracked, &ctx.op(&api_version, &now))
+        }
         Ownership::Applied(e) => e,
     };
     managed::encode(&mut new, entries);
@@ -638,11 +765,13 @@ pub fn update(
     inner.nil_bytes.remove(uid);
     let deleting = !new["metadata"]["deletionTimestamp"].is_null();
     if deleting && !has_finalizers(&ctx.res, &new) {
-        // kube-apiserver deletes without writing the emptied finalizers: watchers
-        // see one DELETED carrying the last stored state.
+        // kube-apiserver deletes without writing the emptied finalizers:
+        // watchers see one DELETED carrying the last stored state, the
+        // writer the object it sent (at the last stored resourceVersion).
         let (ns, name) = crate::store::object_key(&new);
-        let last = remove_object(inner, &ctx.res, &ns, &name).unwrap_or(new);
-        return Ok(last);
+        remove_object(inner, &ctx.res, &ns, &name);
+        new["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+        return Ok(new);
     }
     let stored = inner.store.put(&ctx.res.storage, new);
     if ctx.res.class == Class::Crd {
@@ -747,15 +876,48 @@ pub fn delete(
         }
         json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "details": details})
     };
+    if namespace {
+        // The namespace registry's own delete: the first one marks the
+        // namespace Terminating (no grace period) and leaves the rest to
+        // the namespace controller; later ones wait for its `kubernetes`
+        // finalizer, then go to the generic store.
+        let deleting = !old["metadata"]["deletionTimestamp"].is_null();
+        let spec_finalizers = old["spec"]["finalizers"]
+            .as_array()
+            .is_some_and(|a| !a.is_empty());
+        if !deleting {
+            let mut new = old.clone();
+            new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
+            new["status"]["phase"] = json!("Terminating");
+            if opts.dry_run {
+                return Ok(Deleted::Pending(new));
+            }
+            let stored = inner.store.put(&res.storage, new);
+            inner.pending_namespace_cleanups.push(name.to_string());
+            return Ok(Deleted::Pending(stored));
+        }
+        if spec_finalizers {
+            return Ok(Deleted::Pending(old));
+        }
+        // markAsDeleting: held by finalizers of its own, with no grace.
+        if has_finalizers(res, &old) {
+            let mut new = old.clone();
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            if new == old || opts.dry_run {
+                return Ok(Deleted::Pending(new));
+            }
+            return Ok(Deleted::Pending(inner.store.put(&res.storage, new)));
+        }
+    }
     if has_finalizers(res, &old) {
         let mut new = old.clone();
         if new["metadata"]["deletionTimestamp"].is_null() {
             new["metadata"]["deletionTimestamp"] = json!(now_rfc3339());
-            if res.class == Class::Namespace {
-                // The namespace registry sets no grace period.
-                new["status"]["phase"] = json!("Terminating");
-            } else {
-                new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            new["metadata"]["deletionGracePeriodSeconds"] = json!(0);
+            // Its controllers must see that it is being deleted
+            // (markAsDeleting, rest.BeforeDelete).
+            if let Some(g) = new["metadata"]["generation"].as_i64().filter(|g| *g > 0) {
+                new["metadata"]["generation"] = json!(g + 1);
             }
             if opts.dry_run {
                 return Ok(Deleted::Pending(new));
@@ -801,6 +963,60 @@ pub fn cleanup_namespace(inner: &mut Inner, ns: &str) {
     maybe_finish_namespace(inner, ns);
 }
 
+/// The conditions kube-controller-manager's namespace controller reports on
+/// a terminating namespace once its content is gone: (type, reason, message),
+/// all `False`.
+const NAMESPACE_DELETION_CONDITIONS: &[(&str, &str, &str)] = &[
+    (
+        "NamespaceDeletionDiscoveryFailure",
+        "ResourcesDiscovered",
+        "All resources successfully discovered",
+    ),
+    (
+        "NamespaceDeletionGroupVersionParsingFailure",
+        "ParsedGroupVersions",
+        "All legacy kube types successfully parsed",
+    ),
+    (
+        "NamespaceDeletionContentFailure",
+        "ContentDeleted",
+        "All content successfully deleted, may be waiting on finalization",
+    ),
+    (
+        "NamespaceContentRemaining",
+        "ContentRemoved",
+        "All content successfully removed",
+    ),
+    (
+        "NamespaceFinalizersRemaining",
+        "ContentHasNoFinalizers",
+        "All content-preserving finalizers finished",
+    ),
+];
+
+/// A write by kube-controller-manager's namespace controller through a
+/// subresource of the namespace (`status`, `finalize`).
+fn controller_write(
+    inner: &mut Inner,
+    old: &Value,
+    new: Value,
+    subresource: &str,
+) -> Option<Value> {
+    let res = inner.registry.find("", "v1", "namespaces").cloned()?;
+    let ctx = WriteCtx {
+        res,
+        subresource: Some(subresource.into()),
+        dry_run: false,
+        manager: "kube-controller-manager".into(),
+        strict: false,
+    };
+    update(inner, &ctx, old, new, Ownership::Update).ok()
+}
+
+/// The namespace controller's last steps once a terminating namespace is
+/// empty: it reports its conditions (through `/status`), removes the
+/// `kubernetes` finalizer (through `/finalize`), and the namespace goes
+/// when no finalizer of its own holds it.
 fn maybe_finish_namespace(inner: &mut Inner, ns: &str) {
     let Some(nsobj) = inner.store.get("/namespaces", "", ns).cloned() else {
         return;
@@ -810,17 +1026,46 @@ fn maybe_finish_namespace(inner: &mut Inner, ns: &str) {
     {
         return;
     }
-    let mut finalized = nsobj.clone();
-    finalized["spec"]["finalizers"] = json!([]);
-    if finalized["metadata"]["finalizers"]
+    let mut reported = nsobj.clone();
+    let now = now_rfc3339();
+    let old_conditions = nsobj["status"]["conditions"]
         .as_array()
-        .is_some_and(|a| !a.is_empty())
-    {
-        if finalized != nsobj {
-            inner.store.put("/namespaces", finalized);
+        .cloned()
+        .unwrap_or_default();
+    let conditions: Vec<Value> = NAMESPACE_DELETION_CONDITIONS
+        .iter()
+        .map(|(t, reason, message)| {
+            // A condition that does not change keeps its transition time.
+            let since = old_conditions
+                .iter()
+                .find(|c| c["type"] == *t && c["status"] == "False")
+                .map_or(json!(now), |c| c["lastTransitionTime"].clone());
+            json!({"type": t, "status": "False", "lastTransitionTime": since, "reason": reason, "message": message})
+        })
+        .collect();
+    reported["status"]["conditions"] = json!(conditions);
+    let nsobj = if reported != nsobj {
+        match controller_write(inner, &nsobj, reported, "status") {
+            Some(v) => v,
+            None => return,
         }
-        return;
+    } else {
+        nsobj
+    };
+    // Its own finalizer goes; others' stay for them to remove.
+    let kubernetes = json!("kubernetes");
+    if let Some(f) = nsobj["spec"]["finalizers"].as_array() {
+        if f.contains(&kubernetes) {
+            let rest: Vec<Value> = f.iter().filter(|x| **x != kubernetes).cloned().collect();
+            let mut finalized = nsobj.clone();
+            if let Some(spec) = finalized["spec"].as_object_mut() {
+                if rest.is_empty() {
+                    spec.remove("finalizers");
+                } else {
+                    spec.insert("finalizers".into(), json!(rest));
+                }
+            }
+            controller_write(inner, &nsobj, finalized, "finalize");
+        }
     }
-    inner.store.put("/namespaces", finalized);
-    inner.store.remove("/namespaces", "", ns);
 }
