@@ -365,3 +365,34 @@ fn without_adoption_a_foreign_secret_is_left_alone_and_a_labelled_one_is_written
         assert_eq!(data(&adopted)["HAND"], "mine");
     });
 }
+
+/// A Secret left alone for `adoptExisting: false` no longer blocks its
+/// names once its owner deletes it: the operator sees the deletion (the
+/// Secret carried no label of ours) and creates the Secret from the table
+/// at once, not at the next scheduled full sync hours later.
+#[test]
+fn a_foreign_secret_deleted_by_its_owner_is_created_from_the_table() {
+    let env = env();
+    env.table("t-handover");
+    env.put("t-handover", "handover/app/KEY", "from-table");
+    block_on(async {
+        env.create_namespace("handover").await;
+        env.create_secret("handover", "app", "Opaque", &[("HAND", "mine")])
+            .await;
+        let spec = json!({"table": "t-handover", "dryRun": false, "adoptExisting": false});
+        env.apply_css("handover", spec).await;
+        let css = env.wait_synced_after("handover", "").await;
+        assert_eq!(css["status"]["secrets"]["skipped"], 1, "{css}");
+
+        Api::<Secret>::namespaced(env.client().await, "handover")
+            .delete("app", &Default::default())
+            .await
+            .expect("delete the foreign Secret");
+        let created = env.wait_value("handover", "app", "KEY", "from-table").await;
+        assert!(
+            !data(&created).contains_key("HAND"),
+            "a new Secret, not the old one"
+        );
+        assert_eq!(labels(&created)[MANAGED_BY], "kubestash");
+    });
+}

@@ -243,10 +243,29 @@ impl Context {
         let Some(reference) = secret_ref(secret) else {
             return;
         };
+        self.plan_again(&reference, |name| {
+            has_manager(secret, &secrets::field_manager(name))
+        });
+    }
+
+    /// A Secret without our label is gone. It may have been left alone
+    /// (`adoptExisting: false`, a type kubestash does not write): the
+    /// CredstashSyncs that map into it may now create it.
+    fn unmanaged_secret_deleted(&self, secret: &PartialObjectMeta<Secret>) {
+        let (Some(namespace), Some(name)) = (&secret.metadata.namespace, &secret.metadata.name)
+        else {
+            return;
+        };
+        self.plan_again(&SecretRef::new(namespace, name), |_| false);
+    }
+
+    /// Has every CredstashSync that maps into `reference`, or that
+    /// `also(name)` names, plan that Secret again, and wakes them.
+    fn plan_again(&self, reference: &SecretRef, also: impl Fn(&str) -> bool) {
         let mut woken = false;
         for (name, state) in self.all_states() {
             let mut state = state.lock();
-            if state.maps_into(&reference) || has_manager(secret, &secrets::field_manager(&name)) {
+            if state.maps_into(reference) || also(&name) {
                 state.drifted(reference.clone());
                 woken = true;
             }
@@ -464,21 +483,63 @@ fn report_watch_error(health: &Health, resource: &str, error: &watcher::Error) {
     health.record_watch_error(resource, &error.to_string());
 }
 
+/// Tells a watch's first complete listing from a relist, after a gap in
+/// which events may have been missed.
+#[derive(Default)]
+struct Listings {
+    listed_once: bool,
+}
+
+impl Listings {
+    /// A listing ended: whether it was a relist.
+    fn relisted(&mut self) -> bool {
+        std::mem::replace(&mut self.listed_once, true)
+    }
+}
+
 /// Feeds the managed-Secret watch into the cache and the drift detection.
 fn follow_managed_secrets(
     events: impl Stream<Item = watcher::Result<WatchEvent<LiveSecret>>> + Send,
     ctx: Arc<Context>,
 ) -> impl std::future::Future<Output = ()> + Send {
-    let mut listed_once = false;
+    let mut listings = Listings::default();
     events.for_each(move |event| {
         match &event {
             Ok(WatchEvent::Apply(secret)) => ctx.secret_changed(secret, false),
             Ok(WatchEvent::Delete(secret)) => ctx.secret_changed(secret, true),
             Ok(WatchEvent::InitDone) => {
-                if listed_once {
+                if listings.relisted() {
                     ctx.secrets_relisted();
                 }
-                listed_once = true;
+            }
+            Ok(_) => {}
+            Err(error) => report_watch_error(&ctx.health, "secrets", error),
+        }
+        futures::future::ready(())
+    })
+}
+
+/// Follows the Secrets without our label, by metadata only, for their
+/// deletions (see [`Context::unmanaged_secret_deleted`]). After a watch gap
+/// every CredstashSync checks its Secrets, as for the managed watch.
+fn follow_unmanaged_secret_deletions(
+    client: Client,
+    ctx: Arc<Context>,
+) -> impl std::future::Future<Output = ()> + Send {
+    let unmanaged = format!("{MANAGED_BY_LABEL}!={MANAGED_BY_VALUE}");
+    let mut listings = Listings::default();
+    watcher(
+        Api::<PartialObjectMeta<Secret>>::all(client),
+        watcher::Config::default().labels(&unmanaged),
+    )
+    .default_backoff()
+    .for_each(move |event| {
+        match &event {
+            Ok(WatchEvent::Delete(secret)) => ctx.unmanaged_secret_deleted(secret),
+            Ok(WatchEvent::InitDone) => {
+                if listings.relisted() {
+                    ctx.secrets_relisted();
+                }
             }
             Ok(_) => {}
             Err(error) => report_watch_error(&ctx.health, "secrets", error),
@@ -609,6 +670,7 @@ pub async fn run(
     });
 
     let deletions = follow_deletions(client.clone(), context.clone());
+    let unmanaged_deletions = follow_unmanaged_secret_deletions(client.clone(), context.clone());
     let rollouts = rollout::run(context.clone());
     let controller = controller
         .reconcile_all_on(namespace_changes)
@@ -642,6 +704,7 @@ pub async fn run(
         _ = controller => "the controller loop ended",
         _ = secrets_watch => "the managed Secret watch ended",
         _ = deletions => "the CredstashSync deletion watch ended",
+        _ = unmanaged_deletions => "the unmanaged Secret watch ended",
         _ = rollouts => "the workload watch ended",
         _ = grace_over => "shut down without waiting any longer for in-flight reconciles",
         _ = ready => "unreachable",
