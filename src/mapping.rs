@@ -9,10 +9,18 @@
 //! not allowed), excluded (namespace excluded), waiting (namespace does not
 //! exist yet) or mapped (a key of a desired Secret: a value, a failure or a
 //! conflict). Nothing printable here ever holds a secret value.
+//!
+//! A rule of `spec.secretTemplates` ([`crate::templates`]) selecting the
+//! Secret renames the normalised key to an exact Secret key before claims
+//! are resolved (so two names renamed to one key are a conflict like any
+//! other), and may compose `.dockerconfigjson` from three of the Secret's
+//! keys, which are then not written on their own ([`compose_keys`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::templates::compose::{docker_config_json, ComposeError, Input};
+use crate::templates::{DockerConfigSources, SecretTemplates, DOCKER_CONFIG_JSON_KEY};
 use crate::value::SecretValue;
 
 /// Longest namespace name (DNS-1123 label).
@@ -41,6 +49,8 @@ pub struct MappingScope {
     pub excluded: BTreeSet<String>,
     /// Namespaces that exist; `None` assumes every namespace exists.
     pub existing_namespaces: Option<BTreeSet<String>>,
+    /// `spec.secretTemplates`: key renames and composed keys.
+    pub templates: SecretTemplates,
 }
 
 impl MappingScope {
@@ -308,13 +318,25 @@ pub enum DesiredKey {
         /// The credstash names, sorted.
         sources: Vec<String>,
     },
+    /// A composed key that cannot be built (an input is missing or not
+    /// text): the Secret would not pass its type's validation, so it is
+    /// not written; reported.
+    Invalid {
+        /// The credstash names of the inputs that are there, sorted.
+        sources: Vec<String>,
+        /// Why, naming keys only.
+        reason: String,
+    },
 }
 
-/// The keys one Secret should have, by normalised key.
+/// The keys one Secret should have, by Secret key (normalised, or
+/// renamed by `spec.secretTemplates`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredSecret {
-    /// By normalised key.
+    /// By Secret key.
     pub keys: BTreeMap<String, DesiredKey>,
+    /// How many credstash names map into the Secret.
+    pub names: usize,
 }
 
 impl DesiredSecret {
@@ -470,6 +492,7 @@ impl fmt::Display for DesiredState {
                     DesiredKey::Value { .. } => key.clone(),
                     DesiredKey::Failed { .. } => format!("{key} (failed)"),
                     DesiredKey::Conflict { .. } => format!("{key} (conflict)"),
+                    DesiredKey::Invalid { .. } => format!("{key} (invalid)"),
                 })
                 .collect();
             writeln!(f, "{secret}: {}", keys.join(", "))?;
@@ -500,11 +523,15 @@ where
     let mut secrets: BTreeMap<SecretRef, DesiredSecret> = BTreeMap::new();
     for (key_ref, claimants) in claims {
         let desired = resolve(&key_ref, &claimants, &mut report);
-        secrets
-            .entry(key_ref.secret)
-            .or_default()
-            .keys
-            .insert(key_ref.key, desired);
+        let secret = secrets.entry(key_ref.secret).or_default();
+        secret.names += claimants.len();
+        secret.keys.insert(key_ref.key, desired);
+    }
+    for (secret, desired) in &mut secrets {
+        let rule = scope.templates.rule_for(&secret.namespace, &secret.name);
+        if let Some(sources) = rule.and_then(|rule| rule.docker_config.as_ref()) {
+            compose_keys(desired, sources);
+        }
     }
     report.invalid.sort_by(|a, b| a.name.cmp(&b.name));
     report.failed.sort_by(|a, b| a.name.cmp(&b.name));
@@ -527,9 +554,106 @@ fn classify(name: &str, scope: &MappingScope, report: &mut MappingReport) -> Opt
                 .entry(key.secret.namespace)
                 .or_default() += 1;
         }
-        ParsedName::Key(key) => return Some(key),
+        ParsedName::Key(KeyRef { secret, key }) => {
+            let key = scope
+                .templates
+                .key_for(&secret.namespace, &secret.name, key);
+            return Some(KeyRef { secret, key });
+        }
     }
     None
+}
+
+/// Why a `.dockerconfigjson` could not be composed, by input key.
+fn compose_problem(error: ComposeError, names: [&str; 3]) -> String {
+    match error {
+        ComposeError::NotUtf8(Input::Registry) => format!("{} is not UTF-8 text", names[0]),
+        ComposeError::NotUtf8(Input::Username) => format!("{} is not UTF-8 text", names[1]),
+        ComposeError::NotUtf8(Input::Password) => format!("{} is not UTF-8 text", names[2]),
+        ComposeError::EmptyRegistry => format!("{} is empty", names[0]),
+    }
+}
+
+/// Replaces the three inputs of a composed `.dockerconfigjson` with it. No
+/// input: nothing is composed. An input in conflict or failed: the composed
+/// key is too (the Secret keeps what it has). An input missing or not text:
+/// the composed key is [`DesiredKey::Invalid`].
+pub fn compose_keys(desired: &mut DesiredSecret, sources: &DockerConfigSources) {
+    let names = sources.keys();
+    let inputs: Vec<Option<DesiredKey>> = names.iter().map(|k| desired.keys.remove(*k)).collect();
+    if inputs.iter().all(Option::is_none) {
+        return;
+    }
+    let mut all_sources: Vec<String> = inputs
+        .iter()
+        .flatten()
+        .flat_map(|input| match input {
+            DesiredKey::Value { source, .. } | DesiredKey::Failed { source, .. } => {
+                vec![source.clone()]
+            }
+            DesiredKey::Conflict { sources } | DesiredKey::Invalid { sources, .. } => {
+                sources.clone()
+            }
+        })
+        .collect();
+    all_sources.sort();
+    let failed = inputs.iter().flatten().find_map(|input| match input {
+        DesiredKey::Failed { source, reason } => Some((source.clone(), reason.clone())),
+        _ => None,
+    });
+    let missing: Vec<&str> = names
+        .iter()
+        .zip(&inputs)
+        .filter(|(_, input)| input.is_none())
+        .map(|(name, _)| *name)
+        .collect();
+    let composed = if inputs
+        .iter()
+        .flatten()
+        .any(|input| matches!(input, DesiredKey::Conflict { .. }))
+    {
+        DesiredKey::Conflict {
+            sources: all_sources,
+        }
+    } else if let Some((source, reason)) = failed {
+        DesiredKey::Failed { source, reason }
+    } else if !missing.is_empty() {
+        DesiredKey::Invalid {
+            sources: all_sources,
+            reason: format!(
+                "composed from {}; missing: {}",
+                names.join(", "),
+                missing.join(", ")
+            ),
+        }
+    } else {
+        let value = |i: usize| match &inputs[i] {
+            Some(DesiredKey::Value { value, .. }) => Some(value),
+            _ => None,
+        };
+        match (value(0), value(1), value(2)) {
+            (Some(registry), Some(username), Some(password)) => {
+                match docker_config_json(registry, username, password) {
+                    Ok(value) => DesiredKey::Value {
+                        source: all_sources.join(", "),
+                        value,
+                    },
+                    Err(error) => DesiredKey::Invalid {
+                        sources: all_sources,
+                        reason: compose_problem(error, names),
+                    },
+                }
+            }
+            // Every input is a value here (no conflict, failure or gap).
+            _ => DesiredKey::Invalid {
+                sources: all_sources,
+                reason: "an input is not a value".to_owned(),
+            },
+        }
+    };
+    desired
+        .keys
+        .insert(DOCKER_CONFIG_JSON_KEY.to_owned(), composed);
 }
 
 /// The desired state of one key from the names claiming it (more than one
@@ -881,6 +1005,7 @@ mod tests {
         let scope = MappingScope {
             excluded: ["kube-system".to_owned()].into(),
             existing_namespaces: None,
+            templates: SecretTemplates::default(),
         };
         let state = map(
             &[
@@ -901,6 +1026,7 @@ mod tests {
         let scope = MappingScope {
             excluded: BTreeSet::new(),
             existing_namespaces: Some(["ns".to_owned()].into()),
+            templates: SecretTemplates::default(),
         };
         let state = map(
             &[
@@ -931,6 +1057,7 @@ mod tests {
         let scope = MappingScope {
             excluded: ["gone".to_owned()].into(),
             existing_namespaces: Some(BTreeSet::new()),
+            templates: SecretTemplates::default(),
         };
         let state = map(&[("gone/s/a", Ok("1"))], &scope);
         assert_eq!(state.report.excluded, 1);
@@ -942,6 +1069,7 @@ mod tests {
         let scope = MappingScope {
             excluded: ["ex".to_owned()].into(),
             existing_namespaces: Some(["ns".to_owned(), "ex".to_owned()].into()),
+            templates: SecretTemplates::default(),
         };
         let state = map(
             &[

@@ -160,7 +160,24 @@ fn sync_condition(outcome: &SyncOutcome) -> (ConditionStatus, &'static str, Stri
                 outcome.table_error.as_deref().unwrap_or("the table could not be read")
             ),
         ),
-        _ => (ConditionStatus::False, reason::PARTIAL_FAILURE, partial_failure_message(outcome)),
+        _ => (ConditionStatus::False, partial_failure_reason(outcome), partial_failure_message(outcome)),
+    }
+}
+
+/// `TypeMismatch` or `InvalidSecret` when that is the only trouble of a
+/// partly failed sync, else `PartialFailure`.
+fn partial_failure_reason(outcome: &SyncOutcome) -> &'static str {
+    let others = !outcome.key_failures.is_empty()
+        || !outcome.conflicts.is_empty()
+        || !outcome.write_failures.is_empty();
+    match (
+        others,
+        outcome.invalid_secrets.is_empty(),
+        outcome.type_mismatches.is_empty(),
+    ) {
+        (false, true, false) => reason::TYPE_MISMATCH,
+        (false, false, true) => reason::INVALID_SECRET,
+        _ => reason::PARTIAL_FAILURE,
     }
 }
 
@@ -182,6 +199,18 @@ fn partial_failure_message(outcome: &SyncOutcome) -> String {
         parts.push(format!(
             "write failures: {}",
             listed(&outcome.write_failures)
+        ));
+    }
+    if !outcome.invalid_secrets.is_empty() {
+        parts.push(format!(
+            "invalid for their type (not written): {}",
+            listed(&outcome.invalid_secrets)
+        ));
+    }
+    if !outcome.type_mismatches.is_empty() {
+        parts.push(format!(
+            "type mismatches (left alone): {}",
+            listed(&outcome.type_mismatches)
         ));
     }
     parts.join(". ")
@@ -394,6 +423,20 @@ pub fn sync_notices(outcome: &SyncOutcome) -> Vec<Notice> {
             event_reason::INVALID_NAME,
             "Sync",
             note_listing("", &outcome.invalid_names),
+        ));
+    }
+    if !outcome.invalid_secrets.is_empty() {
+        notices.push(Notice::warning(
+            reason::INVALID_SECRET,
+            "Sync",
+            note_listing("not written: ", &outcome.invalid_secrets),
+        ));
+    }
+    if !outcome.type_mismatches.is_empty() {
+        notices.push(Notice::warning(
+            reason::TYPE_MISMATCH,
+            "Sync",
+            note_listing("left alone: ", &outcome.type_mismatches),
         ));
     }
     notices
