@@ -537,6 +537,63 @@ mod tests {
     }
 
     #[test]
+    fn typed_secret_trouble_has_its_own_reason_and_events() {
+        let mismatch = "web/site-tls: type mismatch: the Secret is Opaque, secretTemplates want kubernetes.io/tls";
+        let invalid = "web/half-tls: invalid kubernetes.io/tls Secret: tls.key missing";
+        let ready_of = |outcome: &SyncOutcome| {
+            let status = status_after_sync(&Default::default(), outcome, Some(1), None, now());
+            find_condition(&status.conditions, condition_type::READY)
+                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+                .unwrap()
+        };
+        let only_mismatch = SyncOutcome {
+            type_mismatches: vec![mismatch.into()],
+            ..clean()
+        };
+        let (status, why, message) = ready_of(&only_mismatch);
+        assert_eq!(
+            (status.as_str(), why.as_str()),
+            ("False", reason::TYPE_MISMATCH)
+        );
+        assert!(
+            message.contains(&format!("type mismatches (left alone): {mismatch}")),
+            "{message}"
+        );
+        let only_invalid = SyncOutcome {
+            invalid_secrets: vec![invalid.into()],
+            ..clean()
+        };
+        let (_, why, message) = ready_of(&only_invalid);
+        assert_eq!(why, reason::INVALID_SECRET);
+        assert!(
+            message.contains(&format!("invalid for their type (not written): {invalid}")),
+            "{message}"
+        );
+        let both = SyncOutcome {
+            type_mismatches: vec![mismatch.into()],
+            invalid_secrets: vec![invalid.into()],
+            ..clean()
+        };
+        assert_eq!(ready_of(&both).1, reason::PARTIAL_FAILURE);
+        let notices = sync_notices(&both);
+        let warning = |why: &str| {
+            notices
+                .iter()
+                .find(|n| n.reason == why && n.severity == Severity::Warning)
+                .map(|n| n.note.clone())
+        };
+        assert_eq!(
+            warning(reason::TYPE_MISMATCH),
+            Some(format!("left alone: {mismatch}"))
+        );
+        assert_eq!(
+            warning(reason::INVALID_SECRET),
+            Some(format!("not written: {invalid}"))
+        );
+        assert!(warning(event_reason::SECRET_SKIPPED).is_none());
+    }
+
+    #[test]
     fn an_unreadable_table_keeps_the_previous_counts() {
         let previous = status_after_sync(&Default::default(), &clean(), Some(1), None, now());
         let outcome = SyncOutcome {

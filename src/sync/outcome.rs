@@ -360,4 +360,60 @@ mod tests {
             [&secret("ns-c")]
         );
     }
+
+    #[test]
+    fn typed_secret_skips_are_listed_apart_and_their_names_count_as_invalid() {
+        use crate::mapping::DesiredSecret;
+        use crate::secrets::SkipReason;
+        use crate::templates::SecretType;
+        let skip = |name: &str, reason: SkipReason| SecretPlan {
+            secret: SecretRef::new("web", name),
+            action: SecretAction::Skip(reason),
+            keys: Vec::new(),
+            apply: None,
+            metadata_conflicts: Vec::new(),
+            secret_type: SecretType::Tls,
+        };
+        let plan = Plan {
+            secrets: vec![
+                skip(
+                    "half",
+                    SkipReason::InvalidForType {
+                        secret_type: SecretType::Tls,
+                        problems: vec!["tls.key missing".into()],
+                    },
+                ),
+                skip(
+                    "old",
+                    SkipReason::TypeMismatch {
+                        live: "Opaque".into(),
+                        wanted: SecretType::Tls,
+                    },
+                ),
+                skip("other", SkipReason::NotAdopted),
+            ],
+        };
+        let mut desired = DesiredState::default();
+        for (name, names) in [("half", 2), ("old", 3), ("other", 1)] {
+            desired.secrets.insert(
+                SecretRef::new("web", name),
+                DesiredSecret {
+                    names,
+                    ..Default::default()
+                },
+            );
+        }
+        let outcome = describe(false, &desired, &plan, &[]);
+        assert_eq!(
+            outcome.invalid_secrets,
+            ["web/half: invalid kubernetes.io/tls Secret: tls.key missing"]
+        );
+        assert_eq!(outcome.type_mismatches.len(), 1);
+        assert!(outcome.type_mismatches[0].starts_with("web/old: type mismatch"));
+        assert_eq!(outcome.skipped.len(), 1);
+        assert!(outcome.skipped[0].starts_with("web/other: "));
+        assert_eq!(outcome.keys.invalid, 2, "the names of the invalid Secret");
+        assert_eq!(outcome.secrets.skipped, 3);
+        assert_eq!(outcome.result(), SyncResult::PartialFailure);
+    }
 }
