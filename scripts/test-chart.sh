@@ -255,10 +255,11 @@ else:
     # examples/*.yaml against the CRD schema (tests/chart.rs applies them to the fake API server)
     for p in sorted(glob.glob("examples/*.yaml")):
         docs = objects(p)
-        # Workloads beside a CredstashSync (examples/rollout.yaml) are
-        # applied to the fake API server by tests/chart.rs.
-        known = ("CredstashSync", "Deployment", "StatefulSet", "DaemonSet", "Namespace")
-        check(docs and all(d["kind"] in known for d in docs), f"{p}: only CredstashSyncs and workloads expected")
+        # Workloads and the Ingress that uses a TLS Secret beside a
+        # CredstashSync (examples/rollout.yaml, tls-and-registry.yaml) are
+        # applied to the API server by tests/chart.rs.
+        known = ("CredstashSync", "Deployment", "StatefulSet", "DaemonSet", "Namespace", "Ingress")
+        check(docs and all(d["kind"] in known for d in docs), f"{p}: only CredstashSyncs, workloads and Ingresses expected")
         check(any(d["kind"] == "CredstashSync" for d in docs), f"{p}: no CredstashSync")
         for d in (d for d in docs if d["kind"] == "CredstashSync"):
             for e in jsonschema.Draft7Validator(crd_schema).iter_errors(d):

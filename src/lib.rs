@@ -1,7 +1,7 @@
 //! kubestash: keeps Kubernetes Secrets in step with a credstash table.
 //!
 //! A full sync reads the table ([`credstash`]), maps it to the Secrets it
-//! should become ([`mapping`]), plans against what the cluster has and
+//! should become ([`mapping`], typed by the rules of [`templates`]), plans against what the cluster has and
 //! applies ([`secrets`]), run by the sync engine ([`sync`]); [`controller`] runs it per CredstashSync ([`crd`])
 //! and writes status, events and [`metrics`]. Between full syncs the
 //! table's DynamoDB stream ([`stream`]) names the keys to read again, and
@@ -28,5 +28,6 @@ pub mod server;
 pub mod stream;
 pub mod sync;
 pub mod telemetry;
+pub mod templates;
 pub mod value;
 pub mod write_gate;

@@ -9,11 +9,22 @@
 //! not allowed), excluded (namespace excluded), waiting (namespace does not
 //! exist yet) or mapped (a key of a desired Secret: a value, a failure or a
 //! conflict). Nothing printable here ever holds a secret value.
+//!
+//! A rule of `spec.secretTemplates` ([`crate::templates`]) selecting the
+//! Secret renames the normalised key to an exact Secret key before claims
+//! are resolved (so two names renamed to one key are a conflict like any
+//! other), and may compose `.dockerconfigjson` from three of the Secret's
+//! keys, which are then not written on their own ([`compose_keys`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+use crate::templates::SecretTemplates;
 use crate::value::SecretValue;
+
+mod compose;
+
+pub use compose::compose_keys;
 
 /// Longest namespace name (DNS-1123 label).
 const MAX_LABEL: usize = 63;
@@ -41,6 +52,8 @@ pub struct MappingScope {
     pub excluded: BTreeSet<String>,
     /// Namespaces that exist; `None` assumes every namespace exists.
     pub existing_namespaces: Option<BTreeSet<String>>,
+    /// `spec.secretTemplates`: key renames and composed keys.
+    pub templates: SecretTemplates,
 }
 
 impl MappingScope {
@@ -308,13 +321,25 @@ pub enum DesiredKey {
         /// The credstash names, sorted.
         sources: Vec<String>,
     },
+    /// A composed key that cannot be built (an input is missing or not
+    /// text): the Secret would not pass its type's validation, so it is
+    /// not written; reported.
+    Invalid {
+        /// The credstash names of the inputs that are there, sorted.
+        sources: Vec<String>,
+        /// Why, naming keys only.
+        reason: String,
+    },
 }
 
-/// The keys one Secret should have, by normalised key.
+/// The keys one Secret should have, by Secret key (normalised, or
+/// renamed by `spec.secretTemplates`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DesiredSecret {
-    /// By normalised key.
+    /// By Secret key.
     pub keys: BTreeMap<String, DesiredKey>,
+    /// How many credstash names map into the Secret.
+    pub names: usize,
 }
 
 impl DesiredSecret {
@@ -470,6 +495,7 @@ impl fmt::Display for DesiredState {
                     DesiredKey::Value { .. } => key.clone(),
                     DesiredKey::Failed { .. } => format!("{key} (failed)"),
                     DesiredKey::Conflict { .. } => format!("{key} (conflict)"),
+                    DesiredKey::Invalid { .. } => format!("{key} (invalid)"),
                 })
                 .collect();
             writeln!(f, "{secret}: {}", keys.join(", "))?;
@@ -500,11 +526,15 @@ where
     let mut secrets: BTreeMap<SecretRef, DesiredSecret> = BTreeMap::new();
     for (key_ref, claimants) in claims {
         let desired = resolve(&key_ref, &claimants, &mut report);
-        secrets
-            .entry(key_ref.secret)
-            .or_default()
-            .keys
-            .insert(key_ref.key, desired);
+        let secret = secrets.entry(key_ref.secret).or_default();
+        secret.names += claimants.len();
+        secret.keys.insert(key_ref.key, desired);
+    }
+    for (secret, desired) in &mut secrets {
+        let rule = scope.templates.rule_for(&secret.namespace, &secret.name);
+        if let Some(sources) = rule.and_then(|rule| rule.docker_config.as_ref()) {
+            compose_keys(desired, sources);
+        }
     }
     report.invalid.sort_by(|a, b| a.name.cmp(&b.name));
     report.failed.sort_by(|a, b| a.name.cmp(&b.name));
@@ -527,7 +557,12 @@ fn classify(name: &str, scope: &MappingScope, report: &mut MappingReport) -> Opt
                 .entry(key.secret.namespace)
                 .or_default() += 1;
         }
-        ParsedName::Key(key) => return Some(key),
+        ParsedName::Key(KeyRef { secret, key }) => {
+            let key = scope
+                .templates
+                .key_for(&secret.namespace, &secret.name, key);
+            return Some(KeyRef { secret, key });
+        }
     }
     None
 }
@@ -881,6 +916,7 @@ mod tests {
         let scope = MappingScope {
             excluded: ["kube-system".to_owned()].into(),
             existing_namespaces: None,
+            templates: SecretTemplates::default(),
         };
         let state = map(
             &[
@@ -901,6 +937,7 @@ mod tests {
         let scope = MappingScope {
             excluded: BTreeSet::new(),
             existing_namespaces: Some(["ns".to_owned()].into()),
+            templates: SecretTemplates::default(),
         };
         let state = map(
             &[
@@ -931,6 +968,7 @@ mod tests {
         let scope = MappingScope {
             excluded: ["gone".to_owned()].into(),
             existing_namespaces: Some(BTreeSet::new()),
+            templates: SecretTemplates::default(),
         };
         let state = map(&[("gone/s/a", Ok("1"))], &scope);
         assert_eq!(state.report.excluded, 1);
@@ -942,6 +980,7 @@ mod tests {
         let scope = MappingScope {
             excluded: ["ex".to_owned()].into(),
             existing_namespaces: Some(["ns".to_owned(), "ex".to_owned()].into()),
+            templates: SecretTemplates::default(),
         };
         let state = map(
             &[

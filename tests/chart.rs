@@ -517,10 +517,13 @@ fn examples_apply_to_the_fake_api_server() {
         for (_, kind, doc) in apply::documents(&read(rel)) {
             let v: serde_yaml::Value = serde_yaml::from_str(&doc).unwrap();
             let name = v["metadata"]["name"].as_str().unwrap().to_string();
-            // Workloads show how to opt in (examples/rollout.yaml).
+            // Workloads show how to opt in (examples/rollout.yaml) and use
+            // typed Secrets (examples/tls-and-registry.yaml).
             let created = match kind.as_str() {
                 "CredstashSync" => format!("credstashsync.kubestash.io/{name} created"),
                 "Deployment" => format!("deployment.apps/{name} created"),
+                // examples/tls-and-registry.yaml: the Ingress using its Secret.
+                "Ingress" => format!("ingress.networking.k8s.io/{name} created"),
                 other => panic!("{rel}: unexpected kind {other}"),
             };
             assert!(out.contains(&created), "{rel}: {out}");

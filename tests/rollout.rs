@@ -315,3 +315,63 @@ fn one_digest_covers_both_secrets_and_unchanged_or_repaired_data_restarts_nothin
         );
     });
 }
+
+/// Real chaos seed 709914194: a hand deletion re-creates the Secret (new
+/// uid, same data: a repair, no restart), then a write that changes only
+/// its metadata (`secretMetadata`) must not restart the workload although
+/// the digest, which covers the uid, differs from the pod template's.
+#[test]
+fn a_metadata_only_write_after_a_re_creation_restarts_nothing() {
+    let env = Env::start();
+    streamed(&env, "r-meta");
+    env.put("r-meta", "roll/sm/KEY", "m1");
+    block_on(async {
+        env.create_namespace(NS).await;
+        env.apply_css("rmeta", spec("r-meta", "0s")).await;
+        env.wait_value(NS, "sm", "KEY", "m1").await;
+        wait_streaming(&env, "rmeta").await;
+        let api = deployments(&env).await;
+        api.create(
+            &PostParams::default(),
+            &deployment("meta", true, "sm", None),
+        )
+        .await
+        .expect("create Deployment");
+        env.put("r-meta", "roll/sm/KEY", "m2");
+        env.wait_value(NS, "sm", "KEY", "m2").await;
+        assert_eq!(wait_digest(&env, "meta", &["sm"]).await, 2);
+
+        // Deleted by hand: re-created by the operator with the same data.
+        let secrets: Api<Secret> = Api::namespaced(env.client().await, NS);
+        let uid = |s: &Secret| s.metadata.uid.clone();
+        let before = uid(&env.secret(NS, "sm").await.expect("the Secret"));
+        secrets
+            .delete("sm", &Default::default())
+            .await
+            .expect("hand deletion");
+        wait_for("the Secret to be re-created", || async {
+            let found = env.secret(NS, "sm").await?;
+            (uid(&found) != before && data(&found).get("KEY").map(String::as_str) == Some("m2"))
+                .then_some(())
+        })
+        .await;
+        // Only the Secret's labels change.
+        let mut labelled = spec("r-meta", "0s");
+        labelled["secretMetadata"] = json!({"labels": {"team": "payments"}});
+        env.apply_css("rmeta", labelled).await;
+        wait_for("the label on the Secret", || async {
+            let found = env.secret(NS, "sm").await?;
+            let labels = found.metadata.labels.unwrap_or_default();
+            (labels.get("team").map(String::as_str) == Some("payments")).then_some(())
+        })
+        .await;
+        // A real change: exactly one more restart.
+        env.put("r-meta", "roll/sm/KEY", "m3");
+        env.wait_value(NS, "sm", "KEY", "m3").await;
+        assert_eq!(
+            wait_digest(&env, "meta", &["sm"]).await,
+            3,
+            "neither the re-creation nor the label write restarted the Deployment"
+        );
+    });
+}

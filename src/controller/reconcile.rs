@@ -235,7 +235,7 @@ impl Run<'_> {
         };
         record_sync_metrics(ctx, name, &outcome, now);
         ctx.rollouts
-            .secrets_changed(name, spec.rollout, outcome.changed_keys.keys());
+            .secrets_changed(name, spec.rollout, data_changed(&outcome));
         let failed = match snapshot {
             Some(snapshot) if outcome.cluster_error.is_none() => {
                 let retry = snapshot.names_to_retry(engine.scope());
@@ -419,8 +419,8 @@ impl Run<'_> {
         };
         let failing = snapshot.failed_names(engine.scope());
         let repaired = repaired_secrets(&work, &outcome);
-        let changed = outcome.changed_keys.keys();
-        let not_repaired = changed.filter(|s| work.secrets.get(*s) != Some(&Cause::Drift));
+        let not_repaired =
+            data_changed(&outcome).filter(|s| work.secrets.get(*s) != Some(&Cause::Drift));
         ctx.rollouts
             .secrets_changed(name, spec.rollout, not_repaired);
         let read_ok = unread.is_empty();
@@ -463,6 +463,18 @@ impl Run<'_> {
             ctx.publish(self.css, &notice).await;
         }
     }
+}
+
+/// The Secrets whose data the sync changed: a write of metadata only (a
+/// `secretMetadata` edit) starts no rollout, even when the digest differs
+/// from the pod template's because the Secret was re-created since (its uid
+/// is in the digest).
+fn data_changed(outcome: &SyncOutcome) -> impl Iterator<Item = &SecretRef> {
+    outcome
+        .changed_keys
+        .iter()
+        .filter(|(_, keys)| !keys.is_empty())
+        .map(|(secret, _)| secret)
 }
 
 /// The Secrets marked as drifted that the apply wrote, with the keys put

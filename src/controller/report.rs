@@ -160,7 +160,24 @@ fn sync_condition(outcome: &SyncOutcome) -> (ConditionStatus, &'static str, Stri
                 outcome.table_error.as_deref().unwrap_or("the table could not be read")
             ),
         ),
-        _ => (ConditionStatus::False, reason::PARTIAL_FAILURE, partial_failure_message(outcome)),
+        _ => (ConditionStatus::False, partial_failure_reason(outcome), partial_failure_message(outcome)),
+    }
+}
+
+/// `TypeMismatch` or `InvalidSecret` when that is the only trouble of a
+/// partly failed sync, else `PartialFailure`.
+fn partial_failure_reason(outcome: &SyncOutcome) -> &'static str {
+    let others = !outcome.key_failures.is_empty()
+        || !outcome.conflicts.is_empty()
+        || !outcome.write_failures.is_empty();
+    match (
+        others,
+        outcome.invalid_secrets.is_empty(),
+        outcome.type_mismatches.is_empty(),
+    ) {
+        (false, true, false) => reason::TYPE_MISMATCH,
+        (false, false, true) => reason::INVALID_SECRET,
+        _ => reason::PARTIAL_FAILURE,
     }
 }
 
@@ -182,6 +199,18 @@ fn partial_failure_message(outcome: &SyncOutcome) -> String {
         parts.push(format!(
             "write failures: {}",
             listed(&outcome.write_failures)
+        ));
+    }
+    if !outcome.invalid_secrets.is_empty() {
+        parts.push(format!(
+            "invalid for their type (not written): {}",
+            listed(&outcome.invalid_secrets)
+        ));
+    }
+    if !outcome.type_mismatches.is_empty() {
+        parts.push(format!(
+            "type mismatches (left alone): {}",
+            listed(&outcome.type_mismatches)
         ));
     }
     parts.join(". ")
@@ -396,6 +425,20 @@ pub fn sync_notices(outcome: &SyncOutcome) -> Vec<Notice> {
             note_listing("", &outcome.invalid_names),
         ));
     }
+    if !outcome.invalid_secrets.is_empty() {
+        notices.push(Notice::warning(
+            reason::INVALID_SECRET,
+            "Sync",
+            note_listing("not written: ", &outcome.invalid_secrets),
+        ));
+    }
+    if !outcome.type_mismatches.is_empty() {
+        notices.push(Notice::warning(
+            reason::TYPE_MISMATCH,
+            "Sync",
+            note_listing("left alone: ", &outcome.type_mismatches),
+        ));
+    }
     notices
 }
 
@@ -491,6 +534,63 @@ mod tests {
         assert!(sync_notices(&outcome)
             .iter()
             .any(|n| n.reason == "DecryptFailed" && n.severity == Severity::Warning));
+    }
+
+    #[test]
+    fn typed_secret_trouble_has_its_own_reason_and_events() {
+        let mismatch = "web/site-tls: type mismatch: the Secret is Opaque, secretTemplates want kubernetes.io/tls";
+        let invalid = "web/half-tls: invalid kubernetes.io/tls Secret: tls.key missing";
+        let ready_of = |outcome: &SyncOutcome| {
+            let status = status_after_sync(&Default::default(), outcome, Some(1), None, now());
+            find_condition(&status.conditions, condition_type::READY)
+                .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+                .unwrap()
+        };
+        let only_mismatch = SyncOutcome {
+            type_mismatches: vec![mismatch.into()],
+            ..clean()
+        };
+        let (status, why, message) = ready_of(&only_mismatch);
+        assert_eq!(
+            (status.as_str(), why.as_str()),
+            ("False", reason::TYPE_MISMATCH)
+        );
+        assert!(
+            message.contains(&format!("type mismatches (left alone): {mismatch}")),
+            "{message}"
+        );
+        let only_invalid = SyncOutcome {
+            invalid_secrets: vec![invalid.into()],
+            ..clean()
+        };
+        let (_, why, message) = ready_of(&only_invalid);
+        assert_eq!(why, reason::INVALID_SECRET);
+        assert!(
+            message.contains(&format!("invalid for their type (not written): {invalid}")),
+            "{message}"
+        );
+        let both = SyncOutcome {
+            type_mismatches: vec![mismatch.into()],
+            invalid_secrets: vec![invalid.into()],
+            ..clean()
+        };
+        assert_eq!(ready_of(&both).1, reason::PARTIAL_FAILURE);
+        let notices = sync_notices(&both);
+        let warning = |why: &str| {
+            notices
+                .iter()
+                .find(|n| n.reason == why && n.severity == Severity::Warning)
+                .map(|n| n.note.clone())
+        };
+        assert_eq!(
+            warning(reason::TYPE_MISMATCH),
+            Some(format!("left alone: {mismatch}"))
+        );
+        assert_eq!(
+            warning(reason::INVALID_SECRET),
+            Some(format!("not written: {invalid}"))
+        );
+        assert!(warning(event_reason::SECRET_SKIPPED).is_none());
     }
 
     #[test]

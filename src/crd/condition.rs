@@ -29,6 +29,13 @@ pub mod reason {
     pub const PARTIAL_FAILURE: &str = "PartialFailure";
     /// The spec does not validate; nothing is synced until it is fixed.
     pub const INVALID_SPEC: &str = "InvalidSpec";
+    /// Secrets were not written because they would fail the API server's
+    /// validation for their type (`spec.secretTemplates`): a TLS Secret
+    /// without `tls.key`, a `.dockerconfigjson` that is not JSON...
+    pub const INVALID_SECRET: &str = "InvalidSecret";
+    /// Existing Secrets have another type than `spec.secretTemplates`
+    /// gives them; they are left alone (a type cannot change).
+    pub const TYPE_MISMATCH: &str = "TypeMismatch";
     /// No sync has completed yet.
     pub const SYNC_PENDING: &str = "SyncPending";
     /// Dry run is on; the plan is in `status.plan`.

@@ -14,6 +14,7 @@ mod metadata;
 mod rollout;
 mod schedule;
 mod selector;
+mod templates;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -22,6 +23,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, T
 use kube::{CustomResource, CustomResourceExt};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+
+use crate::templates::SecretTemplates;
 
 pub use crate::duration::{parse_duration, DurationError, DURATION_PATTERN};
 pub use condition::{
@@ -32,6 +35,7 @@ pub use metadata::{SecretMetadata, RESERVED_ANNOTATION_PREFIX, RESERVED_LABEL};
 pub use rollout::{RolloutSettings, RolloutSpec, DEFAULT_ROLLOUT_DEBOUNCE};
 pub use schedule::{CronSchedule, ScheduleError, SCHEDULE_PATTERN};
 pub use selector::NamespaceSelector;
+pub use templates::{DockerConfigJsonSpec, SecretTemplateSpec};
 
 /// API group of the CredstashSync resource.
 pub const API_GROUP: &str = "kubestash.io";
@@ -226,6 +230,19 @@ pub struct CredstashSyncSpec {
     /// when this CredstashSync changes a Secret they reference. Default: off.
     #[serde(default, skip_serializing_if = "RolloutSpec::is_default")]
     pub rollout: RolloutSpec,
+
+    /// Typed Secrets: rules that give selected Secrets a type
+    /// (kubernetes.io/tls, kubernetes.io/dockerconfigjson), exact key names
+    /// and a composed `.dockerconfigjson`, checked before anything is
+    /// written. No two rules may select one Secret. Default: none (Opaque
+    /// Secrets with normalised keys).
+    #[serde(
+        default,
+        deserialize_with = "null_as_empty",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    #[schemars(extend("nullable" = true))]
+    pub secret_templates: Vec<SecretTemplateSpec>,
 }
 
 fn default_excluded_namespaces() -> Vec<String> {
@@ -287,6 +304,7 @@ impl CredstashSyncSpec {
             namespace_selector: None,
             adopt_existing: DEFAULT_ADOPT_EXISTING,
             rollout: RolloutSpec::default(),
+            secret_templates: Vec::new(),
         }
     }
 
@@ -329,12 +347,20 @@ impl CredstashSyncSpec {
             .validate()
             .map_err(|e| check("rollout.debounce", Err(e)))
             .ok();
+        let secret_templates = templates::validate(&self.secret_templates)
+            .map_err(|found| {
+                for problem in found {
+                    check("secretTemplates", Err(problem));
+                }
+            })
+            .ok();
         match (
             wait_time,
             sync_timeout,
             min_resync_interval,
             schedule,
             rollout,
+            secret_templates,
         ) {
             (
                 Some(wait_time),
@@ -342,6 +368,7 @@ impl CredstashSyncSpec {
                 Some(min_resync_interval),
                 Some(schedule),
                 Some(rollout),
+                Some(secret_templates),
             ) if problems.is_empty() => {
                 let parsed = Parsed {
                     wait_time,
@@ -350,6 +377,7 @@ impl CredstashSyncSpec {
                     schedule,
                     namespace_selector: selector.and_then(Result::ok),
                     rollout,
+                    secret_templates,
                 };
                 Ok(self.to_valid(parsed))
             }
@@ -365,6 +393,7 @@ impl CredstashSyncSpec {
             schedule,
             namespace_selector,
             rollout,
+            secret_templates,
         } = parsed;
         ValidSpec {
             table: self.table.clone(),
@@ -383,6 +412,7 @@ impl CredstashSyncSpec {
             namespace_selector,
             adopt_existing: self.adopt_existing,
             rollout,
+            secret_templates,
         }
     }
 }
@@ -395,6 +425,7 @@ struct Parsed {
     schedule: CronSchedule,
     namespace_selector: Option<NamespaceSelector>,
     rollout: RolloutSettings,
+    secret_templates: SecretTemplates,
 }
 
 fn non_empty(value: &Option<String>) -> Option<String> {
@@ -497,6 +528,8 @@ pub struct ValidSpec {
     pub adopt_existing: bool,
     /// `spec.rollout`.
     pub rollout: RolloutSettings,
+    /// `spec.secretTemplates`, checked (no two rules overlap).
+    pub secret_templates: SecretTemplates,
 }
 
 impl ValidSpec {

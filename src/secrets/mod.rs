@@ -1,6 +1,7 @@
 //! Writing Secrets: what the cluster has ([`live`], [`observed`]), what to
 //! send ([`plan`](mod@plan)), whose fields deleted CredstashSyncs leave
-//! ([`handover`]), the operator's own recent writes ([`ledger`]) and the
+//! ([`handover`]), the type rules of a Secret ([`typed`]), the operator's
+//! own recent writes ([`ledger`]) and the
 //! sending itself ([`apply`], the one module here that talks to the API
 //! server; the rest is pure). The sync engine ([`crate::sync`]) runs them
 //! in order.
@@ -15,6 +16,7 @@ pub mod ledger;
 pub mod live;
 pub mod observed;
 pub mod plan;
+pub mod typed;
 
 pub use ledger::{Echo, OwnWrites};
 pub use live::LiveSecret;
@@ -34,7 +36,8 @@ pub const SYNCED_AT_ANNOTATION: &str = "kubestash.io/synced-at";
 pub const SOURCE_ANNOTATION: &str = "kubestash.io/source";
 /// Prefix of every kubestash field manager.
 pub const MANAGER_PREFIX: &str = "kubestash/";
-/// The only Secret type kubestash writes.
+/// The Secret type kubestash writes unless `spec.secretTemplates` gives
+/// another.
 pub const OPAQUE: &str = "Opaque";
 
 /// The field manager of a CredstashSync: `kubestash/<name>`.

@@ -50,9 +50,14 @@
 //!
 //! A Secret is not written (skipped) where its [`SecretScope::writes`] says
 //! so (an excluded namespace; one the namespace selector does not select,
-//! unless keys are removed there), when it is not `Opaque`, when it is
-//! immutable and its data would change, or when `adoptExisting` is off and
-//! kubestash did not create it.
+//! unless keys are removed there), when its live type is not the one it
+//! must have (`Opaque`, or its `spec.secretTemplates` rule's type: a
+//! type never changes, `TypeMismatch`), when it would fail the API
+//! server's validation for its type (a TLS Secret without `tls.key`, a
+//! `.dockerconfigjson` that is not a JSON object or cannot be composed),
+//! when it is immutable and its data would change, or when
+//! `adoptExisting` is off and kubestash did not create it. The type rules
+//! are [`super::typed`]'s.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -62,9 +67,11 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 
 use super::observed::ObservedSecret;
-use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, OPAQUE, SOURCE_ANNOTATION, SYNCED_AT_ANNOTATION};
+use super::typed::type_verdict;
+use super::{MANAGED_BY_LABEL, MANAGED_BY_VALUE, SOURCE_ANNOTATION, SYNCED_AT_ANNOTATION};
 use crate::crd::SecretMetadata;
 use crate::mapping::{DesiredKey, DesiredSecret, SecretRef};
+use crate::templates::{SecretTemplates, SecretType};
 use crate::value::SecretValue;
 use crate::value::ValueDigest;
 
@@ -82,6 +89,8 @@ pub struct PlanOptions {
     /// `spec.adoptExisting`: write into existing Secrets kubestash did not
     /// create.
     pub adopt_existing: bool,
+    /// `spec.secretTemplates`: the type each Secret must have.
+    pub templates: SecretTemplates,
 }
 
 /// What a sync may do in one Secret, as the sync's namespace scope decides
@@ -168,6 +177,8 @@ pub enum KeepReason {
     OwnedByOther(String),
     /// Gone from the table, but the prune rule ([`PruneGate`]) keeps it.
     NotPruned,
+    /// A composed key that cannot be built (the Secret is not written).
+    Invalid,
 }
 
 impl fmt::Display for KeepReason {
@@ -177,6 +188,7 @@ impl fmt::Display for KeepReason {
             KeepReason::Conflict => f.write_str("conflict"),
             KeepReason::OwnedByOther(manager) => write!(f, "owned by {manager}"),
             KeepReason::NotPruned => f.write_str("not pruned"),
+            KeepReason::Invalid => f.write_str("invalid"),
         }
     }
 }
@@ -218,8 +230,24 @@ pub struct KeyChange {
 /// Why a Secret is not written.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SkipReason {
-    /// A Secret of another type has this name.
+    /// A Secret of another type has this name (and no rule of
+    /// `spec.secretTemplates` selects it).
     NotOpaque(String),
+    /// The live Secret's type is not the one its `spec.secretTemplates`
+    /// rule gives it; a type cannot change, so it is left alone.
+    TypeMismatch {
+        /// The live type.
+        live: String,
+        /// The rule's type.
+        wanted: SecretType,
+    },
+    /// The Secret would fail the API server's validation for its type.
+    InvalidForType {
+        /// The type.
+        secret_type: SecretType,
+        /// What is wrong (key names only).
+        problems: Vec<String>,
+    },
     /// The Secret is immutable and its data would change.
     Immutable,
     /// The Secret does not exist and no key can be written (all failed or
@@ -239,6 +267,14 @@ impl fmt::Display for SkipReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SkipReason::NotOpaque(kind) => write!(f, "not Opaque ({kind})"),
+            SkipReason::TypeMismatch { live, wanted } => write!(
+                f,
+                "type mismatch: the Secret is {live}, secretTemplates want {wanted}; the type of a Secret cannot change (delete the Secret and kubestash recreates it)"
+            ),
+            SkipReason::InvalidForType {
+                secret_type,
+                problems,
+            } => write!(f, "invalid {secret_type} Secret: {}", problems.join(", ")),
             SkipReason::Immutable => f.write_str("immutable"),
             SkipReason::NothingToWrite => f.write_str("no key to write"),
             SkipReason::ExcludedNamespace => f.write_str("excluded namespace"),
@@ -284,6 +320,8 @@ pub struct ApplySecret {
     /// Keys our manager owns and keeps with their live value (failed,
     /// conflicting, not pruned): read from the live Secret before applying.
     pub carried: BTreeSet<String>,
+    /// The Secret's type (`Opaque` unless `spec.secretTemplates` says).
+    pub secret_type: SecretType,
     /// Labels we own.
     pub labels: BTreeMap<String, String>,
     /// Annotations we own.
@@ -291,11 +329,6 @@ pub struct ApplySecret {
 }
 
 impl ApplySecret {
-    /// The Secret type written (always `Opaque`).
-    pub fn secret_type(&self) -> &'static str {
-        OPAQUE
-    }
-
     /// Takes the values of the [`ApplySecret::carried`] keys from `live`, a
     /// fresh copy of the Secret. A carried key `live` no longer has is left
     /// out (nobody can be holding a value for it).
@@ -327,7 +360,7 @@ impl ApplySecret {
                 "labels": self.labels,
                 "annotations": self.annotations,
             },
-            "type": OPAQUE,
+            "type": self.secret_type.as_str(),
             "data": data,
         })
     }
@@ -349,12 +382,16 @@ pub struct SecretPlan {
     /// another CredstashSync owns them with another value, e.g.
     /// `label team owned by kubestash/other`.
     pub metadata_conflicts: Vec<String>,
+    /// The Secret's type (`Opaque` unless `spec.secretTemplates` says).
+    pub secret_type: SecretType,
 }
 
 impl SecretPlan {
     /// One line for status, events and logs, e.g.
-    /// `create test/mysecret (keys: A, B)` or
-    /// `update ns/s (add: A; change: B; remove: C; keep: D (failed))`.
+    /// `create test/mysecret (keys: A, B)`,
+    /// `update ns/s (add: A; change: B; remove: C; keep: D (failed))` or,
+    /// with a type other than Opaque,
+    /// `create web/site-tls as kubernetes.io/tls (keys: tls.crt, tls.key)`.
     pub fn summary(&self) -> String {
         let (verb, reason) = match &self.action {
             SecretAction::Create => ("create", String::new()),
@@ -370,7 +407,12 @@ impl SecretPlan {
         } else {
             format!(" ({})", groups.join("; "))
         };
-        format!("{verb} {}{reason}{details}", self.secret)
+        let typed = if self.secret_type == SecretType::Opaque {
+            String::new()
+        } else {
+            format!(" as {}", self.secret_type)
+        };
+        format!("{verb} {}{typed}{reason}{details}", self.secret)
     }
 
     /// `label: KEY, KEY` groups of the listed keys (unchanged keys are not
@@ -584,11 +626,19 @@ pub fn plan_secret(
     let (keys, data, carried) = plan_keys(desired, observed, prunes);
     let data_changed = keys.iter().any(|k| k.change.changes_data());
     let metadata = plan_metadata(options, observed, data_changed);
+    let rule = options.templates.rule_for(&secret.namespace, &secret.name);
+    let secret_type = rule.map_or(SecretType::Opaque, |rule| rule.secret_type);
     let differences = Differences {
         data_changed,
         claims: observed.is_some_and(|live| claims_ownership(&keys, live)),
         metadata_stale: metadata.stale,
         has_data: !data.is_empty() || !carried.is_empty(),
+        type_verdict: type_verdict(secret_type, rule.is_some(), desired, observed, &keys),
+        unbuildable: desired.is_some_and(|d| {
+            d.keys
+                .values()
+                .any(|k| matches!(k, DesiredKey::Invalid { .. }))
+        }),
     };
     let action = decide(options, &scope.writes, observed, &differences);
     let apply =
@@ -600,6 +650,7 @@ pub fn plan_secret(
             annotations: metadata.annotations,
             data,
             carried,
+            secret_type,
         });
     Some(SecretPlan {
         secret: secret.clone(),
@@ -607,6 +658,7 @@ pub fn plan_secret(
         keys,
         apply,
         metadata_conflicts: metadata.conflicts,
+        secret_type,
     })
 }
 
@@ -620,6 +672,10 @@ struct Differences {
     metadata_stale: bool,
     /// The apply body holds keys.
     has_data: bool,
+    /// Why the Secret's type forbids the write ([`type_verdict`]), if so.
+    type_verdict: Option<SkipReason>,
+    /// A desired key cannot be built ([`DesiredKey::Invalid`]).
+    unbuildable: bool,
 }
 
 /// The Secret's action from its key changes and live state.
@@ -636,6 +692,14 @@ fn decide(
         }
         _ => {}
     }
+    // A Secret that does not exist and gets no key is not created anyway:
+    // it is reported as invalid only when a key it should have cannot be
+    // built (not when its keys failed to open).
+    let reported = observed.is_some() || differences.has_data || differences.unbuildable;
+    match &differences.type_verdict {
+        Some(reason) if reported => return SecretAction::Skip(reason.clone()),
+        _ => {}
+    }
     let Some(live) = observed else {
         return if differences.has_data {
             SecretAction::Create
@@ -643,9 +707,7 @@ fn decide(
             SecretAction::Skip(SkipReason::NothingToWrite)
         };
     };
-    if !live.is_opaque() {
-        SecretAction::Skip(SkipReason::NotOpaque(live.type_.clone()))
-    } else if !options.adopt_existing && !created_by_kubestash(live) {
+    if !options.adopt_existing && !created_by_kubestash(live) {
         SecretAction::Skip(SkipReason::NotAdopted)
     } else if differences.data_changed && live.immutable {
         SecretAction::Skip(SkipReason::Immutable)
@@ -874,6 +936,9 @@ fn plan_key<'a>(input: &KeyInput<'a>, prunes: bool) -> (Option<KeyChangeKind>, O
         Some(DesiredKey::Conflict { .. }) => {
             (Some(KeyChangeKind::Keep(KeepReason::Conflict)), carried)
         }
+        Some(DesiredKey::Invalid { .. }) => {
+            (Some(KeyChangeKind::Keep(KeepReason::Invalid)), carried)
+        }
         None if input.owned && prunes => (Some(KeyChangeKind::Remove), None),
         None if input.owned => (Some(KeyChangeKind::Keep(KeepReason::NotPruned)), carried),
         None => (None, None),
@@ -883,6 +948,7 @@ fn plan_key<'a>(input: &KeyInput<'a>, prunes: bool) -> (Option<KeyChangeKind>, O
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::secrets::OPAQUE;
     use chrono::TimeZone;
 
     const OURS: &str = "kubestash/prod";
@@ -903,6 +969,7 @@ mod tests {
             now: now(),
             secret_metadata: SecretMetadata::default(),
             adopt_existing: true,
+            templates: SecretTemplates::default(),
         }
     }
 
@@ -937,6 +1004,7 @@ mod tests {
     fn desired(keys: Vec<(&str, DesiredKey)>) -> DesiredSecret {
         DesiredSecret {
             keys: keys.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            ..Default::default()
         }
     }
 

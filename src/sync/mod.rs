@@ -207,13 +207,14 @@ impl<'a> Engine<'a> {
         only: Option<&BTreeSet<SecretRef>>,
     ) -> SyncOutcome {
         let pass = Pass {
-            mapping: self.scope.mapping(),
+            mapping: self.scope.mapping(&self.spec.secret_templates),
             plan: PlanOptions {
                 manager: self.manager.clone(),
                 source: secrets::source_annotation(self.name, &self.spec.table),
                 now: Utc::now(),
                 secret_metadata: self.spec.secret_metadata.clone(),
                 adopt_existing: self.spec.adopt_existing,
+                templates: self.spec.secret_templates.clone(),
             },
             picture,
             only,
@@ -432,8 +433,10 @@ mod tests {
                     annotations: BTreeMap::new(),
                     data: BTreeMap::new(),
                     carried: BTreeSet::new(),
+                    secret_type: crate::templates::SecretType::Opaque,
                 }),
                 metadata_conflicts: Vec::new(),
+                secret_type: crate::templates::SecretType::Opaque,
             }],
         };
         // Nothing listens on the client's address: a write sent would fail

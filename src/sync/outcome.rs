@@ -11,7 +11,7 @@ use crate::controller::triggers::SyncTrigger;
 use crate::crd::{KeyCounts, SecretCounts};
 use crate::mapping::{DesiredState, SecretRef};
 use crate::secrets::apply::{WriteError, WriteResult};
-use crate::secrets::{Plan, SecretAction};
+use crate::secrets::{Plan, SecretAction, SkipReason};
 
 /// Outcome of a full sync or a stream apply.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,8 +68,16 @@ pub struct SyncOutcome {
     pub failed_secrets: BTreeSet<SecretRef>,
     /// The Secrets written, with the keys whose data changed (names only).
     pub changed_keys: BTreeMap<SecretRef, Vec<String>>,
-    /// Secrets not written, with the reason (non-Opaque type...).
+    /// Secrets not written, with the reason (non-Opaque type...), but for
+    /// the two below.
     pub skipped: Vec<String>,
+    /// `namespace/name: problem` of each Secret not written because it
+    /// would fail the API server's validation for its type (key names
+    /// only).
+    pub invalid_secrets: Vec<String>,
+    /// `namespace/name: reason` of each Secret left alone because its
+    /// live type is not the one `spec.secretTemplates` gives it.
+    pub type_mismatches: Vec<String>,
     /// Secrets created and updated (`namespace/name`).
     pub created: Vec<String>,
     pub updated: Vec<String>,
@@ -91,6 +99,8 @@ impl SyncOutcome {
         } else if self.key_failures.is_empty()
             && self.write_failures.is_empty()
             && self.conflicts.is_empty()
+            && self.invalid_secrets.is_empty()
+            && self.type_mismatches.is_empty()
         {
             SyncResult::Success
         } else {
@@ -116,6 +126,14 @@ impl SyncOutcome {
             (k.failed, "keys failed to decrypt"),
             (k.conflicting, "conflicting keys"),
             (k.invalid, "invalid names"),
+            (
+                self.invalid_secrets.len() as i64,
+                "invalid Secrets not written",
+            ),
+            (
+                self.type_mismatches.len() as i64,
+                "Secrets of another type left alone",
+            ),
             (k.waiting_for_namespace, "keys waiting for their namespace"),
             (self.write_failures.len() as i64, "Secrets failed to write"),
         ] {
@@ -149,6 +167,8 @@ impl SyncOutcome {
         self.failed_secrets.extend(batch.failed_secrets);
         self.changed_keys.extend(batch.changed_keys);
         self.skipped.extend(batch.skipped);
+        self.invalid_secrets.extend(batch.invalid_secrets);
+        self.type_mismatches.extend(batch.type_mismatches);
         self.created.extend(batch.created);
         self.updated.extend(batch.updated);
         self.plan.extend(batch.plan);
@@ -205,9 +225,34 @@ pub fn describe(
             .filter(|p| !matches!(p.action, SecretAction::Skip(_)))
             .count() as i64,
     };
+    // Names of Secrets that would fail their type's validation count as
+    // invalid too.
+    let invalid_typed: usize = plan
+        .secrets
+        .iter()
+        .filter(|p| {
+            matches!(
+                p.action,
+                SecretAction::Skip(SkipReason::InvalidForType { .. })
+            )
+        })
+        .filter_map(|p| desired.secrets.get(&p.secret))
+        .map(|d| d.names)
+        .sum();
+    let skipped_for = |wanted: fn(&SkipReason) -> bool| -> Vec<String> {
+        plan.secrets
+            .iter()
+            .filter_map(|p| match &p.action {
+                SecretAction::Skip(reason) if wanted(reason) => {
+                    Some(format!("{}: {reason}", p.secret))
+                }
+                _ => None,
+            })
+            .collect()
+    };
     let keys = KeyCounts {
         total: report.total as i64,
-        invalid: report.invalid.len() as i64,
+        invalid: (report.invalid.len() + invalid_typed) as i64,
         failed: report.failed.len() as i64,
         conflicting: (report.conflicting_names() + counts.keys_owned_by_other) as i64,
         waiting_for_namespace: report.waiting() as i64,
@@ -247,19 +292,22 @@ pub fn describe(
             .map(|(secret, _)| (*secret).clone())
             .collect(),
         changed_keys,
-        skipped: plan
-            .secrets
-            .iter()
-            .filter_map(|p| match &p.action {
-                SecretAction::Skip(reason) => Some(format!("{}: {reason}", p.secret)),
-                _ => None,
-            })
-            .collect(),
+        skipped: skipped_for(|r| !is_invalid(r) && !is_type_mismatch(r)),
+        invalid_secrets: skipped_for(is_invalid),
+        type_mismatches: skipped_for(is_type_mismatch),
         created: done(SecretAction::Create),
         updated: done(SecretAction::Update),
         plan: plan.summary(),
         ..Default::default()
     }
+}
+
+fn is_invalid(reason: &SkipReason) -> bool {
+    matches!(reason, SkipReason::InvalidForType { .. })
+}
+
+fn is_type_mismatch(reason: &SkipReason) -> bool {
+    matches!(reason, SkipReason::TypeMismatch { .. })
 }
 
 #[cfg(test)]
@@ -279,6 +327,7 @@ mod tests {
             keys: Vec::new(),
             apply: None,
             metadata_conflicts: Vec::new(),
+            secret_type: crate::templates::SecretType::Opaque,
         };
         let plan = Plan {
             secrets: vec![create("ns-a"), create("ns-b"), create("ns-c")],
@@ -310,5 +359,61 @@ mod tests {
             outcome.failed_secrets.iter().collect::<Vec<_>>(),
             [&secret("ns-c")]
         );
+    }
+
+    #[test]
+    fn typed_secret_skips_are_listed_apart_and_their_names_count_as_invalid() {
+        use crate::mapping::DesiredSecret;
+        use crate::secrets::SkipReason;
+        use crate::templates::SecretType;
+        let skip = |name: &str, reason: SkipReason| SecretPlan {
+            secret: SecretRef::new("web", name),
+            action: SecretAction::Skip(reason),
+            keys: Vec::new(),
+            apply: None,
+            metadata_conflicts: Vec::new(),
+            secret_type: SecretType::Tls,
+        };
+        let plan = Plan {
+            secrets: vec![
+                skip(
+                    "half",
+                    SkipReason::InvalidForType {
+                        secret_type: SecretType::Tls,
+                        problems: vec!["tls.key missing".into()],
+                    },
+                ),
+                skip(
+                    "old",
+                    SkipReason::TypeMismatch {
+                        live: "Opaque".into(),
+                        wanted: SecretType::Tls,
+                    },
+                ),
+                skip("other", SkipReason::NotAdopted),
+            ],
+        };
+        let mut desired = DesiredState::default();
+        for (name, names) in [("half", 2), ("old", 3), ("other", 1)] {
+            desired.secrets.insert(
+                SecretRef::new("web", name),
+                DesiredSecret {
+                    names,
+                    ..Default::default()
+                },
+            );
+        }
+        let outcome = describe(false, &desired, &plan, &[]);
+        assert_eq!(
+            outcome.invalid_secrets,
+            ["web/half: invalid kubernetes.io/tls Secret: tls.key missing"]
+        );
+        assert_eq!(outcome.type_mismatches.len(), 1);
+        assert!(outcome.type_mismatches[0].starts_with("web/old: type mismatch"));
+        assert_eq!(outcome.skipped.len(), 1);
+        assert!(outcome.skipped[0].starts_with("web/other: "));
+        assert_eq!(outcome.keys.invalid, 2, "the names of the invalid Secret");
+        assert_eq!(outcome.secrets.skipped, 3);
+        assert_eq!(outcome.result(), SyncResult::PartialFailure);
     }
 }

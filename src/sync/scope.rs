@@ -24,6 +24,7 @@ use crate::crd::ValidSpec;
 use crate::mapping::{DesiredSecret, MappingScope, SecretRef};
 use crate::secrets::plan::{NamespaceWrites, PruneGate, SecretScope};
 use crate::secrets::SkipReason;
+use crate::templates::SecretTemplates;
 
 /// The labels of an object.
 pub type Labels = BTreeMap<String, String>;
@@ -93,11 +94,13 @@ impl NamespaceScope {
         matches!(self.writes(namespace), NamespaceWrites::Nothing(_))
     }
 
-    /// Where the mapping puts keys: selected namespaces that exist.
-    pub fn mapping(&self) -> MappingScope {
+    /// Where the mapping puts keys (selected namespaces that exist) and
+    /// how (`templates`: `spec.secretTemplates`).
+    pub fn mapping(&self, templates: &SecretTemplates) -> MappingScope {
         MappingScope {
             excluded: self.excluded.union(&self.unselected).cloned().collect(),
             existing_namespaces: Some(self.active.clone()),
+            templates: templates.clone(),
         }
     }
 
@@ -218,7 +221,7 @@ mod tests {
     #[test]
     fn keys_are_mapped_into_selected_namespaces_that_exist() {
         let scope = NamespaceScope::new(&spec(true, Some("sync")), &namespaces());
-        let mapping = scope.mapping();
+        let mapping = scope.mapping(&SecretTemplates::default());
         for (namespace, mapped) in [
             ("on", true),
             ("off", false),
@@ -241,6 +244,7 @@ mod tests {
         let (app, other) = (SecretRef::new("on", "app"), SecretRef::new("on", "other"));
         let desired = |keys: Vec<(&str, DesiredKey)>| DesiredSecret {
             keys: keys.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            ..Default::default()
         };
         let value = || DesiredKey::Value {
             source: "on/app/A".into(),

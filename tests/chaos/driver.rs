@@ -21,8 +21,8 @@ use super::aws_proxy::AwsProxy;
 use super::continuous::Timeline;
 use super::expect::{Expectations, KeyId};
 use super::model::{
-    universe, Latest, Observed, Phase, World, MANAGED_BY_LABEL, NAMESPACES, OPERATOR_NAMESPACE,
-    SECOND_CSS, SECOND_NAMESPACE, SELECT_LABEL,
+    typed_on, typed_templates, universe, Latest, Observed, Phase, World, MANAGED_BY_LABEL,
+    NAMESPACES, OPERATOR_NAMESPACE, SECOND_CSS, SECOND_NAMESPACE, SELECT_LABEL,
 };
 use super::ops::{AwsFault, Storm};
 use super::ops::{Op, SecretId, TableOp};

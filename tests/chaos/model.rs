@@ -114,6 +114,26 @@ pub struct World {
     pub renames: u32,
 }
 
+/// The Secret name a rule of `spec.secretTemplates` selects (in every
+/// namespace, both CredstashSyncs) when the `typed` family is on.
+pub const TYPED_SECRET: &str = "db";
+/// The rule's rename: normalised key -> Secret key.
+pub const TYPED_RENAME: (&str, &str) = ("TOKEN", "token");
+
+/// Whether the `typed` family is on (`CHAOS_FEATURES`, the same for every
+/// run of the process).
+pub fn typed_on() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| super::schedule::features_from_env().contains("typed"))
+}
+
+/// The `spec.secretTemplates` of both CredstashSyncs with the `typed`
+/// family: `db` keeps its `TOKEN` as `token`.
+pub fn typed_templates() -> serde_json::Value {
+    serde_json::json!([{"name": TYPED_SECRET, "type": "Opaque",
+                        "keys": {TYPED_RENAME.0: TYPED_RENAME.1}}])
+}
+
 /// `KEY'`: upper-cased, `.` and `-` as `_` (DESIGN.md, the mapping).
 pub fn normalise(key: &str) -> String {
     key.chars()
@@ -124,8 +144,9 @@ pub fn normalise(key: &str) -> String {
         .collect()
 }
 
-/// The Secret and normalised key a valid `namespace/secret/KEY` name maps
-/// to (`None`: not ours, or invalid).
+/// The Secret and key a valid `namespace/secret/KEY` name maps to: the
+/// normalised key, renamed by the `typed` family's rule (`None`: not ours,
+/// or invalid).
 pub fn key_of(name: &str) -> Option<(SecretId, String)> {
     let mut parts = name.split('/');
     let (ns, secret, key) = (parts.next()?, parts.next()?, parts.next()?);
@@ -136,7 +157,13 @@ pub fn key_of(name: &str) -> Option<(SecretId, String)> {
         && key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c));
-    valid.then(|| ((ns.to_owned(), secret.to_owned()), normalise(key)))
+    let key = match normalise(key) {
+        k if typed_on() && secret == TYPED_SECRET && k == TYPED_RENAME.0 => {
+            TYPED_RENAME.1.to_owned()
+        }
+        k => k,
+    };
+    valid.then(|| ((ns.to_owned(), secret.to_owned()), key))
 }
 
 /// Three parts, but one of them not allowed (DESIGN.md, the mapping).

@@ -11,7 +11,7 @@ use super::ops::{AwsFault, Op, Storm, TableOp, INVALID_NAMES, REQUIRED_KINDS};
 use super::rng::Rng;
 
 /// Every operation family; `CHAOS_FEATURES` picks among them.
-pub const ALL_FEATURES: [&str; 32] = [
+pub const ALL_FEATURES: [&str; 33] = [
     "table",
     "conflict",
     "tamper",
@@ -44,6 +44,7 @@ pub const ALL_FEATURES: [&str; 32] = [
     "adopt",
     "table-lifecycle",
     "rollout",
+    "typed",
 ];
 
 /// Key names the table uses; some pairs normalise onto one key.
@@ -578,8 +579,10 @@ impl Scheduler {
 
 /// Another spelling of `name`'s key that normalises onto the same key.
 fn variant(name: &str, rng: &mut Rng) -> Option<String> {
-    let (_, normal) = key_of(name)?;
+    key_of(name)?;
     let (prefix, key) = name.rsplit_once('/')?;
+    // Spellings, before any rename of the typed family.
+    let normal = normalise(key);
     let candidates: Vec<String> = [
         key.to_uppercase(),
         key.to_lowercase(),

@@ -233,7 +233,22 @@ pub fn builtins() -> Vec<ResourceInfo> {
         Class::Plain,
     );
     sas.short_names = vec!["sa".into()];
-    let mut all = vec![ns, secrets, cms, ev, ev2, leases, crd, quotas, limits, sas];
+    // No strategy of its own: kubestash's tests only create Ingresses that
+    // reference the TLS Secrets they write.
+    let mut ingresses = ResourceInfo::builtin(
+        "networking.k8s.io",
+        "ingresses",
+        "ingress",
+        "Ingress",
+        true,
+        Class::Plain,
+    );
+    ingresses.short_names = vec!["ing".into()];
+    ingresses.status_subresource = true;
+    ingresses.has_generation = true;
+    let mut all = vec![
+        ns, secrets, cms, ev, ev2, leases, crd, quotas, limits, sas, ingresses,
+    ];
     all.extend(crate::apps::resources());
     all
 }

@@ -442,6 +442,9 @@ fn validate_secret(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
             }
         }
     }
+    if ty == "kubernetes.io/dockerconfigjson" {
+        validate_docker_config_json(obj, causes);
+    }
     if let Some(old) = old {
         let old_ty = old["type"].as_str().unwrap_or("Opaque");
         if old_ty != ty {
@@ -453,6 +456,42 @@ fn validate_secret(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {
         }
         immutable_checks(obj, old, &["data"], causes);
     }
+}
+
+/// kube-apiserver's check of a `kubernetes.io/dockerconfigjson` Secret:
+/// `.dockerconfigjson` is required and must unmarshal into a Go
+/// `map[string]interface{}` (a JSON object, or `null`). The value is never
+/// echoed: the real server says `<secret contents redacted>`; the reason
+/// after it is Go's JSON error, approximated here.
+fn validate_docker_config_json(obj: &Value, causes: &mut Vec<Cause>) {
+    const KEY: &str = "data[.dockerconfigjson]";
+    let Some(encoded) = obj["data"].get(".dockerconfigjson") else {
+        causes.push(cause("FieldValueRequired", KEY, "Required value".into()));
+        return;
+    };
+    let bytes = encoded
+        .as_str()
+        .and_then(|s| decode_base64(s).ok())
+        .unwrap_or_default();
+    let problem = match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(_) | Value::Null) => return,
+        Ok(other) => {
+            let kind = match other {
+                Value::Array(_) => "array",
+                Value::String(_) => "string",
+                Value::Number(_) => "number",
+                _ => "bool",
+            };
+            format!("json: cannot unmarshal {kind} into Go value of type map[string]interface {{}}")
+        }
+        Err(error) if error.is_eof() => "unexpected end of JSON input".to_owned(),
+        Err(_) => "invalid character in JSON".to_owned(),
+    };
+    causes.push(cause(
+        "FieldValueInvalid",
+        KEY,
+        format!("Invalid value: \"<secret contents redacted>\": {problem}"),
+    ));
 }
 
 fn validate_configmap(obj: &Value, old: Option<&Value>, causes: &mut Vec<Cause>) {

@@ -400,6 +400,9 @@ impl Harness<'_> {
         if self.rollout.is_some() {
             spec["rollout"] = json!({"enabled": true, "debounce": "1s"});
         }
+        if typed_on() {
+            spec["secretTemplates"] = typed_templates();
+        }
         spec
     }
 
@@ -410,7 +413,7 @@ impl Harness<'_> {
             .copied()
             .filter(|ns| *ns != SECOND_NAMESPACE)
             .collect();
-        json!({
+        let mut spec = json!({
             "table": TABLE,
             "dryRun": false,
             "prune": self.world.second.prune,
@@ -418,7 +421,11 @@ impl Harness<'_> {
             "waitTime": "1s",
             "minResyncInterval": "1s",
             "syncTimeout": "30s",
-        })
+        });
+        if typed_on() {
+            spec["secretTemplates"] = typed_templates();
+        }
+        spec
     }
 
     pub(super) async fn apply_second_css(&self) {
