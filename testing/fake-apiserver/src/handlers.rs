@@ -1516,16 +1516,7 @@ fn apply(
         &mut applied.object,
         subresource_scope(t),
     );
-    // The annotation records the configuration as decoded into its Go type:
-    // a null value in a map of strings is "" there too.
-    let mut decoded_config = raw_config.clone();
-    restore_string_map_nulls(
-        &t.res,
-        &raw_config,
-        &mut decoded_config,
-        subresource_scope(t),
-    );
-    sync_last_applied(&c.manager, &decoded_config, &mut applied.object);
+    sync_last_applied(&c.manager, &raw_config, &mut applied.object);
     // A Secret's data key applied as null is stored as a nil []byte, which
     // the next write of the object re-encodes as an empty one: that write is
     // never a no-op (see write::update).
