@@ -606,7 +606,7 @@ fn resolve(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     const SECRET: &str = "hunter2-Sup3rSecret";
@@ -616,10 +616,10 @@ mod tests {
     }
 
     /// A test entry: a name and `Ok(value)` or `Err(reason)`.
-    type Entry<'a> = (&'a str, Result<&'a str, &'a str>);
+    pub(crate) type Entry<'a> = (&'a str, Result<&'a str, &'a str>);
 
     /// Maps `(name, Ok(value) | Err(reason))` entries.
-    fn map(entries: &[Entry<'_>], scope: &MappingScope) -> DesiredState {
+    pub(crate) fn map(entries: &[Entry<'_>], scope: &MappingScope) -> DesiredState {
         let values: Vec<(&str, Result<SecretValue, &str>)> = entries
             .iter()
             .map(|(name, v)| (*name, v.map(value)))

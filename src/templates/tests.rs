@@ -164,20 +164,7 @@ mod through_the_mapping {
     }
 
     fn map(entries: &[(&str, Result<&str, &str>)]) -> DesiredState {
-        let values: Vec<(&str, Result<SecretValue, &str>)> = entries
-            .iter()
-            .map(|(name, v)| (*name, v.map(|t| SecretValue::from(t.as_bytes()))))
-            .collect();
-        map_table(
-            values.iter().map(|(name, v)| {
-                let v = match v {
-                    Ok(value) => TableValue::Value(value),
-                    Err(reason) => TableValue::Failed(reason),
-                };
-                (*name, v)
-            }),
-            &scope(),
-        )
+        crate::mapping::tests::map(entries, &scope())
     }
 
     fn keys(state: &DesiredState, name: &str) -> BTreeMap<String, DesiredKey> {
