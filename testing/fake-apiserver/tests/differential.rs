@@ -1079,6 +1079,34 @@ fn bare(op: &str, method: &str, path: &str, q: &[(&str, &str)], name: &str) -> R
     }
 }
 
+/// A server-side apply of object `name` at `item`, with the query `q` so
+/// far: forced 40% of the time, its body a skeleton, explicit nulls or
+/// content.
+fn apply_request(
+    rng: &mut Rng,
+    kind: Kind,
+    name: &str,
+    item: &str,
+    mut q: Vec<(&str, &str)>,
+    dry_tag: &str,
+) -> Req {
+    let force = rng.chance(40);
+    if force {
+        q.push(("force", "true"));
+    }
+    let (tag, fields) = match rng.below(10) {
+        0 => ("apply-skeleton", Map::new()),
+        1..=3 => ("apply-nulls", content(rng, kind, true)),
+        _ => ("apply", content(rng, kind, false)),
+    };
+    let tag = format!("{tag}{}{dry_tag}", if force { "-force" } else { "" });
+    with_body(
+        bare(&tag, "PATCH", item, &q, name),
+        "application/apply-patch+yaml",
+        full_object(kind, name, fields),
+    )
+}
+
 fn with_body(mut r: Req, ct: &str, body: Value) -> Req {
     r.content_type = Some(ct.into());
     r.body = Some(body);
@@ -1198,21 +1226,7 @@ fn css_request(rng: &mut Rng, managers: &[&str]) -> Req {
         }
         10..=27 => {
             q.push(("fieldManager", applier));
-            let force = rng.chance(40);
-            if force {
-                q.push(("force", "true"));
-            }
-            let (tag, fields) = match rng.below(10) {
-                0 => ("apply-skeleton", Map::new()),
-                1..=3 => ("apply-nulls", content(rng, kind, true)),
-                _ => ("apply", content(rng, kind, false)),
-            };
-            let tag = format!("{tag}{}{dry_tag}", if force { "-force" } else { "" });
-            with_body(
-                bare(&tag, "PATCH", &item, &q, &name),
-                "application/apply-patch+yaml",
-                full_object(kind, &name, fields),
-            )
+            apply_request(rng, kind, &name, &item, q, dry_tag)
         }
         28..=37 => {
             q.push(("fieldManager", applier));
@@ -1382,21 +1396,7 @@ fn ns_request(rng: &mut Rng, managers: &[&str]) -> Req {
         }
         12..=27 => {
             q.push(("fieldManager", applier));
-            let force = rng.chance(40);
-            if force {
-                q.push(("force", "true"));
-            }
-            let (tag, fields) = match rng.below(10) {
-                0 => ("apply-skeleton", Map::new()),
-                1..=3 => ("apply-nulls", content(rng, kind, true)),
-                _ => ("apply", content(rng, kind, false)),
-            };
-            let tag = format!("{tag}{}{dry_tag}", if force { "-force" } else { "" });
-            with_body(
-                bare(&tag, "PATCH", &item, &q, &name),
-                "application/apply-patch+yaml",
-                full_object(kind, &name, fields),
-            )
+            apply_request(rng, kind, &name, &item, q, dry_tag)
         }
         28..=39 => {
             q.push(("fieldManager", manager));
